@@ -1,0 +1,683 @@
+//! The wire envelope: one structured-mode CloudEvent 1.0 JSON document per NATS message.
+//!
+//! [`KeptnEvent`] wraps `cloudevents::Event` and adds what the SDK leaves open:
+//!
+//! - Decoding is strict where Keptn is strict: only `specversion` `"1.0"` (the SDK would also
+//!   take `0.3`), non-empty `id`, `source` and `type`, and errors that name the attribute, so a
+//!   poison message goes to the dead letter with a reason a person can act on.
+//! - Keptn's extensions (`shkeptncontext`, `triggeredid`, ...) get named accessors.
+//! - `data` reads as JSON even when a sender put the JSON object into a string (the Keptn spec
+//!   allows `data` of type string), and typed decoding names the path of a bad field.
+//! - Encoding is deterministic: attributes in CloudEvents order, then extensions sorted by name,
+//!   then `data`. The SDK keeps extensions in a `HashMap`, so without this two encodings of the
+//!   same event could differ byte for byte.
+//!
+//! Re-encoding a decoded event gives the same JSON document except for these documented
+//! canonicalisations: `null` attributes and extensions are dropped, `time` is written in UTC
+//! (RFC 3339, `Z`), and `data_base64` holding JSON under a JSON `datacontenttype` becomes `data`.
+
+use cloudevents::event::{Data, ExtensionValue};
+use cloudevents::{AttributesReader, Event};
+use serde::de::DeserializeOwned;
+use serde::ser::SerializeMap;
+use serde::{Serialize, Serializer};
+use serde_json::{Map, Value};
+
+pub use crate::data::DataError;
+use crate::event_type::{EventType, EventTypeError};
+
+/// The Keptn spec version helm-service writes into `shkeptnspecversion`.
+pub const KEPTN_SPEC_VERSION: &str = "0.2.4";
+
+/// The only CloudEvents spec version accepted.
+pub const CLOUDEVENTS_SPEC_VERSION: &str = "1.0";
+
+/// `datacontenttype` of every event helm-service writes.
+pub const JSON_CONTENT_TYPE: &str = "application/json";
+
+/// Extension: ties the events of one sequence together.
+pub const EXT_KEPTN_CONTEXT: &str = "shkeptncontext";
+/// Extension: on `.started`/`.finished`, the id of the `.triggered` event answered.
+pub const EXT_TRIGGERED_ID: &str = "triggeredid";
+/// Extension: the configuration commit the sequence works on.
+pub const EXT_GIT_COMMIT_ID: &str = "gitcommitid";
+/// Extension: the Keptn spec version of the event.
+pub const EXT_KEPTN_SPEC_VERSION: &str = "shkeptnspecversion";
+/// Extension: W3C trace context.
+pub const EXT_TRACEPARENT: &str = "traceparent";
+/// Extension: W3C trace state.
+pub const EXT_TRACESTATE: &str = "tracestate";
+
+/// Why a message is not a usable CloudEvent.
+#[derive(Debug, thiserror::Error)]
+pub enum DecodeError {
+    /// The bytes are not JSON at all.
+    #[error("message is not JSON ({0}): expected a structured-mode CloudEvent 1.0 JSON document")]
+    NotJson(#[source] serde_json::Error),
+    /// The bytes are JSON, but not an object.
+    #[error(
+        "message is JSON but not an object: expected a structured-mode CloudEvent 1.0 JSON object"
+    )]
+    NotAnObject,
+    /// `specversion` is something other than `"1.0"`.
+    #[error("unsupported CloudEvents specversion \"{0}\": only \"1.0\" is accepted")]
+    SpecVersion(String),
+    /// A required attribute is absent, `null` or empty.
+    #[error("required CloudEvents attribute \"{0}\" is missing or empty")]
+    MissingAttribute(&'static str),
+    /// Anything else that makes the document an invalid CloudEvent.
+    #[error("invalid CloudEvent: {0}")]
+    Invalid(String),
+}
+
+/// A decoded Keptn CloudEvent.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct KeptnEvent(Event);
+
+/// Context attributes of CloudEvents 1.0 and their rank in the encoded document.
+const ATTRIBUTE_ORDER: [&str; 8] = [
+    "specversion",
+    "id",
+    "type",
+    "source",
+    "datacontenttype",
+    "dataschema",
+    "subject",
+    "time",
+];
+
+const REQUIRED_ATTRIBUTES: [&str; 3] = ["id", "source", "type"];
+const OPTIONAL_STRING_ATTRIBUTES: [&str; 4] = ["datacontenttype", "dataschema", "subject", "time"];
+const DATA_MEMBERS: [&str; 2] = ["data", "data_base64"];
+
+impl KeptnEvent {
+    /// Decodes a structured-mode CloudEvent 1.0 JSON document.
+    pub fn decode(bytes: &[u8]) -> Result<KeptnEvent, DecodeError> {
+        let value: Value = serde_json::from_slice(bytes).map_err(DecodeError::NotJson)?;
+        let Value::Object(map) = value else {
+            return Err(DecodeError::NotAnObject);
+        };
+        check_document(&map)?;
+        let event: Event = serde_json::from_value(Value::Object(map))
+            .map_err(|e| DecodeError::Invalid(e.to_string()))?;
+        Ok(KeptnEvent(event))
+    }
+
+    /// Wraps an SDK event after the same checks as [`KeptnEvent::decode`].
+    pub fn from_event(event: Event) -> Result<KeptnEvent, DecodeError> {
+        let version = event.specversion().to_string();
+        if version != CLOUDEVENTS_SPEC_VERSION {
+            return Err(DecodeError::SpecVersion(version));
+        }
+        for (name, value) in [
+            ("id", event.id()),
+            ("source", event.source().as_str()),
+            ("type", event.ty()),
+        ] {
+            if value.trim().is_empty() {
+                return Err(DecodeError::MissingAttribute(name));
+            }
+        }
+        Ok(KeptnEvent(event))
+    }
+
+    /// Wraps an event this crate built itself (known to be valid).
+    pub(crate) fn from_valid(event: Event) -> KeptnEvent {
+        KeptnEvent(event)
+    }
+
+    /// Encodes the event as structured-mode CloudEvent JSON, deterministically ordered.
+    pub fn encode(&self) -> Vec<u8> {
+        let value = serde_json::to_value(&self.0)
+            .expect("a CloudEvent always serializes to JSON: its map keys are strings");
+        let Value::Object(map) = value else {
+            unreachable!("a CloudEvent serializes to a JSON object");
+        };
+        let mut entries: Vec<(&String, &Value)> = map.iter().collect();
+        entries.sort_by(|(a, _), (b, _)| (member_rank(a), *a).cmp(&(member_rank(b), *b)));
+        serde_json::to_vec(&Ordered(entries))
+            .expect("serializing JSON values into a Vec cannot fail")
+    }
+
+    /// The SDK event.
+    pub fn inner(&self) -> &Event {
+        &self.0
+    }
+
+    /// The SDK event, by value.
+    pub fn into_inner(self) -> Event {
+        self.0
+    }
+
+    /// `id`.
+    pub fn id(&self) -> &str {
+        self.0.id()
+    }
+
+    /// `type`, e.g. `sh.keptn.event.deployment.triggered`.
+    pub fn ty(&self) -> &str {
+        self.0.ty()
+    }
+
+    /// `type` parsed as a Keptn task event type.
+    pub fn event_type(&self) -> Result<EventType, EventTypeError> {
+        EventType::parse(self.ty())
+    }
+
+    /// `source`, e.g. `helm-service`.
+    pub fn source(&self) -> &str {
+        self.0.source()
+    }
+
+    /// `time`, when the sender set it.
+    pub fn time(&self) -> Option<&chrono::DateTime<chrono::Utc>> {
+        self.0.time()
+    }
+
+    /// `datacontenttype`, when set (absent means JSON).
+    pub fn datacontenttype(&self) -> Option<&str> {
+        self.0.datacontenttype()
+    }
+
+    /// A string extension; `None` when absent or not a string.
+    pub fn extension_str(&self, name: &str) -> Option<&str> {
+        match self.0.extension(name)? {
+            ExtensionValue::String(s) => Some(s),
+            _ => None,
+        }
+    }
+
+    /// `shkeptncontext`: the sequence this event belongs to.
+    pub fn keptn_context(&self) -> Option<&str> {
+        self.extension_str(EXT_KEPTN_CONTEXT)
+    }
+
+    /// `triggeredid`: on `.started`/`.finished`, the id of the `.triggered` event.
+    pub fn triggered_id(&self) -> Option<&str> {
+        self.extension_str(EXT_TRIGGERED_ID)
+    }
+
+    /// `gitcommitid`: the configuration commit to work on.
+    pub fn git_commit_id(&self) -> Option<&str> {
+        self.extension_str(EXT_GIT_COMMIT_ID)
+    }
+
+    /// `shkeptnspecversion`.
+    pub fn keptn_spec_version(&self) -> Option<&str> {
+        self.extension_str(EXT_KEPTN_SPEC_VERSION)
+    }
+
+    /// `traceparent` (W3C trace context).
+    pub fn traceparent(&self) -> Option<&str> {
+        self.extension_str(EXT_TRACEPARENT)
+    }
+
+    /// `tracestate` (W3C trace context).
+    pub fn tracestate(&self) -> Option<&str> {
+        self.extension_str(EXT_TRACESTATE)
+    }
+
+    /// `data` as JSON; `None` when there is no data, it is `null`, or it is binary that is not
+    /// JSON.
+    ///
+    /// A string whose content is a JSON object (the spec allows `data` of type string) reads as
+    /// that object; any other string reads as a JSON string.
+    pub fn data_json(&self) -> Option<Value> {
+        self.data_value().ok()
+    }
+
+    /// `data` decoded into a payload type; the error names the path of the offending field,
+    /// e.g. `data.deployment.deploymentURIsLocal: invalid type: string "x", expected a sequence`.
+    pub fn typed_data<T: DeserializeOwned>(&self) -> Result<T, DataError> {
+        crate::data::from_value(self.data_value()?)
+    }
+
+    fn data_value(&self) -> Result<Value, DataError> {
+        match self.0.data() {
+            None | Some(Data::Json(Value::Null)) => Err(DataError::Missing),
+            Some(Data::Json(Value::String(s))) | Some(Data::String(s)) => Ok(embedded_json(s)),
+            Some(Data::Json(v)) => Ok(v.clone()),
+            Some(Data::Binary(bytes)) => match serde_json::from_slice::<Value>(bytes) {
+                Ok(Value::Null) => Err(DataError::Missing),
+                Ok(v) => Ok(v),
+                Err(e) => Err(DataError::NotJson(e.to_string())),
+            },
+        }
+    }
+}
+
+/// A string holding a JSON object reads as the object; anything else stays a string.
+fn embedded_json(s: &str) -> Value {
+    match serde_json::from_str::<Value>(s) {
+        Ok(v @ Value::Object(_)) => v,
+        _ => Value::String(s.to_owned()),
+    }
+}
+
+fn member_rank(name: &str) -> usize {
+    if let Some(i) = ATTRIBUTE_ORDER.iter().position(|a| *a == name) {
+        i
+    } else if DATA_MEMBERS.contains(&name) {
+        ATTRIBUTE_ORDER.len() + 1
+    } else {
+        ATTRIBUTE_ORDER.len()
+    }
+}
+
+/// A JSON object written in the given member order.
+struct Ordered<'a>(Vec<(&'a String, &'a Value)>);
+
+impl Serialize for Ordered<'_> {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        let mut map = serializer.serialize_map(Some(self.0.len()))?;
+        for (k, v) in &self.0 {
+            map.serialize_entry(k, v)?;
+        }
+        map.end()
+    }
+}
+
+fn json_kind(v: &Value) -> &'static str {
+    match v {
+        Value::Null => "null",
+        Value::Bool(_) => "a boolean",
+        Value::Number(_) => "a number",
+        Value::String(_) => "a string",
+        Value::Array(_) => "an array",
+        Value::Object(_) => "an object",
+    }
+}
+
+/// Checks what the SDK does not check, or reports without naming the attribute.
+fn check_document(map: &Map<String, Value>) -> Result<(), DecodeError> {
+    match map.get("specversion") {
+        None | Some(Value::Null) => return Err(DecodeError::MissingAttribute("specversion")),
+        Some(Value::String(v)) if v == CLOUDEVENTS_SPEC_VERSION => {}
+        Some(Value::String(v)) => return Err(DecodeError::SpecVersion(v.clone())),
+        Some(other) => return Err(DecodeError::SpecVersion(other.to_string())),
+    }
+    for name in REQUIRED_ATTRIBUTES {
+        match map.get(name) {
+            None | Some(Value::Null) => return Err(DecodeError::MissingAttribute(name)),
+            Some(Value::String(s)) if s.trim().is_empty() => {
+                return Err(DecodeError::MissingAttribute(name))
+            }
+            Some(Value::String(_)) => {}
+            Some(other) => {
+                return Err(DecodeError::Invalid(format!(
+                    "attribute \"{name}\" must be a string, found {}",
+                    json_kind(other)
+                )))
+            }
+        }
+    }
+    for name in OPTIONAL_STRING_ATTRIBUTES {
+        match map.get(name) {
+            None | Some(Value::Null) | Some(Value::String(_)) => {}
+            Some(other) => {
+                return Err(DecodeError::Invalid(format!(
+                    "attribute \"{name}\" must be a string, found {}",
+                    json_kind(other)
+                )))
+            }
+        }
+    }
+    if let Some(Value::String(time)) = map.get("time") {
+        chrono::DateTime::parse_from_rfc3339(time).map_err(|e| {
+            DecodeError::Invalid(format!(
+                "attribute \"time\" is not an RFC 3339 timestamp (\"{time}\"): {e}"
+            ))
+        })?;
+    }
+    if DATA_MEMBERS.iter().all(|m| map.get(*m).is_some()) {
+        return Err(DecodeError::Invalid(
+            "both \"data\" and \"data_base64\" are present: send only one".to_owned(),
+        ));
+    }
+    for (name, value) in map {
+        if ATTRIBUTE_ORDER.contains(&name.as_str()) || DATA_MEMBERS.contains(&name.as_str()) {
+            continue;
+        }
+        let valid = match value {
+            Value::Null | Value::Bool(_) | Value::String(_) => true,
+            Value::Number(n) => n.is_i64(),
+            Value::Array(_) | Value::Object(_) => false,
+        };
+        if !valid {
+            return Err(DecodeError::Invalid(format!(
+                "extension attribute \"{name}\" is {}: CloudEvents extension values must be \
+                 strings, booleans or integers",
+                json_kind(value)
+            )));
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn base() -> Value {
+        json!({
+            "specversion": "1.0",
+            "id": "c4d3a334-6cb9-4e8c-a372-7e0b45942f53",
+            "source": "shipyard-controller",
+            "type": "sh.keptn.event.deployment.triggered",
+            "datacontenttype": "application/json",
+            "data": {"project": "sockshop", "stage": "dev", "service": "carts"},
+            "shkeptncontext": "a3e5f16d-8888-4720-82c7-6995062905c1",
+            "gitcommitid": "521747298a3790fde1710f3aa2d03b55020575aa",
+            "shkeptnspecversion": "0.2.4",
+            "traceparent": "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01",
+            "tracestate": "congo=t61rcWkgMzE"
+        })
+    }
+
+    fn decode(v: &Value) -> Result<KeptnEvent, DecodeError> {
+        KeptnEvent::decode(&serde_json::to_vec(v).unwrap())
+    }
+
+    fn with(mut v: Value, key: &str, value: Value) -> Value {
+        v.as_object_mut().unwrap().insert(key.to_owned(), value);
+        v
+    }
+
+    fn without(mut v: Value, key: &str) -> Value {
+        v.as_object_mut().unwrap().remove(key);
+        v
+    }
+
+    #[test]
+    fn accessors_read_keptn_extensions() {
+        let ev = decode(&with(base(), "triggeredid", json!("t-1"))).unwrap();
+        assert_eq!(ev.id(), "c4d3a334-6cb9-4e8c-a372-7e0b45942f53");
+        assert_eq!(ev.ty(), "sh.keptn.event.deployment.triggered");
+        assert_eq!(ev.source(), "shipyard-controller");
+        assert_eq!(ev.time(), None);
+        assert_eq!(
+            ev.keptn_context(),
+            Some("a3e5f16d-8888-4720-82c7-6995062905c1")
+        );
+        assert_eq!(ev.triggered_id(), Some("t-1"));
+        assert_eq!(
+            ev.git_commit_id(),
+            Some("521747298a3790fde1710f3aa2d03b55020575aa")
+        );
+        assert_eq!(ev.keptn_spec_version(), Some("0.2.4"));
+        assert!(ev.traceparent().unwrap().starts_with("00-0af7"));
+        assert_eq!(ev.tracestate(), Some("congo=t61rcWkgMzE"));
+        assert_eq!(ev.event_type().unwrap().task, "deployment");
+        assert_eq!(ev.inner().id(), ev.id());
+    }
+
+    #[test]
+    fn time_is_parsed() {
+        let ev = decode(&with(base(), "time", json!("2021-06-01T10:00:00.5+02:00"))).unwrap();
+        assert_eq!(
+            ev.time().unwrap().to_rfc3339(),
+            "2021-06-01T08:00:00.500+00:00"
+        );
+        let err = decode(&with(base(), "time", json!("yesterday"))).unwrap_err();
+        assert!(matches!(err, DecodeError::Invalid(_)), "{err:?}");
+        assert!(err.to_string().contains("\"time\""), "{err}");
+    }
+
+    #[test]
+    fn rejects_spec_version_0_3() {
+        let err = decode(&with(base(), "specversion", json!("0.3"))).unwrap_err();
+        assert!(
+            matches!(&err, DecodeError::SpecVersion(v) if v == "0.3"),
+            "{err:?}"
+        );
+        assert_eq!(
+            err.to_string(),
+            "unsupported CloudEvents specversion \"0.3\": only \"1.0\" is accepted"
+        );
+        let err = decode(&with(base(), "specversion", json!(1.0))).unwrap_err();
+        assert!(matches!(err, DecodeError::SpecVersion(_)), "{err:?}");
+        let err = decode(&without(base(), "specversion")).unwrap_err();
+        assert!(
+            matches!(err, DecodeError::MissingAttribute("specversion")),
+            "{err:?}"
+        );
+    }
+
+    #[test]
+    fn rejects_missing_or_empty_required_attributes() {
+        for name in ["id", "source", "type"] {
+            let err = decode(&without(base(), name)).unwrap_err();
+            assert!(
+                matches!(err, DecodeError::MissingAttribute(n) if n == name),
+                "{name}: {err:?}"
+            );
+            let err = decode(&with(base(), name, json!(""))).unwrap_err();
+            assert!(
+                matches!(err, DecodeError::MissingAttribute(n) if n == name),
+                "{name}: {err:?}"
+            );
+            let err = decode(&with(base(), name, Value::Null)).unwrap_err();
+            assert!(
+                matches!(err, DecodeError::MissingAttribute(n) if n == name),
+                "{name}: {err:?}"
+            );
+        }
+        assert_eq!(
+            decode(&without(base(), "id")).unwrap_err().to_string(),
+            "required CloudEvents attribute \"id\" is missing or empty"
+        );
+        let err = decode(&with(base(), "id", json!(42))).unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "invalid CloudEvent: attribute \"id\" must be a string, found a number"
+        );
+    }
+
+    #[test]
+    fn rejects_non_json_and_non_objects() {
+        let err = KeptnEvent::decode(b"not json").unwrap_err();
+        assert!(matches!(err, DecodeError::NotJson(_)), "{err:?}");
+        assert!(err.to_string().starts_with("message is not JSON"), "{err}");
+        let err = KeptnEvent::decode(b"[1,2]").unwrap_err();
+        assert!(matches!(err, DecodeError::NotAnObject), "{err:?}");
+        let err = KeptnEvent::decode(b"\"x\"").unwrap_err();
+        assert!(matches!(err, DecodeError::NotAnObject), "{err:?}");
+        let err = KeptnEvent::decode(b"").unwrap_err();
+        assert!(matches!(err, DecodeError::NotJson(_)), "{err:?}");
+    }
+
+    #[test]
+    fn rejects_structured_extension_values() {
+        let err = decode(&with(base(), "labels", json!({"a": "b"}))).unwrap_err();
+        assert!(matches!(err, DecodeError::Invalid(_)), "{err:?}");
+        assert!(err.to_string().contains("\"labels\" is an object"), "{err}");
+        let err = decode(&with(base(), "ratio", json!(0.5))).unwrap_err();
+        assert!(matches!(err, DecodeError::Invalid(_)), "{err:?}");
+        // Integers and booleans are valid extension values.
+        let ev = decode(&with(with(base(), "count", json!(3)), "flag", json!(true))).unwrap();
+        assert_eq!(ev.extension_str("count"), None);
+        assert_eq!(
+            ev.inner().extension("count"),
+            Some(&ExtensionValue::Integer(3))
+        );
+    }
+
+    #[test]
+    fn rejects_data_and_data_base64_together() {
+        let err = decode(&with(base(), "data_base64", json!("e30="))).unwrap_err();
+        assert!(matches!(err, DecodeError::Invalid(_)), "{err:?}");
+    }
+
+    #[test]
+    fn encode_round_trips_and_is_ordered() {
+        let original = with(base(), "time", json!("2021-06-01T08:00:00Z"));
+        let ev = decode(&original).unwrap();
+        let bytes = ev.encode();
+        let back: Value = serde_json::from_slice(&bytes).unwrap();
+        assert_eq!(back, original);
+        let text = String::from_utf8(bytes.clone()).unwrap();
+        let pos = |k: &str| text.find(&format!("\"{k}\":")).unwrap();
+        assert!(pos("specversion") < pos("id"));
+        assert!(pos("id") < pos("type"));
+        assert!(pos("type") < pos("source"));
+        assert!(pos("time") < pos("gitcommitid"));
+        assert!(pos("gitcommitid") < pos("shkeptncontext"));
+        assert!(pos("tracestate") < pos("data"));
+        // Same event, same bytes.
+        assert_eq!(decode(&back).unwrap().encode(), bytes);
+        assert_eq!(KeptnEvent::decode(&bytes).unwrap(), ev);
+    }
+
+    #[test]
+    fn data_as_json_string_is_accepted() {
+        let inner = json!({"project": "sockshop", "stage": "dev", "service": "carts"});
+        let ev = decode(&with(base(), "data", json!(inner.to_string()))).unwrap();
+        assert_eq!(ev.data_json(), Some(inner.clone()));
+        let common: crate::data::CommonData = ev.typed_data().unwrap();
+        assert_eq!(common.service.as_deref(), Some("carts"));
+
+        // The same with a non-JSON content type, where the SDK keeps data as a string.
+        let ev = decode(&with(
+            with(base(), "datacontenttype", json!("text/plain")),
+            "data",
+            json!(inner.to_string()),
+        ))
+        .unwrap();
+        assert_eq!(ev.data_json(), Some(inner));
+
+        // A string that is not a JSON object stays a string.
+        let ev = decode(&with(base(), "data", json!("hello"))).unwrap();
+        assert_eq!(ev.data_json(), Some(json!("hello")));
+        let err = ev.typed_data::<crate::data::CommonData>().unwrap_err();
+        assert!(
+            err.to_string().starts_with("data: invalid type: string"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn data_base64_json_is_read() {
+        // base64 of {"project":"p"}
+        let ev = decode(&with(
+            without(base(), "data"),
+            "data_base64",
+            json!("eyJwcm9qZWN0IjoicCJ9"),
+        ))
+        .unwrap();
+        assert_eq!(ev.data_json(), Some(json!({"project": "p"})));
+    }
+
+    #[test]
+    fn missing_data() {
+        let ev = decode(&without(base(), "data")).unwrap();
+        assert_eq!(ev.data_json(), None);
+        assert_eq!(
+            ev.typed_data::<crate::data::CommonData>(),
+            Err(DataError::Missing)
+        );
+        let ev = decode(&with(base(), "data", Value::Null)).unwrap();
+        assert_eq!(
+            ev.typed_data::<crate::data::CommonData>(),
+            Err(DataError::Missing)
+        );
+    }
+
+    #[test]
+    fn typed_data_error_names_the_path() {
+        let ev = decode(&with(
+            base(),
+            "data",
+            json!({
+                "project": "sockshop",
+                "deployment": {"deploymentstrategy": "direct", "deploymentURIsLocal": "x"}
+            }),
+        ))
+        .unwrap();
+        let err = ev
+            .typed_data::<crate::data::DeploymentTriggeredData>()
+            .unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "data.deployment.deploymentURIsLocal: invalid type: string \"x\", expected a sequence"
+        );
+        assert!(
+            matches!(err, DataError::Invalid { ref path, .. } if path == "deployment.deploymentURIsLocal")
+        );
+
+        let ev = decode(&with(
+            base(),
+            "data",
+            json!({"action": {"name": "n", "action": 5}}),
+        ))
+        .unwrap();
+        let err = ev
+            .typed_data::<crate::data::ActionTriggeredData>()
+            .unwrap_err();
+        assert!(
+            err.to_string()
+                .starts_with("data.action.action: invalid type: integer `5`"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn typed_data_error_for_common_fields_names_the_value() {
+        // Serde loses paths inside flattened fields; `from_value` recovers them.
+        let cases = [
+            (
+                json!({"status": "done"}),
+                "data.status: invalid status \"done\": expected one of succeeded, errored, \
+                 unknown, aborted",
+            ),
+            (
+                json!({"project": 5}),
+                "data.project: invalid type: integer `5`, expected a string",
+            ),
+            (
+                json!({"labels": {"team": 1}}),
+                "data.labels.team: invalid type: integer `1`, expected a string",
+            ),
+        ];
+        for (data, expected) in cases {
+            let ev = decode(&with(base(), "data", data)).unwrap();
+            let err = ev
+                .typed_data::<crate::data::DeploymentTriggeredData>()
+                .unwrap_err();
+            assert_eq!(err.to_string(), expected);
+        }
+        let ev = decode(&with(base(), "data", json!([1]))).unwrap();
+        let err = ev
+            .typed_data::<crate::data::DeploymentTriggeredData>()
+            .unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "data: invalid type: sequence, expected struct DeploymentTriggeredData"
+        );
+    }
+
+    #[test]
+    fn from_event_applies_the_same_checks() {
+        use cloudevents::{EventBuilder, EventBuilderV10};
+        let event = EventBuilderV10::new()
+            .id("")
+            .source("s")
+            .ty("t")
+            .build()
+            .unwrap();
+        assert!(matches!(
+            KeptnEvent::from_event(event),
+            Err(DecodeError::MissingAttribute("id"))
+        ));
+        let event = cloudevents::EventBuilderV03::new()
+            .id("1")
+            .source("s")
+            .ty("t")
+            .build()
+            .unwrap();
+        assert!(matches!(
+            KeptnEvent::from_event(event),
+            Err(DecodeError::SpecVersion(v)) if v == "0.3"
+        ));
+    }
+}

@@ -1,0 +1,69 @@
+//! One test's world: its own nats-server, a temp dir for logs, and a probe log.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use async_nats::jetstream;
+use serde_json::Value;
+use test_harness::nats::NatsServer;
+
+use crate::events::Replies;
+use crate::probe::{read_log, ProbeRecord};
+use crate::worker_process::WorkerSpec;
+
+pub struct TestEnv {
+    pub nats: NatsServer,
+    pub js: jetstream::Context,
+    pub dir: tempfile::TempDir,
+    pub probe_log: PathBuf,
+}
+
+impl TestEnv {
+    pub async fn start() -> anyhow::Result<TestEnv> {
+        let nats = NatsServer::start().await?;
+        let js = nats.jetstream().await?;
+        let dir = tempfile::tempdir()?;
+        let probe_log = dir.path().join("probe.jsonl");
+        Ok(TestEnv {
+            nats,
+            js,
+            dir,
+            probe_log,
+        })
+    }
+
+    /// A worker spec for `binary` pointed at this world's server and probe log.
+    pub fn worker(&self, binary: &str) -> WorkerSpec {
+        let mut spec = WorkerSpec::new(binary, &self.nats.url());
+        spec.probe_log = Some(self.probe_log.clone());
+        spec
+    }
+
+    pub fn probe_records(&self) -> Vec<ProbeRecord> {
+        read_log(&self.probe_log)
+    }
+
+    /// Everything helm-service has published to the Keptn stream so far.
+    pub async fn replies(&self) -> anyhow::Result<Replies> {
+        let bodies = test_harness::stream::stream_json(&self.js, "keptn", "").await?;
+        Ok(Replies::from_stream_bodies(bodies))
+    }
+
+    /// Waits until `until` holds for the replies in the stream.
+    pub async fn wait_replies(
+        &self,
+        deadline: Duration,
+        mut until: impl FnMut(&Replies) -> bool,
+    ) -> anyhow::Result<Replies> {
+        let bodies = test_harness::stream::collect_stream_json(&self.js, "keptn", "", deadline, |bodies: &[Value]| {
+            until(&Replies::from_stream_bodies(bodies.to_vec()))
+        })
+        .await?;
+        Ok(Replies::from_stream_bodies(bodies))
+    }
+
+    /// Every dead-letter record so far.
+    pub async fn dead_letters(&self) -> anyhow::Result<Vec<Value>> {
+        test_harness::stream::stream_json(&self.js, "helm-service-dlq", "").await
+    }
+}

@@ -1,0 +1,151 @@
+//! Wiring: connect, bind, serve, pull, and shut down in order.
+
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context as _;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+use tracing::{info, warn};
+
+use crate::config::RunConfig;
+use crate::handler::Registry;
+use crate::http::{self, Health};
+use crate::metrics::Metrics;
+use crate::nats::publisher::Publisher;
+use crate::nats::topology::{self, Topology, TopologyConfig};
+use crate::pipeline::dead_letter::DeadLetters;
+use crate::pipeline::ledger::Ledger;
+use crate::pipeline::lease::Leases;
+use crate::pipeline::processor::{Processor, ProcessorConfig};
+use crate::pipeline::scheduler::Scheduler;
+
+/// How long a reply publish may keep retrying before the message is handed back.
+const PUBLISH_DEADLINE: Duration = Duration::from_secs(30);
+/// Extra time after the grace period for cancelled tasks to hand their messages back.
+const HAND_BACK_TIME: Duration = Duration::from_secs(5);
+
+/// Runs the worker until `shutdown` fires, then drains in-flight tasks within the
+/// grace period. Tests and benchmarks call this in-process with their own registry.
+pub async fn run(config: RunConfig, registry: Registry, shutdown: CancellationToken) -> anyhow::Result<()> {
+    config.validate().map_err(anyhow::Error::msg)?;
+    let metrics = Metrics::new();
+    let client = async_nats::ConnectOptions::new()
+        .name("helm-service")
+        .retry_on_initial_connect()
+        .max_reconnects(None)
+        .connect(config.nats_url.as_str())
+        .await
+        .with_context(|| format!("connecting to NATS at {} (--nats-url)", config.nats_url))?;
+    let health = Arc::new(Health::new(client.clone()));
+
+    let http_stop = CancellationToken::new();
+    let http_server = http::serve(config.http_addr, metrics.clone(), health.clone(), http_stop.clone()).await?;
+    let http_task = tokio::spawn(http_server);
+
+    let js = async_nats::jetstream::new(client.clone());
+    let topology_config = TopologyConfig {
+        stream: config.stream.clone(),
+        consumer: config.consumer.clone(),
+        ack_wait: config.ack_wait,
+        state_prefix: config.state_prefix.clone(),
+        lease_ttl: config.lease_ttl,
+        ledger_ttl: config.ledger_ttl,
+    };
+    let Some(Topology { consumer, ledger, leases }) = bind_with_retry(&js, &topology_config, &shutdown).await else {
+        http_stop.cancel();
+        let _ = http_task.await;
+        return Ok(());
+    };
+    health.bound.store(true, Ordering::SeqCst);
+    info!(stream = %config.stream, consumer = %config.consumer, concurrency = config.concurrency, "bound; processing events");
+
+    let publisher = Publisher::new(js.clone(), PUBLISH_DEADLINE);
+    let processor = Arc::new(Processor {
+        config: ProcessorConfig {
+            stream: config.stream.clone(),
+            ack_wait: config.ack_wait,
+            max_event_bytes: config.max_event_bytes,
+            max_deliveries: config.max_deliveries,
+        },
+        ledger: Ledger::new(ledger),
+        leases: Leases::new(leases, config.lease_ttl, replica_identity()),
+        dead_letters: DeadLetters::new(publisher.clone(), topology_config.dead_letter_subject_prefix()),
+        publisher,
+        registry,
+        metrics: metrics.clone(),
+    });
+
+    let poller = tokio::spawn(poll_consumer_state(consumer.clone(), metrics.clone()));
+    let tracker = TaskTracker::new();
+    let hard_stop = CancellationToken::new();
+    let scheduler = Scheduler::new(consumer, processor, config.concurrency as usize, tracker.clone());
+    scheduler.run(shutdown.clone(), hard_stop.clone()).await;
+
+    // Shutdown: no new pulls; let in-flight tasks finish within the grace period.
+    health.accepting.store(false, Ordering::SeqCst);
+    tracker.close();
+    if tokio::time::timeout(config.shutdown_grace, tracker.wait()).await.is_err() {
+        warn!(grace = ?config.shutdown_grace, "grace period over: handing unfinished tasks back for redelivery");
+        hard_stop.cancel();
+        if tokio::time::timeout(HAND_BACK_TIME, tracker.wait()).await.is_err() {
+            warn!("some tasks did not stop in time; JetStream redelivers them after the ack wait");
+        }
+    }
+    poller.abort();
+    if let Err(err) = client.flush().await {
+        warn!(error = %err, "could not flush NATS connection");
+    }
+    http_stop.cancel();
+    let _ = http_task.await;
+    info!("stopped");
+    Ok(())
+}
+
+/// Binds the JetStream objects, retrying while NATS is unreachable. `None` when
+/// shutdown came first.
+async fn bind_with_retry(
+    js: &async_nats::jetstream::Context,
+    config: &TopologyConfig,
+    shutdown: &CancellationToken,
+) -> Option<Topology> {
+    let mut delay = Duration::from_millis(100);
+    loop {
+        match topology::bind(js, config).await {
+            Ok(topology) => return Some(topology),
+            Err(err) => warn!(error = %err, retry_in = ?delay, "binding JetStream failed"),
+        }
+        tokio::select! {
+            () = tokio::time::sleep(delay) => {},
+            () = shutdown.cancelled() => return None,
+        }
+        delay = (delay * 2).min(Duration::from_secs(5));
+    }
+}
+
+/// Keeps the consumer gauges current for dashboards and autoscalers.
+async fn poll_consumer_state(mut consumer: crate::pipeline::scheduler::PullConsumer, metrics: Metrics) {
+    let mut interval = tokio::time::interval(Duration::from_secs(5));
+    loop {
+        interval.tick().await;
+        match consumer.info().await {
+            Ok(info) => {
+                metrics.consumer_pending.set(info.num_pending as i64);
+                metrics.consumer_ack_pending.set(info.num_ack_pending as i64);
+            }
+            Err(err) => warn!(error = %err, "reading consumer state failed"),
+        }
+    }
+}
+
+/// `host/pid`, written into leases so an operator can see who holds one.
+fn replica_identity() -> String {
+    let host = std::env::var("HOSTNAME")
+        .ok()
+        .or_else(|| std::fs::read_to_string("/etc/hostname").ok())
+        .map(|h| h.trim().to_owned())
+        .filter(|h| !h.is_empty())
+        .unwrap_or_else(|| "unknown-host".into());
+    format!("{host}/{}", std::process::id())
+}

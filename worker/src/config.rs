@@ -1,0 +1,182 @@
+//! Command-line and environment configuration.
+//!
+//! Every flag has an environment fallback so the same binary runs unchanged under
+//! docker-compose, a Helm chart or a developer shell.
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+
+/// Keptn helm-service: deploys, releases and rolls back Helm charts driven by Keptn
+/// CloudEvents on NATS JetStream.
+#[derive(Debug, Parser)]
+#[command(name = "helm-service", version, about, long_about = None)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run the worker: consume Keptn events from JetStream and answer them.
+    Run(RunConfig),
+}
+
+/// How log lines are written.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum LogFormat {
+    /// Human-readable lines.
+    Text,
+    /// One JSON object per line, for log shippers.
+    Json,
+}
+
+/// Settings of `helm-service run`.
+#[derive(Debug, Clone, Args)]
+pub struct RunConfig {
+    /// NATS server URL(s), comma separated.
+    #[arg(long, env = "NATS_URL", default_value = "nats://127.0.0.1:4222")]
+    pub nats_url: String,
+
+    /// Name of the JetStream stream holding Keptn events (subjects `sh.keptn.>`);
+    /// created when absent.
+    #[arg(long, env = "KEPTN_STREAM", default_value = "keptn")]
+    pub stream: String,
+
+    /// Name of the durable pull consumer shared by all replicas.
+    #[arg(long = "consumer", env = "CONSUMER_NAME", default_value = "helm-service")]
+    pub consumer: String,
+
+    /// Tasks one replica runs at the same time; the replica pulls only as many
+    /// messages as it has free slots.
+    #[arg(long, env = "MAX_CONCURRENT_TASKS", default_value_t = 4,
+          value_parser = clap::value_parser!(u32).range(1..=1024))]
+    pub concurrency: u32,
+
+    /// Address of the HTTP server for /metrics, /healthz and /readyz.
+    #[arg(long, env = "HTTP_ADDR", default_value = "0.0.0.0:8080")]
+    pub http_addr: SocketAddr,
+
+    /// Log line format.
+    #[arg(long, env = "LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
+    pub log_format: LogFormat,
+
+    /// How long JetStream waits for an ack before redelivering a message. Long tasks
+    /// stay alive through in-progress acks sent every third of this.
+    #[arg(long, env = "ACK_WAIT", default_value = "30s", value_parser = parse_duration)]
+    pub ack_wait: Duration,
+
+    /// Time to live of a per-release lease; the holder refreshes it every third of
+    /// this, so a crashed replica blocks a release for at most this long.
+    #[arg(long, env = "LEASE_TTL", default_value = "30s", value_parser = parse_duration)]
+    pub lease_ttl: Duration,
+
+    /// How long SIGTERM waits for in-flight tasks before handing them back for
+    /// redelivery.
+    #[arg(long, env = "SHUTDOWN_GRACE", default_value = "25s", value_parser = parse_duration)]
+    pub shutdown_grace: Duration,
+
+    /// Largest event accepted; larger messages go to the dead-letter stream.
+    #[arg(long, env = "MAX_EVENT_BYTES", default_value_t = 512 * 1024)]
+    pub max_event_bytes: usize,
+
+    /// How long the idempotency ledger remembers an event.
+    #[arg(long, env = "LEDGER_TTL", default_value = "7d", value_parser = parse_duration)]
+    pub ledger_ttl: Duration,
+
+    /// Deliveries of one event after which a task failing for transient reasons
+    /// (NATS unavailable, lease lost) is given up: answered errored and dead-lettered.
+    #[arg(long, env = "MAX_DELIVERIES", default_value_t = 20)]
+    pub max_deliveries: u32,
+
+    /// Prefix of the JetStream buckets and streams this service owns (ledger, leases,
+    /// dead letters), so two installations can share one NATS account.
+    #[arg(long, env = "STATE_PREFIX", default_value = "helm-service")]
+    pub state_prefix: String,
+}
+
+/// Parses `250ms`, `30s`, `5m`, `2h`, `7d` or a bare number of seconds.
+pub fn parse_duration(text: &str) -> Result<Duration, String> {
+    let text = text.trim();
+    let split = text
+        .find(|c: char| !c.is_ascii_digit())
+        .unwrap_or(text.len());
+    let (number, unit) = text.split_at(split);
+    let value: u64 = number
+        .parse()
+        .map_err(|_| format!("invalid duration {text:?}: expected e.g. 500ms, 30s, 5m, 2h, 7d"))?;
+    let duration = match unit {
+        "ms" => Duration::from_millis(value),
+        "" | "s" => Duration::from_secs(value),
+        "m" => Duration::from_secs(value * 60),
+        "h" => Duration::from_secs(value * 3600),
+        "d" => Duration::from_secs(value * 86_400),
+        _ => {
+            return Err(format!(
+                "invalid duration unit in {text:?}: use ms, s, m, h or d"
+            ))
+        }
+    };
+    if duration.is_zero() {
+        return Err(format!("duration {text:?} must be greater than zero"));
+    }
+    Ok(duration)
+}
+
+impl RunConfig {
+    /// Checks relations between settings that clap cannot express.
+    pub fn validate(&self) -> Result<(), String> {
+        if self.ack_wait < Duration::from_millis(300) {
+            return Err("--ack-wait must be at least 300ms".into());
+        }
+        if self.lease_ttl < Duration::from_millis(300) {
+            return Err("--lease-ttl must be at least 300ms".into());
+        }
+        for (flag, name) in [("--stream", &self.stream), ("--consumer", &self.consumer), ("--state-prefix", &self.state_prefix)] {
+            let ok = !name.is_empty()
+                && name
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_');
+            if !ok {
+                return Err(format!(
+                    "{flag} {name:?} is invalid: use letters, digits, '-' and '_' only"
+                ));
+            }
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn durations_parse_with_units() {
+        assert_eq!(parse_duration("250ms"), Ok(Duration::from_millis(250)));
+        assert_eq!(parse_duration("30"), Ok(Duration::from_secs(30)));
+        assert_eq!(parse_duration("5m"), Ok(Duration::from_secs(300)));
+        assert_eq!(parse_duration("7d"), Ok(Duration::from_secs(7 * 86_400)));
+        assert!(parse_duration("0s").is_err());
+        assert!(parse_duration("5 weeks").is_err());
+        assert!(parse_duration("").is_err());
+    }
+
+    #[test]
+    fn defaults_and_env_names_match_the_contract() {
+        let cli = Cli::try_parse_from(["helm-service", "run"]).unwrap();
+        let Command::Run(config) = cli.command;
+        assert_eq!(config.stream, "keptn");
+        assert_eq!(config.consumer, "helm-service");
+        assert_eq!(config.http_addr.to_string(), "0.0.0.0:8080");
+        assert!(config.validate().is_ok());
+    }
+
+    #[test]
+    fn bad_names_are_refused() {
+        let cli = Cli::try_parse_from(["helm-service", "run", "--stream", "a.b"]).unwrap();
+        let Command::Run(config) = cli.command;
+        assert!(config.validate().unwrap_err().contains("--stream"));
+    }
+}

@@ -1,0 +1,45 @@
+//! helm-service: Keptn's helm-service as a NATS JetStream worker.
+//!
+//! Layout follows the runtime architecture (DESIGN.md §4): `nats` binds JetStream and
+//! publishes, `pipeline` takes messages from intake to ack (ledger, leases,
+//! scheduler, dead letters), `handler` is the interface the task handlers implement,
+//! and `app` wires it all together.
+
+pub mod app;
+pub mod config;
+pub mod handler;
+pub mod http;
+pub mod metrics;
+pub mod nats;
+pub mod pipeline;
+pub mod shutdown;
+pub mod telemetry;
+
+use clap::Parser;
+
+/// The whole program behind a binary: parse flags, set up logs, run until signalled.
+/// `registry` names the task handlers of the build.
+pub fn main_with(registry: handler::Registry) -> std::process::ExitCode {
+    let cli = config::Cli::parse();
+    let config::Command::Run(run_config) = cli.command;
+    telemetry::init(run_config.log_format);
+    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(runtime) => runtime,
+        Err(err) => {
+            eprintln!("error: cannot start the async runtime: {err}");
+            return std::process::ExitCode::FAILURE;
+        }
+    };
+    let result = runtime.block_on(async {
+        let shutdown = shutdown::on_signal()?;
+        app::run(run_config, registry, shutdown).await
+    });
+    match result {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(err) => {
+            tracing::error!(error = format!("{err:#}"), "helm-service stopped with an error");
+            eprintln!("error: {err:#}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}

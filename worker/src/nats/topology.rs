@@ -1,0 +1,198 @@
+//! The JetStream objects the worker binds to at start-up.
+//!
+//! The Keptn stream is shared with the rest of the control plane: it is created only
+//! when absent and never reconfigured. The durable consumer is ours: created at
+//! "new messages only" (a fresh installation must not replay last month's events and
+//! redeploy them), and its ack wait and filter are brought in line with the flags on
+//! every start so an operator's change takes effect on rollout.
+
+use std::time::Duration;
+
+use async_nats::jetstream::{self, consumer, kv, stream};
+use thiserror::Error;
+use tracing::info;
+
+use crate::pipeline::intake::TaskKind;
+
+#[derive(Debug, Error)]
+pub enum TopologyError {
+    #[error("cannot bind the Keptn stream {stream:?}: {reason}")]
+    Stream { stream: String, reason: String },
+    #[error("cannot bind the durable consumer {consumer:?} on stream {stream:?}: {reason}")]
+    Consumer {
+        stream: String,
+        consumer: String,
+        reason: String,
+    },
+    #[error("cannot open the key-value bucket {bucket:?}: {reason}")]
+    Bucket { bucket: String, reason: String },
+}
+
+/// Names and settings of what the worker binds.
+#[derive(Debug, Clone)]
+pub struct TopologyConfig {
+    pub stream: String,
+    pub consumer: String,
+    pub ack_wait: Duration,
+    /// Prefix of our own buckets and streams.
+    pub state_prefix: String,
+    pub lease_ttl: Duration,
+    pub ledger_ttl: Duration,
+}
+
+impl TopologyConfig {
+    pub fn ledger_bucket(&self) -> String {
+        format!("{}-ledger", self.state_prefix)
+    }
+    pub fn lease_bucket(&self) -> String {
+        format!("{}-leases", self.state_prefix)
+    }
+    pub fn dead_letter_stream(&self) -> String {
+        format!("{}-dlq", self.state_prefix)
+    }
+    /// Subjects of dead-letter records: `<prefix>.dlq.<reason>`.
+    pub fn dead_letter_subject_prefix(&self) -> String {
+        format!("{}.dlq", self.state_prefix)
+    }
+}
+
+/// Everything bound.
+pub struct Topology {
+    pub consumer: consumer::Consumer<consumer::pull::Config>,
+    pub ledger: kv::Store,
+    pub leases: kv::Store,
+}
+
+/// The consumer's filter: exactly the handled event types.
+pub fn handled_subjects() -> Vec<String> {
+    TaskKind::ALL
+        .iter()
+        .map(|kind| kind.event_type().to_owned())
+        .collect()
+}
+
+pub async fn bind(js: &jetstream::Context, config: &TopologyConfig) -> Result<Topology, TopologyError> {
+    let keptn = js
+        .get_or_create_stream(stream::Config {
+            name: config.stream.clone(),
+            subjects: vec!["sh.keptn.>".into()],
+            storage: stream::StorageType::File,
+            duplicate_window: Duration::from_secs(120),
+            ..Default::default()
+        })
+        .await
+        .map_err(|err| TopologyError::Stream {
+            stream: config.stream.clone(),
+            reason: err.to_string(),
+        })?;
+
+    let consumer = bind_consumer(&keptn, config).await?;
+
+    let dlq = config.dead_letter_stream();
+    js.get_or_create_stream(stream::Config {
+        name: dlq.clone(),
+        description: Some("helm-service dead letters: messages it could not process, with the reason".into()),
+        subjects: vec![format!("{}.>", config.dead_letter_subject_prefix())],
+        storage: stream::StorageType::File,
+        duplicate_window: Duration::from_secs(120),
+        ..Default::default()
+    })
+    .await
+    .map_err(|err| TopologyError::Stream {
+        stream: dlq,
+        reason: err.to_string(),
+    })?;
+
+    let ledger = open_bucket(
+        js,
+        crate::pipeline::ledger::Ledger::bucket_config(config.ledger_bucket(), config.ledger_ttl),
+    )
+    .await?;
+    let leases = open_bucket(
+        js,
+        crate::pipeline::lease::Leases::bucket_config(config.lease_bucket(), config.lease_ttl),
+    )
+    .await?;
+    Ok(Topology {
+        consumer,
+        ledger,
+        leases,
+    })
+}
+
+async fn bind_consumer(
+    keptn: &stream::Stream,
+    config: &TopologyConfig,
+) -> Result<consumer::Consumer<consumer::pull::Config>, TopologyError> {
+    let err = |reason: String| TopologyError::Consumer {
+        stream: config.stream.clone(),
+        consumer: config.consumer.clone(),
+        reason,
+    };
+    let wanted = consumer::pull::Config {
+        durable_name: Some(config.consumer.clone()),
+        description: Some("helm-service: Keptn tasks to deploy, release, roll back, scale and delete".into()),
+        deliver_policy: consumer::DeliverPolicy::New,
+        ack_policy: consumer::AckPolicy::Explicit,
+        ack_wait: config.ack_wait,
+        // Redelivery is bounded by the worker itself (--max-deliveries), which then
+        // answers the event; a server-side limit would drop it silently.
+        max_deliver: -1,
+        filter_subjects: handled_subjects(),
+        max_ack_pending: 10_000,
+        ..Default::default()
+    };
+    let existing = match keptn.get_consumer::<consumer::pull::Config>(&config.consumer).await {
+        Ok(existing) => existing,
+        Err(_) => {
+            info!(consumer = %config.consumer, "creating durable consumer at new messages");
+            match keptn.create_consumer(wanted.clone()).await {
+                Ok(created) => return Ok(created),
+                // Another replica may have created it meanwhile: bind that one.
+                Err(create_err) => keptn
+                    .get_consumer::<consumer::pull::Config>(&config.consumer)
+                    .await
+                    .map_err(|_| err(create_err.to_string()))?,
+            }
+        }
+    };
+    let current = &existing.cached_info().config;
+    let mut current_filters = current.filter_subjects.clone();
+    if !current.filter_subject.is_empty() {
+        current_filters.push(current.filter_subject.clone());
+    }
+    current_filters.sort();
+    let mut wanted_filters = wanted.filter_subjects.clone();
+    wanted_filters.sort();
+    if current.ack_wait == wanted.ack_wait && current_filters == wanted_filters {
+        return Ok(existing);
+    }
+    info!(consumer = %config.consumer, "updating consumer settings to match flags");
+    // The deliver policy of an existing consumer cannot change; keep its own.
+    let updated = consumer::pull::Config {
+        deliver_policy: current.deliver_policy,
+        ..wanted
+    };
+    keptn
+        .update_consumer(updated)
+        .await
+        .map_err(|e| err(e.to_string()))
+}
+
+async fn open_bucket(js: &jetstream::Context, config: kv::Config) -> Result<kv::Store, TopologyError> {
+    let bucket = config.bucket.clone();
+    if let Ok(store) = js.get_key_value(&bucket).await {
+        return Ok(store);
+    }
+    match js.create_key_value(config).await {
+        Ok(store) => Ok(store),
+        // Another replica may have created it between our two calls.
+        Err(create_err) => js
+            .get_key_value(&bucket)
+            .await
+            .map_err(|_| TopologyError::Bucket {
+                bucket: bucket.clone(),
+                reason: create_err.to_string(),
+            }),
+    }
+}

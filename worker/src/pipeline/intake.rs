@@ -1,0 +1,303 @@
+//! Intake: decide what a raw JetStream message is, before anything is done with it.
+//!
+//! Pure logic (bytes in, verdict out) so every kind of bad input is unit-testable
+//! without a server. The verdicts map one-to-one onto what the pipeline does:
+//! dead-letter it, ignore it, answer it `errored`, or run it.
+
+use contracts::data::{
+    ActionTriggeredData, CommonData, DeploymentStrategy, DeploymentTriggeredData,
+    ReleaseTriggeredData, RollbackTriggeredData, ServiceDeleteData,
+};
+use contracts::envelope::KeptnEvent;
+use contracts::validate::{ServiceRef, Target, ValidationError};
+use serde::de::DeserializeOwned;
+
+/// `source` of every event this service publishes; events from it are never consumed.
+pub const OWN_SOURCE: &str = "helm-service";
+
+/// The Keptn tasks this service handles, one per consumed event type.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum TaskKind {
+    Deployment,
+    Release,
+    Rollback,
+    Action,
+    ServiceDelete,
+}
+
+impl TaskKind {
+    pub const ALL: [TaskKind; 5] = [
+        TaskKind::Deployment,
+        TaskKind::Release,
+        TaskKind::Rollback,
+        TaskKind::Action,
+        TaskKind::ServiceDelete,
+    ];
+
+    /// The event type consumed for this task; also its NATS subject.
+    pub fn event_type(self) -> &'static str {
+        match self {
+            TaskKind::Deployment => "sh.keptn.event.deployment.triggered",
+            TaskKind::Release => "sh.keptn.event.release.triggered",
+            TaskKind::Rollback => "sh.keptn.event.rollback.triggered",
+            TaskKind::Action => "sh.keptn.event.action.triggered",
+            TaskKind::ServiceDelete => "sh.keptn.event.service.delete.finished",
+        }
+    }
+
+    pub fn from_event_type(event_type: &str) -> Option<TaskKind> {
+        TaskKind::ALL
+            .into_iter()
+            .find(|kind| kind.event_type() == event_type)
+    }
+
+    /// Whether the task is answered with a `.started` event. `service.delete.finished`
+    /// is itself a report of a finished sequence step, so it gets no `started`.
+    pub fn sends_started(self) -> bool {
+        !matches!(self, TaskKind::ServiceDelete)
+    }
+
+}
+
+/// The typed, validated payload of a task.
+#[derive(Debug, Clone)]
+pub enum TaskPayload {
+    Deployment {
+        data: DeploymentTriggeredData,
+        strategy: DeploymentStrategy,
+    },
+    Release {
+        data: ReleaseTriggeredData,
+        strategy: DeploymentStrategy,
+    },
+    Rollback {
+        data: RollbackTriggeredData,
+    },
+    Action {
+        data: ActionTriggeredData,
+    },
+    ServiceDelete {
+        data: ServiceDeleteData,
+    },
+}
+
+/// What a task works on: at most one task per release runs at a time, cluster-wide.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct ReleaseKey {
+    pub project: String,
+    /// `None` for tasks spanning every stage of a service (service deletion).
+    pub stage: Option<String>,
+    pub service: String,
+}
+
+impl ReleaseKey {
+    /// The key of the release lease. Names are validated Keptn names, so they only
+    /// hold characters KV keys allow; `_` stands for "all stages".
+    pub fn lease_key(&self) -> String {
+        format!(
+            "{}.{}.{}",
+            self.project,
+            self.stage.as_deref().unwrap_or("_"),
+            self.service
+        )
+    }
+}
+
+impl From<Target> for ReleaseKey {
+    fn from(target: Target) -> Self {
+        ReleaseKey {
+            project: target.project,
+            stage: Some(target.stage),
+            service: target.service,
+        }
+    }
+}
+
+impl From<ServiceRef> for ReleaseKey {
+    fn from(service: ServiceRef) -> Self {
+        ReleaseKey {
+            project: service.project,
+            stage: service.stage,
+            service: service.service,
+        }
+    }
+}
+
+impl std::fmt::Display for ReleaseKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.lease_key())
+    }
+}
+
+/// A validated task, ready to run.
+#[derive(Debug, Clone)]
+pub struct Task {
+    pub kind: TaskKind,
+    pub event: KeptnEvent,
+    pub common: CommonData,
+    pub payload: TaskPayload,
+    pub release: ReleaseKey,
+}
+
+/// Why a message went to the dead-letter stream; also the last subject token there.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DeadLetterReason {
+    /// Larger than `--max-event-bytes`.
+    TooLarge,
+    /// Not a CloudEvent we can read (not JSON, wrong specversion, missing attributes).
+    Malformed,
+    /// A CloudEvent that cannot be answered (no Keptn context, type not the subject).
+    Unaddressable,
+    /// A CloudEvent of a type this service does not handle.
+    UnhandledType,
+    /// A task whose payload is invalid and which gets no reply to carry the error.
+    InvalidData,
+    /// Gave up after too many deliveries failing for transient reasons.
+    Exhausted,
+}
+
+impl DeadLetterReason {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            DeadLetterReason::TooLarge => "too-large",
+            DeadLetterReason::Malformed => "malformed",
+            DeadLetterReason::Unaddressable => "unaddressable",
+            DeadLetterReason::UnhandledType => "unhandled-type",
+            DeadLetterReason::InvalidData => "invalid-data",
+            DeadLetterReason::Exhausted => "exhausted",
+        }
+    }
+}
+
+/// The verdict on one message.
+#[derive(Debug)]
+pub enum Intake {
+    /// Valid: run it.
+    Accept(Box<Task>),
+    /// Addressable but invalid: answer `finished` errored/fail with `reason`.
+    Reject {
+        kind: TaskKind,
+        event: Box<KeptnEvent>,
+        reason: String,
+    },
+    /// Acknowledge and do nothing (our own events).
+    Ignore { reason: &'static str },
+    /// Not processable: record it in the dead-letter stream.
+    DeadLetter {
+        reason: DeadLetterReason,
+        detail: String,
+    },
+}
+
+/// Classifies one message taken from `subject`.
+pub fn classify(subject: &str, payload: &[u8], max_event_bytes: usize) -> Intake {
+    if payload.len() > max_event_bytes {
+        return Intake::DeadLetter {
+            reason: DeadLetterReason::TooLarge,
+            detail: format!(
+                "event of {} bytes exceeds the limit of {max_event_bytes} bytes (--max-event-bytes)",
+                payload.len()
+            ),
+        };
+    }
+    let event = match KeptnEvent::decode(payload) {
+        Ok(event) => event,
+        Err(err) => {
+            return Intake::DeadLetter {
+                reason: DeadLetterReason::Malformed,
+                detail: err.to_string(),
+            }
+        }
+    };
+    if event.source() == OWN_SOURCE {
+        return Intake::Ignore {
+            reason: "own-source",
+        };
+    }
+    if event.ty() != subject {
+        return Intake::DeadLetter {
+            reason: DeadLetterReason::Unaddressable,
+            detail: format!(
+                "event type {:?} does not match the subject {subject:?} it was published on",
+                event.ty()
+            ),
+        };
+    }
+    let Some(kind) = TaskKind::from_event_type(event.ty()) else {
+        return Intake::DeadLetter {
+            reason: DeadLetterReason::UnhandledType,
+            detail: format!("helm-service does not handle events of type {:?}", event.ty()),
+        };
+    };
+    if event.keptn_context().is_none_or(str::is_empty) {
+        return Intake::DeadLetter {
+            reason: DeadLetterReason::Unaddressable,
+            detail: "the shkeptncontext extension is missing: a reply could not be tied to its sequence"
+                .into(),
+        };
+    }
+    match validate(kind, &event) {
+        Ok((common, payload, release)) => Intake::Accept(Box::new(Task {
+            kind,
+            event,
+            common,
+            payload,
+            release,
+        })),
+        Err(reason) if kind.sends_started() => Intake::Reject {
+            kind,
+            event: Box::new(event),
+            reason,
+        },
+        // A report event gets no answer, so its problem is recorded as a dead letter.
+        Err(reason) => Intake::DeadLetter {
+            reason: DeadLetterReason::InvalidData,
+            detail: reason,
+        },
+    }
+}
+
+type Validated = (CommonData, TaskPayload, ReleaseKey);
+
+/// Checks the data of a task and turns it into typed form; the error is the message
+/// of the `errored` finished event, so it names the field and what to do.
+fn validate(kind: TaskKind, event: &KeptnEvent) -> Result<Validated, String> {
+    let common: CommonData = typed(event)?;
+    let invalid = |err: ValidationError| err.to_string();
+    let (payload, release) = match kind {
+        TaskKind::Deployment => {
+            let data: DeploymentTriggeredData = typed(event)?;
+            let task = data.validate().map_err(invalid)?;
+            let release = task.target.into();
+            (TaskPayload::Deployment { data, strategy: task.strategy }, release)
+        }
+        TaskKind::Release => {
+            let data: ReleaseTriggeredData = typed(event)?;
+            let task = data.validate().map_err(invalid)?;
+            let release = task.target.into();
+            (TaskPayload::Release { data, strategy: task.strategy }, release)
+        }
+        TaskKind::Rollback => {
+            let data: RollbackTriggeredData = typed(event)?;
+            let release = data.validate().map_err(invalid)?.into();
+            (TaskPayload::Rollback { data }, release)
+        }
+        TaskKind::Action => {
+            let data: ActionTriggeredData = typed(event)?;
+            let release = data.validate().map_err(invalid)?.target.into();
+            (TaskPayload::Action { data }, release)
+        }
+        TaskKind::ServiceDelete => {
+            let data: ServiceDeleteData = typed(event)?;
+            let release = data.validate().map_err(invalid)?.into();
+            (TaskPayload::ServiceDelete { data }, release)
+        }
+    };
+    Ok((common, payload, release))
+}
+
+fn typed<T: DeserializeOwned>(event: &KeptnEvent) -> Result<T, String> {
+    event
+        .typed_data::<T>()
+        .map_err(|err| format!("invalid event data: {err}"))
+}

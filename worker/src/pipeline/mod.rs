@@ -1,0 +1,8 @@
+//! The event pipeline: intake → ledger → lease → handler → replies → ack.
+
+pub mod dead_letter;
+pub mod intake;
+pub mod ledger;
+pub mod lease;
+pub mod processor;
+pub mod scheduler;

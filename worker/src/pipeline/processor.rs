@@ -1,0 +1,490 @@
+//! Processing one message, from intake to acknowledgement.
+//!
+//! The order of effects is what makes redelivery safe:
+//! 1. the ledger is read first: finished events are not answered again;
+//! 2. the release lease is taken before anything is published or applied, and the
+//!    ledger is read again under it (a duplicate may have finished meanwhile);
+//! 3. `.started` is published, then recorded; steps are recorded as they complete;
+//! 4. the `.finished` event is recorded before it is published, so a crash between
+//!    the two re-sends the very same event (same id, same `Nats-Msg-Id`);
+//! 5. the message is acked last. Anything transient hands it back (nak) instead.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use async_nats::jetstream::{self, AckKind};
+use async_nats::HeaderMap;
+use bytes::Bytes;
+use contracts::envelope::KeptnEvent;
+use contracts::reply::ReplyBuilder;
+use tokio_util::sync::CancellationToken;
+use tracing::{debug, error, info, info_span, warn, Instrument};
+
+use super::dead_letter::{DeadLetter, DeadLetters, Origin};
+use super::intake::{classify, DeadLetterReason, Intake, Task, TaskKind, OWN_SOURCE};
+use super::ledger::{FinishedRecord, Ledger, LedgerRecord};
+use super::lease::{LeaseError, Leases};
+use crate::handler::{Decision, Outcome, Registry, Steps, TaskError};
+use crate::metrics::Metrics;
+use crate::nats::publisher::Publisher;
+
+/// Settings of message processing.
+#[derive(Debug, Clone)]
+pub struct ProcessorConfig {
+    pub stream: String,
+    pub ack_wait: Duration,
+    pub max_event_bytes: usize,
+    pub max_deliveries: u32,
+}
+
+/// Shared by all in-flight tasks of a replica.
+pub struct Processor {
+    pub config: ProcessorConfig,
+    pub ledger: Ledger,
+    pub leases: Leases,
+    pub publisher: Publisher,
+    pub dead_letters: DeadLetters,
+    pub registry: Registry,
+    pub metrics: Metrics,
+}
+
+/// How a message ends on this replica.
+#[derive(Debug)]
+enum Disposal {
+    Ack,
+    /// Hand back for redelivery after the delay.
+    Nak { delay: Duration, reason: &'static str },
+}
+
+/// A failure that hands the message back.
+struct Retry {
+    reason: &'static str,
+    detail: String,
+}
+
+impl Retry {
+    fn new(reason: &'static str, detail: impl ToString) -> Self {
+        Retry {
+            reason,
+            detail: detail.to_string(),
+        }
+    }
+}
+
+impl Processor {
+    /// Processes one message to its end. `hard_stop` fires when shutdown's grace
+    /// period is over: the task stops where it is and the message is handed back.
+    pub async fn process(self: Arc<Self>, message: jetstream::Message, hard_stop: CancellationToken) {
+        let started = Instant::now();
+        let message = Arc::new(message);
+        let subject = message.subject.to_string();
+        let type_label = type_label(&subject);
+        let (stream_sequence, delivered) = message
+            .info()
+            .map(|info| (info.stream_sequence, info.delivered))
+            .unwrap_or((0, 1));
+        self.metrics.events_received.with_label_values(&[type_label]).inc();
+        if delivered > 1 {
+            self.metrics.redeliveries.with_label_values(&[type_label]).inc();
+        }
+        self.metrics.in_flight.inc();
+        let keepalive = tokio::spawn(keep_alive(message.clone(), self.config.ack_wait));
+
+        let span = info_span!("event", subject = %subject, seq = stream_sequence, delivered);
+        let disposal = async {
+            let origin = Origin {
+                subject: &subject,
+                stream: &self.config.stream,
+                stream_sequence,
+                delivered,
+            };
+            match self.dispose(&message.payload, &origin, &hard_stop).await {
+                Ok(disposal) => disposal,
+                Err(retry) => {
+                    warn!(reason = retry.reason, error = %retry.detail, "handing the event back for redelivery");
+                    Disposal::Nak {
+                        delay: if hard_stop.is_cancelled() {
+                            Duration::ZERO
+                        } else {
+                            redelivery_delay(delivered)
+                        },
+                        reason: retry.reason,
+                    }
+                }
+            }
+        }
+        .instrument(span.clone())
+        .await;
+        keepalive.abort();
+
+        let _entered = span.enter();
+        let settled = match &disposal {
+            Disposal::Ack => message.ack().await,
+            Disposal::Nak { delay, reason } => {
+                self.metrics.naks.with_label_values(&[reason]).inc();
+                message.ack_with(AckKind::Nak(Some(*delay))).await
+            }
+        };
+        if let Err(err) = settled {
+            // The server redelivers after the ack wait; the ledger makes that harmless.
+            warn!(error = %err, ?disposal, "could not settle message");
+        }
+        self.metrics.in_flight.dec();
+        self.metrics
+            .event_duration
+            .with_label_values(&[type_label])
+            .observe(started.elapsed().as_secs_f64());
+    }
+
+    async fn dispose(
+        &self,
+        payload: &[u8],
+        origin: &Origin<'_>,
+        hard_stop: &CancellationToken,
+    ) -> Result<Disposal, Retry> {
+        match classify(origin.subject, payload, self.config.max_event_bytes) {
+            Intake::DeadLetter { reason, detail } => {
+                let event_id = serde_json::from_slice::<serde_json::Value>(payload)
+                    .ok()
+                    .and_then(|v| v.get("id").and_then(|id| id.as_str()).map(str::to_owned));
+                self.dead_letter(reason, detail, origin, payload, event_id).await
+            }
+            Intake::Ignore { reason } => {
+                debug!(reason, "ignoring event");
+                self.metrics.events_ignored.with_label_values(&[reason]).inc();
+                Ok(Disposal::Ack)
+            }
+            Intake::Reject { kind, event, reason } => {
+                info!(id = event.id(), %reason, "rejecting invalid event");
+                self.answer_without_running(kind, &event, reason).await
+            }
+            Intake::Accept(task) => {
+                let span = info_span!("task", id = task.event.id(), release = %task.release);
+                self.run_task(&task, origin, payload, hard_stop)
+                    .instrument(span)
+                    .await
+            }
+        }
+    }
+
+    async fn dead_letter(
+        &self,
+        reason: DeadLetterReason,
+        detail: String,
+        origin: &Origin<'_>,
+        payload: &[u8],
+        event_id: Option<String>,
+    ) -> Result<Disposal, Retry> {
+        warn!(reason = reason.as_str(), %detail, "dead-lettering message");
+        let letter = DeadLetter::new(reason, detail, origin, payload, event_id);
+        self.dead_letters
+            .record(&letter)
+            .await
+            .map_err(|err| Retry::new("dead-letter-publish", err))?;
+        self.metrics
+            .dead_letters
+            .with_label_values(&[reason.as_str()])
+            .inc();
+        Ok(Disposal::Ack)
+    }
+
+    /// Answers an invalid or refused task with an errored finished, no `started`.
+    async fn answer_without_running(
+        &self,
+        kind: TaskKind,
+        event: &KeptnEvent,
+        message: String,
+    ) -> Result<Disposal, Retry> {
+        let mut record = self.load(event, kind).await?;
+        if let Some(disposal) = self.settle_known(&mut record, kind).await? {
+            return Ok(disposal);
+        }
+        self.finish(&mut record, kind, event, Outcome::errored(message))
+            .await?;
+        Ok(Disposal::Ack)
+    }
+
+    async fn run_task(
+        &self,
+        task: &Task,
+        origin: &Origin<'_>,
+        payload: &[u8],
+        hard_stop: &CancellationToken,
+    ) -> Result<Disposal, Retry> {
+        let handler = self.registry.get(task.kind);
+        let mut record = self.load(&task.event, task.kind).await?;
+        if let Some(disposal) = self.settle_known(&mut record, task.kind).await? {
+            return Ok(disposal);
+        }
+        match handler.decide(task) {
+            Decision::Accept => {}
+            Decision::Decline { reason } => {
+                info!(reason, "task declined: not for helm-service, no reply");
+                record.entry.no_reply = true;
+                self.ledger
+                    .save(&mut record)
+                    .await
+                    .map_err(|err| Retry::new("ledger", err))?;
+                self.metrics.events_ignored.with_label_values(&[reason]).inc();
+                return Ok(Disposal::Ack);
+            }
+            Decision::Refuse { message } => {
+                self.finish(&mut record, task.kind, &task.event, Outcome::errored(message))
+                    .await?;
+                return Ok(Disposal::Ack);
+            }
+        }
+        if origin.delivered > i64::from(self.config.max_deliveries) {
+            return self.give_up(task, &mut record, origin, payload).await;
+        }
+
+        let acquired = match self
+            .leases
+            .acquire(&task.release.lease_key(), task.event.id(), hard_stop)
+            .await
+        {
+            Ok(acquired) => acquired,
+            Err(err @ LeaseError::Cancelled(_)) => return Err(Retry::new("shutdown", err)),
+            Err(err) => return Err(Retry::new("lease", err)),
+        };
+        if acquired.contended {
+            self.metrics.lease_waits.inc();
+            self.metrics
+                .lease_wait_seconds
+                .observe(acquired.waited.as_secs_f64());
+            debug!(waited = ?acquired.waited, "lease acquired after waiting");
+        }
+        let lease = acquired.lease;
+        let result = self.run_leased(task, handler.as_ref(), &lease, hard_stop).await;
+        lease.release().await;
+        result
+    }
+
+    /// The part of a task that runs under its release lease.
+    async fn run_leased(
+        &self,
+        task: &Task,
+        handler: &dyn crate::handler::TaskHandler,
+        lease: &super::lease::Lease,
+        hard_stop: &CancellationToken,
+    ) -> Result<Disposal, Retry> {
+        // A duplicate may have completed while this one waited for the lease.
+        let mut record = self.load(&task.event, task.kind).await?;
+        if let Some(disposal) = self.settle_known(&mut record, task.kind).await? {
+            return Ok(disposal);
+        }
+        record.entry.attempts += 1;
+        if task.kind.sends_started() && !record.entry.started_published {
+            let started = replies(&task.event).started();
+            self.publish_event(&started).await?;
+            record.entry.started_published = true;
+        }
+        self.ledger
+            .save(&mut record)
+            .await
+            .map_err(|err| Retry::new("ledger", err))?;
+
+        let lost = lease.lost();
+        let outcome = {
+            let mut steps = Steps::new(&self.ledger, &mut record, &self.metrics);
+            tokio::select! {
+                outcome = handler.run(task, &mut steps) => outcome,
+                () = lost.cancelled() => Err(TaskError::Transient("the release lease was lost".into())),
+                () = hard_stop.cancelled() => Err(TaskError::Transient("shutdown grace period is over".into())),
+            }
+        };
+        let outcome = match outcome {
+            Ok(outcome) => outcome,
+            Err(TaskError::Failed(message)) => Outcome::errored(message),
+            Err(TaskError::Transient(detail)) => {
+                let reason = if hard_stop.is_cancelled() { "shutdown" } else { "transient" };
+                return Err(Retry::new(reason, detail));
+            }
+        };
+        // Steps wrote new revisions; continue from the latest.
+        self.finish(&mut record, task.kind, &task.event, outcome).await?;
+        Ok(Disposal::Ack)
+    }
+
+    /// After too many deliveries, answer errored and keep a dead letter.
+    async fn give_up(
+        &self,
+        task: &Task,
+        record: &mut LedgerRecord,
+        origin: &Origin<'_>,
+        payload: &[u8],
+    ) -> Result<Disposal, Retry> {
+        let message = format!(
+            "gave up after {} deliveries: the task kept failing for transient reasons (see helm-service logs and the dead-letter stream)",
+            origin.delivered
+        );
+        error!(%message);
+        let letter = DeadLetter::new(
+            DeadLetterReason::Exhausted,
+            message.clone(),
+            origin,
+            payload,
+            Some(task.event.id().to_owned()),
+        );
+        self.dead_letters
+            .record(&letter)
+            .await
+            .map_err(|err| Retry::new("dead-letter-publish", err))?;
+        self.metrics
+            .dead_letters
+            .with_label_values(&[DeadLetterReason::Exhausted.as_str()])
+            .inc();
+        self.finish(record, task.kind, &task.event, Outcome::errored(message))
+            .await?;
+        Ok(Disposal::Ack)
+    }
+
+    async fn load(&self, event: &KeptnEvent, kind: TaskKind) -> Result<LedgerRecord, Retry> {
+        self.ledger
+            .load(event.id(), kind.event_type())
+            .await
+            .map_err(|err| Retry::new("ledger", err))
+    }
+
+    /// Settles an event the ledger already knows the end of: complete (a duplicate),
+    /// or finished but perhaps not published (re-send it).
+    async fn settle_known(
+        &self,
+        record: &mut LedgerRecord,
+        kind: TaskKind,
+    ) -> Result<Option<Disposal>, Retry> {
+        if record.entry.is_complete() {
+            info!("duplicate of a completed event, suppressed");
+            self.metrics.duplicates_suppressed.inc();
+            return Ok(Some(Disposal::Ack));
+        }
+        let Some(finished) = record.entry.finished.clone() else {
+            return Ok(None);
+        };
+        let event = KeptnEvent::decode(finished.event.as_bytes())
+            .map_err(|err| Retry::new("ledger", format!("recorded finished event unreadable: {err}")))?;
+        info!("re-sending the finished event recorded by an earlier attempt");
+        self.publish_finished(record, kind, &event).await?;
+        Ok(Some(Disposal::Ack))
+    }
+
+    /// Records the finished event, then publishes it.
+    async fn finish(
+        &self,
+        record: &mut LedgerRecord,
+        kind: TaskKind,
+        triggered: &KeptnEvent,
+        outcome: Outcome,
+    ) -> Result<(), Retry> {
+        let finished = replies(triggered).finished(
+            outcome.status,
+            outcome.result,
+            outcome.message,
+            outcome.payload,
+        );
+        record.entry.finished = Some(FinishedRecord {
+            event: String::from_utf8(finished.encode()).expect("events encode as UTF-8 JSON"),
+            published: false,
+        });
+        self.ledger
+            .save(record)
+            .await
+            .map_err(|err| Retry::new("ledger", err))?;
+        self.publish_finished(record, kind, &finished).await
+    }
+
+    async fn publish_finished(
+        &self,
+        record: &mut LedgerRecord,
+        kind: TaskKind,
+        finished: &KeptnEvent,
+    ) -> Result<(), Retry> {
+        self.publish_event(finished).await?;
+        if let Some(recorded) = record.entry.finished.as_mut() {
+            recorded.published = true;
+        }
+        self.ledger
+            .save(record)
+            .await
+            .map_err(|err| Retry::new("ledger", err))?;
+        let data = finished.data_json().unwrap_or_default();
+        let field = |name: &str| {
+            data.get(name)
+                .and_then(|v| v.as_str())
+                .filter(|s| !s.is_empty())
+                .unwrap_or("none")
+                .to_owned()
+        };
+        let (status, result) = (field("status"), field("result"));
+        info!(%status, %result, message = field("message"), "finished");
+        self.metrics
+            .events_finished
+            .with_label_values(&[kind.event_type(), &status, &result])
+            .inc();
+        Ok(())
+    }
+
+    async fn publish_event(&self, event: &KeptnEvent) -> Result<(), Retry> {
+        let mut headers = HeaderMap::new();
+        headers.insert("Content-Type", "application/cloudevents+json");
+        if let Some(traceparent) = event.traceparent() {
+            headers.insert("traceparent", traceparent);
+        }
+        self.publisher
+            .publish(event.ty(), event.id(), headers, Bytes::from(event.encode()))
+            .await
+            .map(|_| ())
+            .map_err(|err| Retry::new("publish", err))
+    }
+}
+
+/// Reply builder for a task event. Intake only accepts the handled task types, all of
+/// the `sh.keptn.event.<task>.<phase>` form, so building one cannot fail.
+fn replies(event: &KeptnEvent) -> ReplyBuilder {
+    ReplyBuilder::new(event, OWN_SOURCE).expect("handled event types are Keptn task types")
+}
+
+/// Metric label of a subject: the handled type, or `other` (bounded cardinality).
+fn type_label(subject: &str) -> &'static str {
+    TaskKind::from_event_type(subject)
+        .map(TaskKind::event_type)
+        .unwrap_or("other")
+}
+
+/// Backoff between deliveries of an event failing for transient reasons.
+fn redelivery_delay(delivered: i64) -> Duration {
+    let exponent = u32::try_from(delivered.clamp(1, 7) - 1).unwrap_or(0);
+    Duration::from_millis(500 * 2u64.pow(exponent)).min(Duration::from_secs(30))
+}
+
+/// Sends in-progress acks every third of the ack wait, so a long task (or one waiting
+/// for its release lease) is not redelivered while it runs.
+async fn keep_alive(message: Arc<jetstream::Message>, ack_wait: Duration) {
+    let period = ack_wait / 3;
+    let mut interval = tokio::time::interval_at(tokio::time::Instant::now() + period, period);
+    loop {
+        interval.tick().await;
+        if let Err(err) = message.ack_with(AckKind::Progress).await {
+            warn!(error = %err, "in-progress ack failed");
+        }
+    }
+}
+
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn redelivery_backoff_grows_and_is_capped() {
+        assert_eq!(redelivery_delay(1), Duration::from_millis(500));
+        assert_eq!(redelivery_delay(2), Duration::from_secs(1));
+        assert_eq!(redelivery_delay(100), Duration::from_secs(30));
+    }
+
+    #[test]
+    fn metric_labels_are_bounded() {
+        assert_eq!(type_label("sh.keptn.event.deployment.triggered"), "sh.keptn.event.deployment.triggered");
+        assert_eq!(type_label("anything.else"), "other");
+    }
+}

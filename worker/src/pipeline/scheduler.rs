@@ -1,0 +1,142 @@
+//! The scheduler: pulls exactly as many messages as there are free slots.
+//!
+//! A semaphore holds one permit per concurrency slot. The pull loop waits for at
+//! least one free permit, takes every other free one too, and issues one pull request
+//! for that many messages; each delivered message takes one of those permits into its
+//! task, and permits a pull did not use go back when it ends. So this replica never
+//! holds a message it has no slot for (which would burn its ack wait), and a slot that
+//! frees up is refilled at once, by a new pull running alongside the open ones.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_nats::jetstream::{consumer, AckKind};
+use futures::StreamExt;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+use tracing::{debug, info, warn};
+
+use super::processor::Processor;
+
+pub type PullConsumer = consumer::Consumer<consumer::pull::Config>;
+
+/// How long one pull request waits for messages before it is renewed.
+const PULL_EXPIRY: Duration = Duration::from_secs(5);
+
+pub struct Scheduler {
+    consumer: PullConsumer,
+    processor: Arc<Processor>,
+    slots: Arc<Semaphore>,
+    concurrency: usize,
+    tracker: TaskTracker,
+}
+
+impl Scheduler {
+    pub fn new(consumer: PullConsumer, processor: Arc<Processor>, concurrency: usize, tracker: TaskTracker) -> Self {
+        processor.metrics.pool_capacity.set(concurrency as i64);
+        Scheduler {
+            consumer,
+            processor,
+            slots: Arc::new(Semaphore::new(concurrency)),
+            concurrency,
+            tracker,
+        }
+    }
+
+    /// Pulls until `stop_pulling` fires. Tasks keep running on the tracker after this
+    /// returns; `hard_stop` tells them the grace period is over.
+    pub async fn run(self, stop_pulling: CancellationToken, hard_stop: CancellationToken) {
+        let failures = Arc::new(std::sync::atomic::AtomicU32::new(0));
+        loop {
+            let first = tokio::select! {
+                permit = self.slots.clone().acquire_owned() => permit.expect("semaphore never closes"),
+                () = stop_pulling.cancelled() => break,
+            };
+            let mut permits = vec![first];
+            while permits.len() < self.concurrency {
+                match self.slots.clone().try_acquire_owned() {
+                    Ok(permit) => permits.push(permit),
+                    Err(_) => break,
+                }
+            }
+            let pull = Pull {
+                consumer: self.consumer.clone(),
+                processor: self.processor.clone(),
+                tracker: self.tracker.clone(),
+                stop_pulling: stop_pulling.clone(),
+                hard_stop: hard_stop.clone(),
+                failures: failures.clone(),
+            };
+            self.tracker.spawn(pull.run(permits));
+        }
+        info!("stopped pulling new messages");
+    }
+}
+
+/// One pull request and the messages it delivers.
+struct Pull {
+    consumer: PullConsumer,
+    processor: Arc<Processor>,
+    tracker: TaskTracker,
+    stop_pulling: CancellationToken,
+    hard_stop: CancellationToken,
+    /// Consecutive failed pulls across this replica, for backoff while NATS is away.
+    failures: Arc<std::sync::atomic::AtomicU32>,
+}
+
+impl Pull {
+    async fn run(self, mut permits: Vec<OwnedSemaphorePermit>) {
+        use std::sync::atomic::Ordering;
+        let wanted = permits.len();
+        let batch = self
+            .consumer
+            .batch()
+            .max_messages(wanted)
+            .expires(PULL_EXPIRY)
+            .messages()
+            .await;
+        let mut batch = match batch {
+            Ok(batch) => batch,
+            Err(err) => {
+                let failures = self.failures.fetch_add(1, Ordering::SeqCst) + 1;
+                let delay = Duration::from_millis(100 * 2u64.pow(failures.min(5))).min(Duration::from_secs(2));
+                warn!(error = %err, retry_in = ?delay, "pull request failed");
+                // Keep the permits while backing off, so the loop does not spin.
+                tokio::select! {
+                    () = tokio::time::sleep(delay) => {},
+                    () = self.stop_pulling.cancelled() => {},
+                }
+                return;
+            }
+        };
+        self.failures.store(0, Ordering::SeqCst);
+        while let Some(item) = batch.next().await {
+            match item {
+                Ok(message) => {
+                    let Some(permit) = permits.pop() else {
+                        // The server never sends more than asked; be safe anyway.
+                        let _ = message.ack_with(AckKind::Nak(None)).await;
+                        continue;
+                    };
+                    if self.stop_pulling.is_cancelled() {
+                        // Arrived after shutdown began: give it to another replica now.
+                        debug!("handing back a message that arrived during shutdown");
+                        let _ = message.ack_with(AckKind::Nak(None)).await;
+                        continue;
+                    }
+                    let processor = self.processor.clone();
+                    let hard_stop = self.hard_stop.clone();
+                    self.tracker.spawn(async move {
+                        processor.process(message, hard_stop).await;
+                        drop(permit);
+                    });
+                }
+                Err(err) => {
+                    warn!(error = %err, "pull request ended with an error");
+                    break;
+                }
+            }
+        }
+    }
+}
