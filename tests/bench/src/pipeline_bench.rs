@@ -1,1 +1,474 @@
-fn main() {}
+//! `pipeline-bench`: the worker's event pipeline against a raw async-nats loop.
+//!
+//! (a) raw loop: fetch, publish `.started` and `.finished` (each with `Nats-Msg-Id`,
+//!     each awaiting its PubAck), ack; `--concurrency` messages at once.
+//! (b) the worker (`worker::app::run`, in-process) with a no-op deployment handler and
+//!     the same `--concurrency`, events spread over `--releases` releases; and (b')
+//!     the same over `--contended-releases` releases.
+//!
+//! Both run against one nats-server, in the same process, interleaved over `--rounds`
+//! rounds, each scenario on a freshly created stream; medians are reported. Each
+//! scenario has a throughput phase (publish `--events` at once, time to the last
+//! `.finished`) and a latency phase (`--latency-events` at `--latency-rate`/s, time
+//! from publish to `.started`). Finally the idle RSS of the real `helm-service`
+//! binary is read. See BENCHMARKS.md. Exits non-zero on errors only, never on a
+//! missed target.
+
+mod events;
+mod http;
+mod load;
+mod observer;
+mod raw;
+mod rss;
+mod stats;
+mod worker_run;
+
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context as _};
+use async_nats::jetstream::{self, consumer, stream};
+use clap::Parser;
+use test_harness::NatsServer;
+
+use crate::load::Throughput;
+use crate::observer::Observer;
+use crate::stats::{cpu_time, median, millis, percentile};
+
+/// The Keptn stream, as the worker would create it.
+const STREAM: &str = "keptn";
+
+#[derive(Debug, Parser)]
+#[command(name = "pipeline-bench", about = "Worker event pipeline vs a raw async-nats loop (see BENCHMARKS.md)")]
+struct Args {
+    /// Measured rounds; each runs every scenario once.
+    #[arg(long, env = "BENCH_ROUNDS", default_value_t = 5)]
+    rounds: usize,
+    /// Events of the throughput phase of each scenario.
+    #[arg(long, env = "BENCH_EVENTS", default_value_t = 3000)]
+    events: usize,
+    /// Events of the latency phase of each scenario.
+    #[arg(long, env = "BENCH_LATENCY_EVENTS", default_value_t = 400)]
+    latency_events: usize,
+    /// Publish rate of the latency phase, events per second.
+    #[arg(long, env = "BENCH_LATENCY_RATE", default_value_t = 200)]
+    latency_rate: u32,
+    /// Messages in work at once, for both systems.
+    #[arg(long, env = "BENCH_CONCURRENCY", default_value_t = 32)]
+    concurrency: u32,
+    /// Releases (services) the events of scenario (b) are spread over.
+    #[arg(long, env = "BENCH_RELEASES", default_value_t = 1000)]
+    releases: usize,
+    /// Releases of the extra scenario (b'); 0 skips it.
+    #[arg(long, env = "BENCH_CONTENDED_RELEASES", default_value_t = 32)]
+    contended_releases: usize,
+    /// A helm-service binary for the idle-RSS measurement; by default the bench
+    /// builds target/release/helm-service with cargo.
+    #[arg(long, env = "BENCH_WORKER_BIN")]
+    worker_bin: Option<PathBuf>,
+    /// Skip the idle-RSS measurement (and the build it needs).
+    #[arg(long)]
+    skip_rss: bool,
+    /// Skip the uncounted warm-up round.
+    #[arg(long)]
+    no_warmup: bool,
+    /// Longest wait for the replies of one phase, in seconds.
+    #[arg(long, default_value_t = 120)]
+    phase_timeout: u64,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum System {
+    Raw,
+    Worker { releases: usize },
+}
+
+struct Scenario {
+    key: &'static str,
+    system: System,
+}
+
+impl Scenario {
+    fn label(&self) -> String {
+        match self.system {
+            System::Raw => "(a) raw async-nats loop".into(),
+            System::Worker { releases } => format!("{} worker, {releases} releases", self.key),
+        }
+    }
+}
+
+/// What one scenario measured.
+struct Sample {
+    throughput: Throughput,
+    latencies: Vec<Duration>,
+    bench_cpu_per_event: Option<Duration>,
+    server_cpu_per_event: Option<Duration>,
+}
+
+impl Sample {
+    fn p(&self, p: f64) -> Duration {
+        percentile(&self.latencies, p).unwrap_or_default()
+    }
+}
+
+struct Ctx {
+    args: Args,
+    url: String,
+    server_pid: Option<u32>,
+    js: jetstream::Context,
+    observer: Observer,
+}
+
+#[tokio::main]
+async fn main() -> std::process::ExitCode {
+    match run().await {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(err) => {
+            eprintln!("pipeline-bench failed: {err:#}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
+
+async fn run() -> anyhow::Result<()> {
+    let args = Args::parse();
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .try_init();
+    if args.rounds == 0 || args.events == 0 || args.latency_events == 0 {
+        bail!("--rounds, --events and --latency-events must be at least 1");
+    }
+
+    // Build first, so cargo never runs alongside a measurement.
+    let worker_bin = match (&args.worker_bin, args.skip_rss) {
+        (_, true) => None,
+        (Some(path), false) => Some(path.clone()),
+        (None, false) => Some(rss::build_worker_binary().await?),
+    };
+
+    let server = NatsServer::start().await.context("starting nats-server")?;
+    let url = server.url();
+    let client = NatsServer::connect_options()
+        .name("bench-load")
+        .connect(&url)
+        .await
+        .context("connecting the load generator")?;
+    let ctx = Ctx {
+        url: url.clone(),
+        server_pid: server.pid(),
+        js: jetstream::new(client),
+        observer: Observer::start(&url).await?,
+        args,
+    };
+    let cores = std::thread::available_parallelism().map_or(0, |n| n.get());
+    println!(
+        "pipeline-bench: nats-server {url}, {cores} cores, {} rounds; throughput phase {} events, latency phase {} events at {}/s; concurrency {}",
+        ctx.args.rounds, ctx.args.events, ctx.args.latency_events, ctx.args.latency_rate, ctx.args.concurrency
+    );
+
+    let mut scenarios = vec![
+        Scenario {
+            key: "(a)",
+            system: System::Raw,
+        },
+        Scenario {
+            key: "(b)",
+            system: System::Worker {
+                releases: ctx.args.releases,
+            },
+        },
+    ];
+    if ctx.args.contended_releases > 0 {
+        scenarios.push(Scenario {
+            key: "(b')",
+            system: System::Worker {
+                releases: ctx.args.contended_releases,
+            },
+        });
+    }
+
+    if !ctx.args.no_warmup {
+        let events = (ctx.args.events / 5).max(1);
+        println!("warm-up (not counted): {events} events per scenario");
+        for (index, scenario) in scenarios.iter().enumerate() {
+            run_scenario(&ctx, scenario, 0, index, events, 50.min(ctx.args.latency_events)).await?;
+        }
+    }
+
+    let mut samples: Vec<Vec<Sample>> = scenarios.iter().map(|_| Vec::new()).collect();
+    for round in 1..=ctx.args.rounds {
+        // Alternate the order so slow drift of the shared machine hits both sides.
+        let mut order: Vec<usize> = (0..scenarios.len()).collect();
+        if round % 2 == 0 {
+            order.reverse();
+        }
+        for index in order {
+            let sample = run_scenario(&ctx, &scenarios[index], round, index, ctx.args.events, ctx.args.latency_events).await?;
+            samples[index].push(sample);
+        }
+    }
+
+    let memory = match &worker_bin {
+        Some(binary) => {
+            let memory = rss::idle_worker_memory(binary, &url, Duration::from_secs(3)).await?;
+            Some(memory)
+        }
+        None => None,
+    };
+
+    report(&ctx, &scenarios, &samples, memory);
+    drop(server);
+    Ok(())
+}
+
+/// Runs one scenario on a fresh stream: start the system, throughput phase, drain,
+/// latency phase, drain, stop, clean up.
+async fn run_scenario(
+    ctx: &Ctx,
+    scenario: &Scenario,
+    round: usize,
+    index: usize,
+    events: usize,
+    latency_events: usize,
+) -> anyhow::Result<Sample> {
+    let timeout = Duration::from_secs(ctx.args.phase_timeout);
+    let concurrency = ctx.args.concurrency;
+    recreate_stream(&ctx.js).await?;
+    let consumer = format!("bench-r{round}-s{index}");
+    let state_prefix = format!("bench-r{round}-s{index}");
+
+    enum Running {
+        Raw(raw::RawLoop),
+        Worker(worker_run::InProcessWorker),
+    }
+    let (running, releases) = match scenario.system {
+        System::Raw => (
+            Running::Raw(raw::RawLoop::start(&ctx.url, STREAM, &consumer, concurrency as usize).await?),
+            ctx.args.releases,
+        ),
+        System::Worker { releases } => {
+            let spec = worker_run::WorkerSpec {
+                nats_url: &ctx.url,
+                stream: STREAM,
+                consumer: &consumer,
+                state_prefix: &state_prefix,
+                concurrency,
+            };
+            (Running::Worker(worker_run::InProcessWorker::start(&spec).await?), releases)
+        }
+    };
+    let label = scenario.label();
+
+    ctx.observer.reset();
+    let batch = events::batch(events, releases);
+    let bench_cpu = cpu_time(std::process::id());
+    let server_cpu = ctx.server_pid.and_then(cpu_time);
+    let throughput = load::throughput(&ctx.js, &ctx.observer, batch, timeout)
+        .await
+        .with_context(|| format!("{label}, round {round}"))?;
+    let per_event = |before: Option<Duration>, after: Option<Duration>| match (before, after) {
+        (Some(before), Some(after)) => Some(after.saturating_sub(before) / events as u32),
+        _ => None,
+    };
+    let bench_cpu_per_event = per_event(bench_cpu, cpu_time(std::process::id()));
+    let server_cpu_per_event = per_event(server_cpu, ctx.server_pid.and_then(cpu_time));
+    drain(&ctx.js, &consumer, timeout).await?;
+
+    let batch = events::batch(latency_events, releases);
+    let latencies = load::latency(&ctx.js, &ctx.observer, batch, ctx.args.latency_rate, timeout)
+        .await
+        .with_context(|| format!("{label}, round {round}"))?;
+    drain(&ctx.js, &consumer, timeout).await?;
+    let tally = ctx.observer.tally();
+
+    let stop_note = match running {
+        Running::Raw(raw_loop) => {
+            let errors = raw_loop.stop().await?;
+            if errors > 0 {
+                bail!("{label}, round {round}: {errors} messages failed in the raw loop");
+            }
+            String::new()
+        }
+        Running::Worker(worker) => {
+            let took = worker.stop().await?;
+            check_no_dead_letters(&ctx.js, &state_prefix).await?;
+            for bucket in ["ledger", "leases"] {
+                ctx.js
+                    .delete_key_value(format!("{state_prefix}-{bucket}"))
+                    .await
+                    .with_context(|| format!("deleting the {bucket} bucket"))?;
+            }
+            ctx.js
+                .delete_stream(format!("{state_prefix}-dlq"))
+                .await
+                .context("deleting the dead-letter stream")?;
+            format!(", stop {:.1}s", took.as_secs_f64())
+        }
+    };
+    if tally.duplicates > 0 || tally.unreadable > 0 {
+        println!(
+            "  note: {} duplicate and {} unreadable replies seen",
+            tally.duplicates, tally.unreadable
+        );
+    }
+
+    let sample = Sample {
+        throughput,
+        latencies,
+        bench_cpu_per_event,
+        server_cpu_per_event,
+    };
+    let cpu = |d: Option<Duration>| d.map_or("n/a".into(), |d| format!("{:.3}", millis(d)));
+    println!(
+        "{} {label}: {:.0} events/s ({} in {:.2}s, publishing took {:.2}s); started latency p50 {:.2} ms, p99 {:.2} ms; CPU ms/event bench {} nats {}{stop_note}",
+        if round == 0 { "warm-up".to_owned() } else { format!("round {round}") },
+        throughput.events_per_second(),
+        throughput.events,
+        throughput.elapsed.as_secs_f64(),
+        throughput.publish_elapsed.as_secs_f64(),
+        millis(sample.p(50.0)),
+        millis(sample.p(99.0)),
+        cpu(bench_cpu_per_event),
+        cpu(server_cpu_per_event),
+    );
+    Ok(sample)
+}
+
+/// Deletes the Keptn stream (and with it the consumers of the last scenario) and
+/// creates it again with the worker's settings.
+async fn recreate_stream(js: &jetstream::Context) -> anyhow::Result<()> {
+    if js.get_stream(STREAM).await.is_ok() {
+        js.delete_stream(STREAM).await.context("deleting the stream")?;
+    }
+    js.create_stream(stream::Config {
+        name: STREAM.into(),
+        subjects: vec!["sh.keptn.>".into()],
+        storage: stream::StorageType::File,
+        duplicate_window: Duration::from_secs(120),
+        ..Default::default()
+    })
+    .await
+    .context("creating the stream")?;
+    Ok(())
+}
+
+/// Waits until the consumer has nothing pending and nothing unacknowledged.
+async fn drain(js: &jetstream::Context, name: &str, timeout: Duration) -> anyhow::Result<()> {
+    let mut consumer: consumer::PullConsumer = js
+        .get_consumer_from_stream(name, STREAM)
+        .await
+        .with_context(|| format!("getting consumer {name}"))?;
+    let end = Instant::now() + timeout;
+    loop {
+        let info = consumer.info().await.context("reading consumer info")?;
+        if info.num_pending == 0 && info.num_ack_pending == 0 {
+            return Ok(());
+        }
+        if Instant::now() >= end {
+            bail!(
+                "consumer {name} still has {} pending and {} unacknowledged messages after {timeout:?}",
+                info.num_pending,
+                info.num_ack_pending
+            );
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+async fn check_no_dead_letters(js: &jetstream::Context, state_prefix: &str) -> anyhow::Result<()> {
+    let mut dlq = js
+        .get_stream(format!("{state_prefix}-dlq"))
+        .await
+        .context("getting the dead-letter stream")?;
+    let messages = dlq.info().await.context("reading the dead-letter stream")?.state.messages;
+    if messages > 0 {
+        bail!("the worker dead-lettered {messages} messages");
+    }
+    Ok(())
+}
+
+fn report(ctx: &Ctx, scenarios: &[Scenario], samples: &[Vec<Sample>], memory: Option<rss::IdleMemory>) {
+    struct Row {
+        eps: f64,
+        eps_min: f64,
+        eps_max: f64,
+        p50: f64,
+        p99: f64,
+        pooled_p99: f64,
+        bench_cpu: f64,
+        server_cpu: f64,
+    }
+    let rows: Vec<Row> = samples
+        .iter()
+        .map(|runs| {
+            let eps: Vec<f64> = runs.iter().map(|s| s.throughput.events_per_second()).collect();
+            let pooled: Vec<Duration> = runs.iter().flat_map(|s| s.latencies.iter().copied()).collect();
+            let cpu = |f: fn(&Sample) -> Option<Duration>| {
+                median(&runs.iter().filter_map(f).map(millis).collect::<Vec<_>>())
+            };
+            Row {
+                eps: median(&eps),
+                eps_min: eps.iter().copied().fold(f64::INFINITY, f64::min),
+                eps_max: eps.iter().copied().fold(0.0, f64::max),
+                p50: median(&runs.iter().map(|s| millis(s.p(50.0))).collect::<Vec<_>>()),
+                p99: median(&runs.iter().map(|s| millis(s.p(99.0))).collect::<Vec<_>>()),
+                pooled_p99: millis(percentile(&pooled, 99.0).unwrap_or_default()),
+                bench_cpu: cpu(|s| s.bench_cpu_per_event),
+                server_cpu: cpu(|s| s.server_cpu_per_event),
+            }
+        })
+        .collect();
+
+    println!();
+    println!(
+        "Medians over {} rounds (concurrency {}, {} events per throughput phase, {} per latency phase at {}/s):",
+        ctx.args.rounds, ctx.args.concurrency, ctx.args.events, ctx.args.latency_events, ctx.args.latency_rate
+    );
+    println!();
+    println!("| system | events/s (min–max) | dispatch p50 ms | dispatch p99 ms | p99 all rounds pooled ms | CPU ms/event: bench process | CPU ms/event: nats-server |");
+    println!("|---|---|---|---|---|---|---|");
+    for (scenario, row) in scenarios.iter().zip(&rows) {
+        println!(
+            "| {} | {:.0} ({:.0}–{:.0}) | {:.2} | {:.2} | {:.2} | {:.3} | {:.3} |",
+            scenario.label(),
+            row.eps,
+            row.eps_min,
+            row.eps_max,
+            row.p50,
+            row.p99,
+            row.pooled_p99,
+            row.bench_cpu,
+            row.server_cpu
+        );
+    }
+    println!();
+    let verdict = |ok: bool| if ok { "met" } else { "MISSED" };
+    let raw = &rows[0];
+    for (scenario, row) in scenarios.iter().zip(&rows).skip(1) {
+        let throughput_ratio = row.eps / raw.eps;
+        let p99_ratio = row.p99 / raw.p99;
+        println!(
+            "{} / (a): throughput {:.2}× (target ≥ 0.50: {}), dispatch p99 {:.2}× (target ≤ 2.00: {}), p50 {:.2}×",
+            scenario.key,
+            throughput_ratio,
+            verdict(throughput_ratio >= 0.5),
+            p99_ratio,
+            verdict(p99_ratio <= 2.0),
+            row.p50 / raw.p50,
+        );
+    }
+    match memory {
+        Some(memory) => {
+            let mib = memory.rss_kib as f64 / 1024.0;
+            println!(
+                "idle helm-service RSS: {mib:.1} MiB (VmHWM {:.1} MiB; target ≤ 20 MiB: {})",
+                memory.hwm_kib as f64 / 1024.0,
+                verdict(mib <= 20.0)
+            );
+        }
+        None => println!("idle helm-service RSS: skipped (--skip-rss)"),
+    }
+}

@@ -22,7 +22,12 @@ impl TestEnv {
     pub async fn start() -> anyhow::Result<TestEnv> {
         let nats = NatsServer::start().await?;
         let js = nats.jetstream().await?;
-        let dir = tempfile::tempdir()?;
+        let mut dir = tempfile::Builder::new().prefix("helm-service-test-").tempdir()?;
+        if std::env::var_os("TEST_HARNESS_KEEP_DIRS").is_some() {
+            // Keep worker logs and the probe log for a post-mortem.
+            eprintln!("test dir kept: {}", dir.path().display());
+            dir.disable_cleanup(true);
+        }
         let probe_log = dir.path().join("probe.jsonl");
         Ok(TestEnv {
             nats,

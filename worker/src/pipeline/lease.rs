@@ -64,7 +64,9 @@ impl Leases {
             description: "helm-service per-release leases".into(),
             history: 1,
             max_age: ttl,
-            storage: async_nats::jetstream::stream::StorageType::Memory,
+            // File storage: leases must survive a NATS restart, or a holder could lose
+            // its lease to a waiter while still running.
+            storage: async_nats::jetstream::stream::StorageType::File,
             ..Default::default()
         }
     }

@@ -1,0 +1,193 @@
+//! Baseline (a): the least a correct JetStream responder has to do, with nothing else.
+//!
+//! One connection, a durable pull consumer of the same shape as the worker's, and up
+//! to `concurrency` messages in work at once, each in its own task: decode the event,
+//! publish `.started` (with `Nats-Msg-Id`) and await its PubAck, publish `.finished`
+//! likewise, then ack. Messages come from a prefetching `consumer.stream()`. No
+//! ledger, no lease, no in-progress acks, no metrics, no logs.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context as _;
+use async_nats::jetstream::{self, consumer, message::PublishMessage};
+use bytes::Bytes;
+use futures::StreamExt;
+use serde::Deserialize;
+use serde_json::{json, Map, Value};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use crate::events::TRIGGERED;
+
+/// Namespace of reply ids; like the worker, replies get deterministic v5 ids so a
+/// retried publish would be dropped by the duplicate window.
+const REPLY_NAMESPACE: uuid::Uuid = uuid::Uuid::from_u128(0x6d1c_0f6e_2b35_4b1e_9a57_4c1d_2c9e_0b11);
+
+/// The running raw loop.
+pub struct RawLoop {
+    stop: CancellationToken,
+    task: tokio::task::JoinHandle<()>,
+    errors: Arc<AtomicU64>,
+    pub consumer: String,
+}
+
+impl RawLoop {
+    /// Creates the consumer (deliver new) and starts consuming.
+    pub async fn start(url: &str, stream: &str, consumer_name: &str, concurrency: usize) -> anyhow::Result<RawLoop> {
+        let client = async_nats::ConnectOptions::new()
+            .name("raw-loop")
+            .connect(url)
+            .await
+            .with_context(|| format!("raw loop connecting to {url}"))?;
+        let js = jetstream::new(client);
+        let stream = js.get_stream(stream).await.context("raw loop: getting the stream")?;
+        let consumer: consumer::PullConsumer = stream
+            .create_consumer(consumer::pull::Config {
+                durable_name: Some(consumer_name.to_owned()),
+                deliver_policy: consumer::DeliverPolicy::New,
+                ack_policy: consumer::AckPolicy::Explicit,
+                ack_wait: Duration::from_secs(30),
+                max_deliver: -1,
+                filter_subject: TRIGGERED.to_owned(),
+                max_ack_pending: 10_000,
+                ..Default::default()
+            })
+            .await
+            .context("raw loop: creating the consumer")?;
+        let messages = consumer
+            .stream()
+            .max_messages_per_batch(concurrency)
+            .messages()
+            .await
+            .context("raw loop: opening the pull stream")?;
+        let stop = CancellationToken::new();
+        let errors = Arc::new(AtomicU64::new(0));
+        let task = tokio::spawn(consume(messages, js, concurrency, stop.clone(), errors.clone()));
+        Ok(RawLoop {
+            stop,
+            task,
+            errors,
+            consumer: consumer_name.to_owned(),
+        })
+    }
+
+    /// Stops pulling, lets the tasks in work finish, and returns the number of
+    /// messages that failed.
+    pub async fn stop(self) -> anyhow::Result<u64> {
+        self.stop.cancel();
+        self.task.await.context("raw loop task panicked")?;
+        Ok(self.errors.load(Ordering::SeqCst))
+    }
+}
+
+async fn consume(
+    mut messages: consumer::pull::Stream,
+    js: jetstream::Context,
+    concurrency: usize,
+    stop: CancellationToken,
+    errors: Arc<AtomicU64>,
+) {
+    let slots = Arc::new(Semaphore::new(concurrency));
+    let tracker = TaskTracker::new();
+    loop {
+        let permit = tokio::select! {
+            permit = slots.clone().acquire_owned() => permit.expect("semaphore never closes"),
+            () = stop.cancelled() => break,
+        };
+        let next = tokio::select! {
+            next = messages.next() => next,
+            () = stop.cancelled() => break,
+        };
+        match next {
+            Some(Ok(message)) => {
+                tracker.spawn(handle(js.clone(), message, permit, errors.clone()));
+            }
+            Some(Err(err)) => eprintln!("raw loop: pull error: {err}"),
+            None => break,
+        }
+    }
+    tracker.close();
+    tracker.wait().await;
+}
+
+async fn handle(js: jetstream::Context, message: jetstream::Message, _permit: OwnedSemaphorePermit, errors: Arc<AtomicU64>) {
+    if let Err(err) = respond(&js, &message).await {
+        errors.fetch_add(1, Ordering::SeqCst);
+        eprintln!("raw loop: {err:#}");
+        let _ = message.ack_with(jetstream::AckKind::Nak(None)).await;
+    }
+}
+
+#[derive(Deserialize)]
+struct TriggeredView {
+    id: String,
+    #[serde(rename = "type")]
+    ty: String,
+    shkeptncontext: Option<String>,
+    data: DataView,
+}
+
+#[derive(Deserialize)]
+struct DataView {
+    project: String,
+    stage: String,
+    service: String,
+    #[serde(default)]
+    labels: Map<String, Value>,
+}
+
+async fn respond(js: &jetstream::Context, message: &jetstream::Message) -> anyhow::Result<()> {
+    let event: TriggeredView = serde_json::from_slice(&message.payload).context("decoding the event")?;
+    let task = event
+        .ty
+        .strip_suffix(".triggered")
+        .context("not a triggered event")?;
+    for phase in ["started", "finished"] {
+        let (subject, id, payload) = reply(&event, task, phase);
+        let publish = PublishMessage::build()
+            .header("Content-Type", "application/cloudevents+json")
+            .message_id(&id)
+            .payload(payload);
+        js.send_publish(subject, publish)
+            .await
+            .with_context(|| format!("publishing {phase}"))?
+            .await
+            .with_context(|| format!("awaiting the PubAck of {phase}"))?;
+    }
+    message
+        .ack()
+        .await
+        .map_err(|err| anyhow::anyhow!("acking: {err}"))
+}
+
+/// `(subject, id, encoded event)` of one reply.
+fn reply(event: &TriggeredView, task: &str, phase: &str) -> (String, String, Bytes) {
+    let ty = format!("{task}.{phase}");
+    let id = uuid::Uuid::new_v5(&REPLY_NAMESPACE, format!("{}/{phase}", event.id).as_bytes()).to_string();
+    let mut data = json!({
+        "project": event.data.project,
+        "stage": event.data.stage,
+        "service": event.data.service,
+        "labels": event.data.labels,
+        "status": "succeeded",
+    });
+    if phase == "finished" {
+        data["result"] = json!("pass");
+    }
+    let body = json!({
+        "specversion": "1.0",
+        "id": id,
+        "source": "raw-loop",
+        "type": ty,
+        "datacontenttype": "application/json",
+        "time": chrono::Utc::now().to_rfc3339(),
+        "shkeptncontext": event.shkeptncontext,
+        "triggeredid": event.id,
+        "shkeptnspecversion": "0.2.4",
+        "data": data,
+    });
+    (ty, id, Bytes::from(body.to_string()))
+}

@@ -1,0 +1,105 @@
+//! Candidate (b): the real worker pipeline, in-process, with a no-op handler.
+
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context as _};
+use async_trait::async_trait;
+use clap::Parser as _;
+use contracts::data::TaskResult;
+use tokio_util::sync::CancellationToken;
+use worker::config::{Cli, Command};
+use worker::handler::{Outcome, Registry, Steps, TaskError, TaskHandler};
+use worker::pipeline::intake::{Task, TaskKind};
+
+use crate::http::get_status;
+
+/// Answers every task at once: `succeeded`/`pass`, no steps, no payload.
+pub struct NoOp;
+
+#[async_trait]
+impl TaskHandler for NoOp {
+    async fn run(&self, _task: &Task, _steps: &mut Steps<'_>) -> Result<Outcome, TaskError> {
+        Ok(Outcome::succeeded(TaskResult::Pass, ""))
+    }
+}
+
+/// Settings of one in-process worker.
+pub struct WorkerSpec<'a> {
+    pub nats_url: &'a str,
+    pub stream: &'a str,
+    pub consumer: &'a str,
+    pub state_prefix: &'a str,
+    pub concurrency: u32,
+}
+
+/// `worker::app::run` on a task of the bench's runtime.
+pub struct InProcessWorker {
+    shutdown: CancellationToken,
+    task: tokio::task::JoinHandle<anyhow::Result<()>>,
+    pub consumer: String,
+    pub state_prefix: String,
+}
+
+impl InProcessWorker {
+    /// Starts the worker and waits until its `/readyz` answers 200 (stream, consumer
+    /// and buckets bound).
+    pub async fn start(spec: &WorkerSpec<'_>) -> anyhow::Result<InProcessWorker> {
+        let port = test_harness::free_port();
+        let http_addr = format!("127.0.0.1:{port}");
+        let concurrency = spec.concurrency.to_string();
+        let cli = Cli::try_parse_from([
+            "helm-service",
+            "run",
+            "--nats-url",
+            spec.nats_url,
+            "--stream",
+            spec.stream,
+            "--consumer",
+            spec.consumer,
+            "--state-prefix",
+            spec.state_prefix,
+            "--concurrency",
+            &concurrency,
+            "--http-addr",
+            &http_addr,
+        ])
+        .context("building the worker configuration")?;
+        let Command::Run(config) = cli.command;
+        let registry = Registry::new().with(TaskKind::Deployment, NoOp);
+        let shutdown = CancellationToken::new();
+        let mut task = tokio::spawn(worker::app::run(config, registry, shutdown.clone()));
+
+        let end = Instant::now() + Duration::from_secs(30);
+        loop {
+            if task.is_finished() {
+                let result = (&mut task).await.context("worker task panicked")?;
+                bail!("the worker stopped during start-up: {result:?}");
+            }
+            if matches!(get_status(port, "/readyz").await, Ok(200)) {
+                break;
+            }
+            if Instant::now() >= end {
+                shutdown.cancel();
+                bail!("the in-process worker was not ready within 30s");
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        Ok(InProcessWorker {
+            shutdown,
+            task,
+            consumer: spec.consumer.to_owned(),
+            state_prefix: spec.state_prefix.to_owned(),
+        })
+    }
+
+    /// Graceful shutdown, as on SIGTERM. Returns how long it took.
+    pub async fn stop(self) -> anyhow::Result<Duration> {
+        let started = Instant::now();
+        self.shutdown.cancel();
+        match tokio::time::timeout(Duration::from_secs(60), self.task).await {
+            Ok(joined) => joined.context("worker task panicked")??,
+            Err(_) => bail!("the in-process worker did not stop within 60s"),
+        }
+        Ok(started.elapsed())
+    }
+}
