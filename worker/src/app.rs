@@ -16,8 +16,8 @@ use crate::metrics::Metrics;
 use crate::nats::publisher::Publisher;
 use crate::nats::topology::{self, Topology, TopologyConfig};
 use crate::pipeline::dead_letter::DeadLetters;
-use crate::pipeline::ledger::Ledger;
 use crate::pipeline::lease::Leases;
+use crate::pipeline::ledger::Ledger;
 use crate::pipeline::processor::{Processor, ProcessorConfig};
 use crate::pipeline::scheduler::Scheduler;
 
@@ -28,7 +28,11 @@ const HAND_BACK_TIME: Duration = Duration::from_secs(5);
 
 /// Runs the worker until `shutdown` fires, then drains in-flight tasks within the
 /// grace period. Tests and benchmarks call this in-process with their own registry.
-pub async fn run(config: RunConfig, registry: Registry, shutdown: CancellationToken) -> anyhow::Result<()> {
+pub async fn run(
+    config: RunConfig,
+    registry: Registry,
+    shutdown: CancellationToken,
+) -> anyhow::Result<()> {
     config.validate().map_err(anyhow::Error::msg)?;
     let metrics = Metrics::new();
     let client = async_nats::ConnectOptions::new()
@@ -41,7 +45,13 @@ pub async fn run(config: RunConfig, registry: Registry, shutdown: CancellationTo
     let health = Arc::new(Health::new(client.clone()));
 
     let http_stop = CancellationToken::new();
-    let http_server = http::serve(config.http_addr, metrics.clone(), health.clone(), http_stop.clone()).await?;
+    let http_server = http::serve(
+        config.http_addr,
+        metrics.clone(),
+        health.clone(),
+        http_stop.clone(),
+    )
+    .await?;
     let http_task = tokio::spawn(http_server);
 
     let js = async_nats::jetstream::new(client.clone());
@@ -53,7 +63,12 @@ pub async fn run(config: RunConfig, registry: Registry, shutdown: CancellationTo
         lease_ttl: config.lease_ttl,
         ledger_ttl: config.ledger_ttl,
     };
-    let Some(Topology { consumer, ledger, leases }) = bind_with_retry(&js, &topology_config, &shutdown).await else {
+    let Some(Topology {
+        consumer,
+        ledger,
+        leases,
+    }) = bind_with_retry(&js, &topology_config, &shutdown).await
+    else {
         http_stop.cancel();
         let _ = http_task.await;
         return Ok(());
@@ -71,7 +86,10 @@ pub async fn run(config: RunConfig, registry: Registry, shutdown: CancellationTo
         },
         ledger: Ledger::new(ledger),
         leases: Leases::new(leases, config.lease_ttl, replica_identity()),
-        dead_letters: DeadLetters::new(publisher.clone(), topology_config.dead_letter_subject_prefix()),
+        dead_letters: DeadLetters::new(
+            publisher.clone(),
+            topology_config.dead_letter_subject_prefix(),
+        ),
         publisher,
         registry,
         metrics: metrics.clone(),
@@ -80,16 +98,27 @@ pub async fn run(config: RunConfig, registry: Registry, shutdown: CancellationTo
     let poller = tokio::spawn(poll_consumer_state(consumer.clone(), metrics.clone()));
     let tracker = TaskTracker::new();
     let hard_stop = CancellationToken::new();
-    let scheduler = Scheduler::new(consumer, processor, config.concurrency as usize, tracker.clone());
+    let scheduler = Scheduler::new(
+        consumer,
+        processor,
+        config.concurrency as usize,
+        tracker.clone(),
+    );
     scheduler.run(shutdown.clone(), hard_stop.clone()).await;
 
     // Shutdown: no new pulls; let in-flight tasks finish within the grace period.
     health.accepting.store(false, Ordering::SeqCst);
     tracker.close();
-    if tokio::time::timeout(config.shutdown_grace, tracker.wait()).await.is_err() {
+    if tokio::time::timeout(config.shutdown_grace, tracker.wait())
+        .await
+        .is_err()
+    {
         warn!(grace = ?config.shutdown_grace, "grace period over: handing unfinished tasks back for redelivery");
         hard_stop.cancel();
-        if tokio::time::timeout(HAND_BACK_TIME, tracker.wait()).await.is_err() {
+        if tokio::time::timeout(HAND_BACK_TIME, tracker.wait())
+            .await
+            .is_err()
+        {
             warn!("some tasks did not stop in time; JetStream redelivers them after the ack wait");
         }
     }
@@ -125,14 +154,19 @@ async fn bind_with_retry(
 }
 
 /// Keeps the consumer gauges current for dashboards and autoscalers.
-async fn poll_consumer_state(mut consumer: crate::pipeline::scheduler::PullConsumer, metrics: Metrics) {
+async fn poll_consumer_state(
+    mut consumer: crate::pipeline::scheduler::PullConsumer,
+    metrics: Metrics,
+) {
     let mut interval = tokio::time::interval(Duration::from_secs(5));
     loop {
         interval.tick().await;
         match consumer.info().await {
             Ok(info) => {
                 metrics.consumer_pending.set(info.num_pending as i64);
-                metrics.consumer_ack_pending.set(info.num_ack_pending as i64);
+                metrics
+                    .consumer_ack_pending
+                    .set(info.num_ack_pending as i64);
             }
             Err(err) => warn!(error = %err, "reading consumer state failed"),
         }

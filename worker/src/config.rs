@@ -21,6 +21,32 @@ pub struct Cli {
 pub enum Command {
     /// Run the worker: consume Keptn events from JetStream and answer them.
     Run(RunConfig),
+    /// Publish one Keptn event (a CloudEvent JSON file) and print the replies to it:
+    /// a quick way to try a deployment by hand or check a running installation.
+    Send(SendConfig),
+}
+
+/// Settings of `helm-service send`.
+#[derive(Debug, Clone, Args)]
+pub struct SendConfig {
+    /// NATS server URL(s), comma separated.
+    #[arg(long, env = "NATS_URL", default_value = "nats://127.0.0.1:4222")]
+    pub nats_url: String,
+
+    /// The event to publish: a structured-mode CloudEvent JSON file (`-` for stdin).
+    #[arg(long)]
+    pub file: String,
+
+    /// How long to wait for the `.finished` reply (0s: do not wait).
+    #[arg(long, default_value = "60s", value_parser = parse_duration_or_zero)]
+    pub wait: Duration,
+}
+
+fn parse_duration_or_zero(text: &str) -> Result<Duration, String> {
+    if text.trim_start_matches('0').trim_end_matches(['s', 'm', 'h', 'd']).is_empty() {
+        return Ok(Duration::ZERO);
+    }
+    parse_duration(text)
 }
 
 /// How log lines are written.
@@ -45,7 +71,11 @@ pub struct RunConfig {
     pub stream: String,
 
     /// Name of the durable pull consumer shared by all replicas.
-    #[arg(long = "consumer", env = "CONSUMER_NAME", default_value = "helm-service")]
+    #[arg(
+        long = "consumer",
+        env = "CONSUMER_NAME",
+        default_value = "helm-service"
+    )]
     pub consumer: String,
 
     /// Tasks one replica runs at the same time; the replica pulls only as many
@@ -133,7 +163,11 @@ impl RunConfig {
         if self.lease_ttl < Duration::from_millis(300) {
             return Err("--lease-ttl must be at least 300ms".into());
         }
-        for (flag, name) in [("--stream", &self.stream), ("--consumer", &self.consumer), ("--state-prefix", &self.state_prefix)] {
+        for (flag, name) in [
+            ("--stream", &self.stream),
+            ("--consumer", &self.consumer),
+            ("--state-prefix", &self.state_prefix),
+        ] {
             let ok = !name.is_empty()
                 && name
                     .chars()
@@ -166,7 +200,7 @@ mod tests {
     #[test]
     fn defaults_and_env_names_match_the_contract() {
         let cli = Cli::try_parse_from(["helm-service", "run"]).unwrap();
-        let Command::Run(config) = cli.command;
+        let Command::Run(config) = cli.command else { panic!("run") };
         assert_eq!(config.stream, "keptn");
         assert_eq!(config.consumer, "helm-service");
         assert_eq!(config.http_addr.to_string(), "0.0.0.0:8080");
@@ -176,7 +210,7 @@ mod tests {
     #[test]
     fn bad_names_are_refused() {
         let cli = Cli::try_parse_from(["helm-service", "run", "--stream", "a.b"]).unwrap();
-        let Command::Run(config) = cli.command;
+        let Command::Run(config) = cli.command else { panic!("run") };
         assert!(config.validate().unwrap_err().contains("--stream"));
     }
 }

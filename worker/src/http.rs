@@ -89,6 +89,9 @@ async fn metrics_handler(State(state): State<AppState>) -> impl IntoResponse {
 async fn ready_handler(State(state): State<AppState>) -> impl IntoResponse {
     match state.health.not_ready_reason() {
         None => (StatusCode::OK, "ready\n".to_owned()),
-        Some(reason) => (StatusCode::SERVICE_UNAVAILABLE, format!("not ready: {reason}\n")),
+        Some(reason) => (
+            StatusCode::SERVICE_UNAVAILABLE,
+            format!("not ready: {reason}\n"),
+        ),
     }
 }

@@ -12,6 +12,7 @@ pub mod http;
 pub mod metrics;
 pub mod nats;
 pub mod pipeline;
+pub mod send;
 pub mod shutdown;
 pub mod telemetry;
 
@@ -21,23 +22,33 @@ use clap::Parser;
 /// `registry` names the task handlers of the build.
 pub fn main_with(registry: handler::Registry) -> std::process::ExitCode {
     let cli = config::Cli::parse();
-    let config::Command::Run(run_config) = cli.command;
-    telemetry::init(run_config.log_format);
-    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
         Ok(runtime) => runtime,
         Err(err) => {
             eprintln!("error: cannot start the async runtime: {err}");
             return std::process::ExitCode::FAILURE;
         }
     };
-    let result = runtime.block_on(async {
-        let shutdown = shutdown::on_signal()?;
-        app::run(run_config, registry, shutdown).await
-    });
+    let result = match cli.command {
+        config::Command::Run(run_config) => {
+            telemetry::init(run_config.log_format);
+            runtime.block_on(async {
+                let shutdown = shutdown::on_signal()?;
+                app::run(run_config, registry, shutdown).await
+            })
+        }
+        config::Command::Send(send_config) => runtime.block_on(send::send(send_config)),
+    };
     match result {
         Ok(()) => std::process::ExitCode::SUCCESS,
         Err(err) => {
-            tracing::error!(error = format!("{err:#}"), "helm-service stopped with an error");
+            tracing::error!(
+                error = format!("{err:#}"),
+                "helm-service stopped with an error"
+            );
             eprintln!("error: {err:#}");
             std::process::ExitCode::FAILURE
         }

@@ -15,7 +15,10 @@ pub fn on_signal() -> std::io::Result<CancellationToken> {
             _ = term.recv() => "SIGTERM",
             _ = int.recv() => "SIGINT",
         };
-        info!(signal = name, "shutdown requested: finishing in-flight tasks");
+        info!(
+            signal = name,
+            "shutdown requested: finishing in-flight tasks"
+        );
         fired.cancel();
     });
     Ok(token)

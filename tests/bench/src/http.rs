@@ -1,4 +1,4 @@
-//! A minimal HTTP/1.1 GET over plain TCP, for `/readyz`.
+//! A minimal HTTP/1.0 GET (no chunked bodies) over plain TCP, for `/readyz` and nats-server's `/varz`.
 
 use std::time::Duration;
 
@@ -8,9 +8,15 @@ use tokio::net::TcpStream;
 
 /// The status code of `GET <path>` on `127.0.0.1:<port>`.
 pub async fn get_status(port: u16, path: &str) -> anyhow::Result<u16> {
+    get(port, path).await.map(|(status, _)| status)
+}
+
+/// Status code and body of `GET <path>` on `127.0.0.1:<port>`.
+pub async fn get(port: u16, path: &str) -> anyhow::Result<(u16, String)> {
     let exchange = async {
         let mut stream = TcpStream::connect(("127.0.0.1", port)).await?;
-        let request = format!("GET {path} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nConnection: close\r\n\r\n");
+        let request =
+            format!("GET {path} HTTP/1.0\r\nHost: 127.0.0.1:{port}\r\n\r\n");
         stream.write_all(request.as_bytes()).await?;
         let mut response = Vec::new();
         stream.read_to_end(&mut response).await?;
@@ -22,8 +28,10 @@ pub async fn get_status(port: u16, path: &str) -> anyhow::Result<u16> {
         .with_context(|| format!("GET {path} on port {port}"))?;
     let text = String::from_utf8_lossy(&response);
     let status_line = text.lines().next().unwrap_or_default();
-    match status_line.split_whitespace().nth(1).map(str::parse::<u16>) {
-        Some(Ok(code)) => Ok(code),
+    let status = match status_line.split_whitespace().nth(1).map(str::parse::<u16>) {
+        Some(Ok(code)) => code,
         _ => bail!("unreadable HTTP status line {status_line:?}"),
-    }
+    };
+    let body = text.split_once("\r\n\r\n").map(|(_, body)| body.to_owned()).unwrap_or_default();
+    Ok((status, body))
 }

@@ -1,5 +1,6 @@
 //! The two load phases, identical for both systems under test.
 
+use std::future::IntoFuture;
 use std::time::{Duration, Instant};
 
 use anyhow::Context as _;
@@ -37,6 +38,7 @@ pub async fn throughput(
     timeout: Duration,
 ) -> anyhow::Result<Throughput> {
     let ids: Vec<String> = events.iter().map(|e| e.id.clone()).collect();
+    observer.begin_phase();
     let started = Instant::now();
     futures::stream::iter(events)
         .map(|event| async move {
@@ -55,7 +57,9 @@ pub async fn throughput(
         .wait_all(&ids, false, timeout)
         .await
         .context("throughput phase")?;
-    let last = observer.last_finished(&ids).context("no finished reply seen")?;
+    let last = observer
+        .last_finished(&ids)
+        .context("no finished reply seen")?;
     Ok(Throughput {
         events: ids.len(),
         elapsed: last.duration_since(started),
@@ -75,6 +79,7 @@ pub async fn latency(
     let period = Duration::from_secs_f64(1.0 / f64::from(rate.max(1)));
     let mut ticker = tokio::time::interval(period);
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    observer.begin_phase();
     let mut sent = Vec::with_capacity(events.len());
     let mut acks = Vec::with_capacity(events.len());
     for event in events {

@@ -33,7 +33,7 @@ struct Seen {
     unreadable: u64,
 }
 
-/// Reply arrivals since the last [`Observer::reset`].
+/// Reply arrivals since the last [`Observer::begin_phase`].
 pub struct Observer {
     seen: Arc<Mutex<Seen>>,
     tasks: Vec<tokio::task::JoinHandle<()>>,
@@ -87,7 +87,10 @@ impl Observer {
             }));
         }
         // A flush round trip: the server has processed both SUBs when it answers.
-        client.flush().await.context("flushing the observer's subscriptions")?;
+        client
+            .flush()
+            .await
+            .context("flushing the observer's subscriptions")?;
         Ok(Observer {
             seen,
             tasks,
@@ -95,37 +98,42 @@ impl Observer {
         })
     }
 
-    /// Forgets everything seen so far.
-    pub fn reset(&self) {
-        *self.seen.lock().expect("observer lock") = Seen::default();
+    /// Starts a phase: forgets the replies seen so far (the duplicate and unreadable
+    /// counts keep adding up until [`take_tally`](Self::take_tally)). Call it only
+    /// when no reply of an earlier phase can still arrive.
+    pub fn begin_phase(&self) {
+        let mut seen = self.seen.lock().expect("observer lock");
+        seen.started.clear();
+        seen.finished.clear();
     }
 
-    pub fn tally(&self) -> Tally {
-        let seen = self.seen.lock().expect("observer lock");
-        Tally {
+    /// The duplicate and unreadable counts since the last call; resets them.
+    pub fn take_tally(&self) -> Tally {
+        let mut seen = self.seen.lock().expect("observer lock");
+        let tally = Tally {
             duplicates: seen.duplicates,
             unreadable: seen.unreadable,
-        }
+        };
+        seen.duplicates = 0;
+        seen.unreadable = 0;
+        tally
     }
 
-    /// Waits until every id has a `.finished` (or also a `.started` when
-    /// `started_too`), failing after `timeout`.
-    pub async fn wait_all(
-        &self,
-        ids: &[String],
-        started_too: bool,
-        timeout: Duration,
-    ) -> anyhow::Result<()> {
+    /// Waits until every id of this phase has a `.finished` (and a `.started` too
+    /// when `started_too`), failing after `timeout`.
+    ///
+    /// Polls cheap counts only (the machine is shared with the systems under test);
+    /// the ids are checked once at the end. Arrival times are stamped on receipt, so
+    /// the polling interval does not affect any measurement.
+    pub async fn wait_all(&self, ids: &[String], started_too: bool, timeout: Duration) -> anyhow::Result<()> {
         let end = Instant::now() + timeout;
         loop {
             let (finished, started) = {
                 let seen = self.seen.lock().expect("observer lock");
-                let finished = ids.iter().filter(|id| seen.finished.contains_key(*id)).count();
-                let started = ids.iter().filter(|id| seen.started.contains_key(*id)).count();
-                (finished, started)
+                (seen.finished.len(), seen.started.len())
             };
-            if finished == ids.len() && (!started_too || started == ids.len()) {
-                return Ok(());
+            if finished >= ids.len() && (!started_too || started >= ids.len()) {
+                break;
             }
             if Instant::now() >= end {
                 bail!(
@@ -134,20 +142,35 @@ impl Observer {
                     ids.len()
                 );
             }
-            // Polling only decides when to look; arrival times are stamped on receipt.
             tokio::time::sleep(Duration::from_millis(5)).await;
         }
+        let seen = self.seen.lock().expect("observer lock");
+        let missing = ids
+            .iter()
+            .filter(|id| !seen.finished.contains_key(*id) || (started_too && !seen.started.contains_key(*id)))
+            .count();
+        if missing > 0 {
+            bail!("{missing} of {} events lack a reply (replies to unknown ids arrived instead)", ids.len());
+        }
+        Ok(())
     }
 
     /// When the last of `ids` was seen finished (call after [`wait_all`](Self::wait_all)).
     pub fn last_finished(&self, ids: &[String]) -> Option<Instant> {
         let seen = self.seen.lock().expect("observer lock");
-        ids.iter().filter_map(|id| seen.finished.get(id).copied()).max()
+        ids.iter()
+            .filter_map(|id| seen.finished.get(id).copied())
+            .max()
     }
 
     /// When `id`'s `.started` was seen.
     pub fn started_at(&self, id: &str) -> Option<Instant> {
-        self.seen.lock().expect("observer lock").started.get(id).copied()
+        self.seen
+            .lock()
+            .expect("observer lock")
+            .started
+            .get(id)
+            .copied()
     }
 }
 

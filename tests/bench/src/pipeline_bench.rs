@@ -39,13 +39,16 @@ use crate::stats::{cpu_time, median, millis, percentile};
 const STREAM: &str = "keptn";
 
 #[derive(Debug, Parser)]
-#[command(name = "pipeline-bench", about = "Worker event pipeline vs a raw async-nats loop (see BENCHMARKS.md)")]
+#[command(
+    name = "pipeline-bench",
+    about = "Worker event pipeline vs a raw async-nats loop (see BENCHMARKS.md)"
+)]
 struct Args {
     /// Measured rounds; each runs every scenario once.
     #[arg(long, env = "BENCH_ROUNDS", default_value_t = 5)]
     rounds: usize,
     /// Events of the throughput phase of each scenario.
-    #[arg(long, env = "BENCH_EVENTS", default_value_t = 3000)]
+    #[arg(long, env = "BENCH_EVENTS", default_value_t = 10_000)]
     events: usize,
     /// Events of the latency phase of each scenario.
     #[arg(long, env = "BENCH_LATENCY_EVENTS", default_value_t = 400)]
@@ -103,6 +106,8 @@ struct Sample {
     latencies: Vec<Duration>,
     bench_cpu_per_event: Option<Duration>,
     server_cpu_per_event: Option<Duration>,
+    /// Messages into / out of nats-server per event (its `/varz` counters).
+    server_msgs_per_event: Option<(f64, f64)>,
 }
 
 impl Sample {
@@ -115,6 +120,7 @@ struct Ctx {
     args: Args,
     url: String,
     server_pid: Option<u32>,
+    monitor_port: Option<u16>,
     js: jetstream::Context,
     observer: Observer,
 }
@@ -159,6 +165,11 @@ async fn run() -> anyhow::Result<()> {
     let ctx = Ctx {
         url: url.clone(),
         server_pid: server.pid(),
+        monitor_port: server
+            .monitor_url()
+            .rsplit(':')
+            .next()
+            .and_then(|port| port.parse().ok()),
         js: jetstream::new(client),
         observer: Observer::start(&url).await?,
         args,
@@ -194,7 +205,15 @@ async fn run() -> anyhow::Result<()> {
         let events = (ctx.args.events / 5).max(1);
         println!("warm-up (not counted): {events} events per scenario");
         for (index, scenario) in scenarios.iter().enumerate() {
-            run_scenario(&ctx, scenario, 0, index, events, 50.min(ctx.args.latency_events)).await?;
+            run_scenario(
+                &ctx,
+                scenario,
+                0,
+                index,
+                events,
+                50.min(ctx.args.latency_events),
+            )
+            .await?;
         }
     }
 
@@ -206,7 +225,15 @@ async fn run() -> anyhow::Result<()> {
             order.reverse();
         }
         for index in order {
-            let sample = run_scenario(&ctx, &scenarios[index], round, index, ctx.args.events, ctx.args.latency_events).await?;
+            let sample = run_scenario(
+                &ctx,
+                &scenarios[index],
+                round,
+                index,
+                ctx.args.events,
+                ctx.args.latency_events,
+            )
+            .await?;
             samples[index].push(sample);
         }
     }
@@ -246,7 +273,9 @@ async fn run_scenario(
     }
     let (running, releases) = match scenario.system {
         System::Raw => (
-            Running::Raw(raw::RawLoop::start(&ctx.url, STREAM, &consumer, concurrency as usize).await?),
+            Running::Raw(
+                raw::RawLoop::start(&ctx.url, STREAM, &consumer, concurrency as usize).await?,
+            ),
             ctx.args.releases,
         ),
         System::Worker { releases } => {
@@ -257,15 +286,18 @@ async fn run_scenario(
                 state_prefix: &state_prefix,
                 concurrency,
             };
-            (Running::Worker(worker_run::InProcessWorker::start(&spec).await?), releases)
+            (
+                Running::Worker(worker_run::InProcessWorker::start(&spec).await?),
+                releases,
+            )
         }
     };
     let label = scenario.label();
 
-    ctx.observer.reset();
     let batch = events::batch(events, releases);
     let bench_cpu = cpu_time(std::process::id());
     let server_cpu = ctx.server_pid.and_then(cpu_time);
+    let msgs_before = server_msgs(ctx.monitor_port).await;
     let throughput = load::throughput(&ctx.js, &ctx.observer, batch, timeout)
         .await
         .with_context(|| format!("{label}, round {round}"))?;
@@ -275,14 +307,27 @@ async fn run_scenario(
     };
     let bench_cpu_per_event = per_event(bench_cpu, cpu_time(std::process::id()));
     let server_cpu_per_event = per_event(server_cpu, ctx.server_pid.and_then(cpu_time));
+    let server_msgs_per_event = match (msgs_before, server_msgs(ctx.monitor_port).await) {
+        (Some((in0, out0)), Some((in1, out1))) => Some((
+            in1.saturating_sub(in0) as f64 / events as f64,
+            out1.saturating_sub(out0) as f64 / events as f64,
+        )),
+        _ => None,
+    };
     drain(&ctx.js, &consumer, timeout).await?;
 
     let batch = events::batch(latency_events, releases);
-    let latencies = load::latency(&ctx.js, &ctx.observer, batch, ctx.args.latency_rate, timeout)
-        .await
-        .with_context(|| format!("{label}, round {round}"))?;
+    let latencies = load::latency(
+        &ctx.js,
+        &ctx.observer,
+        batch,
+        ctx.args.latency_rate,
+        timeout,
+    )
+    .await
+    .with_context(|| format!("{label}, round {round}"))?;
     drain(&ctx.js, &consumer, timeout).await?;
-    let tally = ctx.observer.tally();
+    let tally = ctx.observer.take_tally();
 
     let stop_note = match running {
         Running::Raw(raw_loop) => {
@@ -320,10 +365,12 @@ async fn run_scenario(
         latencies,
         bench_cpu_per_event,
         server_cpu_per_event,
+        server_msgs_per_event,
     };
     let cpu = |d: Option<Duration>| d.map_or("n/a".into(), |d| format!("{:.3}", millis(d)));
+    let msgs = server_msgs_per_event.map_or("n/a".into(), |(i, o)| format!("{i:.1} in / {o:.1} out"));
     println!(
-        "{} {label}: {:.0} events/s ({} in {:.2}s, publishing took {:.2}s); started latency p50 {:.2} ms, p99 {:.2} ms; CPU ms/event bench {} nats {}{stop_note}",
+        "{} {label}: {:.0} events/s ({} in {:.2}s, publishing took {:.2}s); started latency p50 {:.2} ms, p99 {:.2} ms; CPU ms/event bench {} nats {}; nats msgs/event {msgs}{stop_note}",
         if round == 0 { "warm-up".to_owned() } else { format!("round {round}") },
         throughput.events_per_second(),
         throughput.events,
@@ -337,11 +384,23 @@ async fn run_scenario(
     Ok(sample)
 }
 
+/// nats-server's message counters `(in_msgs, out_msgs)` from `/varz`.
+async fn server_msgs(monitor_port: Option<u16>) -> Option<(u64, u64)> {
+    let (status, body) = http::get(monitor_port?, "/varz").await.ok()?;
+    if status != 200 {
+        return None;
+    }
+    let varz: serde_json::Value = serde_json::from_str(&body).ok()?;
+    Some((varz["in_msgs"].as_u64()?, varz["out_msgs"].as_u64()?))
+}
+
 /// Deletes the Keptn stream (and with it the consumers of the last scenario) and
 /// creates it again with the worker's settings.
 async fn recreate_stream(js: &jetstream::Context) -> anyhow::Result<()> {
     if js.get_stream(STREAM).await.is_ok() {
-        js.delete_stream(STREAM).await.context("deleting the stream")?;
+        js.delete_stream(STREAM)
+            .await
+            .context("deleting the stream")?;
     }
     js.create_stream(stream::Config {
         name: STREAM.into(),
@@ -383,14 +442,24 @@ async fn check_no_dead_letters(js: &jetstream::Context, state_prefix: &str) -> a
         .get_stream(format!("{state_prefix}-dlq"))
         .await
         .context("getting the dead-letter stream")?;
-    let messages = dlq.info().await.context("reading the dead-letter stream")?.state.messages;
+    let messages = dlq
+        .info()
+        .await
+        .context("reading the dead-letter stream")?
+        .state
+        .messages;
     if messages > 0 {
         bail!("the worker dead-lettered {messages} messages");
     }
     Ok(())
 }
 
-fn report(ctx: &Ctx, scenarios: &[Scenario], samples: &[Vec<Sample>], memory: Option<rss::IdleMemory>) {
+fn report(
+    ctx: &Ctx,
+    scenarios: &[Scenario],
+    samples: &[Vec<Sample>],
+    memory: Option<rss::IdleMemory>,
+) {
     struct Row {
         eps: f64,
         eps_min: f64,
@@ -400,12 +469,20 @@ fn report(ctx: &Ctx, scenarios: &[Scenario], samples: &[Vec<Sample>], memory: Op
         pooled_p99: f64,
         bench_cpu: f64,
         server_cpu: f64,
+        msgs_in: f64,
+        msgs_out: f64,
     }
     let rows: Vec<Row> = samples
         .iter()
         .map(|runs| {
-            let eps: Vec<f64> = runs.iter().map(|s| s.throughput.events_per_second()).collect();
-            let pooled: Vec<Duration> = runs.iter().flat_map(|s| s.latencies.iter().copied()).collect();
+            let eps: Vec<f64> = runs
+                .iter()
+                .map(|s| s.throughput.events_per_second())
+                .collect();
+            let pooled: Vec<Duration> = runs
+                .iter()
+                .flat_map(|s| s.latencies.iter().copied())
+                .collect();
             let cpu = |f: fn(&Sample) -> Option<Duration>| {
                 median(&runs.iter().filter_map(f).map(millis).collect::<Vec<_>>())
             };
@@ -418,6 +495,8 @@ fn report(ctx: &Ctx, scenarios: &[Scenario], samples: &[Vec<Sample>], memory: Op
                 pooled_p99: millis(percentile(&pooled, 99.0).unwrap_or_default()),
                 bench_cpu: cpu(|s| s.bench_cpu_per_event),
                 server_cpu: cpu(|s| s.server_cpu_per_event),
+                msgs_in: median(&runs.iter().filter_map(|s| s.server_msgs_per_event.map(|m| m.0)).collect::<Vec<_>>()),
+                msgs_out: median(&runs.iter().filter_map(|s| s.server_msgs_per_event.map(|m| m.1)).collect::<Vec<_>>()),
             }
         })
         .collect();
@@ -428,11 +507,11 @@ fn report(ctx: &Ctx, scenarios: &[Scenario], samples: &[Vec<Sample>], memory: Op
         ctx.args.rounds, ctx.args.concurrency, ctx.args.events, ctx.args.latency_events, ctx.args.latency_rate
     );
     println!();
-    println!("| system | events/s (min–max) | dispatch p50 ms | dispatch p99 ms | p99 all rounds pooled ms | CPU ms/event: bench process | CPU ms/event: nats-server |");
-    println!("|---|---|---|---|---|---|---|");
+    println!("| system | events/s (min–max) | dispatch p50 ms | dispatch p99 ms | p99 all rounds pooled ms | CPU ms/event: bench process | CPU ms/event: nats-server | nats msgs/event in / out |");
+    println!("|---|---|---|---|---|---|---|---|");
     for (scenario, row) in scenarios.iter().zip(&rows) {
         println!(
-            "| {} | {:.0} ({:.0}–{:.0}) | {:.2} | {:.2} | {:.2} | {:.3} | {:.3} |",
+            "| {} | {:.0} ({:.0}–{:.0}) | {:.2} | {:.2} | {:.2} | {:.3} | {:.3} | {:.1} / {:.1} |",
             scenario.label(),
             row.eps,
             row.eps_min,
@@ -441,7 +520,9 @@ fn report(ctx: &Ctx, scenarios: &[Scenario], samples: &[Vec<Sample>], memory: Op
             row.p99,
             row.pooled_p99,
             row.bench_cpu,
-            row.server_cpu
+            row.server_cpu,
+            row.msgs_in,
+            row.msgs_out
         );
     }
     println!();

@@ -24,26 +24,34 @@ use crate::events::TRIGGERED;
 
 /// Namespace of reply ids; like the worker, replies get deterministic v5 ids so a
 /// retried publish would be dropped by the duplicate window.
-const REPLY_NAMESPACE: uuid::Uuid = uuid::Uuid::from_u128(0x6d1c_0f6e_2b35_4b1e_9a57_4c1d_2c9e_0b11);
+const REPLY_NAMESPACE: uuid::Uuid =
+    uuid::Uuid::from_u128(0x6d1c_0f6e_2b35_4b1e_9a57_4c1d_2c9e_0b11);
 
 /// The running raw loop.
 pub struct RawLoop {
     stop: CancellationToken,
     task: tokio::task::JoinHandle<()>,
     errors: Arc<AtomicU64>,
-    pub consumer: String,
 }
 
 impl RawLoop {
     /// Creates the consumer (deliver new) and starts consuming.
-    pub async fn start(url: &str, stream: &str, consumer_name: &str, concurrency: usize) -> anyhow::Result<RawLoop> {
+    pub async fn start(
+        url: &str,
+        stream: &str,
+        consumer_name: &str,
+        concurrency: usize,
+    ) -> anyhow::Result<RawLoop> {
         let client = async_nats::ConnectOptions::new()
             .name("raw-loop")
             .connect(url)
             .await
             .with_context(|| format!("raw loop connecting to {url}"))?;
         let js = jetstream::new(client);
-        let stream = js.get_stream(stream).await.context("raw loop: getting the stream")?;
+        let stream = js
+            .get_stream(stream)
+            .await
+            .context("raw loop: getting the stream")?;
         let consumer: consumer::PullConsumer = stream
             .create_consumer(consumer::pull::Config {
                 durable_name: Some(consumer_name.to_owned()),
@@ -65,13 +73,14 @@ impl RawLoop {
             .context("raw loop: opening the pull stream")?;
         let stop = CancellationToken::new();
         let errors = Arc::new(AtomicU64::new(0));
-        let task = tokio::spawn(consume(messages, js, concurrency, stop.clone(), errors.clone()));
-        Ok(RawLoop {
-            stop,
-            task,
-            errors,
-            consumer: consumer_name.to_owned(),
-        })
+        let task = tokio::spawn(consume(
+            messages,
+            js,
+            concurrency,
+            stop.clone(),
+            errors.clone(),
+        ));
+        Ok(RawLoop { stop, task, errors })
     }
 
     /// Stops pulling, lets the tasks in work finish, and returns the number of
@@ -113,7 +122,12 @@ async fn consume(
     tracker.wait().await;
 }
 
-async fn handle(js: jetstream::Context, message: jetstream::Message, _permit: OwnedSemaphorePermit, errors: Arc<AtomicU64>) {
+async fn handle(
+    js: jetstream::Context,
+    message: jetstream::Message,
+    _permit: OwnedSemaphorePermit,
+    errors: Arc<AtomicU64>,
+) {
     if let Err(err) = respond(&js, &message).await {
         errors.fetch_add(1, Ordering::SeqCst);
         eprintln!("raw loop: {err:#}");
@@ -140,7 +154,8 @@ struct DataView {
 }
 
 async fn respond(js: &jetstream::Context, message: &jetstream::Message) -> anyhow::Result<()> {
-    let event: TriggeredView = serde_json::from_slice(&message.payload).context("decoding the event")?;
+    let event: TriggeredView =
+        serde_json::from_slice(&message.payload).context("decoding the event")?;
     let task = event
         .ty
         .strip_suffix(".triggered")
@@ -166,7 +181,8 @@ async fn respond(js: &jetstream::Context, message: &jetstream::Message) -> anyho
 /// `(subject, id, encoded event)` of one reply.
 fn reply(event: &TriggeredView, task: &str, phase: &str) -> (String, String, Bytes) {
     let ty = format!("{task}.{phase}");
-    let id = uuid::Uuid::new_v5(&REPLY_NAMESPACE, format!("{}/{phase}", event.id).as_bytes()).to_string();
+    let id = uuid::Uuid::new_v5(&REPLY_NAMESPACE, format!("{}/{phase}", event.id).as_bytes())
+        .to_string();
     let mut data = json!({
         "project": event.data.project,
         "stage": event.data.stage,

@@ -15,7 +15,14 @@ pub async fn build_worker_binary() -> anyhow::Result<PathBuf> {
     let root = test_harness::repo_root();
     eprintln!("building the helm-service binary (cargo build --release -p helm-service --bin helm-service)");
     let status = tokio::process::Command::new(&cargo)
-        .args(["build", "--release", "-p", "helm-service", "--bin", "helm-service"])
+        .args([
+            "build",
+            "--release",
+            "-p",
+            "helm-service",
+            "--bin",
+            "helm-service",
+        ])
         .current_dir(&root)
         .status()
         .await
@@ -26,7 +33,11 @@ pub async fn build_worker_binary() -> anyhow::Result<PathBuf> {
     let target = std::env::var_os("CARGO_TARGET_DIR")
         .map(PathBuf::from)
         .unwrap_or_else(|| root.join("target"));
-    let target = if target.is_relative() { root.join(target) } else { target };
+    let target = if target.is_relative() {
+        root.join(target)
+    } else {
+        target
+    };
     Ok(target.join("release").join("helm-service"))
 }
 
@@ -40,7 +51,11 @@ pub struct IdleMemory {
 /// Starts `binary run --nats-url <url>` with default settings (own state prefix),
 /// waits until `/readyz` says 200, lets it sit for `settle`, and reads its VmRSS and
 /// VmHWM from `/proc/<pid>/status`.
-pub async fn idle_worker_memory(binary: &Path, nats_url: &str, settle: Duration) -> anyhow::Result<IdleMemory> {
+pub async fn idle_worker_memory(
+    binary: &Path,
+    nats_url: &str,
+    settle: Duration,
+) -> anyhow::Result<IdleMemory> {
     let port = test_harness::free_port();
     let mut process = ChildProcess::builder(binary)
         .name("helm-service-idle")
@@ -51,13 +66,19 @@ pub async fn idle_worker_memory(binary: &Path, nats_url: &str, settle: Duration)
     let end = Instant::now() + Duration::from_secs(30);
     loop {
         if let Some(status) = process.try_exit_status()? {
-            bail!("helm-service exited ({status}) before it was ready; log tail:\n{}", process.log_tail(20));
+            bail!(
+                "helm-service exited ({status}) before it was ready; log tail:\n{}",
+                process.log_tail(20)
+            );
         }
         if matches!(get_status(port, "/readyz").await, Ok(200)) {
             break;
         }
         if Instant::now() >= end {
-            bail!("helm-service was not ready within 30s; log tail:\n{}", process.log_tail(20));
+            bail!(
+                "helm-service was not ready within 30s; log tail:\n{}",
+                process.log_tail(20)
+            );
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
     }

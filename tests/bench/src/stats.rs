@@ -53,7 +53,10 @@ mod tests {
         let samples: Vec<Duration> = (1..=100).map(Duration::from_millis).collect();
         assert_eq!(percentile(&samples, 50.0), Some(Duration::from_millis(50)));
         assert_eq!(percentile(&samples, 99.0), Some(Duration::from_millis(99)));
-        assert_eq!(percentile(&samples, 100.0), Some(Duration::from_millis(100)));
+        assert_eq!(
+            percentile(&samples, 100.0),
+            Some(Duration::from_millis(100))
+        );
         assert_eq!(percentile(&[], 50.0), None);
     }
 

@@ -36,8 +36,6 @@ pub struct WorkerSpec<'a> {
 pub struct InProcessWorker {
     shutdown: CancellationToken,
     task: tokio::task::JoinHandle<anyhow::Result<()>>,
-    pub consumer: String,
-    pub state_prefix: String,
 }
 
 impl InProcessWorker {
@@ -64,7 +62,9 @@ impl InProcessWorker {
             &http_addr,
         ])
         .context("building the worker configuration")?;
-        let Command::Run(config) = cli.command;
+        let Command::Run(config) = cli.command else {
+            bail!("expected the run subcommand");
+        };
         let registry = Registry::new().with(TaskKind::Deployment, NoOp);
         let shutdown = CancellationToken::new();
         let mut task = tokio::spawn(worker::app::run(config, registry, shutdown.clone()));
@@ -84,12 +84,7 @@ impl InProcessWorker {
             }
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
-        Ok(InProcessWorker {
-            shutdown,
-            task,
-            consumer: spec.consumer.to_owned(),
-            state_prefix: spec.state_prefix.to_owned(),
-        })
+        Ok(InProcessWorker { shutdown, task })
     }
 
     /// Graceful shutdown, as on SIGTERM. Returns how long it took.

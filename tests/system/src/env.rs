@@ -22,7 +22,9 @@ impl TestEnv {
     pub async fn start() -> anyhow::Result<TestEnv> {
         let nats = NatsServer::start().await?;
         let js = nats.jetstream().await?;
-        let mut dir = tempfile::Builder::new().prefix("helm-service-test-").tempdir()?;
+        let mut dir = tempfile::Builder::new()
+            .prefix("helm-service-test-")
+            .tempdir()?;
         if std::env::var_os("TEST_HARNESS_KEEP_DIRS").is_some() {
             // Keep worker logs and the probe log for a post-mortem.
             eprintln!("test dir kept: {}", dir.path().display());
@@ -60,9 +62,13 @@ impl TestEnv {
         deadline: Duration,
         mut until: impl FnMut(&Replies) -> bool,
     ) -> anyhow::Result<Replies> {
-        let bodies = test_harness::stream::collect_stream_json(&self.js, "keptn", "", deadline, |bodies: &[Value]| {
-            until(&Replies::from_stream_bodies(bodies.to_vec()))
-        })
+        let bodies = test_harness::stream::collect_stream_json(
+            &self.js,
+            "keptn",
+            "",
+            deadline,
+            |bodies: &[Value]| until(&Replies::from_stream_bodies(bodies.to_vec())),
+        )
         .await?;
         Ok(Replies::from_stream_bodies(bodies))
     }

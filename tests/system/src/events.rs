@@ -8,7 +8,12 @@ use bytes::Bytes;
 use serde_json::{json, Value};
 
 /// A triggered event of `task` for `project/stage/service`, with `labels`.
-pub fn triggered(task: &str, id: &str, release: (&str, &str, &str), labels: &[(&str, &str)]) -> Value {
+pub fn triggered(
+    task: &str,
+    id: &str,
+    release: (&str, &str, &str),
+    labels: &[(&str, &str)],
+) -> Value {
     let (project, stage, service) = release;
     let labels: BTreeMap<&str, &str> = labels.iter().copied().collect();
     let mut data = json!({
@@ -51,7 +56,12 @@ pub fn triggered(task: &str, id: &str, release: (&str, &str, &str), labels: &[(&
 
 /// Publishes raw bytes on `subject` and waits for the stream's ack, retrying while
 /// the server is unavailable (tests restart it) for up to `patience`.
-pub async fn publish_raw(js: &jetstream::Context, subject: &str, payload: Bytes, patience: Duration) -> anyhow::Result<u64> {
+pub async fn publish_raw(
+    js: &jetstream::Context,
+    subject: &str,
+    payload: Bytes,
+    patience: Duration,
+) -> anyhow::Result<u64> {
     let deadline = tokio::time::Instant::now() + patience;
     loop {
         let attempt = async {
@@ -75,8 +85,17 @@ pub async fn publish_raw(js: &jetstream::Context, subject: &str, payload: Bytes,
 
 /// Publishes an event on the subject of its own type.
 pub async fn publish(js: &jetstream::Context, event: &Value) -> anyhow::Result<u64> {
-    let subject = event["type"].as_str().expect("events have a type").to_owned();
-    publish_raw(js, &subject, Bytes::from(event.to_string()), Duration::from_secs(30)).await
+    let subject = event["type"]
+        .as_str()
+        .expect("events have a type")
+        .to_owned();
+    publish_raw(
+        js,
+        &subject,
+        Bytes::from(event.to_string()),
+        Duration::from_secs(30),
+    )
+    .await
 }
 
 /// Replies published by helm-service, indexed for assertions.
@@ -91,7 +110,11 @@ impl Replies {
             events: bodies
                 .into_iter()
                 .filter(|e| e["source"] == "helm-service")
-                .filter(|e| e["type"].as_str().is_some_and(|t| !t.ends_with(".triggered")))
+                .filter(|e| {
+                    e["type"]
+                        .as_str()
+                        .is_some_and(|t| !t.ends_with(".triggered"))
+                })
                 .collect(),
         }
     }
@@ -101,14 +124,22 @@ impl Replies {
         self.events
             .iter()
             .filter(|e| e["triggeredid"] == triggered_id)
-            .filter(|e| e["type"].as_str().is_some_and(|t| t.ends_with(&format!(".{phase}"))))
+            .filter(|e| {
+                e["type"]
+                    .as_str()
+                    .is_some_and(|t| t.ends_with(&format!(".{phase}")))
+            })
             .collect()
     }
 
     pub fn count(&self, phase: &str) -> usize {
         self.events
             .iter()
-            .filter(|e| e["type"].as_str().is_some_and(|t| t.ends_with(&format!(".{phase}"))))
+            .filter(|e| {
+                e["type"]
+                    .as_str()
+                    .is_some_and(|t| t.ends_with(&format!(".{phase}")))
+            })
             .count()
     }
 }

@@ -82,15 +82,21 @@ fn now_ns() -> u64 {
 impl TaskHandler for Probe {
     fn decide(&self, task: &Task) -> Decision {
         if label(task, "probe.decline").is_some() {
-            Decision::Decline { reason: "probe-declined" }
+            Decision::Decline {
+                reason: "probe-declined",
+            }
         } else {
             Decision::Accept
         }
     }
 
     async fn run(&self, task: &Task, steps: &mut Steps<'_>) -> Result<Outcome, TaskError> {
-        let count: u32 = label(task, "probe.steps").and_then(|v| v.parse().ok()).unwrap_or(1);
-        let step_ms: u64 = label(task, "probe.step-ms").and_then(|v| v.parse().ok()).unwrap_or(0);
+        let count: u32 = label(task, "probe.steps")
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(1);
+        let step_ms: u64 = label(task, "probe.step-ms")
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(0);
         self.record("begin", task, None)?;
         for index in 0..count {
             steps
@@ -108,8 +114,10 @@ impl TaskHandler for Probe {
         if let Some(message) = label(task, "probe.fail") {
             return Err(TaskError::Failed(message.to_owned()));
         }
-        Ok(Outcome::succeeded(TaskResult::Pass, format!("probe ran {count} steps"))
-            .with_payload("probe", serde_json::json!({ "steps": count })))
+        Ok(
+            Outcome::succeeded(TaskResult::Pass, format!("probe ran {count} steps"))
+                .with_payload("probe", serde_json::json!({ "steps": count })),
+        )
     }
 }
 

@@ -43,7 +43,11 @@ pub struct WorkerProcess {
 
 impl WorkerProcess {
     /// Starts a worker and waits until `/readyz` says it is bound.
-    pub async fn start(spec: WorkerSpec, log_dir: &Path, name: &str) -> anyhow::Result<WorkerProcess> {
+    pub async fn start(
+        spec: WorkerSpec,
+        log_dir: &Path,
+        name: &str,
+    ) -> anyhow::Result<WorkerProcess> {
         let http_port = free_port();
         let mut builder = ChildProcess::builder(&spec.binary)
             .name(name)

@@ -28,18 +28,43 @@ fn undeliverable() -> Vec<(&'static str, Vec<u8>, &'static str)> {
     no_context.as_object_mut().unwrap().remove("shkeptncontext");
     let mut huge = good("bad-huge");
     huge["data"]["configurationChange"]["values"]["blob"] = json!("x".repeat(MAX_EVENT_BYTES + 1));
-    let mut bad_delete = triggered("service.delete", "bad-delete", ("Sock Shop", "dev", "carts"), &[]);
+    let mut bad_delete = triggered(
+        "service.delete",
+        "bad-delete",
+        ("Sock Shop", "dev", "carts"),
+        &[],
+    );
     bad_delete["type"] = json!("sh.keptn.event.service.delete.finished");
     vec![
-        (DEPLOYMENT, b"{\"specversion\": \"1.0\", \"id\": ".to_vec(), "malformed"),
+        (
+            DEPLOYMENT,
+            b"{\"specversion\": \"1.0\", \"id\": ".to_vec(),
+            "malformed",
+        ),
         (DEPLOYMENT, vec![0xff, 0xfe, 0x00, 0x13], "malformed"),
         (DEPLOYMENT, b"[1, 2, 3]".to_vec(), "malformed"),
-        (DEPLOYMENT, wrong_specversion.to_string().into_bytes(), "malformed"),
+        (
+            DEPLOYMENT,
+            wrong_specversion.to_string().into_bytes(),
+            "malformed",
+        ),
         (DEPLOYMENT, missing_id.to_string().into_bytes(), "malformed"),
-        (DEPLOYMENT, no_context.to_string().into_bytes(), "unaddressable"),
-        ("sh.keptn.event.release.triggered", good("bad-subject").to_string().into_bytes(), "unaddressable"),
+        (
+            DEPLOYMENT,
+            no_context.to_string().into_bytes(),
+            "unaddressable",
+        ),
+        (
+            "sh.keptn.event.release.triggered",
+            good("bad-subject").to_string().into_bytes(),
+            "unaddressable",
+        ),
         (DEPLOYMENT, huge.to_string().into_bytes(), "too-large"),
-        ("sh.keptn.event.service.delete.finished", bad_delete.to_string().into_bytes(), "invalid-data"),
+        (
+            "sh.keptn.event.service.delete.finished",
+            bad_delete.to_string().into_bytes(),
+            "invalid-data",
+        ),
     ]
 }
 
@@ -47,7 +72,12 @@ fn undeliverable() -> Vec<(&'static str, Vec<u8>, &'static str)> {
 fn answerable() -> Vec<(Value, &'static str)> {
     let mut missing_data = good("bad-missing-data");
     missing_data.as_object_mut().unwrap().remove("data");
-    let bad_name = triggered("deployment", "bad-name", ("sockshop", "dev", "Carts_1"), &[]);
+    let bad_name = triggered(
+        "deployment",
+        "bad-name",
+        ("sockshop", "dev", "Carts_1"),
+        &[],
+    );
     let mut unknown_strategy = good("bad-strategy");
     unknown_strategy["data"]["deployment"]["deploymentstrategy"] = json!("canary");
     let mut wrong_type = good("bad-type");
@@ -57,7 +87,10 @@ fn answerable() -> Vec<(Value, &'static str)> {
     let mut no_stage = good("bad-no-stage");
     no_stage["data"].as_object_mut().unwrap().remove("stage");
     let mut no_strategy_block = good("bad-no-deployment");
-    no_strategy_block["data"].as_object_mut().unwrap().remove("deployment");
+    no_strategy_block["data"]
+        .as_object_mut()
+        .unwrap()
+        .remove("deployment");
     let mut long_namespace = good("bad-long-namespace");
     long_namespace["data"]["project"] = json!("p".repeat(40));
     long_namespace["data"]["stage"] = json!("s".repeat(40));
@@ -74,7 +107,8 @@ fn answerable() -> Vec<(Value, &'static str)> {
 }
 
 #[tokio::test]
-async fn every_kind_of_bad_input_is_dead_lettered_or_answered_and_good_events_flow() -> anyhow::Result<()> {
+async fn every_kind_of_bad_input_is_dead_lettered_or_answered_and_good_events_flow(
+) -> anyhow::Result<()> {
     let env = TestEnv::start().await?;
     let mut spec = env.worker(PROBE_WORKER);
     spec.extra_args = vec!["--max-event-bytes".into(), MAX_EVENT_BYTES.to_string()];
@@ -93,16 +127,26 @@ async fn every_kind_of_bad_input_is_dead_lettered_or_answered_and_good_events_fl
         publish(&env.js, event).await?;
     }
 
-    let answered_ids: Vec<String> = answerable.iter().map(|(e, _)| e["id"].as_str().unwrap().to_owned()).collect();
+    let answered_ids: Vec<String> = answerable
+        .iter()
+        .map(|(e, _)| e["id"].as_str().unwrap().to_owned())
+        .collect();
     let replies = env
         .wait_replies(DEADLINE, |r| {
-            good_ids.iter().chain(&answered_ids).all(|id| !r.of(id, "finished").is_empty())
+            good_ids
+                .iter()
+                .chain(&answered_ids)
+                .all(|id| !r.of(id, "finished").is_empty())
         })
         .await?;
     for id in &good_ids {
         let finished = replies.of(id, "finished");
         assert_eq!(finished.len(), 1);
-        assert_eq!(finished[0]["data"]["status"], "succeeded", "{id}: {:#}", finished[0]);
+        assert_eq!(
+            finished[0]["data"]["status"], "succeeded",
+            "{id}: {:#}",
+            finished[0]
+        );
     }
     for (event, words) in &answerable {
         let id = event["id"].as_str().unwrap();
@@ -111,18 +155,32 @@ async fn every_kind_of_bad_input_is_dead_lettered_or_answered_and_good_events_fl
         assert_eq!(finished[0]["data"]["status"], "errored", "{id}");
         assert_eq!(finished[0]["data"]["result"], "fail", "{id}");
         let message = finished[0]["data"]["message"].as_str().unwrap_or_default();
-        assert!(message.contains(words), "{id}: message {message:?} should mention {words:?}");
-        assert!(replies.of(id, "started").is_empty(), "{id}: invalid events get no started");
+        assert!(
+            message.contains(words),
+            "{id}: message {message:?} should mention {words:?}"
+        );
+        assert!(
+            replies.of(id, "started").is_empty(),
+            "{id}: invalid events get no started"
+        );
     }
 
-    let letters = test_harness::wait::wait_until("all dead letters", DEADLINE, Duration::from_millis(50), || async {
-        let letters = env.dead_letters().await.ok()?;
-        (letters.len() >= undeliverable.len()).then_some(letters)
-    })
+    let letters = test_harness::wait::wait_until(
+        "all dead letters",
+        DEADLINE,
+        Duration::from_millis(50),
+        || async {
+            let letters = env.dead_letters().await.ok()?;
+            (letters.len() >= undeliverable.len()).then_some(letters)
+        },
+    )
     .await?;
     assert_eq!(letters.len(), undeliverable.len(), "{letters:#?}");
     let mut expected: Vec<&str> = undeliverable.iter().map(|(_, _, reason)| *reason).collect();
-    let mut actual: Vec<&str> = letters.iter().map(|l| l["reason"].as_str().unwrap()).collect();
+    let mut actual: Vec<&str> = letters
+        .iter()
+        .map(|l| l["reason"].as_str().unwrap())
+        .collect();
     expected.sort();
     actual.sort();
     assert_eq!(actual, expected);
@@ -132,9 +190,19 @@ async fn every_kind_of_bad_input_is_dead_lettered_or_answered_and_good_events_fl
     }
     let huge = letters.iter().find(|l| l["reason"] == "too-large").unwrap();
     assert_eq!(huge["payload_truncated"], true);
-    assert!(huge["detail"].as_str().unwrap().contains("--max-event-bytes"));
+    assert!(huge["detail"]
+        .as_str()
+        .unwrap()
+        .contains("--max-event-bytes"));
 
-    assert!(worker.process.is_running(), "the worker must survive bad input");
-    assert!(!worker.process.log().contains("panicked"), "{}", worker.process.log_tail(50));
+    assert!(
+        worker.process.is_running(),
+        "the worker must survive bad input"
+    );
+    assert!(
+        !worker.process.log().contains("panicked"),
+        "{}",
+        worker.process.log_tail(50)
+    );
     Ok(())
 }

@@ -11,7 +11,8 @@ const PROBE_WORKER: &str = env!("CARGO_BIN_EXE_probe-worker");
 const DEADLINE: Duration = Duration::from_secs(30);
 
 #[tokio::test]
-async fn a_triggered_event_published_three_times_is_answered_and_applied_once() -> anyhow::Result<()> {
+async fn a_triggered_event_published_three_times_is_answered_and_applied_once() -> anyhow::Result<()>
+{
     let env = TestEnv::start().await?;
     let worker = WorkerProcess::start(env.worker(PROBE_WORKER), env.dir.path(), "worker").await?;
 
@@ -25,10 +26,18 @@ async fn a_triggered_event_published_three_times_is_answered_and_applied_once() 
         publish(&env.js, &event).await?;
     }
     // All three copies have been taken and settled once two were suppressed.
-    test_harness::wait::wait_until("two duplicates suppressed", DEADLINE, Duration::from_millis(50), || async {
-        let suppressed = worker.metric("helm_service_duplicates_suppressed_total").await.ok()?;
-        (suppressed >= 2.0).then_some(())
-    })
+    test_harness::wait::wait_until(
+        "two duplicates suppressed",
+        DEADLINE,
+        Duration::from_millis(50),
+        || async {
+            let suppressed = worker
+                .metric("helm_service_duplicates_suppressed_total")
+                .await
+                .ok()?;
+            (suppressed >= 2.0).then_some(())
+        },
+    )
     .await?;
 
     let replies = env.replies().await?;
@@ -50,7 +59,11 @@ async fn a_triggered_event_published_three_times_is_answered_and_applied_once() 
 
     let records = env.probe_records();
     let count = |what: &str| records.iter().filter(|r| r.what == what).count();
-    assert_eq!(count("begin"), 1, "the handler ran more than once: {records:#?}");
+    assert_eq!(
+        count("begin"),
+        1,
+        "the handler ran more than once: {records:#?}"
+    );
     assert_eq!(count("step-done"), 2, "{records:#?}");
     Ok(())
 }
@@ -59,17 +72,27 @@ async fn a_triggered_event_published_three_times_is_answered_and_applied_once() 
 async fn a_handled_type_without_a_handler_is_answered_not_implemented() -> anyhow::Result<()> {
     let env = TestEnv::start().await?;
     let _worker = WorkerProcess::start(env.worker(PROBE_WORKER), env.dir.path(), "worker").await?;
-    let event = triggered("rollback", "5f1c6a2e-0000-4000-8000-000000000002", ("sockshop", "dev", "carts"), &[]);
+    let event = triggered(
+        "rollback",
+        "5f1c6a2e-0000-4000-8000-000000000002",
+        ("sockshop", "dev", "carts"),
+        &[],
+    );
     publish(&env.js, &event).await?;
     let id = event["id"].as_str().unwrap();
-    let replies = env.wait_replies(DEADLINE, |r| !r.of(id, "finished").is_empty()).await?;
+    let replies = env
+        .wait_replies(DEADLINE, |r| !r.of(id, "finished").is_empty())
+        .await?;
     let finished = replies.of(id, "finished")[0];
     assert_eq!(finished["type"], "sh.keptn.event.rollback.finished");
     assert_eq!(finished["data"]["status"], "errored");
     assert_eq!(finished["data"]["result"], "fail");
     let message = finished["data"]["message"].as_str().unwrap();
     assert!(message.contains("not implemented"), "{message}");
-    assert!(replies.of(id, "started").is_empty(), "no started for a refused task");
+    assert!(
+        replies.of(id, "started").is_empty(),
+        "no started for a refused task"
+    );
     Ok(())
 }
 
@@ -80,18 +103,37 @@ async fn own_events_and_declined_tasks_get_no_reply() -> anyhow::Result<()> {
 
     let mut own = triggered("deployment", "own-1", ("sockshop", "dev", "carts"), &[]);
     own["source"] = "helm-service".into();
-    let declined = triggered("action", "declined-1", ("sockshop", "dev", "carts"), &[("probe.decline", "yes")]);
+    let declined = triggered(
+        "action",
+        "declined-1",
+        ("sockshop", "dev", "carts"),
+        &[("probe.decline", "yes")],
+    );
     publish(&env.js, &own).await?;
     publish(&env.js, &declined).await?;
 
-    test_harness::wait::wait_until("both ignored", DEADLINE, Duration::from_millis(50), || async {
-        let own = worker.metric("helm_service_events_ignored_total{reason=\"own-source\"}").await.ok()?;
-        let declined = worker.metric("helm_service_events_ignored_total{reason=\"probe-declined\"}").await.ok()?;
-        (own == 1.0 && declined == 1.0).then_some(())
-    })
+    test_harness::wait::wait_until(
+        "both ignored",
+        DEADLINE,
+        Duration::from_millis(50),
+        || async {
+            let own = worker
+                .metric("helm_service_events_ignored_total{reason=\"own-source\"}")
+                .await
+                .ok()?;
+            let declined = worker
+                .metric("helm_service_events_ignored_total{reason=\"probe-declined\"}")
+                .await
+                .ok()?;
+            (own == 1.0 && declined == 1.0).then_some(())
+        },
+    )
     .await?;
     let replies = env.replies().await?;
-    assert!(replies.events.is_empty(), "nothing must be answered: {replies:#?}");
+    assert!(
+        replies.events.is_empty(),
+        "nothing must be answered: {replies:#?}"
+    );
     assert!(env.probe_records().is_empty());
     Ok(())
 }
@@ -110,14 +152,22 @@ async fn operators_get_metrics_health_and_readiness() -> anyhow::Result<()> {
         "helm_service_lease_waits_total",
         "helm_service_consumer_pending",
     ] {
-        assert!(metrics.contains(name), "{name} missing from /metrics:\n{metrics}");
+        assert!(
+            metrics.contains(name),
+            "{name} missing from /metrics:\n{metrics}"
+        );
     }
     // Without NATS the worker is alive but not ready.
     env.nats.kill().await?;
-    test_harness::wait::wait_until("readyz turns 503", DEADLINE, Duration::from_millis(50), || async {
-        let (status, body) = http_get(worker.http_port, "/readyz").await.ok()?;
-        (status == 503).then_some(body)
-    })
+    test_harness::wait::wait_until(
+        "readyz turns 503",
+        DEADLINE,
+        Duration::from_millis(50),
+        || async {
+            let (status, body) = http_get(worker.http_port, "/readyz").await.ok()?;
+            (status == 503).then_some(body)
+        },
+    )
     .await?;
     assert_eq!(http_get(worker.http_port, "/healthz").await?.0, 200);
     Ok(())

@@ -21,9 +21,11 @@ fn overlaps(records: &[ProbeRecord]) -> Vec<(String, String, String)> {
             }
             "end" => {
                 let begin = begins[&(record.event_id.as_str(), record.pid)];
-                runs.entry(&record.release)
-                    .or_default()
-                    .push((begin, record.at_ns, &record.event_id));
+                runs.entry(&record.release).or_default().push((
+                    begin,
+                    record.at_ns,
+                    &record.event_id,
+                ));
             }
             _ => {}
         }
@@ -33,7 +35,11 @@ fn overlaps(records: &[ProbeRecord]) -> Vec<(String, String, String)> {
         intervals.sort();
         for pair in intervals.windows(2) {
             if pair[1].0 < pair[0].1 {
-                found.push((release.to_owned(), pair[0].2.to_owned(), pair[1].2.to_owned()));
+                found.push((
+                    release.to_owned(),
+                    pair[0].2.to_owned(),
+                    pair[1].2.to_owned(),
+                ));
             }
         }
     }
@@ -54,7 +60,12 @@ async fn three_replicas_share_300_events_over_30_releases_without_overlap() -> a
     for index in 0..300 {
         let id = format!("5f1c6a2e-0000-4000-8000-{index:012}");
         let service = format!("svc-{}", index % 30);
-        let event = triggered("deployment", &id, ("sockshop", "dev", &service), &[("probe.step-ms", "5")]);
+        let event = triggered(
+            "deployment",
+            &id,
+            ("sockshop", "dev", &service),
+            &[("probe.step-ms", "5")],
+        );
         publish(&env.js, &event).await?;
         ids.push(id);
     }
@@ -74,7 +85,10 @@ async fn three_replicas_share_300_events_over_30_releases_without_overlap() -> a
     let begins = records.iter().filter(|r| r.what == "begin").count();
     assert_eq!(begins, 300, "every event's handler ran exactly once");
     let overlapping = overlaps(&records);
-    assert!(overlapping.is_empty(), "tasks overlapped on a release: {overlapping:#?}");
+    assert!(
+        overlapping.is_empty(),
+        "tasks overlapped on a release: {overlapping:#?}"
+    );
     let pids: std::collections::BTreeSet<u32> = records.iter().map(|r| r.pid).collect();
     assert_eq!(pids.len(), 3, "all three replicas took work");
     for worker in &workers {
@@ -93,8 +107,18 @@ fn the_overlap_check_can_fail() {
         pid: 1,
         at_ns: at,
     };
-    let overlapping = [record("begin", "a", 0), record("begin", "b", 5), record("end", "a", 10), record("end", "b", 15)];
+    let overlapping = [
+        record("begin", "a", 0),
+        record("begin", "b", 5),
+        record("end", "a", 10),
+        record("end", "b", 15),
+    ];
     assert_eq!(overlaps(&overlapping).len(), 1);
-    let sequential = [record("begin", "a", 0), record("end", "a", 10), record("begin", "b", 11), record("end", "b", 15)];
+    let sequential = [
+        record("begin", "a", 0),
+        record("end", "a", 10),
+        record("begin", "b", 11),
+        record("end", "b", 15),
+    ];
     assert!(overlaps(&sequential).is_empty());
 }

@@ -20,7 +20,8 @@ fn count(records: &[ProbeRecord], what: &str, event: &str, step: Option<u32>) ->
 }
 
 #[tokio::test]
-async fn a_worker_killed_mid_task_is_resumed_elsewhere_without_repeating_steps() -> anyhow::Result<()> {
+async fn a_worker_killed_mid_task_is_resumed_elsewhere_without_repeating_steps(
+) -> anyhow::Result<()> {
     let env = TestEnv::start().await?;
     let mut spec = env.worker(PROBE_WORKER);
     spec.ack_wait = "2s";
@@ -44,7 +45,9 @@ async fn a_worker_killed_mid_task_is_resumed_elsewhere_without_repeating_steps()
     let killed_at = env.probe_records().len();
 
     let _survivor = WorkerProcess::start(spec, env.dir.path(), "survivor").await?;
-    let replies = env.wait_replies(DEADLINE, |r| !r.of(id, "finished").is_empty()).await?;
+    let replies = env
+        .wait_replies(DEADLINE, |r| !r.of(id, "finished").is_empty())
+        .await?;
     assert_eq!(replies.of(id, "started").len(), 1, "{replies:#?}");
     let finished = replies.of(id, "finished");
     assert_eq!(finished.len(), 1);
@@ -53,7 +56,11 @@ async fn a_worker_killed_mid_task_is_resumed_elsewhere_without_repeating_steps()
     let records = env.probe_records();
     let after_kill = &records[killed_at..];
     assert_eq!(count(&records, "step-done", id, Some(0)), 1, "{records:#?}");
-    assert_eq!(count(after_kill, "step-start", id, Some(0)), 0, "a recorded step ran again: {records:#?}");
+    assert_eq!(
+        count(after_kill, "step-start", id, Some(0)),
+        0,
+        "a recorded step ran again: {records:#?}"
+    );
     assert_eq!(count(&records, "step-done", id, Some(1)), 1, "{records:#?}");
     assert_eq!(count(&records, "step-done", id, Some(2)), 1, "{records:#?}");
     assert!(after_kill.iter().all(|r| r.pid != doomed.process.pid()));
@@ -71,18 +78,26 @@ async fn nats_killed_and_restarted_mid_run_loses_no_event() -> anyhow::Result<()
     let event = |index: usize| {
         let id = format!("5f1c6a2e-0000-4000-8000-{index:012}");
         let service = format!("svc-{}", index % 6);
-        triggered("deployment", &id, ("sockshop", "dev", &service), &[("probe.step-ms", "20")])
+        triggered(
+            "deployment",
+            &id,
+            ("sockshop", "dev", &service),
+            &[("probe.step-ms", "20")],
+        )
     };
     for index in 0..60 {
         publish(&env.js, &event(index)).await?;
     }
-    env.wait_replies(DEADLINE, |r| r.count("finished") >= 15).await?;
+    env.wait_replies(DEADLINE, |r| r.count("finished") >= 15)
+        .await?;
     env.nats.kill().await?;
     env.nats.restart().await?;
     for index in 60..100 {
         publish(&env.js, &event(index)).await?;
     }
-    let replies = env.wait_replies(Duration::from_secs(120), |r| r.count("finished") >= 100).await?;
+    let replies = env
+        .wait_replies(Duration::from_secs(120), |r| r.count("finished") >= 100)
+        .await?;
     for index in 0..100 {
         let id = event(index)["id"].as_str().unwrap().to_owned();
         assert_eq!(replies.of(&id, "finished").len(), 1, "{id}");
@@ -100,9 +115,16 @@ async fn a_task_three_times_longer_than_the_ack_wait_is_not_redelivered() -> any
     spec.ack_wait = "1s";
     let worker = WorkerProcess::start(spec, env.dir.path(), "worker").await?;
     let id = "5f1c6a2e-0000-4000-8000-00000000a001";
-    let event = triggered("deployment", id, ("sockshop", "dev", "carts"), &[("probe.step-ms", "3500")]);
+    let event = triggered(
+        "deployment",
+        id,
+        ("sockshop", "dev", "carts"),
+        &[("probe.step-ms", "3500")],
+    );
     publish(&env.js, &event).await?;
-    let replies = env.wait_replies(DEADLINE, |r| !r.of(id, "finished").is_empty()).await?;
+    let replies = env
+        .wait_replies(DEADLINE, |r| !r.of(id, "finished").is_empty())
+        .await?;
     assert_eq!(replies.of(id, "finished").len(), 1);
     let records = env.probe_records();
     assert_eq!(count(&records, "begin", id, None), 1, "{records:#?}");
@@ -118,63 +140,116 @@ async fn sigterm_lets_in_flight_tasks_finish_and_loses_nothing() -> anyhow::Resu
     let env = TestEnv::start().await?;
     let spec = env.worker(PROBE_WORKER);
     let mut first = WorkerProcess::start(spec.clone(), env.dir.path(), "first").await?;
-    let ids: Vec<String> = (0..8).map(|i| format!("5f1c6a2e-0000-4000-8000-00000000d{i:03}")).collect();
+    let ids: Vec<String> = (0..8)
+        .map(|i| format!("5f1c6a2e-0000-4000-8000-00000000d{i:03}"))
+        .collect();
     for (index, id) in ids.iter().enumerate() {
         let service = format!("svc-{index}");
-        publish(&env.js, &triggered("deployment", id, ("sockshop", "dev", &service), &[("probe.step-ms", "800")])).await?;
+        publish(
+            &env.js,
+            &triggered(
+                "deployment",
+                id,
+                ("sockshop", "dev", &service),
+                &[("probe.step-ms", "800")],
+            ),
+        )
+        .await?;
     }
     // Concurrency 4: four tasks are in flight when the signal comes.
     wait_until("four tasks in flight", DEADLINE, POLL, || async {
-        let begun = env.probe_records().iter().filter(|r| r.what == "begin").count();
+        let begun = env
+            .probe_records()
+            .iter()
+            .filter(|r| r.what == "begin")
+            .count();
         (begun >= 4).then_some(())
     })
     .await?;
     first.process.terminate()?;
     let status = first.process.wait_exit(Duration::from_secs(20)).await?;
-    assert!(status.success(), "clean exit after draining: {status:?}\n{}", first.process.log_tail(30));
+    assert!(
+        status.success(),
+        "clean exit after draining: {status:?}\n{}",
+        first.process.log_tail(30)
+    );
     let records = env.probe_records();
     let finished_by_first: Vec<_> = records.iter().filter(|r| r.what == "end").collect();
-    assert!(finished_by_first.len() >= 4, "in-flight tasks finished before exit: {records:#?}");
+    assert!(
+        finished_by_first.len() >= 4,
+        "in-flight tasks finished before exit: {records:#?}"
+    );
 
     let _second = WorkerProcess::start(spec, env.dir.path(), "second").await?;
-    let replies = env.wait_replies(DEADLINE, |r| ids.iter().all(|id| !r.of(id, "finished").is_empty())).await?;
+    let replies = env
+        .wait_replies(DEADLINE, |r| {
+            ids.iter().all(|id| !r.of(id, "finished").is_empty())
+        })
+        .await?;
     let records = env.probe_records();
     for id in &ids {
         assert_eq!(replies.of(id, "finished").len(), 1, "{id}");
-        assert_eq!(count(&records, "begin", id, None), 1, "{id} ran twice: {records:#?}");
+        assert_eq!(
+            count(&records, "begin", id, None),
+            1,
+            "{id} ran twice: {records:#?}"
+        );
     }
     Ok(())
 }
 
 #[tokio::test]
-async fn tasks_outliving_the_grace_period_are_handed_back_and_finished_once() -> anyhow::Result<()> {
+async fn tasks_outliving_the_grace_period_are_handed_back_and_finished_once() -> anyhow::Result<()>
+{
     let env = TestEnv::start().await?;
     let mut spec = env.worker(PROBE_WORKER);
     spec.shutdown_grace = "1s";
     let mut first = WorkerProcess::start(spec.clone(), env.dir.path(), "first").await?;
-    let ids: Vec<String> = (0..2).map(|i| format!("5f1c6a2e-0000-4000-8000-00000000e{i:03}")).collect();
+    let ids: Vec<String> = (0..2)
+        .map(|i| format!("5f1c6a2e-0000-4000-8000-00000000e{i:03}"))
+        .collect();
     for (index, id) in ids.iter().enumerate() {
         let service = format!("svc-{index}");
         let labels = [("probe.steps", "2"), ("probe.step-ms", "1500")];
-        publish(&env.js, &triggered("deployment", id, ("sockshop", "dev", &service), &labels)).await?;
+        publish(
+            &env.js,
+            &triggered("deployment", id, ("sockshop", "dev", &service), &labels),
+        )
+        .await?;
     }
     wait_until("both tasks in flight", DEADLINE, POLL, || async {
-        let begun = env.probe_records().iter().filter(|r| r.what == "begin").count();
+        let begun = env
+            .probe_records()
+            .iter()
+            .filter(|r| r.what == "begin")
+            .count();
         (begun >= 2).then_some(())
     })
     .await?;
     first.process.terminate()?;
     let status = first.process.wait_exit(Duration::from_secs(20)).await?;
     assert!(status.success(), "{status:?}");
-    assert!(first.process.log().contains("grace period over"), "{}", first.process.log_tail(30));
+    assert!(
+        first.process.log().contains("grace period over"),
+        "{}",
+        first.process.log_tail(30)
+    );
 
     let _second = WorkerProcess::start(spec, env.dir.path(), "second").await?;
-    let replies = env.wait_replies(DEADLINE, |r| ids.iter().all(|id| !r.of(id, "finished").is_empty())).await?;
+    let replies = env
+        .wait_replies(DEADLINE, |r| {
+            ids.iter().all(|id| !r.of(id, "finished").is_empty())
+        })
+        .await?;
     let records = env.probe_records();
     for id in &ids {
         assert_eq!(replies.of(id, "finished").len(), 1, "{id}");
         assert_eq!(replies.of(id, "started").len(), 1, "{id}");
-        assert_eq!(count(&records, "step-done", id, Some(1)), 1, "{id}: {records:#?}");
+        assert_eq!(
+            count(&records, "step-done", id, Some(1)),
+            1,
+            "{id}: {records:#?}"
+        );
     }
     Ok(())
 }

@@ -19,7 +19,11 @@ pub struct Steps<'a> {
 }
 
 impl<'a> Steps<'a> {
-    pub(crate) fn new(ledger: &'a Ledger, record: &'a mut LedgerRecord, metrics: &'a Metrics) -> Self {
+    pub(crate) fn new(
+        ledger: &'a Ledger,
+        record: &'a mut LedgerRecord,
+        metrics: &'a Metrics,
+    ) -> Self {
         Steps {
             ledger,
             record,
@@ -44,7 +48,10 @@ impl<'a> Steps<'a> {
     {
         if let Some(done) = self.record.entry.steps.get(name) {
             self.metrics.steps_skipped.with_label_values(&[name]).inc();
-            info!(step = name, "step already done in an earlier attempt, skipping");
+            info!(
+                step = name,
+                "step already done in an earlier attempt, skipping"
+            );
             return serde_json::from_value(done.output.clone()).map_err(|err| {
                 TaskError::Failed(format!(
                     "the recorded output of step {name:?} cannot be read by this version: {err}"
@@ -65,7 +72,10 @@ impl<'a> Steps<'a> {
             .save(self.record)
             .await
             .map_err(|err| TaskError::Transient(format!("recording step {name:?}: {err}")))?;
-        self.metrics.steps_completed.with_label_values(&[name]).inc();
+        self.metrics
+            .steps_completed
+            .with_label_values(&[name])
+            .inc();
         info!(step = name, "step done");
         Ok(output)
     }

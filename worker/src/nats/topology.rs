@@ -71,7 +71,10 @@ pub fn handled_subjects() -> Vec<String> {
         .collect()
 }
 
-pub async fn bind(js: &jetstream::Context, config: &TopologyConfig) -> Result<Topology, TopologyError> {
+pub async fn bind(
+    js: &jetstream::Context,
+    config: &TopologyConfig,
+) -> Result<Topology, TopologyError> {
     let keptn = js
         .get_or_create_stream(stream::Config {
             name: config.stream.clone(),
@@ -91,7 +94,9 @@ pub async fn bind(js: &jetstream::Context, config: &TopologyConfig) -> Result<To
     let dlq = config.dead_letter_stream();
     js.get_or_create_stream(stream::Config {
         name: dlq.clone(),
-        description: Some("helm-service dead letters: messages it could not process, with the reason".into()),
+        description: Some(
+            "helm-service dead letters: messages it could not process, with the reason".into(),
+        ),
         subjects: vec![format!("{}.>", config.dead_letter_subject_prefix())],
         storage: stream::StorageType::File,
         duplicate_window: Duration::from_secs(120),
@@ -131,7 +136,9 @@ async fn bind_consumer(
     };
     let wanted = consumer::pull::Config {
         durable_name: Some(config.consumer.clone()),
-        description: Some("helm-service: Keptn tasks to deploy, release, roll back, scale and delete".into()),
+        description: Some(
+            "helm-service: Keptn tasks to deploy, release, roll back, scale and delete".into(),
+        ),
         deliver_policy: consumer::DeliverPolicy::New,
         ack_policy: consumer::AckPolicy::Explicit,
         ack_wait: config.ack_wait,
@@ -142,7 +149,10 @@ async fn bind_consumer(
         max_ack_pending: 10_000,
         ..Default::default()
     };
-    let existing = match keptn.get_consumer::<consumer::pull::Config>(&config.consumer).await {
+    let existing = match keptn
+        .get_consumer::<consumer::pull::Config>(&config.consumer)
+        .await
+    {
         Ok(existing) => existing,
         Err(_) => {
             info!(consumer = %config.consumer, "creating durable consumer at new messages");
@@ -179,7 +189,10 @@ async fn bind_consumer(
         .map_err(|e| err(e.to_string()))
 }
 
-async fn open_bucket(js: &jetstream::Context, config: kv::Config) -> Result<kv::Store, TopologyError> {
+async fn open_bucket(
+    js: &jetstream::Context,
+    config: kv::Config,
+) -> Result<kv::Store, TopologyError> {
     let bucket = config.bucket.clone();
     if let Ok(store) = js.get_key_value(&bucket).await {
         return Ok(store);

@@ -115,7 +115,13 @@ mod tests {
             stream_sequence: 7,
             delivered: 1,
         };
-        let letter = DeadLetter::new(DeadLetterReason::TooLarge, "big".into(), &origin, &payload, None);
+        let letter = DeadLetter::new(
+            DeadLetterReason::TooLarge,
+            "big".into(),
+            &origin,
+            &payload,
+            None,
+        );
         assert!(letter.payload_truncated);
         assert_eq!(letter.payload.len(), PAYLOAD_EXCERPT_BYTES);
         assert_eq!(letter.payload_bytes, PAYLOAD_EXCERPT_BYTES + 10);

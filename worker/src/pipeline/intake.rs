@@ -56,7 +56,6 @@ impl TaskKind {
     pub fn sends_started(self) -> bool {
         !matches!(self, TaskKind::ServiceDelete)
     }
-
 }
 
 /// The typed, validated payload of a task.
@@ -226,14 +225,18 @@ pub fn classify(subject: &str, payload: &[u8], max_event_bytes: usize) -> Intake
     let Some(kind) = TaskKind::from_event_type(event.ty()) else {
         return Intake::DeadLetter {
             reason: DeadLetterReason::UnhandledType,
-            detail: format!("helm-service does not handle events of type {:?}", event.ty()),
+            detail: format!(
+                "helm-service does not handle events of type {:?}",
+                event.ty()
+            ),
         };
     };
     if event.keptn_context().is_none_or(str::is_empty) {
         return Intake::DeadLetter {
             reason: DeadLetterReason::Unaddressable,
-            detail: "the shkeptncontext extension is missing: a reply could not be tied to its sequence"
-                .into(),
+            detail:
+                "the shkeptncontext extension is missing: a reply could not be tied to its sequence"
+                    .into(),
         };
     }
     match validate(kind, &event) {
@@ -269,13 +272,25 @@ fn validate(kind: TaskKind, event: &KeptnEvent) -> Result<Validated, String> {
             let data: DeploymentTriggeredData = typed(event)?;
             let task = data.validate().map_err(invalid)?;
             let release = task.target.into();
-            (TaskPayload::Deployment { data, strategy: task.strategy }, release)
+            (
+                TaskPayload::Deployment {
+                    data,
+                    strategy: task.strategy,
+                },
+                release,
+            )
         }
         TaskKind::Release => {
             let data: ReleaseTriggeredData = typed(event)?;
             let task = data.validate().map_err(invalid)?;
             let release = task.target.into();
-            (TaskPayload::Release { data, strategy: task.strategy }, release)
+            (
+                TaskPayload::Release {
+                    data,
+                    strategy: task.strategy,
+                },
+                release,
+            )
         }
         TaskKind::Rollback => {
             let data: RollbackTriggeredData = typed(event)?;
@@ -300,4 +315,117 @@ fn typed<T: DeserializeOwned>(event: &KeptnEvent) -> Result<T, String> {
     event
         .typed_data::<T>()
         .map_err(|err| format!("invalid event data: {err}"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::{json, Value};
+
+    const LIMIT: usize = 64 * 1024;
+
+    fn event(task: &str) -> Value {
+        json!({
+            "specversion": "1.0",
+            "id": "id-1",
+            "source": "shipyard-controller",
+            "type": format!("sh.keptn.event.{task}.triggered"),
+            "shkeptncontext": "ctx-1",
+            "data": {
+                "project": "sockshop", "stage": "dev", "service": "carts",
+                "deployment": {"deploymentstrategy": "duplicate", "deploymentURIsLocal": []},
+                "action": {"name": "scale", "action": "scaling", "value": "+1"}
+            }
+        })
+    }
+
+    fn classify_value(value: &Value) -> Intake {
+        classify(value["type"].as_str().unwrap(), value.to_string().as_bytes(), LIMIT)
+    }
+
+    #[test]
+    fn a_valid_deployment_is_accepted_with_its_release_and_strategy() {
+        let Intake::Accept(task) = classify_value(&event("deployment")) else {
+            panic!("expected accept")
+        };
+        assert_eq!(task.kind, TaskKind::Deployment);
+        assert_eq!(task.release.lease_key(), "sockshop.dev.carts");
+        assert!(matches!(
+            task.payload,
+            TaskPayload::Deployment { strategy: DeploymentStrategy::BlueGreenService, .. }
+        ));
+    }
+
+    #[test]
+    fn every_handled_kind_is_accepted() {
+        for (task, kind) in [("deployment", TaskKind::Deployment), ("release", TaskKind::Release), ("rollback", TaskKind::Rollback), ("action", TaskKind::Action)] {
+            match classify_value(&event(task)) {
+                Intake::Accept(accepted) => assert_eq!(accepted.kind, kind),
+                other => panic!("{task}: {other:?}"),
+            }
+        }
+        let mut delete = event("x");
+        delete["type"] = json!("sh.keptn.event.service.delete.finished");
+        delete["data"].as_object_mut().unwrap().remove("stage");
+        let Intake::Accept(task) = classify_value(&delete) else { panic!() };
+        assert_eq!(task.release.lease_key(), "sockshop._.carts");
+        assert!(!task.kind.sends_started());
+    }
+
+    #[test]
+    fn envelope_problems_are_dead_letters() {
+        let reason = |intake: Intake| match intake {
+            Intake::DeadLetter { reason, .. } => reason,
+            other => panic!("expected dead letter, got {other:?}"),
+        };
+        let subject = "sh.keptn.event.deployment.triggered";
+        assert_eq!(reason(classify(subject, b"{not json", LIMIT)), DeadLetterReason::Malformed);
+        assert_eq!(reason(classify(subject, &vec![b' '; LIMIT + 1], LIMIT)), DeadLetterReason::TooLarge);
+        let mut no_context = event("deployment");
+        no_context.as_object_mut().unwrap().remove("shkeptncontext");
+        assert_eq!(reason(classify_value(&no_context)), DeadLetterReason::Unaddressable);
+        let other = event("deployment");
+        assert_eq!(
+            reason(classify("sh.keptn.event.release.triggered", other.to_string().as_bytes(), LIMIT)),
+            DeadLetterReason::Unaddressable
+        );
+        let mut unhandled = event("test");
+        unhandled["type"] = json!("sh.keptn.event.test.triggered");
+        assert_eq!(reason(classify_value(&unhandled)), DeadLetterReason::UnhandledType);
+    }
+
+    #[test]
+    fn invalid_data_of_a_triggered_task_is_rejected_with_a_message() {
+        let message = |value: &Value| match classify_value(value) {
+            Intake::Reject { reason, .. } => reason,
+            other => panic!("expected reject, got {other:?}"),
+        };
+        let mut bad_strategy = event("deployment");
+        bad_strategy["data"]["deployment"]["deploymentstrategy"] = json!("canary");
+        assert!(message(&bad_strategy).contains("unknown deployment strategy \"canary\""));
+        let mut bad_name = event("release");
+        bad_name["data"]["project"] = json!("Sock_Shop");
+        assert!(message(&bad_name).contains("project name \"Sock_Shop\" is invalid"));
+        let mut no_action = event("action");
+        no_action["data"].as_object_mut().unwrap().remove("action");
+        assert!(message(&no_action).contains("action"));
+    }
+
+    #[test]
+    fn our_own_events_are_ignored() {
+        let mut own = event("deployment");
+        own["source"] = json!(OWN_SOURCE);
+        assert!(matches!(classify_value(&own), Intake::Ignore { reason: "own-source" }));
+    }
+
+    #[test]
+    fn invalid_report_events_are_dead_lettered_because_nobody_awaits_an_answer() {
+        let mut delete = event("x");
+        delete["type"] = json!("sh.keptn.event.service.delete.finished");
+        delete["data"]["service"] = json!("");
+        assert!(matches!(
+            classify_value(&delete),
+            Intake::DeadLetter { reason: DeadLetterReason::InvalidData, .. }
+        ));
+    }
 }

@@ -120,7 +120,11 @@ impl Leases {
     }
 
     /// Returns when the key was deleted, or after one TTL (expiry leaves no tombstone).
-    async fn wait_for_release(&self, key: &str, cancel: &CancellationToken) -> Result<(), LeaseError> {
+    async fn wait_for_release(
+        &self,
+        key: &str,
+        cancel: &CancellationToken,
+    ) -> Result<(), LeaseError> {
         let mut watch = self
             .store
             .watch(key)

@@ -103,7 +103,11 @@ impl Ledger {
     }
 
     /// Reads the entry of an event, or a fresh one when the event is new.
-    pub async fn load(&self, event_id: &str, event_type: &str) -> Result<LedgerRecord, LedgerError> {
+    pub async fn load(
+        &self,
+        event_id: &str,
+        event_type: &str,
+    ) -> Result<LedgerRecord, LedgerError> {
         let key = ledger_key(event_id);
         let entry = self
             .store
@@ -141,7 +145,8 @@ impl Ledger {
     /// Writes `record.entry` if nobody wrote since it was read.
     pub async fn save(&self, record: &mut LedgerRecord) -> Result<(), LedgerError> {
         record.entry.updated_at = Some(Utc::now());
-        let value = Bytes::from(serde_json::to_vec(&record.entry).expect("ledger entries serialize"));
+        let value =
+            Bytes::from(serde_json::to_vec(&record.entry).expect("ledger entries serialize"));
         match self
             .store
             .update(record.key.as_str(), value, record.revision)

@@ -22,8 +22,8 @@ use tracing::{debug, error, info, info_span, warn, Instrument};
 
 use super::dead_letter::{DeadLetter, DeadLetters, Origin};
 use super::intake::{classify, DeadLetterReason, Intake, Task, TaskKind, OWN_SOURCE};
-use super::ledger::{FinishedRecord, Ledger, LedgerRecord};
 use super::lease::{LeaseError, Leases};
+use super::ledger::{FinishedRecord, Ledger, LedgerRecord};
 use crate::handler::{Decision, Outcome, Registry, Steps, TaskError};
 use crate::metrics::Metrics;
 use crate::nats::publisher::Publisher;
@@ -53,7 +53,10 @@ pub struct Processor {
 enum Disposal {
     Ack,
     /// Hand back for redelivery after the delay.
-    Nak { delay: Duration, reason: &'static str },
+    Nak {
+        delay: Duration,
+        reason: &'static str,
+    },
 }
 
 /// A failure that hands the message back.
@@ -74,7 +77,11 @@ impl Retry {
 impl Processor {
     /// Processes one message to its end. `hard_stop` fires when shutdown's grace
     /// period is over: the task stops where it is and the message is handed back.
-    pub async fn process(self: Arc<Self>, message: jetstream::Message, hard_stop: CancellationToken) {
+    pub async fn process(
+        self: Arc<Self>,
+        message: jetstream::Message,
+        hard_stop: CancellationToken,
+    ) {
         let started = Instant::now();
         let message = Arc::new(message);
         let subject = message.subject.to_string();
@@ -83,9 +90,15 @@ impl Processor {
             .info()
             .map(|info| (info.stream_sequence, info.delivered))
             .unwrap_or((0, 1));
-        self.metrics.events_received.with_label_values(&[type_label]).inc();
+        self.metrics
+            .events_received
+            .with_label_values(&[type_label])
+            .inc();
         if delivered > 1 {
-            self.metrics.redeliveries.with_label_values(&[type_label]).inc();
+            self.metrics
+                .redeliveries
+                .with_label_values(&[type_label])
+                .inc();
         }
         self.metrics.in_flight.inc();
         let keepalive = tokio::spawn(keep_alive(message.clone(), self.config.ack_wait));
@@ -147,14 +160,22 @@ impl Processor {
                 let event_id = serde_json::from_slice::<serde_json::Value>(payload)
                     .ok()
                     .and_then(|v| v.get("id").and_then(|id| id.as_str()).map(str::to_owned));
-                self.dead_letter(reason, detail, origin, payload, event_id).await
+                self.dead_letter(reason, detail, origin, payload, event_id)
+                    .await
             }
             Intake::Ignore { reason } => {
                 debug!(reason, "ignoring event");
-                self.metrics.events_ignored.with_label_values(&[reason]).inc();
+                self.metrics
+                    .events_ignored
+                    .with_label_values(&[reason])
+                    .inc();
                 Ok(Disposal::Ack)
             }
-            Intake::Reject { kind, event, reason } => {
+            Intake::Reject {
+                kind,
+                event,
+                reason,
+            } => {
                 info!(id = event.id(), %reason, "rejecting invalid event");
                 self.answer_without_running(kind, &event, reason).await
             }
@@ -225,12 +246,20 @@ impl Processor {
                     .save(&mut record)
                     .await
                     .map_err(|err| Retry::new("ledger", err))?;
-                self.metrics.events_ignored.with_label_values(&[reason]).inc();
+                self.metrics
+                    .events_ignored
+                    .with_label_values(&[reason])
+                    .inc();
                 return Ok(Disposal::Ack);
             }
             Decision::Refuse { message } => {
-                self.finish(&mut record, task.kind, &task.event, Outcome::errored(message))
-                    .await?;
+                self.finish(
+                    &mut record,
+                    task.kind,
+                    &task.event,
+                    Outcome::errored(message),
+                )
+                .await?;
                 return Ok(Disposal::Ack);
             }
         }
@@ -255,7 +284,9 @@ impl Processor {
             debug!(waited = ?acquired.waited, "lease acquired after waiting");
         }
         let lease = acquired.lease;
-        let result = self.run_leased(task, handler.as_ref(), &lease, hard_stop).await;
+        let result = self
+            .run_leased(task, handler.as_ref(), &lease, hard_stop)
+            .await;
         lease.release().await;
         result
     }
@@ -297,12 +328,17 @@ impl Processor {
             Ok(outcome) => outcome,
             Err(TaskError::Failed(message)) => Outcome::errored(message),
             Err(TaskError::Transient(detail)) => {
-                let reason = if hard_stop.is_cancelled() { "shutdown" } else { "transient" };
+                let reason = if hard_stop.is_cancelled() {
+                    "shutdown"
+                } else {
+                    "transient"
+                };
                 return Err(Retry::new(reason, detail));
             }
         };
         // Steps wrote new revisions; continue from the latest.
-        self.finish(&mut record, task.kind, &task.event, outcome).await?;
+        self.finish(&mut record, task.kind, &task.event, outcome)
+            .await?;
         Ok(Disposal::Ack)
     }
 
@@ -361,8 +397,12 @@ impl Processor {
         let Some(finished) = record.entry.finished.clone() else {
             return Ok(None);
         };
-        let event = KeptnEvent::decode(finished.event.as_bytes())
-            .map_err(|err| Retry::new("ledger", format!("recorded finished event unreadable: {err}")))?;
+        let event = KeptnEvent::decode(finished.event.as_bytes()).map_err(|err| {
+            Retry::new(
+                "ledger",
+                format!("recorded finished event unreadable: {err}"),
+            )
+        })?;
         info!("re-sending the finished event recorded by an earlier attempt");
         self.publish_finished(record, kind, &event).await?;
         Ok(Some(Disposal::Ack))
@@ -470,7 +510,6 @@ async fn keep_alive(message: Arc<jetstream::Message>, ack_wait: Duration) {
     }
 }
 
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -484,7 +523,10 @@ mod tests {
 
     #[test]
     fn metric_labels_are_bounded() {
-        assert_eq!(type_label("sh.keptn.event.deployment.triggered"), "sh.keptn.event.deployment.triggered");
+        assert_eq!(
+            type_label("sh.keptn.event.deployment.triggered"),
+            "sh.keptn.event.deployment.triggered"
+        );
         assert_eq!(type_label("anything.else"), "other");
     }
 }

@@ -33,7 +33,12 @@ pub struct Scheduler {
 }
 
 impl Scheduler {
-    pub fn new(consumer: PullConsumer, processor: Arc<Processor>, concurrency: usize, tracker: TaskTracker) -> Self {
+    pub fn new(
+        consumer: PullConsumer,
+        processor: Arc<Processor>,
+        concurrency: usize,
+        tracker: TaskTracker,
+    ) -> Self {
         processor.metrics.pool_capacity.set(concurrency as i64);
         Scheduler {
             consumer,
@@ -100,7 +105,8 @@ impl Pull {
             Ok(batch) => batch,
             Err(err) => {
                 let failures = self.failures.fetch_add(1, Ordering::SeqCst) + 1;
-                let delay = Duration::from_millis(100 * 2u64.pow(failures.min(5))).min(Duration::from_secs(2));
+                let delay = Duration::from_millis(100 * 2u64.pow(failures.min(5)))
+                    .min(Duration::from_secs(2));
                 warn!(error = %err, retry_in = ?delay, "pull request failed");
                 // Keep the permits while backing off, so the loop does not spin.
                 tokio::select! {

@@ -1,0 +1,55 @@
+#!/usr/bin/env bash
+# The main job on embedded defaults, end to end on this machine:
+# installs the pinned tools, builds helm-service, starts a private nats-server with
+# JetStream, starts the worker, publishes ops/examples/deployment-triggered.json and
+# prints the replies (started, finished). Everything it starts is stopped on exit.
+#
+# Usage: ops/run-local.sh [EVENT.json]
+set -euo pipefail
+
+ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd -P)"
+EVENT="${1:-$ROOT/ops/examples/deployment-triggered.json}"
+"$ROOT/ops/setup.sh" >&2
+export PATH="$ROOT/.tools/bin:$PATH"
+
+echo "building helm-service (release)..." >&2
+cargo build --release --quiet -p helm-service --manifest-path "$ROOT/Cargo.toml"
+BIN="$ROOT/target/release/helm-service"
+
+WORK="$(mktemp -d "${TMPDIR:-/tmp}/helm-service-local.XXXXXX")"
+PIDS=()
+cleanup() {
+  for pid in "${PIDS[@]}"; do kill "$pid" 2>/dev/null || true; done
+  wait 2>/dev/null || true
+  rm -rf "$WORK"
+}
+trap cleanup EXIT
+
+free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
+NATS_PORT="$(free_port)"
+HTTP_PORT="$(free_port)"
+NATS_URL="nats://127.0.0.1:$NATS_PORT"
+
+nats-server -a 127.0.0.1 -p "$NATS_PORT" -js -sd "$WORK/jetstream" >"$WORK/nats.log" 2>&1 &
+PIDS+=($!)
+"$BIN" run --nats-url "$NATS_URL" --http-addr "127.0.0.1:$HTTP_PORT" >"$WORK/worker.log" 2>&1 &
+PIDS+=($!)
+
+# Wait (bounded) until the worker is bound to JetStream.
+for _ in $(seq 1 200); do
+  if python3 - "$HTTP_PORT" <<'PY' 2>/dev/null; then break; fi
+import sys, urllib.request
+urllib.request.urlopen(f"http://127.0.0.1:{sys.argv[1]}/readyz", timeout=1)
+PY
+  sleep 0.1
+done
+python3 - "$HTTP_PORT" <<'PY' || { echo "worker did not become ready:" >&2; tail -n 30 "$WORK/worker.log" >&2; exit 1; }
+import sys, urllib.request
+urllib.request.urlopen(f"http://127.0.0.1:{sys.argv[1]}/readyz", timeout=1)
+PY
+echo "worker ready (metrics on http://127.0.0.1:$HTTP_PORT/metrics); publishing $EVENT" >&2
+
+"$BIN" send --nats-url "$NATS_URL" --file "$EVENT" --wait 120s
+echo >&2
+echo "worker log:" >&2
+tail -n 20 "$WORK/worker.log" >&2
