@@ -43,7 +43,11 @@ pub struct SendConfig {
 }
 
 fn parse_duration_or_zero(text: &str) -> Result<Duration, String> {
-    if text.trim_start_matches('0').trim_end_matches(['s', 'm', 'h', 'd']).is_empty() {
+    if text
+        .trim_start_matches('0')
+        .trim_end_matches(['s', 'm', 'h', 'd'])
+        .is_empty()
+    {
         return Ok(Duration::ZERO);
     }
     parse_duration(text)
@@ -200,7 +204,9 @@ mod tests {
     #[test]
     fn defaults_and_env_names_match_the_contract() {
         let cli = Cli::try_parse_from(["helm-service", "run"]).unwrap();
-        let Command::Run(config) = cli.command else { panic!("run") };
+        let Command::Run(config) = cli.command else {
+            panic!("run")
+        };
         assert_eq!(config.stream, "keptn");
         assert_eq!(config.consumer, "helm-service");
         assert_eq!(config.http_addr.to_string(), "0.0.0.0:8080");
@@ -210,7 +216,9 @@ mod tests {
     #[test]
     fn bad_names_are_refused() {
         let cli = Cli::try_parse_from(["helm-service", "run", "--stream", "a.b"]).unwrap();
-        let Command::Run(config) = cli.command else { panic!("run") };
+        let Command::Run(config) = cli.command else {
+            panic!("run")
+        };
         assert!(config.validate().unwrap_err().contains("--stream"));
     }
 }

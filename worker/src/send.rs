@@ -16,7 +16,8 @@ pub async fn send(config: SendConfig) -> anyhow::Result<()> {
     } else {
         std::fs::read(&config.file).with_context(|| format!("reading {}", config.file))?
     };
-    let event = KeptnEvent::decode(&bytes).with_context(|| format!("{} is not a valid CloudEvent", config.file))?;
+    let event = KeptnEvent::decode(&bytes)
+        .with_context(|| format!("{} is not a valid CloudEvent", config.file))?;
     let client = async_nats::connect(config.nats_url.as_str())
         .await
         .with_context(|| format!("connecting to NATS at {}", config.nats_url))?;
@@ -28,7 +29,13 @@ pub async fn send(config: SendConfig) -> anyhow::Result<()> {
         .await?
         .await
         .with_context(|| format!("no JetStream stream takes subject {}", event.ty()))?;
-    eprintln!("published {} {} (stream {} seq {})", event.ty(), event.id(), ack.stream, ack.sequence);
+    eprintln!(
+        "published {} {} (stream {} seq {})",
+        event.ty(),
+        event.id(),
+        ack.stream,
+        ack.sequence
+    );
     if config.wait.is_zero() {
         return Ok(());
     }
@@ -49,5 +56,10 @@ pub async fn send(config: SendConfig) -> anyhow::Result<()> {
     };
     tokio::time::timeout(config.wait, waiting)
         .await
-        .map_err(|_| anyhow::anyhow!("no finished reply within {:?} (--wait); is helm-service running?", config.wait))?
+        .map_err(|_| {
+            anyhow::anyhow!(
+                "no finished reply within {:?} (--wait); is helm-service running?",
+                config.wait
+            )
+        })?
 }

@@ -340,7 +340,11 @@ mod tests {
     }
 
     fn classify_value(value: &Value) -> Intake {
-        classify(value["type"].as_str().unwrap(), value.to_string().as_bytes(), LIMIT)
+        classify(
+            value["type"].as_str().unwrap(),
+            value.to_string().as_bytes(),
+            LIMIT,
+        )
     }
 
     #[test]
@@ -352,13 +356,21 @@ mod tests {
         assert_eq!(task.release.lease_key(), "sockshop.dev.carts");
         assert!(matches!(
             task.payload,
-            TaskPayload::Deployment { strategy: DeploymentStrategy::BlueGreenService, .. }
+            TaskPayload::Deployment {
+                strategy: DeploymentStrategy::BlueGreenService,
+                ..
+            }
         ));
     }
 
     #[test]
     fn every_handled_kind_is_accepted() {
-        for (task, kind) in [("deployment", TaskKind::Deployment), ("release", TaskKind::Release), ("rollback", TaskKind::Rollback), ("action", TaskKind::Action)] {
+        for (task, kind) in [
+            ("deployment", TaskKind::Deployment),
+            ("release", TaskKind::Release),
+            ("rollback", TaskKind::Rollback),
+            ("action", TaskKind::Action),
+        ] {
             match classify_value(&event(task)) {
                 Intake::Accept(accepted) => assert_eq!(accepted.kind, kind),
                 other => panic!("{task}: {other:?}"),
@@ -367,7 +379,9 @@ mod tests {
         let mut delete = event("x");
         delete["type"] = json!("sh.keptn.event.service.delete.finished");
         delete["data"].as_object_mut().unwrap().remove("stage");
-        let Intake::Accept(task) = classify_value(&delete) else { panic!() };
+        let Intake::Accept(task) = classify_value(&delete) else {
+            panic!()
+        };
         assert_eq!(task.release.lease_key(), "sockshop._.carts");
         assert!(!task.kind.sends_started());
     }
@@ -379,19 +393,35 @@ mod tests {
             other => panic!("expected dead letter, got {other:?}"),
         };
         let subject = "sh.keptn.event.deployment.triggered";
-        assert_eq!(reason(classify(subject, b"{not json", LIMIT)), DeadLetterReason::Malformed);
-        assert_eq!(reason(classify(subject, &vec![b' '; LIMIT + 1], LIMIT)), DeadLetterReason::TooLarge);
+        assert_eq!(
+            reason(classify(subject, b"{not json", LIMIT)),
+            DeadLetterReason::Malformed
+        );
+        assert_eq!(
+            reason(classify(subject, &vec![b' '; LIMIT + 1], LIMIT)),
+            DeadLetterReason::TooLarge
+        );
         let mut no_context = event("deployment");
         no_context.as_object_mut().unwrap().remove("shkeptncontext");
-        assert_eq!(reason(classify_value(&no_context)), DeadLetterReason::Unaddressable);
+        assert_eq!(
+            reason(classify_value(&no_context)),
+            DeadLetterReason::Unaddressable
+        );
         let other = event("deployment");
         assert_eq!(
-            reason(classify("sh.keptn.event.release.triggered", other.to_string().as_bytes(), LIMIT)),
+            reason(classify(
+                "sh.keptn.event.release.triggered",
+                other.to_string().as_bytes(),
+                LIMIT
+            )),
             DeadLetterReason::Unaddressable
         );
         let mut unhandled = event("test");
         unhandled["type"] = json!("sh.keptn.event.test.triggered");
-        assert_eq!(reason(classify_value(&unhandled)), DeadLetterReason::UnhandledType);
+        assert_eq!(
+            reason(classify_value(&unhandled)),
+            DeadLetterReason::UnhandledType
+        );
     }
 
     #[test]
@@ -415,7 +445,12 @@ mod tests {
     fn our_own_events_are_ignored() {
         let mut own = event("deployment");
         own["source"] = json!(OWN_SOURCE);
-        assert!(matches!(classify_value(&own), Intake::Ignore { reason: "own-source" }));
+        assert!(matches!(
+            classify_value(&own),
+            Intake::Ignore {
+                reason: "own-source"
+            }
+        ));
     }
 
     #[test]
@@ -425,7 +460,10 @@ mod tests {
         delete["data"]["service"] = json!("");
         assert!(matches!(
             classify_value(&delete),
-            Intake::DeadLetter { reason: DeadLetterReason::InvalidData, .. }
+            Intake::DeadLetter {
+                reason: DeadLetterReason::InvalidData,
+                ..
+            }
         ));
     }
 }

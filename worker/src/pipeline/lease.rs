@@ -1,25 +1,31 @@
-//! Per-release leases: never two tasks on one release at the same time, cluster-wide.
+//! Per-release leases: never two tasks on one release at the same time, cluster-wide,
+//! and no task starved while it waits.
 //!
-//! A lease is a JetStream KV entry created with compare-and-swap (only one creator
-//! wins), refreshed by its holder every third of the TTL and deleted when the task
-//! ends. The bucket's `max_age` is the TTL, so the lease of a crashed replica expires
-//! on its own. Waiters watch the key and retry as soon as it is deleted, and at the
-//! latest after one TTL (an expiry leaves no tombstone to watch).
+//! A lease is a JetStream KV entry written with compare-and-swap (only one writer of a
+//! revision wins), refreshed by its holder every third of the TTL and removed when the
+//! task ends. The bucket's `max_age` is the TTL, so the lease of a crashed replica
+//! expires on its own.
 //!
-//! Inside one replica, tasks for the same release first queue on a fair (FIFO) local
-//! mutex, so they take turns in arrival order instead of racing for the KV entry.
+//! Fairness: inside one replica, tasks for a release queue on a FIFO mutex. Across
+//! replicas, a waiter watches the key and retries when it changes; a waiter that has
+//! waited a whole TTL *claims* the lease by writing its token into the entry (`next`).
+//! The holder keeps the claim when it refreshes and, on release, hands the lease over
+//! as a reservation for the claimant instead of deleting it, so the replica that just
+//! released cannot take it straight back. The decision is a pure function
+//! ([`next_action`]) of what the entry says.
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use async_nats::jetstream::kv;
 use bytes::Bytes;
+use chrono::{DateTime, Utc};
 use futures::StreamExt;
+use serde::{Deserialize, Serialize};
 use tokio::sync::OwnedMutexGuard;
 use tokio_util::sync::CancellationToken;
-use tracing::{debug, warn};
+use tracing::{debug, info, warn};
 
 #[derive(Debug, thiserror::Error)]
 pub enum LeaseError {
@@ -27,6 +33,113 @@ pub enum LeaseError {
     Store(String),
     #[error("stopped while waiting for the lease of {0}")]
     Cancelled(String),
+}
+
+/// What a lease entry says.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "state", rename_all = "snake_case")]
+pub enum LeaseValue {
+    Held {
+        /// Unique per acquisition.
+        token: String,
+        /// The replica (`host/pid`), for operators.
+        owner: String,
+        /// The event being processed, for operators.
+        holder: String,
+        acquired_at: DateTime<Utc>,
+        /// Token of a starved waiter that gets the lease next.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        next: Option<String>,
+    },
+    /// Handed over to the waiter with this token; expires like any entry.
+    Reserved {
+        token: String,
+        reserved_at: DateTime<Utc>,
+    },
+}
+
+impl LeaseValue {
+    fn encode(&self) -> Bytes {
+        Bytes::from(serde_json::to_vec(self).expect("lease values serialize"))
+    }
+}
+
+/// The state of a lease key as last seen.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Observed {
+    /// Absent, deleted or expired; `revision` is what a write must expect.
+    Free {
+        revision: u64,
+    },
+    Taken {
+        revision: u64,
+        value: LeaseValue,
+    },
+    /// A value this version cannot read (another version's format): wait for it to expire.
+    Unreadable,
+}
+
+impl Observed {
+    fn from_entry(entry: Option<kv::Entry>) -> Observed {
+        match entry {
+            None => Observed::Free { revision: 0 },
+            Some(entry) if entry.operation != kv::Operation::Put => Observed::Free {
+                revision: entry.revision,
+            },
+            Some(entry) => match serde_json::from_slice(&entry.value) {
+                Ok(value) => Observed::Taken {
+                    revision: entry.revision,
+                    value,
+                },
+                Err(_) => Observed::Unreadable,
+            },
+        }
+    }
+}
+
+/// What a waiter does next.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum NextAction {
+    /// Write our `Held` value expecting this revision.
+    Take {
+        revision: u64,
+    },
+    /// Write this value (the holder's, with our claim) expecting this revision.
+    Claim {
+        revision: u64,
+        value: LeaseValue,
+    },
+    Wait,
+}
+
+/// Decides what a waiter with token `me` does about `observed`. `starving` is true
+/// once it has waited a whole TTL.
+pub fn next_action(observed: &Observed, me: &str, starving: bool) -> NextAction {
+    match observed {
+        Observed::Free { revision } => NextAction::Take {
+            revision: *revision,
+        },
+        Observed::Taken {
+            revision,
+            value: LeaseValue::Reserved { token, .. },
+        } if token == me => NextAction::Take {
+            revision: *revision,
+        },
+        Observed::Taken {
+            revision,
+            value: held @ LeaseValue::Held { next: None, .. },
+        } if starving => {
+            let mut claimed = held.clone();
+            if let LeaseValue::Held { next, .. } = &mut claimed {
+                *next = Some(me.to_owned());
+            }
+            NextAction::Claim {
+                revision: *revision,
+                value: claimed,
+            }
+        }
+        Observed::Taken { .. } | Observed::Unreadable => NextAction::Wait,
+    }
 }
 
 /// Hands out release leases. One per replica; cheap to clone.
@@ -85,29 +198,23 @@ impl Leases {
             guard = local_lock.lock_owned() => guard,
             () = cancel.cancelled() => return Err(LeaseError::Cancelled(key.to_owned())),
         };
-        let value = Bytes::from(
-            serde_json::json!({
-                "owner": &*self.owner,
-                "holder": holder,
-                "acquired_at": chrono::Utc::now(),
-            })
-            .to_string(),
-        );
-        let mut contended = contended_locally;
-        let revision = loop {
-            match self.store.create(key, value.clone()).await {
-                Ok(revision) => break revision,
-                Err(err) if err.kind() == kv::CreateErrorKind::AlreadyExists => {
-                    contended = true;
-                    self.wait_for_release(key, cancel).await?;
-                }
-                Err(err) => return Err(LeaseError::Store(err.to_string())),
-            }
+        let token = uuid::Uuid::new_v4().to_string();
+        let held = LeaseValue::Held {
+            token: token.clone(),
+            owner: self.owner.to_string(),
+            holder: holder.to_owned(),
+            acquired_at: Utc::now(),
+            next: None,
+        };
+        // Fast path: the key is free (the common case).
+        let (revision, contended) = match self.write(key, &held, 0).await? {
+            Some(revision) => (revision, contended_locally),
+            None => (self.wait_and_take(key, &held, &token, cancel).await?, true),
         };
         let lease = Lease::start(
             self.store.clone(),
             key.to_owned(),
-            value,
+            held,
             revision,
             self.ttl,
             local_guard,
@@ -119,30 +226,72 @@ impl Leases {
         })
     }
 
-    /// Returns when the key was deleted, or after one TTL (expiry leaves no tombstone).
-    async fn wait_for_release(
+    async fn wait_and_take(
         &self,
         key: &str,
+        held: &LeaseValue,
+        token: &str,
         cancel: &CancellationToken,
-    ) -> Result<(), LeaseError> {
+    ) -> Result<u64, LeaseError> {
+        let waiting_since = Instant::now();
+        // Watch first, then read, so no change between the two is missed.
         let mut watch = self
             .store
             .watch(key)
             .await
             .map_err(|err| LeaseError::Store(err.to_string()))?;
-        let deadline = tokio::time::sleep(self.ttl);
-        tokio::pin!(deadline);
+        let mut observed = self.observe(key).await?;
+        // Expiry leaves no tombstone to watch, and starving needs a clock: look again
+        // at least this often.
+        let recheck = self.ttl / 3;
         loop {
-            tokio::select! {
-                entry = watch.next() => match entry {
-                    Some(Ok(entry)) if entry.operation != kv::Operation::Put => return Ok(()),
-                    Some(Ok(_)) => continue,
-                    Some(Err(err)) => return Err(LeaseError::Store(err.to_string())),
-                    None => return Ok(()),
-                },
-                () = &mut deadline => return Ok(()),
-                () = cancel.cancelled() => return Err(LeaseError::Cancelled(key.to_owned())),
+            let starving = waiting_since.elapsed() >= self.ttl;
+            match next_action(&observed, token, starving) {
+                NextAction::Take { revision } => {
+                    if let Some(taken) = self.write(key, held, revision).await? {
+                        return Ok(taken);
+                    }
+                }
+                NextAction::Claim { revision, value } => {
+                    if self.write(key, &value, revision).await?.is_some() {
+                        info!(%key, waited = ?waiting_since.elapsed(), "claimed the lease as next holder");
+                    }
+                }
+                NextAction::Wait => {}
             }
+            observed = tokio::select! {
+                entry = watch.next() => match entry {
+                    Some(Ok(entry)) => Observed::from_entry(Some(entry)),
+                    Some(Err(err)) => return Err(LeaseError::Store(err.to_string())),
+                    None => return Err(LeaseError::Store(format!("watch of lease {key} ended"))),
+                },
+                () = tokio::time::sleep(recheck) => self.observe(key).await?,
+                () = cancel.cancelled() => return Err(LeaseError::Cancelled(key.to_owned())),
+            };
+        }
+    }
+
+    async fn observe(&self, key: &str) -> Result<Observed, LeaseError> {
+        let entry = self
+            .store
+            .entry(key)
+            .await
+            .map_err(|err| LeaseError::Store(err.to_string()))?;
+        Ok(Observed::from_entry(entry))
+    }
+
+    /// Writes `value` expecting `revision`: the new revision, or `None` when somebody
+    /// else wrote first.
+    async fn write(
+        &self,
+        key: &str,
+        value: &LeaseValue,
+        revision: u64,
+    ) -> Result<Option<u64>, LeaseError> {
+        match self.store.update(key, value.encode(), revision).await {
+            Ok(revision) => Ok(Some(revision)),
+            Err(err) if err.kind() == kv::UpdateErrorKind::WrongLastRevision => Ok(None),
+            Err(err) => Err(LeaseError::Store(err.to_string())),
         }
     }
 
@@ -155,15 +304,20 @@ impl Leases {
     }
 }
 
+/// The holder's view of its entry: the revision to expect and the value to write
+/// (which may carry a waiter's claim).
+type HeldState = Arc<Mutex<(u64, LeaseValue)>>;
+
 /// A held lease. Refreshed in the background until [`Lease::release`]; `lost()` fires
 /// if a refresh finds that somebody else owns the key (this replica stalled past the
 /// TTL), and the task must then stop.
 pub struct Lease {
     store: kv::Store,
     key: String,
-    revision: Arc<AtomicU64>,
+    state: HeldState,
     lost: CancellationToken,
-    refresher: tokio::task::JoinHandle<()>,
+    stop_refreshing: CancellationToken,
+    refresher: Option<tokio::task::JoinHandle<()>>,
     _local: OwnedMutexGuard<()>,
 }
 
@@ -171,27 +325,29 @@ impl Lease {
     fn start(
         store: kv::Store,
         key: String,
-        value: Bytes,
+        value: LeaseValue,
         revision: u64,
         ttl: Duration,
         local: OwnedMutexGuard<()>,
     ) -> Lease {
-        let revision = Arc::new(AtomicU64::new(revision));
+        let state: HeldState = Arc::new(Mutex::new((revision, value)));
         let lost = CancellationToken::new();
+        let stop_refreshing = CancellationToken::new();
         let refresher = tokio::spawn(refresh(
             store.clone(),
             key.clone(),
-            value,
-            revision.clone(),
+            state.clone(),
             ttl,
             lost.clone(),
+            stop_refreshing.clone(),
         ));
         Lease {
             store,
             key,
-            revision,
+            state,
             lost,
-            refresher,
+            stop_refreshing,
+            refresher: Some(refresher),
             _local: local,
         }
     }
@@ -201,53 +357,223 @@ impl Lease {
         self.lost.clone()
     }
 
-    /// Deletes the lease, unless somebody else has taken it meanwhile.
-    pub async fn release(self) {
-        self.refresher.abort();
-        let revision = self.revision.load(Ordering::SeqCst);
-        if let Err(err) = self
-            .store
-            .delete_expect_revision(self.key.as_str(), Some(revision))
-            .await
-        {
-            // It expires by itself within one TTL.
-            warn!(key = %self.key, error = %err, "could not release lease");
+    /// Ends the lease: hands it to a waiter that claimed it, or deletes it. Leaves it
+    /// alone if somebody else owns it by now.
+    pub async fn release(mut self) {
+        self.stop_refreshing.cancel();
+        if let Some(refresher) = self.refresher.take() {
+            // Let an update in flight land, so the revision below is current.
+            let _ = refresher.await;
+        }
+        if self.lost.is_cancelled() {
+            return;
+        }
+        for _ in 0..3 {
+            let (revision, value) = self.state.lock().expect("lease state lock").clone();
+            let LeaseValue::Held { next, .. } = &value else {
+                return;
+            };
+            let result = match next {
+                Some(token) => {
+                    let reserved = LeaseValue::Reserved {
+                        token: token.clone(),
+                        reserved_at: Utc::now(),
+                    };
+                    debug!(key = %self.key, "handing the lease to the waiter that claimed it");
+                    self.store
+                        .update(self.key.as_str(), reserved.encode(), revision)
+                        .await
+                        .map(|_| ())
+                        .map_err(|err| err.to_string())
+                }
+                None => self
+                    .store
+                    .delete_expect_revision(self.key.as_str(), Some(revision))
+                    .await
+                    .map_err(|err| err.to_string()),
+            };
+            match result {
+                Ok(()) => return,
+                // A claim may have landed since the last refresh: adopt it and retry.
+                Err(err) => {
+                    if !adopt_if_ours(&self.store, &self.key, &self.state).await {
+                        warn!(key = %self.key, error = %err, "could not release lease; it expires by itself");
+                        return;
+                    }
+                }
+            }
         }
     }
 }
 
 impl Drop for Lease {
     fn drop(&mut self) {
-        self.refresher.abort();
+        self.stop_refreshing.cancel();
+    }
+}
+
+/// Re-reads the entry after a failed write; if it is still this holder's (a waiter
+/// added its claim), takes its revision and value. False when the lease is not ours.
+async fn adopt_if_ours(store: &kv::Store, key: &str, state: &HeldState) -> bool {
+    let Ok(entry) = store.entry(key).await else {
+        return false;
+    };
+    let ours = match &state.lock().expect("lease state lock").1 {
+        LeaseValue::Held { token, .. } => token.clone(),
+        LeaseValue::Reserved { .. } => return false,
+    };
+    match Observed::from_entry(entry) {
+        Observed::Taken {
+            revision,
+            value: value @ LeaseValue::Held { .. },
+        } if matches!(&value, LeaseValue::Held { token, .. } if *token == ours) => {
+            *state.lock().expect("lease state lock") = (revision, value);
+            true
+        }
+        _ => false,
     }
 }
 
 async fn refresh(
     store: kv::Store,
     key: String,
-    value: Bytes,
-    revision: Arc<AtomicU64>,
+    state: HeldState,
     ttl: Duration,
     lost: CancellationToken,
+    stop: CancellationToken,
 ) {
     let period = ttl / 3;
     let mut interval = tokio::time::interval_at(tokio::time::Instant::now() + period, period);
+    let mut warned = false;
     loop {
-        interval.tick().await;
-        let current = revision.load(Ordering::SeqCst);
-        match store.update(key.as_str(), value.clone(), current).await {
+        tokio::select! {
+            _ = interval.tick() => {},
+            () = stop.cancelled() => return,
+        }
+        let (revision, value) = state.lock().expect("lease state lock").clone();
+        match store.update(key.as_str(), value.encode(), revision).await {
             Ok(next) => {
-                revision.store(next, Ordering::SeqCst);
-                debug!(%key, revision = next, "lease refreshed");
+                state.lock().expect("lease state lock").0 = next;
+                warned = false;
             }
             Err(err) if err.kind() == kv::UpdateErrorKind::WrongLastRevision => {
+                if adopt_if_ours(&store, &key, &state).await {
+                    debug!(%key, "a waiter claimed the lease; it gets it next");
+                    continue;
+                }
                 warn!(%key, "lease lost: another worker holds it now");
                 lost.cancel();
                 return;
             }
             // Transient (NATS restarting): try again next period; the lease is only
             // lost if the TTL passes without a successful refresh.
-            Err(err) => warn!(%key, error = %err, "lease refresh failed, retrying"),
+            Err(err) => {
+                if !std::mem::replace(&mut warned, true) {
+                    warn!(%key, error = %err, "lease refresh failed, retrying");
+                }
+            }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn held(token: &str, next: Option<&str>) -> LeaseValue {
+        LeaseValue::Held {
+            token: token.into(),
+            owner: "host/1".into(),
+            holder: "event".into(),
+            acquired_at: Utc::now(),
+            next: next.map(str::to_owned),
+        }
+    }
+
+    #[test]
+    fn a_free_key_is_taken_at_its_revision() {
+        assert_eq!(
+            next_action(&Observed::Free { revision: 7 }, "me", false),
+            NextAction::Take { revision: 7 }
+        );
+    }
+
+    #[test]
+    fn a_held_key_is_waited_for_until_starving_then_claimed_once() {
+        let taken = Observed::Taken {
+            revision: 3,
+            value: held("other", None),
+        };
+        assert_eq!(next_action(&taken, "me", false), NextAction::Wait);
+        assert_eq!(
+            next_action(&taken, "me", true),
+            NextAction::Claim {
+                revision: 3,
+                value: held_with_next(&taken, "me")
+            }
+        );
+        let claimed_by_someone = Observed::Taken {
+            revision: 4,
+            value: held("other", Some("third")),
+        };
+        assert_eq!(
+            next_action(&claimed_by_someone, "me", true),
+            NextAction::Wait
+        );
+    }
+
+    fn held_with_next(observed: &Observed, me: &str) -> LeaseValue {
+        let Observed::Taken {
+            value:
+                LeaseValue::Held {
+                    token,
+                    owner,
+                    holder,
+                    acquired_at,
+                    ..
+                },
+            ..
+        } = observed
+        else {
+            unreachable!()
+        };
+        LeaseValue::Held {
+            token: token.clone(),
+            owner: owner.clone(),
+            holder: holder.clone(),
+            acquired_at: *acquired_at,
+            next: Some(me.to_owned()),
+        }
+    }
+
+    #[test]
+    fn a_reservation_is_only_for_its_claimant() {
+        let reserved = Observed::Taken {
+            revision: 9,
+            value: LeaseValue::Reserved {
+                token: "me".into(),
+                reserved_at: Utc::now(),
+            },
+        };
+        assert_eq!(
+            next_action(&reserved, "me", false),
+            NextAction::Take { revision: 9 }
+        );
+        assert_eq!(
+            next_action(&reserved, "someone-else", true),
+            NextAction::Wait
+        );
+        assert_eq!(
+            next_action(&Observed::Unreadable, "me", true),
+            NextAction::Wait
+        );
+    }
+
+    #[test]
+    fn values_round_trip_in_a_readable_format() {
+        let value = held("t", Some("n"));
+        let text = String::from_utf8(value.encode().to_vec()).unwrap();
+        assert!(text.contains("\"state\":\"held\""), "{text}");
+        assert_eq!(serde_json::from_str::<LeaseValue>(&text).unwrap(), value);
     }
 }
