@@ -4,7 +4,8 @@
 //! - `probe.steps`: number of steps (default 1);
 //! - `probe.step-ms`: how long each step takes (default 0);
 //! - `probe.decline`: any value makes the handler decline the task (no events);
-//! - `probe.fail`: any value makes the task fail with that message.
+//! - `probe.fail`: any value makes the task fail with that message;
+//! - `probe.transient`: any value makes every attempt fail for a transient reason.
 //!
 //! Every begin/end of a run and every step start/done is appended as one JSON line to
 //! the file named by `PROBE_LOG` (O_APPEND, one write per line, so lines from several
@@ -98,6 +99,9 @@ impl TaskHandler for Probe {
             .and_then(|v| v.parse().ok())
             .unwrap_or(0);
         self.record("begin", task, None)?;
+        if let Some(reason) = label(task, "probe.transient") {
+            return Err(TaskError::Transient(reason.to_owned()));
+        }
         for index in 0..count {
             steps
                 .step(&format!("probe-step-{index}"), || async {

@@ -253,3 +253,48 @@ async fn tasks_outliving_the_grace_period_are_handed_back_and_finished_once() ->
     }
     Ok(())
 }
+
+#[tokio::test]
+async fn a_task_failing_transiently_is_retried_then_given_up_with_an_answer() -> anyhow::Result<()>
+{
+    let env = TestEnv::start().await?;
+    let mut spec = env.worker(PROBE_WORKER);
+    spec.extra_args = vec!["--max-deliveries".into(), "3".into()];
+    let worker = WorkerProcess::start(spec, env.dir.path(), "worker").await?;
+    let id = "5f1c6a2e-0000-4000-8000-00000000f001";
+    let labels = [("probe.transient", "cluster unreachable")];
+    publish(
+        &env.js,
+        &triggered("deployment", id, ("sockshop", "dev", "carts"), &labels),
+    )
+    .await?;
+
+    let replies = env
+        .wait_replies(DEADLINE, |r| !r.of(id, "finished").is_empty())
+        .await?;
+    let finished = replies.of(id, "finished");
+    assert_eq!(finished.len(), 1);
+    assert_eq!(finished[0]["data"]["status"], "errored");
+    let message = finished[0]["data"]["message"].as_str().unwrap();
+    assert!(message.contains("gave up after 4 deliveries"), "{message}");
+    assert_eq!(
+        replies.of(id, "started").len(),
+        1,
+        "started once across all attempts"
+    );
+    assert_eq!(
+        count(&env.probe_records(), "begin", id, None),
+        3,
+        "three attempts, then no more"
+    );
+
+    let letters = env.dead_letters().await?;
+    assert_eq!(letters.len(), 1, "{letters:#?}");
+    assert_eq!(letters[0]["reason"], "exhausted");
+    assert_eq!(letters[0]["event_id"], id);
+    let naks = worker
+        .metric("helm_service_naks_total{reason=\"transient\"}")
+        .await?;
+    assert_eq!(naks, 3.0);
+    Ok(())
+}

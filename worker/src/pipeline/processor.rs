@@ -355,21 +355,14 @@ impl Processor {
             origin.delivered
         );
         error!(%message);
-        let letter = DeadLetter::new(
+        self.dead_letter(
             DeadLetterReason::Exhausted,
             message.clone(),
             origin,
             payload,
             Some(task.event.id().to_owned()),
-        );
-        self.dead_letters
-            .record(&letter)
-            .await
-            .map_err(|err| Retry::new("dead-letter-publish", err))?;
-        self.metrics
-            .dead_letters
-            .with_label_values(&[DeadLetterReason::Exhausted.as_str()])
-            .inc();
+        )
+        .await?;
         self.finish(record, task.kind, &task.event, Outcome::errored(message))
             .await?;
         Ok(Disposal::Ack)
