@@ -157,7 +157,7 @@ async fn bind_consumer(
         Err(_) => {
             info!(consumer = %config.consumer, "creating durable consumer at new messages");
             match keptn.create_consumer(wanted.clone()).await {
-                Ok(created) => return Ok(created),
+                Ok(created) => return ensure_filtered(created, &wanted).map_err(err),
                 // Another replica may have created it meanwhile: bind that one.
                 Err(create_err) => keptn
                     .get_consumer::<consumer::pull::Config>(&config.consumer)
@@ -167,26 +167,50 @@ async fn bind_consumer(
         }
     };
     let current = &existing.cached_info().config;
-    let mut current_filters = current.filter_subjects.clone();
-    if !current.filter_subject.is_empty() {
-        current_filters.push(current.filter_subject.clone());
-    }
-    current_filters.sort();
-    let mut wanted_filters = wanted.filter_subjects.clone();
-    wanted_filters.sort();
-    if current.ack_wait == wanted.ack_wait && current_filters == wanted_filters {
+    let wanted_filters = filters(&wanted.filter_subject, &wanted.filter_subjects);
+    if current.ack_wait == wanted.ack_wait
+        && filters(&current.filter_subject, &current.filter_subjects) == wanted_filters
+    {
         return Ok(existing);
     }
     info!(consumer = %config.consumer, "updating consumer settings to match flags");
     // The deliver policy of an existing consumer cannot change; keep its own.
     let updated = consumer::pull::Config {
         deliver_policy: current.deliver_policy,
-        ..wanted
+        ..wanted.clone()
     };
-    keptn
+    let updated = keptn
         .update_consumer(updated)
         .await
-        .map_err(|e| err(e.to_string()))
+        .map_err(|e| err(e.to_string()))?;
+    ensure_filtered(updated, &wanted).map_err(err)
+}
+
+/// A consumer's filter subjects (the single and the multi-subject field), in a
+/// comparable order.
+fn filters(single: &str, many: &[String]) -> Vec<String> {
+    let mut filters = many.to_vec();
+    if !single.is_empty() {
+        filters.push(single.to_owned());
+    }
+    filters.sort();
+    filters
+}
+
+/// Servers older than 2.10 silently drop `filter_subjects` and would deliver every
+/// Keptn event to us; refuse to run on such a consumer.
+fn ensure_filtered(
+    bound: consumer::Consumer<consumer::pull::Config>,
+    wanted: &consumer::pull::Config,
+) -> Result<consumer::Consumer<consumer::pull::Config>, String> {
+    let bound_config = &bound.cached_info().config;
+    if filters(&bound_config.filter_subject, &bound_config.filter_subjects)
+        == filters(&wanted.filter_subject, &wanted.filter_subjects)
+    {
+        Ok(bound)
+    } else {
+        Err("the server did not keep the consumer's filter subjects: helm-service needs nats-server 2.10 or newer".into())
+    }
 }
 
 async fn open_bucket(
