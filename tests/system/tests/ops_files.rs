@@ -1,0 +1,520 @@
+//! The operations files agree with the worker: the Helm chart lints and renders with the real
+//! `helm` CLI into a Deployment that sets every environment variable the README documents,
+//! probes the worker's endpoints and outlives its shutdown grace; the alert rules and the
+//! Grafana dashboard use only metric names the worker exports; docker-compose and the
+//! Dockerfile match the binary and the tools setup.
+//!
+//! The rendered manifests are checked as text (the workspace has no YAML parser), one
+//! `---`-separated document at a time.
+
+use std::collections::BTreeSet;
+use std::process::Command;
+use std::time::Duration;
+
+use test_harness::tools::{repo_root, tool_path};
+
+const CHART: &str = "ops/chart/helm-service";
+
+fn read(relative: &str) -> String {
+    let path = repo_root().join(relative);
+    std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("reading {}: {e}", path.display()))
+}
+
+/// Runs the pinned helm with `args` from the repository root, isolated from the user's helm
+/// configuration. Returns (success, stdout, stderr).
+fn helm(args: &[&str]) -> (bool, String, String) {
+    let home = tempfile::tempdir().expect("temp dir");
+    let output = Command::new(tool_path("helm"))
+        .args(args)
+        .current_dir(repo_root())
+        .env("HELM_CACHE_HOME", home.path().join("cache"))
+        .env("HELM_CONFIG_HOME", home.path().join("config"))
+        .env("HELM_DATA_HOME", home.path().join("data"))
+        .output()
+        .expect("helm runs");
+    (
+        output.status.success(),
+        String::from_utf8_lossy(&output.stdout).into_owned(),
+        String::from_utf8_lossy(&output.stderr).into_owned(),
+    )
+}
+
+/// `helm template` of the chart with `extra` arguments; panics with helm's output on failure.
+fn render(extra: &[&str]) -> String {
+    let mut args = vec!["template", "hs", CHART, "--namespace", "keptn"];
+    args.extend_from_slice(extra);
+    let (ok, stdout, stderr) = helm(&args);
+    assert!(ok, "helm {args:?} failed:\n{stdout}\n{stderr}");
+    stdout
+}
+
+/// The documents of a multi-document YAML stream.
+fn documents(rendered: &str) -> Vec<String> {
+    let mut docs = vec![String::new()];
+    for line in rendered.lines() {
+        if line.trim_end() == "---" {
+            docs.push(String::new());
+        } else {
+            let doc = docs.last_mut().expect("at least one document");
+            doc.push_str(line);
+            doc.push('\n');
+        }
+    }
+    docs.into_iter()
+        .filter(|doc| doc.lines().any(|l| l.starts_with("kind:")))
+        .collect()
+}
+
+/// The top-level `kind:` of each document, in order.
+fn kinds(rendered: &str) -> Vec<String> {
+    documents(rendered)
+        .iter()
+        .filter_map(|doc| {
+            doc.lines()
+                .find_map(|l| l.strip_prefix("kind:"))
+                .map(|k| k.trim().to_owned())
+        })
+        .collect()
+}
+
+/// The one document of `kind`.
+fn only(rendered: &str, kind: &str) -> String {
+    let line = format!("kind: {kind}");
+    let mut found: Vec<String> = documents(rendered)
+        .into_iter()
+        .filter(|doc| doc.lines().any(|l| l == line))
+        .collect();
+    assert_eq!(
+        found.len(),
+        1,
+        "expected exactly one {kind} in:\n{rendered}"
+    );
+    found.pop().expect("one document")
+}
+
+/// The value of scalar `key` (first occurrence at any depth), without quotes.
+fn scalar(doc: &str, key: &str) -> Option<String> {
+    let prefix = format!("{key}:");
+    doc.lines().find_map(|l| {
+        l.trim()
+            .strip_prefix(&prefix)
+            .map(|v| v.trim().trim_matches('"').to_owned())
+    })
+}
+
+/// The literal `value` of the container environment variable `name`.
+fn env_value(deployment: &str, name: &str) -> Option<String> {
+    let wanted = format!("- name: {name}");
+    let mut lines = deployment.lines();
+    while let Some(line) = lines.next() {
+        if line.trim() == wanted {
+            return lines
+                .next()
+                .and_then(|next| next.trim().strip_prefix("value:"))
+                .map(|v| v.trim().trim_matches('"').to_owned());
+        }
+    }
+    None
+}
+
+/// The block of the container's `key:` (e.g. `livenessProbe`): the lines indented below it.
+fn block(doc: &str, key: &str) -> String {
+    let header = format!("{key}:");
+    let mut lines = doc.lines().skip_while(|l| l.trim() != header);
+    let Some(first) = lines.next() else {
+        panic!("no {key} in:\n{doc}")
+    };
+    let indent = first.len() - first.trim_start().len();
+    lines
+        .take_while(|l| l.len() - l.trim_start().len() > indent || l.trim().is_empty())
+        .map(|l| format!("{}\n", l.trim()))
+        .collect()
+}
+
+/// Environment variables in the README's flag table (`| --flag | ENV | default | meaning |`).
+fn readme_env_vars() -> Vec<String> {
+    let names: Vec<String> = read("README.md")
+        .lines()
+        .filter(|l| l.starts_with("| `--"))
+        .filter_map(|l| l.split('|').nth(2))
+        .map(|cell| cell.trim().trim_matches('`').to_owned())
+        .filter(|name| !name.is_empty())
+        .collect();
+    for expected in [
+        "NATS_URL",
+        "KEPTN_STREAM",
+        "CONSUMER_NAME",
+        "MAX_CONCURRENT_TASKS",
+        "HTTP_ADDR",
+        "LOG_FORMAT",
+        "ACK_WAIT",
+        "LEASE_TTL",
+        "SHUTDOWN_GRACE",
+    ] {
+        assert!(
+            names.iter().any(|n| n == expected),
+            "README's flag table lost {expected}: {names:?}"
+        );
+    }
+    names
+}
+
+fn duration(text: &str) -> Duration {
+    worker::config::parse_duration(text).unwrap_or_else(|e| panic!("{e}"))
+}
+
+#[test]
+fn chart_lints_clean_also_in_strict_mode() {
+    for args in [
+        vec!["lint", CHART],
+        vec!["lint", "--strict", CHART],
+        vec![
+            "lint",
+            "--strict",
+            CHART,
+            "--set",
+            "replicaCount=1,rbac.create=false,serviceMonitor.enabled=true",
+        ],
+    ] {
+        let (ok, stdout, stderr) = helm(&args);
+        assert!(ok, "helm {args:?} failed:\n{stdout}\n{stderr}");
+        assert!(
+            stdout.contains("0 chart(s) failed"),
+            "helm {args:?}:\n{stdout}"
+        );
+    }
+}
+
+#[test]
+fn default_values_render_a_complete_worker_deployment() {
+    let rendered = render(&[]);
+    let deployment = only(&rendered, "Deployment");
+
+    for name in readme_env_vars() {
+        let value = env_value(&deployment, &name)
+            .unwrap_or_else(|| panic!("Deployment does not set {name}:\n{deployment}"));
+        assert!(!value.is_empty(), "{name} is empty");
+    }
+    assert_eq!(
+        env_value(&deployment, "LOG_FORMAT").as_deref(),
+        Some("json")
+    );
+    assert_eq!(
+        env_value(&deployment, "HTTP_ADDR").as_deref(),
+        Some("0.0.0.0:8080")
+    );
+    for name in ["ACK_WAIT", "LEASE_TTL", "SHUTDOWN_GRACE", "LEDGER_TTL"] {
+        duration(&env_value(&deployment, name).expect("set"));
+    }
+
+    let liveness = block(&deployment, "livenessProbe");
+    assert!(liveness.contains("path: /healthz\n"), "{liveness}");
+    assert!(liveness.contains("port: http\n"), "{liveness}");
+    let readiness = block(&deployment, "readinessProbe");
+    assert!(readiness.contains("path: /readyz\n"), "{readiness}");
+    assert!(readiness.contains("port: http\n"), "{readiness}");
+    let ports = block(&deployment, "ports");
+    assert!(
+        ports.contains("- name: http\n") && ports.contains("containerPort: 8080\n"),
+        "{ports}"
+    );
+
+    let grace = duration(&env_value(&deployment, "SHUTDOWN_GRACE").expect("set"));
+    let termination: u64 = scalar(&deployment, "terminationGracePeriodSeconds")
+        .expect("terminationGracePeriodSeconds is set")
+        .parse()
+        .expect("a number of seconds");
+    assert!(
+        Duration::from_secs(termination) > grace,
+        "terminationGracePeriodSeconds {termination} must exceed SHUTDOWN_GRACE {grace:?}"
+    );
+
+    assert_eq!(scalar(&deployment, "replicas").as_deref(), Some("2"));
+    assert_eq!(scalar(&deployment, "runAsNonRoot").as_deref(), Some("true"));
+    assert_eq!(
+        scalar(&deployment, "readOnlyRootFilesystem").as_deref(),
+        Some("true")
+    );
+    assert_eq!(
+        scalar(&deployment, "allowPrivilegeEscalation").as_deref(),
+        Some("false")
+    );
+    let capabilities = block(&deployment, "capabilities");
+    assert!(
+        capabilities.contains("drop:\n") && capabilities.contains("- ALL\n"),
+        "{capabilities}"
+    );
+    assert!(deployment.contains("mountPath: /tmp\n"), "{deployment}");
+    assert!(
+        deployment.contains("prometheus.io/scrape: \"true\"")
+            && deployment.contains("prometheus.io/port: \"8080\""),
+        "{deployment}"
+    );
+    for label in [
+        "app.kubernetes.io/name: helm-service",
+        "app.kubernetes.io/instance: hs",
+        "app.kubernetes.io/version:",
+        "app.kubernetes.io/managed-by: Helm",
+    ] {
+        assert!(deployment.contains(label), "missing label {label}");
+    }
+
+    let service = only(&rendered, "Service");
+    assert!(
+        service.contains("- name: http\n") && service.contains("port: 8080\n"),
+        "{service}"
+    );
+
+    let kinds = kinds(&rendered);
+    for kind in [
+        "ServiceAccount",
+        "ClusterRole",
+        "ClusterRoleBinding",
+        "PodDisruptionBudget",
+    ] {
+        assert!(kinds.iter().any(|k| k == kind), "no {kind} in {kinds:?}");
+    }
+    assert!(
+        !kinds.iter().any(|k| k == "ServiceMonitor"),
+        "ServiceMonitor is off by default"
+    );
+    let role = only(&rendered, "ClusterRole");
+    for needed in [
+        "namespaces",
+        "deployments",
+        "services",
+        "configmaps",
+        "secrets",
+        "serviceaccounts",
+        "networking.istio.io",
+        "virtualservices",
+        "destinationrules",
+    ] {
+        assert!(role.contains(needed), "ClusterRole lacks {needed}:\n{role}");
+    }
+    let pdb = only(&rendered, "PodDisruptionBudget");
+    assert_eq!(scalar(&pdb, "minAvailable").as_deref(), Some("1"));
+}
+
+#[test]
+fn single_replica_without_rbac_with_service_monitor() {
+    let rendered = render(&[
+        "--set",
+        "replicaCount=1,rbac.create=false,serviceMonitor.enabled=true",
+    ]);
+    let kinds = kinds(&rendered);
+    for absent in ["PodDisruptionBudget", "ClusterRole", "ClusterRoleBinding"] {
+        assert!(
+            !kinds.iter().any(|k| k == absent),
+            "{absent} rendered: {kinds:?}"
+        );
+    }
+    let deployment = only(&rendered, "Deployment");
+    assert_eq!(scalar(&deployment, "replicas").as_deref(), Some("1"));
+    let monitor = only(&rendered, "ServiceMonitor");
+    assert!(
+        monitor.contains("apiVersion: monitoring.coreos.com/v1"),
+        "{monitor}"
+    );
+    assert!(
+        monitor.contains("- port: http") && monitor.contains("path: /metrics"),
+        "{monitor}"
+    );
+}
+
+#[test]
+fn termination_grace_follows_the_shutdown_grace_and_bad_durations_fail() {
+    let deployment = only(&render(&["--set", "shutdownGrace=2m"]), "Deployment");
+    assert_eq!(
+        env_value(&deployment, "SHUTDOWN_GRACE").as_deref(),
+        Some("2m")
+    );
+    assert_eq!(
+        scalar(&deployment, "terminationGracePeriodSeconds").as_deref(),
+        Some("130")
+    );
+
+    let (ok, _, stderr) = helm(&["template", "hs", CHART, "--set", "ackWait=30x"]);
+    assert!(!ok, "ackWait=30x must not render");
+    assert!(stderr.contains("ackWait"), "{stderr}");
+}
+
+/// The metric names registered in worker/src/metrics.rs: its `"helm_service_..."` literals.
+fn exported_metrics() -> BTreeSet<String> {
+    let source = read("worker/src/metrics.rs");
+    let names: BTreeSet<String> = source
+        .split('"')
+        .skip(1)
+        .step_by(2)
+        .filter(|literal| literal.starts_with("helm_service_"))
+        .map(str::to_owned)
+        .collect();
+    assert!(
+        names.len() >= 10,
+        "found too few metric names in metrics.rs: {names:?}"
+    );
+    names
+}
+
+/// Every `helm_service_[a-z0-9_]+` token in `text`.
+fn metric_tokens(text: &str) -> BTreeSet<String> {
+    text.match_indices("helm_service_")
+        .map(|(start, _)| {
+            text[start..]
+                .split(|c: char| !(c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_'))
+                .next()
+                .unwrap_or_default()
+                .to_owned()
+        })
+        .collect()
+}
+
+/// The tokens of `file` that are not exported metrics (histogram series suffixes allowed).
+fn unknown_metrics(file: &str, text: &str, exported: &BTreeSet<String>) -> Vec<String> {
+    let tokens = metric_tokens(text);
+    assert!(!tokens.is_empty(), "{file} uses no helm_service_ metric");
+    tokens
+        .into_iter()
+        .filter(|token| {
+            let base = ["_bucket", "_sum", "_count"]
+                .iter()
+                .find_map(|suffix| token.strip_suffix(suffix))
+                .unwrap_or(token);
+            !exported.contains(token) && !exported.contains(base)
+        })
+        .map(|token| format!("{file}: {token}"))
+        .collect()
+}
+
+#[test]
+fn alerts_and_dashboard_use_only_exported_metrics() {
+    let exported = exported_metrics();
+    let alerts = read("ops/monitoring/alerts.yaml");
+    let dashboard_text = read("ops/monitoring/dashboard.json");
+
+    let mut unknown = unknown_metrics("alerts.yaml", &alerts, &exported);
+    unknown.extend(unknown_metrics(
+        "dashboard.json",
+        &dashboard_text,
+        &exported,
+    ));
+    // The README documents metrics for operators: they must exist too.
+    unknown.extend(unknown_metrics("README.md", &read("README.md"), &exported));
+    assert!(
+        unknown.is_empty(),
+        "metric names the worker does not export: {unknown:?}\nexported: {exported:?}"
+    );
+
+    // Every alert tells the operator what it means and what to do.
+    let count = |needle: &str| {
+        alerts
+            .lines()
+            .filter(|l| l.trim().starts_with(needle))
+            .count()
+    };
+    let rules = count("- alert:");
+    assert!(rules >= 7, "expected at least 7 alerts, found {rules}");
+    assert_eq!(count("summary:"), rules, "every alert needs a summary");
+    assert_eq!(
+        count("description:"),
+        rules,
+        "every alert needs a description"
+    );
+    assert!(alerts.starts_with('#') || alerts.starts_with("groups:"));
+    assert!(alerts.lines().any(|l| l == "groups:"));
+
+    let dashboard: serde_json::Value =
+        serde_json::from_str(&dashboard_text).expect("dashboard.json is JSON");
+    assert!(dashboard["schemaVersion"].as_u64().unwrap_or(0) >= 36);
+    let panels = dashboard["panels"].as_array().expect("panels");
+    let exprs: Vec<&str> = panels
+        .iter()
+        .flat_map(|p| p["targets"].as_array().into_iter().flatten())
+        .filter_map(|t| t["expr"].as_str())
+        .collect();
+    for metric in [
+        "helm_service_events_received_total",
+        "helm_service_events_finished_total",
+        "helm_service_event_duration_seconds_bucket",
+        "helm_service_tasks_in_flight",
+        "helm_service_pool_capacity",
+        "helm_service_consumer_pending",
+        "helm_service_consumer_ack_pending",
+        "helm_service_dead_letters_total",
+        "helm_service_redeliveries_total",
+        "helm_service_duplicates_suppressed_total",
+        "helm_service_lease_waits_total",
+        "helm_service_lease_wait_seconds_bucket",
+    ] {
+        assert!(
+            exprs.iter().any(|e| e.contains(metric)),
+            "no dashboard panel queries {metric}"
+        );
+    }
+    let mut ids = BTreeSet::new();
+    for panel in panels {
+        assert!(
+            ids.insert(panel["id"].as_u64().expect("panel id")),
+            "duplicate panel id"
+        );
+    }
+}
+
+#[test]
+fn compose_and_dockerfile_match_the_worker() {
+    let readme_vars = readme_env_vars();
+    let compose = read("docker-compose.yml");
+    // Environment keys of the helm-service service: `      KEY: value` under `environment:`.
+    let env_block = block(&compose, "environment");
+    for line in env_block.lines().filter(|l| !l.is_empty()) {
+        let key = line.split(':').next().expect("key").trim();
+        assert!(
+            key == "RUST_LOG" || readme_vars.iter().any(|v| v == key),
+            "docker-compose.yml sets {key}, which the worker does not read"
+        );
+    }
+    let grace = duration(
+        scalar(&env_block, "SHUTDOWN_GRACE")
+            .expect("compose sets SHUTDOWN_GRACE")
+            .as_str(),
+    );
+    let stop = duration(
+        scalar(&compose, "stop_grace_period")
+            .expect("compose sets stop_grace_period")
+            .as_str(),
+    );
+    assert!(
+        stop > grace,
+        "stop_grace_period {stop:?} must exceed SHUTDOWN_GRACE {grace:?}"
+    );
+    assert!(compose.contains("dockerfile: ops/Dockerfile"));
+    assert!(compose.contains("NATS_URL: nats://nats:4222"));
+
+    let dockerfile = read("ops/Dockerfile");
+    let worker_manifest = read("worker/Cargo.toml");
+    assert!(
+        worker_manifest.contains("name = \"helm-service\""),
+        "the Dockerfile builds package and binary helm-service"
+    );
+    for needle in [
+        "cargo build --release -p helm-service --locked",
+        "target/release/helm-service",
+        "RUN ops/setup.sh",
+        "/src/.tools/bin/helm /usr/local/bin/helm",
+        "USER 65532:65532",
+        "EXPOSE 8080",
+        "ENTRYPOINT [\"/usr/local/bin/helm-service\"]",
+        "CMD [\"run\"]",
+    ] {
+        assert!(dockerfile.contains(needle), "ops/Dockerfile lacks {needle}");
+    }
+    // setup.sh installs into <repo>/.tools/bin, which the tools stage copies from.
+    assert!(read("ops/setup.sh").contains("BIN=\"$TOOLS/bin\""));
+    let ignore = read(".dockerignore");
+    for excluded in ["target", ".tools", ".git"] {
+        assert!(
+            ignore.lines().any(|l| l.trim() == excluded),
+            ".dockerignore must exclude {excluded}"
+        );
+    }
+}
