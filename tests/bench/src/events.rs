@@ -18,10 +18,11 @@ pub struct Triggered {
 }
 
 /// `count` triggered events with fresh v4 ids; event `i` targets service
-/// `svc-<i mod releases>` of project `bench`, stage `dev`.
-pub fn batch(count: usize, releases: usize) -> Vec<Triggered> {
+/// `svc-<(first + i) mod releases>` of project `bench`, stage `dev` (round-robin,
+/// continuing from `first` so a later phase goes on where the previous one stopped).
+pub fn batch(count: usize, releases: usize, first: usize) -> Vec<Triggered> {
     let releases = releases.max(1);
-    (0..count)
+    (first..first + count)
         .map(|i| {
             let id = uuid::Uuid::new_v4().to_string();
             let payload = encode(&id, &format!("svc-{}", i % releases));

@@ -15,8 +15,7 @@ pub async fn get_status(port: u16, path: &str) -> anyhow::Result<u16> {
 pub async fn get(port: u16, path: &str) -> anyhow::Result<(u16, String)> {
     let exchange = async {
         let mut stream = TcpStream::connect(("127.0.0.1", port)).await?;
-        let request =
-            format!("GET {path} HTTP/1.0\r\nHost: 127.0.0.1:{port}\r\n\r\n");
+        let request = format!("GET {path} HTTP/1.0\r\nHost: 127.0.0.1:{port}\r\n\r\n");
         stream.write_all(request.as_bytes()).await?;
         let mut response = Vec::new();
         stream.read_to_end(&mut response).await?;
@@ -32,6 +31,9 @@ pub async fn get(port: u16, path: &str) -> anyhow::Result<(u16, String)> {
         Some(Ok(code)) => code,
         _ => bail!("unreadable HTTP status line {status_line:?}"),
     };
-    let body = text.split_once("\r\n\r\n").map(|(_, body)| body.to_owned()).unwrap_or_default();
+    let body = text
+        .split_once("\r\n\r\n")
+        .map(|(_, body)| body.to_owned())
+        .unwrap_or_default();
     Ok((status, body))
 }

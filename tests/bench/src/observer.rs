@@ -125,7 +125,12 @@ impl Observer {
     /// Polls cheap counts only (the machine is shared with the systems under test);
     /// the ids are checked once at the end. Arrival times are stamped on receipt, so
     /// the polling interval does not affect any measurement.
-    pub async fn wait_all(&self, ids: &[String], started_too: bool, timeout: Duration) -> anyhow::Result<()> {
+    pub async fn wait_all(
+        &self,
+        ids: &[String],
+        started_too: bool,
+        timeout: Duration,
+    ) -> anyhow::Result<()> {
         let end = Instant::now() + timeout;
         loop {
             let (finished, started) = {
@@ -147,10 +152,15 @@ impl Observer {
         let seen = self.seen.lock().expect("observer lock");
         let missing = ids
             .iter()
-            .filter(|id| !seen.finished.contains_key(*id) || (started_too && !seen.started.contains_key(*id)))
+            .filter(|id| {
+                !seen.finished.contains_key(*id) || (started_too && !seen.started.contains_key(*id))
+            })
             .count();
         if missing > 0 {
-            bail!("{missing} of {} events lack a reply (replies to unknown ids arrived instead)", ids.len());
+            bail!(
+                "{missing} of {} events lack a reply (replies to unknown ids arrived instead)",
+                ids.len()
+            );
         }
         Ok(())
     }

@@ -11,7 +11,7 @@ use worker::config::{Cli, Command};
 use worker::handler::{Outcome, Registry, Steps, TaskError, TaskHandler};
 use worker::pipeline::intake::{Task, TaskKind};
 
-use crate::http::get_status;
+use crate::http::{get, get_status};
 
 /// Answers every task at once: `succeeded`/`pass`, no steps, no payload.
 pub struct NoOp;
@@ -36,6 +36,8 @@ pub struct WorkerSpec<'a> {
 pub struct InProcessWorker {
     shutdown: CancellationToken,
     task: tokio::task::JoinHandle<anyhow::Result<()>>,
+    /// Port of its `/metrics`, `/readyz`.
+    pub http_port: u16,
 }
 
 impl InProcessWorker {
@@ -84,7 +86,11 @@ impl InProcessWorker {
             }
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
-        Ok(InProcessWorker { shutdown, task })
+        Ok(InProcessWorker {
+            shutdown,
+            task,
+            http_port: port,
+        })
     }
 
     /// Graceful shutdown, as on SIGTERM. Returns how long it took.
@@ -97,4 +103,54 @@ impl InProcessWorker {
         }
         Ok(started.elapsed())
     }
+}
+
+/// A one-line summary of the worker's own counters from its `/metrics`: what it
+/// received and finished, and how often it handed events back and why.
+pub async fn counters(port: u16) -> String {
+    let text = match get(port, "/metrics").await {
+        Ok((200, text)) => text,
+        Ok((status, _)) => return format!("/metrics answered {status}"),
+        Err(err) => return format!("/metrics unreadable: {err:#}"),
+    };
+    let samples: Vec<(&str, f64)> = text
+        .lines()
+        .filter(|line| !line.starts_with('#'))
+        .filter_map(|line| {
+            let (series, value) = line.rsplit_once(' ')?;
+            Some((series, value.parse().ok()?))
+        })
+        .collect();
+    let total = |name: &str| -> u64 {
+        samples
+            .iter()
+            .filter(|(series, _)| series.split('{').next() == Some(name))
+            .map(|(_, value)| *value as u64)
+            .sum()
+    };
+    let naks: Vec<String> = samples
+        .iter()
+        .filter(|(series, _)| series.starts_with("helm_service_naks_total{"))
+        .map(|(series, value)| {
+            let reason = series
+                .split("reason=\"")
+                .nth(1)
+                .and_then(|rest| rest.split('"').next())
+                .unwrap_or("?");
+            format!("{reason}={value}")
+        })
+        .collect();
+    format!(
+        "received {}, finished {}, redeliveries {}, lease waits {}, naks {}{}",
+        total("helm_service_events_received_total"),
+        total("helm_service_events_finished_total"),
+        total("helm_service_redeliveries_total"),
+        total("helm_service_lease_waits_total"),
+        total("helm_service_naks_total"),
+        if naks.is_empty() {
+            String::new()
+        } else {
+            format!(" ({})", naks.join(", "))
+        },
+    )
 }

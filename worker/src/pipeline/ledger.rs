@@ -2,9 +2,7 @@
 //!
 //! Keyed by the triggered event id in a JetStream KV bucket shared by all replicas.
 //! A redelivered or duplicated event reads its entry and continues from there: replies
-//! already published are not published again, steps already done are skipped, and a
-//! finished event that was decided but perhaps not published is re-sent byte for byte
-//! (its `Nats-Msg-Id` lets the stream drop it if the first send did land).
+//! already published are not published again and steps already done are skipped.
 //!
 //! Every write is a compare-and-swap on the revision read before, so two holders of
 //! the same entry (which the release lease should prevent) cannot overwrite each
@@ -30,8 +28,8 @@ pub struct LedgerEntry {
     pub started_published: bool,
     /// Steps completed, with the output each step returned.
     pub steps: BTreeMap<String, StepRecord>,
-    /// The `.finished` event once decided; `published` once the stream acknowledged it.
-    pub finished: Option<FinishedRecord>,
+    /// The `.finished` event as published (the stream acknowledged it).
+    pub finished: Option<String>,
     /// Set when the event was acknowledged without any reply (e.g. declined).
     pub no_reply: bool,
     pub updated_at: Option<DateTime<Utc>>,
@@ -40,7 +38,7 @@ pub struct LedgerEntry {
 impl LedgerEntry {
     /// True when nothing is left to do for the event.
     pub fn is_complete(&self) -> bool {
-        self.no_reply || self.finished.as_ref().is_some_and(|f| f.published)
+        self.no_reply || self.finished.is_some()
     }
 }
 
@@ -48,13 +46,6 @@ impl LedgerEntry {
 pub struct StepRecord {
     pub output: serde_json::Value,
     pub completed_at: DateTime<Utc>,
-}
-
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct FinishedRecord {
-    /// The encoded CloudEvent, kept verbatim so a re-send is identical.
-    pub event: String,
-    pub published: bool,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -219,12 +210,12 @@ mod tests {
     fn completeness() {
         let mut entry = LedgerEntry::new("t");
         assert!(!entry.is_complete());
-        entry.finished = Some(FinishedRecord {
-            event: "{}".into(),
-            published: false,
-        });
-        assert!(!entry.is_complete());
-        entry.finished.as_mut().unwrap().published = true;
+        entry.finished = Some("{}".into());
         assert!(entry.is_complete());
+        let declined = LedgerEntry {
+            no_reply: true,
+            ..LedgerEntry::new("t")
+        };
+        assert!(declined.is_complete());
     }
 }

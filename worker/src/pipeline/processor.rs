@@ -1,13 +1,15 @@
 //! Processing one message, from intake to acknowledgement.
 //!
 //! The order of effects is what makes redelivery safe:
-//! 1. the ledger is read first: finished events are not answered again;
-//! 2. the release lease is taken before anything is published or applied, and the
-//!    ledger is read again under it (a duplicate may have finished meanwhile);
-//! 3. `.started` is published, then recorded; steps are recorded as they complete;
-//! 4. the `.finished` event is recorded before it is published, so a crash between
-//!    the two re-sends the very same event (same id, same `Nats-Msg-Id`);
-//! 5. the message is acked last. Anything transient hands it back (nak) instead.
+//! 1. the release lease is taken before anything is published or applied, and the
+//!    ledger is read under it: a duplicate or redelivery of a completed event is
+//!    acked without effects, an interrupted one continues where it stopped;
+//! 2. `.started` is published, then recorded; steps are recorded as they complete;
+//! 3. `.finished` is published, then recorded. Reply ids are derived from the
+//!    triggered id and publishes carry them as `Nats-Msg-Id`, so whatever a crash
+//!    between a publish and its record makes a redelivery send again is dropped by
+//!    the stream's duplicate window;
+//! 4. the message is acked last. Anything transient hands it back (nak) instead.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -23,7 +25,7 @@ use tracing::{debug, error, info, info_span, warn, Instrument};
 use super::dead_letter::{DeadLetter, DeadLetters, Origin};
 use super::intake::{classify, DeadLetterReason, Intake, Task, TaskKind, OWN_SOURCE};
 use super::lease::{LeaseError, Leases};
-use super::ledger::{FinishedRecord, Ledger, LedgerRecord};
+use super::ledger::{Ledger, LedgerRecord};
 use crate::handler::{Decision, Outcome, Registry, Steps, TaskError};
 use crate::metrics::Metrics;
 use crate::nats::publisher::Publisher;
@@ -217,7 +219,7 @@ impl Processor {
         message: String,
     ) -> Result<Disposal, Retry> {
         let mut record = self.load(event, kind).await?;
-        if let Some(disposal) = self.settle_known(&mut record, kind).await? {
+        if let Some(disposal) = self.suppress_if_complete(&record) {
             return Ok(disposal);
         }
         self.finish(&mut record, kind, event, Outcome::errored(message))
@@ -233,13 +235,13 @@ impl Processor {
         hard_stop: &CancellationToken,
     ) -> Result<Disposal, Retry> {
         let handler = self.registry.get(task.kind);
-        let mut record = self.load(&task.event, task.kind).await?;
-        if let Some(disposal) = self.settle_known(&mut record, task.kind).await? {
-            return Ok(disposal);
-        }
         match handler.decide(task) {
             Decision::Accept => {}
             Decision::Decline { reason } => {
+                let mut record = self.load(&task.event, task.kind).await?;
+                if let Some(disposal) = self.suppress_if_complete(&record) {
+                    return Ok(disposal);
+                }
                 info!(reason, "task declined: not for helm-service, no reply");
                 record.entry.no_reply = true;
                 self.ledger
@@ -253,20 +255,21 @@ impl Processor {
                 return Ok(Disposal::Ack);
             }
             Decision::Refuse { message } => {
-                self.finish(
-                    &mut record,
-                    task.kind,
-                    &task.event,
-                    Outcome::errored(message),
-                )
-                .await?;
-                return Ok(Disposal::Ack);
+                return self
+                    .answer_without_running(task.kind, &task.event, message)
+                    .await;
             }
         }
         if origin.delivered > i64::from(self.config.max_deliveries) {
+            let mut record = self.load(&task.event, task.kind).await?;
+            if let Some(disposal) = self.suppress_if_complete(&record) {
+                return Ok(disposal);
+            }
             return self.give_up(task, &mut record, origin, payload).await;
         }
 
+        // The ledger is read under the lease (in `run_leased`): a duplicate waiting
+        // here finds its twin's finished record when its turn comes.
         let acquired = match self
             .leases
             .acquire(&task.release.lease_key(), task.event.id(), hard_stop)
@@ -301,7 +304,7 @@ impl Processor {
     ) -> Result<Disposal, Retry> {
         // A duplicate may have completed while this one waited for the lease.
         let mut record = self.load(&task.event, task.kind).await?;
-        if let Some(disposal) = self.settle_known(&mut record, task.kind).await? {
+        if let Some(disposal) = self.suppress_if_complete(&record) {
             return Ok(disposal);
         }
         record.entry.attempts += 1;
@@ -375,33 +378,20 @@ impl Processor {
             .map_err(|err| Retry::new("ledger", err))
     }
 
-    /// Settles an event the ledger already knows the end of: complete (a duplicate),
-    /// or finished but perhaps not published (re-send it).
-    async fn settle_known(
-        &self,
-        record: &mut LedgerRecord,
-        kind: TaskKind,
-    ) -> Result<Option<Disposal>, Retry> {
-        if record.entry.is_complete() {
-            info!("duplicate of a completed event, suppressed");
-            self.metrics.duplicates_suppressed.inc();
-            return Ok(Some(Disposal::Ack));
+    /// Acks an event the ledger shows complete: a duplicate or a redelivery whose
+    /// replies are all out.
+    fn suppress_if_complete(&self, record: &LedgerRecord) -> Option<Disposal> {
+        if !record.entry.is_complete() {
+            return None;
         }
-        let Some(finished) = record.entry.finished.clone() else {
-            return Ok(None);
-        };
-        let event = KeptnEvent::decode(finished.event.as_bytes()).map_err(|err| {
-            Retry::new(
-                "ledger",
-                format!("recorded finished event unreadable: {err}"),
-            )
-        })?;
-        info!("re-sending the finished event recorded by an earlier attempt");
-        self.publish_finished(record, kind, &event).await?;
-        Ok(Some(Disposal::Ack))
+        info!("duplicate of a completed event, suppressed");
+        self.metrics.duplicates_suppressed.inc();
+        Some(Disposal::Ack)
     }
 
-    /// Records the finished event, then publishes it.
+    /// Publishes the finished event, then records it. A crash between the two makes
+    /// a redelivery build and publish it again: same id, so the stream's duplicate
+    /// window drops the second copy.
     async fn finish(
         &self,
         record: &mut LedgerRecord,
@@ -415,27 +405,9 @@ impl Processor {
             outcome.message,
             outcome.payload,
         );
-        record.entry.finished = Some(FinishedRecord {
-            event: String::from_utf8(finished.encode()).expect("events encode as UTF-8 JSON"),
-            published: false,
-        });
-        self.ledger
-            .save(record)
-            .await
-            .map_err(|err| Retry::new("ledger", err))?;
-        self.publish_finished(record, kind, &finished).await
-    }
-
-    async fn publish_finished(
-        &self,
-        record: &mut LedgerRecord,
-        kind: TaskKind,
-        finished: &KeptnEvent,
-    ) -> Result<(), Retry> {
-        self.publish_event(finished).await?;
-        if let Some(recorded) = record.entry.finished.as_mut() {
-            recorded.published = true;
-        }
+        self.publish_event(&finished).await?;
+        record.entry.finished =
+            Some(String::from_utf8(finished.encode()).expect("events encode as UTF-8 JSON"));
         self.ledger
             .save(record)
             .await
