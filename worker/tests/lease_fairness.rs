@@ -115,7 +115,7 @@ async fn a_starved_waiter_gets_the_lease_before_the_holders_own_queue() -> anyho
                 }) => format!("held:{holder}+claim"),
                 Ok(LeaseValue::Held { holder, .. }) => format!("held:{holder}"),
                 Ok(LeaseValue::Reserved { .. }) => "reserved".to_owned(),
-                Err(_) => "deleted".to_owned(),
+                Ok(LeaseValue::Free { .. }) | Err(_) => "free".to_owned(),
             };
             if states.last() != Some(&state) {
                 states.push(state);
@@ -203,5 +203,36 @@ async fn a_crashed_holders_lease_expires_and_is_taken() -> anyhow::Result<()> {
         "taken while the crashed holder's lease was fresh"
     );
     taken.lease.release().await;
+    Ok(())
+}
+
+#[tokio::test]
+async fn reusing_released_keys_is_uncontended_and_cheap() -> anyhow::Result<()> {
+    let nats = NatsServer::start().await?;
+    let js = nats.jetstream().await?;
+    let ttl = Duration::from_secs(30);
+    let store = js
+        .create_key_value(Leases::bucket_config("leases".into(), ttl))
+        .await?;
+    let leases = Leases::new(store, ttl, "replica".into());
+    let never = CancellationToken::new();
+    // More reuses than the server allows consumers per stream (1000): a watch per
+    // acquisition of a recently released key would exhaust them.
+    for round in 0..1500 {
+        let key = format!("p.s.svc-{}", round % 5);
+        let acquired =
+            tokio::time::timeout(Duration::from_secs(5), leases.acquire(&key, "e", &never))
+                .await??;
+        assert!(
+            !acquired.contended,
+            "round {round}: a free key counted as contended"
+        );
+        acquired.lease.release().await;
+    }
+    let info = js.get_stream("KV_leases").await?.info().await?.clone();
+    assert_eq!(
+        info.state.consumer_count, 0,
+        "acquisitions left consumers behind"
+    );
     Ok(())
 }

@@ -2,9 +2,10 @@
 //! and no task starved while it waits.
 //!
 //! A lease is a JetStream KV entry written with compare-and-swap (only one writer of a
-//! revision wins), refreshed by its holder every third of the TTL and removed when the
-//! task ends. The bucket's `max_age` is the TTL, so the lease of a crashed replica
-//! expires on its own.
+//! revision wins), refreshed by its holder every third of the TTL and marked free when
+//! the task ends. The bucket's `max_age` is the TTL, so the lease of a crashed replica
+//! expires on its own. A replica remembers the revision of its own release, so taking
+//! a key it used last is one round trip.
 //!
 //! Fairness: inside one replica, tasks for a release queue on a FIFO mutex. Across
 //! replicas, a waiter watches the key and retries when it changes; a waiter that has
@@ -56,6 +57,9 @@ pub enum LeaseValue {
         token: String,
         reserved_at: DateTime<Utc>,
     },
+    /// Released. Written instead of a delete so the releaser learns the revision and
+    /// its next acquisition of the key takes one round trip.
+    Free { released_at: DateTime<Utc> },
 }
 
 impl LeaseValue {
@@ -87,6 +91,9 @@ impl Observed {
                 revision: entry.revision,
             },
             Some(entry) => match serde_json::from_slice(&entry.value) {
+                Ok(LeaseValue::Free { .. }) => Observed::Free {
+                    revision: entry.revision,
+                },
                 Ok(value) => Observed::Taken {
                     revision: entry.revision,
                     value,
@@ -150,6 +157,34 @@ pub struct Leases {
     /// Identifies this replica in lease values, for operators reading the bucket.
     owner: Arc<str>,
     local: Arc<Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>>,
+    /// Revision of this replica's last write (its release) per key: the revision the
+    /// next acquisition of the key most likely has to expect.
+    known: KnownRevisions,
+}
+
+/// Revisions this replica wrote last, per key. Bounded: cleared when it grows large
+/// (a miss costs one extra round trip, nothing else).
+#[derive(Clone, Default)]
+struct KnownRevisions(Arc<Mutex<HashMap<String, u64>>>);
+
+impl KnownRevisions {
+    const MAX_KEYS: usize = 10_000;
+
+    fn take(&self, key: &str) -> u64 {
+        self.0
+            .lock()
+            .expect("revision cache lock")
+            .remove(key)
+            .unwrap_or(0)
+    }
+
+    fn remember(&self, key: &str, revision: u64) {
+        let mut known = self.0.lock().expect("revision cache lock");
+        if known.len() >= Self::MAX_KEYS {
+            known.clear();
+        }
+        known.insert(key.to_owned(), revision);
+    }
 }
 
 /// How an acquisition went, for metrics.
@@ -167,6 +202,7 @@ impl Leases {
             ttl,
             owner: owner.into(),
             local: Arc::default(),
+            known: KnownRevisions::default(),
         }
     }
 
@@ -206,8 +242,8 @@ impl Leases {
             acquired_at: Utc::now(),
             next: None,
         };
-        // Fast path: the key is free (the common case).
-        let (revision, contended) = match self.write(key, &held, 0).await? {
+        // Fast path: the key is free and was last released by us, or never used.
+        let (revision, contended) = match self.write(key, &held, self.known.take(key)).await? {
             Some(revision) => (revision, contended_locally),
             None => (self.wait_and_take(key, &held, &token, cancel).await?, true),
         };
@@ -218,6 +254,7 @@ impl Leases {
             revision,
             self.ttl,
             local_guard,
+            self.known.clone(),
         );
         Ok(Acquired {
             lease,
@@ -234,16 +271,11 @@ impl Leases {
         cancel: &CancellationToken,
     ) -> Result<u64, LeaseError> {
         let waiting_since = Instant::now();
-        // Watch first, then read, so no change between the two is missed.
-        let mut watch = self
-            .store
-            .watch(key)
-            .await
-            .map_err(|err| LeaseError::Store(err.to_string()))?;
         let mut observed = self.observe(key).await?;
-        // Expiry leaves no tombstone to watch, and starving needs a clock: look again
-        // at least this often.
-        let recheck = self.ttl / 3;
+        // Opened only once somebody else really holds the key: a watch is a consumer
+        // on the server, too costly for the free-but-stale-revision case.
+        let mut watch: Option<kv::Watch> = None;
+        let mut watch_failed = false;
         loop {
             let starving = waiting_since.elapsed() >= self.ttl;
             match next_action(&observed, token, starving) {
@@ -251,6 +283,8 @@ impl Leases {
                     if let Some(taken) = self.write(key, held, revision).await? {
                         return Ok(taken);
                     }
+                    observed = self.observe(key).await?;
+                    continue;
                 }
                 NextAction::Claim { revision, value } => {
                     if self.write(key, &value, revision).await?.is_some() {
@@ -259,8 +293,35 @@ impl Leases {
                 }
                 NextAction::Wait => {}
             }
+            if watch.is_none() && !watch_failed {
+                match self.store.watch(key).await {
+                    Ok(opened) => {
+                        watch = Some(opened);
+                        // Look again: a change before the watch began would be missed.
+                        observed = self.observe(key).await?;
+                        continue;
+                    }
+                    Err(err) => {
+                        warn!(%key, error = %err, "cannot watch the lease; polling instead");
+                        watch_failed = true;
+                    }
+                }
+            }
+            // Expiry leaves no tombstone to watch, and starving needs a clock: look
+            // again at least this often (often, when polling).
+            let recheck = if watch.is_some() {
+                self.ttl / 3
+            } else {
+                (self.ttl / 3).min(Duration::from_millis(100))
+            };
+            let change = async {
+                match watch.as_mut() {
+                    Some(watch) => watch.next().await,
+                    None => std::future::pending().await,
+                }
+            };
             observed = tokio::select! {
-                entry = watch.next() => match entry {
+                entry = change => match entry {
                     Some(Ok(entry)) => Observed::from_entry(Some(entry)),
                     Some(Err(err)) => return Err(LeaseError::Store(err.to_string())),
                     None => return Err(LeaseError::Store(format!("watch of lease {key} ended"))),
@@ -318,6 +379,7 @@ pub struct Lease {
     lost: CancellationToken,
     stop_refreshing: CancellationToken,
     refresher: Option<tokio::task::JoinHandle<()>>,
+    known: KnownRevisions,
     _local: OwnedMutexGuard<()>,
 }
 
@@ -329,6 +391,7 @@ impl Lease {
         revision: u64,
         ttl: Duration,
         local: OwnedMutexGuard<()>,
+        known: KnownRevisions,
     ) -> Lease {
         let state: HeldState = Arc::new(Mutex::new((revision, value)));
         let lost = CancellationToken::new();
@@ -348,6 +411,7 @@ impl Lease {
             lost,
             stop_refreshing,
             refresher: Some(refresher),
+            known,
             _local: local,
         }
     }
@@ -357,8 +421,8 @@ impl Lease {
         self.lost.clone()
     }
 
-    /// Ends the lease: hands it to a waiter that claimed it, or deletes it. Leaves it
-    /// alone if somebody else owns it by now.
+    /// Ends the lease: hands it to a waiter that claimed it, or marks it free.
+    /// Leaves it alone if somebody else owns it by now.
     pub async fn release(mut self) {
         self.stop_refreshing.cancel();
         if let Some(refresher) = self.refresher.take() {
@@ -373,27 +437,29 @@ impl Lease {
             let LeaseValue::Held { next, .. } = &value else {
                 return;
             };
-            let result = match next {
+            let released = match next {
                 Some(token) => {
-                    let reserved = LeaseValue::Reserved {
+                    debug!(key = %self.key, "handing the lease to the waiter that claimed it");
+                    LeaseValue::Reserved {
                         token: token.clone(),
                         reserved_at: Utc::now(),
-                    };
-                    debug!(key = %self.key, "handing the lease to the waiter that claimed it");
-                    self.store
-                        .update(self.key.as_str(), reserved.encode(), revision)
-                        .await
-                        .map(|_| ())
-                        .map_err(|err| err.to_string())
+                    }
                 }
-                None => self
-                    .store
-                    .delete_expect_revision(self.key.as_str(), Some(revision))
-                    .await
-                    .map_err(|err| err.to_string()),
+                None => LeaseValue::Free {
+                    released_at: Utc::now(),
+                },
             };
-            match result {
-                Ok(()) => return,
+            match self
+                .store
+                .update(self.key.as_str(), released.encode(), revision)
+                .await
+            {
+                Ok(written) => {
+                    if matches!(released, LeaseValue::Free { .. }) {
+                        self.known.remember(&self.key, written);
+                    }
+                    return;
+                }
                 // A claim may have landed since the last refresh: adopt it and retry.
                 Err(err) => {
                     if !adopt_if_ours(&self.store, &self.key, &self.state).await {
@@ -420,7 +486,7 @@ async fn adopt_if_ours(store: &kv::Store, key: &str, state: &HeldState) -> bool 
     };
     let ours = match &state.lock().expect("lease state lock").1 {
         LeaseValue::Held { token, .. } => token.clone(),
-        LeaseValue::Reserved { .. } => return false,
+        LeaseValue::Reserved { .. } | LeaseValue::Free { .. } => return false,
     };
     match Observed::from_entry(entry) {
         Observed::Taken {

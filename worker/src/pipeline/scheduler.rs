@@ -21,8 +21,14 @@ use super::processor::Processor;
 
 pub type PullConsumer = consumer::Consumer<consumer::pull::Config>;
 
-/// How long one pull request waits for messages before it is renewed.
-const PULL_EXPIRY: Duration = Duration::from_secs(5);
+/// How long one pull request waits for messages before it is renewed; also bounds how
+/// long shutdown waits for an idle pull to end.
+const PULL_EXPIRY: Duration = Duration::from_secs(2);
+
+/// Under load slots free up one at a time; waiting this long for a few more turns
+/// many one-message pulls into fewer larger ones. Only a busy replica lingers: an idle
+/// one has a pull open already, which takes new messages at once.
+const REFILL_LINGER: Duration = Duration::from_millis(2);
 
 pub struct Scheduler {
     consumer: PullConsumer,
@@ -59,12 +65,7 @@ impl Scheduler {
                 () = stop_pulling.cancelled() => break,
             };
             let mut permits = vec![first];
-            while permits.len() < self.concurrency {
-                match self.slots.clone().try_acquire_owned() {
-                    Ok(permit) => permits.push(permit),
-                    Err(_) => break,
-                }
-            }
+            self.gather_more(&mut permits).await;
             let pull = Pull {
                 consumer: self.consumer.clone(),
                 processor: self.processor.clone(),
@@ -76,6 +77,24 @@ impl Scheduler {
             self.tracker.spawn(pull.run(permits));
         }
         info!("stopped pulling new messages");
+    }
+
+    /// Adds every free slot to `permits`; lingers briefly for a quarter of the pool
+    /// to be free, so a busy replica pulls in batches.
+    async fn gather_more(&self, permits: &mut Vec<OwnedSemaphorePermit>) {
+        let batch = (self.concurrency / 4).max(1);
+        let linger = tokio::time::sleep(REFILL_LINGER);
+        tokio::pin!(linger);
+        while permits.len() < self.concurrency {
+            match self.slots.clone().try_acquire_owned() {
+                Ok(permit) => permits.push(permit),
+                Err(_) if permits.len() >= batch => break,
+                Err(_) => tokio::select! {
+                    permit = self.slots.clone().acquire_owned() => permits.push(permit.expect("semaphore never closes")),
+                    () = &mut linger => break,
+                },
+            }
+        }
     }
 }
 
