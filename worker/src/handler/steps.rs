@@ -16,6 +16,9 @@ pub struct Steps<'a> {
     ledger: &'a Ledger,
     record: &'a mut LedgerRecord,
     metrics: &'a Metrics,
+    /// The record holds changes not saved yet (the `.started` flag); they are saved
+    /// before the first step runs, so a long first step cannot outlive them unsaved.
+    unsaved: bool,
 }
 
 impl<'a> Steps<'a> {
@@ -23,11 +26,13 @@ impl<'a> Steps<'a> {
         ledger: &'a Ledger,
         record: &'a mut LedgerRecord,
         metrics: &'a Metrics,
+        unsaved: bool,
     ) -> Self {
         Steps {
             ledger,
             record,
             metrics,
+            unsaved,
         }
     }
 
@@ -58,6 +63,10 @@ impl<'a> Steps<'a> {
                 ))
             });
         }
+        if self.unsaved {
+            self.save(name).await?;
+            self.unsaved = false;
+        }
         let output = work().await?;
         let recorded = serde_json::to_value(&output)
             .map_err(|err| TaskError::Failed(format!("step {name:?} output: {err}")))?;
@@ -68,15 +77,19 @@ impl<'a> Steps<'a> {
                 completed_at: Utc::now(),
             },
         );
-        self.ledger
-            .save(self.record)
-            .await
-            .map_err(|err| TaskError::Transient(format!("recording step {name:?}: {err}")))?;
+        self.save(name).await?;
         self.metrics
             .steps_completed
             .with_label_values(&[name])
             .inc();
         info!(step = name, "step done");
         Ok(output)
+    }
+
+    async fn save(&mut self, step: &str) -> Result<(), TaskError> {
+        self.ledger
+            .save(self.record)
+            .await
+            .map_err(|err| TaskError::Transient(format!("recording step {step:?}: {err}")))
     }
 }

@@ -313,14 +313,14 @@ impl Processor {
             self.publish_event(&started).await?;
             record.entry.started_published = true;
         }
-        self.ledger
-            .save(&mut record)
-            .await
-            .map_err(|err| Retry::new("ledger", err))?;
+        // Not saved yet: the first step or the finish saves it. Until then a redelivery
+        // publishes `.started` again under the same id, which the stream's duplicate
+        // window drops, and that window is only open for the moments before the
+        // handler's first step begins.
 
         let lost = lease.lost();
         let outcome = {
-            let mut steps = Steps::new(&self.ledger, &mut record, &self.metrics);
+            let mut steps = Steps::new(&self.ledger, &mut record, &self.metrics, true);
             tokio::select! {
                 outcome = handler.run(task, &mut steps) => outcome,
                 () = lost.cancelled() => Err(TaskError::Transient("the release lease was lost".into())),
