@@ -16,9 +16,8 @@ use crate::metrics::Metrics;
 use crate::nats::publisher::Publisher;
 use crate::nats::topology::{self, Topology, TopologyConfig};
 use crate::pipeline::dead_letter::DeadLetters;
-use crate::pipeline::lease::Leases;
-use crate::pipeline::ledger::Ledger;
 use crate::pipeline::processor::{Processor, ProcessorConfig};
+use crate::pipeline::releases::Releases;
 use crate::pipeline::scheduler::Scheduler;
 
 /// How long a reply publish may keep retrying before the message is handed back.
@@ -60,14 +59,10 @@ pub async fn run(
         consumer: config.consumer.clone(),
         ack_wait: config.ack_wait,
         state_prefix: config.state_prefix.clone(),
-        lease_ttl: config.lease_ttl,
-        ledger_ttl: config.ledger_ttl,
+        record_retention: config.ledger_ttl,
     };
-    let Some(Topology {
-        consumer,
-        ledger,
-        leases,
-    }) = bind_with_retry(&js, &topology_config, &shutdown).await
+    let Some(Topology { consumer, releases }) =
+        bind_with_retry(&js, &topology_config, &shutdown).await
     else {
         http_stop.cancel();
         let _ = http_task.await;
@@ -84,8 +79,7 @@ pub async fn run(
             max_event_bytes: config.max_event_bytes,
             max_deliveries: config.max_deliveries,
         },
-        ledger: Ledger::new(ledger),
-        leases: Leases::new(leases, config.lease_ttl, replica_identity()),
+        releases: Releases::new(releases, config.lease_ttl, replica_identity()),
         dead_letters: DeadLetters::new(
             publisher.clone(),
             topology_config.dead_letter_subject_prefix(),

@@ -9,39 +9,56 @@ use tracing::info;
 
 use super::TaskError;
 use crate::metrics::Metrics;
-use crate::pipeline::ledger::{Ledger, LedgerRecord, StepRecord};
+use crate::pipeline::release_record::StepRecord;
+use crate::pipeline::releases::HeldRelease;
 
-/// Handed to a handler's `run`; records each completed step in the ledger.
+/// Handed to a handler's `run`; records each completed step in the release record.
 pub struct Steps<'a> {
-    ledger: &'a Ledger,
-    record: &'a mut LedgerRecord,
+    release: &'a HeldRelease,
+    event_id: &'a str,
+    event_type: &'a str,
     metrics: &'a Metrics,
-    /// The record holds changes not saved yet (the `.started` flag); they are saved
-    /// before the first step runs, so a long first step cannot outlive them unsaved.
-    unsaved: bool,
+    /// Whether the record has been written since the task began: the `.started` flag
+    /// is written before the first step runs, so a long first step cannot outlive it
+    /// unwritten.
+    written: bool,
 }
 
 impl<'a> Steps<'a> {
     pub(crate) fn new(
-        ledger: &'a Ledger,
-        record: &'a mut LedgerRecord,
+        release: &'a HeldRelease,
+        event_id: &'a str,
+        event_type: &'a str,
         metrics: &'a Metrics,
-        unsaved: bool,
     ) -> Self {
         Steps {
-            ledger,
-            record,
+            release,
+            event_id,
+            event_type,
             metrics,
-            unsaved,
+            written: false,
         }
     }
 
-    /// Whether a step completed in this or an earlier attempt.
-    pub fn is_done(&self, name: &str) -> bool {
-        self.record.entry.steps.contains_key(name)
+    /// The output recorded for a step, if it completed in this or an earlier attempt.
+    async fn recorded(&self, name: &str) -> Option<serde_json::Value> {
+        self.release
+            .read(|record| {
+                record
+                    .progress
+                    .get(self.event_id)
+                    .and_then(|progress| progress.steps.get(name))
+                    .map(|step| step.output.clone())
+            })
+            .await
     }
 
-    /// Runs `work` unless the ledger shows the step done, in which case the output
+    /// Whether a step completed in this or an earlier attempt.
+    pub async fn is_done(&self, name: &str) -> bool {
+        self.recorded(name).await.is_some()
+    }
+
+    /// Runs `work` unless the record shows the step done, in which case the output
     /// recorded then is returned. The output is recorded before this returns, so a
     /// crash after a step never repeats it; a crash during a step repeats it, which
     /// is why steps must be safe to run again when they did not complete.
@@ -51,33 +68,35 @@ impl<'a> Steps<'a> {
         F: FnOnce() -> Fut,
         Fut: Future<Output = Result<T, TaskError>>,
     {
-        if let Some(done) = self.record.entry.steps.get(name) {
+        if let Some(output) = self.recorded(name).await {
             self.metrics.steps_skipped.with_label_values(&[name]).inc();
             info!(
                 step = name,
                 "step already done in an earlier attempt, skipping"
             );
-            return serde_json::from_value(done.output.clone()).map_err(|err| {
+            return serde_json::from_value(output).map_err(|err| {
                 TaskError::Failed(format!(
                     "the recorded output of step {name:?} cannot be read by this version: {err}"
                 ))
             });
         }
-        if self.unsaved {
-            self.save(name).await?;
-            self.unsaved = false;
+        if !self.written {
+            self.write(name, |_| {}).await?;
         }
         let output = work().await?;
         let recorded = serde_json::to_value(&output)
             .map_err(|err| TaskError::Failed(format!("step {name:?} output: {err}")))?;
-        self.record.entry.steps.insert(
-            name.to_owned(),
-            StepRecord {
-                output: recorded,
-                completed_at: Utc::now(),
-            },
-        );
-        self.save(name).await?;
+        let (event_id, event_type) = (self.event_id, self.event_type);
+        self.write(name, |record| {
+            record.progress_mut(event_id, event_type).steps.insert(
+                name.to_owned(),
+                StepRecord {
+                    output: recorded,
+                    completed_at: Utc::now(),
+                },
+            );
+        })
+        .await?;
         self.metrics
             .steps_completed
             .with_label_values(&[name])
@@ -86,10 +105,16 @@ impl<'a> Steps<'a> {
         Ok(output)
     }
 
-    async fn save(&mut self, step: &str) -> Result<(), TaskError> {
-        self.ledger
-            .save(self.record)
+    async fn write(
+        &mut self,
+        step: &str,
+        change: impl FnOnce(&mut crate::pipeline::release_record::ReleaseRecord),
+    ) -> Result<(), TaskError> {
+        self.release
+            .save(change)
             .await
-            .map_err(|err| TaskError::Transient(format!("recording step {step:?}: {err}")))
+            .map_err(|err| TaskError::Transient(format!("recording step {step:?}: {err}")))?;
+        self.written = true;
+        Ok(())
     }
 }

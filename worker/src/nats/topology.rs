@@ -36,16 +36,13 @@ pub struct TopologyConfig {
     pub ack_wait: Duration,
     /// Prefix of our own buckets and streams.
     pub state_prefix: String,
-    pub lease_ttl: Duration,
-    pub ledger_ttl: Duration,
+    /// How long a release's record is kept after its last change.
+    pub record_retention: Duration,
 }
 
 impl TopologyConfig {
-    pub fn ledger_bucket(&self) -> String {
-        format!("{}-ledger", self.state_prefix)
-    }
-    pub fn lease_bucket(&self) -> String {
-        format!("{}-leases", self.state_prefix)
+    pub fn release_bucket(&self) -> String {
+        format!("{}-releases", self.state_prefix)
     }
     pub fn dead_letter_stream(&self) -> String {
         format!("{}-dlq", self.state_prefix)
@@ -59,8 +56,7 @@ impl TopologyConfig {
 /// Everything bound.
 pub struct Topology {
     pub consumer: consumer::Consumer<consumer::pull::Config>,
-    pub ledger: kv::Store,
-    pub leases: kv::Store,
+    pub releases: kv::Store,
 }
 
 /// The consumer's filter: exactly the handled event types.
@@ -108,21 +104,15 @@ pub async fn bind(
         reason: err.to_string(),
     })?;
 
-    let ledger = open_bucket(
+    let releases = open_bucket(
         js,
-        crate::pipeline::ledger::Ledger::bucket_config(config.ledger_bucket(), config.ledger_ttl),
+        crate::pipeline::releases::Releases::bucket_config(
+            config.release_bucket(),
+            config.record_retention,
+        ),
     )
     .await?;
-    let leases = open_bucket(
-        js,
-        crate::pipeline::lease::Leases::bucket_config(config.lease_bucket(), config.lease_ttl),
-    )
-    .await?;
-    Ok(Topology {
-        consumer,
-        ledger,
-        leases,
-    })
+    Ok(Topology { consumer, releases })
 }
 
 async fn bind_consumer(

@@ -1,14 +1,14 @@
 //! Processing one message, from intake to acknowledgement.
 //!
 //! The order of effects is what makes redelivery safe:
-//! 1. the release lease is taken before anything is published or applied, and the
-//!    ledger is read under it: a duplicate or redelivery of a completed event is
-//!    acked without effects, an interrupted one continues where it stopped;
+//! 1. the release is taken before anything is published or applied, and its record
+//!    is read under it: a duplicate or redelivery of a completed event is acked
+//!    without effects, an interrupted one continues where it stopped;
 //! 2. `.started` is published, then recorded; steps are recorded as they complete;
-//! 3. `.finished` is published, then recorded. Reply ids are derived from the
-//!    triggered id and publishes carry them as `Nats-Msg-Id`, so whatever a crash
-//!    between a publish and its record makes a redelivery send again is dropped by
-//!    the stream's duplicate window;
+//! 3. `.finished` is published, then the event is recorded completed as the release
+//!    is handed back. Reply ids are derived from the triggered id and publishes carry
+//!    them as `Nats-Msg-Id`, so whatever a crash between a publish and its record
+//!    makes a redelivery send again is dropped by the stream's duplicate window;
 //! 4. the message is acked last. Anything transient hands it back (nak) instead.
 
 use std::sync::Arc;
@@ -24,8 +24,7 @@ use tracing::{debug, error, info, info_span, warn, Instrument};
 
 use super::dead_letter::{DeadLetter, DeadLetters, Origin};
 use super::intake::{classify, DeadLetterReason, Intake, Task, TaskKind, OWN_SOURCE};
-use super::lease::{LeaseError, Leases};
-use super::ledger::{Ledger, LedgerRecord};
+use super::releases::{HeldRelease, ReleaseError, Releases};
 use crate::handler::{Decision, Outcome, Registry, Steps, TaskError};
 use crate::metrics::Metrics;
 use crate::nats::publisher::Publisher;
@@ -42,8 +41,7 @@ pub struct ProcessorConfig {
 /// Shared by all in-flight tasks of a replica.
 pub struct Processor {
     pub config: ProcessorConfig,
-    pub ledger: Ledger,
-    pub leases: Leases,
+    pub releases: Releases,
     pub publisher: Publisher,
     pub dead_letters: DeadLetters,
     pub registry: Registry,
@@ -212,17 +210,16 @@ impl Processor {
     }
 
     /// Answers an invalid or refused task with an errored finished, no `started`.
+    /// Nothing is recorded (an invalid event may name no valid release): a duplicate
+    /// is answered again under the same reply id, which the stream's duplicate
+    /// window drops.
     async fn answer_without_running(
         &self,
         kind: TaskKind,
         event: &KeptnEvent,
         message: String,
     ) -> Result<Disposal, Retry> {
-        let mut record = self.load(event, kind).await?;
-        if let Some(disposal) = self.suppress_if_complete(&record) {
-            return Ok(disposal);
-        }
-        self.finish(&mut record, kind, event, Outcome::errored(message))
+        self.publish_finished(kind, event, Outcome::errored(message))
             .await?;
         Ok(Disposal::Ack)
     }
@@ -237,17 +234,9 @@ impl Processor {
         let handler = self.registry.get(task.kind);
         match handler.decide(task) {
             Decision::Accept => {}
+            // Deciding is pure, so a duplicate is declined again: nothing to record.
             Decision::Decline { reason } => {
-                let mut record = self.load(&task.event, task.kind).await?;
-                if let Some(disposal) = self.suppress_if_complete(&record) {
-                    return Ok(disposal);
-                }
                 info!(reason, "task declined: not for helm-service, no reply");
-                record.entry.no_reply = true;
-                self.ledger
-                    .save(&mut record)
-                    .await
-                    .map_err(|err| Retry::new("ledger", err))?;
                 self.metrics
                     .events_ignored
                     .with_label_values(&[reason])
@@ -260,70 +249,66 @@ impl Processor {
                     .await;
             }
         }
-        if origin.delivered > i64::from(self.config.max_deliveries) {
-            let mut record = self.load(&task.event, task.kind).await?;
-            if let Some(disposal) = self.suppress_if_complete(&record) {
-                return Ok(disposal);
-            }
-            return self.give_up(task, &mut record, origin, payload).await;
-        }
-
-        // The ledger is read under the lease (in `run_leased`): a duplicate waiting
-        // here finds its twin's finished record when its turn comes.
         let acquired = match self
-            .leases
+            .releases
             .acquire(&task.release.lease_key(), task.event.id(), hard_stop)
             .await
         {
             Ok(acquired) => acquired,
-            Err(err @ LeaseError::Cancelled(_)) => return Err(Retry::new("shutdown", err)),
-            Err(err) => return Err(Retry::new("lease", err)),
+            Err(err @ ReleaseError::Cancelled(_)) => return Err(Retry::new("shutdown", err)),
+            Err(err) => return Err(Retry::new("release", err)),
         };
         if acquired.contended {
             self.metrics.lease_waits.inc();
             self.metrics
                 .lease_wait_seconds
                 .observe(acquired.waited.as_secs_f64());
-            debug!(waited = ?acquired.waited, "lease acquired after waiting");
+            debug!(waited = ?acquired.waited, "release acquired after waiting");
         }
-        let lease = acquired.lease;
-        let result = self
-            .run_leased(task, handler.as_ref(), &lease, hard_stop)
+        let held = acquired.release;
+        let id = task.event.id();
+        let event_type = task.kind.event_type();
+
+        // Under the release, its record is current: a duplicate finds its twin
+        // completed, a redelivery finds its own progress.
+        if held.read(|record| record.is_completed(id)).await {
+            info!("duplicate of a completed event, suppressed");
+            self.metrics.duplicates_suppressed.inc();
+            held.hand_back(|_| {})
+                .await
+                .map_err(|err| Retry::new("release", err))?;
+            return Ok(Disposal::Ack);
+        }
+        if origin.delivered > i64::from(self.config.max_deliveries) {
+            let outcome = self.give_up(task, origin, payload).await;
+            return self.complete(held, task, outcome).await;
+        }
+        let started_published = held
+            .read(|record| record.progress.get(id).is_some_and(|p| p.started_published))
             .await;
-        lease.release().await;
-        result
-    }
-
-    /// The part of a task that runs under its release lease.
-    async fn run_leased(
-        &self,
-        task: &Task,
-        handler: &dyn crate::handler::TaskHandler,
-        lease: &super::lease::Lease,
-        hard_stop: &CancellationToken,
-    ) -> Result<Disposal, Retry> {
-        // A duplicate may have completed while this one waited for the lease.
-        let mut record = self.load(&task.event, task.kind).await?;
-        if let Some(disposal) = self.suppress_if_complete(&record) {
-            return Ok(disposal);
-        }
-        record.entry.attempts += 1;
-        if task.kind.sends_started() && !record.entry.started_published {
+        if task.kind.sends_started() && !started_published {
             let started = replies(&task.event).started();
-            self.publish_event(&started).await?;
-            record.entry.started_published = true;
+            if let Err(retry) = self.publish_event(&started).await {
+                let _ = held.hand_back(|_| {}).await;
+                return Err(retry);
+            }
         }
-        // Not saved yet: the first step or the finish saves it. Until then a redelivery
-        // publishes `.started` again under the same id, which the stream's duplicate
-        // window drops, and that window is only open for the moments before the
-        // handler's first step begins.
+        // Recorded in memory; the first step, a refresh or the hand-back writes it.
+        // Until then a redelivery publishes `.started` again under the same id, which
+        // the stream's duplicate window drops.
+        held.change(|record| {
+            let progress = record.progress_mut(id, event_type);
+            progress.attempts += 1;
+            progress.started_published |= task.kind.sends_started();
+        })
+        .await;
 
-        let lost = lease.lost();
+        let lost = held.lost();
         let outcome = {
-            let mut steps = Steps::new(&self.ledger, &mut record, &self.metrics, true);
+            let mut steps = Steps::new(&held, id, event_type, &self.metrics);
             tokio::select! {
                 outcome = handler.run(task, &mut steps) => outcome,
-                () = lost.cancelled() => Err(TaskError::Transient("the release lease was lost".into())),
+                () = lost.cancelled() => Err(TaskError::Transient("the release was taken over by another worker".into())),
                 () = hard_stop.cancelled() => Err(TaskError::Transient("shutdown grace period is over".into())),
             }
         };
@@ -336,65 +321,59 @@ impl Processor {
                 } else {
                     "transient"
                 };
+                // Keep the progress for the next attempt.
+                if let Err(err) = held.hand_back(|_| {}).await {
+                    warn!(error = %err, "could not hand the release back; it is taken over after its TTL");
+                }
                 return Err(Retry::new(reason, detail));
             }
         };
-        // Steps wrote new revisions; continue from the latest.
-        self.finish(&mut record, task.kind, &task.event, outcome)
-            .await?;
+        self.complete(held, task, outcome).await
+    }
+
+    /// Publishes the finished event, then records the event completed and hands the
+    /// release back, in one write. A crash between the two makes a redelivery publish
+    /// it again under the same id, which the stream's duplicate window drops.
+    async fn complete(
+        &self,
+        held: HeldRelease,
+        task: &Task,
+        outcome: Outcome,
+    ) -> Result<Disposal, Retry> {
+        if let Err(retry) = self.publish_finished(task.kind, &task.event, outcome).await {
+            let _ = held.hand_back(|_| {}).await;
+            return Err(retry);
+        }
+        held.hand_back(|record| record.complete(task.event.id(), "finished"))
+            .await
+            .map_err(|err| Retry::new("release", err))?;
         Ok(Disposal::Ack)
     }
 
-    /// After too many deliveries, answer errored and keep a dead letter.
-    async fn give_up(
-        &self,
-        task: &Task,
-        record: &mut LedgerRecord,
-        origin: &Origin<'_>,
-        payload: &[u8],
-    ) -> Result<Disposal, Retry> {
+    /// After too many deliveries: a dead letter, and an errored outcome.
+    async fn give_up(&self, task: &Task, origin: &Origin<'_>, payload: &[u8]) -> Outcome {
         let message = format!(
             "gave up after {} deliveries: the task kept failing for transient reasons (see helm-service logs and the dead-letter stream)",
             origin.delivered
         );
         error!(%message);
-        self.dead_letter(
-            DeadLetterReason::Exhausted,
-            message.clone(),
-            origin,
-            payload,
-            Some(task.event.id().to_owned()),
-        )
-        .await?;
-        self.finish(record, task.kind, &task.event, Outcome::errored(message))
-            .await?;
-        Ok(Disposal::Ack)
-    }
-
-    async fn load(&self, event: &KeptnEvent, kind: TaskKind) -> Result<LedgerRecord, Retry> {
-        self.ledger
-            .load(event.id(), kind.event_type())
+        if let Err(retry) = self
+            .dead_letter(
+                DeadLetterReason::Exhausted,
+                message.clone(),
+                origin,
+                payload,
+                Some(task.event.id().to_owned()),
+            )
             .await
-            .map_err(|err| Retry::new("ledger", err))
-    }
-
-    /// Acks an event the ledger shows complete: a duplicate or a redelivery whose
-    /// replies are all out.
-    fn suppress_if_complete(&self, record: &LedgerRecord) -> Option<Disposal> {
-        if !record.entry.is_complete() {
-            return None;
+        {
+            warn!(error = %retry.detail, "could not write the dead letter of an exhausted event");
         }
-        info!("duplicate of a completed event, suppressed");
-        self.metrics.duplicates_suppressed.inc();
-        Some(Disposal::Ack)
+        Outcome::errored(message)
     }
 
-    /// Publishes the finished event, then records it. A crash between the two makes
-    /// a redelivery build and publish it again: same id, so the stream's duplicate
-    /// window drops the second copy.
-    async fn finish(
+    async fn publish_finished(
         &self,
-        record: &mut LedgerRecord,
         kind: TaskKind,
         triggered: &KeptnEvent,
         outcome: Outcome,
@@ -406,12 +385,6 @@ impl Processor {
             outcome.payload,
         );
         self.publish_event(&finished).await?;
-        record.entry.finished =
-            Some(String::from_utf8(finished.encode()).expect("events encode as UTF-8 JSON"));
-        self.ledger
-            .save(record)
-            .await
-            .map_err(|err| Retry::new("ledger", err))?;
         let data = finished.data_json().unwrap_or_default();
         let field = |name: &str| {
             data.get(name)

@@ -1,5 +1,5 @@
-//! Release leases against a real nats-server: exclusion and no starvation across
-//! replicas.
+//! Release records against a real nats-server: exclusion, no starvation across
+//! replicas, take-over of crashed holders with their progress, and cheap reuse.
 
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
@@ -9,7 +9,8 @@ use futures::StreamExt;
 
 use test_harness::nats::NatsServer;
 use tokio_util::sync::CancellationToken;
-use worker::pipeline::lease::{LeaseValue, Leases};
+use worker::pipeline::release_record::{Holder, ReleaseRecord, StepRecord};
+use worker::pipeline::releases::Releases;
 
 const TTL: Duration = Duration::from_secs(1);
 const KEY: &str = "sockshop.dev.carts";
@@ -19,17 +20,20 @@ async fn a_waiting_replica_is_not_starved_by_a_greedy_one() -> anyhow::Result<()
     let nats = NatsServer::start().await?;
     let js = nats.jetstream().await?;
     let store = js
-        .create_key_value(Leases::bucket_config("leases".into(), TTL))
+        .create_key_value(Releases::bucket_config(
+            "releases".into(),
+            Duration::from_secs(3600),
+        ))
         .await?;
-    let greedy = Leases::new(store.clone(), TTL, "replica-a".into());
-    let patient = Leases::new(store, TTL, "replica-b".into());
+    let greedy = Releases::new(store.clone(), TTL, "replica-a".into());
+    let patient = Releases::new(store, TTL, "replica-b".into());
 
     let held = Arc::new(AtomicBool::new(false));
     let overlaps = Arc::new(AtomicUsize::new(0));
     let stop = CancellationToken::new();
     let never = CancellationToken::new();
 
-    // Two tasks on replica A take the lease back to back, as a busy release would.
+    // Two tasks on replica A take the release back to back, as a busy release would.
     let mut greedy_tasks = Vec::new();
     for task in 0..2 {
         let (greedy, held, overlaps, stop, never) = (
@@ -50,7 +54,7 @@ async fn a_waiting_replica_is_not_starved_by_a_greedy_one() -> anyhow::Result<()
                 }
                 tokio::time::sleep(Duration::from_millis(30)).await;
                 held.store(false, Ordering::SeqCst);
-                acquired.lease.release().await;
+                acquired.release.hand_back(|_| {}).await?;
                 rounds += 1;
             }
             Ok::<_, anyhow::Error>(rounds)
@@ -64,13 +68,13 @@ async fn a_waiting_replica_is_not_starved_by_a_greedy_one() -> anyhow::Result<()
         patient.acquire(KEY, "patient", &never),
     )
     .await
-    .map_err(|_| anyhow::anyhow!("replica B starved: no lease within 10 s"))??;
+    .map_err(|_| anyhow::anyhow!("replica B starved: no release within 10 s"))??;
     let waited = asked.elapsed();
     if held.swap(true, Ordering::SeqCst) {
         overlaps.fetch_add(1, Ordering::SeqCst);
     }
     held.store(false, Ordering::SeqCst);
-    acquired.lease.release().await;
+    acquired.release.hand_back(|_| {}).await?;
     stop.cancel();
     let mut rounds = 0;
     for task in greedy_tasks {
@@ -90,14 +94,17 @@ async fn a_waiting_replica_is_not_starved_by_a_greedy_one() -> anyhow::Result<()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_starved_waiter_gets_the_lease_before_the_holders_own_queue() -> anyhow::Result<()> {
+async fn a_starved_waiter_gets_the_release_before_the_holders_own_queue() -> anyhow::Result<()> {
     let nats = NatsServer::start().await?;
     let js = nats.jetstream().await?;
     let store = js
-        .create_key_value(Leases::bucket_config("leases".into(), TTL))
+        .create_key_value(Releases::bucket_config(
+            "releases".into(),
+            Duration::from_secs(3600),
+        ))
         .await?;
-    let replica_a = Leases::new(store.clone(), TTL, "replica-a".into());
-    let replica_b = Leases::new(store.clone(), TTL, "replica-b".into());
+    let replica_a = Releases::new(store.clone(), TTL, "replica-a".into());
+    let replica_b = Releases::new(store.clone(), TTL, "replica-b".into());
     let never = CancellationToken::new();
     let order = Arc::new(std::sync::Mutex::new(Vec::new()));
     // Every state the entry goes through, to see the claim and the hand-over.
@@ -107,15 +114,18 @@ async fn a_starved_waiter_gets_the_lease_before_the_holders_own_queue() -> anyho
         while let Ok(Some(Ok(entry))) =
             tokio::time::timeout(Duration::from_millis(1500), watch.next()).await
         {
-            let state = match serde_json::from_slice::<LeaseValue>(&entry.value) {
-                Ok(LeaseValue::Held {
-                    holder,
-                    next: Some(_),
+            let state = match serde_json::from_slice::<ReleaseRecord>(&entry.value) {
+                Ok(ReleaseRecord {
+                    holder: Some(Holder { event_id, next, .. }),
                     ..
-                }) => format!("held:{holder}+claim"),
-                Ok(LeaseValue::Held { holder, .. }) => format!("held:{holder}"),
-                Ok(LeaseValue::Reserved { .. }) => "reserved".to_owned(),
-                Ok(LeaseValue::Free { .. }) | Err(_) => "free".to_owned(),
+                }) => match next {
+                    Some(_) => format!("held:{event_id}+claim"),
+                    None => format!("held:{event_id}"),
+                },
+                Ok(ReleaseRecord {
+                    reserved: Some(_), ..
+                }) => "reserved".to_owned(),
+                _ => "free".to_owned(),
             };
             if states.last() != Some(&state) {
                 states.push(state);
@@ -132,7 +142,7 @@ async fn a_starved_waiter_gets_the_lease_before_the_holders_own_queue() -> anyho
         tokio::spawn(async move {
             let acquired = replica_a.acquire(KEY, "a2", &never).await?;
             order.lock().unwrap().push("a2");
-            acquired.lease.release().await;
+            acquired.release.hand_back(|_| {}).await?;
             Ok::<_, anyhow::Error>(())
         })
     };
@@ -141,13 +151,13 @@ async fn a_starved_waiter_gets_the_lease_before_the_holders_own_queue() -> anyho
         tokio::spawn(async move {
             let acquired = replica_b.acquire(KEY, "b", &never).await?;
             order.lock().unwrap().push("b");
-            acquired.lease.release().await;
+            acquired.release.hand_back(|_| {}).await?;
             Ok::<_, anyhow::Error>(())
         })
     };
     // B starves after one TTL and claims the lease; the holder sees it when refreshing.
     tokio::time::sleep(TTL * 2).await;
-    first.lease.release().await;
+    first.release.hand_back(|_| {}).await?;
     tokio::time::timeout(Duration::from_secs(10), async {
         waiting_elsewhere.await??;
         queued_locally.await??;
@@ -174,22 +184,38 @@ async fn a_starved_waiter_gets_the_lease_before_the_holders_own_queue() -> anyho
 }
 
 #[tokio::test]
-async fn a_crashed_holders_lease_expires_and_is_taken() -> anyhow::Result<()> {
+async fn a_crashed_holders_release_is_taken_over_with_its_progress() -> anyhow::Result<()> {
     let nats = NatsServer::start().await?;
     let js = nats.jetstream().await?;
     let store = js
-        .create_key_value(Leases::bucket_config("leases".into(), TTL))
+        .create_key_value(Releases::bucket_config(
+            "releases".into(),
+            Duration::from_secs(3600),
+        ))
         .await?;
-    // What a replica that crashed while holding the lease leaves behind.
-    let dead = LeaseValue::Held {
-        token: "dead-token".into(),
-        owner: "crashed-host/1".into(),
-        holder: "doomed-event".into(),
-        acquired_at: chrono::Utc::now(),
-        next: None,
+    // What a replica that crashed while holding the release leaves behind: its
+    // holder entry and the progress of its event.
+    let mut dead = ReleaseRecord {
+        holder: Some(Holder {
+            token: "dead-token".into(),
+            owner: "crashed-host/1".into(),
+            event_id: "doomed-event".into(),
+            acquired_at: chrono::Utc::now(),
+            next: None,
+        }),
+        ..ReleaseRecord::default()
     };
-    store.put(KEY, serde_json::to_vec(&dead)?.into()).await?;
-    let survivor = Leases::new(store, TTL, "survivor".into());
+    dead.progress_mut("doomed-event", "sh.keptn.event.deployment.triggered")
+        .steps
+        .insert(
+            "step-1".into(),
+            StepRecord {
+                output: serde_json::json!("done"),
+                completed_at: chrono::Utc::now(),
+            },
+        );
+    store.put(KEY, dead.encode()).await?;
+    let survivor = Releases::new(store, TTL, "survivor".into());
     let never = CancellationToken::new();
     let asked = Instant::now();
     let taken = tokio::time::timeout(
@@ -202,7 +228,7 @@ async fn a_crashed_holders_lease_expires_and_is_taken() -> anyhow::Result<()> {
         asked.elapsed() >= TTL / 2,
         "taken while the crashed holder's lease was fresh"
     );
-    taken.lease.release().await;
+    taken.release.hand_back(|_| {}).await?;
     Ok(())
 }
 
@@ -212,9 +238,12 @@ async fn reusing_released_keys_is_uncontended_and_cheap() -> anyhow::Result<()> 
     let js = nats.jetstream().await?;
     let ttl = Duration::from_secs(30);
     let store = js
-        .create_key_value(Leases::bucket_config("leases".into(), ttl))
+        .create_key_value(Releases::bucket_config(
+            "releases".into(),
+            Duration::from_secs(3600),
+        ))
         .await?;
-    let leases = Leases::new(store, ttl, "replica".into());
+    let leases = Releases::new(store, ttl, "replica".into());
     let never = CancellationToken::new();
     // More reuses than the server allows consumers per stream (1000): a watch per
     // acquisition of a recently released key would exhaust them.
@@ -227,9 +256,9 @@ async fn reusing_released_keys_is_uncontended_and_cheap() -> anyhow::Result<()> 
             !acquired.contended,
             "round {round}: a free key counted as contended"
         );
-        acquired.lease.release().await;
+        acquired.release.hand_back(|_| {}).await?;
     }
-    let info = js.get_stream("KV_leases").await?.info().await?.clone();
+    let info = js.get_stream("KV_releases").await?.info().await?.clone();
     assert_eq!(
         info.state.consumer_count, 0,
         "acquisitions left consumers behind"

@@ -1,0 +1,379 @@
+//! The release record: one JetStream KV entry per release that is at once its lease
+//! (who works on it now), the progress of the events being worked on (replies
+//! published, steps done), and the memory of the events completed on it.
+//!
+//! Keeping all three in one entry makes a task cost two writes (take, hand back) and
+//! makes every write compare-and-swap on the whole state of the release. Duplicates
+//! of an event always name the same release, so the release's memory of completed
+//! events is where a duplicate is recognised. This module is pure: the decisions
+//! about a record ([`next_action`]) are unit-tested without a server.
+
+use std::collections::{BTreeMap, VecDeque};
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+
+/// Completed events remembered per release (besides the record's age limit).
+pub const COMPLETED_MEMORY: usize = 64;
+/// Interrupted events whose progress is kept per release.
+pub const PROGRESS_MEMORY: usize = 16;
+
+/// The state of one release.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct ReleaseRecord {
+    /// Who works on the release now; `None` when it is free.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub holder: Option<Holder>,
+    /// Handed over to a waiter that claimed it (see [`Holder::next`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reserved: Option<Reservation>,
+    /// Progress of events begun and not completed, by event id.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub progress: BTreeMap<String, Progress>,
+    /// Events completed on this release, oldest first.
+    #[serde(default, skip_serializing_if = "VecDeque::is_empty")]
+    pub completed: VecDeque<Completed>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Holder {
+    /// Unique per acquisition.
+    pub token: String,
+    /// The replica (`host/pid`), for operators.
+    pub owner: String,
+    /// The event being worked on, for operators.
+    pub event_id: String,
+    pub acquired_at: DateTime<Utc>,
+    /// Token of a waiter that waited a whole TTL and gets the release next.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub next: Option<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Reservation {
+    pub token: String,
+    pub at: DateTime<Utc>,
+}
+
+/// What has been done for one event.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct Progress {
+    pub event_type: String,
+    /// Times a replica began working on the event.
+    pub attempts: u32,
+    /// The `.started` event was published.
+    #[serde(default)]
+    pub started_published: bool,
+    /// Steps completed, with the output each returned.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub steps: BTreeMap<String, StepRecord>,
+    pub begun_at: Option<DateTime<Utc>>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct StepRecord {
+    pub output: serde_json::Value,
+    pub completed_at: DateTime<Utc>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Completed {
+    pub event_id: String,
+    pub at: DateTime<Utc>,
+    /// `finished` when answered, `no-reply` when acknowledged without an answer.
+    pub outcome: String,
+}
+
+impl ReleaseRecord {
+    pub fn is_completed(&self, event_id: &str) -> bool {
+        self.completed.iter().any(|c| c.event_id == event_id)
+    }
+
+    /// The progress of `event_id`, created on first use; bounded, oldest dropped.
+    pub fn progress_mut(&mut self, event_id: &str, event_type: &str) -> &mut Progress {
+        if !self.progress.contains_key(event_id) && self.progress.len() >= PROGRESS_MEMORY {
+            let oldest = self
+                .progress
+                .iter()
+                .min_by_key(|(_, p)| p.begun_at)
+                .map(|(id, _)| id.clone());
+            if let Some(oldest) = oldest {
+                self.progress.remove(&oldest);
+            }
+        }
+        self.progress
+            .entry(event_id.to_owned())
+            .or_insert_with(|| Progress {
+                event_type: event_type.to_owned(),
+                begun_at: Some(Utc::now()),
+                ..Progress::default()
+            })
+    }
+
+    /// Marks an event completed: its progress is dropped, its id remembered.
+    pub fn complete(&mut self, event_id: &str, outcome: &str) {
+        self.progress.remove(event_id);
+        if !self.is_completed(event_id) {
+            if self.completed.len() >= COMPLETED_MEMORY {
+                self.completed.pop_front();
+            }
+            self.completed.push_back(Completed {
+                event_id: event_id.to_owned(),
+                at: Utc::now(),
+                outcome: outcome.to_owned(),
+            });
+        }
+    }
+
+    /// Frees the release, or hands it to the waiter that claimed it.
+    pub fn hand_back(&mut self) {
+        let next = self.holder.take().and_then(|holder| holder.next);
+        self.reserved = next.map(|token| Reservation {
+            token,
+            at: Utc::now(),
+        });
+    }
+
+    pub fn encode(&self) -> bytes::Bytes {
+        bytes::Bytes::from(serde_json::to_vec(self).expect("release records serialize"))
+    }
+}
+
+/// A record as a waiter sees it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Observed {
+    /// What a write must expect (0: the key never existed or expired).
+    pub revision: u64,
+    /// `None` when absent or deleted; `Err` when written by a format this version
+    /// cannot read.
+    pub record: Option<Result<ReleaseRecord, String>>,
+    /// Time since the entry was written, by the server's clock.
+    pub age: Duration,
+    /// Time this waiter has seen this same revision, by its own clock: a holder that
+    /// refreshes never lets it reach the TTL, whatever the clocks say.
+    pub unchanged_for: Duration,
+}
+
+/// What a waiter does next.
+#[derive(Debug, Clone, PartialEq)]
+pub enum NextAction {
+    /// Write this record (with us as holder) expecting this revision.
+    Take {
+        revision: u64,
+        record: ReleaseRecord,
+    },
+    /// Write this record (the holder's, with our claim) expecting this revision.
+    Claim {
+        revision: u64,
+        record: ReleaseRecord,
+    },
+    Wait,
+}
+
+/// Decides what the waiter `me` (becoming `holder` when it takes) does about
+/// `observed`. `starving`: it has waited a whole TTL.
+pub fn next_action(
+    observed: &Observed,
+    holder: &Holder,
+    ttl: Duration,
+    starving: bool,
+) -> NextAction {
+    let take = |mut record: ReleaseRecord| {
+        record.reserved = None;
+        record.holder = Some(holder.clone());
+        NextAction::Take {
+            revision: observed.revision,
+            record,
+        }
+    };
+    // A holder that stopped refreshing (crashed) is gone after one TTL: by the
+    // server's timestamps, or by our own observation if clocks disagree.
+    let silent = observed.age >= ttl || observed.unchanged_for >= ttl;
+    match &observed.record {
+        None => take(ReleaseRecord::default()),
+        // Another version's record: it cannot be merged; take over once it is stale.
+        Some(Err(_)) if silent => take(ReleaseRecord::default()),
+        Some(Err(_)) => NextAction::Wait,
+        Some(Ok(record)) => match (&record.holder, &record.reserved) {
+            (None, None) => take(record.clone()),
+            (None, Some(reservation)) if reservation.token == holder.token || silent => {
+                take(record.clone())
+            }
+            (None, Some(_)) => NextAction::Wait,
+            (Some(_), _) if silent => take(record.clone()),
+            (Some(current), _) if starving && current.next.is_none() => {
+                let mut claimed = record.clone();
+                if let Some(current) = claimed.holder.as_mut() {
+                    current.next = Some(holder.token.clone());
+                }
+                NextAction::Claim {
+                    revision: observed.revision,
+                    record: claimed,
+                }
+            }
+            (Some(_), _) => NextAction::Wait,
+        },
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const TTL: Duration = Duration::from_secs(30);
+
+    fn holder(token: &str) -> Holder {
+        Holder {
+            token: token.into(),
+            owner: "host/1".into(),
+            event_id: format!("event-of-{token}"),
+            acquired_at: Utc::now(),
+            next: None,
+        }
+    }
+
+    fn observed(record: Option<ReleaseRecord>) -> Observed {
+        Observed {
+            revision: 5,
+            record: record.map(Ok),
+            age: Duration::from_secs(1),
+            unchanged_for: Duration::ZERO,
+        }
+    }
+
+    fn held_by(token: &str) -> ReleaseRecord {
+        ReleaseRecord {
+            holder: Some(holder(token)),
+            ..ReleaseRecord::default()
+        }
+    }
+
+    #[test]
+    fn absent_and_free_records_are_taken_keeping_their_memory() {
+        let me = holder("me");
+        assert!(matches!(
+            next_action(&observed(None), &me, TTL, false),
+            NextAction::Take { revision: 5, .. }
+        ));
+        let mut free = ReleaseRecord::default();
+        free.complete("old", "finished");
+        let NextAction::Take { record, .. } = next_action(&observed(Some(free)), &me, TTL, false)
+        else {
+            panic!("free record not taken")
+        };
+        assert!(
+            record.is_completed("old"),
+            "memory of completed events is kept"
+        );
+        assert_eq!(record.holder.unwrap().token, "me");
+    }
+
+    #[test]
+    fn a_live_holder_is_waited_for_then_claimed_once_when_starving() {
+        let me = holder("me");
+        let busy = observed(Some(held_by("other")));
+        assert_eq!(next_action(&busy, &me, TTL, false), NextAction::Wait);
+        let NextAction::Claim { record, .. } = next_action(&busy, &me, TTL, true) else {
+            panic!("no claim when starving")
+        };
+        assert_eq!(record.holder.as_ref().unwrap().token, "other");
+        assert_eq!(record.holder.as_ref().unwrap().next.as_deref(), Some("me"));
+        let claimed = observed(Some(record));
+        assert_eq!(
+            next_action(&claimed, &holder("third"), TTL, true),
+            NextAction::Wait
+        );
+    }
+
+    #[test]
+    fn a_silent_holder_is_taken_over_with_its_progress() {
+        let me = holder("me");
+        let mut record = held_by("crashed");
+        record.progress_mut("e1", "t").steps.insert(
+            "step-1".into(),
+            StepRecord {
+                output: serde_json::json!(1),
+                completed_at: Utc::now(),
+            },
+        );
+        let mut stale = observed(Some(record.clone()));
+        stale.unchanged_for = TTL;
+        let NextAction::Take { record: taken, .. } = next_action(&stale, &me, TTL, false) else {
+            panic!("silent holder not taken over")
+        };
+        assert!(taken.progress["e1"].steps.contains_key("step-1"));
+        let mut old_by_server_clock = observed(Some(record));
+        old_by_server_clock.age = TTL;
+        assert!(matches!(
+            next_action(&old_by_server_clock, &me, TTL, false),
+            NextAction::Take { .. }
+        ));
+    }
+
+    #[test]
+    fn a_reservation_is_for_its_claimant_until_it_goes_stale() {
+        let mut record = held_by("holder");
+        record.holder.as_mut().unwrap().next = Some("me".into());
+        record.hand_back();
+        assert!(record.holder.is_none());
+        let reserved = observed(Some(record));
+        assert!(matches!(
+            next_action(&reserved, &holder("me"), TTL, false),
+            NextAction::Take { .. }
+        ));
+        assert_eq!(
+            next_action(&reserved, &holder("other"), TTL, true),
+            NextAction::Wait
+        );
+        let mut stale = reserved.clone();
+        stale.unchanged_for = TTL;
+        assert!(matches!(
+            next_action(&stale, &holder("other"), TTL, false),
+            NextAction::Take { .. }
+        ));
+    }
+
+    #[test]
+    fn unreadable_records_are_waited_out() {
+        let mut unreadable = observed(None);
+        unreadable.record = Some(Err("bad".into()));
+        assert_eq!(
+            next_action(&unreadable, &holder("me"), TTL, false),
+            NextAction::Wait
+        );
+        unreadable.age = TTL;
+        assert!(matches!(
+            next_action(&unreadable, &holder("me"), TTL, false),
+            NextAction::Take { .. }
+        ));
+    }
+
+    #[test]
+    fn memories_are_bounded() {
+        let mut record = ReleaseRecord::default();
+        for i in 0..COMPLETED_MEMORY + 5 {
+            record.complete(&format!("e{i}"), "finished");
+        }
+        assert_eq!(record.completed.len(), COMPLETED_MEMORY);
+        assert!(!record.is_completed("e0"));
+        assert!(record.is_completed(&format!("e{}", COMPLETED_MEMORY + 4)));
+        for i in 0..PROGRESS_MEMORY + 3 {
+            record.progress_mut(&format!("p{i}"), "t");
+        }
+        assert_eq!(record.progress.len(), PROGRESS_MEMORY);
+        record.complete("p10", "finished");
+        assert!(!record.progress.contains_key("p10"));
+    }
+
+    #[test]
+    fn records_round_trip_as_json() {
+        let mut record = held_by("me");
+        record
+            .progress_mut("e", "sh.keptn.event.deployment.triggered")
+            .started_published = true;
+        record.complete("done", "finished");
+        let decoded: ReleaseRecord = serde_json::from_slice(&record.encode()).unwrap();
+        assert_eq!(decoded, record);
+    }
+}

@@ -1,0 +1,494 @@
+//! Taking, keeping and handing back release records (see [`super::release_record`]).
+//!
+//! Exclusion: a record is taken by a compare-and-swap write naming this task as
+//! holder; the holder rewrites it every third of the TTL (so waiters see it alive)
+//! and hands it back when done. A holder that stops writing for a TTL (a crashed
+//! replica) is taken over, and its progress goes to whoever continues its event.
+//!
+//! Fairness: inside one replica, tasks for a release queue on a FIFO mutex. Across
+//! replicas, a waiter watches the key and retries when it changes; a waiter that has
+//! waited a whole TTL claims the release (`holder.next`), and the holder hands it to
+//! the claimant instead of freeing it.
+//!
+//! Cost: a replica remembers the record as it handed it back, so taking a release it
+//! used last, or a new one, is one write; handing back is one more.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use async_nats::jetstream::kv;
+use chrono::Utc;
+use futures::StreamExt;
+use tokio::sync::OwnedMutexGuard;
+use tokio_util::sync::CancellationToken;
+use tracing::{debug, info, warn};
+
+use super::release_record::{next_action, Holder, NextAction, Observed, ReleaseRecord};
+
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum ReleaseError {
+    #[error("release record store unavailable: {0}")]
+    Store(String),
+    #[error("stopped while waiting for release {0}")]
+    Cancelled(String),
+    #[error("release {0} was taken over by another worker")]
+    Lost(String),
+}
+
+/// Hands out releases. One per replica; cheap to clone.
+#[derive(Clone)]
+pub struct Releases {
+    store: kv::Store,
+    ttl: Duration,
+    /// Identifies this replica in records, for operators reading the bucket.
+    owner: Arc<str>,
+    local: Arc<Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>>,
+    handed_back: HandedBack,
+}
+
+/// Records as this replica last wrote them when handing back, per key.
+#[derive(Clone, Default)]
+struct HandedBack(Arc<Mutex<HashMap<String, (u64, ReleaseRecord)>>>);
+
+impl HandedBack {
+    /// Bounded: cleared when large (a miss costs one round trip, nothing else).
+    const MAX_KEYS: usize = 10_000;
+
+    fn take(&self, key: &str) -> Option<(u64, ReleaseRecord)> {
+        self.0.lock().expect("record cache lock").remove(key)
+    }
+
+    fn remember(&self, key: &str, revision: u64, record: ReleaseRecord) {
+        let mut cache = self.0.lock().expect("record cache lock");
+        if cache.len() >= Self::MAX_KEYS {
+            cache.clear();
+        }
+        cache.insert(key.to_owned(), (revision, record));
+    }
+}
+
+/// How an acquisition went, for metrics.
+pub struct Acquired {
+    pub release: HeldRelease,
+    /// Time spent waiting; zero when the release was free.
+    pub waited: Duration,
+    pub contended: bool,
+}
+
+impl Releases {
+    pub fn new(store: kv::Store, ttl: Duration, owner: String) -> Self {
+        Releases {
+            store,
+            ttl,
+            owner: owner.into(),
+            local: Arc::default(),
+            handed_back: HandedBack::default(),
+        }
+    }
+
+    /// Bucket settings: one revision per key; a release's record (and with it the
+    /// memory of its completed events) goes `retention` after its last change.
+    pub fn bucket_config(bucket: String, retention: Duration) -> kv::Config {
+        kv::Config {
+            bucket,
+            description: "helm-service release records: holder, event progress, completed events"
+                .into(),
+            history: 1,
+            max_age: retention,
+            storage: async_nats::jetstream::stream::StorageType::File,
+            ..Default::default()
+        }
+    }
+
+    /// Waits until this task holds release `key`, working on `event_id`.
+    pub async fn acquire(
+        &self,
+        key: &str,
+        event_id: &str,
+        cancel: &CancellationToken,
+    ) -> Result<Acquired, ReleaseError> {
+        let started = Instant::now();
+        let local_lock = self.local_lock(key);
+        let contended_locally = local_lock.try_lock().is_err();
+        let local_guard = tokio::select! {
+            guard = local_lock.lock_owned() => guard,
+            () = cancel.cancelled() => return Err(ReleaseError::Cancelled(key.to_owned())),
+        };
+        let me = Holder {
+            token: uuid::Uuid::new_v4().to_string(),
+            owner: self.owner.to_string(),
+            event_id: event_id.to_owned(),
+            acquired_at: Utc::now(),
+            next: None,
+        };
+        // Fast path: as this replica handed it back, or new.
+        let (revision, known) = self.handed_back.take(key).unwrap_or_default();
+        let guess = Observed {
+            revision,
+            record: (revision > 0).then_some(Ok(known)),
+            age: Duration::ZERO,
+            unchanged_for: Duration::ZERO,
+        };
+        let fast = match next_action(&guess, &me, self.ttl, false) {
+            NextAction::Take { revision, record } => self
+                .write(key, &record, revision)
+                .await?
+                .map(|revision| (revision, record)),
+            _ => None,
+        };
+        let ((revision, record), contended) = match fast {
+            Some(taken) => (taken, contended_locally),
+            None => (self.wait_and_take(key, &me, cancel).await?, true),
+        };
+        let release = HeldRelease::start(
+            self.clone(),
+            key.to_owned(),
+            me.token,
+            revision,
+            record,
+            local_guard,
+        );
+        Ok(Acquired {
+            release,
+            waited: started.elapsed(),
+            contended,
+        })
+    }
+
+    async fn wait_and_take(
+        &self,
+        key: &str,
+        me: &Holder,
+        cancel: &CancellationToken,
+    ) -> Result<(u64, ReleaseRecord), ReleaseError> {
+        let waiting_since = Instant::now();
+        let mut seen = SeenRevision::default();
+        let mut observed = self.observe(key, &mut seen).await?;
+        // Opened only once somebody else really holds the release: a watch is a
+        // consumer on the server, too costly for a merely stale guess.
+        let mut watch: Option<kv::Watch> = None;
+        let mut watch_failed = false;
+        loop {
+            let starving = waiting_since.elapsed() >= self.ttl;
+            match next_action(&observed, me, self.ttl, starving) {
+                NextAction::Take { revision, record } => {
+                    if let Some(taken) = self.write(key, &record, revision).await? {
+                        if observed
+                            .record
+                            .as_ref()
+                            .is_some_and(|r| r.as_ref().is_ok_and(|r| r.holder.is_some()))
+                        {
+                            warn!(%key, "took over a release whose holder stopped refreshing it");
+                        }
+                        return Ok((taken, record));
+                    }
+                    observed = self.observe(key, &mut seen).await?;
+                    continue;
+                }
+                NextAction::Claim { revision, record } => {
+                    if self.write(key, &record, revision).await?.is_some() {
+                        info!(%key, waited = ?waiting_since.elapsed(), "claimed the release as next holder");
+                    }
+                }
+                NextAction::Wait => {}
+            }
+            if watch.is_none() && !watch_failed {
+                match self.store.watch(key).await {
+                    Ok(opened) => {
+                        watch = Some(opened);
+                        // Look again: a change before the watch began would be missed.
+                        observed = self.observe(key, &mut seen).await?;
+                        continue;
+                    }
+                    Err(err) => {
+                        warn!(%key, error = %err, "cannot watch the release; polling instead");
+                        watch_failed = true;
+                    }
+                }
+            }
+            // A crashed holder leaves nothing to watch, and starving needs a clock:
+            // look again at least this often (often, when polling).
+            let recheck = if watch.is_some() {
+                self.ttl / 3
+            } else {
+                (self.ttl / 3).min(Duration::from_millis(100))
+            };
+            let change = async {
+                match watch.as_mut() {
+                    Some(watch) => watch.next().await,
+                    None => std::future::pending().await,
+                }
+            };
+            observed = tokio::select! {
+                entry = change => match entry {
+                    Some(Ok(_)) => self.observe(key, &mut seen).await?,
+                    Some(Err(err)) => return Err(ReleaseError::Store(err.to_string())),
+                    None => return Err(ReleaseError::Store(format!("watch of release {key} ended"))),
+                },
+                () = tokio::time::sleep(recheck) => self.observe(key, &mut seen).await?,
+                () = cancel.cancelled() => return Err(ReleaseError::Cancelled(key.to_owned())),
+            };
+        }
+    }
+
+    async fn observe(&self, key: &str, seen: &mut SeenRevision) -> Result<Observed, ReleaseError> {
+        let entry = self
+            .store
+            .entry(key)
+            .await
+            .map_err(|err| ReleaseError::Store(err.to_string()))?;
+        Ok(match entry {
+            None => Observed {
+                revision: 0,
+                record: None,
+                age: Duration::ZERO,
+                unchanged_for: seen.unchanged_for(0),
+            },
+            Some(entry) => {
+                let written_ns = entry.created.unix_timestamp_nanos();
+                let now_ns = i128::from(Utc::now().timestamp_nanos_opt().unwrap_or(i64::MAX));
+                let age = Duration::from_nanos(u64::try_from(now_ns - written_ns).unwrap_or(0));
+                let record = (entry.operation == kv::Operation::Put).then(|| {
+                    serde_json::from_slice::<ReleaseRecord>(&entry.value)
+                        .map_err(|err| err.to_string())
+                });
+                Observed {
+                    revision: entry.revision,
+                    record,
+                    age,
+                    unchanged_for: seen.unchanged_for(entry.revision),
+                }
+            }
+        })
+    }
+
+    /// Writes `record` expecting `revision`: the new revision, or `None` when
+    /// somebody else wrote first.
+    async fn write(
+        &self,
+        key: &str,
+        record: &ReleaseRecord,
+        revision: u64,
+    ) -> Result<Option<u64>, ReleaseError> {
+        match self.store.update(key, record.encode(), revision).await {
+            Ok(revision) => Ok(Some(revision)),
+            Err(err) if err.kind() == kv::UpdateErrorKind::WrongLastRevision => Ok(None),
+            Err(err) => Err(ReleaseError::Store(err.to_string())),
+        }
+    }
+
+    fn local_lock(&self, key: &str) -> Arc<tokio::sync::Mutex<()>> {
+        let mut local = self.local.lock().expect("release lock map");
+        // Forget locks nobody holds or waits for (holders and waiters own a clone),
+        // so the map stays as small as the set of busy releases.
+        local.retain(|_, lock| Arc::strong_count(lock) > 1);
+        local.entry(key.to_owned()).or_default().clone()
+    }
+}
+
+/// How long a waiter has seen the same revision, by its own clock.
+#[derive(Default)]
+struct SeenRevision {
+    revision: Option<u64>,
+    since: Option<Instant>,
+}
+
+impl SeenRevision {
+    fn unchanged_for(&mut self, revision: u64) -> Duration {
+        if self.revision != Some(revision) {
+            self.revision = Some(revision);
+            self.since = Some(Instant::now());
+        }
+        self.since.map(|since| since.elapsed()).unwrap_or_default()
+    }
+}
+
+/// The revision to expect and the record to write next.
+type HeldState = Arc<tokio::sync::Mutex<(u64, ReleaseRecord)>>;
+
+/// A held release. Refreshed in the background until handed back; `lost()` fires if
+/// a write finds somebody else holding it (this replica stalled past the TTL), and
+/// the task must then stop.
+pub struct HeldRelease {
+    releases: Releases,
+    key: String,
+    token: String,
+    state: HeldState,
+    lost: CancellationToken,
+    stop_refreshing: CancellationToken,
+    refresher: Option<tokio::task::JoinHandle<()>>,
+    _local: OwnedMutexGuard<()>,
+}
+
+impl HeldRelease {
+    fn start(
+        releases: Releases,
+        key: String,
+        token: String,
+        revision: u64,
+        record: ReleaseRecord,
+        local: OwnedMutexGuard<()>,
+    ) -> HeldRelease {
+        let state: HeldState = Arc::new(tokio::sync::Mutex::new((revision, record)));
+        let lost = CancellationToken::new();
+        let stop_refreshing = CancellationToken::new();
+        let refresher = tokio::spawn(refresh(
+            releases.store.clone(),
+            key.clone(),
+            token.clone(),
+            state.clone(),
+            releases.ttl,
+            lost.clone(),
+            stop_refreshing.clone(),
+        ));
+        HeldRelease {
+            releases,
+            key,
+            token,
+            state,
+            lost,
+            stop_refreshing,
+            refresher: Some(refresher),
+            _local: local,
+        }
+    }
+
+    /// Fires when the release was taken over.
+    pub fn lost(&self) -> CancellationToken {
+        self.lost.clone()
+    }
+
+    /// Reads the record as held.
+    pub async fn read<R>(&self, look: impl FnOnce(&ReleaseRecord) -> R) -> R {
+        look(&self.state.lock().await.1)
+    }
+
+    /// Changes the record in memory only; the next write (a step, a refresh, the
+    /// hand-back) persists it.
+    pub async fn change(&self, change: impl FnOnce(&mut ReleaseRecord)) {
+        change(&mut self.state.lock().await.1);
+    }
+
+    /// Changes the record and writes it.
+    pub async fn save(&self, change: impl FnOnce(&mut ReleaseRecord)) -> Result<(), ReleaseError> {
+        let mut state = self.state.lock().await;
+        change(&mut state.1);
+        write_held(&self.releases.store, &self.key, &self.token, &mut state).await
+    }
+
+    /// Applies `change`, then frees the release (or hands it to a claimant) in the
+    /// same write. Nothing is written if the release was lost.
+    pub async fn hand_back(
+        mut self,
+        change: impl FnOnce(&mut ReleaseRecord),
+    ) -> Result<(), ReleaseError> {
+        self.stop_refreshing.cancel();
+        if let Some(refresher) = self.refresher.take() {
+            // Let a write in flight land, so the revision below is current.
+            let _ = refresher.await;
+        }
+        if self.lost.is_cancelled() {
+            return Err(ReleaseError::Lost(self.key.clone()));
+        }
+        let mut state = self.state.lock().await;
+        change(&mut state.1);
+        state.1.hand_back();
+        write_held(&self.releases.store, &self.key, &self.token, &mut state).await?;
+        if state.1.reserved.is_some() {
+            debug!(key = %self.key, "handed the release to the waiter that claimed it");
+        }
+        self.releases
+            .handed_back
+            .remember(&self.key, state.0, state.1.clone());
+        Ok(())
+    }
+}
+
+impl Drop for HeldRelease {
+    fn drop(&mut self) {
+        self.stop_refreshing.cancel();
+    }
+}
+
+/// Writes the held record. A conflict means a waiter added its claim (adopted, and
+/// the write retried) or somebody took the release over (lost).
+async fn write_held(
+    store: &kv::Store,
+    key: &str,
+    token: &str,
+    state: &mut (u64, ReleaseRecord),
+) -> Result<(), ReleaseError> {
+    for _ in 0..4 {
+        match store.update(key, state.1.encode(), state.0).await {
+            Ok(revision) => {
+                state.0 = revision;
+                return Ok(());
+            }
+            Err(err) if err.kind() == kv::UpdateErrorKind::WrongLastRevision => {
+                let entry = store
+                    .entry(key)
+                    .await
+                    .map_err(|err| ReleaseError::Store(err.to_string()))?;
+                let current = entry
+                    .filter(|e| e.operation == kv::Operation::Put)
+                    .and_then(|e| {
+                        let record = serde_json::from_slice::<ReleaseRecord>(&e.value).ok()?;
+                        Some((e.revision, record))
+                    });
+                match current {
+                    Some((revision, record))
+                        if record.holder.as_ref().is_some_and(|h| h.token == token) =>
+                    {
+                        if let (Some(ours), Some(theirs)) = (state.1.holder.as_mut(), record.holder)
+                        {
+                            ours.next = theirs.next;
+                        }
+                        state.0 = revision;
+                    }
+                    _ => return Err(ReleaseError::Lost(key.to_owned())),
+                }
+            }
+            Err(err) => return Err(ReleaseError::Store(err.to_string())),
+        }
+    }
+    Err(ReleaseError::Store(format!(
+        "release {key}: writes keep conflicting"
+    )))
+}
+
+async fn refresh(
+    store: kv::Store,
+    key: String,
+    token: String,
+    state: HeldState,
+    ttl: Duration,
+    lost: CancellationToken,
+    stop: CancellationToken,
+) {
+    let period = ttl / 3;
+    let mut interval = tokio::time::interval_at(tokio::time::Instant::now() + period, period);
+    let mut warned = false;
+    loop {
+        tokio::select! {
+            _ = interval.tick() => {},
+            () = stop.cancelled() => return,
+        }
+        let mut held = state.lock().await;
+        match write_held(&store, &key, &token, &mut held).await {
+            Ok(()) => warned = false,
+            Err(ReleaseError::Lost(_)) => {
+                warn!(%key, "release lost: another worker took it over");
+                lost.cancel();
+                return;
+            }
+            // Transient (NATS restarting): try again next period; the release is only
+            // taken over if a whole TTL passes without a write.
+            Err(err) => {
+                if !std::mem::replace(&mut warned, true) {
+                    warn!(%key, error = %err, "refreshing the release failed, retrying");
+                }
+            }
+        }
+    }
+}
