@@ -370,7 +370,7 @@ async fn run_scenario(
         Running::Worker(worker) => {
             let took = worker.stop().await?;
             check_no_dead_letters(&ctx.js, &state_prefix).await?;
-            for bucket in ["ledger", "leases"] {
+            for bucket in ["releases"] {
                 ctx.js
                     .delete_key_value(format!("{state_prefix}-{bucket}"))
                     .await

@@ -344,7 +344,7 @@ impl Processor {
             let _ = held.hand_back(|_| {}).await;
             return Err(retry);
         }
-        held.hand_back(|record| record.complete(task.event.id(), "finished"))
+        held.hand_back(|record| record.complete(task.event.id()))
             .await
             .map_err(|err| Retry::new("release", err))?;
         Ok(Disposal::Ack)

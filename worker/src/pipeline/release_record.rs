@@ -77,17 +77,14 @@ pub struct StepRecord {
     pub completed_at: DateTime<Utc>,
 }
 
+/// A completed event: its id and when it completed (Unix seconds). Written as a
+/// two-element array: the record is rewritten on every write, so it is kept small.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Completed {
-    pub event_id: String,
-    pub at: DateTime<Utc>,
-    /// `finished` when answered, `no-reply` when acknowledged without an answer.
-    pub outcome: String,
-}
+pub struct Completed(pub String, pub i64);
 
 impl ReleaseRecord {
     pub fn is_completed(&self, event_id: &str) -> bool {
-        self.completed.iter().any(|c| c.event_id == event_id)
+        self.completed.iter().any(|c| c.0 == event_id)
     }
 
     /// The progress of `event_id`, created on first use; bounded, oldest dropped.
@@ -112,17 +109,14 @@ impl ReleaseRecord {
     }
 
     /// Marks an event completed: its progress is dropped, its id remembered.
-    pub fn complete(&mut self, event_id: &str, outcome: &str) {
+    pub fn complete(&mut self, event_id: &str) {
         self.progress.remove(event_id);
         if !self.is_completed(event_id) {
             if self.completed.len() >= COMPLETED_MEMORY {
                 self.completed.pop_front();
             }
-            self.completed.push_back(Completed {
-                event_id: event_id.to_owned(),
-                at: Utc::now(),
-                outcome: outcome.to_owned(),
-            });
+            self.completed
+                .push_back(Completed(event_id.to_owned(), Utc::now().timestamp()));
         }
     }
 
@@ -257,7 +251,7 @@ mod tests {
             NextAction::Take { revision: 5, .. }
         ));
         let mut free = ReleaseRecord::default();
-        free.complete("old", "finished");
+        free.complete("old");
         let NextAction::Take { record, .. } = next_action(&observed(Some(free)), &me, TTL, false)
         else {
             panic!("free record not taken")
@@ -353,7 +347,7 @@ mod tests {
     fn memories_are_bounded() {
         let mut record = ReleaseRecord::default();
         for i in 0..COMPLETED_MEMORY + 5 {
-            record.complete(&format!("e{i}"), "finished");
+            record.complete(&format!("e{i}"));
         }
         assert_eq!(record.completed.len(), COMPLETED_MEMORY);
         assert!(!record.is_completed("e0"));
@@ -362,7 +356,7 @@ mod tests {
             record.progress_mut(&format!("p{i}"), "t");
         }
         assert_eq!(record.progress.len(), PROGRESS_MEMORY);
-        record.complete("p10", "finished");
+        record.complete("p10");
         assert!(!record.progress.contains_key("p10"));
     }
 
@@ -372,7 +366,7 @@ mod tests {
         record
             .progress_mut("e", "sh.keptn.event.deployment.triggered")
             .started_published = true;
-        record.complete("done", "finished");
+        record.complete("done");
         let decoded: ReleaseRecord = serde_json::from_slice(&record.encode()).unwrap();
         assert_eq!(decoded, record);
     }
