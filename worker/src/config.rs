@@ -101,8 +101,8 @@ pub struct RunConfig {
     #[arg(long, env = "ACK_WAIT", default_value = "30s", value_parser = parse_duration)]
     pub ack_wait: Duration,
 
-    /// Time to live of a per-release lease; the holder refreshes it every third of
-    /// this, so a crashed replica blocks a release for at most this long.
+    /// Time after which the holder of a release that stopped writing its record (a
+    /// crashed replica) is taken over; a live holder rewrites it every third of this.
     #[arg(long, env = "LEASE_TTL", default_value = "30s", value_parser = parse_duration)]
     pub lease_ttl: Duration,
 
@@ -115,7 +115,9 @@ pub struct RunConfig {
     #[arg(long, env = "MAX_EVENT_BYTES", default_value_t = 512 * 1024)]
     pub max_event_bytes: usize,
 
-    /// How long the idempotency ledger remembers an event.
+    /// How long a release record (event progress and the memory of the last 64
+    /// events completed on the release, for recognising duplicates) is kept after
+    /// its last change.
     #[arg(long, env = "LEDGER_TTL", default_value = "7d", value_parser = parse_duration)]
     pub ledger_ttl: Duration,
 
@@ -124,8 +126,8 @@ pub struct RunConfig {
     #[arg(long, env = "MAX_DELIVERIES", default_value_t = 20)]
     pub max_deliveries: u32,
 
-    /// Prefix of the JetStream buckets and streams this service owns (ledger, leases,
-    /// dead letters), so two installations can share one NATS account.
+    /// Prefix of the JetStream bucket and stream this service owns (`-releases`,
+    /// `-dlq`), so two installations can share one NATS account.
     #[arg(long, env = "STATE_PREFIX", default_value = "helm-service")]
     pub state_prefix: String,
 }

@@ -1,7 +1,7 @@
 //! helm-service: Keptn's helm-service as a NATS JetStream worker.
 //!
 //! Layout follows the runtime architecture (DESIGN.md §4): `nats` binds JetStream and
-//! publishes, `pipeline` takes messages from intake to ack (ledger, leases,
+//! publishes, `pipeline` takes messages from intake to ack (release records,
 //! scheduler, dead letters), `handler` is the interface the task handlers implement,
 //! and `app` wires it all together.
 

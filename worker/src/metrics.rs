@@ -38,7 +38,7 @@ pub struct Metrics {
     pub naks: IntCounterVec,
     /// Task steps completed, by step name.
     pub steps_completed: IntCounterVec,
-    /// Steps skipped because the ledger shows them done.
+    /// Steps skipped because the release record shows them done.
     pub steps_skipped: IntCounterVec,
     /// Messages waiting in the consumer (not yet delivered).
     pub consumer_pending: IntGauge,
@@ -118,7 +118,7 @@ impl Metrics {
             ),
             steps_skipped: reg.counter_vec(
                 "helm_service_steps_skipped_total",
-                "Task steps skipped because the ledger shows them done, by step.",
+                "Task steps skipped because an earlier attempt completed them, by step.",
                 &["step"],
             ),
             consumer_pending: reg.gauge(

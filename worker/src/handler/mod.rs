@@ -75,7 +75,7 @@ pub enum TaskError {
     #[error("{0}")]
     Failed(String),
     /// Infrastructure trouble that a later attempt may not have (NATS down, lease
-    /// lost): the message is handed back for redelivery and resumes from the ledger.
+    /// lost): the message is handed back for redelivery and resumes from the release record.
     #[error("transient failure: {0}")]
     Transient(String),
 }

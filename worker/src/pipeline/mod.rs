@@ -1,4 +1,5 @@
-//! The event pipeline: intake → ledger → lease → handler → replies → ack.
+//! The event pipeline: intake → release record (lease, progress, memory) → handler →
+//! replies → ack.
 
 pub mod dead_letter;
 pub mod intake;

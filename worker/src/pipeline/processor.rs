@@ -83,7 +83,6 @@ impl Processor {
         hard_stop: CancellationToken,
     ) {
         let started = Instant::now();
-        let message = Arc::new(message);
         let subject = message.subject.to_string();
         let type_label = type_label(&subject);
         let (stream_sequence, delivered) = message
@@ -101,10 +100,9 @@ impl Processor {
                 .inc();
         }
         self.metrics.in_flight.inc();
-        let keepalive = tokio::spawn(keep_alive(message.clone(), self.config.ack_wait));
 
         let span = info_span!("event", subject = %subject, seq = stream_sequence, delivered);
-        let disposal = async {
+        let work = async {
             let origin = Origin {
                 subject: &subject,
                 stream: &self.config.stream,
@@ -126,9 +124,13 @@ impl Processor {
                 }
             }
         }
-        .instrument(span.clone())
-        .await;
-        keepalive.abort();
+        .instrument(span.clone());
+        // The keep-alive runs alongside the work in this same task (no spawn per
+        // message) and ends with it.
+        let disposal = tokio::select! {
+            disposal = work => disposal,
+            never = keep_alive(&message, self.config.ack_wait) => match never {},
+        };
 
         let _entered = span.enter();
         let settled = match &disposal {
@@ -139,7 +141,7 @@ impl Processor {
             }
         };
         if let Err(err) = settled {
-            // The server redelivers after the ack wait; the ledger makes that harmless.
+            // The server redelivers after the ack wait; the release record makes that harmless.
             warn!(error = %err, ?disposal, "could not settle message");
         }
         self.metrics.in_flight.dec();
@@ -437,7 +439,7 @@ fn redelivery_delay(delivered: i64) -> Duration {
 
 /// Sends in-progress acks every third of the ack wait, so a long task (or one waiting
 /// for its release lease) is not redelivered while it runs.
-async fn keep_alive(message: Arc<jetstream::Message>, ack_wait: Duration) {
+async fn keep_alive(message: &jetstream::Message, ack_wait: Duration) -> std::convert::Infallible {
     let period = ack_wait / 3;
     let mut interval = tokio::time::interval_at(tokio::time::Instant::now() + period, period);
     loop {
