@@ -156,7 +156,10 @@ async fn a_starved_waiter_gets_the_release_before_the_holders_own_queue() -> any
         })
     };
     // B starves after one TTL and claims the lease; the holder sees it when refreshing.
-    tokio::time::sleep(TTL * 2).await;
+    tokio::select! {
+        () = tokio::time::sleep(TTL * 2) => {},
+        never = first.release.keep_fresh() => match never {},
+    }
     first.release.hand_back(|_| {}).await?;
     tokio::time::timeout(Duration::from_secs(10), async {
         waiting_elsewhere.await??;

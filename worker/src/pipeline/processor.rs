@@ -59,6 +59,14 @@ enum Disposal {
     },
 }
 
+/// How the work under a release ended, which decides how the record is handed back.
+enum Ending {
+    /// Answered: the event is recorded completed.
+    Completed,
+    /// A twin was completed before: nothing changes.
+    Duplicate,
+}
+
 /// A failure that hands the message back.
 struct Retry {
     reason: &'static str,
@@ -268,32 +276,62 @@ impl Processor {
             debug!(waited = ?acquired.waited, "release acquired after waiting");
         }
         let held = acquired.release;
+        // The holder keeps its record fresh (so nobody takes it over) in this same
+        // task, for as long as the work under the release lasts.
+        let ending = tokio::select! {
+            ending = self.run_held(task, handler.as_ref(), &held, origin, payload, hard_stop) => ending,
+            never = held.keep_fresh() => match never {},
+        };
+        match ending {
+            Ok(Ending::Completed) => held
+                .hand_back(|record| record.complete(task.event.id()))
+                .await
+                .map(|()| Disposal::Ack)
+                .map_err(|err| Retry::new("release", err)),
+            Ok(Ending::Duplicate) => held
+                .hand_back(|_| {})
+                .await
+                .map(|()| Disposal::Ack)
+                .map_err(|err| Retry::new("release", err)),
+            Err(retry) => {
+                // The progress stays in the record for the next attempt.
+                if let Err(err) = held.hand_back(|_| {}).await {
+                    warn!(error = %err, "could not hand the release back; it is taken over after its TTL");
+                }
+                Err(retry)
+            }
+        }
+    }
+
+    /// The work done while holding the release. Its record is current: a duplicate
+    /// finds its twin completed, a redelivery finds its own progress.
+    async fn run_held(
+        &self,
+        task: &Task,
+        handler: &dyn crate::handler::TaskHandler,
+        held: &HeldRelease,
+        origin: &Origin<'_>,
+        payload: &[u8],
+        hard_stop: &CancellationToken,
+    ) -> Result<Ending, Retry> {
         let id = task.event.id();
         let event_type = task.kind.event_type();
-
-        // Under the release, its record is current: a duplicate finds its twin
-        // completed, a redelivery finds its own progress.
         if held.read(|record| record.is_completed(id)).await {
             info!("duplicate of a completed event, suppressed");
             self.metrics.duplicates_suppressed.inc();
-            held.hand_back(|_| {})
-                .await
-                .map_err(|err| Retry::new("release", err))?;
-            return Ok(Disposal::Ack);
+            return Ok(Ending::Duplicate);
         }
         if origin.delivered > i64::from(self.config.max_deliveries) {
             let outcome = self.give_up(task, origin, payload).await;
-            return self.complete(held, task, outcome).await;
+            self.publish_finished(task.kind, &task.event, outcome)
+                .await?;
+            return Ok(Ending::Completed);
         }
         let started_published = held
             .read(|record| record.progress.get(id).is_some_and(|p| p.started_published))
             .await;
         if task.kind.sends_started() && !started_published {
-            let started = replies(&task.event).started();
-            if let Err(retry) = self.publish_event(&started).await {
-                let _ = held.hand_back(|_| {}).await;
-                return Err(retry);
-            }
+            self.publish_event(&replies(&task.event).started()).await?;
         }
         // Recorded in memory; the first step, a refresh or the hand-back writes it.
         // Until then a redelivery publishes `.started` again under the same id, which
@@ -307,7 +345,7 @@ impl Processor {
 
         let lost = held.lost();
         let outcome = {
-            let mut steps = Steps::new(&held, id, event_type, &self.metrics);
+            let mut steps = Steps::new(held, id, event_type, &self.metrics);
             tokio::select! {
                 outcome = handler.run(task, &mut steps) => outcome,
                 () = lost.cancelled() => Err(TaskError::Transient("the release was taken over by another worker".into())),
@@ -323,33 +361,15 @@ impl Processor {
                 } else {
                     "transient"
                 };
-                // Keep the progress for the next attempt.
-                if let Err(err) = held.hand_back(|_| {}).await {
-                    warn!(error = %err, "could not hand the release back; it is taken over after its TTL");
-                }
                 return Err(Retry::new(reason, detail));
             }
         };
-        self.complete(held, task, outcome).await
-    }
-
-    /// Publishes the finished event, then records the event completed and hands the
-    /// release back, in one write. A crash between the two makes a redelivery publish
-    /// it again under the same id, which the stream's duplicate window drops.
-    async fn complete(
-        &self,
-        held: HeldRelease,
-        task: &Task,
-        outcome: Outcome,
-    ) -> Result<Disposal, Retry> {
-        if let Err(retry) = self.publish_finished(task.kind, &task.event, outcome).await {
-            let _ = held.hand_back(|_| {}).await;
-            return Err(retry);
-        }
-        held.hand_back(|record| record.complete(task.event.id()))
-            .await
-            .map_err(|err| Retry::new("release", err))?;
-        Ok(Disposal::Ack)
+        // Published before the record says completed: a crash between the two makes a
+        // redelivery publish it again under the same id, which the stream's duplicate
+        // window drops.
+        self.publish_finished(task.kind, &task.event, outcome)
+            .await?;
+        Ok(Ending::Completed)
     }
 
     /// After too many deliveries: a dead letter, and an errored outcome.

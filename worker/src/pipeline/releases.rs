@@ -307,17 +307,15 @@ impl SeenRevision {
 /// The revision to expect and the record to write next.
 type HeldState = Arc<tokio::sync::Mutex<(u64, ReleaseRecord)>>;
 
-/// A held release. Refreshed in the background until handed back; `lost()` fires if
-/// a write finds somebody else holding it (this replica stalled past the TTL), and
-/// the task must then stop.
+/// A held release, until handed back. [`HeldRelease::keep_fresh`] must run alongside
+/// the work; `lost()` fires if a write finds somebody else holding it (this replica
+/// stalled past the TTL), and the task must then stop.
 pub struct HeldRelease {
     releases: Releases,
     key: String,
     token: String,
     state: HeldState,
     lost: CancellationToken,
-    stop_refreshing: CancellationToken,
-    refresher: Option<tokio::task::JoinHandle<()>>,
     _local: OwnedMutexGuard<()>,
 }
 
@@ -330,27 +328,42 @@ impl HeldRelease {
         record: ReleaseRecord,
         local: OwnedMutexGuard<()>,
     ) -> HeldRelease {
-        let state: HeldState = Arc::new(tokio::sync::Mutex::new((revision, record)));
-        let lost = CancellationToken::new();
-        let stop_refreshing = CancellationToken::new();
-        let refresher = tokio::spawn(refresh(
-            releases.store.clone(),
-            key.clone(),
-            token.clone(),
-            state.clone(),
-            releases.ttl,
-            lost.clone(),
-            stop_refreshing.clone(),
-        ));
         HeldRelease {
             releases,
             key,
             token,
-            state,
-            lost,
-            stop_refreshing,
-            refresher: Some(refresher),
+            state: Arc::new(tokio::sync::Mutex::new((revision, record))),
+            lost: CancellationToken::new(),
             _local: local,
+        }
+    }
+
+    /// Rewrites the record every third of the TTL, so waiters see the holder alive.
+    /// Run it alongside the work (it never returns); if a write finds the release
+    /// taken over, `lost()` fires and it stops writing.
+    pub async fn keep_fresh(&self) -> std::convert::Infallible {
+        let period = self.releases.ttl / 3;
+        let mut interval = tokio::time::interval_at(tokio::time::Instant::now() + period, period);
+        let mut warned = false;
+        loop {
+            interval.tick().await;
+            let mut held = self.state.lock().await;
+            match write_held(&self.releases.store, &self.key, &self.token, &mut held).await {
+                Ok(()) => warned = false,
+                Err(ReleaseError::Lost(_)) => {
+                    warn!(key = %self.key, "release lost: another worker took it over");
+                    self.lost.cancel();
+                    drop(held);
+                    return std::future::pending().await;
+                }
+                // Transient (NATS restarting): try again next period; the release is
+                // only taken over if a whole TTL passes without a write.
+                Err(err) => {
+                    if !std::mem::replace(&mut warned, true) {
+                        warn!(key = %self.key, error = %err, "refreshing the release failed, retrying");
+                    }
+                }
+            }
         }
     }
 
@@ -380,14 +393,9 @@ impl HeldRelease {
     /// Applies `change`, then frees the release (or hands it to a claimant) in the
     /// same write. Nothing is written if the release was lost.
     pub async fn hand_back(
-        mut self,
+        self,
         change: impl FnOnce(&mut ReleaseRecord),
     ) -> Result<(), ReleaseError> {
-        self.stop_refreshing.cancel();
-        if let Some(refresher) = self.refresher.take() {
-            // Let a write in flight land, so the revision below is current.
-            let _ = refresher.await;
-        }
         if self.lost.is_cancelled() {
             return Err(ReleaseError::Lost(self.key.clone()));
         }
@@ -402,12 +410,6 @@ impl HeldRelease {
             .handed_back
             .remember(&self.key, state.0, state.1.clone());
         Ok(())
-    }
-}
-
-impl Drop for HeldRelease {
-    fn drop(&mut self) {
-        self.stop_refreshing.cancel();
     }
 }
 
@@ -455,40 +457,4 @@ async fn write_held(
     Err(ReleaseError::Store(format!(
         "release {key}: writes keep conflicting"
     )))
-}
-
-async fn refresh(
-    store: kv::Store,
-    key: String,
-    token: String,
-    state: HeldState,
-    ttl: Duration,
-    lost: CancellationToken,
-    stop: CancellationToken,
-) {
-    let period = ttl / 3;
-    let mut interval = tokio::time::interval_at(tokio::time::Instant::now() + period, period);
-    let mut warned = false;
-    loop {
-        tokio::select! {
-            _ = interval.tick() => {},
-            () = stop.cancelled() => return,
-        }
-        let mut held = state.lock().await;
-        match write_held(&store, &key, &token, &mut held).await {
-            Ok(()) => warned = false,
-            Err(ReleaseError::Lost(_)) => {
-                warn!(%key, "release lost: another worker took it over");
-                lost.cancel();
-                return;
-            }
-            // Transient (NATS restarting): try again next period; the release is only
-            // taken over if a whole TTL passes without a write.
-            Err(err) => {
-                if !std::mem::replace(&mut warned, true) {
-                    warn!(%key, error = %err, "refreshing the release failed, retrying");
-                }
-            }
-        }
-    }
 }
