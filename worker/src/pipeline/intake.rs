@@ -80,6 +80,19 @@ pub enum TaskPayload {
     },
 }
 
+impl TaskPayload {
+    /// The common data fields (project, stage, service, labels, ...).
+    pub fn common(&self) -> &CommonData {
+        match self {
+            TaskPayload::Deployment { data, .. } => &data.common,
+            TaskPayload::Release { data, .. } => &data.common,
+            TaskPayload::Rollback { data } => &data.common,
+            TaskPayload::Action { data } => &data.common,
+            TaskPayload::ServiceDelete { data } => &data.common,
+        }
+    }
+}
+
 /// What a task works on: at most one task per release runs at a time, cluster-wide.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct ReleaseKey {
@@ -265,7 +278,6 @@ type Validated = (CommonData, TaskPayload, ReleaseKey);
 /// Checks the data of a task and turns it into typed form; the error is the message
 /// of the `errored` finished event, so it names the field and what to do.
 fn validate(kind: TaskKind, event: &KeptnEvent) -> Result<Validated, String> {
-    let common: CommonData = typed(event)?;
     let invalid = |err: ValidationError| err.to_string();
     let (payload, release) = match kind {
         TaskKind::Deployment => {
@@ -308,7 +320,7 @@ fn validate(kind: TaskKind, event: &KeptnEvent) -> Result<Validated, String> {
             (TaskPayload::ServiceDelete { data }, release)
         }
     };
-    Ok((common, payload, release))
+    Ok((payload.common().clone(), payload, release))
 }
 
 fn typed<T: DeserializeOwned>(event: &KeptnEvent) -> Result<T, String> {

@@ -400,6 +400,9 @@ impl Processor {
         triggered: &KeptnEvent,
         outcome: Outcome,
     ) -> Result<(), Retry> {
+        let status = outcome.status.as_str();
+        let result = outcome.result.map_or("none", |result| result.as_str());
+        let message = outcome.message.clone();
         let finished = replies(triggered).finished(
             outcome.status,
             outcome.result,
@@ -407,19 +410,10 @@ impl Processor {
             outcome.payload,
         );
         self.publish_event(&finished).await?;
-        let data = finished.data_json().unwrap_or_default();
-        let field = |name: &str| {
-            data.get(name)
-                .and_then(|v| v.as_str())
-                .filter(|s| !s.is_empty())
-                .unwrap_or("none")
-                .to_owned()
-        };
-        let (status, result) = (field("status"), field("result"));
-        info!(%status, %result, message = field("message"), "finished");
+        info!(%status, %result, %message, "finished");
         self.metrics
             .events_finished
-            .with_label_values(&[kind.event_type(), &status, &result])
+            .with_label_values(&[kind.event_type(), status, result])
             .inc();
         Ok(())
     }

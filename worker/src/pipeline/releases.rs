@@ -406,9 +406,10 @@ impl HeldRelease {
         if state.1.reserved.is_some() {
             debug!(key = %self.key, "handed the release to the waiter that claimed it");
         }
+        let (revision, record) = std::mem::take(&mut *state);
         self.releases
             .handed_back
-            .remember(&self.key, state.0, state.1.clone());
+            .remember(&self.key, revision, record);
         Ok(())
     }
 }
