@@ -15,8 +15,12 @@ use worker::pipeline::releases::Releases;
 const TTL: Duration = Duration::from_secs(1);
 const KEY: &str = "sockshop.dev.carts";
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_waiting_replica_is_not_starved_by_a_greedy_one() -> anyhow::Result<()> {
+/// A fresh nats-server with an empty release-record bucket.
+async fn release_bucket() -> anyhow::Result<(
+    NatsServer,
+    async_nats::jetstream::Context,
+    async_nats::jetstream::kv::Store,
+)> {
     let nats = NatsServer::start().await?;
     let js = nats.jetstream().await?;
     let store = js
@@ -25,6 +29,12 @@ async fn a_waiting_replica_is_not_starved_by_a_greedy_one() -> anyhow::Result<()
             Duration::from_secs(3600),
         ))
         .await?;
+    Ok((nats, js, store))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_waiting_replica_is_not_starved_by_a_greedy_one() -> anyhow::Result<()> {
+    let (_nats, _js, store) = release_bucket().await?;
     let greedy = Releases::new(store.clone(), TTL, "replica-a".into());
     let patient = Releases::new(store, TTL, "replica-b".into());
 
@@ -95,14 +105,7 @@ async fn a_waiting_replica_is_not_starved_by_a_greedy_one() -> anyhow::Result<()
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_starved_waiter_gets_the_release_before_the_holders_own_queue() -> anyhow::Result<()> {
-    let nats = NatsServer::start().await?;
-    let js = nats.jetstream().await?;
-    let store = js
-        .create_key_value(Releases::bucket_config(
-            "releases".into(),
-            Duration::from_secs(3600),
-        ))
-        .await?;
+    let (_nats, _js, store) = release_bucket().await?;
     let replica_a = Releases::new(store.clone(), TTL, "replica-a".into());
     let replica_b = Releases::new(store.clone(), TTL, "replica-b".into());
     let never = CancellationToken::new();
@@ -188,14 +191,7 @@ async fn a_starved_waiter_gets_the_release_before_the_holders_own_queue() -> any
 
 #[tokio::test]
 async fn a_crashed_holders_release_is_taken_over_with_its_progress() -> anyhow::Result<()> {
-    let nats = NatsServer::start().await?;
-    let js = nats.jetstream().await?;
-    let store = js
-        .create_key_value(Releases::bucket_config(
-            "releases".into(),
-            Duration::from_secs(3600),
-        ))
-        .await?;
+    let (_nats, _js, store) = release_bucket().await?;
     // What a replica that crashed while holding the release leaves behind: its
     // holder entry and the progress of its event.
     let mut dead = ReleaseRecord {
@@ -237,15 +233,8 @@ async fn a_crashed_holders_release_is_taken_over_with_its_progress() -> anyhow::
 
 #[tokio::test]
 async fn reusing_released_keys_is_uncontended_and_cheap() -> anyhow::Result<()> {
-    let nats = NatsServer::start().await?;
-    let js = nats.jetstream().await?;
+    let (_nats, js, store) = release_bucket().await?;
     let ttl = Duration::from_secs(30);
-    let store = js
-        .create_key_value(Releases::bucket_config(
-            "releases".into(),
-            Duration::from_secs(3600),
-        ))
-        .await?;
     let leases = Releases::new(store, ttl, "replica".into());
     let never = CancellationToken::new();
     // More reuses than the server allows consumers per stream (1000): a watch per

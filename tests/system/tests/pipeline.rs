@@ -172,3 +172,42 @@ async fn operators_get_metrics_health_and_readiness() -> anyhow::Result<()> {
     assert_eq!(http_get(worker.http_port, "/healthz").await?.0, 200);
     Ok(())
 }
+
+#[tokio::test]
+async fn json_logs_are_one_object_per_line_and_name_the_event() -> anyhow::Result<()> {
+    let env = TestEnv::start().await?;
+    let mut spec = env.worker(PROBE_WORKER);
+    spec.extra_args = vec!["--log-format".into(), "json".into()];
+    let worker = WorkerProcess::start(spec, env.dir.path(), "worker").await?;
+    let id = "5f1c6a2e-0000-4000-8000-0000000010g1";
+    publish(
+        &env.js,
+        &triggered("deployment", id, ("sockshop", "dev", "carts"), &[]),
+    )
+    .await?;
+    env.wait_replies(DEADLINE, |r| !r.of(id, "finished").is_empty())
+        .await?;
+
+    let log = worker.process.log();
+    let lines: Vec<serde_json::Value> = log
+        .lines()
+        .filter(|line| !line.trim().is_empty())
+        .map(|line| {
+            serde_json::from_str(line).unwrap_or_else(|err| panic!("not JSON ({err}): {line}"))
+        })
+        .collect();
+    assert!(lines
+        .iter()
+        .all(|l| l["level"].is_string() && l["timestamp"].is_string()));
+    let finished = lines
+        .iter()
+        .find(|l| l["message"] == "finished")
+        .unwrap_or_else(|| panic!("no finished log line in:\n{log}"));
+    assert_eq!(finished["status"], "succeeded");
+    assert_eq!(finished["reply"], "probe ran 1 steps");
+    assert_eq!(
+        finished["span"]["id"], id,
+        "the line names the event: {finished:#}"
+    );
+    Ok(())
+}

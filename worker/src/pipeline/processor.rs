@@ -410,7 +410,7 @@ impl Processor {
             outcome.payload,
         );
         self.publish_event(&finished).await?;
-        info!(%status, %result, %message, "finished");
+        info!(%status, %result, reply = %message, "finished");
         self.metrics
             .events_finished
             .with_label_values(&[kind.event_type(), status, result])
