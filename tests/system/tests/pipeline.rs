@@ -188,7 +188,17 @@ async fn json_logs_are_one_object_per_line_and_name_the_event() -> anyhow::Resul
     env.wait_replies(DEADLINE, |r| !r.of(id, "finished").is_empty())
         .await?;
 
-    let log = worker.process.log();
+    // The worker logs the line right after the reply is acknowledged: wait for it.
+    let log = test_harness::wait::wait_until(
+        "the finished log line",
+        DEADLINE,
+        Duration::from_millis(20),
+        || async {
+            let log = worker.process.log();
+            log.contains("\"message\":\"finished\"").then_some(log)
+        },
+    )
+    .await?;
     let lines: Vec<serde_json::Value> = log
         .lines()
         .filter(|line| !line.trim().is_empty())
