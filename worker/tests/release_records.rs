@@ -93,8 +93,9 @@ async fn a_waiting_replica_is_not_starved_by_a_greedy_one() -> anyhow::Result<()
 
     assert_eq!(overlaps.load(Ordering::SeqCst), 0, "two holders at once");
     assert!(acquired.contended);
-    // Starving after one TTL, then served at the next hand-over.
-    assert!(waited < TTL * 3, "replica B waited {waited:?}");
+    // Starving after one TTL, then served at one of the next hand-overs; the margin is
+    // for a loaded machine (replica A re-takes the release every ~30 ms meanwhile).
+    assert!(waited < TTL * 5, "replica B waited {waited:?}");
     eprintln!("replica B waited {waited:?} while replica A did {rounds} rounds");
     assert!(
         rounds > 2,
