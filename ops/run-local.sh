@@ -32,6 +32,19 @@ NATS_URL="nats://127.0.0.1:$NATS_PORT"
 
 nats-server -a 127.0.0.1 -p "$NATS_PORT" -js -sd "$WORK/jetstream" >"$WORK/nats.log" 2>&1 &
 PIDS+=($!)
+# Wait (bounded) until nats-server accepts connections.
+python3 - "$NATS_PORT" <<'PY' || { echo "nats-server did not start:" >&2; tail -n 20 "$WORK/nats.log" >&2; exit 1; }
+import socket, sys, time
+deadline = time.time() + 15
+while True:
+    try:
+        socket.create_connection(("127.0.0.1", int(sys.argv[1])), timeout=1).close()
+        break
+    except OSError:
+        if time.time() > deadline:
+            raise
+        time.sleep(0.05)
+PY
 "$BIN" run --nats-url "$NATS_URL" --http-addr "127.0.0.1:$HTTP_PORT" >"$WORK/worker.log" 2>&1 &
 PIDS+=($!)
 
