@@ -139,7 +139,10 @@ impl Releases {
         };
         let ((revision, record), contended) = match fast {
             Some(taken) => (taken, contended_locally),
-            None => (self.wait_and_take(key, &me, cancel).await?, true),
+            None => {
+                let (taken, waited_for_holder) = self.wait_and_take(key, &me, cancel).await?;
+                (taken, contended_locally || waited_for_holder)
+            }
         };
         let release = HeldRelease::start(
             self.clone(),
@@ -156,13 +159,16 @@ impl Releases {
         })
     }
 
+    /// Takes the release once `next_action` allows; also says whether it had to wait
+    /// for another holder (a merely stale guess of the revision is no contention).
     async fn wait_and_take(
         &self,
         key: &str,
         me: &Holder,
         cancel: &CancellationToken,
-    ) -> Result<(u64, ReleaseRecord), ReleaseError> {
+    ) -> Result<((u64, ReleaseRecord), bool), ReleaseError> {
         let waiting_since = Instant::now();
+        let mut waited_for_holder = false;
         let mut seen = SeenRevision::default();
         let mut observed = self.observe(key, &mut seen).await?;
         // Opened only once somebody else really holds the release: a watch is a
@@ -181,7 +187,7 @@ impl Releases {
                         {
                             warn!(%key, "took over a release whose holder stopped refreshing it");
                         }
-                        return Ok((taken, record));
+                        return Ok(((taken, record), waited_for_holder));
                     }
                     observed = self.observe(key, &mut seen).await?;
                     continue;
@@ -193,6 +199,7 @@ impl Releases {
                 }
                 NextAction::Wait => {}
             }
+            waited_for_holder = true;
             if watch.is_none() && !watch_failed {
                 match self.store.watch(key).await {
                     Ok(opened) => {
