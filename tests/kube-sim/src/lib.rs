@@ -1,0 +1,150 @@
+//! kube-sim: a Kubernetes API server emulator on loopback HTTP.
+//!
+//! No real API server can be installed where the project's tests run, so this crate serves
+//! the subset of the Kubernetes REST API that `kubectl`, `helm` and kube-rs use, with the
+//! server-side semantics they rely on (resourceVersion concurrency, Status errors, selectors,
+//! patch types, discovery). It is tested with the real `kubectl`, not with mocks.
+//!
+//! ```no_run
+//! # async fn demo() -> anyhow::Result<()> {
+//! let sim = kube_sim::KubeSim::start(kube_sim::Config::default()).await?;
+//! // run `kubectl --kubeconfig <sim.kubeconfig_path()> ...`
+//! sim.shutdown().await;
+//! # Ok(()) }
+//! ```
+
+pub mod discovery;
+pub mod kubeconfig;
+pub mod patch;
+pub mod proto;
+pub mod resources;
+pub mod selector;
+pub mod server;
+pub mod status;
+pub mod store;
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use anyhow::Context;
+use tokio::sync::oneshot;
+use tokio::task::JoinHandle;
+
+pub use store::Store;
+
+/// How to start a kube-sim.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// Address to listen on; port 0 picks a free one.
+    pub listen: SocketAddr,
+    /// Where to write the kubeconfig; `None` writes it into a temp dir owned by the instance.
+    pub kubeconfig_path: Option<PathBuf>,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Self {
+            listen: SocketAddr::from(([127, 0, 0, 1], 0)),
+            kubeconfig_path: None,
+        }
+    }
+}
+
+/// A running kube-sim. Dropping it stops the server (the task is aborted); `shutdown` stops it
+/// gracefully and waits.
+#[derive(Debug)]
+pub struct KubeSim {
+    addr: SocketAddr,
+    store: Arc<Store>,
+    kubeconfig_path: PathBuf,
+    /// Keeps the default kubeconfig's directory alive as long as the server.
+    _tempdir: Option<tempfile::TempDir>,
+    stop: Option<oneshot::Sender<()>>,
+    task: Option<JoinHandle<()>>,
+}
+
+impl KubeSim {
+    /// Binds, writes the kubeconfig and starts serving. Returns once the socket accepts
+    /// connections, so callers need no readiness polling.
+    pub async fn start(config: Config) -> anyhow::Result<Self> {
+        let listener = tokio::net::TcpListener::bind(config.listen)
+            .await
+            .with_context(|| format!("binding {}", config.listen))?;
+        let addr = listener.local_addr()?;
+        let (tempdir, kubeconfig_path) = match config.kubeconfig_path {
+            Some(p) => (None, p),
+            None => {
+                let dir = tempfile::Builder::new().prefix("kube-sim-").tempdir()?;
+                let p = dir.path().join("kubeconfig.json");
+                (Some(dir), p)
+            }
+        };
+        let url = format!("http://{addr}");
+        kubeconfig::write(&kubeconfig_path, &url)
+            .with_context(|| format!("writing kubeconfig {}", kubeconfig_path.display()))?;
+        let store = Arc::new(Store::new());
+        let app = server::router(store.clone());
+        let (stop, stopped) = oneshot::channel::<()>();
+        let task = tokio::spawn(async move {
+            let serve = axum::serve(listener, app).with_graceful_shutdown(async move {
+                let _ = stopped.await;
+            });
+            if let Err(e) = serve.await {
+                tracing::error!(error = %e, "kube-sim server failed");
+            }
+        });
+        tracing::info!(%url, kubeconfig = %kubeconfig_path.display(), "kube-sim listening");
+        Ok(Self {
+            addr,
+            store,
+            kubeconfig_path,
+            _tempdir: tempdir,
+            stop: Some(stop),
+            task: Some(task),
+        })
+    }
+
+    /// `http://127.0.0.1:PORT`.
+    pub fn url(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+
+    pub fn addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    /// The kubeconfig written at start.
+    pub fn kubeconfig_path(&self) -> &Path {
+        &self.kubeconfig_path
+    }
+
+    /// Writes another copy of the kubeconfig (e.g. where a child process expects it).
+    pub fn write_kubeconfig(&self, path: &Path) -> anyhow::Result<()> {
+        kubeconfig::write(path, &self.url())
+            .with_context(|| format!("writing kubeconfig {}", path.display()))
+    }
+
+    /// Direct access to the objects, for tests that arrange or inspect state.
+    pub fn store(&self) -> &Arc<Store> {
+        &self.store
+    }
+
+    /// Stops accepting connections, lets in-flight requests finish, and waits.
+    pub async fn shutdown(mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+        if let Some(task) = self.task.take() {
+            let _ = task.await;
+        }
+    }
+}
+
+impl Drop for KubeSim {
+    fn drop(&mut self) {
+        if let Some(task) = self.task.take() {
+            task.abort();
+        }
+    }
+}

@@ -1,0 +1,283 @@
+//! The table of resource types kube-sim serves.
+//!
+//! Everything the server knows about a type (its URL, whether it is namespaced, which verbs
+//! discovery advertises, which field selectors it accepts) comes from this one table, so adding
+//! a type is one entry and discovery can never disagree with the routes.
+
+/// Verbs advertised for ordinary read/write resources, in the order the real server lists them.
+const RW: &[&str] = &[
+    "create",
+    "delete",
+    "deletecollection",
+    "get",
+    "list",
+    "patch",
+    "update",
+    "watch",
+];
+/// Namespaces cannot be deleted as a collection.
+const NS_VERBS: &[&str] = &[
+    "create", "delete", "get", "list", "patch", "update", "watch",
+];
+
+/// Field selectors every type supports.
+const META_FIELDS: &[&str] = &["metadata.name", "metadata.namespace"];
+
+/// One served resource type in one API version.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Resource {
+    /// API group; `""` is the legacy core group served under `/api`.
+    pub group: &'static str,
+    pub version: &'static str,
+    pub kind: &'static str,
+    /// Lower-case plural used in URLs.
+    pub plural: &'static str,
+    pub singular: &'static str,
+    pub namespaced: bool,
+    pub verbs: &'static [&'static str],
+    pub short_names: &'static [&'static str],
+    pub categories: &'static [&'static str],
+    /// Built-in (compiled into clients' schemes) rather than custom: decides whether strategic
+    /// merge patch is accepted — the real server answers 415 for custom resources.
+    pub builtin: bool,
+    /// Whether `metadata.generation` is maintained (types with a `spec` the controllers track).
+    pub generation: bool,
+    /// Field selectors beyond `metadata.name` / `metadata.namespace`.
+    pub extra_fields: &'static [&'static str],
+}
+
+impl Resource {
+    /// `group/version`, or just `version` for the core group — the `apiVersion` of objects.
+    pub fn api_version(&self) -> String {
+        if self.group.is_empty() {
+            self.version.to_string()
+        } else {
+            format!("{}/{}", self.group, self.version)
+        }
+    }
+
+    /// Storage identity: versions of one group/plural share objects (like etcd storage does
+    /// for Istio's v1alpha3 and v1beta1), so the key ignores the version.
+    pub fn storage_key(&self) -> (&'static str, &'static str) {
+        (self.group, self.plural)
+    }
+
+    /// Whether `field` may be used in a field selector on this type.
+    pub fn supports_field(&self, field: &str) -> bool {
+        META_FIELDS.contains(&field) || self.extra_fields.contains(&field)
+    }
+}
+
+const fn core(
+    kind: &'static str,
+    plural: &'static str,
+    singular: &'static str,
+    namespaced: bool,
+    short_names: &'static [&'static str],
+) -> Resource {
+    Resource {
+        group: "",
+        version: "v1",
+        kind,
+        plural,
+        singular,
+        namespaced,
+        verbs: RW,
+        short_names,
+        categories: &[],
+        builtin: true,
+        generation: false,
+        extra_fields: &[],
+    }
+}
+
+const fn istio(
+    version: &'static str,
+    kind: &'static str,
+    plural: &'static str,
+    singular: &'static str,
+    short_names: &'static [&'static str],
+) -> Resource {
+    Resource {
+        group: "networking.istio.io",
+        version,
+        kind,
+        plural,
+        singular,
+        namespaced: true,
+        verbs: RW,
+        short_names,
+        categories: &["istio-io", "networking-istio-io"],
+        builtin: false,
+        generation: true,
+        extra_fields: &[],
+    }
+}
+
+/// All served resources. Order within a group version is discovery order.
+pub static RESOURCES: &[Resource] = &[
+    Resource {
+        verbs: NS_VERBS,
+        extra_fields: &["status.phase"],
+        ..core("Namespace", "namespaces", "namespace", false, &["ns"])
+    },
+    core("ConfigMap", "configmaps", "configmap", true, &["cm"]),
+    Resource {
+        extra_fields: &["type"],
+        ..core("Secret", "secrets", "secret", true, &[])
+    },
+    Resource {
+        categories: &["all"],
+        ..core("Service", "services", "service", true, &["svc"])
+    },
+    core(
+        "ServiceAccount",
+        "serviceaccounts",
+        "serviceaccount",
+        true,
+        &["sa"],
+    ),
+    Resource {
+        extra_fields: &[
+            "involvedObject.kind",
+            "involvedObject.namespace",
+            "involvedObject.name",
+            "involvedObject.uid",
+            "involvedObject.apiVersion",
+            "involvedObject.resourceVersion",
+            "involvedObject.fieldPath",
+            "reason",
+            "reportingComponent",
+            "source",
+            "type",
+        ],
+        ..core("Event", "events", "event", true, &["ev"])
+    },
+    Resource {
+        categories: &["all"],
+        extra_fields: &[
+            "spec.nodeName",
+            "spec.restartPolicy",
+            "spec.schedulerName",
+            "spec.serviceAccountName",
+            "status.phase",
+            "status.podIP",
+            "status.nominatedNodeName",
+        ],
+        ..core("Pod", "pods", "pod", true, &["po"])
+    },
+    Resource {
+        group: "apps",
+        categories: &["all"],
+        generation: true,
+        ..core("Deployment", "deployments", "deployment", true, &["deploy"])
+    },
+    Resource {
+        group: "apps",
+        categories: &["all"],
+        generation: true,
+        ..core("ReplicaSet", "replicasets", "replicaset", true, &["rs"])
+    },
+    istio(
+        "v1beta1",
+        "VirtualService",
+        "virtualservices",
+        "virtualservice",
+        &["vs"],
+    ),
+    istio(
+        "v1beta1",
+        "DestinationRule",
+        "destinationrules",
+        "destinationrule",
+        &["dr"],
+    ),
+    istio(
+        "v1alpha3",
+        "VirtualService",
+        "virtualservices",
+        "virtualservice",
+        &["vs"],
+    ),
+    istio(
+        "v1alpha3",
+        "DestinationRule",
+        "destinationrules",
+        "destinationrule",
+        &["dr"],
+    ),
+];
+
+/// Looks a resource up by its URL coordinates.
+pub fn find(group: &str, version: &str, plural: &str) -> Option<&'static Resource> {
+    RESOURCES
+        .iter()
+        .find(|r| r.group == group && r.version == version && r.plural == plural)
+}
+
+/// The resources served in one group version, in discovery order.
+pub fn in_group_version<'a>(
+    group: &'a str,
+    version: &'a str,
+) -> impl Iterator<Item = &'static Resource> + 'a {
+    RESOURCES
+        .iter()
+        .filter(move |r| r.group == group && r.version == version)
+}
+
+/// Served non-core groups with their versions, preferred (first listed) version first.
+pub fn groups() -> Vec<(&'static str, Vec<&'static str>)> {
+    let mut out: Vec<(&'static str, Vec<&'static str>)> = Vec::new();
+    for r in RESOURCES.iter().filter(|r| !r.group.is_empty()) {
+        match out.iter_mut().find(|(g, _)| *g == r.group) {
+            Some((_, versions)) => {
+                if !versions.contains(&r.version) {
+                    versions.push(r.version);
+                }
+            }
+            None => out.push((r.group, vec![r.version])),
+        }
+    }
+    out
+}
+
+/// Whether the group version exists at all (for 404 vs. an empty list).
+pub fn group_version_exists(group: &str, version: &str) -> bool {
+    RESOURCES
+        .iter()
+        .any(|r| r.group == group && r.version == version)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn istio_versions_share_storage_and_prefer_v1beta1() {
+        let a = find("networking.istio.io", "v1alpha3", "virtualservices").unwrap();
+        let b = find("networking.istio.io", "v1beta1", "virtualservices").unwrap();
+        assert_eq!(a.storage_key(), b.storage_key());
+        let groups = groups();
+        let istio = groups
+            .iter()
+            .find(|(g, _)| *g == "networking.istio.io")
+            .unwrap();
+        assert_eq!(istio.1, vec!["v1beta1", "v1alpha3"]);
+        assert_eq!(groups[0].0, "apps");
+    }
+
+    #[test]
+    fn core_lookup_and_api_version() {
+        let cm = find("", "v1", "configmaps").unwrap();
+        assert_eq!(cm.api_version(), "v1");
+        assert!(cm.namespaced);
+        let ns = find("", "v1", "namespaces").unwrap();
+        assert!(!ns.namespaced);
+        assert!(!ns.verbs.contains(&"deletecollection"));
+        assert_eq!(
+            find("apps", "v1", "deployments").unwrap().api_version(),
+            "apps/v1"
+        );
+        assert!(find("apps", "v1", "configmaps").is_none());
+    }
+}

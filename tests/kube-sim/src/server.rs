@@ -1,0 +1,366 @@
+//! HTTP routing: maps Kubernetes REST paths and verbs onto the store.
+//!
+//! Paths are parsed by hand rather than with a router table because the API's URL grammar
+//! (`/api/v1/namespaces/{ns}` is both an object and the prefix of namespaced collections)
+//! depends on the resource table, not on fixed patterns.
+
+use std::sync::Arc;
+
+use axum::body::Bytes;
+use axum::extract::{DefaultBodyLimit, State};
+use axum::http::{header, HeaderMap, Method, Uri};
+use axum::response::{IntoResponse, Response};
+use axum::Router;
+use serde_json::{json, Value};
+
+use crate::discovery;
+use crate::patch;
+use crate::proto;
+use crate::resources::{self, Resource};
+use crate::selector::{FieldSelector, LabelSelector};
+use crate::status::{self, json_response, ApiError};
+use crate::store::{Preconditions, Store};
+
+/// Helm release Secrets and ConfigMaps can approach etcd's 1.5 MiB object limit.
+const MAX_BODY: usize = 8 * 1024 * 1024;
+
+/// The axum application serving `store`.
+pub fn router(store: Arc<Store>) -> Router {
+    Router::new()
+        .fallback(handle)
+        .with_state(store)
+        .layer(DefaultBodyLimit::max(MAX_BODY))
+}
+
+async fn handle(
+    State(store): State<Arc<Store>>,
+    method: Method,
+    uri: Uri,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    let response = match route(&store, &method, &uri, &headers, &body) {
+        Ok(r) => r,
+        Err(e) => e.into_response(),
+    };
+    tracing::debug!(
+        %method,
+        %uri,
+        accept = header_str(&headers, header::ACCEPT),
+        content_type = header_str(&headers, header::CONTENT_TYPE),
+        status = response.status().as_u16(),
+        "request"
+    );
+    response
+}
+
+fn header_str(headers: &HeaderMap, name: header::HeaderName) -> &str {
+    headers
+        .get(name)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("")
+}
+
+/// Query parameters that matter to us.
+#[derive(Debug, Default)]
+struct Query {
+    label_selector: String,
+    field_selector: String,
+    watch: bool,
+    dry_run: bool,
+}
+
+fn parse_query(uri: &Uri) -> Query {
+    let mut q = Query::default();
+    for (k, v) in form_urlencoded::parse(uri.query().unwrap_or("").as_bytes()) {
+        match k.as_ref() {
+            "labelSelector" => q.label_selector = v.into_owned(),
+            "fieldSelector" => q.field_selector = v.into_owned(),
+            "watch" => q.watch = v == "true" || v == "1",
+            "dryRun" => q.dry_run = !v.is_empty(),
+            _ => {}
+        }
+    }
+    q
+}
+
+fn text_ok() -> Response {
+    ([(header::CONTENT_TYPE, "text/plain; charset=utf-8")], "ok").into_response()
+}
+
+fn get_only(method: &Method, body: impl FnOnce() -> Option<Value>) -> Result<Response, ApiError> {
+    if method != Method::GET {
+        return Err(ApiError::method_not_allowed(method.as_str()));
+    }
+    body()
+        .map(|b| json_response(200, &b))
+        .ok_or_else(ApiError::no_route)
+}
+
+fn route(
+    store: &Store,
+    method: &Method,
+    uri: &Uri,
+    headers: &HeaderMap,
+    body: &[u8],
+) -> Result<Response, ApiError> {
+    let segs: Vec<&str> = uri.path().split('/').filter(|s| !s.is_empty()).collect();
+    match segs.as_slice() {
+        ["version"] => get_only(method, || Some(discovery::version())),
+        ["healthz" | "readyz" | "livez", ..] => Ok(text_ok()),
+        ["api"] => get_only(method, || Some(discovery::api_versions())),
+        ["apis"] => get_only(method, || Some(discovery::api_group_list())),
+        ["apis", group] => get_only(method, || discovery::api_group(group)),
+        // No OpenAPI documents: clients fall back (kubectl to its compiled-in schemes).
+        ["openapi", ..] => Err(ApiError::no_route()),
+        ["api", version, rest @ ..] => {
+            resource_request(store, method, uri, headers, body, "", version, rest)
+        }
+        ["apis", group, version, rest @ ..] => {
+            resource_request(store, method, uri, headers, body, group, version, rest)
+        }
+        _ => Err(ApiError::no_route()),
+    }
+}
+
+/// What a resource URL addresses.
+enum Target<'a> {
+    /// A collection; `ns` is `None` for "all namespaces", `Some("")` for cluster scope.
+    Collection {
+        res: &'static Resource,
+        ns: Option<&'a str>,
+    },
+    Object {
+        res: &'static Resource,
+        ns: &'a str,
+        name: &'a str,
+    },
+}
+
+fn parse_target<'a>(group: &str, version: &str, rest: &[&'a str]) -> Result<Target<'a>, ApiError> {
+    let find =
+        |plural: &str| resources::find(group, version, plural).ok_or_else(ApiError::no_route);
+    match rest {
+        ["namespaces", ns, plural, tail @ ..] if find(plural).is_ok_and(|r| r.namespaced) => {
+            let res = find(plural)?;
+            match tail {
+                [] => Ok(Target::Collection { res, ns: Some(ns) }),
+                [name] => Ok(Target::Object { res, ns, name }),
+                // Subresources (status, scale, log, ...) come in a later increment.
+                _ => Err(ApiError::no_route()),
+            }
+        }
+        [plural] => {
+            let res = find(plural)?;
+            let ns = if res.namespaced { None } else { Some("") };
+            Ok(Target::Collection { res, ns })
+        }
+        [plural, name] => {
+            let res = find(plural)?;
+            if res.namespaced {
+                return Err(ApiError::no_route());
+            }
+            Ok(Target::Object { res, ns: "", name })
+        }
+        _ => Err(ApiError::no_route()),
+    }
+}
+
+#[allow(clippy::too_many_arguments)]
+fn resource_request(
+    store: &Store,
+    method: &Method,
+    uri: &Uri,
+    headers: &HeaderMap,
+    body: &[u8],
+    group: &str,
+    version: &str,
+    rest: &[&str],
+) -> Result<Response, ApiError> {
+    if rest.is_empty() {
+        return get_only(method, || discovery::api_resource_list(group, version));
+    }
+    let target = parse_target(group, version, rest)?;
+    let query = parse_query(uri);
+    if query.dry_run {
+        // Refused rather than silently applied: a dry run that writes would be a lie.
+        return Err(ApiError::bad_request(
+            "dryRun is not supported by kube-sim yet",
+        ));
+    }
+    match target {
+        Target::Collection { res, ns } => collection(store, method, &query, headers, body, res, ns),
+        Target::Object { res, ns, name } => object(store, method, headers, body, res, ns, name),
+    }
+}
+
+/// Decodes a request body: protobuf from client-go's typed clients, JSON otherwise.
+fn parse_body(headers: &HeaderMap, body: &[u8]) -> Result<Value, ApiError> {
+    if media_type(headers) == proto::CONTENT_TYPE {
+        return proto::decode(body);
+    }
+    serde_json::from_slice(body).map_err(|e| {
+        ApiError::bad_request(format!(
+            "the body of the request could not be decoded as JSON: {e}"
+        ))
+    })
+}
+
+fn collection(
+    store: &Store,
+    method: &Method,
+    query: &Query,
+    headers: &HeaderMap,
+    body: &[u8],
+    res: &'static Resource,
+    ns: Option<&str>,
+) -> Result<Response, ApiError> {
+    let list = |store: &Store| {
+        let labels = LabelSelector::parse(&query.label_selector)
+            .map_err(|e| ApiError::bad_request(format!("unable to parse requirement: {e}")))?;
+        let fields = FieldSelector::parse(&query.field_selector).map_err(ApiError::bad_request)?;
+        let scope = ns.filter(|n| !n.is_empty());
+        store.list(res, scope, &labels, &fields)
+    };
+    match *method {
+        Method::GET if query.watch => Err(ApiError::method_not_allowed("WATCH")),
+        Method::GET => {
+            let (items, revision) = list(store)?;
+            Ok(json_response(
+                200,
+                &json!({
+                    "kind": format!("{}List", res.kind),
+                    "apiVersion": res.api_version(),
+                    "metadata": {"resourceVersion": revision.to_string()},
+                    "items": items,
+                }),
+            ))
+        }
+        Method::POST => {
+            let ns = ns.ok_or_else(|| ApiError::method_not_allowed("POST"))?;
+            let created = store.create(res, ns, parse_body(headers, body)?)?;
+            Ok(json_response(201, &created))
+        }
+        Method::DELETE if res.verbs.contains(&"deletecollection") => {
+            let (items, _) = list(store)?;
+            let mut deleted = Vec::new();
+            for item in items {
+                let name = item["metadata"]["name"].as_str().unwrap_or_default();
+                let item_ns = item["metadata"]["namespace"].as_str().unwrap_or_default();
+                // Concurrently deleted objects are simply skipped, as on the real server.
+                if let Ok(gone) = store.delete(res, item_ns, name, &Preconditions::default()) {
+                    deleted.push(gone);
+                }
+            }
+            Ok(json_response(
+                200,
+                &json!({
+                    "kind": format!("{}List", res.kind),
+                    "apiVersion": res.api_version(),
+                    "metadata": {"resourceVersion": store.revision().to_string()},
+                    "items": deleted,
+                }),
+            ))
+        }
+        _ => Err(ApiError::method_not_allowed(method.as_str())),
+    }
+}
+
+/// Patch media types served (server-side apply is not yet).
+const PATCH_TYPES: &[&str] = &[
+    "application/merge-patch+json",
+    "application/json-patch+json",
+    "application/strategic-merge-patch+json",
+];
+
+/// Strips parameters such as `; charset=utf-8` from a media type.
+fn media_type(headers: &HeaderMap) -> String {
+    header_str(headers, header::CONTENT_TYPE)
+        .split(';')
+        .next()
+        .unwrap_or("")
+        .trim()
+        .to_ascii_lowercase()
+}
+
+fn apply_patch(
+    res: &Resource,
+    content_type: &str,
+    current: &Value,
+    patch_doc: &Value,
+) -> Result<Value, ApiError> {
+    let mut out = current.clone();
+    match content_type {
+        "application/merge-patch+json" => patch::merge_patch(&mut out, patch_doc),
+        "application/json-patch+json" => patch::json_patch(&mut out, patch_doc).map_err(|e| {
+            ApiError::unprocessable(format!(
+                "the server rejected our request due to an error in our request: {e}"
+            ))
+        })?,
+        "application/strategic-merge-patch+json" if res.builtin => {
+            patch::strategic_merge_patch(&mut out, patch_doc)
+        }
+        other => return Err(ApiError::unsupported_media_type(other)),
+    }
+    Ok(out)
+}
+
+fn object(
+    store: &Store,
+    method: &Method,
+    headers: &HeaderMap,
+    body: &[u8],
+    res: &'static Resource,
+    ns: &str,
+    name: &str,
+) -> Result<Response, ApiError> {
+    match *method {
+        Method::GET => Ok(json_response(200, &store.get(res, ns, name)?)),
+        Method::PUT => {
+            let updated = store.update(res, ns, name, parse_body(headers, body)?)?;
+            Ok(json_response(200, &updated))
+        }
+        Method::PATCH => {
+            let content_type = media_type(headers);
+            // Refuse unknown patch types before looking the object up, so a server-side apply
+            // (`application/apply-patch+yaml`, which may create) gets 415, not a misleading 404.
+            if !PATCH_TYPES.contains(&content_type.as_str())
+                || (content_type == "application/strategic-merge-patch+json" && !res.builtin)
+            {
+                return Err(ApiError::unsupported_media_type(&content_type));
+            }
+            let patch_doc: Value = serde_json::from_slice(body)
+                .map_err(|e| ApiError::bad_request(format!("the patch is not valid JSON: {e}")))?;
+            let patched = store.modify(res, ns, name, |current| {
+                apply_patch(res, &content_type, current, &patch_doc)
+            })?;
+            Ok(json_response(200, &patched))
+        }
+        Method::DELETE => {
+            let options = if body.iter().all(u8::is_ascii_whitespace) {
+                Value::Null
+            } else {
+                parse_body(headers, body)?
+            };
+            let pre = Preconditions {
+                uid: options["preconditions"]["uid"].as_str().map(String::from),
+                resource_version: options["preconditions"]["resourceVersion"]
+                    .as_str()
+                    .map(String::from),
+            };
+            let gone = store.delete(res, ns, name, &pre)?;
+            // Namespaces and pods answer with the object (they finalize gracefully on a real
+            // cluster); other types with a Success Status.
+            if matches!(res.plural, "namespaces" | "pods") {
+                Ok(json_response(200, &gone))
+            } else {
+                let uid = gone["metadata"]["uid"].as_str().unwrap_or_default();
+                Ok(json_response(
+                    200,
+                    &status::success(res.plural, res.group, name, uid),
+                ))
+            }
+        }
+        _ => Err(ApiError::method_not_allowed(method.as_str())),
+    }
+}

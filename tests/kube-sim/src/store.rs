@@ -1,0 +1,619 @@
+//! The object store: every served object as JSON, with the metadata the API server owns.
+//!
+//! One mutex guards the map and the global `resourceVersion` counter, so each verb is atomic
+//! like a single etcd transaction. Objects are stored under their group/plural (not version),
+//! so API versions of one type share storage; reads stamp the requested `apiVersion`.
+
+use std::collections::BTreeMap;
+use std::sync::Mutex;
+
+use serde_json::{json, Map, Value};
+
+use crate::resources::{self, Resource};
+use crate::selector::{FieldSelector, LabelSelector};
+use crate::status::ApiError;
+
+/// `(group, plural, namespace, name)`; `namespace` is `""` for cluster-scoped objects.
+type Key = (String, String, String, String);
+
+/// Namespaces a fresh cluster has.
+const INITIAL_NAMESPACES: &[&str] = &["default", "kube-system", "kube-public", "kube-node-lease"];
+
+#[derive(Debug, Default)]
+struct State {
+    objects: BTreeMap<Key, Value>,
+    /// Last issued resourceVersion; strictly increasing across all types, like etcd's revision.
+    revision: u64,
+}
+
+/// Thread-safe object store.
+#[derive(Debug)]
+pub struct Store {
+    state: Mutex<State>,
+}
+
+/// Options a DELETE body (`DeleteOptions.preconditions`) may carry.
+#[derive(Debug, Default, Clone)]
+pub struct Preconditions {
+    pub uid: Option<String>,
+    pub resource_version: Option<String>,
+}
+
+fn key(res: &Resource, ns: &str, name: &str) -> Key {
+    let (g, p) = res.storage_key();
+    (g.into(), p.into(), ns.into(), name.into())
+}
+
+fn now() -> String {
+    chrono::Utc::now().format("%Y-%m-%dT%H:%M:%SZ").to_string()
+}
+
+fn meta(obj: &Value) -> &Map<String, Value> {
+    static EMPTY: std::sync::OnceLock<Map<String, Value>> = std::sync::OnceLock::new();
+    obj.get("metadata")
+        .and_then(Value::as_object)
+        .unwrap_or_else(|| EMPTY.get_or_init(Map::new))
+}
+
+fn meta_str<'a>(obj: &'a Value, field: &str) -> &'a str {
+    meta(obj).get(field).and_then(Value::as_str).unwrap_or("")
+}
+
+fn meta_mut(obj: &mut Value) -> &mut Map<String, Value> {
+    if !obj.get("metadata").is_some_and(Value::is_object) {
+        obj["metadata"] = json!({});
+    }
+    obj["metadata"].as_object_mut().expect("set above")
+}
+
+/// The object's labels (non-string values are rejected on write, so they cannot appear here).
+pub fn labels(obj: &Value) -> BTreeMap<String, String> {
+    meta(obj)
+        .get("labels")
+        .and_then(Value::as_object)
+        .map(|m| {
+            m.iter()
+                .filter_map(|(k, v)| Some((k.clone(), v.as_str()?.to_string())))
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+/// RFC 1123 subdomain (most names) or label (namespaces), as the real validation demands.
+fn validate_name(res: &Resource, name: &str) -> Result<(), ApiError> {
+    let label_only = res.plural == "namespaces";
+    let max = if label_only { 63 } else { 253 };
+    let ok_part = |p: &str| {
+        !p.is_empty()
+            && p.chars()
+                .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-')
+            && !p.starts_with('-')
+            && !p.ends_with('-')
+    };
+    let ok = name.len() <= max
+        && if label_only {
+            ok_part(name)
+        } else {
+            name.split('.').all(ok_part)
+        };
+    if ok {
+        Ok(())
+    } else {
+        let what = if label_only {
+            "a lowercase RFC 1123 label must consist of lower case alphanumeric characters or '-', and must start and end with an alphanumeric character"
+        } else {
+            "a lowercase RFC 1123 subdomain must consist of lower case alphanumeric characters, '-' or '.', and must start and end with an alphanumeric character"
+        };
+        Err(ApiError::invalid(
+            res.kind,
+            name,
+            format!("metadata.name: Invalid value: \"{name}\": {what}"),
+        ))
+    }
+}
+
+/// Checks the parts of metadata every type shares (labels and annotations are string maps).
+fn validate_meta(res: &Resource, obj: &Value, name: &str) -> Result<(), ApiError> {
+    for field in ["labels", "annotations"] {
+        if let Some(v) = meta(obj).get(field) {
+            let ok = v.is_null()
+                || v.as_object()
+                    .is_some_and(|m| m.values().all(Value::is_string));
+            if !ok {
+                return Err(ApiError::bad_request(format!(
+                    "{} in version \"{}\" cannot be handled as a {}: metadata.{field} must be a map of strings",
+                    res.kind,
+                    res.version,
+                    res.kind
+                )));
+            }
+        }
+    }
+    validate_name(res, name)
+}
+
+/// 5 characters from the alphabet the real server uses for `generateName` suffixes.
+fn random_suffix() -> String {
+    const ALPHABET: &[u8] = b"bcdfghjklmnpqrstvwxz2456789";
+    uuid::Uuid::new_v4()
+        .as_bytes()
+        .iter()
+        .take(5)
+        .map(|b| ALPHABET[*b as usize % ALPHABET.len()] as char)
+        .collect()
+}
+
+/// Everything but metadata and status — a change here bumps `metadata.generation`.
+fn spec_part(obj: &Value) -> Value {
+    let mut v = obj.clone();
+    if let Some(m) = v.as_object_mut() {
+        for k in ["metadata", "status", "apiVersion", "kind"] {
+            m.remove(k);
+        }
+    }
+    v
+}
+
+/// The object without the fields a client cannot meaningfully change, for no-op detection.
+fn comparable(obj: &Value) -> Value {
+    let mut v = obj.clone();
+    if let Some(m) = v.get_mut("metadata").and_then(Value::as_object_mut) {
+        m.remove("resourceVersion");
+        m.remove("managedFields");
+    }
+    if let Some(m) = v.as_object_mut() {
+        m.remove("apiVersion");
+    }
+    v
+}
+
+impl Default for Store {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Store {
+    /// A store holding the namespaces every cluster starts with.
+    pub fn new() -> Self {
+        let store = Self {
+            state: Mutex::new(State::default()),
+        };
+        let ns = resources::find("", "v1", "namespaces").expect("namespaces in the table");
+        for name in INITIAL_NAMESPACES {
+            store
+                .create(ns, "", json!({"metadata": {"name": name}}))
+                .expect("initial namespace");
+        }
+        store
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, State> {
+        // A panic while holding the lock leaves consistent data (every verb works on copies).
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// The current revision, the `resourceVersion` of lists.
+    pub fn revision(&self) -> u64 {
+        self.lock().revision
+    }
+
+    /// Returns a stored object stamped for the requested version.
+    fn present(res: &Resource, obj: &Value) -> Value {
+        let mut out = obj.clone();
+        out["apiVersion"] = json!(res.api_version());
+        out["kind"] = json!(res.kind);
+        out
+    }
+
+    /// POST: assigns name (from `generateName`), uid, resourceVersion, creationTimestamp and
+    /// generation; refuses duplicates and objects in namespaces that do not exist.
+    pub fn create(&self, res: &Resource, ns: &str, mut obj: Value) -> Result<Value, ApiError> {
+        if !obj.is_object() {
+            return Err(ApiError::bad_request(
+                "the request body is not a JSON object",
+            ));
+        }
+        check_type(res, &obj)?;
+        let body_ns = meta_str(&obj, "namespace").to_string();
+        if res.namespaced {
+            if !body_ns.is_empty() && body_ns != ns {
+                return Err(ApiError::bad_request(
+                    "the namespace of the provided object does not match the namespace sent on the request",
+                ));
+            }
+        } else if !body_ns.is_empty() {
+            meta_mut(&mut obj).remove("namespace");
+        }
+        let mut state = self.lock();
+        let mut name = meta_str(&obj, "name").to_string();
+        if name.is_empty() {
+            let prefix = meta_str(&obj, "generateName").to_string();
+            if prefix.is_empty() {
+                return Err(ApiError::invalid(
+                    res.kind,
+                    "",
+                    "metadata.name: Required value: name or generateName is required",
+                ));
+            }
+            name = loop {
+                let candidate = format!("{prefix}{}", random_suffix());
+                if !state.objects.contains_key(&key(res, ns, &candidate)) {
+                    break candidate;
+                }
+            };
+        }
+        validate_meta(res, &obj, &name)?;
+        if res.namespaced {
+            let ns_res = resources::find("", "v1", "namespaces").expect("namespaces in the table");
+            if !state.objects.contains_key(&key(ns_res, "", ns)) {
+                return Err(ApiError::not_found("namespaces", "", ns));
+            }
+        }
+        let k = key(res, ns, &name);
+        if state.objects.contains_key(&k) {
+            return Err(ApiError::already_exists(res.plural, res.group, &name));
+        }
+        state.revision += 1;
+        let rv = state.revision;
+        let m = meta_mut(&mut obj);
+        m.insert("name".into(), json!(name));
+        if res.namespaced {
+            m.insert("namespace".into(), json!(ns));
+        }
+        m.insert("uid".into(), json!(uuid::Uuid::new_v4().to_string()));
+        m.insert("resourceVersion".into(), json!(rv.to_string()));
+        m.insert("creationTimestamp".into(), json!(now()));
+        m.remove("deletionTimestamp");
+        m.remove("managedFields");
+        if res.generation {
+            m.insert("generation".into(), json!(1));
+        } else {
+            m.remove("generation");
+        }
+        if res.plural == "namespaces" {
+            // What the namespace registry and lifecycle admission add on a real cluster.
+            m.entry("labels")
+                .or_insert_with(|| json!({}))
+                .as_object_mut()
+                .map(|l| l.insert("kubernetes.io/metadata.name".into(), json!(name)));
+            obj["spec"] = json!({"finalizers": ["kubernetes"]});
+            obj["status"] = json!({"phase": "Active"});
+        }
+        let stored = Self::present(res, &obj);
+        state.objects.insert(k, stored.clone());
+        Ok(stored)
+    }
+
+    /// GET of one object.
+    pub fn get(&self, res: &Resource, ns: &str, name: &str) -> Result<Value, ApiError> {
+        self.lock()
+            .objects
+            .get(&key(res, ns, name))
+            .map(|o| Self::present(res, o))
+            .ok_or_else(|| ApiError::not_found(res.plural, res.group, name))
+    }
+
+    /// LIST; `ns` of `None` lists across all namespaces. Items are in namespace/name order.
+    pub fn list(
+        &self,
+        res: &Resource,
+        ns: Option<&str>,
+        labels_sel: &LabelSelector,
+        fields: &FieldSelector,
+    ) -> Result<(Vec<Value>, u64), ApiError> {
+        if let Some(t) = fields.0.iter().find(|t| !res.supports_field(&t.field)) {
+            return Err(ApiError::bad_request(format!(
+                "field label not supported: {}",
+                t.field
+            )));
+        }
+        let state = self.lock();
+        let (g, p) = res.storage_key();
+        let items = state
+            .objects
+            .iter()
+            .filter(|((kg, kp, kns, _), _)| kg == g && kp == p && ns.is_none_or(|ns| ns == kns))
+            .filter(|(_, o)| labels_sel.matches(&labels(o)) && fields.matches(o))
+            .map(|(_, o)| Self::present(res, o))
+            .collect();
+        Ok((items, state.revision))
+    }
+
+    /// PUT: replaces the object, keeping what the server owns. A non-empty
+    /// `metadata.resourceVersion` in the body must equal the stored one (optimistic
+    /// concurrency); an unchanged object is returned as is, without a new resourceVersion.
+    pub fn update(
+        &self,
+        res: &Resource,
+        ns: &str,
+        name: &str,
+        obj: Value,
+    ) -> Result<Value, ApiError> {
+        self.modify(res, ns, name, |_| Ok(obj))
+    }
+
+    /// Read-modify-write under the lock: `change` gets the current object and returns the new
+    /// one, which then goes through the same checks as PUT. PATCH is built on this.
+    pub fn modify(
+        &self,
+        res: &Resource,
+        ns: &str,
+        name: &str,
+        change: impl FnOnce(&Value) -> Result<Value, ApiError>,
+    ) -> Result<Value, ApiError> {
+        let mut state = self.lock();
+        let k = key(res, ns, name);
+        let old = state
+            .objects
+            .get(&k)
+            .map(|o| Self::present(res, o))
+            .ok_or_else(|| ApiError::not_found(res.plural, res.group, name))?;
+        let mut new = change(&old)?;
+        if !new.is_object() {
+            return Err(ApiError::bad_request(
+                "the request body is not a JSON object",
+            ));
+        }
+        check_type(res, &new)?;
+        let body_name = meta_str(&new, "name");
+        if !body_name.is_empty() && body_name != name {
+            return Err(ApiError::bad_request(format!(
+                "the name of the object ({body_name}) does not match the name on the URL ({name})"
+            )));
+        }
+        let body_ns = meta_str(&new, "namespace");
+        if res.namespaced && !body_ns.is_empty() && body_ns != ns {
+            return Err(ApiError::bad_request(
+                "the namespace of the provided object does not match the namespace sent on the request",
+            ));
+        }
+        let body_rv = meta_str(&new, "resourceVersion");
+        if !body_rv.is_empty() && body_rv != meta_str(&old, "resourceVersion") {
+            return Err(ApiError::conflict(
+                res.plural,
+                res.group,
+                name,
+                "the object has been modified; please apply your changes to the latest version and try again",
+            ));
+        }
+        validate_meta(res, &new, name)?;
+        let old_meta = meta(&old).clone();
+        let m = meta_mut(&mut new);
+        m.insert("name".into(), json!(name));
+        if res.namespaced {
+            m.insert("namespace".into(), json!(ns));
+        }
+        for owned in [
+            "uid",
+            "creationTimestamp",
+            "deletionTimestamp",
+            "generation",
+        ] {
+            match old_meta.get(owned) {
+                Some(v) => m.insert(owned.into(), v.clone()),
+                None => m.remove(owned),
+            };
+        }
+        m.insert(
+            "resourceVersion".into(),
+            old_meta["resourceVersion"].clone(),
+        );
+        let mut new = Self::present(res, &new);
+        if comparable(&new) == comparable(&old) {
+            return Ok(old);
+        }
+        if res.generation && spec_part(&new) != spec_part(&old) {
+            let g = old_meta
+                .get("generation")
+                .and_then(Value::as_i64)
+                .unwrap_or(0);
+            new["metadata"]["generation"] = json!(g + 1);
+        }
+        state.revision += 1;
+        new["metadata"]["resourceVersion"] = json!(state.revision.to_string());
+        state.objects.insert(k, new.clone());
+        Ok(new)
+    }
+
+    /// DELETE: removes the object immediately (no finalizers or grace periods) and returns it.
+    /// Deleting a namespace removes every object in it; the returned namespace carries
+    /// `deletionTimestamp` and phase `Terminating`, the last state a real client would see.
+    pub fn delete(
+        &self,
+        res: &Resource,
+        ns: &str,
+        name: &str,
+        pre: &Preconditions,
+    ) -> Result<Value, ApiError> {
+        let mut state = self.lock();
+        let k = key(res, ns, name);
+        let current = state
+            .objects
+            .get(&k)
+            .ok_or_else(|| ApiError::not_found(res.plural, res.group, name))?;
+        if let Some(uid) = &pre.uid {
+            if uid != meta_str(current, "uid") {
+                return Err(ApiError::conflict(
+                    res.plural,
+                    res.group,
+                    name,
+                    &format!(
+                        "Precondition failed: UID in precondition: {uid}, UID in object meta: {}",
+                        meta_str(current, "uid")
+                    ),
+                ));
+            }
+        }
+        if let Some(rv) = &pre.resource_version {
+            if rv != meta_str(current, "resourceVersion") {
+                return Err(ApiError::conflict(
+                    res.plural,
+                    res.group,
+                    name,
+                    &format!(
+                        "Precondition failed: ResourceVersion in precondition: {rv}, ResourceVersion in object meta: {}",
+                        meta_str(current, "resourceVersion")
+                    ),
+                ));
+            }
+        }
+        let mut removed = state.objects.remove(&k).expect("checked above");
+        state.revision += 1;
+        removed["metadata"]["resourceVersion"] = json!(state.revision.to_string());
+        if res.plural == "namespaces" {
+            state
+                .objects
+                .retain(|(_, _, kns, _), _| kns.as_str() != name);
+            removed["metadata"]["deletionTimestamp"] = json!(now());
+            removed["status"] = json!({"phase": "Terminating"});
+        }
+        Ok(Self::present(res, &removed))
+    }
+}
+
+/// A body whose `kind`/`apiVersion` are set must name this resource (either API version of a
+/// shared type is accepted, as conversion would on a real server).
+fn check_type(res: &Resource, obj: &Value) -> Result<(), ApiError> {
+    let kind = obj.get("kind").and_then(Value::as_str).unwrap_or("");
+    let api_version = obj.get("apiVersion").and_then(Value::as_str).unwrap_or("");
+    let group_of = |av: &str| {
+        av.rsplit_once('/')
+            .map(|(g, _)| g.to_string())
+            .unwrap_or_default()
+    };
+    if (!kind.is_empty() && kind != res.kind)
+        || (!api_version.is_empty() && group_of(api_version) != res.group)
+    {
+        return Err(ApiError::bad_request(format!(
+            "the API version in the data ({api_version}) does not match the expected API version ({}) or kind ({kind}) does not match {}",
+            res.api_version(),
+            res.kind
+        )));
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn res(plural: &str) -> &'static Resource {
+        resources::RESOURCES
+            .iter()
+            .find(|r| r.plural == plural)
+            .unwrap()
+    }
+
+    #[test]
+    fn create_assigns_server_metadata_and_refuses_duplicates() {
+        let s = Store::new();
+        let cm = s
+            .create(
+                res("configmaps"),
+                "default",
+                json!({"metadata": {"name": "a"}}),
+            )
+            .unwrap();
+        assert_eq!(cm["kind"], "ConfigMap");
+        assert_eq!(cm["metadata"]["namespace"], "default");
+        assert!(cm["metadata"]["uid"].as_str().unwrap().len() == 36);
+        assert!(cm["metadata"].get("generation").is_none());
+        let err = s
+            .create(
+                res("configmaps"),
+                "default",
+                json!({"metadata": {"name": "a"}}),
+            )
+            .unwrap_err();
+        assert_eq!(err.reason, "AlreadyExists");
+        let err = s
+            .create(
+                res("configmaps"),
+                "nope",
+                json!({"metadata": {"name": "a"}}),
+            )
+            .unwrap_err();
+        assert_eq!(err.message, "namespaces \"nope\" not found");
+        let gen = s
+            .create(
+                res("configmaps"),
+                "default",
+                json!({"metadata": {"generateName": "x-"}}),
+            )
+            .unwrap();
+        assert!(gen["metadata"]["name"].as_str().unwrap().starts_with("x-"));
+        assert_eq!(gen["metadata"]["name"].as_str().unwrap().len(), 7);
+        let bad = s
+            .create(
+                res("configmaps"),
+                "default",
+                json!({"metadata": {"name": "Bad_Name"}}),
+            )
+            .unwrap_err();
+        assert_eq!(bad.code, 422);
+    }
+
+    #[test]
+    fn update_conflicts_on_stale_version_and_counts_generation() {
+        let s = Store::new();
+        let d = res("deployments");
+        let created = s
+            .create(
+                d,
+                "default",
+                json!({"metadata": {"name": "w"}, "spec": {"replicas": 1}}),
+            )
+            .unwrap();
+        let rv1 = created["metadata"]["resourceVersion"].clone();
+        let mut changed = created.clone();
+        changed["spec"]["replicas"] = json!(2);
+        let updated = s.update(d, "default", "w", changed.clone()).unwrap();
+        assert_eq!(updated["metadata"]["generation"], 2);
+        assert_ne!(updated["metadata"]["resourceVersion"], rv1);
+        assert_eq!(updated["metadata"]["uid"], created["metadata"]["uid"]);
+        // Stale resourceVersion: conflict.
+        let err = s.update(d, "default", "w", changed).unwrap_err();
+        assert_eq!(err.reason, "Conflict");
+        // Label-only change: new resourceVersion, same generation.
+        let mut relabelled = updated.clone();
+        relabelled["metadata"]["labels"] = json!({"a": "b"});
+        let r = s.update(d, "default", "w", relabelled).unwrap();
+        assert_eq!(r["metadata"]["generation"], 2);
+        // No-op: same resourceVersion.
+        let again = s.update(d, "default", "w", r.clone()).unwrap();
+        assert_eq!(
+            again["metadata"]["resourceVersion"],
+            r["metadata"]["resourceVersion"]
+        );
+    }
+
+    #[test]
+    fn namespace_delete_cascades_and_versions_share_storage() {
+        let s = Store::new();
+        s.create(res("namespaces"), "", json!({"metadata": {"name": "demo"}}))
+            .unwrap();
+        let v1a3 = resources::find("networking.istio.io", "v1alpha3", "virtualservices").unwrap();
+        let v1b1 = resources::find("networking.istio.io", "v1beta1", "virtualservices").unwrap();
+        s.create(v1a3, "demo", json!({"metadata": {"name": "vs"}}))
+            .unwrap();
+        assert_eq!(
+            s.get(v1b1, "demo", "vs").unwrap()["apiVersion"],
+            "networking.istio.io/v1beta1"
+        );
+        let gone = s
+            .delete(res("namespaces"), "", "demo", &Preconditions::default())
+            .unwrap();
+        assert_eq!(gone["status"]["phase"], "Terminating");
+        assert_eq!(s.get(v1a3, "demo", "vs").unwrap_err().code, 404);
+        let (all, _) = s
+            .list(
+                v1a3,
+                None,
+                &LabelSelector::default(),
+                &FieldSelector::default(),
+            )
+            .unwrap();
+        assert!(all.is_empty());
+    }
+}
