@@ -14,7 +14,10 @@
 //! ```
 
 pub mod discovery;
+pub mod events;
+pub mod fields;
 pub mod kubeconfig;
+pub mod managed;
 pub mod patch;
 pub mod proto;
 pub mod resources;
@@ -22,6 +25,7 @@ pub mod selector;
 pub mod server;
 pub mod status;
 pub mod store;
+pub mod watch;
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -132,6 +136,8 @@ impl KubeSim {
 
     /// Stops accepting connections, lets in-flight requests finish, and waits.
     pub async fn shutdown(mut self) {
+        // Open watches would otherwise keep graceful shutdown waiting forever.
+        self.store.close();
         if let Some(stop) = self.stop.take() {
             let _ = stop.send(());
         }
@@ -143,6 +149,7 @@ impl KubeSim {
 
 impl Drop for KubeSim {
     fn drop(&mut self) {
+        self.store.close();
         if let Some(task) = self.task.take() {
             task.abort();
         }

@@ -199,7 +199,7 @@ pub fn json_patch(doc: &mut Value, patch: &Value) -> Result<(), PatchError> {
 /// simplification of the per-type schema: it holds for the fields charts actually use.
 /// `ports` is keyed by `containerPort` in containers and by `port` in Services, so the key is
 /// chosen by what the patch elements carry.
-fn merge_key(field: &str, elements: &[Value]) -> Option<&'static str> {
+pub(crate) fn merge_key(field: &str, elements: &[Value]) -> Option<&'static str> {
     match field {
         "containers"
         | "initContainers"

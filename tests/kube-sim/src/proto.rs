@@ -62,7 +62,7 @@ const OWNER_REFERENCE: &[Field] = &[
     f(7, "blockOwnerDeletion", Ty::Bool),
 ];
 
-/// `metav1.ObjectMeta` (managedFields, 17, is dropped: server-side apply is not served yet).
+/// `metav1.ObjectMeta` (managedFields, 17, is dropped: the server records managers itself).
 const OBJECT_META: &[Field] = &[
     f(1, "name", Ty::Str),
     f(2, "generateName", Ty::Str),

@@ -14,12 +14,14 @@ use axum::Router;
 use serde_json::{json, Value};
 
 use crate::discovery;
+use crate::managed;
 use crate::patch;
 use crate::proto;
 use crate::resources::{self, Resource};
 use crate::selector::{FieldSelector, LabelSelector};
 use crate::status::{self, json_response, ApiError};
 use crate::store::{Preconditions, Store};
+use crate::watch;
 
 /// Helm release Secrets and ConfigMaps can approach etcd's 1.5 MiB object limit.
 const MAX_BODY: usize = 8 * 1024 * 1024;
@@ -67,7 +69,10 @@ struct Query {
     label_selector: String,
     field_selector: String,
     watch: bool,
-    dry_run: bool,
+    /// `dryRun`: `All` runs a write on a copy of the store (see `Store::simulate`).
+    dry_run: Option<String>,
+    field_manager: Option<String>,
+    force: bool,
 }
 
 fn parse_query(uri: &Uri) -> Query {
@@ -77,7 +82,9 @@ fn parse_query(uri: &Uri) -> Query {
             "labelSelector" => q.label_selector = v.into_owned(),
             "fieldSelector" => q.field_selector = v.into_owned(),
             "watch" => q.watch = v == "true" || v == "1",
-            "dryRun" => q.dry_run = !v.is_empty(),
+            "dryRun" => q.dry_run = Some(v.into_owned()),
+            "fieldManager" => q.field_manager = Some(v.into_owned()),
+            "force" => q.force = v == "true" || v == "1",
             _ => {}
         }
     }
@@ -98,7 +105,7 @@ fn get_only(method: &Method, body: impl FnOnce() -> Option<Value>) -> Result<Res
 }
 
 fn route(
-    store: &Store,
+    store: &Arc<Store>,
     method: &Method,
     uri: &Uri,
     headers: &HeaderMap,
@@ -168,7 +175,7 @@ fn parse_target<'a>(group: &str, version: &str, rest: &[&'a str]) -> Result<Targ
 
 #[allow(clippy::too_many_arguments)]
 fn resource_request(
-    store: &Store,
+    store: &Arc<Store>,
     method: &Method,
     uri: &Uri,
     headers: &HeaderMap,
@@ -182,16 +189,53 @@ fn resource_request(
     }
     let target = parse_target(group, version, rest)?;
     let query = parse_query(uri);
-    if query.dry_run {
-        // Refused rather than silently applied: a dry run that writes would be a lie.
-        return Err(ApiError::bad_request(
-            "dryRun is not supported by kube-sim yet",
-        ));
-    }
+    let simulation;
+    let store = match query.dry_run.as_deref() {
+        None | Some("") => store,
+        Some("All") if *method != Method::GET => {
+            simulation = Arc::new(store.simulate());
+            &simulation
+        }
+        Some("All") => store,
+        Some(other) => {
+            return Err(ApiError::unprocessable(format!(
+                "dryRun: Unsupported value: {other:?}: supported values: \"All\""
+            )))
+        }
+    };
     match target {
-        Target::Collection { res, ns } => collection(store, method, &query, headers, body, res, ns),
-        Target::Object { res, ns, name } => object(store, method, headers, body, res, ns, name),
+        Target::Collection { res, ns } => {
+            collection(store, method, uri, &query, headers, body, res, ns)
+        }
+        Target::Object { res, ns, name } if *method == Method::GET && query.watch => {
+            // The per-object watch URL is a collection watch narrowed to one name.
+            let mut query = query;
+            query.field_selector = if query.field_selector.is_empty() {
+                format!("metadata.name={name}")
+            } else {
+                format!("{},metadata.name={name}", query.field_selector)
+            };
+            let scope = if res.namespaced { Some(ns) } else { Some("") };
+            collection(store, method, uri, &query, headers, body, res, scope)
+        }
+        Target::Object { res, ns, name } => {
+            object(store, method, &query, headers, body, res, ns, name)
+        }
     }
+}
+
+/// The manager a write is recorded under: `fieldManager`, else the User-Agent's program name
+/// (what the real server derives, e.g. `kubectl` or `helm`).
+fn manager(query: &Query, headers: &HeaderMap) -> String {
+    query.field_manager.clone().unwrap_or_else(|| {
+        let agent = header_str(headers, header::USER_AGENT);
+        let program = agent.split('/').next().unwrap_or("").trim();
+        if program.is_empty() {
+            "unknown".to_string()
+        } else {
+            program.chars().take(128).collect()
+        }
+    })
 }
 
 /// Decodes a request body: protobuf from client-go's typed clients, JSON otherwise.
@@ -206,9 +250,11 @@ fn parse_body(headers: &HeaderMap, body: &[u8]) -> Result<Value, ApiError> {
     })
 }
 
+#[allow(clippy::too_many_arguments)]
 fn collection(
-    store: &Store,
+    store: &Arc<Store>,
     method: &Method,
+    uri: &Uri,
     query: &Query,
     headers: &HeaderMap,
     body: &[u8],
@@ -223,7 +269,15 @@ fn collection(
         store.list(res, scope, &labels, &fields)
     };
     match *method {
-        Method::GET if query.watch => Err(ApiError::method_not_allowed("WATCH")),
+        Method::GET if query.watch => {
+            let labels = LabelSelector::parse(&query.label_selector)
+                .map_err(|e| ApiError::bad_request(format!("unable to parse requirement: {e}")))?;
+            let fields =
+                FieldSelector::parse(&query.field_selector).map_err(ApiError::bad_request)?;
+            let params = watch::WatchParams::parse(uri.query().unwrap_or(""))?;
+            let scope = ns.filter(|n| !n.is_empty());
+            watch::start(store.clone(), res, scope, labels, fields, &params)
+        }
         Method::GET => {
             let (items, revision) = list(store)?;
             Ok(json_response(
@@ -238,7 +292,9 @@ fn collection(
         }
         Method::POST => {
             let ns = ns.ok_or_else(|| ApiError::method_not_allowed("POST"))?;
-            let created = store.create(res, ns, parse_body(headers, body)?)?;
+            let mut obj = parse_body(headers, body)?;
+            managed::record_update(None, &mut obj, &manager(query, headers), &res.api_version());
+            let created = store.create(res, ns, obj)?;
             Ok(json_response(201, &created))
         }
         Method::DELETE if res.verbs.contains(&"deletecollection") => {
@@ -266,7 +322,50 @@ fn collection(
     }
 }
 
-/// Patch media types served (server-side apply is not yet).
+/// The server-side apply patch type (the body is YAML or JSON).
+const APPLY_PATCH: &str = "application/apply-patch+yaml";
+
+/// PATCH with `application/apply-patch+yaml`: creates the object when absent (201) or applies
+/// onto it (200), with ownership and conflicts as `managed::apply` decides.
+fn server_side_apply(
+    store: &Store,
+    query: &Query,
+    body: &[u8],
+    res: &'static Resource,
+    ns: &str,
+    name: &str,
+) -> Result<Response, ApiError> {
+    let Some(manager) = query.field_manager.as_deref().filter(|m| !m.is_empty()) else {
+        return Err(ApiError::unprocessable(
+            "PatchOptions.meta.k8s.io \"\" is invalid: fieldManager: Required value: is required for apply patch",
+        ));
+    };
+    // JSON is the YAML subset kubectl and helm send; block-style YAML is not parsed yet.
+    let applied: Value = serde_json::from_slice(body).map_err(|e| {
+        ApiError::bad_request(format!(
+            "kube-sim only accepts the JSON form of apply-patch+yaml bodies: {e}"
+        ))
+    })?;
+    if !applied.is_object() {
+        return Err(ApiError::bad_request(
+            "the apply configuration is not an object",
+        ));
+    }
+    let (obj, created) = store.upsert(res, ns, name, |current| {
+        managed::apply(
+            current,
+            &applied,
+            manager,
+            &res.api_version(),
+            query.force,
+            res.plural,
+            name,
+        )
+    })?;
+    Ok(json_response(if created { 201 } else { 200 }, &obj))
+}
+
+/// Other patch media types served.
 const PATCH_TYPES: &[&str] = &[
     "application/merge-patch+json",
     "application/json-patch+json",
@@ -305,9 +404,11 @@ fn apply_patch(
     Ok(out)
 }
 
+#[allow(clippy::too_many_arguments)]
 fn object(
     store: &Store,
     method: &Method,
+    query: &Query,
     headers: &HeaderMap,
     body: &[u8],
     res: &'static Resource,
@@ -317,13 +418,20 @@ fn object(
     match *method {
         Method::GET => Ok(json_response(200, &store.get(res, ns, name)?)),
         Method::PUT => {
-            let updated = store.update(res, ns, name, parse_body(headers, body)?)?;
+            let obj = parse_body(headers, body)?;
+            let who = manager(query, headers);
+            let updated = store.modify(res, ns, name, |current| {
+                let mut new = obj;
+                managed::record_update(Some(current), &mut new, &who, &res.api_version());
+                Ok(new)
+            })?;
             Ok(json_response(200, &updated))
+        }
+        Method::PATCH if media_type(headers) == APPLY_PATCH => {
+            server_side_apply(store, query, body, res, ns, name)
         }
         Method::PATCH => {
             let content_type = media_type(headers);
-            // Refuse unknown patch types before looking the object up, so a server-side apply
-            // (`application/apply-patch+yaml`, which may create) gets 415, not a misleading 404.
             if !PATCH_TYPES.contains(&content_type.as_str())
                 || (content_type == "application/strategic-merge-patch+json" && !res.builtin)
             {
@@ -331,8 +439,11 @@ fn object(
             }
             let patch_doc: Value = serde_json::from_slice(body)
                 .map_err(|e| ApiError::bad_request(format!("the patch is not valid JSON: {e}")))?;
+            let who = manager(query, headers);
             let patched = store.modify(res, ns, name, |current| {
-                apply_patch(res, &content_type, current, &patch_doc)
+                let mut new = apply_patch(res, &content_type, current, &patch_doc)?;
+                managed::record_update(Some(current), &mut new, &who, &res.api_version());
+                Ok(new)
             })?;
             Ok(json_response(200, &patched))
         }
@@ -348,7 +459,15 @@ fn object(
                     .as_str()
                     .map(String::from),
             };
-            let gone = store.delete(res, ns, name, &pre)?;
+            // kubectl sends a delete's dry run in the DeleteOptions body, not the query.
+            let dry_run = options["dryRun"]
+                .as_array()
+                .is_some_and(|d| d.iter().any(|v| v == "All"));
+            let gone = if dry_run {
+                store.simulate().delete(res, ns, name, &pre)?
+            } else {
+                store.delete(res, ns, name, &pre)?
+            };
             // Namespaces and pods answer with the object (they finalize gracefully on a real
             // cluster); other types with a Success Status.
             if matches!(res.plural, "namespaces" | "pods") {

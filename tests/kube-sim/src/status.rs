@@ -18,6 +18,8 @@ pub struct ApiError {
     /// `details` of the Status: the object's name and the resource plural (`kind` in Status
     /// details is the plural, as on the real server).
     pub details: Option<(String, String)>,
+    /// `details.causes`: which fields failed and why (server-side apply conflicts).
+    pub causes: Vec<Value>,
 }
 
 impl ApiError {
@@ -27,6 +29,7 @@ impl ApiError {
             reason,
             message,
             details: None,
+            causes: Vec::new(),
         }
     }
 
@@ -76,6 +79,49 @@ impl ApiError {
         .with_details(plural, name)
     }
 
+    /// A watch from a resourceVersion the history no longer holds; clients relist.
+    pub fn expired(message: impl Into<String>) -> Self {
+        Self::new(410, "Expired", message.into())
+    }
+
+    /// Server-side apply refused because other managers own fields it would change. The
+    /// message and causes follow the real server (apimachinery's `NewConflictError`), since
+    /// kubectl prints them; `conflicts` holds (manager as the server prints it — `"helm"`, or
+    /// `"kubectl-edit" using v1 at <time>` for Update managers —, `.field.path`) pairs.
+    pub fn apply_conflicts(plural: &str, name: &str, conflicts: &[(String, String)]) -> Self {
+        let message = if let [(manager, field)] = conflicts {
+            format!("Apply failed with 1 conflict: conflict with {manager}: {field}")
+        } else {
+            let mut managers: Vec<&String> = conflicts.iter().map(|(m, _)| m).collect();
+            managers.sort();
+            managers.dedup();
+            let mut lines = Vec::new();
+            for manager in managers {
+                lines.push(format!("conflicts with {manager}:"));
+                for (_, field) in conflicts.iter().filter(|(m, _)| m == manager) {
+                    lines.push(format!("- {field}"));
+                }
+            }
+            format!(
+                "Apply failed with {} conflicts: {}",
+                conflicts.len(),
+                lines.join("\n")
+            )
+        };
+        let mut e = Self::new(409, "Conflict", message).with_details(plural, name);
+        e.causes = conflicts
+            .iter()
+            .map(|(manager, field)| {
+                json!({
+                    "type": "FieldManagerConflict",
+                    "message": format!("conflict with {manager}"),
+                    "field": field,
+                })
+            })
+            .collect();
+        e
+    }
+
     pub fn bad_request(message: impl Into<String>) -> Self {
         Self::new(400, "BadRequest", message.into())
     }
@@ -106,7 +152,7 @@ impl ApiError {
         Self::new(
             415,
             "UnsupportedMediaType",
-            format!("the body of the request was in an unknown format - accepted media types include: application/json-patch+json, application/merge-patch+json (got {content_type:?})"),
+            format!("the body of the request was in an unknown format - accepted media types include: application/json-patch+json, application/merge-patch+json, application/apply-patch+yaml (got {content_type:?})"),
         )
     }
 
@@ -132,6 +178,9 @@ impl ApiError {
         });
         if let Some((name, kind)) = &self.details {
             s["details"] = json!({ "name": name, "kind": kind });
+        }
+        if !self.causes.is_empty() {
+            s["details"]["causes"] = json!(self.causes);
         }
         s
     }

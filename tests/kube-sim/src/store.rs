@@ -9,6 +9,7 @@ use std::sync::Mutex;
 
 use serde_json::{json, Map, Value};
 
+use crate::events::{Event, EventType, History, TooOld};
 use crate::resources::{self, Resource};
 use crate::selector::{FieldSelector, LabelSelector};
 use crate::status::ApiError;
@@ -19,17 +20,40 @@ type Key = (String, String, String, String);
 /// Namespaces a fresh cluster has.
 const INITIAL_NAMESPACES: &[&str] = &["default", "kube-system", "kube-public", "kube-node-lease"];
 
-#[derive(Debug, Default)]
+#[derive(Debug, Default, Clone)]
 struct State {
     objects: BTreeMap<Key, Value>,
     /// Last issued resourceVersion; strictly increasing across all types, like etcd's revision.
     revision: u64,
+    history: History,
+}
+
+impl State {
+    /// Issues the next revision and records the write for watches.
+    fn record(&mut self, kind: EventType, k: &Key, object: &mut Value, previous: Option<Value>) {
+        self.revision += 1;
+        object["metadata"]["resourceVersion"] = json!(self.revision.to_string());
+        let (group, plural, namespace, _) = k.clone();
+        self.history.push(Event {
+            revision: self.revision,
+            kind,
+            group,
+            plural,
+            namespace,
+            object: object.clone(),
+            previous,
+        });
+    }
 }
 
 /// Thread-safe object store.
 #[derive(Debug)]
 pub struct Store {
     state: Mutex<State>,
+    /// The revision after the latest write; watches wait on it instead of polling.
+    changes: tokio::sync::watch::Sender<u64>,
+    /// Set when the server stops, so open watch streams end and graceful shutdown completes.
+    closing: tokio::sync::watch::Sender<bool>,
 }
 
 /// Options a DELETE body (`DeleteOptions.preconditions`) may carry.
@@ -178,6 +202,8 @@ impl Store {
     pub fn new() -> Self {
         let store = Self {
             state: Mutex::new(State::default()),
+            changes: tokio::sync::watch::Sender::new(0),
+            closing: tokio::sync::watch::Sender::new(false),
         };
         let ns = resources::find("", "v1", "namespaces").expect("namespaces in the table");
         for name in INITIAL_NAMESPACES {
@@ -198,6 +224,63 @@ impl Store {
         self.lock().revision
     }
 
+    /// A detached copy of the current state, for `dryRun=All`: a write runs through every
+    /// check on the copy and is answered, but nothing is stored and no watch sees it.
+    pub fn simulate(&self) -> Store {
+        let state = self.lock().clone();
+        Store {
+            changes: tokio::sync::watch::Sender::new(state.revision),
+            closing: tokio::sync::watch::Sender::new(false),
+            state: Mutex::new(state),
+        }
+    }
+
+    /// Wakes watches after a write (called once the lock is released).
+    fn notify(&self, revision: u64) {
+        self.changes.send_replace(revision);
+    }
+
+    /// A receiver that changes on every write.
+    pub fn subscribe(&self) -> tokio::sync::watch::Receiver<u64> {
+        self.changes.subscribe()
+    }
+
+    /// A receiver that turns `true` when the server shuts down.
+    pub fn closing(&self) -> tokio::sync::watch::Receiver<bool> {
+        self.closing.subscribe()
+    }
+
+    /// Ends every open watch stream.
+    pub fn close(&self) {
+        self.closing.send_replace(true);
+    }
+
+    /// Events of `res`'s storage (in `ns`, or all namespaces) after `revision`, stamped for
+    /// the requested API version, and the revision they bring the caller up to.
+    #[allow(clippy::type_complexity)]
+    pub fn events_since(
+        &self,
+        res: &Resource,
+        ns: Option<&str>,
+        revision: u64,
+    ) -> Result<(Vec<(EventType, Value, Option<Value>)>, u64), TooOld> {
+        let state = self.lock();
+        let (g, p) = res.storage_key();
+        let events = state
+            .history
+            .since(revision)?
+            .filter(|e| e.group == g && e.plural == p && ns.is_none_or(|n| n == e.namespace))
+            .map(|e| {
+                (
+                    e.kind,
+                    Self::present(res, &e.object),
+                    e.previous.as_ref().map(|o| Self::present(res, o)),
+                )
+            })
+            .collect();
+        Ok((events, state.revision))
+    }
+
     /// Returns a stored object stamped for the requested version.
     fn present(res: &Resource, obj: &Value) -> Value {
         let mut out = obj.clone();
@@ -208,7 +291,57 @@ impl Store {
 
     /// POST: assigns name (from `generateName`), uid, resourceVersion, creationTimestamp and
     /// generation; refuses duplicates and objects in namespaces that do not exist.
-    pub fn create(&self, res: &Resource, ns: &str, mut obj: Value) -> Result<Value, ApiError> {
+    pub fn create(&self, res: &Resource, ns: &str, obj: Value) -> Result<Value, ApiError> {
+        self.write(|state| Self::create_locked(state, res, ns, obj))
+    }
+
+    /// Runs one write under the lock and wakes watches if it produced a revision.
+    fn write<T>(&self, f: impl FnOnce(&mut State) -> Result<T, ApiError>) -> Result<T, ApiError> {
+        let mut state = self.lock();
+        let before = state.revision;
+        let out = f(&mut state);
+        let after = state.revision;
+        drop(state);
+        if after != before {
+            self.notify(after);
+        }
+        out
+    }
+
+    /// Server-side apply's verb: `change` gets the current object (`None` when absent) and
+    /// returns the desired one, which is created or updated in one atomic step.
+    pub fn upsert(
+        &self,
+        res: &Resource,
+        ns: &str,
+        name: &str,
+        change: impl FnOnce(Option<&Value>) -> Result<Value, ApiError>,
+    ) -> Result<(Value, bool), ApiError> {
+        self.write(|state| {
+            let exists = state.objects.contains_key(&key(res, ns, name));
+            if exists {
+                Self::modify_locked(state, res, ns, name, |cur| change(Some(cur)))
+                    .map(|o| (o, false))
+            } else {
+                let mut obj = change(None)?;
+                let body_name = meta_str(&obj, "name");
+                if !body_name.is_empty() && body_name != name {
+                    return Err(ApiError::bad_request(format!(
+                        "the name of the object ({body_name}) does not match the name on the URL ({name})"
+                    )));
+                }
+                meta_mut(&mut obj).insert("name".into(), json!(name));
+                Self::create_locked(state, res, ns, obj).map(|o| (o, true))
+            }
+        })
+    }
+
+    fn create_locked(
+        state: &mut State,
+        res: &Resource,
+        ns: &str,
+        mut obj: Value,
+    ) -> Result<Value, ApiError> {
         if !obj.is_object() {
             return Err(ApiError::bad_request(
                 "the request body is not a JSON object",
@@ -225,7 +358,6 @@ impl Store {
         } else if !body_ns.is_empty() {
             meta_mut(&mut obj).remove("namespace");
         }
-        let mut state = self.lock();
         let mut name = meta_str(&obj, "name").to_string();
         if name.is_empty() {
             let prefix = meta_str(&obj, "generateName").to_string();
@@ -254,18 +386,14 @@ impl Store {
         if state.objects.contains_key(&k) {
             return Err(ApiError::already_exists(res.plural, res.group, &name));
         }
-        state.revision += 1;
-        let rv = state.revision;
         let m = meta_mut(&mut obj);
         m.insert("name".into(), json!(name));
         if res.namespaced {
             m.insert("namespace".into(), json!(ns));
         }
         m.insert("uid".into(), json!(uuid::Uuid::new_v4().to_string()));
-        m.insert("resourceVersion".into(), json!(rv.to_string()));
         m.insert("creationTimestamp".into(), json!(now()));
         m.remove("deletionTimestamp");
-        m.remove("managedFields");
         if res.generation {
             m.insert("generation".into(), json!(1));
         } else {
@@ -280,7 +408,8 @@ impl Store {
             obj["spec"] = json!({"finalizers": ["kubernetes"]});
             obj["status"] = json!({"phase": "Active"});
         }
-        let stored = Self::present(res, &obj);
+        let mut stored = Self::present(res, &obj);
+        state.record(EventType::Added, &k, &mut stored, None);
         state.objects.insert(k, stored.clone());
         Ok(stored)
     }
@@ -342,7 +471,16 @@ impl Store {
         name: &str,
         change: impl FnOnce(&Value) -> Result<Value, ApiError>,
     ) -> Result<Value, ApiError> {
-        let mut state = self.lock();
+        self.write(|state| Self::modify_locked(state, res, ns, name, change))
+    }
+
+    fn modify_locked(
+        state: &mut State,
+        res: &Resource,
+        ns: &str,
+        name: &str,
+        change: impl FnOnce(&Value) -> Result<Value, ApiError>,
+    ) -> Result<Value, ApiError> {
         let k = key(res, ns, name);
         let old = state
             .objects
@@ -410,8 +548,7 @@ impl Store {
                 .unwrap_or(0);
             new["metadata"]["generation"] = json!(g + 1);
         }
-        state.revision += 1;
-        new["metadata"]["resourceVersion"] = json!(state.revision.to_string());
+        state.record(EventType::Modified, &k, &mut new, Some(old));
         state.objects.insert(k, new.clone());
         Ok(new)
     }
@@ -426,7 +563,16 @@ impl Store {
         name: &str,
         pre: &Preconditions,
     ) -> Result<Value, ApiError> {
-        let mut state = self.lock();
+        self.write(|state| Self::delete_locked(state, res, ns, name, pre))
+    }
+
+    fn delete_locked(
+        state: &mut State,
+        res: &Resource,
+        ns: &str,
+        name: &str,
+        pre: &Preconditions,
+    ) -> Result<Value, ApiError> {
         let k = key(res, ns, name);
         let current = state
             .objects
@@ -459,12 +605,18 @@ impl Store {
             }
         }
         let mut removed = state.objects.remove(&k).expect("checked above");
-        state.revision += 1;
-        removed["metadata"]["resourceVersion"] = json!(state.revision.to_string());
+        state.record(EventType::Deleted, &k, &mut removed, None);
         if res.plural == "namespaces" {
-            state
+            let contained: Vec<Key> = state
                 .objects
-                .retain(|(_, _, kns, _), _| kns.as_str() != name);
+                .keys()
+                .filter(|(_, _, kns, _)| kns.as_str() == name)
+                .cloned()
+                .collect();
+            for ck in contained {
+                let mut gone = state.objects.remove(&ck).expect("listed above");
+                state.record(EventType::Deleted, &ck, &mut gone, None);
+            }
             removed["metadata"]["deletionTimestamp"] = json!(now());
             removed["status"] = json!({"phase": "Terminating"});
         }

@@ -2,156 +2,12 @@
 //! `ops/setup.sh`). Each test starts its own in-process kube-sim on a free loopback port and
 //! talks to it only through kubectl with the kubeconfig kube-sim wrote.
 
+mod common;
+
 use std::io::{BufRead, BufReader};
-use std::path::{Path, PathBuf};
-use std::process::{Command, Output, Stdio};
-use std::sync::mpsc;
-use std::time::Duration;
+use std::process::{Command, Stdio};
 
-use kube_sim::{Config, KubeSim};
-
-/// Upper bound for one kubectl invocation; they take well under a second here.
-const KUBECTL_TIMEOUT: Duration = Duration::from_secs(60);
-
-fn kubectl_path() -> PathBuf {
-    let p = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../.tools/bin/kubectl");
-    assert!(
-        p.exists(),
-        "{} is missing: run ops/setup.sh to install the pinned kubectl",
-        p.display()
-    );
-    p
-}
-
-/// Runs `cmd` to completion, killing it and failing the test after `timeout`.
-fn run_with_timeout(mut cmd: Command, timeout: Duration) -> Output {
-    let child = cmd
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("spawn");
-    let pid = nix::unistd::Pid::from_raw(child.id() as i32);
-    let (tx, rx) = mpsc::channel();
-    std::thread::spawn(move || {
-        let _ = tx.send(child.wait_with_output());
-    });
-    match rx.recv_timeout(timeout) {
-        Ok(out) => out.expect("wait for child"),
-        Err(_) => {
-            // Not reaped yet (the waiter still blocks in wait), so the pid is still our child.
-            let _ = nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGKILL);
-            panic!("{cmd:?} did not finish within {timeout:?}");
-        }
-    }
-}
-
-/// What one kubectl run printed.
-#[derive(Debug)]
-struct Run {
-    ok: bool,
-    stdout: String,
-    stderr: String,
-}
-
-impl Run {
-    #[track_caller]
-    fn success(self) -> String {
-        assert!(self.ok, "kubectl failed: {}{}", self.stdout, self.stderr);
-        self.stdout
-    }
-
-    #[track_caller]
-    fn failure(self) -> String {
-        assert!(!self.ok, "kubectl should have failed: {}", self.stdout);
-        self.stderr
-    }
-}
-
-/// A kube-sim plus an isolated kubectl environment (cache and HOME in a temp dir).
-struct Cluster {
-    sim: Option<KubeSim>,
-    runtime: tokio::runtime::Runtime,
-    home: tempfile::TempDir,
-}
-
-impl Cluster {
-    fn start() -> Self {
-        let runtime = tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(1)
-            .enable_all()
-            .build()
-            .expect("runtime");
-        let sim = runtime
-            .block_on(KubeSim::start(Config::default()))
-            .expect("start kube-sim");
-        Self {
-            sim: Some(sim),
-            runtime,
-            home: tempfile::tempdir().expect("tempdir"),
-        }
-    }
-
-    fn sim(&self) -> &KubeSim {
-        self.sim.as_ref().expect("running")
-    }
-
-    fn kubectl(&self, args: &[&str]) -> Run {
-        let mut cmd = Command::new(kubectl_path());
-        cmd.arg("--kubeconfig")
-            .arg(self.sim().kubeconfig_path())
-            .arg("--cache-dir")
-            .arg(self.home.path().join("cache"))
-            .args(args)
-            .env_remove("KUBECONFIG")
-            .env("HOME", self.home.path());
-        let out = run_with_timeout(cmd, KUBECTL_TIMEOUT);
-        Run {
-            ok: out.status.success(),
-            stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
-            stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
-        }
-    }
-
-    fn json(&self, args: &[&str]) -> serde_json::Value {
-        let out = self.kubectl(args).success();
-        serde_json::from_str(&out).unwrap_or_else(|e| panic!("not JSON ({e}): {out}"))
-    }
-
-    /// Writes a manifest into the temp dir and returns its path.
-    fn manifest(&self, name: &str, body: &serde_json::Value) -> String {
-        let p = self.home.path().join(name);
-        std::fs::write(&p, serde_json::to_vec_pretty(body).unwrap()).unwrap();
-        p.to_string_lossy().into_owned()
-    }
-}
-
-impl Drop for Cluster {
-    fn drop(&mut self) {
-        if let Some(sim) = self.sim.take() {
-            self.runtime.block_on(sim.shutdown());
-        }
-    }
-}
-
-fn deployment(image: &str) -> serde_json::Value {
-    serde_json::json!({
-        "apiVersion": "apps/v1",
-        "kind": "Deployment",
-        "metadata": {"name": "web", "namespace": "demo", "labels": {"app": "web"}},
-        "spec": {
-            "replicas": 1,
-            "selector": {"matchLabels": {"app": "web"}},
-            "template": {
-                "metadata": {"labels": {"app": "web"}},
-                "spec": {"containers": [
-                    {"name": "web", "image": image, "ports": [{"containerPort": 80}]},
-                    {"name": "side", "image": "busybox:1"}
-                ]}
-            }
-        }
-    })
-}
+use common::*;
 
 #[test]
 fn version_prints_server_version() {
@@ -406,7 +262,7 @@ fn errors_match_the_real_server() {
         .success();
     assert_eq!(data, "stale");
 
-    // Server-side apply is not served yet: a 415 that kubectl recognises, never a fake success.
+    // Server-side apply into a namespace that does not exist fails as a create would.
     let dep = c.manifest("ssa.json", &deployment("nginx:1.25"));
     let err = c
         .kubectl(&[
@@ -420,7 +276,7 @@ fn errors_match_the_real_server() {
         ])
         .failure();
     assert!(
-        err.contains("Server-side apply not available on the server"),
+        err.contains("Error from server (NotFound): namespaces \"demo\" not found"),
         "{err}"
     );
 }

@@ -1,0 +1,138 @@
+//! helm 4 against kube-sim: install (server-side apply of each manifest plus the release
+//! Secret), list, get manifest and uninstall of a chart written by the test.
+
+mod common;
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use common::*;
+
+fn helm_path() -> PathBuf {
+    let p = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../.tools/bin/helm");
+    assert!(
+        p.exists(),
+        "{} is missing: run ops/setup.sh to install the pinned helm",
+        p.display()
+    );
+    p
+}
+
+fn helm(c: &Cluster, args: &[&str]) -> Run {
+    let home = c.home.path();
+    let mut cmd = Command::new(helm_path());
+    cmd.arg("--kubeconfig")
+        .arg(c.sim().kubeconfig_path())
+        .args(args)
+        .env_remove("KUBECONFIG")
+        .env("HOME", home)
+        .env("HELM_CACHE_HOME", home.join("helm-cache"))
+        .env("HELM_CONFIG_HOME", home.join("helm-config"))
+        .env("HELM_DATA_HOME", home.join("helm-data"));
+    let out = run_with_timeout(cmd, KUBECTL_TIMEOUT);
+    Run {
+        ok: out.status.success(),
+        stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+    }
+}
+
+/// A chart with a ConfigMap and a Service (no workloads: nothing would make them ready).
+fn write_chart(dir: &Path) {
+    std::fs::create_dir_all(dir.join("templates")).unwrap();
+    std::fs::write(
+        dir.join("Chart.yaml"),
+        "apiVersion: v2\nname: tiny\nversion: 0.1.0\n",
+    )
+    .unwrap();
+    std::fs::write(
+        dir.join("templates/configmap.yaml"),
+        "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: {{ .Release.Name }}-cfg\ndata:\n  greeting: {{ .Values.greeting | default \"hello\" }}\n",
+    )
+    .unwrap();
+    std::fs::write(
+        dir.join("templates/service.yaml"),
+        "apiVersion: v1\nkind: Service\nmetadata:\n  name: {{ .Release.Name }}-svc\nspec:\n  selector:\n    app: tiny\n  ports:\n  - name: http\n    port: 80\n    targetPort: 8080\n",
+    )
+    .unwrap();
+}
+
+#[test]
+fn helm_install_list_get_uninstall() {
+    let c = Cluster::start();
+    c.kubectl(&["create", "namespace", "demo"]).success();
+    let chart = c.home.path().join("tiny");
+    write_chart(&chart);
+    let chart = chart.to_string_lossy().into_owned();
+
+    // No OpenAPI yet, so helm's client-side schema validation is switched off.
+    let out = helm(
+        &c,
+        &[
+            "install",
+            "rel",
+            &chart,
+            "-n",
+            "demo",
+            "--disable-openapi-validation",
+        ],
+    )
+    .success();
+    assert!(out.contains("STATUS: deployed"), "{out}");
+    let greeting = c
+        .kubectl(&[
+            "get",
+            "cm",
+            "rel-cfg",
+            "-n",
+            "demo",
+            "-o",
+            "jsonpath={.data.greeting}",
+        ])
+        .success();
+    assert_eq!(greeting, "hello");
+    let cm = c.json(&[
+        "get",
+        "cm",
+        "rel-cfg",
+        "-n",
+        "demo",
+        "-o",
+        "json",
+        "--show-managed-fields",
+    ]);
+    assert_eq!(cm["metadata"]["managedFields"][0]["manager"], "helm");
+    assert_eq!(cm["metadata"]["managedFields"][0]["operation"], "Apply");
+    let port = c
+        .kubectl(&[
+            "get",
+            "svc",
+            "rel-svc",
+            "-n",
+            "demo",
+            "-o",
+            "jsonpath={.spec.ports[0].port}",
+        ])
+        .success();
+    assert_eq!(port, "80");
+
+    let list = helm(&c, &["list", "-n", "demo", "-o", "json"]).success();
+    let list: serde_json::Value = serde_json::from_str(&list).unwrap();
+    assert_eq!(list[0]["name"], "rel");
+    assert_eq!(list[0]["status"], "deployed");
+    assert_eq!(list[0]["chart"], "tiny-0.1.0");
+
+    let manifest = helm(&c, &["get", "manifest", "rel", "-n", "demo"]).success();
+    assert!(
+        manifest.contains("name: rel-cfg") && manifest.contains("name: rel-svc"),
+        "{manifest}"
+    );
+
+    let out = helm(&c, &["uninstall", "rel", "-n", "demo"]).success();
+    assert!(out.contains("release \"rel\" uninstalled"), "{out}");
+    let left = c
+        .kubectl(&["get", "cm,svc,secrets", "-n", "demo", "-o", "name"])
+        .success();
+    assert_eq!(left.trim(), "", "left behind: {left}");
+    assert_eq!(helm(&c, &["list", "-n", "demo", "-q"]).success().trim(), "");
+}
