@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use async_nats::jetstream::{self, consumer, kv, stream};
 use thiserror::Error;
-use tracing::info;
+use tracing::{info, warn};
 
 use crate::pipeline::intake::TaskKind;
 
@@ -85,6 +85,17 @@ pub async fn bind(
             reason: err.to_string(),
         })?;
 
+    // Re-sent replies rely on the stream's duplicate window to be dropped; a window
+    // shorter than a redelivery takes lets a crash produce a second copy.
+    let window = keptn.cached_info().config.duplicate_window;
+    if window < config.ack_wait * 2 {
+        warn!(
+            stream = %config.stream,
+            duplicate_window = ?window,
+            ack_wait = ?config.ack_wait,
+            "the stream's duplicate window is shorter than two ack waits: a reply re-sent after a crash may appear twice"
+        );
+    }
     let consumer = bind_consumer(&keptn, config).await?;
 
     let dlq = config.dead_letter_stream();
