@@ -86,6 +86,30 @@ fn resource_doc(r: &Resource) -> Value {
     doc
 }
 
+/// `deployments/scale` and `deployments/status` entries: clients (kubectl scale, HPA-style
+/// tooling) look for them before using the subresource. Scale is served as `autoscaling/v1`.
+fn subresource_docs(r: &Resource) -> Vec<Value> {
+    let mut subs: Vec<&str> = r.subresources.to_vec();
+    subs.sort_unstable();
+    subs.into_iter()
+        .map(|sub| {
+            let mut doc = json!({
+                "name": format!("{}/{sub}", r.plural),
+                "singularName": "",
+                "namespaced": r.namespaced,
+                "kind": r.kind,
+                "verbs": ["get", "patch", "update"],
+            });
+            if sub == "scale" {
+                doc["group"] = json!("autoscaling");
+                doc["version"] = json!("v1");
+                doc["kind"] = json!("Scale");
+            }
+            doc
+        })
+        .collect()
+}
+
 /// `/api/v1` or `/apis/{group}/{version}`; `None` for an unknown group version.
 pub fn api_resource_list(group: &str, version: &str) -> Option<Value> {
     if !resources::group_version_exists(group, version) {
@@ -97,7 +121,7 @@ pub fn api_resource_list(group: &str, version: &str) -> Option<Value> {
         format!("{group}/{version}")
     };
     let list: Vec<Value> = resources::in_group_version(group, version)
-        .map(resource_doc)
+        .flat_map(|r| std::iter::once(resource_doc(r)).chain(subresource_docs(r)))
         .collect();
     Some(json!({
         "kind": "APIResourceList",

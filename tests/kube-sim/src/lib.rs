@@ -13,6 +13,7 @@
 //! # Ok(()) }
 //! ```
 
+pub mod controller;
 pub mod discovery;
 pub mod events;
 pub mod fields;
@@ -25,11 +26,13 @@ pub mod selector;
 pub mod server;
 pub mod status;
 pub mod store;
+pub mod subresource;
 pub mod watch;
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
+use std::time::Duration;
 
 use anyhow::Context;
 use tokio::sync::oneshot;
@@ -44,6 +47,10 @@ pub struct Config {
     pub listen: SocketAddr,
     /// Where to write the kubeconfig; `None` writes it into a temp dir owned by the instance.
     pub kubeconfig_path: Option<PathBuf>,
+    /// How long a Deployment's pods take to become ready (see `controller`).
+    pub rollout_delay: Duration,
+    /// Image substrings whose pods never become ready (fault injection for rollout failures).
+    pub never_ready_images: Vec<String>,
 }
 
 impl Default for Config {
@@ -51,6 +58,8 @@ impl Default for Config {
         Self {
             listen: SocketAddr::from(([127, 0, 0, 1], 0)),
             kubeconfig_path: None,
+            rollout_delay: Duration::from_millis(200),
+            never_ready_images: Vec::new(),
         }
     }
 }
@@ -66,6 +75,7 @@ pub struct KubeSim {
     _tempdir: Option<tempfile::TempDir>,
     stop: Option<oneshot::Sender<()>>,
     task: Option<JoinHandle<()>>,
+    controller: Option<JoinHandle<()>>,
 }
 
 impl KubeSim {
@@ -89,6 +99,13 @@ impl KubeSim {
             .with_context(|| format!("writing kubeconfig {}", kubeconfig_path.display()))?;
         let store = Arc::new(Store::new());
         let app = server::router(store.clone());
+        let controller = controller::spawn(
+            store.clone(),
+            controller::Settings {
+                rollout_delay: config.rollout_delay,
+                never_ready_images: config.never_ready_images,
+            },
+        );
         let (stop, stopped) = oneshot::channel::<()>();
         let task = tokio::spawn(async move {
             let serve = axum::serve(listener, app).with_graceful_shutdown(async move {
@@ -106,6 +123,7 @@ impl KubeSim {
             _tempdir: tempdir,
             stop: Some(stop),
             task: Some(task),
+            controller: Some(controller),
         })
     }
 
@@ -144,6 +162,9 @@ impl KubeSim {
         if let Some(task) = self.task.take() {
             let _ = task.await;
         }
+        if let Some(controller) = self.controller.take() {
+            let _ = controller.await;
+        }
     }
 }
 
@@ -152,6 +173,9 @@ impl Drop for KubeSim {
         self.store.close();
         if let Some(task) = self.task.take() {
             task.abort();
+        }
+        if let Some(controller) = self.controller.take() {
+            controller.abort();
         }
     }
 }

@@ -15,6 +15,12 @@ struct Args {
     /// Where to write the kubeconfig (JSON) pointing at this server.
     #[arg(long)]
     kubeconfig_out: PathBuf,
+    /// Milliseconds a Deployment's pods take to become ready.
+    #[arg(long, default_value_t = 200)]
+    rollout_delay_ms: u64,
+    /// Pods whose image contains this never become ready (repeatable).
+    #[arg(long)]
+    never_ready_image: Vec<String>,
 }
 
 #[tokio::main]
@@ -30,6 +36,8 @@ async fn main() -> anyhow::Result<()> {
     let sim = kube_sim::KubeSim::start(kube_sim::Config {
         listen: args.listen,
         kubeconfig_path: Some(args.kubeconfig_out),
+        rollout_delay: std::time::Duration::from_millis(args.rollout_delay_ms),
+        never_ready_images: args.never_ready_image,
     })
     .await?;
     let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;

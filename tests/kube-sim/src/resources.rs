@@ -44,6 +44,9 @@ pub struct Resource {
     pub generation: bool,
     /// Field selectors beyond `metadata.name` / `metadata.namespace`.
     pub extra_fields: &'static [&'static str],
+    /// Subresources served (`status`, `scale`). A type with `status` keeps its stored status
+    /// on writes to the main resource, as the real registry strategies do.
+    pub subresources: &'static [&'static str],
 }
 
 impl Resource {
@@ -65,6 +68,11 @@ impl Resource {
     /// Whether `field` may be used in a field selector on this type.
     pub fn supports_field(&self, field: &str) -> bool {
         META_FIELDS.contains(&field) || self.extra_fields.contains(&field)
+    }
+
+    /// Whether `/{name}/{sub}` is served for this type.
+    pub fn has_subresource(&self, sub: &str) -> bool {
+        self.subresources.contains(&sub)
     }
 }
 
@@ -88,6 +96,7 @@ const fn core(
         builtin: true,
         generation: false,
         extra_fields: &[],
+        subresources: &[],
     }
 }
 
@@ -111,6 +120,7 @@ const fn istio(
         builtin: false,
         generation: true,
         extra_fields: &[],
+        subresources: &[],
     }
 }
 
@@ -170,12 +180,14 @@ pub static RESOURCES: &[Resource] = &[
         group: "apps",
         categories: &["all"],
         generation: true,
+        subresources: &["status", "scale"],
         ..core("Deployment", "deployments", "deployment", true, &["deploy"])
     },
     Resource {
         group: "apps",
         categories: &["all"],
         generation: true,
+        subresources: &["status", "scale"],
         ..core("ReplicaSet", "replicasets", "replicaset", true, &["rs"])
     },
     istio(

@@ -21,6 +21,7 @@ use crate::resources::{self, Resource};
 use crate::selector::{FieldSelector, LabelSelector};
 use crate::status::{self, json_response, ApiError};
 use crate::store::{Preconditions, Store};
+use crate::subresource;
 use crate::watch;
 
 /// Helm release Secrets and ConfigMaps can approach etcd's 1.5 MiB object limit.
@@ -142,6 +143,13 @@ enum Target<'a> {
         ns: &'a str,
         name: &'a str,
     },
+    /// `/{name}/status` or `/{name}/scale`.
+    Subresource {
+        res: &'static Resource,
+        ns: &'a str,
+        name: &'a str,
+        sub: &'a str,
+    },
 }
 
 fn parse_target<'a>(group: &str, version: &str, rest: &[&'a str]) -> Result<Target<'a>, ApiError> {
@@ -153,7 +161,9 @@ fn parse_target<'a>(group: &str, version: &str, rest: &[&'a str]) -> Result<Targ
             match tail {
                 [] => Ok(Target::Collection { res, ns: Some(ns) }),
                 [name] => Ok(Target::Object { res, ns, name }),
-                // Subresources (status, scale, log, ...) come in a later increment.
+                [name, sub] if res.has_subresource(sub) => {
+                    Ok(Target::Subresource { res, ns, name, sub })
+                }
                 _ => Err(ApiError::no_route()),
             }
         }
@@ -220,6 +230,9 @@ fn resource_request(
         }
         Target::Object { res, ns, name } => {
             object(store, method, &query, headers, body, res, ns, name)
+        }
+        Target::Subresource { res, ns, name, sub } => {
+            subresource_request(store, method, headers, body, res, ns, name, sub)
         }
     }
 }
@@ -293,6 +306,7 @@ fn collection(
         Method::POST => {
             let ns = ns.ok_or_else(|| ApiError::method_not_allowed("POST"))?;
             let mut obj = parse_body(headers, body)?;
+            subresource::keep_status(res, None, &mut obj);
             managed::record_update(None, &mut obj, &manager(query, headers), &res.api_version());
             let created = store.create(res, ns, obj)?;
             Ok(json_response(201, &created))
@@ -352,7 +366,7 @@ fn server_side_apply(
         ));
     }
     let (obj, created) = store.upsert(res, ns, name, |current| {
-        managed::apply(
+        let mut out = managed::apply(
             current,
             &applied,
             manager,
@@ -360,7 +374,9 @@ fn server_side_apply(
             query.force,
             res.plural,
             name,
-        )
+        )?;
+        subresource::keep_status(res, current, &mut out);
+        Ok(out)
     })?;
     Ok(json_response(if created { 201 } else { 200 }, &obj))
 }
@@ -422,6 +438,7 @@ fn object(
             let who = manager(query, headers);
             let updated = store.modify(res, ns, name, |current| {
                 let mut new = obj;
+                subresource::keep_status(res, Some(current), &mut new);
                 managed::record_update(Some(current), &mut new, &who, &res.api_version());
                 Ok(new)
             })?;
@@ -442,6 +459,7 @@ fn object(
             let who = manager(query, headers);
             let patched = store.modify(res, ns, name, |current| {
                 let mut new = apply_patch(res, &content_type, current, &patch_doc)?;
+                subresource::keep_status(res, Some(current), &mut new);
                 managed::record_update(Some(current), &mut new, &who, &res.api_version());
                 Ok(new)
             })?;
@@ -482,4 +500,54 @@ fn object(
         }
         _ => Err(ApiError::method_not_allowed(method.as_str())),
     }
+}
+
+/// `GET/PUT/PATCH .../{name}/status` and `.../{name}/scale` (see `subresource`). Patches to
+/// `/scale` apply to the Scale view, as on the real server.
+#[allow(clippy::too_many_arguments)]
+fn subresource_request(
+    store: &Store,
+    method: &Method,
+    headers: &HeaderMap,
+    body: &[u8],
+    res: &'static Resource,
+    ns: &str,
+    name: &str,
+    sub: &str,
+) -> Result<Response, ApiError> {
+    let view = |obj: &Value| {
+        if sub == "scale" {
+            subresource::scale_of(obj)
+        } else {
+            obj.clone()
+        }
+    };
+    let write_back = |current: &Value, new_view: &Value| {
+        if sub == "scale" {
+            subresource::with_scale(current, new_view)
+        } else {
+            Ok(subresource::only_status(current, new_view))
+        }
+    };
+    let updated = match *method {
+        Method::GET => store.get(res, ns, name)?,
+        Method::PUT => {
+            let new_view = parse_body(headers, body)?;
+            store.modify(res, ns, name, |current| write_back(current, &new_view))?
+        }
+        Method::PATCH => {
+            let content_type = media_type(headers);
+            if !PATCH_TYPES.contains(&content_type.as_str()) {
+                return Err(ApiError::unsupported_media_type(&content_type));
+            }
+            let patch_doc: Value = serde_json::from_slice(body)
+                .map_err(|e| ApiError::bad_request(format!("the patch is not valid JSON: {e}")))?;
+            store.modify(res, ns, name, |current| {
+                let patched = apply_patch(res, &content_type, &view(current), &patch_doc)?;
+                write_back(current, &patched)
+            })?
+        }
+        _ => return Err(ApiError::method_not_allowed(method.as_str())),
+    };
+    Ok(json_response(200, &view(&updated)))
 }

@@ -136,3 +136,95 @@ fn helm_install_list_get_uninstall() {
     assert_eq!(left.trim(), "", "left behind: {left}");
     assert_eq!(helm(&c, &["list", "-n", "demo", "-q"]).success().trim(), "");
 }
+
+/// A chart with a Deployment (image from values) and a Service, for `--wait`.
+fn write_web_chart(dir: &Path) {
+    std::fs::create_dir_all(dir.join("templates")).unwrap();
+    std::fs::write(
+        dir.join("Chart.yaml"),
+        "apiVersion: v2\nname: web\nversion: 0.1.0\n",
+    )
+    .unwrap();
+    std::fs::write(
+        dir.join("templates/deployment.yaml"),
+        "apiVersion: apps/v1\nkind: Deployment\nmetadata:\n  name: {{ .Release.Name }}-web\nspec:\n  replicas: 2\n  progressDeadlineSeconds: 2\n  selector:\n    matchLabels:\n      app: web\n  template:\n    metadata:\n      labels:\n        app: web\n    spec:\n      containers:\n      - name: web\n        image: {{ .Values.image | default \"nginx:1\" }}\n",
+    )
+    .unwrap();
+    std::fs::write(
+        dir.join("templates/service.yaml"),
+        "apiVersion: v1\nkind: Service\nmetadata:\n  name: {{ .Release.Name }}-svc\nspec:\n  selector:\n    app: web\n  ports:\n  - port: 80\n",
+    )
+    .unwrap();
+}
+
+#[test]
+fn helm_wait_follows_deployment_readiness() {
+    let c = Cluster::start_with(kube_sim::Config {
+        rollout_delay: std::time::Duration::from_millis(100),
+        never_ready_images: vec!["broken".into()],
+        ..kube_sim::Config::default()
+    });
+    c.kubectl(&["create", "namespace", "demo"]).success();
+    let chart = c.home.path().join("web");
+    write_web_chart(&chart);
+    let chart = chart.to_string_lossy().into_owned();
+    let base = [
+        "-n",
+        "demo",
+        "--disable-openapi-validation",
+        "--wait",
+        "--timeout",
+        "10s",
+    ];
+
+    let mut args = vec!["install", "rel", &chart];
+    args.extend(base);
+    let out = helm(&c, &args).success();
+    assert!(out.contains("STATUS: deployed"), "{out}");
+    let ready = c
+        .kubectl(&[
+            "get",
+            "deploy",
+            "rel-web",
+            "-n",
+            "demo",
+            "-o",
+            "jsonpath={.status.readyReplicas}",
+        ])
+        .success();
+    assert_eq!(ready, "2");
+
+    let mut args = vec![
+        "upgrade",
+        "--install",
+        "rel",
+        &chart,
+        "--set",
+        "image=registry.example/broken:2",
+        "--rollback-on-failure",
+    ];
+    args.extend(base);
+    let err = helm(&c, &args).failure();
+    assert!(
+        err.to_lowercase().contains("progress") || err.contains("context deadline"),
+        "{err}"
+    );
+    // --rollback-on-failure puts revision 1's template back (a third revision).
+    let history = helm(&c, &["history", "rel", "-n", "demo", "-o", "json"]).success();
+    let history: serde_json::Value = serde_json::from_str(&history).unwrap();
+    let last = history.as_array().unwrap().last().unwrap().clone();
+    assert_eq!(last["revision"], 3, "{history}");
+    assert_eq!(last["status"], "deployed", "{history}");
+    let image = c
+        .kubectl(&[
+            "get",
+            "deploy",
+            "rel-web",
+            "-n",
+            "demo",
+            "-o",
+            "jsonpath={.spec.template.spec.containers[0].image}",
+        ])
+        .success();
+    assert_eq!(image, "nginx:1");
+}

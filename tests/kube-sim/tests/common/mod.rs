@@ -80,13 +80,17 @@ pub struct Cluster {
 
 impl Cluster {
     pub fn start() -> Self {
+        Self::start_with(Config::default())
+    }
+
+    pub fn start_with(config: Config) -> Self {
         let runtime = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(1)
             .enable_all()
             .build()
             .expect("runtime");
         let sim = runtime
-            .block_on(KubeSim::start(Config::default()))
+            .block_on(KubeSim::start(config))
             .expect("start kube-sim");
         Self {
             sim: Some(sim),
