@@ -13,9 +13,11 @@
 //! # Ok(()) }
 //! ```
 
+pub mod audit;
 pub mod controller;
 pub mod discovery;
 pub mod events;
+pub mod faults;
 pub mod fields;
 pub mod kubeconfig;
 pub mod managed;
@@ -38,6 +40,8 @@ use anyhow::Context;
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 
+pub use audit::{overlapping, AuditEntry, AuditFilter};
+pub use faults::{ConflictRule, FaultConfig, Faults};
 pub use store::Store;
 
 /// How to start a kube-sim.
@@ -51,6 +55,13 @@ pub struct Config {
     pub rollout_delay: Duration,
     /// Image substrings whose pods never become ready (fault injection for rollout failures).
     pub never_ready_images: Vec<String>,
+    /// Also append every audit entry as a JSON line to this file (truncated at start), for
+    /// processes other than this one (see `audit::read_log`).
+    pub audit_log_path: Option<PathBuf>,
+    /// How many audit entries to keep in memory (oldest dropped first).
+    pub audit_capacity: usize,
+    /// Initial fault knobs; change them later through `KubeSim::faults`.
+    pub faults: FaultConfig,
 }
 
 impl Default for Config {
@@ -60,6 +71,9 @@ impl Default for Config {
             kubeconfig_path: None,
             rollout_delay: Duration::from_millis(200),
             never_ready_images: Vec::new(),
+            audit_log_path: None,
+            audit_capacity: audit::DEFAULT_CAPACITY,
+            faults: FaultConfig::default(),
         }
     }
 }
@@ -70,6 +84,8 @@ impl Default for Config {
 pub struct KubeSim {
     addr: SocketAddr,
     store: Arc<Store>,
+    audit: Arc<audit::AuditLog>,
+    faults: Faults,
     kubeconfig_path: PathBuf,
     /// Keeps the default kubeconfig's directory alive as long as the server.
     _tempdir: Option<tempfile::TempDir>,
@@ -98,7 +114,16 @@ impl KubeSim {
         kubeconfig::write(&kubeconfig_path, &url)
             .with_context(|| format!("writing kubeconfig {}", kubeconfig_path.display()))?;
         let store = Arc::new(Store::new());
-        let app = server::router(store.clone());
+        let audit = Arc::new(audit::AuditLog::new(
+            config.audit_capacity,
+            config.audit_log_path.as_deref(),
+        )?);
+        let faults = Faults::new(config.faults);
+        let app = server::router(server::Shared {
+            store: store.clone(),
+            audit: audit.clone(),
+            faults: faults.clone(),
+        });
         let controller = controller::spawn(
             store.clone(),
             controller::Settings {
@@ -119,6 +144,8 @@ impl KubeSim {
         Ok(Self {
             addr,
             store,
+            audit,
+            faults,
             kubeconfig_path,
             _tempdir: tempdir,
             stop: Some(stop),
@@ -150,6 +177,22 @@ impl KubeSim {
     /// Direct access to the objects, for tests that arrange or inspect state.
     pub fn store(&self) -> &Arc<Store> {
         &self.store
+    }
+
+    /// A snapshot of the audit log, oldest first (bounded by `Config::audit_capacity`).
+    pub fn audit(&self) -> Vec<AuditEntry> {
+        self.audit.snapshot()
+    }
+
+    /// Forgets the in-memory audit entries, e.g. after arranging state, so assertions see
+    /// only the requests under test. The audit file is not truncated.
+    pub fn clear_audit(&self) {
+        self.audit.clear();
+    }
+
+    /// The fault knobs, changeable while the server runs.
+    pub fn faults(&self) -> &Faults {
+        &self.faults
     }
 
     /// Stops accepting connections, lets in-flight requests finish, and waits.

@@ -21,6 +21,42 @@ struct Args {
     /// Pods whose image contains this never become ready (repeatable).
     #[arg(long)]
     never_ready_image: Vec<String>,
+    /// Append every request as a JSON line to FILE (see `kube_sim::audit::read_log`).
+    #[arg(long, value_name = "FILE")]
+    audit_log: Option<PathBuf>,
+    /// Milliseconds of latency added to each request (see --latency-path).
+    #[arg(long, default_value_t = 0)]
+    latency_ms: u64,
+    /// Only add latency to requests whose path contains this.
+    #[arg(long)]
+    latency_path: Option<String>,
+    /// Fraction (0.0-1.0) of requests answered 500 or 503.
+    #[arg(long, default_value_t = 0.0)]
+    error_rate: f64,
+    /// Fraction (0.0-1.0) of requests answered 429 with Retry-After: 1.
+    #[arg(long, default_value_t = 0.0)]
+    throttle_rate: f64,
+    /// Only apply --error-rate and --throttle-rate to paths containing this.
+    #[arg(long)]
+    fault_path: Option<String>,
+    /// Seed of the generator deciding which requests fail.
+    #[arg(long, default_value_t = kube_sim::FaultConfig::default().seed)]
+    fault_seed: u64,
+    /// Answer 409 Conflict to the next writes on paths containing this (see --conflict-count).
+    #[arg(long)]
+    conflict_path: Option<String>,
+    /// How many writes --conflict-path rejects.
+    #[arg(long, default_value_t = 1)]
+    conflict_count: u32,
+}
+
+/// Rates outside 0.0-1.0 are almost certainly typos; refuse them rather than clamp.
+fn rate(name: &str, v: f64) -> anyhow::Result<f64> {
+    anyhow::ensure!(
+        (0.0..=1.0).contains(&v),
+        "--{name} must be within 0.0-1.0, got {v}"
+    );
+    Ok(v)
 }
 
 #[tokio::main]
@@ -33,11 +69,30 @@ async fn main() -> anyhow::Result<()> {
         )
         .init();
     let args = Args::parse();
+    let faults = kube_sim::FaultConfig {
+        latency: std::time::Duration::from_millis(args.latency_ms),
+        latency_path: args.latency_path,
+        error_rate: rate("error-rate", args.error_rate)?,
+        throttle_rate: rate("throttle-rate", args.throttle_rate)?,
+        error_path: args.fault_path,
+        seed: args.fault_seed,
+        conflicts: args
+            .conflict_path
+            .map(|path_contains| kube_sim::ConflictRule {
+                path_contains,
+                remaining: args.conflict_count,
+            })
+            .into_iter()
+            .collect(),
+    };
     let sim = kube_sim::KubeSim::start(kube_sim::Config {
         listen: args.listen,
         kubeconfig_path: Some(args.kubeconfig_out),
         rollout_delay: std::time::Duration::from_millis(args.rollout_delay_ms),
         never_ready_images: args.never_ready_image,
+        audit_log_path: args.audit_log,
+        faults,
+        ..kube_sim::Config::default()
     })
     .await?;
     let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;

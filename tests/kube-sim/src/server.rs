@@ -5,15 +5,18 @@
 //! depends on the resource table, not on fixed patterns.
 
 use std::sync::Arc;
+use std::time::{Instant, SystemTime};
 
 use axum::body::Bytes;
 use axum::extract::{DefaultBodyLimit, State};
-use axum::http::{header, HeaderMap, Method, Uri};
+use axum::http::{header, HeaderMap, HeaderValue, Method, Uri};
 use axum::response::{IntoResponse, Response};
 use axum::Router;
 use serde_json::{json, Value};
 
+use crate::audit::{self, AuditEntry, AuditLog};
 use crate::discovery;
+use crate::faults::{Faults, Rejection};
 use crate::managed;
 use crate::patch;
 use crate::proto;
@@ -27,25 +30,56 @@ use crate::watch;
 /// Helm release Secrets and ConfigMaps can approach etcd's 1.5 MiB object limit.
 const MAX_BODY: usize = 8 * 1024 * 1024;
 
-/// The axum application serving `store`.
-pub fn router(store: Arc<Store>) -> Router {
+/// What every request handler shares: the objects, the audit log and the fault knobs.
+#[derive(Debug, Clone)]
+pub struct Shared {
+    pub store: Arc<Store>,
+    pub audit: Arc<AuditLog>,
+    pub faults: Faults,
+}
+
+/// The axum application serving `shared.store`.
+pub fn router(shared: Shared) -> Router {
     Router::new()
         .fallback(handle)
-        .with_state(store)
+        .with_state(shared)
         .layer(DefaultBodyLimit::max(MAX_BODY))
 }
 
+/// Audits every request and applies the fault knobs before routing, so injected faults are
+/// indistinguishable from real answers for clients and show up in the audit log alike.
 async fn handle(
-    State(store): State<Arc<Store>>,
+    State(shared): State<Shared>,
     method: Method,
     uri: Uri,
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
-    let response = match route(&store, &method, &uri, &headers, &body) {
-        Ok(r) => r,
-        Err(e) => e.into_response(),
+    let at_start = SystemTime::now();
+    let started = Instant::now();
+    let path = uri.path();
+    let query = uri.query().unwrap_or("");
+    let info = audit::request_info(method.as_str(), path, query);
+    let decision = shared
+        .faults
+        .decide(method.as_str(), path, &info.resource, &info.name);
+    if !decision.delay.is_zero() {
+        tokio::time::sleep(decision.delay).await;
+    }
+    let response = match decision.reject {
+        Some(Rejection::Throttle(e)) => {
+            let mut r = e.into_response();
+            r.headers_mut()
+                .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+            r
+        }
+        Some(Rejection::Error(e)) => e.into_response(),
+        None => match route(&shared.store, &method, &uri, &headers, &body) {
+            Ok(r) => r,
+            Err(e) => e.into_response(),
+        },
     };
+    let duration = started.elapsed();
     tracing::debug!(
         %method,
         %uri,
@@ -54,6 +88,21 @@ async fn handle(
         status = response.status().as_u16(),
         "request"
     );
+    shared.audit.record(AuditEntry {
+        at_start,
+        at_end: at_start + duration,
+        duration,
+        verb: info.verb,
+        method: method.to_string(),
+        path: path.to_string(),
+        query: query.to_string(),
+        user_agent: header_str(&headers, header::USER_AGENT).to_string(),
+        code: response.status().as_u16(),
+        namespace: info.namespace,
+        resource: info.resource,
+        subresource: info.subresource,
+        name: info.name,
+    });
     response
 }
 

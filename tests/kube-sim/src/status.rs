@@ -122,6 +122,21 @@ impl ApiError {
         e
     }
 
+    /// `500 InternalError` (injected by `faults`).
+    pub fn internal_error(message: impl Into<String>) -> Self {
+        Self::new(500, "InternalError", message.into())
+    }
+
+    /// `503 ServiceUnavailable` (injected by `faults`).
+    pub fn service_unavailable(message: impl Into<String>) -> Self {
+        Self::new(503, "ServiceUnavailable", message.into())
+    }
+
+    /// `429 TooManyRequests`; the caller adds the `Retry-After` header clients wait on.
+    pub fn too_many_requests(message: impl Into<String>) -> Self {
+        Self::new(429, "TooManyRequests", message.into())
+    }
+
     pub fn bad_request(message: impl Into<String>) -> Self {
         Self::new(400, "BadRequest", message.into())
     }

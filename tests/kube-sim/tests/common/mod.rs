@@ -247,3 +247,42 @@ impl Cluster {
         cmd
     }
 }
+
+/// A raw HTTP/1.1 request on its own connection, sent at construction and answered by
+/// `finish`. Lets a test put several requests in flight at once without a client library.
+pub struct RawRequest {
+    stream: std::net::TcpStream,
+}
+
+impl RawRequest {
+    pub fn send(addr: std::net::SocketAddr, method: &str, path: &str, body: &str) -> Self {
+        use std::io::Write;
+        let mut stream =
+            std::net::TcpStream::connect_timeout(&addr, Duration::from_secs(10)).expect("connect");
+        stream
+            .set_read_timeout(Some(KUBECTL_TIMEOUT))
+            .expect("read timeout");
+        let head = format!(
+            "{method} {path} HTTP/1.1\r\nHost: {addr}\r\nUser-Agent: raw-test/1.0\r\n\
+             Content-Type: application/merge-patch+json\r\nContent-Length: {}\r\n\
+             Connection: close\r\n\r\n",
+            body.len()
+        );
+        stream.write_all(head.as_bytes()).expect("write head");
+        stream.write_all(body.as_bytes()).expect("write body");
+        Self { stream }
+    }
+
+    /// The status code and the raw response (headers and body).
+    pub fn finish(mut self) -> (u16, String) {
+        use std::io::Read;
+        let mut out = String::new();
+        self.stream.read_to_string(&mut out).expect("read response");
+        let code = out
+            .split_whitespace()
+            .nth(1)
+            .and_then(|c| c.parse().ok())
+            .unwrap_or_else(|| panic!("no status line in {out:?}"));
+        (code, out)
+    }
+}
