@@ -18,6 +18,7 @@ use crate::audit::{self, AuditEntry, AuditLog};
 use crate::discovery;
 use crate::faults::{Faults, Rejection};
 use crate::managed;
+use crate::openapi;
 use crate::patch;
 use crate::proto;
 use crate::resources::{self, Resource};
@@ -123,6 +124,8 @@ struct Query {
     dry_run: Option<String>,
     field_manager: Option<String>,
     force: bool,
+    /// `fieldValidation`: `Strict`, `Warn` (the server default) or `Ignore`.
+    field_validation: Option<String>,
 }
 
 fn parse_query(uri: &Uri) -> Query {
@@ -135,6 +138,7 @@ fn parse_query(uri: &Uri) -> Query {
             "dryRun" => q.dry_run = Some(v.into_owned()),
             "fieldManager" => q.field_manager = Some(v.into_owned()),
             "force" => q.force = v == "true" || v == "1",
+            "fieldValidation" => q.field_validation = Some(v.into_owned()),
             _ => {}
         }
     }
@@ -168,7 +172,11 @@ fn route(
         ["api"] => get_only(method, || Some(discovery::api_versions())),
         ["apis"] => get_only(method, || Some(discovery::api_group_list())),
         ["apis", group] => get_only(method, || discovery::api_group(group)),
-        // No OpenAPI documents: clients fall back (kubectl to its compiled-in schemes).
+        // OpenAPI v3 only: kubectl and helm use v3 when it is served; v2 stays 404.
+        ["openapi", "v3"] => get_only(method, || Some(openapi::root())),
+        ["openapi", "v3", gv @ ..] => {
+            get_only(method, || openapi::document(&gv.join("/")).cloned())
+        }
         ["openapi", ..] => Err(ApiError::no_route()),
         ["api", version, rest @ ..] => {
             resource_request(store, method, uri, headers, body, "", version, rest)
@@ -312,6 +320,99 @@ fn parse_body(headers: &HeaderMap, body: &[u8]) -> Result<Value, ApiError> {
     })
 }
 
+/// How a write treats fields its schema does not declare (see `openapi::unknown_fields`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum FieldValidation {
+    Strict,
+    Warn,
+    Ignore,
+}
+
+impl FieldValidation {
+    fn of(query: &Query) -> Result<Self, ApiError> {
+        match query.field_validation.as_deref() {
+            None | Some("") | Some("Warn") => Ok(Self::Warn),
+            Some("Strict") => Ok(Self::Strict),
+            Some("Ignore") => Ok(Self::Ignore),
+            Some(other) => Err(ApiError::bad_request(format!(
+                "fieldValidation: Unsupported value: {other:?}: supported values: \"Ignore\", \"Strict\", \"Warn\""
+            ))),
+        }
+    }
+
+    /// Checks `obj` (the object a create, update or patch would store): `Strict` fails with
+    /// the real server's strict decoding error, `Warn` returns one warning per unknown field.
+    /// Unknown fields are kept in the stored object (the real server prunes them).
+    fn check(self, res: &Resource, obj: &Value) -> Result<Vec<String>, ApiError> {
+        if self == Self::Ignore {
+            return Ok(Vec::new());
+        }
+        let unknown = openapi::unknown_fields(res, obj);
+        if unknown.is_empty() {
+            return Ok(Vec::new());
+        }
+        let listed: Vec<String> = unknown
+            .iter()
+            .map(|f| format!("unknown field {f:?}"))
+            .collect();
+        if self == Self::Strict {
+            return Err(ApiError::bad_request(format!(
+                "{kind} in version {version:?} cannot be handled as a {kind}: strict decoding error: {}",
+                listed.join(", "),
+                kind = res.kind,
+                version = res.version,
+            )));
+        }
+        Ok(listed)
+    }
+
+    /// Server-side apply reports unknown fields the way structured-merge-diff does.
+    fn check_apply(
+        self,
+        res: &Resource,
+        ns: &str,
+        name: &str,
+        obj: &Value,
+    ) -> Result<Vec<String>, ApiError> {
+        if self == Self::Ignore {
+            return Ok(Vec::new());
+        }
+        let unknown = openapi::unknown_fields(res, obj);
+        if unknown.is_empty() {
+            return Ok(Vec::new());
+        }
+        let listed: Vec<String> = unknown
+            .iter()
+            .map(|f| format!(".{f}: field not declared in schema"))
+            .collect();
+        if self == Self::Strict {
+            let at = if ns.is_empty() {
+                name.to_string()
+            } else {
+                format!("{ns}/{name}")
+            };
+            return Err(ApiError::bad_request(format!(
+                "failed to create typed patch object ({at}; {}, Kind={}): {}",
+                res.api_version(),
+                res.kind,
+                listed.join("\n")
+            )));
+        }
+        Ok(listed)
+    }
+}
+
+/// Adds `Warning: 299 - "..."` headers, which kubectl prints as `Warning: ...`.
+fn with_warnings(mut response: Response, warnings: &[String]) -> Response {
+    for w in warnings {
+        let escaped = w.replace('\\', "\\\\").replace('"', "\\\"");
+        if let Ok(v) = HeaderValue::from_str(&format!("299 - \"{escaped}\"")) {
+            response.headers_mut().append(header::WARNING, v);
+        }
+    }
+    response
+}
+
 #[allow(clippy::too_many_arguments)]
 fn collection(
     store: &Arc<Store>,
@@ -355,10 +456,11 @@ fn collection(
         Method::POST => {
             let ns = ns.ok_or_else(|| ApiError::method_not_allowed("POST"))?;
             let mut obj = parse_body(headers, body)?;
+            let warnings = FieldValidation::of(query)?.check(res, &obj)?;
             subresource::keep_status(res, None, &mut obj);
             managed::record_update(None, &mut obj, &manager(query, headers), &res.api_version());
             let created = store.create(res, ns, obj)?;
-            Ok(json_response(201, &created))
+            Ok(with_warnings(json_response(201, &created), &warnings))
         }
         Method::DELETE if res.verbs.contains(&"deletecollection") => {
             let (items, _) = list(store)?;
@@ -414,6 +516,7 @@ fn server_side_apply(
             "the apply configuration is not an object",
         ));
     }
+    let warnings = FieldValidation::of(query)?.check_apply(res, ns, name, &applied)?;
     let (obj, created) = store.upsert(res, ns, name, |current| {
         let mut out = managed::apply(
             current,
@@ -427,7 +530,10 @@ fn server_side_apply(
         subresource::keep_status(res, current, &mut out);
         Ok(out)
     })?;
-    Ok(json_response(if created { 201 } else { 200 }, &obj))
+    Ok(with_warnings(
+        json_response(if created { 201 } else { 200 }, &obj),
+        &warnings,
+    ))
 }
 
 /// Other patch media types served.
@@ -484,6 +590,7 @@ fn object(
         Method::GET => Ok(json_response(200, &store.get(res, ns, name)?)),
         Method::PUT => {
             let obj = parse_body(headers, body)?;
+            let warnings = FieldValidation::of(query)?.check(res, &obj)?;
             let who = manager(query, headers);
             let updated = store.modify(res, ns, name, |current| {
                 let mut new = obj;
@@ -491,7 +598,7 @@ fn object(
                 managed::record_update(Some(current), &mut new, &who, &res.api_version());
                 Ok(new)
             })?;
-            Ok(json_response(200, &updated))
+            Ok(with_warnings(json_response(200, &updated), &warnings))
         }
         Method::PATCH if media_type(headers) == APPLY_PATCH => {
             server_side_apply(store, query, body, res, ns, name)
@@ -506,13 +613,18 @@ fn object(
             let patch_doc: Value = serde_json::from_slice(body)
                 .map_err(|e| ApiError::bad_request(format!("the patch is not valid JSON: {e}")))?;
             let who = manager(query, headers);
+            let validation = FieldValidation::of(query)?;
+            let mut warnings = Vec::new();
             let patched = store.modify(res, ns, name, |current| {
                 let mut new = apply_patch(res, &content_type, current, &patch_doc)?;
+                // The patched object, as the real server decodes it: unknown fields the
+                // patch introduced (or the object already had) are reported.
+                warnings = validation.check(res, &new)?;
                 subresource::keep_status(res, Some(current), &mut new);
                 managed::record_update(Some(current), &mut new, &who, &res.api_version());
                 Ok(new)
             })?;
-            Ok(json_response(200, &patched))
+            Ok(with_warnings(json_response(200, &patched), &warnings))
         }
         Method::DELETE => {
             let options = if body.iter().all(u8::is_ascii_whitespace) {

@@ -65,19 +65,7 @@ fn helm_install_list_get_uninstall() {
     write_chart(&chart);
     let chart = chart.to_string_lossy().into_owned();
 
-    // No OpenAPI yet, so helm's client-side schema validation is switched off.
-    let out = helm(
-        &c,
-        &[
-            "install",
-            "rel",
-            &chart,
-            "-n",
-            "demo",
-            "--disable-openapi-validation",
-        ],
-    )
-    .success();
+    let out = helm(&c, &["install", "rel", &chart, "-n", "demo"]).success();
     assert!(out.contains("STATUS: deployed"), "{out}");
     let greeting = c
         .kubectl(&[
@@ -168,14 +156,7 @@ fn helm_wait_follows_deployment_readiness() {
     let chart = c.home.path().join("web");
     write_web_chart(&chart);
     let chart = chart.to_string_lossy().into_owned();
-    let base = [
-        "-n",
-        "demo",
-        "--disable-openapi-validation",
-        "--wait",
-        "--timeout",
-        "10s",
-    ];
+    let base = ["-n", "demo", "--wait", "--timeout", "10s"];
 
     let mut args = vec!["install", "rel", &chart];
     args.extend(base);

@@ -50,7 +50,7 @@ fn discovery_is_legacy_json_and_complete() {
     assert_eq!(c.json(&["get", "--raw", "/api"])["versions"][0], "v1");
     assert_eq!(c.kubectl(&["get", "--raw", "/readyz"]).success(), "ok");
 
-    // No OpenAPI: a NotFound Status, which kubectl reports.
+    // No OpenAPI v2 (v3 is served, see tests/openapi.rs): a NotFound Status.
     let err = c.kubectl(&["get", "--raw", "/openapi/v2"]).failure();
     assert!(err.contains("NotFound"), "{err}");
 }
@@ -241,9 +241,7 @@ fn errors_match_the_real_server() {
     c.kubectl(&["label", "cm", "cm", "x=y"]).success();
     cm["data"]["a"] = serde_json::json!("stale");
     let path = c.manifest("stale.json", &cm);
-    let err = c
-        .kubectl(&["replace", "--validate=false", "-f", &path])
-        .failure();
+    let err = c.kubectl(&["replace", "-f", &path]).failure();
     assert!(
         err.contains("Error from server (Conflict)")
             && err.contains("the object has been modified"),
@@ -255,8 +253,7 @@ fn errors_match_the_real_server() {
         .unwrap()
         .remove("resourceVersion");
     let path = c.manifest("fresh.json", &cm);
-    c.kubectl(&["replace", "--validate=false", "-f", &path])
-        .success();
+    c.kubectl(&["replace", "-f", &path]).success();
     let data = c
         .kubectl(&["get", "cm", "cm", "-o", "jsonpath={.data.a}"])
         .success();
@@ -265,15 +262,7 @@ fn errors_match_the_real_server() {
     // Server-side apply into a namespace that does not exist fails as a create would.
     let dep = c.manifest("ssa.json", &deployment("nginx:1.25"));
     let err = c
-        .kubectl(&[
-            "apply",
-            "--server-side",
-            "--validate=false",
-            "-n",
-            "demo",
-            "-f",
-            &dep,
-        ])
+        .kubectl(&["apply", "--server-side", "-n", "demo", "-f", &dep])
         .failure();
     assert!(
         err.contains("Error from server (NotFound): namespaces \"demo\" not found"),
@@ -319,9 +308,7 @@ fn apply_creates_then_strategic_merge_patches_a_deployment() {
     let c = Cluster::start();
     c.kubectl(&["create", "namespace", "demo"]).success();
     let first = c.manifest("dep1.json", &deployment("nginx:1.25"));
-    let out = c
-        .kubectl(&["apply", "--validate=false", "-f", &first])
-        .success();
+    let out = c.kubectl(&["apply", "-f", &first]).success();
     assert!(out.contains("deployment.apps/web created"), "{out}");
     let d = c.json(&["get", "deploy", "web", "-n", "demo", "-o", "json"]);
     assert_eq!(d["metadata"]["generation"], 1);
@@ -336,9 +323,7 @@ fn apply_creates_then_strategic_merge_patches_a_deployment() {
     changed["spec"]["template"]["spec"]["containers"][0]["env"] =
         serde_json::json!([{"name": "MODE", "value": "blue"}]);
     let second = c.manifest("dep2.json", &changed);
-    let out = c
-        .kubectl(&["apply", "--validate=false", "-f", &second])
-        .success();
+    let out = c.kubectl(&["apply", "-f", &second]).success();
     assert!(out.contains("deployment.apps/web configured"), "{out}");
     let d = c.json(&["get", "deploy", "web", "-n", "demo", "-o", "json"]);
     let containers = &d["spec"]["template"]["spec"]["containers"];
@@ -350,9 +335,7 @@ fn apply_creates_then_strategic_merge_patches_a_deployment() {
     assert_eq!(containers.as_array().unwrap().len(), 2);
     assert_eq!(d["metadata"]["generation"], 2);
 
-    let out = c
-        .kubectl(&["apply", "--validate=false", "-f", &second])
-        .success();
+    let out = c.kubectl(&["apply", "-f", &second]).success();
     assert!(out.contains("deployment.apps/web unchanged"), "{out}");
 
     // Removing a container from the manifest removes it from the object.
@@ -362,8 +345,7 @@ fn apply_creates_then_strategic_merge_patches_a_deployment() {
         .unwrap()
         .pop();
     let third = c.manifest("dep3.json", &fewer);
-    c.kubectl(&["apply", "--validate=false", "-f", &third])
-        .success();
+    c.kubectl(&["apply", "-f", &third]).success();
     let names = c
         .kubectl(&[
             "get",
@@ -390,12 +372,9 @@ fn istio_objects_share_storage_across_versions_and_apply_with_merge_patch() {
         })
     };
     let first = c.manifest("vs1.json", &vs("a.example.com"));
-    c.kubectl(&["apply", "--validate=false", "-f", &first])
-        .success();
+    c.kubectl(&["apply", "-f", &first]).success();
     let second = c.manifest("vs2.json", &vs("b.example.com"));
-    let out = c
-        .kubectl(&["apply", "--validate=false", "-f", &second])
-        .success();
+    let out = c.kubectl(&["apply", "-f", &second]).success();
     assert!(out.contains("configured"), "{out}");
     let got = c.json(&[
         "get",
@@ -432,8 +411,7 @@ fn deleting_a_namespace_removes_its_objects() {
     c.kubectl(&["create", "configmap", "cm", "-n", "demo"])
         .success();
     let dep = c.manifest("dep.json", &deployment("nginx:1.25"));
-    c.kubectl(&["apply", "--validate=false", "-f", &dep])
-        .success();
+    c.kubectl(&["apply", "-f", &dep]).success();
     c.kubectl(&["create", "configmap", "keep", "-n", "default"])
         .success();
     let out = c.kubectl(&["delete", "ns", "demo"]).success();
