@@ -43,8 +43,8 @@ pub fn api_versions() -> Value {
 }
 
 /// `/apis`: every non-core group with its versions, the first being preferred.
-pub fn api_group_list() -> Value {
-    let groups: Vec<Value> = resources::groups()
+pub fn api_group_list(custom: &[&'static Resource]) -> Value {
+    let groups: Vec<Value> = resources::groups(custom)
         .into_iter()
         .map(|(group, versions)| group_doc(group, &versions))
         .collect();
@@ -52,8 +52,10 @@ pub fn api_group_list() -> Value {
 }
 
 /// `/apis/{group}`: one group.
-pub fn api_group(group: &str) -> Option<Value> {
-    let (g, versions) = resources::groups().into_iter().find(|(g, _)| *g == group)?;
+pub fn api_group(custom: &[&'static Resource], group: &str) -> Option<Value> {
+    let (g, versions) = resources::groups(custom)
+        .into_iter()
+        .find(|(g, _)| *g == group)?;
     let mut doc = group_doc(g, &versions);
     doc["kind"] = json!("APIGroup");
     doc["apiVersion"] = json!("v1");
@@ -111,8 +113,12 @@ fn subresource_docs(r: &Resource) -> Vec<Value> {
 }
 
 /// `/api/v1` or `/apis/{group}/{version}`; `None` for an unknown group version.
-pub fn api_resource_list(group: &str, version: &str) -> Option<Value> {
-    if !resources::group_version_exists(group, version) {
+pub fn api_resource_list(
+    custom: &[&'static Resource],
+    group: &str,
+    version: &str,
+) -> Option<Value> {
+    if !resources::group_version_exists(custom, group, version) {
         return None;
     }
     let group_version = if group.is_empty() {
@@ -120,7 +126,7 @@ pub fn api_resource_list(group: &str, version: &str) -> Option<Value> {
     } else {
         format!("{group}/{version}")
     };
-    let list: Vec<Value> = resources::in_group_version(group, version)
+    let list: Vec<Value> = resources::in_group_version(custom, group, version)
         .flat_map(|r| std::iter::once(resource_doc(r)).chain(subresource_docs(r)))
         .collect();
     Some(json!({
@@ -137,7 +143,7 @@ mod tests {
 
     #[test]
     fn documents_cover_the_table() {
-        let core = api_resource_list("", "v1").unwrap();
+        let core = api_resource_list(&[], "", "v1").unwrap();
         assert_eq!(core["groupVersion"], "v1");
         let names: Vec<&str> = core["resources"]
             .as_array()
@@ -146,16 +152,16 @@ mod tests {
             .map(|r| r["name"].as_str().unwrap())
             .collect();
         assert!(names.contains(&"namespaces") && names.contains(&"pods"));
-        let apps = api_resource_list("apps", "v1").unwrap();
+        let apps = api_resource_list(&[], "apps", "v1").unwrap();
         assert_eq!(apps["resources"][0]["shortNames"][0], "deploy");
-        assert!(api_resource_list("apps", "v2").is_none());
-        let groups = api_group_list();
+        assert!(api_resource_list(&[], "apps", "v2").is_none());
+        let groups = api_group_list(&[]);
         assert_eq!(
             groups["groups"][0]["preferredVersion"]["groupVersion"],
             "apps/v1"
         );
         assert_eq!(
-            api_group("networking.istio.io").unwrap()["kind"],
+            api_group(&[], "networking.istio.io").unwrap()["kind"],
             "APIGroup"
         );
     }

@@ -52,7 +52,7 @@ fn docs() -> &'static BTreeMap<String, GvDoc> {
         }
         gvs.into_iter()
             .map(|(group, version)| {
-                let doc = group_version_doc(group, version);
+                let doc = group_version_doc(&[], group, version);
                 let hash = fnv_hex(&serde_json::to_vec(&doc).unwrap_or_default());
                 (gv_path(group, version), GvDoc { doc, hash })
             })
@@ -82,9 +82,32 @@ fn fnv_hex(bytes: &[u8]) -> String {
 }
 
 /// `GET /openapi/v3`: where each group version's document lives.
+#[cfg(test)]
 pub fn root() -> Value {
+    root_with(&[])
+}
+
+/// Group versions served only by `custom` resources, with their documents.
+fn custom_docs(custom: &[&'static Resource]) -> BTreeMap<String, GvDoc> {
+    let mut out = BTreeMap::new();
+    for r in custom {
+        let path = gv_path(r.group, r.version);
+        if docs().contains_key(&path) || out.contains_key(&path) {
+            continue;
+        }
+        let doc = group_version_doc(custom, r.group, r.version);
+        let hash = fnv_hex(&serde_json::to_vec(&doc).unwrap_or_default());
+        out.insert(path, GvDoc { doc, hash });
+    }
+    out
+}
+
+/// [`root`] including the group versions of CRD-defined resources.
+pub fn root_with(custom: &[&'static Resource]) -> Value {
+    let extra = custom_docs(custom);
     let paths: Map<String, Value> = docs()
         .iter()
+        .chain(extra.iter())
         .map(|(path, d)| {
             (
                 path.clone(),
@@ -93,6 +116,15 @@ pub fn root() -> Value {
         })
         .collect();
     json!({ "paths": paths })
+}
+
+/// [`document`] including the group versions of CRD-defined resources.
+pub fn document_with(custom: &[&'static Resource], path: &str) -> Option<Value> {
+    let path = path.trim_matches('/');
+    if let Some(d) = document(path) {
+        return Some(d.clone());
+    }
+    custom_docs(custom).remove(path).map(|d| d.doc)
 }
 
 /// `GET /openapi/v3/{path}`; `None` for a path naming no served group version.
@@ -378,7 +410,12 @@ fn resource_paths(r: &Resource, paths: &mut Map<String, Value>, schemas: &mut Ma
             }),
         );
     }
-    schemas.insert(item.clone(), kind_schema(r.group, r.version, r.kind));
+    let mut schema = kind_schema(r.group, r.version, r.kind);
+    if !resources::RESOURCES.contains(r) {
+        // A CRD-defined kind: its schema is not modelled, everything is accepted.
+        schema["x-kubernetes-preserve-unknown-fields"] = json!(true);
+    }
+    schemas.insert(item.clone(), schema);
     schemas.insert(
         list.clone(),
         list_schema(r.group, r.version, &format!("{}List", r.kind), &item),
@@ -393,10 +430,10 @@ fn scope_params_with_name(namespaced: bool) -> Vec<Value> {
     ps
 }
 
-fn group_version_doc(group: &str, version: &str) -> Value {
+fn group_version_doc(custom: &[&'static Resource], group: &str, version: &str) -> Value {
     let mut paths = Map::new();
     let mut schemas = Map::new();
-    for r in resources::in_group_version(group, version) {
+    for r in resources::in_group_version(custom, group, version) {
         resource_paths(r, &mut paths, &mut schemas);
     }
     schemas.insert(format!("{META}.ObjectMeta"), object_meta());

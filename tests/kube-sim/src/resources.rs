@@ -4,6 +4,8 @@
 //! discovery advertises, which field selectors it accepts) comes from this one table, so adding
 //! a type is one entry and discovery can never disagree with the routes.
 
+use serde_json::Value;
+
 /// Verbs advertised for ordinary read/write resources, in the order the real server lists them.
 const RW: &[&str] = &[
     "create",
@@ -218,29 +220,158 @@ pub static RESOURCES: &[Resource] = &[
         "destinationrule",
         &["dr"],
     ),
+    Resource {
+        group: "apiextensions.k8s.io",
+        categories: &["api-extensions"],
+        generation: true,
+        subresources: &["status"],
+        ..core(
+            "CustomResourceDefinition",
+            "customresourcedefinitions",
+            "customresourcedefinition",
+            false,
+            &["crd", "crds"],
+        )
+    },
 ];
+
+/// The CRD type itself, whose objects make custom resources servable.
+pub fn is_crd(res: &Resource) -> bool {
+    res.group == "apiextensions.k8s.io" && res.plural == "customresourcedefinitions"
+}
+
+/// Built-in resources followed by `custom` (those defined by stored CRDs).
+pub fn all<'a>(custom: &'a [&'static Resource]) -> impl Iterator<Item = &'static Resource> + 'a {
+    RESOURCES.iter().chain(custom.iter().copied())
+}
+
+/// [`find`] among built-in and `custom` resources.
+pub fn find_in(
+    custom: &[&'static Resource],
+    group: &str,
+    version: &str,
+    plural: &str,
+) -> Option<&'static Resource> {
+    all(custom).find(|r| r.group == group && r.version == version && r.plural == plural)
+}
+
+/// Leaks `s` once per distinct value (custom resources are few and live for the process).
+fn intern_str(s: &str) -> &'static str {
+    static STRS: std::sync::Mutex<Vec<&'static str>> = std::sync::Mutex::new(Vec::new());
+    let mut strs = STRS.lock().unwrap_or_else(|e| e.into_inner());
+    if let Some(found) = strs.iter().find(|x| **x == s) {
+        return found;
+    }
+    let leaked: &'static str = Box::leak(s.to_string().into_boxed_str());
+    strs.push(leaked);
+    leaked
+}
+
+fn intern_strs(v: &[String]) -> &'static [&'static str] {
+    static LISTS: std::sync::Mutex<Vec<&'static [&'static str]>> =
+        std::sync::Mutex::new(Vec::new());
+    let items: Vec<&'static str> = v.iter().map(|s| intern_str(s)).collect();
+    let mut lists = LISTS.lock().unwrap_or_else(|e| e.into_inner());
+    if let Some(found) = lists.iter().find(|l| **l == items.as_slice()) {
+        return found;
+    }
+    let leaked: &'static [&'static str] = Box::leak(items.into_boxed_slice());
+    lists.push(leaked);
+    leaked
+}
+
+fn intern_resource(r: Resource) -> &'static Resource {
+    static RES: std::sync::Mutex<Vec<&'static Resource>> = std::sync::Mutex::new(Vec::new());
+    let mut all = RES.lock().unwrap_or_else(|e| e.into_inner());
+    if let Some(found) = all.iter().find(|x| ***x == r) {
+        return found;
+    }
+    let leaked: &'static Resource = Box::leak(Box::new(r));
+    all.push(leaked);
+    leaked
+}
+
+/// The resources a CustomResourceDefinition object defines: one per served version, in the
+/// order listed (the first served version is preferred, as kube-aggregator orders by
+/// priority only for built-ins). Malformed CRDs define nothing.
+pub fn from_crd(crd: &Value) -> Vec<&'static Resource> {
+    let spec = &crd["spec"];
+    let names = &spec["names"];
+    let (Some(group), Some(plural), Some(kind)) = (
+        spec["group"].as_str(),
+        names["plural"].as_str(),
+        names["kind"].as_str(),
+    ) else {
+        return Vec::new();
+    };
+    let strings = |v: &Value| -> Vec<String> {
+        v.as_array()
+            .map(|a| {
+                a.iter()
+                    .filter_map(|x| x.as_str().map(str::to_string))
+                    .collect()
+            })
+            .unwrap_or_default()
+    };
+    let singular = names["singular"]
+        .as_str()
+        .map(str::to_string)
+        .unwrap_or_else(|| kind.to_lowercase());
+    let short_names = intern_strs(&strings(&names["shortNames"]));
+    let categories = intern_strs(&strings(&names["categories"]));
+    let namespaced = spec["scope"].as_str() != Some("Cluster");
+    let versions = spec["versions"].as_array().cloned().unwrap_or_default();
+    versions
+        .iter()
+        .filter(|v| v["served"].as_bool().unwrap_or(true))
+        .filter_map(|v| {
+            let version = v["name"].as_str()?;
+            let subresources: Vec<String> = v["subresources"]
+                .as_object()
+                .map(|m| {
+                    m.keys()
+                        .filter(|k| *k == "status" || *k == "scale")
+                        .cloned()
+                        .collect()
+                })
+                .unwrap_or_default();
+            Some(intern_resource(Resource {
+                group: intern_str(group),
+                version: intern_str(version),
+                kind: intern_str(kind),
+                plural: intern_str(plural),
+                singular: intern_str(&singular),
+                namespaced,
+                verbs: RW,
+                short_names,
+                categories,
+                builtin: false,
+                generation: true,
+                extra_fields: &[],
+                subresources: intern_strs(&subresources),
+            }))
+        })
+        .collect()
+}
 
 /// Looks a resource up by its URL coordinates.
 pub fn find(group: &str, version: &str, plural: &str) -> Option<&'static Resource> {
-    RESOURCES
-        .iter()
-        .find(|r| r.group == group && r.version == version && r.plural == plural)
+    find_in(&[], group, version, plural)
 }
 
 /// The resources served in one group version, in discovery order.
 pub fn in_group_version<'a>(
+    custom: &'a [&'static Resource],
     group: &'a str,
     version: &'a str,
 ) -> impl Iterator<Item = &'static Resource> + 'a {
-    RESOURCES
-        .iter()
-        .filter(move |r| r.group == group && r.version == version)
+    all(custom).filter(move |r| r.group == group && r.version == version)
 }
 
 /// Served non-core groups with their versions, preferred (first listed) version first.
-pub fn groups() -> Vec<(&'static str, Vec<&'static str>)> {
+pub fn groups(custom: &[&'static Resource]) -> Vec<(&'static str, Vec<&'static str>)> {
     let mut out: Vec<(&'static str, Vec<&'static str>)> = Vec::new();
-    for r in RESOURCES.iter().filter(|r| !r.group.is_empty()) {
+    for r in all(custom).filter(|r| !r.group.is_empty()) {
         match out.iter_mut().find(|(g, _)| *g == r.group) {
             Some((_, versions)) => {
                 if !versions.contains(&r.version) {
@@ -254,10 +385,8 @@ pub fn groups() -> Vec<(&'static str, Vec<&'static str>)> {
 }
 
 /// Whether the group version exists at all (for 404 vs. an empty list).
-pub fn group_version_exists(group: &str, version: &str) -> bool {
-    RESOURCES
-        .iter()
-        .any(|r| r.group == group && r.version == version)
+pub fn group_version_exists(custom: &[&'static Resource], group: &str, version: &str) -> bool {
+    all(custom).any(|r| r.group == group && r.version == version)
 }
 
 #[cfg(test)]
@@ -269,7 +398,7 @@ mod tests {
         let a = find("networking.istio.io", "v1alpha3", "virtualservices").unwrap();
         let b = find("networking.istio.io", "v1beta1", "virtualservices").unwrap();
         assert_eq!(a.storage_key(), b.storage_key());
-        let groups = groups();
+        let groups = groups(&[]);
         let istio = groups
             .iter()
             .find(|(g, _)| *g == "networking.istio.io")

@@ -166,16 +166,18 @@ fn route(
     body: &[u8],
 ) -> Result<Response, ApiError> {
     let segs: Vec<&str> = uri.path().split('/').filter(|s| !s.is_empty()).collect();
+    let custom = store.custom_resources();
+    let custom = custom.as_slice();
     match segs.as_slice() {
         ["version"] => get_only(method, || Some(discovery::version())),
         ["healthz" | "readyz" | "livez", ..] => Ok(text_ok()),
         ["api"] => get_only(method, || Some(discovery::api_versions())),
-        ["apis"] => get_only(method, || Some(discovery::api_group_list())),
-        ["apis", group] => get_only(method, || discovery::api_group(group)),
+        ["apis"] => get_only(method, || Some(discovery::api_group_list(custom))),
+        ["apis", group] => get_only(method, || discovery::api_group(custom, group)),
         // OpenAPI v3 only: kubectl and helm use v3 when it is served; v2 stays 404.
-        ["openapi", "v3"] => get_only(method, || Some(openapi::root())),
+        ["openapi", "v3"] => get_only(method, || Some(openapi::root_with(custom))),
         ["openapi", "v3", gv @ ..] => {
-            get_only(method, || openapi::document(&gv.join("/")).cloned())
+            get_only(method, || openapi::document_with(custom, &gv.join("/")))
         }
         ["openapi", ..] => Err(ApiError::no_route()),
         ["api", version, rest @ ..] => {
@@ -209,9 +211,15 @@ enum Target<'a> {
     },
 }
 
-fn parse_target<'a>(group: &str, version: &str, rest: &[&'a str]) -> Result<Target<'a>, ApiError> {
-    let find =
-        |plural: &str| resources::find(group, version, plural).ok_or_else(ApiError::no_route);
+fn parse_target<'a>(
+    custom: &[&'static Resource],
+    group: &str,
+    version: &str,
+    rest: &[&'a str],
+) -> Result<Target<'a>, ApiError> {
+    let find = |plural: &str| {
+        resources::find_in(custom, group, version, plural).ok_or_else(ApiError::no_route)
+    };
     match rest {
         ["namespaces", ns, plural, tail @ ..] if find(plural).is_ok_and(|r| r.namespaced) => {
             let res = find(plural)?;
@@ -251,10 +259,13 @@ fn resource_request(
     version: &str,
     rest: &[&str],
 ) -> Result<Response, ApiError> {
+    let custom = store.custom_resources();
     if rest.is_empty() {
-        return get_only(method, || discovery::api_resource_list(group, version));
+        return get_only(method, || {
+            discovery::api_resource_list(&custom, group, version)
+        });
     }
-    let target = parse_target(group, version, rest)?;
+    let target = parse_target(&custom, group, version, rest)?;
     let query = parse_query(uri);
     let simulation;
     let store = match query.dry_run.as_deref() {

@@ -17,6 +17,9 @@ use crate::status::ApiError;
 /// `(group, plural, namespace, name)`; `namespace` is `""` for cluster-scoped objects.
 type Key = (String, String, String, String);
 
+const CRD_GROUP: &str = "apiextensions.k8s.io";
+const CRD_PLURAL: &str = "customresourcedefinitions";
+
 /// Namespaces a fresh cluster has.
 const INITIAL_NAMESPACES: &[&str] = &["default", "kube-system", "kube-public", "kube-node-lease"];
 
@@ -26,9 +29,21 @@ struct State {
     /// Last issued resourceVersion; strictly increasing across all types, like etcd's revision.
     revision: u64,
     history: History,
+    /// Resources defined by the stored CustomResourceDefinitions.
+    custom: Vec<&'static Resource>,
 }
 
 impl State {
+    /// Recomputes the custom resources after a CustomResourceDefinition write.
+    fn refresh_custom(&mut self) {
+        self.custom = self
+            .objects
+            .iter()
+            .filter(|((g, p, _, _), _)| g == CRD_GROUP && p == CRD_PLURAL)
+            .flat_map(|(_, crd)| resources::from_crd(crd))
+            .collect();
+    }
+
     /// Issues the next revision and records the write for watches.
     fn record(&mut self, kind: EventType, k: &Key, object: &mut Value, previous: Option<Value>) {
         self.revision += 1;
@@ -219,6 +234,11 @@ impl Store {
         self.state.lock().unwrap_or_else(|e| e.into_inner())
     }
 
+    /// The resources the stored CustomResourceDefinitions define (served versions only).
+    pub fn custom_resources(&self) -> Vec<&'static Resource> {
+        self.lock().custom.clone()
+    }
+
     /// The current revision, the `resourceVersion` of lists.
     pub fn revision(&self) -> u64 {
         self.lock().revision
@@ -376,6 +396,12 @@ impl Store {
             };
         }
         validate_meta(res, &obj, &name)?;
+        if res.group.is_empty() && res.plural == "services" {
+            allocate_cluster_ip(state, &mut obj, &name)?;
+        }
+        if resources::is_crd(res) {
+            accept_crd(&mut obj, &name)?;
+        }
         if res.namespaced {
             let ns_res = resources::find("", "v1", "namespaces").expect("namespaces in the table");
             if !state.objects.contains_key(&key(ns_res, "", ns)) {
@@ -411,6 +437,9 @@ impl Store {
         let mut stored = Self::present(res, &obj);
         state.record(EventType::Added, &k, &mut stored, None);
         state.objects.insert(k, stored.clone());
+        if resources::is_crd(res) {
+            state.refresh_custom();
+        }
         Ok(stored)
     }
 
@@ -516,6 +545,9 @@ impl Store {
             ));
         }
         validate_meta(res, &new, name)?;
+        if res.group.is_empty() && res.plural == "services" {
+            keep_cluster_ip(&old, &mut new, name)?;
+        }
         let old_meta = meta(&old).clone();
         let m = meta_mut(&mut new);
         m.insert("name".into(), json!(name));
@@ -550,6 +582,9 @@ impl Store {
         }
         state.record(EventType::Modified, &k, &mut new, Some(old));
         state.objects.insert(k, new.clone());
+        if resources::is_crd(res) {
+            state.refresh_custom();
+        }
         Ok(new)
     }
 
@@ -620,8 +655,193 @@ impl Store {
             removed["metadata"]["deletionTimestamp"] = json!(now());
             removed["status"] = json!({"phase": "Terminating"});
         }
+        if resources::is_crd(res) {
+            state.refresh_custom();
+            // The custom objects go with their definition (unless another CRD still serves
+            // the same group/plural, which validation normally prevents).
+            let group = removed["spec"]["group"].as_str().unwrap_or("").to_string();
+            let plural = removed["spec"]["names"]["plural"]
+                .as_str()
+                .unwrap_or("")
+                .to_string();
+            let still_served = state
+                .custom
+                .iter()
+                .any(|r| r.group == group && r.plural == plural);
+            if !still_served && !plural.is_empty() {
+                let contained: Vec<Key> = state
+                    .objects
+                    .keys()
+                    .filter(|(g, p, _, _)| *g == group && *p == plural)
+                    .cloned()
+                    .collect();
+                for ck in contained {
+                    let mut gone = state.objects.remove(&ck).expect("listed above");
+                    state.record(EventType::Deleted, &ck, &mut gone, None);
+                }
+            }
+        }
         Ok(Self::present(res, &removed))
     }
+}
+
+/// Checks a new CustomResourceDefinition's names the way the apiextensions registry does
+/// (name `<plural>.<group>`, no clash with a built-in type) and marks it established:
+/// there is no naming controller, so names are accepted at once.
+fn accept_crd(obj: &mut Value, name: &str) -> Result<(), ApiError> {
+    let invalid = |msg: &str| ApiError::invalid("CustomResourceDefinition", name, msg);
+    let spec = obj.get("spec").cloned().unwrap_or(Value::Null);
+    let group = spec["group"].as_str().unwrap_or("");
+    let plural = spec["names"]["plural"].as_str().unwrap_or("");
+    if group.is_empty() {
+        return Err(invalid("spec.group: Required value"));
+    }
+    if plural.is_empty() {
+        return Err(invalid("spec.names.plural: Required value"));
+    }
+    if spec["names"]["kind"].as_str().unwrap_or("").is_empty() {
+        return Err(invalid("spec.names.kind: Required value"));
+    }
+    if name != format!("{plural}.{group}") {
+        return Err(invalid(&format!(
+            "metadata.name: Invalid value: \"{name}\": must be spec.names.plural+\".\"+spec.group"
+        )));
+    }
+    let versions = spec["versions"].as_array().cloned().unwrap_or_default();
+    if versions.is_empty() {
+        return Err(invalid("spec.versions: Invalid value: null: must have exactly one version marked as storage version"));
+    }
+    if resources::RESOURCES
+        .iter()
+        .any(|r| r.group == group && r.plural == plural)
+    {
+        return Err(invalid(&format!(
+            "spec.group: Invalid value: \"{group}\": {plural}.{group} is a built-in resource"
+        )));
+    }
+    let stored: Vec<Value> = versions
+        .iter()
+        .filter(|v| v["storage"].as_bool() == Some(true))
+        .map(|v| v["name"].clone())
+        .collect();
+    let at = now();
+    obj["status"] = json!({
+        "acceptedNames": spec["names"],
+        "conditions": [
+            {"type": "NamesAccepted", "status": "True", "lastTransitionTime": at,
+             "reason": "NoConflicts", "message": "no conflicts found"},
+            {"type": "Established", "status": "True", "lastTransitionTime": at,
+             "reason": "InitialNamesAccepted", "message": "the initial names have been accepted"},
+        ],
+        "storedVersions": stored,
+    });
+    Ok(())
+}
+
+/// The service CIDR cluster IPs come from, as `kube-apiserver --service-cluster-ip-range`.
+const SERVICE_CIDR_BASE: u32 = u32::from_be_bytes([10, 96, 0, 0]);
+const SERVICE_CIDR_BITS: u32 = 12;
+/// The first address handed out (`10.96.0.1` is the `kubernetes` Service's, `.10` DNS's).
+const FIRST_DYNAMIC_OFFSET: u32 = 11;
+
+fn in_service_cidr(ip: std::net::Ipv4Addr) -> bool {
+    u32::from(ip) >> (32 - SERVICE_CIDR_BITS) == SERVICE_CIDR_BASE >> (32 - SERVICE_CIDR_BITS)
+}
+
+fn cluster_ip_of(obj: &Value) -> &str {
+    obj.pointer("/spec/clusterIP")
+        .and_then(Value::as_str)
+        .unwrap_or("")
+}
+
+/// The service registry's allocation on create: `spec.clusterIP` (and `spec.clusterIPs`) from
+/// the service CIDR, unique among stored Services. `None` (headless) stays `None`; a requested
+/// address must lie in the range and be free; `ExternalName` services get none.
+fn allocate_cluster_ip(state: &State, obj: &mut Value, name: &str) -> Result<(), ApiError> {
+    let invalid = |msg: String| ApiError::invalid("Service", name, msg);
+    if obj.get("spec").is_none_or(|s| !s.is_object()) {
+        obj["spec"] = json!({});
+    }
+    let svc_type = obj["spec"]["type"]
+        .as_str()
+        .unwrap_or("ClusterIP")
+        .to_string();
+    let requested = cluster_ip_of(obj).to_string();
+    if svc_type == "ExternalName" {
+        return Ok(());
+    }
+    if requested == "None" {
+        obj["spec"]["clusterIPs"] = json!(["None"]);
+        return Ok(());
+    }
+    let used: std::collections::BTreeSet<String> = state
+        .objects
+        .iter()
+        .filter(|((g, p, _, _), _)| g.is_empty() && p == "services")
+        .map(|(_, o)| cluster_ip_of(o).to_string())
+        .collect();
+    let ip = if requested.is_empty() {
+        let size = 1u32 << (32 - SERVICE_CIDR_BITS);
+        (FIRST_DYNAMIC_OFFSET..size - 1)
+            .map(|off| std::net::Ipv4Addr::from(SERVICE_CIDR_BASE + off).to_string())
+            .find(|ip| !used.contains(ip))
+            .ok_or_else(|| {
+                ApiError::internal_error("failed to allocate a serviceIP: range is full")
+            })?
+    } else {
+        let parsed: std::net::Ipv4Addr = requested.parse().map_err(|_| {
+            invalid(format!(
+                "spec.clusterIPs[0]: Invalid value: \"{requested}\": must be a valid IP address, (e.g. 10.9.8.7 or 2001:db8::ffff)"
+            ))
+        })?;
+        if !in_service_cidr(parsed) {
+            return Err(invalid(format!(
+                "spec.clusterIPs: Invalid value: []string{{\"{requested}\"}}: failed to allocate IP {requested}: the provided IP ({requested}) is not in the valid range. The range of valid IPs is 10.96.0.0/12"
+            )));
+        }
+        if used.contains(&requested) {
+            return Err(invalid(format!(
+                "spec.clusterIPs: Invalid value: []string{{\"{requested}\"}}: failed to allocate IP {requested}: provided IP is already allocated"
+            )));
+        }
+        requested
+    };
+    obj["spec"]["clusterIP"] = json!(ip);
+    obj["spec"]["clusterIPs"] = json!([ip]);
+    Ok(())
+}
+
+/// On update the allocated address is kept: an omitted `clusterIP`/`clusterIPs` is filled in
+/// from the stored object (as the registry's defaulting does), a different one is refused.
+fn keep_cluster_ip(old: &Value, new: &mut Value, name: &str) -> Result<(), ApiError> {
+    let old_ip = cluster_ip_of(old).to_string();
+    if old_ip.is_empty() {
+        return Ok(());
+    }
+    if new.get("spec").is_none_or(|s| !s.is_object()) {
+        new["spec"] = json!({});
+    }
+    let new_ip = cluster_ip_of(new).to_string();
+    if new_ip.is_empty() {
+        new["spec"]["clusterIP"] = json!(old_ip);
+    } else if new_ip != old_ip {
+        return Err(ApiError::invalid(
+            "Service",
+            name,
+            format!("spec.clusterIPs[0]: Invalid value: []string{{\"{new_ip}\"}}: may not change once set"),
+        ));
+    }
+    let ips_missing = new["spec"]
+        .get("clusterIPs")
+        .and_then(Value::as_array)
+        .is_none_or(|a| a.is_empty());
+    if ips_missing {
+        new["spec"]["clusterIPs"] = old["spec"]
+            .get("clusterIPs")
+            .cloned()
+            .unwrap_or_else(|| json!([old_ip]));
+    }
+    Ok(())
 }
 
 /// A body whose `kind`/`apiVersion` are set must name this resource (either API version of a

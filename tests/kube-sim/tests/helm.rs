@@ -1,5 +1,6 @@
 //! helm 4 against kube-sim: install (server-side apply of each manifest plus the release
-//! Secret), list, get manifest and uninstall of a chart written by the test.
+//! Secret), list, get manifest and uninstall of a chart written by the test; `--wait` with
+//! rollback on failure; and helm 3 mode (`--server-side=false`, strategic merge patches).
 
 mod common;
 
@@ -208,4 +209,133 @@ fn helm_wait_follows_deployment_readiness() {
         ])
         .success();
     assert_eq!(image, "nginx:1");
+}
+
+/// Helm 3 mode (`--server-side=false`): install creates, upgrade sends strategic merge
+/// patches computed by a client-side three-way merge, rollback patches revision 1 back.
+#[test]
+fn helm_client_side_install_upgrade_history_rollback() {
+    let c = Cluster::start();
+    c.kubectl(&["create", "namespace", "demo"]).success();
+    let chart = c.home.path().join("web");
+    write_web_chart(&chart);
+    let chart = chart.to_string_lossy().into_owned();
+    let image = |c: &Cluster| {
+        c.kubectl(&[
+            "get",
+            "deploy",
+            "rel-web",
+            "-n",
+            "demo",
+            "-o",
+            "jsonpath={.spec.template.spec.containers[0].image}",
+        ])
+        .success()
+    };
+    let values = |c: &Cluster| -> serde_json::Value {
+        let out = helm(c, &["get", "values", "rel", "-n", "demo", "-o", "json"]).success();
+        serde_json::from_str(&out).unwrap_or_else(|e| panic!("{e}: {out}"))
+    };
+
+    let out = helm(
+        &c,
+        &[
+            "install",
+            "rel",
+            &chart,
+            "-n",
+            "demo",
+            "--server-side=false",
+        ],
+    )
+    .success();
+    assert!(out.contains("STATUS: deployed"), "{out}");
+    assert_eq!(image(&c), "nginx:1");
+    let dep = c.json(&[
+        "get",
+        "deploy",
+        "rel-web",
+        "-n",
+        "demo",
+        "-o",
+        "json",
+        "--show-managed-fields",
+    ]);
+    assert_ne!(dep["metadata"]["managedFields"][0]["operation"], "Apply");
+    let ip = c
+        .kubectl(&[
+            "get",
+            "svc",
+            "rel-svc",
+            "-n",
+            "demo",
+            "-o",
+            "jsonpath={.spec.clusterIP}",
+        ])
+        .success();
+    assert!(ip.starts_with("10."), "{ip}");
+
+    let out = helm(
+        &c,
+        &[
+            "upgrade",
+            "rel",
+            &chart,
+            "-n",
+            "demo",
+            "--server-side=false",
+            "--set",
+            "image=nginx:2",
+        ],
+    )
+    .success();
+    assert!(out.contains("REVISION: 2"), "{out}");
+    assert_eq!(image(&c), "nginx:2");
+    assert_eq!(values(&c), serde_json::json!({"image": "nginx:2"}));
+
+    let history = helm(&c, &["history", "rel", "-n", "demo", "-o", "json"]).success();
+    let history: serde_json::Value = serde_json::from_str(&history).unwrap();
+    let revisions: Vec<_> = history
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|h| (h["revision"].as_i64().unwrap(), h["status"].clone()))
+        .collect();
+    assert_eq!(
+        revisions,
+        vec![(1, "superseded".into()), (2, "deployed".into())],
+        "{history}"
+    );
+
+    helm(&c, &["rollback", "rel", "1", "-n", "demo"]).success();
+    assert_eq!(image(&c), "nginx:1");
+    let history = helm(&c, &["history", "rel", "-n", "demo", "-o", "json"]).success();
+    let history: serde_json::Value = serde_json::from_str(&history).unwrap();
+    let last = history.as_array().unwrap().last().unwrap().clone();
+    assert_eq!(last["revision"], 3, "{history}");
+    assert_eq!(last["status"], "deployed", "{history}");
+    // Revision 1 had no user-supplied values (helm prints `null`).
+    let v = values(&c);
+    assert!(v.get("image").is_none(), "{v}");
+    // The Service kept its address through the patches.
+    let ip_after = c
+        .kubectl(&[
+            "get",
+            "svc",
+            "rel-svc",
+            "-n",
+            "demo",
+            "-o",
+            "jsonpath={.spec.clusterIP}",
+        ])
+        .success();
+    assert_eq!(ip_after, ip);
+
+    let list = helm(&c, &["list", "-A", "-o", "json"]).success();
+    let list: serde_json::Value = serde_json::from_str(&list).unwrap();
+    assert_eq!(list.as_array().unwrap().len(), 1, "{list}");
+    assert_eq!(list[0]["name"], "rel");
+    assert_eq!(list[0]["namespace"], "demo");
+    assert_eq!(list[0]["revision"], "3");
+    assert_eq!(list[0]["status"], "deployed");
 }
