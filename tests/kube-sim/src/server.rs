@@ -123,6 +123,8 @@ struct Query {
     /// `dryRun`: `All` runs a write on a copy of the store (see `Store::simulate`).
     dry_run: Option<String>,
     field_manager: Option<String>,
+    /// `propagationPolicy` of a delete (also accepted in the DeleteOptions body).
+    propagation_policy: Option<String>,
     force: bool,
     /// `fieldValidation`: `Strict`, `Warn` (the server default) or `Ignore`.
     field_validation: Option<String>,
@@ -137,6 +139,7 @@ fn parse_query(uri: &Uri) -> Query {
             "watch" => q.watch = v == "true" || v == "1",
             "dryRun" => q.dry_run = Some(v.into_owned()),
             "fieldManager" => q.field_manager = Some(v.into_owned()),
+            "propagationPolicy" => q.propagation_policy = Some(v.into_owned()),
             "force" => q.force = v == "true" || v == "1",
             "fieldValidation" => q.field_validation = Some(v.into_owned()),
             _ => {}
@@ -643,11 +646,17 @@ fn object(
             } else {
                 parse_body(headers, body)?
             };
+            let policy = options["propagationPolicy"]
+                .as_str()
+                .map(String::from)
+                .or_else(|| query.propagation_policy.clone());
             let pre = Preconditions {
                 uid: options["preconditions"]["uid"].as_str().map(String::from),
                 resource_version: options["preconditions"]["resourceVersion"]
                     .as_str()
                     .map(String::from),
+                orphan_dependents: policy.as_deref() == Some("Orphan")
+                    || options["orphanDependents"] == Value::Bool(true),
             };
             // kubectl sends a delete's dry run in the DeleteOptions body, not the query.
             let dry_run = options["dryRun"]

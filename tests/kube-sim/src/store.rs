@@ -76,6 +76,9 @@ pub struct Store {
 pub struct Preconditions {
     pub uid: Option<String>,
     pub resource_version: Option<String>,
+    /// `propagationPolicy: Orphan`: dependents lose their owner reference instead of
+    /// being deleted with their owner.
+    pub orphan_dependents: bool,
 }
 
 fn key(res: &Resource, ns: &str, name: &str) -> Key {
@@ -641,6 +644,7 @@ impl Store {
         }
         let mut removed = state.objects.remove(&k).expect("checked above");
         state.record(EventType::Deleted, &k, &mut removed, None);
+        Self::collect_dependents(state, meta_str(&removed, "uid"), pre.orphan_dependents);
         if res.plural == "namespaces" {
             let contained: Vec<Key> = state
                 .objects
@@ -682,6 +686,47 @@ impl Store {
             }
         }
         Ok(Self::present(res, &removed))
+    }
+}
+
+impl Store {
+    /// The garbage collector, run with the delete that removes an owner: objects whose
+    /// `metadata.ownerReferences` name the owner's uid are deleted too, and theirs in turn
+    /// (background propagation, done at once); with `orphan`, they only lose the reference.
+    fn collect_dependents(state: &mut State, owner_uid: &str, orphan: bool) {
+        let mut owners = vec![owner_uid.to_string()];
+        while let Some(owner) = owners.pop() {
+            let dependents: Vec<Key> = state
+                .objects
+                .iter()
+                .filter(|(_, obj)| {
+                    obj["metadata"]["ownerReferences"]
+                        .as_array()
+                        .is_some_and(|refs| refs.iter().any(|r| r["uid"] == owner.as_str()))
+                })
+                .map(|(k, _)| k.clone())
+                .collect();
+            for dk in dependents {
+                if orphan {
+                    let mut obj = state.objects.remove(&dk).expect("listed above");
+                    let previous = obj.clone();
+                    if let Some(refs) = obj["metadata"]["ownerReferences"].as_array_mut() {
+                        refs.retain(|r| r["uid"] != owner.as_str());
+                        if refs.is_empty() {
+                            if let Some(meta) = obj["metadata"].as_object_mut() {
+                                meta.remove("ownerReferences");
+                            }
+                        }
+                    }
+                    state.record(EventType::Modified, &dk, &mut obj, Some(previous));
+                    state.objects.insert(dk, obj);
+                } else {
+                    let mut gone = state.objects.remove(&dk).expect("listed above");
+                    state.record(EventType::Deleted, &dk, &mut gone, None);
+                    owners.push(meta_str(&gone, "uid").to_string());
+                }
+            }
+        }
     }
 }
 
