@@ -215,6 +215,17 @@ fn helm_wait_follows_deployment_readiness() {
 /// patches computed by a client-side three-way merge, rollback patches revision 1 back.
 #[test]
 fn helm_client_side_install_upgrade_history_rollback() {
+    install_upgrade_history_rollback(false);
+}
+
+/// Helm 4's default mode (server-side apply) through the same life cycle.
+#[test]
+fn helm_server_side_install_upgrade_history_rollback() {
+    install_upgrade_history_rollback(true);
+}
+
+fn install_upgrade_history_rollback(server_side: bool) {
+    let mode = format!("--server-side={server_side}");
     let c = Cluster::start();
     c.kubectl(&["create", "namespace", "demo"]).success();
     let chart = c.home.path().join("web");
@@ -237,18 +248,7 @@ fn helm_client_side_install_upgrade_history_rollback() {
         serde_json::from_str(&out).unwrap_or_else(|e| panic!("{e}: {out}"))
     };
 
-    let out = helm(
-        &c,
-        &[
-            "install",
-            "rel",
-            &chart,
-            "-n",
-            "demo",
-            "--server-side=false",
-        ],
-    )
-    .success();
+    let out = helm(&c, &["install", "rel", &chart, "-n", "demo", &mode]).success();
     assert!(out.contains("STATUS: deployed"), "{out}");
     assert_eq!(image(&c), "nginx:1");
     let dep = c.json(&[
@@ -261,7 +261,12 @@ fn helm_client_side_install_upgrade_history_rollback() {
         "json",
         "--show-managed-fields",
     ]);
-    assert_ne!(dep["metadata"]["managedFields"][0]["operation"], "Apply");
+    let applied_by_helm = dep["metadata"]["managedFields"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .any(|m| m["manager"] == "helm" && m["operation"] == "Apply");
+    assert_eq!(applied_by_helm, server_side, "{dep:#}");
     let ip = c
         .kubectl(&[
             "get",
@@ -283,7 +288,7 @@ fn helm_client_side_install_upgrade_history_rollback() {
             &chart,
             "-n",
             "demo",
-            "--server-side=false",
+            &mode,
             "--set",
             "image=nginx:2",
         ],
