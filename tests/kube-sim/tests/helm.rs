@@ -4,39 +4,9 @@
 
 mod common;
 
-use std::path::{Path, PathBuf};
-use std::process::Command;
+use std::path::Path;
 
 use common::*;
-
-fn helm_path() -> PathBuf {
-    let p = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../.tools/bin/helm");
-    assert!(
-        p.exists(),
-        "{} is missing: run ops/setup.sh to install the pinned helm",
-        p.display()
-    );
-    p
-}
-
-fn helm(c: &Cluster, args: &[&str]) -> Run {
-    let home = c.home.path();
-    let mut cmd = Command::new(helm_path());
-    cmd.arg("--kubeconfig")
-        .arg(c.sim().kubeconfig_path())
-        .args(args)
-        .env_remove("KUBECONFIG")
-        .env("HOME", home)
-        .env("HELM_CACHE_HOME", home.join("helm-cache"))
-        .env("HELM_CONFIG_HOME", home.join("helm-config"))
-        .env("HELM_DATA_HOME", home.join("helm-data"));
-    let out = run_with_timeout(cmd, KUBECTL_TIMEOUT);
-    Run {
-        ok: out.status.success(),
-        stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
-        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
-    }
-}
 
 /// A chart with a ConfigMap and a Service (no workloads: nothing would make them ready).
 fn write_chart(dir: &Path) {
@@ -66,7 +36,7 @@ fn helm_install_list_get_uninstall() {
     write_chart(&chart);
     let chart = chart.to_string_lossy().into_owned();
 
-    let out = helm(&c, &["install", "rel", &chart, "-n", "demo"]).success();
+    let out = c.helm(&["install", "rel", &chart, "-n", "demo"]).success();
     assert!(out.contains("STATUS: deployed"), "{out}");
     let greeting = c
         .kubectl(&[
@@ -105,25 +75,25 @@ fn helm_install_list_get_uninstall() {
         .success();
     assert_eq!(port, "80");
 
-    let list = helm(&c, &["list", "-n", "demo", "-o", "json"]).success();
+    let list = c.helm(&["list", "-n", "demo", "-o", "json"]).success();
     let list: serde_json::Value = serde_json::from_str(&list).unwrap();
     assert_eq!(list[0]["name"], "rel");
     assert_eq!(list[0]["status"], "deployed");
     assert_eq!(list[0]["chart"], "tiny-0.1.0");
 
-    let manifest = helm(&c, &["get", "manifest", "rel", "-n", "demo"]).success();
+    let manifest = c.helm(&["get", "manifest", "rel", "-n", "demo"]).success();
     assert!(
         manifest.contains("name: rel-cfg") && manifest.contains("name: rel-svc"),
         "{manifest}"
     );
 
-    let out = helm(&c, &["uninstall", "rel", "-n", "demo"]).success();
+    let out = c.helm(&["uninstall", "rel", "-n", "demo"]).success();
     assert!(out.contains("release \"rel\" uninstalled"), "{out}");
     let left = c
         .kubectl(&["get", "cm,svc,secrets", "-n", "demo", "-o", "name"])
         .success();
     assert_eq!(left.trim(), "", "left behind: {left}");
-    assert_eq!(helm(&c, &["list", "-n", "demo", "-q"]).success().trim(), "");
+    assert_eq!(c.helm(&["list", "-n", "demo", "-q"]).success().trim(), "");
 }
 
 /// A chart with a Deployment (image from values) and a Service, for `--wait`.
@@ -161,7 +131,7 @@ fn helm_wait_follows_deployment_readiness() {
 
     let mut args = vec!["install", "rel", &chart];
     args.extend(base);
-    let out = helm(&c, &args).success();
+    let out = c.helm(&args).success();
     assert!(out.contains("STATUS: deployed"), "{out}");
     let ready = c
         .kubectl(&[
@@ -186,13 +156,15 @@ fn helm_wait_follows_deployment_readiness() {
         "--rollback-on-failure",
     ];
     args.extend(base);
-    let err = helm(&c, &args).failure();
+    let err = c.helm(&args).failure();
     assert!(
         err.to_lowercase().contains("progress") || err.contains("context deadline"),
         "{err}"
     );
     // --rollback-on-failure puts revision 1's template back (a third revision).
-    let history = helm(&c, &["history", "rel", "-n", "demo", "-o", "json"]).success();
+    let history = c
+        .helm(&["history", "rel", "-n", "demo", "-o", "json"])
+        .success();
     let history: serde_json::Value = serde_json::from_str(&history).unwrap();
     let last = history.as_array().unwrap().last().unwrap().clone();
     assert_eq!(last["revision"], 3, "{history}");
@@ -244,11 +216,15 @@ fn install_upgrade_history_rollback(server_side: bool) {
         .success()
     };
     let values = |c: &Cluster| -> serde_json::Value {
-        let out = helm(c, &["get", "values", "rel", "-n", "demo", "-o", "json"]).success();
+        let out = c
+            .helm(&["get", "values", "rel", "-n", "demo", "-o", "json"])
+            .success();
         serde_json::from_str(&out).unwrap_or_else(|e| panic!("{e}: {out}"))
     };
 
-    let out = helm(&c, &["install", "rel", &chart, "-n", "demo", &mode]).success();
+    let out = c
+        .helm(&["install", "rel", &chart, "-n", "demo", &mode])
+        .success();
     assert!(out.contains("STATUS: deployed"), "{out}");
     assert_eq!(image(&c), "nginx:1");
     let dep = c.json(&[
@@ -280,9 +256,8 @@ fn install_upgrade_history_rollback(server_side: bool) {
         .success();
     assert!(ip.starts_with("10."), "{ip}");
 
-    let out = helm(
-        &c,
-        &[
+    let out = c
+        .helm(&[
             "upgrade",
             "rel",
             &chart,
@@ -291,14 +266,15 @@ fn install_upgrade_history_rollback(server_side: bool) {
             &mode,
             "--set",
             "image=nginx:2",
-        ],
-    )
-    .success();
+        ])
+        .success();
     assert!(out.contains("REVISION: 2"), "{out}");
     assert_eq!(image(&c), "nginx:2");
     assert_eq!(values(&c), serde_json::json!({"image": "nginx:2"}));
 
-    let history = helm(&c, &["history", "rel", "-n", "demo", "-o", "json"]).success();
+    let history = c
+        .helm(&["history", "rel", "-n", "demo", "-o", "json"])
+        .success();
     let history: serde_json::Value = serde_json::from_str(&history).unwrap();
     let revisions: Vec<_> = history
         .as_array()
@@ -312,9 +288,11 @@ fn install_upgrade_history_rollback(server_side: bool) {
         "{history}"
     );
 
-    helm(&c, &["rollback", "rel", "1", "-n", "demo"]).success();
+    c.helm(&["rollback", "rel", "1", "-n", "demo"]).success();
     assert_eq!(image(&c), "nginx:1");
-    let history = helm(&c, &["history", "rel", "-n", "demo", "-o", "json"]).success();
+    let history = c
+        .helm(&["history", "rel", "-n", "demo", "-o", "json"])
+        .success();
     let history: serde_json::Value = serde_json::from_str(&history).unwrap();
     let last = history.as_array().unwrap().last().unwrap().clone();
     assert_eq!(last["revision"], 3, "{history}");
@@ -336,7 +314,7 @@ fn install_upgrade_history_rollback(server_side: bool) {
         .success();
     assert_eq!(ip_after, ip);
 
-    let list = helm(&c, &["list", "-A", "-o", "json"]).success();
+    let list = c.helm(&["list", "-A", "-o", "json"]).success();
     let list: serde_json::Value = serde_json::from_str(&list).unwrap();
     assert_eq!(list.as_array().unwrap().len(), 1, "{list}");
     assert_eq!(list[0]["name"], "rel");

@@ -4,40 +4,10 @@
 
 mod common;
 
-use std::path::{Path, PathBuf};
-use std::process::Command;
+use std::path::Path;
 
 use common::*;
 use serde_json::{json, Value};
-
-fn helm_path() -> PathBuf {
-    let p = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../.tools/bin/helm");
-    assert!(
-        p.exists(),
-        "{} is missing: run ops/setup.sh to install the pinned helm",
-        p.display()
-    );
-    p
-}
-
-fn helm(c: &Cluster, args: &[&str]) -> Run {
-    let home = c.home.path();
-    let mut cmd = Command::new(helm_path());
-    cmd.arg("--kubeconfig")
-        .arg(c.sim().kubeconfig_path())
-        .args(args)
-        .env_remove("KUBECONFIG")
-        .env("HOME", home)
-        .env("HELM_CACHE_HOME", home.join("helm-cache"))
-        .env("HELM_CONFIG_HOME", home.join("helm-config"))
-        .env("HELM_DATA_HOME", home.join("helm-data"));
-    let out = run_with_timeout(cmd, KUBECTL_TIMEOUT);
-    Run {
-        ok: out.status.success(),
-        stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
-        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
-    }
-}
 
 fn configmap(name: &str) -> Value {
     json!({
@@ -231,11 +201,9 @@ fn helm_install_validates_through_openapi_v3() {
     c.sim().clear_audit();
     let good = c.home.path().join("good");
     write_chart(&good, false);
-    let out = helm(
-        &c,
-        &["install", "rel", &good.to_string_lossy(), "-n", "demo"],
-    )
-    .success();
+    let out = c
+        .helm(&["install", "rel", &good.to_string_lossy(), "-n", "demo"])
+        .success();
     assert!(out.contains("STATUS: deployed"), "{out}");
     let gets = requests(&c, "GET");
     assert!(
@@ -258,11 +226,9 @@ fn helm_install_validates_through_openapi_v3() {
 
     let bad = c.home.path().join("bad");
     write_chart(&bad, true);
-    let err = helm(
-        &c,
-        &["install", "typo", &bad.to_string_lossy(), "-n", "demo"],
-    )
-    .failure();
+    let err = c
+        .helm(&["install", "typo", &bad.to_string_lossy(), "-n", "demo"])
+        .failure();
     // helm 4 server-side applies with `fieldValidation=Strict`; the server names the field.
     assert!(
         err.contains(

@@ -13,6 +13,17 @@ use std::time::Instant;
 
 use kube_sim::{Config, KubeSim};
 
+/// The pinned helm installed by `ops/setup.sh`.
+pub fn helm_path() -> PathBuf {
+    let p = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../.tools/bin/helm");
+    assert!(
+        p.exists(),
+        "{} is missing: run ops/setup.sh to install the pinned helm",
+        p.display()
+    );
+    p
+}
+
 /// Upper bound for one kubectl invocation; they take well under a second here.
 pub const KUBECTL_TIMEOUT: Duration = Duration::from_secs(60);
 
@@ -101,6 +112,26 @@ impl Cluster {
 
     pub fn sim(&self) -> &KubeSim {
         self.sim.as_ref().expect("running")
+    }
+
+    /// Runs the real helm against this cluster, with its caches in the test's temp home.
+    pub fn helm(&self, args: &[&str]) -> Run {
+        let home = self.home.path();
+        let mut cmd = Command::new(helm_path());
+        cmd.arg("--kubeconfig")
+            .arg(self.sim().kubeconfig_path())
+            .args(args)
+            .env_remove("KUBECONFIG")
+            .env("HOME", home)
+            .env("HELM_CACHE_HOME", home.join("helm-cache"))
+            .env("HELM_CONFIG_HOME", home.join("helm-config"))
+            .env("HELM_DATA_HOME", home.join("helm-data"));
+        let out = run_with_timeout(cmd, KUBECTL_TIMEOUT);
+        Run {
+            ok: out.status.success(),
+            stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+            stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+        }
     }
 
     pub fn kubectl(&self, args: &[&str]) -> Run {
