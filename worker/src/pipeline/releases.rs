@@ -24,7 +24,9 @@ use tokio::sync::OwnedMutexGuard;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
 
-use super::release_record::{next_action, Holder, NextAction, Observed, ReleaseRecord};
+use super::release_record::{
+    next_action, Holder, NextAction, Observed, ReleaseRecord, Reservation,
+};
 
 #[derive(Debug, Clone, thiserror::Error)]
 pub enum ReleaseError {
@@ -450,9 +452,20 @@ async fn write_held(
                     Some((revision, record))
                         if record.holder.as_ref().is_some_and(|h| h.token == token) =>
                     {
-                        if let (Some(ours), Some(theirs)) = (state.1.holder.as_mut(), record.holder)
-                        {
-                            ours.next = theirs.next;
+                        match (state.1.holder.as_mut(), record.holder) {
+                            // Still holding: keep the claim for the hand-back.
+                            (Some(ours), Some(theirs)) => ours.next = theirs.next,
+                            // Handing back (our holder is already cleared): the claim
+                            // that landed meanwhile turns into the reservation.
+                            (None, Some(theirs)) => {
+                                if let Some(next) = theirs.next {
+                                    state.1.reserved = Some(Reservation {
+                                        token: next,
+                                        at: Utc::now(),
+                                    });
+                                }
+                            }
+                            _ => {}
                         }
                         state.0 = revision;
                     }
