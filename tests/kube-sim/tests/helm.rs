@@ -9,23 +9,18 @@ use std::path::Path;
 use common::*;
 
 /// A chart with a ConfigMap and a Service (no workloads: nothing would make them ready).
-fn write_chart(dir: &Path) {
-    std::fs::create_dir_all(dir.join("templates")).unwrap();
-    std::fs::write(
-        dir.join("Chart.yaml"),
-        "apiVersion: v2\nname: tiny\nversion: 0.1.0\n",
-    )
-    .unwrap();
-    std::fs::write(
-        dir.join("templates/configmap.yaml"),
-        "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: {{ .Release.Name }}-cfg\ndata:\n  greeting: {{ .Values.greeting | default \"hello\" }}\n",
-    )
-    .unwrap();
-    std::fs::write(
-        dir.join("templates/service.yaml"),
-        "apiVersion: v1\nkind: Service\nmetadata:\n  name: {{ .Release.Name }}-svc\nspec:\n  selector:\n    app: tiny\n  ports:\n  - name: http\n    port: 80\n    targetPort: 8080\n",
-    )
-    .unwrap();
+fn write_tiny_chart(dir: &Path) {
+    write_chart(
+        dir,
+        "tiny",
+        &[
+            (
+                "templates/configmap.yaml",
+                "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: {{ .Release.Name }}-cfg\ndata:\n  greeting: {{ .Values.greeting | default \"hello\" }}\n",
+            ),
+            ("templates/service.yaml", "apiVersion: v1\nkind: Service\nmetadata:\n  name: {{ .Release.Name }}-svc\nspec:\n  selector:\n    app: tiny\n  ports:\n  - name: http\n    port: 80\n    targetPort: 8080\n"),
+        ],
+    );
 }
 
 #[test]
@@ -33,7 +28,7 @@ fn helm_install_list_get_uninstall() {
     let c = Cluster::start();
     c.kubectl(&["create", "namespace", "demo"]).success();
     let chart = c.home.path().join("tiny");
-    write_chart(&chart);
+    write_tiny_chart(&chart);
     let chart = chart.to_string_lossy().into_owned();
 
     let out = c.helm(&["install", "rel", &chart, "-n", "demo"]).success();
@@ -98,22 +93,20 @@ fn helm_install_list_get_uninstall() {
 
 /// A chart with a Deployment (image from values) and a Service, for `--wait`.
 fn write_web_chart(dir: &Path) {
-    std::fs::create_dir_all(dir.join("templates")).unwrap();
-    std::fs::write(
-        dir.join("Chart.yaml"),
-        "apiVersion: v2\nname: web\nversion: 0.1.0\n",
-    )
-    .unwrap();
-    std::fs::write(
-        dir.join("templates/deployment.yaml"),
-        "apiVersion: apps/v1\nkind: Deployment\nmetadata:\n  name: {{ .Release.Name }}-web\nspec:\n  replicas: 2\n  progressDeadlineSeconds: 2\n  selector:\n    matchLabels:\n      app: web\n  template:\n    metadata:\n      labels:\n        app: web\n    spec:\n      containers:\n      - name: web\n        image: {{ .Values.image | default \"nginx:1\" }}\n",
-    )
-    .unwrap();
-    std::fs::write(
-        dir.join("templates/service.yaml"),
-        "apiVersion: v1\nkind: Service\nmetadata:\n  name: {{ .Release.Name }}-svc\nspec:\n  selector:\n    app: web\n  ports:\n  - port: 80\n",
-    )
-    .unwrap();
+    write_chart(
+        dir,
+        "web",
+        &[
+            (
+                "templates/deployment.yaml",
+                "apiVersion: apps/v1\nkind: Deployment\nmetadata:\n  name: {{ .Release.Name }}-web\nspec:\n  replicas: 2\n  progressDeadlineSeconds: 2\n  selector:\n    matchLabels:\n      app: web\n  template:\n    metadata:\n      labels:\n        app: web\n    spec:\n      containers:\n      - name: web\n        image: {{ .Values.image | default \"nginx:1\" }}\n",
+            ),
+            (
+                "templates/service.yaml",
+                "apiVersion: v1\nkind: Service\nmetadata:\n  name: {{ .Release.Name }}-svc\nspec:\n  selector:\n    app: web\n  ports:\n  - port: 80\n",
+            ),
+        ],
+    );
 }
 
 #[test]

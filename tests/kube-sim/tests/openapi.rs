@@ -174,24 +174,22 @@ fn kubectl_apply_validates_through_openapi_v3() {
 }
 
 /// A chart with a ConfigMap and a Service; `typo` misspells the ConfigMap's `data`.
-fn write_chart(dir: &Path, typo: bool) {
-    std::fs::create_dir_all(dir.join("templates")).unwrap();
-    std::fs::write(
-        dir.join("Chart.yaml"),
-        "apiVersion: v2\nname: tiny\nversion: 0.1.0\n",
-    )
-    .unwrap();
+fn write_typo_chart(dir: &Path, typo: bool) {
     let data = if typo { "dta" } else { "data" };
-    std::fs::write(
-        dir.join("templates/configmap.yaml"),
-        format!("apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: {{{{ .Release.Name }}}}-cfg\n{data}:\n  greeting: hello\n"),
-    )
-    .unwrap();
-    std::fs::write(
-        dir.join("templates/service.yaml"),
-        "apiVersion: v1\nkind: Service\nmetadata:\n  name: {{ .Release.Name }}-svc\nspec:\n  selector:\n    app: tiny\n  ports:\n  - name: http\n    port: 80\n    targetPort: 8080\n",
-    )
-    .unwrap();
+    let configmap = format!(
+        "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: {{{{ .Release.Name }}}}-cfg\n{data}:\n  greeting: hello\n"
+    );
+    write_chart(
+        dir,
+        "tiny",
+        &[
+            ("templates/configmap.yaml", &configmap),
+            (
+                "templates/service.yaml",
+                "apiVersion: v1\nkind: Service\nmetadata:\n  name: {{ .Release.Name }}-svc\nspec:\n  selector:\n    app: tiny\n  ports:\n  - name: http\n    port: 80\n    targetPort: 8080\n",
+            ),
+        ],
+    );
 }
 
 #[test]
@@ -200,7 +198,7 @@ fn helm_install_validates_through_openapi_v3() {
     c.kubectl(&["create", "namespace", "demo"]).success();
     c.sim().clear_audit();
     let good = c.home.path().join("good");
-    write_chart(&good, false);
+    write_typo_chart(&good, false);
     let out = c
         .helm(&["install", "rel", &good.to_string_lossy(), "-n", "demo"])
         .success();
@@ -225,7 +223,7 @@ fn helm_install_validates_through_openapi_v3() {
     assert_eq!(greeting, "hello");
 
     let bad = c.home.path().join("bad");
-    write_chart(&bad, true);
+    write_typo_chart(&bad, true);
     let err = c
         .helm(&["install", "typo", &bad.to_string_lossy(), "-n", "demo"])
         .failure();

@@ -13,6 +13,20 @@ use std::time::Instant;
 
 use kube_sim::{Config, KubeSim};
 
+/// Writes a chart directory: `Chart.yaml` for `name`, and each `(path, content)` below it
+/// (template paths like `templates/service.yaml`).
+pub fn write_chart(dir: &Path, name: &str, files: &[(&str, &str)]) {
+    std::fs::create_dir_all(dir.join("templates")).unwrap();
+    std::fs::write(
+        dir.join("Chart.yaml"),
+        format!("apiVersion: v2\nname: {name}\nversion: 0.1.0\n"),
+    )
+    .unwrap();
+    for (path, content) in files {
+        std::fs::write(dir.join(path), content).unwrap();
+    }
+}
+
 /// The pinned helm installed by `ops/setup.sh`.
 pub fn helm_path() -> PathBuf {
     let p = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../.tools/bin/helm");
