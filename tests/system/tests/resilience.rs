@@ -12,6 +12,19 @@ const PROBE_WORKER: &str = env!("CARGO_BIN_EXE_probe-worker");
 const DEADLINE: Duration = Duration::from_secs(60);
 const POLL: Duration = Duration::from_millis(25);
 
+/// Waits until the probe has begun `runs` handler runs (across all workers).
+async fn wait_for_runs(env: &TestEnv, runs: usize, what: &str) -> anyhow::Result<()> {
+    wait_until(what, DEADLINE, POLL, || async {
+        let begun = env
+            .probe_records()
+            .iter()
+            .filter(|r| r.what == "begin")
+            .count();
+        (begun >= runs).then_some(())
+    })
+    .await
+}
+
 fn count(records: &[ProbeRecord], what: &str, event: &str, step: Option<u32>) -> usize {
     records
         .iter()
@@ -157,15 +170,7 @@ async fn sigterm_lets_in_flight_tasks_finish_and_loses_nothing() -> anyhow::Resu
         .await?;
     }
     // Concurrency 4: four tasks are in flight when the signal comes.
-    wait_until("four tasks in flight", DEADLINE, POLL, || async {
-        let begun = env
-            .probe_records()
-            .iter()
-            .filter(|r| r.what == "begin")
-            .count();
-        (begun >= 4).then_some(())
-    })
-    .await?;
+    wait_for_runs(&env, 4, "four tasks in flight").await?;
     first.process.terminate()?;
     let status = first.process.wait_exit(Duration::from_secs(20)).await?;
     assert!(
@@ -217,15 +222,7 @@ async fn tasks_outliving_the_grace_period_are_handed_back_and_finished_once() ->
         )
         .await?;
     }
-    wait_until("both tasks in flight", DEADLINE, POLL, || async {
-        let begun = env
-            .probe_records()
-            .iter()
-            .filter(|r| r.what == "begin")
-            .count();
-        (begun >= 2).then_some(())
-    })
-    .await?;
+    wait_for_runs(&env, 2, "both tasks in flight").await?;
     first.process.terminate()?;
     let status = first.process.wait_exit(Duration::from_secs(20)).await?;
     assert!(status.success(), "{status:?}");
