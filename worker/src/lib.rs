@@ -6,9 +6,13 @@
 //! and `app` wires it all together.
 
 pub mod app;
+pub mod charts;
+pub mod cluster;
 pub mod config;
 pub mod handler;
+pub mod helm;
 pub mod http;
+
 pub mod metrics;
 pub mod nats;
 pub mod pipeline;
