@@ -9,13 +9,20 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::{info, warn};
 
+use crate::cluster::Cluster;
 use crate::config::RunConfig;
+use crate::deploy::inventory::Inventory;
+use crate::deploy::settings::DeploySettings;
+use crate::handler::deployment::DeploymentHandler;
+use crate::handler::platform::Platform;
 use crate::handler::Registry;
+use crate::helm::{Helm, HelmConfig};
 use crate::http::{self, Health};
 use crate::metrics::Metrics;
 use crate::nats::publisher::Publisher;
 use crate::nats::topology::{self, Topology, TopologyConfig};
 use crate::pipeline::dead_letter::DeadLetters;
+use crate::pipeline::intake::TaskKind;
 use crate::pipeline::processor::{Processor, ProcessorConfig};
 use crate::pipeline::releases::Releases;
 use crate::pipeline::scheduler::Scheduler;
@@ -25,13 +32,28 @@ const PUBLISH_DEADLINE: Duration = Duration::from_secs(30);
 /// Extra time after the grace period for cancelled tasks to hand their messages back.
 const HAND_BACK_TIME: Duration = Duration::from_secs(5);
 
+/// Which task handlers a worker runs.
+pub enum Handlers {
+    /// The Helm handlers, built from the run configuration (helm, cluster, chart store).
+    Production,
+    /// A fixed registry: tests and benchmarks with their own handlers.
+    Given(Registry),
+}
+
+impl From<Registry> for Handlers {
+    fn from(registry: Registry) -> Self {
+        Handlers::Given(registry)
+    }
+}
+
 /// Runs the worker until `shutdown` fires, then drains in-flight tasks within the
 /// grace period. Tests and benchmarks call this in-process with their own registry.
 pub async fn run(
     config: RunConfig,
-    registry: Registry,
+    handlers: impl Into<Handlers>,
     shutdown: CancellationToken,
 ) -> anyhow::Result<()> {
+    let handlers = handlers.into();
     config.validate().map_err(anyhow::Error::msg)?;
     let metrics = Metrics::new();
     let client = async_nats::ConnectOptions::new()
@@ -67,6 +89,10 @@ pub async fn run(
         http_stop.cancel();
         let _ = http_task.await;
         return Ok(());
+    };
+    let registry = match handlers {
+        Handlers::Given(registry) => registry,
+        Handlers::Production => production_handlers(&config, &js, &metrics).await?,
     };
     health.bound.store(true, Ordering::SeqCst);
     info!(stream = %config.stream, consumer = %config.consumer, concurrency = config.concurrency, "bound; processing events");
@@ -124,6 +150,50 @@ pub async fn run(
     let _ = http_task.await;
     info!("stopped");
     Ok(())
+}
+
+/// The Helm task handlers and what they share. Fails when helm or the chart store is
+/// unusable: better to refuse to start than to answer every event with an error.
+async fn production_handlers(
+    config: &RunConfig,
+    js: &async_nats::jetstream::Context,
+    metrics: &Metrics,
+) -> anyhow::Result<Registry> {
+    let deploy = &config.deploy;
+    let helm = Helm::detect(HelmConfig {
+        bin: deploy.helm_bin.clone(),
+        kubeconfig: deploy.kubeconfig.clone(),
+        kube_context: deploy.kube_context.clone(),
+        timeout: deploy.helm_timeout,
+        ..HelmConfig::default()
+    })
+    .await
+    .context("checking helm (--helm-bin)")?
+    .with_observer(Arc::new(metrics.clone()));
+    info!(helm = %helm.version(), "using helm");
+    let cluster = Cluster::connect(deploy.kubeconfig.as_deref(), deploy.kube_context.as_deref())
+        .await
+        .context("loading the Kubernetes client configuration (--kubeconfig, --kube-context)")?;
+    let charts = config
+        .charts
+        .open(js)
+        .await
+        .context("opening the chart store (--chart-store)")?;
+    info!(store = %charts.describe(), "chart store");
+    let inventory = Inventory::open(js, &format!("{}-inventory", config.state_prefix))
+        .await
+        .context("opening the inventory bucket")?;
+    let platform = Arc::new(Platform {
+        helm,
+        cluster,
+        charts,
+        chart_limits: config.charts.limits(),
+        inventory,
+        settings: DeploySettings::from_config(deploy),
+        use_commit_id: config.charts.use_commit_id,
+        metrics: metrics.clone(),
+    });
+    Ok(Registry::new().with(TaskKind::Deployment, DeploymentHandler::new(platform)))
 }
 
 /// Binds the JetStream objects, retrying while NATS is unreachable. `None` when

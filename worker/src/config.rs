@@ -24,6 +24,8 @@ pub enum Command {
     /// Publish one Keptn event (a CloudEvent JSON file) and print the replies to it:
     /// a quick way to try a deployment by hand or check a running installation.
     Send(SendConfig),
+    /// Manage the charts helm-service deploys: push a chart for a service, list charts.
+    Charts(crate::charts::cli::ChartsArgs),
 }
 
 /// Settings of `helm-service send`.
@@ -130,6 +132,12 @@ pub struct RunConfig {
     /// `-dlq`), so two installations can share one NATS account.
     #[arg(long, env = "STATE_PREFIX", default_value = "helm-service")]
     pub state_prefix: String,
+
+    #[command(flatten)]
+    pub charts: crate::charts::config::ChartStoreConfig,
+
+    #[command(flatten)]
+    pub deploy: crate::deploy::settings::DeployConfig,
 }
 
 /// Parses `250ms`, `30s`, `5m`, `2h`, `7d` or a bare number of seconds.

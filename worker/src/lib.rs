@@ -9,10 +9,10 @@ pub mod app;
 pub mod charts;
 pub mod cluster;
 pub mod config;
+pub mod deploy;
 pub mod handler;
 pub mod helm;
 pub mod http;
-
 pub mod metrics;
 pub mod nats;
 pub mod pipeline;
@@ -23,8 +23,9 @@ pub mod telemetry;
 use clap::Parser;
 
 /// The whole program behind a binary: parse flags, set up logs, run until signalled.
-/// `registry` names the task handlers of the build.
-pub fn main_with(registry: handler::Registry) -> std::process::ExitCode {
+/// `handlers` names the task handlers of the build.
+pub fn main_with(handlers: impl Into<app::Handlers>) -> std::process::ExitCode {
+    let handlers = handlers.into();
     let cli = config::Cli::parse();
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
@@ -41,10 +42,11 @@ pub fn main_with(registry: handler::Registry) -> std::process::ExitCode {
             telemetry::init(run_config.log_format);
             runtime.block_on(async {
                 let shutdown = shutdown::on_signal()?;
-                app::run(run_config, registry, shutdown).await
+                app::run(run_config, handlers, shutdown).await
             })
         }
         config::Command::Send(send_config) => runtime.block_on(send::send(send_config)),
+        config::Command::Charts(args) => runtime.block_on(charts::cli::run(args)),
     };
     match result {
         Ok(()) => std::process::ExitCode::SUCCESS,

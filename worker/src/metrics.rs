@@ -44,6 +44,16 @@ pub struct Metrics {
     pub consumer_pending: IntGauge,
     /// Messages delivered to some replica and not yet acknowledged.
     pub consumer_ack_pending: IntGauge,
+    /// Duration of helm CLI calls, by operation and outcome.
+    pub helm_operation_seconds: HistogramVec,
+    /// Time from a release upgrade to its Deployments being ready, by outcome.
+    pub rollout_seconds: HistogramVec,
+    /// Deployments skipped because the same chart was deployed and healthy.
+    pub unchanged_deployments: IntCounter,
+    /// Releases found `pending-*` (a helm killed mid-operation) and recovered.
+    pub pending_recoveries: IntCounter,
+    /// Releases put back to their last good revision after a failed upgrade or rollout.
+    pub restores: IntCounter,
 }
 
 impl Metrics {
@@ -128,6 +138,34 @@ impl Metrics {
             consumer_ack_pending: reg.gauge(
                 "helm_service_consumer_ack_pending",
                 "Messages delivered and not yet acknowledged.",
+            ),
+            helm_operation_seconds: reg.histogram_vec(
+                HistogramOpts::new(
+                    "helm_service_helm_operation_seconds",
+                    "Duration of helm CLI calls, by operation and outcome.",
+                )
+                .buckets(vec![0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 15.0, 60.0, 300.0]),
+                &["operation", "outcome"],
+            ),
+            rollout_seconds: reg.histogram_vec(
+                HistogramOpts::new(
+                    "helm_service_rollout_seconds",
+                    "Time for a release's Deployments to become ready, by outcome.",
+                )
+                .buckets(vec![0.1, 0.5, 1.0, 5.0, 15.0, 60.0, 300.0, 900.0]),
+                &["outcome"],
+            ),
+            unchanged_deployments: reg.counter(
+                "helm_service_unchanged_deployments_total",
+                "Deployments skipped because the same chart was already deployed and healthy.",
+            ),
+            pending_recoveries: reg.counter(
+                "helm_service_pending_recoveries_total",
+                "Releases left pending by an interrupted helm operation and recovered.",
+            ),
+            restores: reg.counter(
+                "helm_service_release_restores_total",
+                "Releases put back to their last good revision after a failed upgrade or rollout.",
             ),
             registry,
         }

@@ -21,6 +21,7 @@ pub mod faults;
 pub mod fields;
 pub mod kubeconfig;
 pub mod managed;
+pub mod metadata;
 pub mod openapi;
 pub mod patch;
 pub mod proto;

@@ -18,6 +18,7 @@ use crate::audit::{self, AuditEntry, AuditLog};
 use crate::discovery;
 use crate::faults::{Faults, Rejection};
 use crate::managed;
+use crate::metadata;
 use crate::openapi;
 use crate::patch;
 use crate::proto;
@@ -451,12 +452,19 @@ fn collection(
                 .map_err(|e| ApiError::bad_request(format!("unable to parse requirement: {e}")))?;
             let fields =
                 FieldSelector::parse(&query.field_selector).map_err(ApiError::bad_request)?;
-            let params = watch::WatchParams::parse(uri.query().unwrap_or(""))?;
+            let mut params = watch::WatchParams::parse(uri.query().unwrap_or(""))?;
+            params.metadata_only = metadata::requested(headers, false) == metadata::View::Metadata;
             let scope = ns.filter(|n| !n.is_empty());
             watch::start(store.clone(), res, scope, labels, fields, &params)
         }
         Method::GET => {
             let (items, revision) = list(store)?;
+            if metadata::requested(headers, true) == metadata::View::Metadata {
+                return Ok(json_response(
+                    200,
+                    &metadata::list(&items, &revision.to_string()),
+                ));
+            }
             Ok(json_response(
                 200,
                 &json!({
@@ -601,7 +609,13 @@ fn object(
     name: &str,
 ) -> Result<Response, ApiError> {
     match *method {
-        Method::GET => Ok(json_response(200, &store.get(res, ns, name)?)),
+        Method::GET => {
+            let obj = store.get(res, ns, name)?;
+            if metadata::requested(headers, false) == metadata::View::Metadata {
+                return Ok(json_response(200, &metadata::object(&obj)));
+            }
+            Ok(json_response(200, &obj))
+        }
         Method::PUT => {
             let obj = parse_body(headers, body)?;
             let warnings = FieldValidation::of(query)?.check(res, &obj)?;

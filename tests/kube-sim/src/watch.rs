@@ -35,6 +35,8 @@ pub struct WatchParams {
     pub send_initial_events: Option<bool>,
     pub allow_bookmarks: bool,
     pub timeout: Option<Duration>,
+    /// Send objects as `PartialObjectMetadata` (from the Accept header, see `metadata`).
+    pub metadata_only: bool,
 }
 
 impl WatchParams {
@@ -78,6 +80,15 @@ fn line(kind: &str, object: &Value) -> Bytes {
     Bytes::from(bytes)
 }
 
+/// An event about an object, in the shape the client asked for.
+fn object_line(kind: &str, object: &Value, metadata_only: bool) -> Bytes {
+    if metadata_only {
+        line(kind, &crate::metadata::object(object))
+    } else {
+        line(kind, object)
+    }
+}
+
 fn bookmark(res: &Resource, revision: u64, initial_end: bool) -> Bytes {
     let mut object = json!({
         "kind": res.kind,
@@ -105,6 +116,7 @@ struct Watcher {
     res: &'static Resource,
     ns: Option<String>,
     filter: Filter,
+    metadata_only: bool,
     pending: VecDeque<Bytes>,
     /// Everything up to this revision has been considered.
     cursor: u64,
@@ -137,7 +149,8 @@ impl Watcher {
                         k if now => k,
                         _ => continue,
                     };
-                    self.pending.push_back(line(kind.as_str(), &obj));
+                    self.pending
+                        .push_back(object_line(kind.as_str(), &obj, self.metadata_only));
                 }
                 self.cursor = revision;
             }
@@ -210,7 +223,7 @@ pub fn start(
             &FieldSelector::default(),
         )?;
         for item in items.iter().filter(|o| filter.matches(o)) {
-            pending.push_back(line("ADDED", item));
+            pending.push_back(object_line("ADDED", item, params.metadata_only));
         }
         if params.send_initial_events == Some(true) && params.allow_bookmarks {
             pending.push_back(bookmark(res, revision, true));
@@ -227,6 +240,7 @@ pub fn start(
         res,
         ns: ns.map(String::from),
         filter,
+        metadata_only: params.metadata_only,
         pending,
         cursor,
         deadline: params.timeout.map(|t| now + t),

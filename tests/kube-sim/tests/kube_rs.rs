@@ -7,10 +7,10 @@ use std::time::Duration;
 
 use futures::{StreamExt, TryStreamExt};
 use k8s_openapi::api::apps::v1::Deployment;
-use k8s_openapi::api::core::v1::ConfigMap;
+use k8s_openapi::api::core::v1::{ConfigMap, Secret};
 use kube::api::{
-    Api, ApiResource, DeleteParams, DynamicObject, GroupVersionKind, ListParams, Patch,
-    PatchParams, PostParams,
+    Api, ApiResource, DeleteParams, DynamicObject, GroupVersionKind, ListParams, PartialObjectMeta,
+    Patch, PatchParams, PostParams,
 };
 use kube::config::{KubeConfigOptions, Kubeconfig};
 use kube::runtime::{wait, watcher, WatchStreamExt};
@@ -475,5 +475,83 @@ async fn deployment_status_after_controller_converges() {
             .any(|e| e.verb == "get" && e.subresource == "status" && e.code == 200),
         "no GET .../status in the audit log"
     );
+    sim.shutdown().await;
+}
+
+#[tokio::test]
+async fn metadata_only_list_get_and_watch() {
+    let (sim, client) = start(Config::default()).await;
+    let api: Api<Secret> = Api::default_namespaced(client);
+    let secret = |name: &str| -> Secret {
+        serde_json::from_value(json!({
+            "apiVersion": "v1",
+            "kind": "Secret",
+            "metadata": {"name": name, "labels": {"owner": "helm"}},
+            "data": {"release": "cGF5bG9hZA=="}
+        }))
+        .unwrap()
+    };
+    bounded("create", api.create(&PostParams::default(), &secret("a")))
+        .await
+        .expect("create");
+
+    // kube-rs asks for `as=PartialObjectMetadataList`: the answer has that kind and the
+    // items carry labels but no data.
+    let list = bounded(
+        "list_metadata",
+        api.list_metadata(&ListParams::default().labels("owner=helm")),
+    )
+    .await
+    .expect("list_metadata");
+    assert_eq!(list.types.kind, "PartialObjectMetadataList");
+    assert_eq!(list.types.api_version, "meta.k8s.io/v1");
+    assert_eq!(list.items.len(), 1);
+    let item = &list.items[0];
+    assert_eq!(
+        item.types.as_ref().map(|t| t.kind.as_str()),
+        Some("PartialObjectMetadata")
+    );
+    assert_eq!(item.metadata.labels.as_ref().unwrap()["owner"], "helm");
+    assert!(item.metadata.resource_version.is_some());
+
+    let one = bounded("get_metadata", api.get_metadata("a"))
+        .await
+        .expect("get_metadata");
+    assert_eq!(
+        one.types.as_ref().map(|t| t.kind.as_str()),
+        Some("PartialObjectMetadata")
+    );
+    assert_eq!(one.metadata.name.as_deref(), Some("a"));
+
+    // kube 5: an `Api` of `PartialObjectMeta` watches with metadata-only requests.
+    let meta_api: Api<PartialObjectMeta<Secret>> = Api::default_namespaced(client_from_url(&sim));
+    let mut events = watcher(meta_api, watcher::Config::default())
+        .applied_objects()
+        .boxed();
+    let first = bounded("initial", events.try_next())
+        .await
+        .expect("watcher error")
+        .expect("stream ended");
+    assert_eq!(
+        first.types.as_ref().map(|t| t.kind.as_str()),
+        Some("PartialObjectMetadata")
+    );
+    bounded("create b", api.create(&PostParams::default(), &secret("b")))
+        .await
+        .expect("create b");
+    let second = bounded("added", events.try_next())
+        .await
+        .expect("watcher error")
+        .expect("stream ended");
+    assert_eq!(second.metadata.name.as_deref(), Some("b"));
+    assert_eq!(
+        second.types.as_ref().map(|t| t.kind.as_str()),
+        Some("PartialObjectMetadata")
+    );
+    drop(events);
+
+    // A plain client still gets whole objects.
+    let full = bounded("get", api.get("a")).await.expect("get");
+    assert!(full.data.is_some_and(|d| d.contains_key("release")));
     sim.shutdown().await;
 }

@@ -17,6 +17,8 @@ pub struct WorkerSpec {
     pub shutdown_grace: &'static str,
     pub probe_log: Option<PathBuf>,
     pub extra_args: Vec<String>,
+    /// Extra environment variables of the process.
+    pub env: Vec<(String, String)>,
 }
 
 impl WorkerSpec {
@@ -30,6 +32,7 @@ impl WorkerSpec {
             shutdown_grace: "10s",
             probe_log: None,
             extra_args: Vec::new(),
+            env: Vec::new(),
         }
     }
 }
@@ -59,6 +62,7 @@ impl WorkerProcess {
             .args(["--lease-ttl", spec.lease_ttl])
             .args(["--shutdown-grace", spec.shutdown_grace])
             .args(&spec.extra_args)
+            .envs(spec.env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
             .env("RUST_LOG", "info,async_nats=warn")
             .log_file(log_dir.join(format!("{name}.log")));
         if let Some(probe_log) = &spec.probe_log {

@@ -1,1 +1,308 @@
-//! (being written)
+//! The chart store: where users' Helm charts live and how the worker reads them.
+//!
+//! Keptn keeps a service's chart as `helm/<service>.tgz` of that service in a stage. Where
+//! those bytes physically are depends on the installation (DESIGN.md §5), so the handlers see
+//! only [`ChartStore`], with three backends:
+//!
+//! - [`object_store::ObjectStoreCharts`]: a JetStream Object Store bucket, the embedded default
+//!   (no other service needed; `helm-service charts push` fills it);
+//! - [`resource_service::ResourceServiceCharts`]: Keptn's resource-service HTTP API, for
+//!   installations with a Keptn control plane (and `gitCommitID` pinning);
+//! - [`local_dir::LocalDirCharts`]: plain files under a directory (development, air-gapped
+//!   setups, a mounted volume).
+//!
+//! A store moves archive bytes only; what is inside is checked by [`archive::Chart`], because
+//! every chart is untrusted. Stores still cap the size they read, before reading it where the
+//! backend tells the size up front, so a huge object cannot exhaust memory either.
+//!
+//! Errors say whether trying again later can help ([`ChartStoreError::is_transient`]): a store
+//! that is down is a reason to hand the event back, a chart that is broken is a reason to answer
+//! it with an error a person can act on.
+
+pub mod archive;
+pub mod cli;
+pub mod config;
+pub mod local_dir;
+pub mod object_store;
+pub mod resource_service;
+pub mod values;
+
+use std::fmt;
+
+use async_trait::async_trait;
+use chrono::{DateTime, Utc};
+use contracts::names::{validate_keptn_name, NameKind};
+
+pub use archive::{ArchiveError, ArchiveLimits, Chart};
+pub use config::{ChartStoreConfig, ChartStoreKind};
+pub use values::deep_merge;
+
+/// Where a service's user chart lives: `helm/<service>.tgz` of the service in a stage.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct ChartLocation {
+    pub project: String,
+    pub stage: String,
+    pub service: String,
+}
+
+impl ChartLocation {
+    /// A location from three Keptn names, checked (`^[a-z][a-z0-9-]*[a-z0-9]$`).
+    pub fn new(project: &str, stage: &str, service: &str) -> Result<Self, ChartStoreError> {
+        let location = Self {
+            project: project.to_owned(),
+            stage: stage.to_owned(),
+            service: service.to_owned(),
+        };
+        location.validate()?;
+        Ok(location)
+    }
+
+    /// Checks the three names. Every backend calls this before building a path, a URL or an
+    /// object name from them, whoever built the location.
+    pub fn validate(&self) -> Result<(), ChartStoreError> {
+        [
+            (NameKind::Project, &self.project),
+            (NameKind::Stage, &self.stage),
+            (NameKind::Service, &self.service),
+        ]
+        .into_iter()
+        .try_for_each(|(kind, value)| validate_keptn_name(kind, value))
+        .map_err(|err| ChartStoreError::Invalid {
+            target: format!(
+                "chart location {:?}/{:?}/{:?}",
+                self.project, self.stage, self.service
+            ),
+            reason: err.to_string(),
+        })
+    }
+
+    /// The chart's path inside the service: `helm/<service>.tgz` (Keptn's resource URI).
+    pub fn resource_uri(&self) -> String {
+        format!("helm/{}.tgz", self.service)
+    }
+
+    /// `<project>/<stage>/<service>/helm/<service>.tgz`: the object name in the bucket and
+    /// the file path below a local chart directory.
+    pub fn object_name(&self) -> String {
+        self.file_object_name(&self.resource_uri())
+    }
+
+    /// `<project>/<stage>/<service>/<resource_uri>`: where another file of the service (e.g.
+    /// `helm/endpoints.yaml`) is kept. `resource_uri` must have passed
+    /// [`validate_resource_uri`].
+    pub fn file_object_name(&self, resource_uri: &str) -> String {
+        format!(
+            "{}/{}/{}/{}",
+            self.project, self.stage, self.service, resource_uri
+        )
+    }
+
+    /// The inverse of [`object_name`](Self::object_name): `None` for any other name (foreign
+    /// objects in a shared bucket are ignored, not errors).
+    pub fn from_object_name(name: &str) -> Option<Self> {
+        let mut parts = name.split('/');
+        let (project, stage, service, helm, file) = (
+            parts.next()?,
+            parts.next()?,
+            parts.next()?,
+            parts.next()?,
+            parts.next()?,
+        );
+        if parts.next().is_some() || helm != "helm" || file != format!("{service}.tgz") {
+            return None;
+        }
+        Self::new(project, stage, service).ok()
+    }
+}
+
+impl fmt::Display for ChartLocation {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.object_name())
+    }
+}
+
+/// Checks the path of a service's file (`helm/endpoints.yaml`): relative, components of
+/// letters, digits, `.`, `_` and `-` only, no `.`/`..` components. It becomes part of an object
+/// name, a file path and a URL, so nothing else is let through.
+pub fn validate_resource_uri(
+    at: &ChartLocation,
+    resource_uri: &str,
+) -> Result<(), ChartStoreError> {
+    let safe = !resource_uri.is_empty()
+        && resource_uri.len() <= 255
+        && resource_uri.split('/').all(|component| {
+            !component.is_empty()
+                && component != "."
+                && component != ".."
+                && component
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-'))
+        });
+    if safe {
+        Ok(())
+    } else {
+        Err(ChartStoreError::Invalid {
+            target: format!("a file of {}/{}/{}", at.project, at.stage, at.service),
+            reason: format!(
+                "resource path {resource_uri:?} is not a plain relative path (letters, digits, \
+                 '.', '_', '-' and '/' only, no '..')"
+            ),
+        })
+    }
+}
+
+/// A chart archive as fetched; not yet checked (see [`Chart::from_archive`]).
+#[derive(Debug, Clone)]
+pub struct FetchedChart {
+    pub archive: bytes::Bytes,
+    /// The configuration-store commit the chart was read at, when the backend knows it.
+    pub commit: Option<String>,
+}
+
+/// One chart in a store, as listed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ChartListing {
+    pub location: ChartLocation,
+    /// Archive size in bytes.
+    pub size: u64,
+    /// `sha256:<hex>` of the archive bytes, when the backend knows it cheaply. Charts pushed
+    /// with `helm-service charts push` are canonical, so this equals [`Chart::digest`].
+    pub digest: Option<String>,
+    pub modified: Option<DateTime<Utc>>,
+}
+
+/// Why a chart could not be fetched, stored or listed.
+#[derive(Debug, thiserror::Error)]
+pub enum ChartStoreError {
+    /// The store cannot be reached or answered with a server error: retrying later may work.
+    #[error("chart store unavailable for {target}: {reason}")]
+    Unavailable { target: String, reason: String },
+    /// The request or what came back is not acceptable (bad name, undecodable response).
+    #[error("invalid chart data for {target}: {reason}")]
+    Invalid { target: String, reason: String },
+    /// The archive is larger than the configured cap.
+    #[error(
+        "{target} is {}, more than the limit of {max} bytes (--max-chart-bytes)",
+        size.map_or_else(|| "larger".to_owned(), |size| format!("{size} bytes"))
+    )]
+    TooLarge {
+        target: String,
+        size: Option<u64>,
+        max: u64,
+    },
+    /// The store refused the request for good (permissions, a missing service, a 4xx answer).
+    #[error("chart store refused {target}: {reason}")]
+    Refused { target: String, reason: String },
+    /// The backend cannot do this at all.
+    #[error("{operation} is not supported by the {store}")]
+    Unsupported { store: String, operation: String },
+    /// The store is configured wrongly (missing directory, bad URL, bad bucket name).
+    #[error("chart store misconfigured: {reason}")]
+    Config { reason: String },
+}
+
+impl ChartStoreError {
+    /// Whether the same request may succeed later without anyone changing anything: the
+    /// caller hands the event back instead of answering it with an error.
+    pub fn is_transient(&self) -> bool {
+        matches!(self, ChartStoreError::Unavailable { .. })
+    }
+}
+
+/// Where user charts are kept. Implementations move archive bytes; they do not inspect them.
+#[async_trait]
+pub trait ChartStore: Send + Sync + 'static {
+    /// `Ok(None)` when there is no chart at that location. `commit` pins a
+    /// configuration-store commit (resource-service only; other backends ignore it).
+    async fn fetch(
+        &self,
+        at: &ChartLocation,
+        commit: Option<&str>,
+    ) -> Result<Option<FetchedChart>, ChartStoreError>;
+
+    /// Another file of the same service, by its path in the service (e.g.
+    /// `helm/endpoints.yaml`, which tells user-managed deployments' URIs); `Ok(None)` when it
+    /// is absent. Capped like charts; `commit` as for [`fetch`](Self::fetch).
+    async fn fetch_file(
+        &self,
+        at: &ChartLocation,
+        resource_uri: &str,
+        commit: Option<&str>,
+    ) -> Result<Option<bytes::Bytes>, ChartStoreError>;
+
+    /// Stores (creates or replaces) the archive at that location.
+    async fn store(&self, at: &ChartLocation, archive: &[u8]) -> Result<(), ChartStoreError>;
+
+    /// The charts in the store, sorted by location; only those of `project` when given.
+    async fn list(&self, project: Option<&str>) -> Result<Vec<ChartListing>, ChartStoreError>;
+
+    /// For logs, e.g. "JetStream object store bucket helm-service-charts"; never credentials.
+    fn describe(&self) -> String;
+}
+
+/// `sha256:<hex>` of some bytes, the digest format used throughout.
+pub(crate) fn sha256_digest(bytes: &[u8]) -> String {
+    use sha2::{Digest, Sha256};
+    format!("sha256:{}", hex::encode(Sha256::digest(bytes)))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn object_name_round_trips() {
+        let location = ChartLocation::new("sockshop", "dev", "carts").unwrap();
+        assert_eq!(location.object_name(), "sockshop/dev/carts/helm/carts.tgz");
+        assert_eq!(location.to_string(), "sockshop/dev/carts/helm/carts.tgz");
+        assert_eq!(
+            ChartLocation::from_object_name(&location.object_name()),
+            Some(location)
+        );
+        for foreign in [
+            "sockshop/dev/carts/helm/other.tgz",
+            "sockshop/dev/carts/helm/carts.tgz/x",
+            "sockshop/dev/carts/chart/carts.tgz",
+            "Sockshop/dev/carts/helm/carts.tgz",
+            "sockshop/dev",
+            "",
+        ] {
+            assert_eq!(ChartLocation::from_object_name(foreign), None, "{foreign}");
+        }
+    }
+
+    #[test]
+    fn resource_uris_are_checked() {
+        let at = ChartLocation::new("sockshop", "dev", "carts").unwrap();
+        for good in ["helm/endpoints.yaml", "helm/carts.tgz", "a", "a/b_c-d.e"] {
+            assert!(validate_resource_uri(&at, good).is_ok(), "{good}");
+        }
+        for bad in [
+            "",
+            "/etc/passwd",
+            "helm/../x",
+            "..",
+            "./a",
+            "a//b",
+            "a/",
+            "a\\b",
+            "a b",
+            "a%2F",
+            "helm/é",
+        ] {
+            assert!(validate_resource_uri(&at, bad).is_err(), "{bad:?}");
+        }
+        assert_eq!(
+            at.file_object_name("helm/endpoints.yaml"),
+            "sockshop/dev/carts/helm/endpoints.yaml"
+        );
+    }
+
+    #[test]
+    fn bad_names_are_refused() {
+        let err = ChartLocation::new("sockshop", "../dev", "carts").unwrap_err();
+        assert!(matches!(err, ChartStoreError::Invalid { .. }), "{err:?}");
+        assert!(err.to_string().contains("stage name \"../dev\""), "{err}");
+        assert!(!err.is_transient());
+    }
+}

@@ -6,6 +6,8 @@
 //! exactly once. Multi-step work goes through [`Steps::step`], so a redelivered event
 //! skips the steps a crashed attempt already completed.
 
+pub mod deployment;
+pub mod platform;
 mod steps;
 
 use std::collections::HashMap;

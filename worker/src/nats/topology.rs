@@ -214,7 +214,8 @@ fn ensure_filtered(
     }
 }
 
-async fn open_bucket(
+/// Opens a KV bucket, creating it when absent (racing replicas may both try).
+pub(crate) async fn open_bucket(
     js: &jetstream::Context,
     config: kv::Config,
 ) -> Result<kv::Store, TopologyError> {

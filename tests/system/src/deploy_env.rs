@@ -1,0 +1,225 @@
+//! A world for the deployment tests: nats-server, an in-process kube-sim (it serves
+//! Istio's networking kinds, as a cluster with Istio does), the real helm in an isolated home, and the
+//! production `helm-service` binary pointed at all of them.
+
+use std::path::{Path, PathBuf};
+use std::process::Output;
+use std::time::Duration;
+
+use k8s_openapi::api::apps::v1::Deployment;
+use kube::api::{Api, DynamicObject};
+use kube::core::{ApiResource, GroupVersionKind};
+use kube_sim::{Config as SimConfig, KubeSim};
+use serde_json::Value;
+
+use crate::env::TestEnv;
+use crate::worker_process::{WorkerProcess, WorkerSpec};
+
+/// Upper bound of one helm or `helm-service charts` invocation in a test.
+pub const TOOL_TIMEOUT: Duration = Duration::from_secs(120);
+
+/// The workspace root (two levels above this crate).
+pub fn workspace_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
+}
+
+/// The pinned helm installed by `ops/setup.sh`.
+pub fn helm_bin() -> PathBuf {
+    let path = workspace_root().join(".tools/bin/helm");
+    assert!(
+        path.exists(),
+        "{} is missing: run ops/setup.sh",
+        path.display()
+    );
+    path
+}
+
+/// `target/<profile>/helm-service`: the test executable runs from `target/<profile>/deps`.
+pub fn helm_service_bin() -> PathBuf {
+    let exe = std::env::current_exe().expect("test executable path");
+    let profile_dir = exe
+        .parent()
+        .and_then(Path::parent)
+        .expect("target/<profile>/deps/<test>");
+    let binary = profile_dir.join("helm-service");
+    assert!(
+        binary.exists(),
+        "{} is missing: build it with `cargo build -p helm-service` (ops/test.sh does)",
+        binary.display()
+    );
+    binary
+}
+
+/// The example chart of the project (ops/examples/charts/hello).
+pub fn example_chart() -> PathBuf {
+    workspace_root().join("ops/examples/charts/hello")
+}
+
+pub struct DeployEnv {
+    pub env: TestEnv,
+    pub sim: KubeSim,
+    pub client: kube::Client,
+    /// HOME, caches and config of helm (worker and test share it).
+    pub helm_home: PathBuf,
+}
+
+impl DeployEnv {
+    pub async fn start(sim_config: SimConfig) -> anyhow::Result<DeployEnv> {
+        let env = TestEnv::start().await?;
+        let sim = KubeSim::start(sim_config).await?;
+        let kubeconfig = kube::config::Kubeconfig::read_from(sim.kubeconfig_path())?;
+        let config = kube::Config::from_custom_kubeconfig(kubeconfig, &Default::default()).await?;
+        let client = kube::Client::try_from(config)?;
+        let helm_home = env.dir.path().join("helm-home");
+        std::fs::create_dir_all(&helm_home)?;
+        Ok(DeployEnv {
+            env,
+            sim,
+            client,
+            helm_home,
+        })
+    }
+
+    /// Environment of helm processes: isolated from the user's home.
+    pub fn helm_env(&self) -> Vec<(String, String)> {
+        let home = self.helm_home.display().to_string();
+        vec![
+            ("HOME".into(), home.clone()),
+            ("HELM_CACHE_HOME".into(), format!("{home}/cache")),
+            ("HELM_CONFIG_HOME".into(), format!("{home}/config")),
+            ("HELM_DATA_HOME".into(), format!("{home}/data")),
+        ]
+    }
+
+    /// A production worker spec using this world's helm and cluster.
+    pub fn worker_spec(&self) -> WorkerSpec {
+        let mut spec = WorkerSpec::new(helm_service_bin(), &self.env.nats.url());
+        spec.ack_wait = "10s";
+        spec.extra_args = vec![
+            "--helm-bin".into(),
+            helm_bin().display().to_string(),
+            "--kubeconfig".into(),
+            self.sim.kubeconfig_path().display().to_string(),
+            "--rollout-timeout".into(),
+            "30s".into(),
+        ];
+        spec.env = self.helm_env();
+        spec
+    }
+
+    pub async fn start_worker(
+        &self,
+        spec: WorkerSpec,
+        name: &str,
+    ) -> anyhow::Result<WorkerProcess> {
+        WorkerProcess::start(spec, self.env.dir.path(), name).await
+    }
+
+    /// `helm-service charts push` of a chart directory or archive.
+    pub fn push_chart(&self, target: (&str, &str, &str), chart: &Path) -> anyhow::Result<String> {
+        let (project, stage, service) = target;
+        let out = run(std::process::Command::new(helm_service_bin())
+            .args(["charts", "--nats-url", &self.env.nats.url(), "push"])
+            .args(["--project", project, "--stage", stage, "--service", service])
+            .arg(chart))?;
+        anyhow::ensure!(
+            out.status.success(),
+            "charts push failed: {}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+    }
+
+    /// Runs helm against the cluster; returns stdout, failing on a non-zero exit. On a
+    /// blocking thread: kube-sim answers helm from this test's own runtime.
+    pub async fn helm(&self, args: &[&str]) -> anyhow::Result<String> {
+        let mut command = std::process::Command::new(helm_bin());
+        command
+            .args(args)
+            .arg("--kubeconfig")
+            .arg(self.sim.kubeconfig_path())
+            .envs(self.helm_env());
+        let out = tokio::task::spawn_blocking(move || run(&mut command)).await??;
+        anyhow::ensure!(
+            out.status.success(),
+            "helm {args:?} failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+    }
+
+    /// `helm history -o json` as (revision, status) pairs.
+    pub async fn helm_history(
+        &self,
+        release: &str,
+        namespace: &str,
+    ) -> anyhow::Result<Vec<(u64, String)>> {
+        let text = self
+            .helm(&["history", release, "-n", namespace, "-o", "json"])
+            .await?;
+        let entries: Vec<Value> = serde_json::from_str(&text)?;
+        Ok(entries
+            .iter()
+            .map(|e| {
+                (
+                    e["revision"].as_u64().unwrap_or_default(),
+                    e["status"].as_str().unwrap_or_default().to_owned(),
+                )
+            })
+            .collect())
+    }
+
+    pub async fn deployment(
+        &self,
+        namespace: &str,
+        name: &str,
+    ) -> anyhow::Result<Option<Deployment>> {
+        Ok(
+            Api::<Deployment>::namespaced(self.client.clone(), namespace)
+                .get_opt(name)
+                .await?,
+        )
+    }
+
+    /// An Istio object (`VirtualService`, `DestinationRule`) as JSON.
+    pub async fn istio(
+        &self,
+        kind: &str,
+        namespace: &str,
+        name: &str,
+    ) -> anyhow::Result<Option<Value>> {
+        let gvk = GroupVersionKind::gvk("networking.istio.io", "v1beta1", kind);
+        let resource = ApiResource::from_gvk(&gvk);
+        let api = Api::<DynamicObject>::namespaced_with(self.client.clone(), namespace, &resource);
+        Ok(api
+            .get_opt(name)
+            .await?
+            .map(|object| serde_json::to_value(object).unwrap_or_default()))
+    }
+}
+
+/// Runs a command to completion with [`TOOL_TIMEOUT`], killing it when it overruns.
+fn run(command: &mut std::process::Command) -> anyhow::Result<Output> {
+    use std::process::Stdio;
+    let child = command
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()?;
+    let pid = child.id();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let _ = tx.send(child.wait_with_output());
+    });
+    match rx.recv_timeout(TOOL_TIMEOUT) {
+        Ok(output) => Ok(output?),
+        Err(_) => {
+            let _ = nix::sys::signal::kill(
+                nix::unistd::Pid::from_raw(pid as i32),
+                nix::sys::signal::Signal::SIGKILL,
+            );
+            anyhow::bail!("{command:?} did not finish within {TOOL_TIMEOUT:?}")
+        }
+    }
+}

@@ -1,0 +1,530 @@
+//! The generated release: the Istio routing (and, for blue/green, the primary copy of
+//! the service) that helm-service deploys next to the user's chart.
+//!
+//! The chart itself is a fixed shell whose one template prints `.Values.objects`; every
+//! object is computed here, in Rust, from a small model kept in the release's values.
+//! So the user's manifest is never re-interpreted as a template (a `{{` in a user's
+//! annotation stays text), the objects are unit-testable without Helm, and a later task
+//! (promote, roll back, scale) reads the model back with `helm get values`, changes one
+//! field and re-renders — the generated release is the single source of truth.
+
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+use serde_json::{json, Map, Value};
+use thiserror::Error;
+
+use super::manifest::{name_of, Manifest};
+use super::naming::{derived_object_name, NameError};
+use super::KeptnValues;
+
+/// Istio networking API of the generated objects: served by every Istio since 1.8.
+pub const ISTIO_API_VERSION: &str = "networking.istio.io/v1beta1";
+/// Labels whose values tell primary pods from canary pods.
+const SPLIT_LABELS: [&str; 2] = ["app", "app.kubernetes.io/name"];
+
+#[derive(Debug, Error)]
+pub enum GenerateError {
+    #[error(
+        "blue_green_service needs exactly one Deployment and one Service in the chart, so that \
+         a primary copy can be generated; the chart renders {deployments} Deployment(s) [{deployment_names}] \
+         and {services} Service(s) [{service_names}]: split the chart or use the direct strategy"
+    )]
+    NotOneDeploymentAndService {
+        deployments: usize,
+        deployment_names: String,
+        services: usize,
+        service_names: String,
+    },
+    #[error(
+        "blue_green_service needs the {kind} {name:?} to select its pods by label `app` or \
+         `app.kubernetes.io/name` (matchLabels), so that primary and canary pods can be told \
+         apart; add one of these labels to the selector and the pod template"
+    )]
+    NoSplitLabel { kind: &'static str, name: String },
+    #[error("{0}")]
+    Name(#[from] NameError),
+    #[error("the {kind} in the chart has no metadata.name")]
+    Unnamed { kind: &'static str },
+    #[error("the generated release's values are not helm-service's: {0}")]
+    ForeignValues(String),
+}
+
+/// Values of the generated release.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct GeneratedValues {
+    pub keptn: KeptnValues,
+    /// What the objects are computed from.
+    pub model: GeneratedModel,
+    /// The rendered objects (what the chart's template prints).
+    pub objects: Vec<Value>,
+}
+
+impl GeneratedValues {
+    pub fn new(keptn: KeptnValues, model: GeneratedModel) -> Result<Self, GenerateError> {
+        let objects = model.render()?;
+        Ok(GeneratedValues {
+            keptn,
+            model,
+            objects,
+        })
+    }
+
+    /// Reads the values of a deployed generated release back.
+    pub fn from_release_values(values: Value) -> Result<Self, GenerateError> {
+        serde_json::from_value(values).map_err(|err| GenerateError::ForeignValues(err.to_string()))
+    }
+
+    pub fn to_value(&self) -> Value {
+        serde_json::to_value(self).unwrap_or(Value::Null)
+    }
+}
+
+/// What the generated objects are derived from, by strategy.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "strategy", rename_all = "snake_case")]
+pub enum GeneratedModel {
+    /// `direct`: routing only — a VirtualService to the user's service and a
+    /// DestinationRule per Service of the user release.
+    Mesh(MeshModel),
+    /// `blue_green_service`: primary Deployment and Service, canary Service, and a
+    /// VirtualService weighing the two.
+    BlueGreen(BlueGreenModel),
+}
+
+impl GeneratedModel {
+    pub fn render(&self) -> Result<Vec<Value>, GenerateError> {
+        match self {
+            GeneratedModel::Mesh(model) => Ok(model.render()),
+            GeneratedModel::BlueGreen(model) => model.render(),
+        }
+    }
+}
+
+/// Where the generated VirtualService is reachable.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Routing {
+    /// The Keptn service: the VirtualService's name and in-mesh host.
+    pub service: String,
+    pub namespace: String,
+    /// Host of the public URI.
+    pub public_host: String,
+    /// Istio gateway for traffic from outside the mesh.
+    pub gateway: String,
+}
+
+impl Routing {
+    fn virtual_service(&self, name: &str, routes: Vec<Value>) -> Value {
+        json!({
+            "apiVersion": ISTIO_API_VERSION,
+            "kind": "VirtualService",
+            "metadata": {"name": name},
+            "spec": {
+                "hosts": [self.public_host, self.service],
+                "gateways": [self.gateway, "mesh"],
+                "http": [{"route": routes}],
+            }
+        })
+    }
+
+    fn destination_rule(&self, service: &str) -> Value {
+        json!({
+            "apiVersion": ISTIO_API_VERSION,
+            "kind": "DestinationRule",
+            "metadata": {"name": service},
+            "spec": {"host": fqdn(service, &self.namespace)},
+        })
+    }
+}
+
+/// The cluster DNS name of a Service.
+pub fn fqdn(service: &str, namespace: &str) -> String {
+    format!("{service}.{namespace}.svc.cluster.local")
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct MeshModel {
+    pub routing: Routing,
+    /// Services of the user release.
+    pub services: Vec<String>,
+    /// The one traffic goes to.
+    pub main_service: Option<String>,
+}
+
+impl MeshModel {
+    pub fn from_manifest(routing: Routing, manifest: &Manifest) -> Self {
+        let services = manifest
+            .services()
+            .into_iter()
+            .filter_map(|object| name_of(object).map(str::to_owned))
+            .collect();
+        let main_service = manifest
+            .main_service(&routing.service)
+            .and_then(name_of)
+            .map(str::to_owned);
+        MeshModel {
+            routing,
+            services,
+            main_service,
+        }
+    }
+
+    fn render(&self) -> Vec<Value> {
+        let mut objects: Vec<Value> = self
+            .services
+            .iter()
+            .map(|service| self.routing.destination_rule(service))
+            .collect();
+        if let Some(main) = &self.main_service {
+            let route = json!({"destination": {"host": fqdn(main, &self.routing.namespace)}});
+            objects.push(
+                self.routing
+                    .virtual_service(&self.routing.service, vec![route]),
+            );
+        }
+        objects
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct BlueGreenModel {
+    pub routing: Routing,
+    /// The user's Service (cleaned of server-set fields).
+    pub service: Value,
+    /// The Deployment the primary copies: the user's at the last promotion (or at the
+    /// first deployment).
+    pub primary_source: Value,
+    /// Percent of traffic to the canary (the user release); the rest goes to primary.
+    pub canary_weight: u8,
+}
+
+impl BlueGreenModel {
+    /// Builds the model from the user release's manifest, enforcing the blue/green rule.
+    pub fn from_manifest(
+        routing: Routing,
+        manifest: &Manifest,
+        canary_weight: u8,
+    ) -> Result<Self, GenerateError> {
+        let deployments = manifest.deployments();
+        let services = manifest.services();
+        if deployments.len() != 1 || services.len() != 1 {
+            let names = |objects: &[&Value]| {
+                objects
+                    .iter()
+                    .map(|object| name_of(object).unwrap_or("?"))
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            };
+            return Err(GenerateError::NotOneDeploymentAndService {
+                deployments: deployments.len(),
+                deployment_names: names(&deployments),
+                services: services.len(),
+                service_names: names(&services),
+            });
+        }
+        let model = BlueGreenModel {
+            routing,
+            service: clean(services[0]),
+            primary_source: clean(deployments[0]),
+            canary_weight,
+        };
+        model.render()?;
+        Ok(model)
+    }
+
+    /// Name of the generated primary Deployment.
+    pub fn primary_deployment(&self) -> Result<String, GenerateError> {
+        let name =
+            name_of(&self.primary_source).ok_or(GenerateError::Unnamed { kind: "Deployment" })?;
+        Ok(derived_object_name(name, "primary")?)
+    }
+
+    fn service_name(&self) -> Result<&str, GenerateError> {
+        name_of(&self.service).ok_or(GenerateError::Unnamed { kind: "Service" })
+    }
+
+    fn render(&self) -> Result<Vec<Value>, GenerateError> {
+        let service = self.service_name()?;
+        let deployment_name = name_of(&self.primary_source).unwrap_or_default().to_owned();
+        let namespace = &self.routing.namespace;
+        let primary_service = derived_object_name(service, "primary")?;
+        let canary_service = derived_object_name(service, "canary")?;
+
+        let mut primary = self.primary_source.clone();
+        primary["metadata"]["name"] = json!(self.primary_deployment()?);
+        suffix_split_labels(&mut primary["metadata"]["labels"]);
+        suffix_split_labels(&mut primary["spec"]["template"]["metadata"]["labels"]);
+        if !suffix_split_labels(&mut primary["spec"]["selector"]["matchLabels"]) {
+            return Err(GenerateError::NoSplitLabel {
+                kind: "Deployment",
+                name: deployment_name,
+            });
+        }
+
+        let mut primary_svc = self.service.clone();
+        primary_svc["metadata"]["name"] = json!(primary_service);
+        suffix_split_labels(&mut primary_svc["metadata"]["labels"]);
+        if !suffix_split_labels(&mut primary_svc["spec"]["selector"]) {
+            return Err(GenerateError::NoSplitLabel {
+                kind: "Service",
+                name: service.to_owned(),
+            });
+        }
+        let mut canary_svc = self.service.clone();
+        canary_svc["metadata"]["name"] = json!(canary_service);
+
+        let canary = u64::from(self.canary_weight.min(100));
+        let routes = vec![
+            json!({"destination": {"host": fqdn(&canary_service, namespace)}, "weight": canary}),
+            json!({"destination": {"host": fqdn(&primary_service, namespace)}, "weight": 100 - canary}),
+        ];
+        Ok(vec![
+            primary,
+            primary_svc,
+            canary_svc,
+            self.routing.destination_rule(&primary_service),
+            self.routing.destination_rule(&canary_service),
+            self.routing.virtual_service(&self.routing.service, routes),
+        ])
+    }
+}
+
+/// Appends `-primary` to the split labels present in `labels`; whether there was one.
+fn suffix_split_labels(labels: &mut Value) -> bool {
+    let Some(labels) = labels.as_object_mut() else {
+        return false;
+    };
+    let mut found = false;
+    for key in SPLIT_LABELS {
+        if let Some(Value::String(value)) = labels.get_mut(key) {
+            value.push_str("-primary");
+            found = true;
+        }
+    }
+    found
+}
+
+/// A copy of a rendered object without what the server or Helm own: it becomes part of
+/// another release, so Helm's ownership annotations and server-set fields must go.
+fn clean(object: &Value) -> Value {
+    let mut metadata = Map::new();
+    for key in ["name", "labels", "annotations"] {
+        if let Some(value) = object["metadata"].get(key) {
+            metadata.insert(key.to_owned(), value.clone());
+        }
+    }
+    if let Some(Value::Object(annotations)) = metadata.get_mut("annotations") {
+        annotations.retain(|key, _| {
+            !key.starts_with("meta.helm.sh/")
+                && key != "kubectl.kubernetes.io/last-applied-configuration"
+                && key != "deployment.kubernetes.io/revision"
+        });
+    }
+    let mut spec = object["spec"].clone();
+    if object["kind"] == "Service" {
+        if let Some(spec) = spec.as_object_mut() {
+            spec.remove("clusterIP");
+            spec.remove("clusterIPs");
+            spec.remove("healthCheckNodePort");
+        }
+        if let Some(ports) = spec["ports"].as_array_mut() {
+            for port in ports {
+                if let Some(port) = port.as_object_mut() {
+                    port.remove("nodePort");
+                }
+            }
+        }
+    }
+    json!({
+        "apiVersion": object["apiVersion"],
+        "kind": object["kind"],
+        "metadata": metadata,
+        "spec": spec,
+    })
+}
+
+/// The fixed chart of every generated release. Only `Chart.yaml`'s name varies.
+const OBJECTS_TEMPLATE: &str = "{{- range .Values.objects }}\n---\n{{ toYaml . }}\n{{- end }}\n";
+
+/// Writes the generated chart for release `name` under `dir`; returns the chart directory.
+pub fn write_chart(dir: &Path, name: &str) -> std::io::Result<PathBuf> {
+    let chart = dir.join(name);
+    std::fs::create_dir_all(chart.join("templates"))?;
+    std::fs::write(
+        chart.join("Chart.yaml"),
+        format!(
+            "apiVersion: v2\nname: {name}\nversion: 0.1.0\ndescription: Istio routing (and the \
+             blue/green primary) generated by helm-service; do not edit, it is regenerated\n"
+        ),
+    )?;
+    std::fs::write(chart.join("values.yaml"), "objects: []\n")?;
+    std::fs::write(chart.join("templates/objects.yaml"), OBJECTS_TEMPLATE)?;
+    Ok(chart)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn routing() -> Routing {
+        Routing {
+            service: "carts".into(),
+            namespace: "shop-dev".into(),
+            public_host: "carts.shop-dev.svc.cluster.local".into(),
+            gateway: "public-gateway.istio-system".into(),
+        }
+    }
+
+    const USER: &str = "
+apiVersion: v1
+kind: Service
+metadata:
+  name: carts
+  annotations:
+    meta.helm.sh/release-name: shop-dev-carts
+    note: '{{ not a template }}'
+spec:
+  type: NodePort
+  clusterIP: 10.0.0.3
+  selector: {app: carts}
+  ports: [{port: 80, targetPort: 8080, nodePort: 30080}]
+---
+apiVersion: apps/v1
+kind: Deployment
+metadata:
+  name: carts
+  labels: {app: carts, tier: web}
+spec:
+  replicas: 2
+  selector: {matchLabels: {app: carts, app.kubernetes.io/name: carts}}
+  template:
+    metadata: {labels: {app: carts, app.kubernetes.io/name: carts, tier: web}}
+    spec: {containers: [{name: carts, image: 'carts:1'}]}
+status: {replicas: 2}
+";
+
+    fn find<'a>(objects: &'a [Value], kind: &str, name: &str) -> &'a Value {
+        objects
+            .iter()
+            .find(|o| o["kind"] == kind && o["metadata"]["name"] == name)
+            .unwrap_or_else(|| panic!("{kind} {name} in {objects:#?}"))
+    }
+
+    #[test]
+    fn blue_green_objects_follow_the_reference_shape() {
+        let manifest = Manifest::parse("r", USER).unwrap();
+        let model = BlueGreenModel::from_manifest(routing(), &manifest, 100).unwrap();
+        let objects = model.render().unwrap();
+        assert_eq!(objects.len(), 6);
+
+        let primary = find(&objects, "Deployment", "carts-primary");
+        assert_eq!(
+            primary["spec"]["selector"]["matchLabels"]["app"],
+            "carts-primary"
+        );
+        assert_eq!(
+            primary["spec"]["selector"]["matchLabels"]["app.kubernetes.io/name"],
+            "carts-primary"
+        );
+        assert_eq!(
+            primary["spec"]["template"]["metadata"]["labels"]["app"],
+            "carts-primary"
+        );
+        assert_eq!(
+            primary["spec"]["template"]["metadata"]["labels"]["tier"],
+            "web"
+        );
+        assert_eq!(primary["spec"]["replicas"], 2);
+        assert!(primary.get("status").is_none());
+
+        let primary_svc = find(&objects, "Service", "carts-primary");
+        assert_eq!(primary_svc["spec"]["selector"]["app"], "carts-primary");
+        assert!(primary_svc["spec"].get("clusterIP").is_none());
+        assert!(primary_svc["spec"]["ports"][0].get("nodePort").is_none());
+        assert!(primary_svc["metadata"]["annotations"]
+            .get("meta.helm.sh/release-name")
+            .is_none());
+        let canary_svc = find(&objects, "Service", "carts-canary");
+        assert_eq!(canary_svc["spec"]["selector"]["app"], "carts");
+
+        let vs = find(&objects, "VirtualService", "carts");
+        assert_eq!(
+            vs["spec"]["gateways"],
+            json!(["public-gateway.istio-system", "mesh"])
+        );
+        assert_eq!(
+            vs["spec"]["hosts"],
+            json!(["carts.shop-dev.svc.cluster.local", "carts"])
+        );
+        let routes = &vs["spec"]["http"][0]["route"];
+        assert_eq!(
+            routes[0],
+            json!({"destination": {"host": "carts-canary.shop-dev.svc.cluster.local"}, "weight": 100})
+        );
+        assert_eq!(
+            routes[1],
+            json!({"destination": {"host": "carts-primary.shop-dev.svc.cluster.local"}, "weight": 0})
+        );
+        let dr = find(&objects, "DestinationRule", "carts-primary");
+        assert_eq!(
+            dr["spec"]["host"],
+            "carts-primary.shop-dev.svc.cluster.local"
+        );
+        find(&objects, "DestinationRule", "carts-canary");
+    }
+
+    #[test]
+    fn two_deployments_break_the_blue_green_rule_with_names() {
+        let text = format!(
+            "{USER}---\napiVersion: apps/v1\nkind: Deployment\nmetadata: {{name: carts-db}}\nspec: {{}}\n"
+        );
+        let manifest = Manifest::parse("r", &text).unwrap();
+        let err = BlueGreenModel::from_manifest(routing(), &manifest, 100).unwrap_err();
+        let message = err.to_string();
+        assert!(
+            message.contains("exactly one Deployment and one Service"),
+            "{message}"
+        );
+        assert!(message.contains("carts, carts-db"), "{message}");
+    }
+
+    #[test]
+    fn selector_without_split_label_is_refused() {
+        let text = USER.replace(
+            "selector: {matchLabels: {app: carts, app.kubernetes.io/name: carts}}",
+            "selector: {matchLabels: {tier: web}}",
+        );
+        let manifest = Manifest::parse("r", &text).unwrap();
+        let err = BlueGreenModel::from_manifest(routing(), &manifest, 100).unwrap_err();
+        assert!(err.to_string().contains("`app`"), "{err}");
+    }
+
+    #[test]
+    fn values_round_trip_through_the_release() {
+        let manifest = Manifest::parse("r", USER).unwrap();
+        let model = BlueGreenModel::from_manifest(routing(), &manifest, 100).unwrap();
+        let keptn = KeptnValues::new("shop", "dev", "carts", "primary");
+        let values = GeneratedValues::new(keptn, GeneratedModel::BlueGreen(model)).unwrap();
+        let back = GeneratedValues::from_release_values(values.to_value()).unwrap();
+        assert_eq!(back, values);
+        assert!(GeneratedValues::from_release_values(json!({"x": 1})).is_err());
+    }
+
+    #[test]
+    fn mesh_routes_to_the_main_service_with_a_rule_per_service() {
+        let text = format!(
+            "{USER}---\napiVersion: v1\nkind: Service\nmetadata: {{name: carts-db}}\nspec: {{}}\n"
+        );
+        let manifest = Manifest::parse("r", &text).unwrap();
+        let objects = GeneratedModel::Mesh(MeshModel::from_manifest(routing(), &manifest))
+            .render()
+            .unwrap();
+        find(&objects, "DestinationRule", "carts");
+        find(&objects, "DestinationRule", "carts-db");
+        let vs = find(&objects, "VirtualService", "carts");
+        assert_eq!(
+            vs["spec"]["http"][0]["route"][0]["destination"]["host"],
+            "carts.shop-dev.svc.cluster.local"
+        );
+    }
+}

@@ -1,0 +1,167 @@
+//! The inventory: what helm-service deployed, per project/stage/service, in JetStream KV.
+//!
+//! Release, rollback, scaling and service deletion need to know which strategy a service
+//! was deployed with and which releases exist; an unchanged redeploy needs the chart
+//! digest and revisions of the last deployment. Helm's own storage holds releases but not
+//! the Keptn view (strategy, URIs), and reading it means running helm.
+
+use async_nats::jetstream::{self, kv};
+use chrono::{DateTime, Utc};
+use futures::TryStreamExt;
+use serde::{Deserialize, Serialize};
+use thiserror::Error;
+
+#[derive(Debug, Error)]
+pub enum InventoryError {
+    #[error("inventory bucket {bucket}: {reason}")]
+    Unavailable { bucket: String, reason: String },
+    #[error("inventory entry {key} is unreadable: {reason}")]
+    Corrupt { key: String, reason: String },
+}
+
+/// What the last successful deployment of a service in a stage left in the cluster.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct InventoryEntry {
+    /// Wire value of the strategy (`direct`, `blue_green_service`, `user_managed`).
+    pub strategy: String,
+    pub namespace: String,
+    pub user_release: String,
+    pub user_revision: u32,
+    /// The generated release, for strategies that have one.
+    pub generated_release: Option<String>,
+    pub generated_revision: Option<u32>,
+    /// `sha256:` digest of the user chart as deployed (values merged in).
+    pub chart_digest: String,
+    /// Deployments whose readiness says the service is healthy (user and primary).
+    pub deployments: Vec<String>,
+    #[serde(rename = "deploymentURIsLocal")]
+    pub uris_local: Vec<String>,
+    #[serde(rename = "deploymentURIsPublic")]
+    pub uris_public: Vec<String>,
+    #[serde(rename = "deploymentNames")]
+    pub deployment_names: Vec<String>,
+    pub git_commit: Option<String>,
+    /// The deployment.triggered event that made this state.
+    pub event_id: String,
+    pub updated_at: DateTime<Utc>,
+}
+
+/// The inventory bucket.
+#[derive(Clone)]
+pub struct Inventory {
+    store: kv::Store,
+    bucket: String,
+}
+
+impl Inventory {
+    /// Opens (creating when absent) the bucket `name`.
+    pub async fn open(js: &jetstream::Context, name: &str) -> Result<Inventory, InventoryError> {
+        let config = kv::Config {
+            bucket: name.to_owned(),
+            description: "helm-service: what is deployed, per project.stage.service".into(),
+            history: 5,
+            ..Default::default()
+        };
+        let store = crate::nats::topology::open_bucket(js, config)
+            .await
+            .map_err(|err| InventoryError::Unavailable {
+                bucket: name.to_owned(),
+                reason: err.to_string(),
+            })?;
+        Ok(Inventory {
+            store,
+            bucket: name.to_owned(),
+        })
+    }
+
+    /// `project.stage.service` (validated Keptn names only hold key-safe characters).
+    pub fn key(project: &str, stage: &str, service: &str) -> String {
+        format!("{project}.{stage}.{service}")
+    }
+
+    fn unavailable(&self, err: impl std::fmt::Display) -> InventoryError {
+        InventoryError::Unavailable {
+            bucket: self.bucket.clone(),
+            reason: err.to_string(),
+        }
+    }
+
+    pub async fn get(
+        &self,
+        project: &str,
+        stage: &str,
+        service: &str,
+    ) -> Result<Option<InventoryEntry>, InventoryError> {
+        let key = Self::key(project, stage, service);
+        let Some(bytes) = self
+            .store
+            .get(&key)
+            .await
+            .map_err(|e| self.unavailable(e))?
+        else {
+            return Ok(None);
+        };
+        serde_json::from_slice(&bytes)
+            .map(Some)
+            .map_err(|err| InventoryError::Corrupt {
+                key,
+                reason: err.to_string(),
+            })
+    }
+
+    pub async fn put(
+        &self,
+        project: &str,
+        stage: &str,
+        service: &str,
+        entry: &InventoryEntry,
+    ) -> Result<(), InventoryError> {
+        let bytes = serde_json::to_vec(entry).map_err(|e| self.unavailable(e))?;
+        self.store
+            .put(Self::key(project, stage, service), bytes.into())
+            .await
+            .map_err(|e| self.unavailable(e))?;
+        Ok(())
+    }
+
+    pub async fn delete(
+        &self,
+        project: &str,
+        stage: &str,
+        service: &str,
+    ) -> Result<(), InventoryError> {
+        self.store
+            .delete(Self::key(project, stage, service))
+            .await
+            .map_err(|e| self.unavailable(e))
+    }
+
+    /// The stages a service of a project is deployed in, with their entries.
+    pub async fn stages_of(
+        &self,
+        project: &str,
+        service: &str,
+    ) -> Result<Vec<(String, InventoryEntry)>, InventoryError> {
+        let keys: Vec<String> = self
+            .store
+            .keys()
+            .await
+            .map_err(|e| self.unavailable(e))?
+            .try_collect()
+            .await
+            .map_err(|e| self.unavailable(e))?;
+        let mut stages = Vec::new();
+        for key in keys {
+            let mut parts = key.splitn(3, '.');
+            let (Some(p), Some(stage), Some(s)) = (parts.next(), parts.next(), parts.next()) else {
+                continue;
+            };
+            if p == project && s == service {
+                if let Some(entry) = self.get(project, stage, service).await? {
+                    stages.push((stage.to_owned(), entry));
+                }
+            }
+        }
+        Ok(stages)
+    }
+}

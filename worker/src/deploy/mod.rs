@@ -1,0 +1,43 @@
+//! The deployment domain: how a Keptn service becomes Helm releases and Istio routing.
+//!
+//! Pure pieces (names, URIs, manifests, the generated charts) are unit-tested here
+//! without Helm or a cluster; the task handlers in `handler` put them together with the
+//! chart store, the Helm driver and the cluster client.
+
+pub mod generated;
+pub mod inventory;
+pub mod manifest;
+pub mod naming;
+pub mod settings;
+pub mod uris;
+
+use serde::{Deserialize, Serialize};
+use serde_json::{json, Value};
+
+/// The `keptn.*` values injected into every upgrade, so charts can label and configure
+/// themselves by project, stage, service and role.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct KeptnValues {
+    pub project: String,
+    pub stage: String,
+    pub service: String,
+    /// `direct`, `canary` (user chart under blue/green), `primary` (generated chart) or
+    /// `user_managed`.
+    pub deployment: String,
+}
+
+impl KeptnValues {
+    pub fn new(project: &str, stage: &str, service: &str, deployment: &str) -> Self {
+        KeptnValues {
+            project: project.to_owned(),
+            stage: stage.to_owned(),
+            service: service.to_owned(),
+            deployment: deployment.to_owned(),
+        }
+    }
+
+    /// `{"keptn": {...}}`, the values file handed to helm for the user chart.
+    pub fn to_values(&self) -> Value {
+        json!({ "keptn": self })
+    }
+}

@@ -1,0 +1,137 @@
+//! Kubernetes and Helm names of a Keptn service, as the reference helm-service chose them.
+//!
+//! Names come only from validated Keptn names (`^[a-z][a-z0-9-]*[a-z0-9]$`), so the only
+//! thing left to check here is length: a namespace is a DNS label (63 characters) and
+//! Helm refuses release names of 53 characters or more of its own storage reasons.
+
+use thiserror::Error;
+
+/// Longest DNS-1123 label: namespaces and most object names.
+pub const MAX_LABEL: usize = 63;
+/// Release names are kept shorter than this (Helm's limit is 53 characters).
+pub const RELEASE_NAME_LIMIT: usize = 53;
+/// Suffix of the release holding what helm-service generates (mesh or blue/green objects).
+pub const GENERATED_SUFFIX: &str = "-generated";
+
+#[derive(Debug, Clone, PartialEq, Eq, Error)]
+pub enum NameError {
+    #[error("{0}")]
+    Keptn(#[from] contracts::names::NameError),
+    #[error(
+        "object name {name:?} derived from {source_name:?} is {len} characters long; Kubernetes \
+         allows at most {MAX_LABEL}: shorten {source_name:?} in the chart"
+    )]
+    ObjectNameTooLong {
+        name: String,
+        source_name: String,
+        len: usize,
+    },
+}
+
+/// The names one service in one stage deploys under.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ReleaseNames {
+    /// `<project>-<stage>`.
+    pub namespace: String,
+    /// The release of the user's chart.
+    pub user: String,
+    /// The release of the generated chart: `user` plus `-generated`.
+    pub generated: String,
+}
+
+impl ReleaseNames {
+    /// Names for `service` in `stage` of `project`. The user release is
+    /// `<project>-<stage>-<service>`; when the generated release name (the longer of the
+    /// two) would reach Helm's limit, the project is dropped, then the stage, then the
+    /// service is truncated — so both releases always share one base name.
+    pub fn new(project: &str, stage: &str, service: &str) -> Result<Self, NameError> {
+        let namespace = contracts::names::namespace(project, stage)?;
+        contracts::names::validate_keptn_name(contracts::names::NameKind::Service, service)?;
+        let fits = |base: &str| base.len() + GENERATED_SUFFIX.len() < RELEASE_NAME_LIMIT;
+        let candidates = [
+            format!("{project}-{stage}-{service}"),
+            format!("{stage}-{service}"),
+            service.to_owned(),
+        ];
+        let base = match candidates.into_iter().find(|base| fits(base)) {
+            Some(base) => base,
+            None => {
+                let keep = RELEASE_NAME_LIMIT - 1 - GENERATED_SUFFIX.len();
+                service[..keep].trim_end_matches('-').to_owned()
+            }
+        };
+        Ok(ReleaseNames {
+            namespace,
+            generated: format!("{base}{GENERATED_SUFFIX}"),
+            user: base,
+        })
+    }
+}
+
+/// `<name>-<suffix>` for objects helm-service derives from the user's (e.g.
+/// `carts-primary`), refused when it would not be a valid object name.
+pub fn derived_object_name(name: &str, suffix: &str) -> Result<String, NameError> {
+    let derived = format!("{name}-{suffix}");
+    if derived.len() > MAX_LABEL {
+        return Err(NameError::ObjectNameTooLong {
+            len: derived.len(),
+            name: derived,
+            source_name: name.to_owned(),
+        });
+    }
+    Ok(derived)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn short_names_keep_project_stage_and_service() {
+        let names = ReleaseNames::new("sockshop", "dev", "carts").unwrap();
+        assert_eq!(names.namespace, "sockshop-dev");
+        assert_eq!(names.user, "sockshop-dev-carts");
+        assert_eq!(names.generated, "sockshop-dev-carts-generated");
+    }
+
+    #[test]
+    fn long_names_drop_project_then_stage_then_truncate() {
+        let project = "p".repeat(30);
+        let names = ReleaseNames::new(&project, "production", "carts").unwrap();
+        assert_eq!(names.user, "production-carts");
+        let stage = "s".repeat(30);
+        let names = ReleaseNames::new("shop", &stage, "carts").unwrap();
+        assert_eq!(names.user, "carts");
+        let service = format!("{}-x", "a".repeat(41));
+        let names = ReleaseNames::new("shop", "dev", &service).unwrap();
+        assert_eq!(names.user, "a".repeat(41), "truncated and no trailing dash");
+        assert!(names.generated.len() < RELEASE_NAME_LIMIT);
+    }
+
+    #[test]
+    fn every_release_name_stays_under_the_helm_limit() {
+        for len in 1..80 {
+            let service = format!("s{}", "v".repeat(len));
+            let names = ReleaseNames::new("project", "stage", &service).unwrap();
+            assert!(names.generated.len() < RELEASE_NAME_LIMIT, "{names:?}");
+            assert!(names.generated.starts_with(&names.user));
+            assert!(!names.user.ends_with('-'));
+        }
+    }
+
+    #[test]
+    fn overlong_namespace_is_refused_with_advice() {
+        let err = ReleaseNames::new(&"p".repeat(40), &"s".repeat(30), "carts").unwrap_err();
+        assert!(err.to_string().contains("at most 63"), "{err}");
+        assert!(ReleaseNames::new("shop", "dev", "../x").is_err());
+    }
+
+    #[test]
+    fn derived_object_names_are_checked() {
+        assert_eq!(
+            derived_object_name("carts", "primary").unwrap(),
+            "carts-primary"
+        );
+        assert!(derived_object_name(&"c".repeat(60), "primary").is_err());
+    }
+}

@@ -1,0 +1,616 @@
+//! `deployment.triggered`: deploy the user's chart and the routing around it.
+//!
+//! The task observes (chart, inventory, Helm storage, cluster), skips everything when the
+//! same chart is already deployed and healthy, and otherwise runs two recorded steps:
+//! the user release (upgrade, then wait for the rollout with a watch; restore the last
+//! good revision when it fails) and the generated release (mesh routing or blue/green).
+//! A redelivered event after a crash skips the step that was recorded as done.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use chrono::Utc;
+use contracts::data::{DeploymentStrategy, TaskResult};
+use serde::{Deserialize, Serialize};
+use serde_json::{json, Map, Value};
+use tracing::{info, warn};
+
+use super::platform::Platform;
+use super::{Outcome, Steps, TaskError, TaskHandler};
+use crate::charts::archive::Chart;
+use crate::charts::values::deep_merge;
+use crate::charts::ChartLocation;
+use crate::deploy::generated::{
+    self, BlueGreenModel, GeneratedModel, GeneratedValues, MeshModel, Routing,
+};
+use crate::deploy::inventory::InventoryEntry;
+use crate::deploy::manifest::{lowest_tcp_port, name_of, Manifest};
+use crate::deploy::naming::ReleaseNames;
+use crate::deploy::settings::Deadlines;
+use crate::deploy::uris::{local_uri, Endpoints};
+use crate::deploy::KeptnValues;
+use crate::helm::UpgradeRequest;
+use crate::pipeline::intake::{Task, TaskPayload};
+
+/// Label Istio's sidecar injector looks for; blue/green needs the sidecars.
+const ISTIO_INJECTION: (&str, &str) = ("istio-injection", "enabled");
+
+/// The `deployment.triggered` handler.
+pub struct DeploymentHandler {
+    platform: Arc<Platform>,
+}
+
+impl DeploymentHandler {
+    pub fn new(platform: Arc<Platform>) -> Self {
+        DeploymentHandler { platform }
+    }
+}
+
+#[async_trait]
+impl TaskHandler for DeploymentHandler {
+    async fn run(&self, task: &Task, steps: &mut Steps<'_>) -> Result<Outcome, TaskError> {
+        let TaskPayload::Deployment { data, strategy } = &task.payload else {
+            return Err(TaskError::Failed(format!(
+                "internal error: the deployment handler got a {} task",
+                task.kind.event_type()
+            )));
+        };
+        let common = &task.common;
+        let (project, stage, service) = (
+            common.project.as_deref().unwrap_or_default(),
+            common.stage.as_deref().unwrap_or_default(),
+            common.service.as_deref().unwrap_or_default(),
+        );
+        let names = ReleaseNames::new(project, stage, service)
+            .map_err(|err| TaskError::Failed(err.to_string()))?;
+        let details = data.deployment.clone().unwrap_or_default();
+        let deployment = Deployment {
+            platform: &self.platform,
+            location: ChartLocation {
+                project: project.to_owned(),
+                stage: stage.to_owned(),
+                service: service.to_owned(),
+            },
+            strategy: *strategy,
+            deadlines: self.platform.settings.deadlines(stage),
+            names,
+            commit: task.event.git_commit_id().map(str::to_owned),
+            values_change: data
+                .configuration_change
+                .as_ref()
+                .map(|change| change.values.clone())
+                .unwrap_or_default(),
+            triggered_uris: (
+                details.deployment_uris_local,
+                details.deployment_uris_public,
+            ),
+            event_id: task.event.id().to_owned(),
+        };
+        deployment.run(steps).await
+    }
+}
+
+/// One deployment task, with everything derived from the event.
+struct Deployment<'a> {
+    platform: &'a Platform,
+    location: ChartLocation,
+    strategy: DeploymentStrategy,
+    deadlines: Deadlines,
+    names: ReleaseNames,
+    commit: Option<String>,
+    values_change: Map<String, Value>,
+    /// `(local, public)` URIs of the triggered event: reported when nothing better is known.
+    triggered_uris: (Vec<String>, Vec<String>),
+    event_id: String,
+}
+
+/// The recorded output of the user-release step.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+struct UserRelease {
+    revision: u32,
+    /// Deployments of the user chart (what a rollout waits for).
+    deployments: Vec<String>,
+    /// Services of the user chart, for the mesh routing.
+    services: Vec<String>,
+    main_service: Option<String>,
+    main_port: Option<u16>,
+}
+
+/// The recorded output of the generated-release step.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+struct GeneratedRelease {
+    revision: Option<u32>,
+    /// Deployments of the generated chart (the blue/green primary).
+    deployments: Vec<String>,
+}
+
+impl Deployment<'_> {
+    async fn run(&self, steps: &mut Steps<'_>) -> Result<Outcome, TaskError> {
+        let (chart, commit) = self.prepare_chart().await?;
+        let digest = chart.digest();
+        self.recover_stuck_releases().await?;
+        let mut labels = BTreeMap::new();
+        if self.strategy == DeploymentStrategy::BlueGreenService {
+            labels.insert(ISTIO_INJECTION.0.to_owned(), ISTIO_INJECTION.1.to_owned());
+        }
+        self.platform
+            .cluster
+            .ensure_namespace(&self.names.namespace, &labels)
+            .await?;
+
+        if let Some(entry) = self.unchanged(&digest).await? {
+            info!(release = %self.names.user, revision = entry.user_revision, "chart and values unchanged and the release is healthy: not running helm");
+            self.platform.metrics.unchanged_deployments.inc();
+            let message = format!(
+                "{} is already deployed with this chart and these values (release {} revision {} in namespace {}, healthy): nothing to do",
+                self.location.service, entry.user_release, entry.user_revision, entry.namespace
+            );
+            return Ok(self.outcome(&entry, message));
+        }
+
+        // The manifest read by the user step, handed to the generated step without a second
+        // helm call (absent when the user step was done by an earlier attempt).
+        let mut manifest = None;
+        let user: UserRelease = steps
+            .step("user-release", || self.upgrade_user(&chart, &mut manifest))
+            .await?;
+        let generated: Option<GeneratedRelease> = match self.strategy {
+            DeploymentStrategy::UserManaged => None,
+            _ => Some(
+                steps
+                    .step("generated-release", || {
+                        self.upgrade_generated(&user, manifest.take())
+                    })
+                    .await?,
+            ),
+        };
+
+        let (uris_local, uris_public) = self.uris(&user, commit.as_deref()).await?;
+        let mut deployments = user.deployments.clone();
+        if let Some(generated) = &generated {
+            deployments.extend(generated.deployments.iter().cloned());
+        }
+        let entry = InventoryEntry {
+            strategy: self.strategy.as_str().to_owned(),
+            namespace: self.names.namespace.clone(),
+            user_release: self.names.user.clone(),
+            user_revision: user.revision,
+            generated_release: generated
+                .as_ref()
+                .and_then(|g| g.revision.map(|_| self.names.generated.clone())),
+            generated_revision: generated.as_ref().and_then(|g| g.revision),
+            chart_digest: digest,
+            deployments,
+            uris_local,
+            uris_public,
+            deployment_names: vec![self.deployment_name().to_owned()],
+            git_commit: commit.or_else(|| self.commit.clone()),
+            event_id: self.event_id.clone(),
+            updated_at: Utc::now(),
+        };
+        let (p, s, svc) = self.target();
+        self.platform.inventory.put(p, s, svc, &entry).await?;
+        let message = format!(
+            "deployed chart {} {} as release {} revision {} in namespace {} ({})",
+            chart.name(),
+            chart.version(),
+            self.names.user,
+            user.revision,
+            self.names.namespace,
+            self.strategy.as_str()
+        );
+        Ok(self.outcome(&entry, message))
+    }
+
+    fn target(&self) -> (&str, &str, &str) {
+        (
+            &self.location.project,
+            &self.location.stage,
+            &self.location.service,
+        )
+    }
+
+    /// `keptn.deployment` of the user chart, also the reported deployment name.
+    fn deployment_name(&self) -> &'static str {
+        match self.strategy {
+            DeploymentStrategy::Direct => "direct",
+            DeploymentStrategy::BlueGreenService => "canary",
+            DeploymentStrategy::UserManaged => "user_managed",
+        }
+    }
+
+    fn keptn_values(&self, deployment: &str) -> KeptnValues {
+        let (p, s, svc) = self.target();
+        KeptnValues::new(p, s, svc, deployment)
+    }
+
+    /// Loads the user chart and, when the event changes values, merges them in and
+    /// stores the chart back so the next deployment starts from it. Merging the same
+    /// values twice gives the same chart, so a redelivered event may run this again.
+    async fn prepare_chart(&self) -> Result<(Chart, Option<String>), TaskError> {
+        let store = &self.platform.charts;
+        let pin = if self.platform.use_commit_id {
+            self.commit.as_deref()
+        } else {
+            None
+        };
+        let at = &self.location;
+        let fetched = store.fetch(at, pin).await?.ok_or_else(|| {
+            TaskError::Failed(format!(
+                "no chart for service {} in stage {} of project {}: expected helm/{}.tgz in the {}; upload it with `helm-service charts push --project {} --stage {} --service {} <chart>`",
+                at.service, at.stage, at.project, at.service, store.describe(), at.project, at.stage, at.service
+            ))
+        })?;
+        let chart =
+            Chart::from_archive(&fetched.archive, &self.platform.chart_limits).map_err(|err| {
+                TaskError::Failed(format!(
+                    "the chart helm/{}.tgz of service {} in stage {} is not acceptable: {err}",
+                    at.service, at.service, at.stage
+                ))
+            })?;
+        if self.values_change.is_empty() {
+            return Ok((chart, fetched.commit));
+        }
+        let mut values = chart.values().map_err(|err| {
+            TaskError::Failed(format!("cannot merge configurationChange.values: {err}"))
+        })?;
+        deep_merge(&mut values, &Value::Object(self.values_change.clone()));
+        let merged = chart.with_values(&values);
+        if merged.digest() != chart.digest() {
+            store.store(at, &merged.to_archive()).await?;
+            info!(chart = %at.object_name(), digest = %merged.digest(), "stored the chart with the merged values");
+        }
+        Ok((merged, fetched.commit))
+    }
+
+    /// A helm process killed mid-operation leaves its release `pending-*`, and helm
+    /// then refuses every later operation. We hold the release's lease, so nobody else is
+    /// operating on it: whatever is pending is dead and is recovered here.
+    async fn recover_stuck_releases(&self) -> Result<(), TaskError> {
+        for release in [&self.names.user, &self.names.generated] {
+            let stored = self
+                .platform
+                .cluster
+                .latest_release_revision(&self.names.namespace, release)
+                .await?;
+            if stored.is_some_and(|revision| revision.is_pending()) {
+                let recovery = self
+                    .platform
+                    .helm
+                    .recover_pending(release, &self.names.namespace)
+                    .await?;
+                warn!(release = %release, recovery = ?recovery, "recovered a release left pending by an interrupted helm operation");
+                self.platform.metrics.pending_recoveries.inc();
+            }
+        }
+        Ok(())
+    }
+
+    /// The inventory entry when the deployed state equals what this event asks for and
+    /// is healthy: the same chart digest and strategy, the recorded revisions still the
+    /// latest and deployed in Helm's storage, and every Deployment ready.
+    async fn unchanged(&self, digest: &str) -> Result<Option<InventoryEntry>, TaskError> {
+        let (p, s, svc) = self.target();
+        let Some(entry) = self.platform.inventory.get(p, s, svc).await? else {
+            return Ok(None);
+        };
+        if entry.chart_digest != digest || entry.strategy != self.strategy.as_str() {
+            return Ok(None);
+        }
+        let cluster = &self.platform.cluster;
+        let releases = [
+            Some((&entry.user_release, entry.user_revision)),
+            entry
+                .generated_release
+                .as_ref()
+                .zip(entry.generated_revision),
+        ];
+        for (release, revision) in releases.into_iter().flatten() {
+            let stored = cluster
+                .latest_release_revision(&entry.namespace, release)
+                .await?;
+            if !stored.is_some_and(|stored| stored.revision == revision && stored.is_deployed()) {
+                return Ok(None);
+            }
+        }
+        if !cluster
+            .deployments_ready(&entry.namespace, &entry.deployments)
+            .await?
+        {
+            return Ok(None);
+        }
+        Ok(Some(entry))
+    }
+
+    /// Upgrades the user release and waits for its rollout; on failure the release goes
+    /// back to its last good revision (or away, when it never had one) and the task fails
+    /// with the cause.
+    async fn upgrade_user(
+        &self,
+        chart: &Chart,
+        manifest_out: &mut Option<Manifest>,
+    ) -> Result<UserRelease, TaskError> {
+        let helm = &self.platform.helm;
+        let (release, namespace) = (&self.names.user, &self.names.namespace);
+        let last_good = self.last_good_revision(release).await?;
+        let dir = private_dir()?;
+        let chart_dir = chart
+            .write_to(dir.path())
+            .map_err(|err| TaskError::Transient(format!("unpacking the chart: {err}")))?;
+        let values = self.keptn_values(self.deployment_name()).to_values();
+        let upgraded = helm
+            .upgrade_install(&UpgradeRequest {
+                release,
+                namespace,
+                chart_dir: &chart_dir,
+                values: &values,
+                wait: None,
+                rollback_on_failure: false,
+                timeout: Some(self.deadlines.helm),
+            })
+            .await;
+        let status = match upgraded {
+            Ok(status) => status,
+            Err(err) if err.is_transient() => return Err(err.into()),
+            Err(err) => {
+                let restored = self.restore(release, last_good).await;
+                return Err(TaskError::Failed(format!("{err}{restored}")));
+            }
+        };
+        let manifest_text = helm.manifest(release, namespace, None).await?;
+        let manifest = Manifest::parse(release, &manifest_text)
+            .map_err(|err| TaskError::Failed(err.to_string()))?;
+        if self.strategy == DeploymentStrategy::BlueGreenService {
+            if let Err(err) = BlueGreenModel::from_manifest(self.routing(), &manifest, 100) {
+                let restored = self.restore(release, last_good).await;
+                return Err(TaskError::Failed(format!("{err}{restored}")));
+            }
+        }
+        let deployments = manifest.deployment_names();
+        if let Err(failure) = self.wait_for_rollout(&deployments).await {
+            if failure.is_transient() {
+                return Err(TaskError::Transient(failure.to_string()));
+            }
+            let restored = self.restore(release, last_good).await;
+            return Err(TaskError::Failed(format!("{failure}{restored}")));
+        }
+        let main = manifest.main_service(&self.location.service);
+        let user = UserRelease {
+            revision: status.revision,
+            deployments,
+            services: manifest
+                .services()
+                .into_iter()
+                .filter_map(|s| name_of(s).map(str::to_owned))
+                .collect(),
+            main_service: main.and_then(name_of).map(str::to_owned),
+            main_port: main.and_then(lowest_tcp_port),
+        };
+        *manifest_out = Some(manifest);
+        Ok(user)
+    }
+
+    /// Waits (with a watch) until `deployments` are rolled out or the stage's rollout
+    /// deadline passes.
+    async fn wait_for_rollout(
+        &self,
+        deployments: &[String],
+    ) -> Result<(), crate::cluster::rollout::RolloutFailure> {
+        let started = std::time::Instant::now();
+        let result = self
+            .platform
+            .cluster
+            .wait_for_rollout(&self.names.namespace, deployments, self.deadlines.rollout)
+            .await;
+        let outcome = if result.is_ok() { "ready" } else { "failed" };
+        self.platform
+            .metrics
+            .rollout_seconds
+            .with_label_values(&[outcome])
+            .observe(started.elapsed().as_secs_f64());
+        result
+    }
+
+    /// The newest revision of `release` that was ever fully deployed.
+    async fn last_good_revision(&self, release: &str) -> Result<Option<u32>, TaskError> {
+        let revisions = self
+            .platform
+            .cluster
+            .release_revisions(&self.names.namespace, release)
+            .await?;
+        Ok(revisions
+            .iter()
+            .filter(|r| r.status == "deployed" || r.status == "superseded")
+            .map(|r| r.revision)
+            .max())
+    }
+
+    /// Puts `release` back to `last_good` (uninstalls it when there is none) and says
+    /// what happened, as the tail of the failure message.
+    async fn restore(&self, release: &str, last_good: Option<u32>) -> String {
+        let helm = &self.platform.helm;
+        let namespace = &self.names.namespace;
+        let result = match last_good {
+            Some(revision) => helm
+                .rollback(release, namespace, revision, None)
+                .await
+                .map(|()| {
+                    format!(
+                        "; release {release} was rolled back to its last good revision {revision}"
+                    )
+                }),
+            None => helm.uninstall(release, namespace, None).await.map(|_| {
+                format!("; release {release} had no earlier good revision and was removed")
+            }),
+        };
+        self.platform.metrics.restores.inc();
+        result.unwrap_or_else(|err| {
+            warn!(release, error = %err, "restoring the release failed");
+            format!("; restoring release {release} failed too: {err}")
+        })
+    }
+
+    fn routing(&self) -> Routing {
+        let (p, s, svc) = self.target();
+        Routing {
+            service: svc.to_owned(),
+            namespace: self.names.namespace.clone(),
+            public_host: self.platform.settings.ingress.public_host(p, s, svc),
+            gateway: self.platform.settings.ingress.gateway.clone(),
+        }
+    }
+
+    /// Installs or updates the generated release: mesh routing for `direct`; for
+    /// blue/green the primary copy on first deployment (left untouched later) and the
+    /// routing at 100% canary, so the freshly deployed user release takes the traffic.
+    async fn upgrade_generated(
+        &self,
+        user: &UserRelease,
+        manifest: Option<Manifest>,
+    ) -> Result<GeneratedRelease, TaskError> {
+        let (release, namespace) = (&self.names.generated, &self.names.namespace);
+        let keptn = self.keptn_values("primary");
+        let cluster = &self.platform.cluster;
+        let existing = cluster.latest_release_revision(namespace, release).await?;
+        let (model, first_install) = match self.strategy {
+            DeploymentStrategy::BlueGreenService => match existing {
+                Some(_) => {
+                    let current = self
+                        .platform
+                        .helm
+                        .values(release, namespace, None, false)
+                        .await?;
+                    let current = GeneratedValues::from_release_values(current)
+                        .map_err(|err| TaskError::Failed(err.to_string()))?;
+                    let GeneratedModel::BlueGreen(mut model) = current.model else {
+                        return Err(TaskError::Failed(format!(
+                            "release {release} was generated for another strategy; delete the service's releases before switching it to blue_green_service"
+                        )));
+                    };
+                    model.canary_weight = 100;
+                    (GeneratedModel::BlueGreen(model), false)
+                }
+                None => {
+                    let manifest = match manifest {
+                        Some(manifest) => manifest,
+                        None => self.read_manifest(&self.names.user).await?,
+                    };
+                    let model = BlueGreenModel::from_manifest(self.routing(), &manifest, 100)
+                        .map_err(|err| TaskError::Failed(err.to_string()))?;
+                    (GeneratedModel::BlueGreen(model), true)
+                }
+            },
+            _ => {
+                if user.services.is_empty() {
+                    info!(release = %self.names.user, "the chart has no Service: no mesh routing generated");
+                    return Ok(GeneratedRelease {
+                        revision: None,
+                        deployments: Vec::new(),
+                    });
+                }
+                let model = MeshModel {
+                    routing: self.routing(),
+                    services: user.services.clone(),
+                    main_service: user.main_service.clone(),
+                };
+                (GeneratedModel::Mesh(model), existing.is_none())
+            }
+        };
+        let deployments = match &model {
+            GeneratedModel::BlueGreen(model) => vec![model
+                .primary_deployment()
+                .map_err(|err| TaskError::Failed(err.to_string()))?],
+            GeneratedModel::Mesh(_) => Vec::new(),
+        };
+        let values =
+            GeneratedValues::new(keptn, model).map_err(|err| TaskError::Failed(err.to_string()))?;
+        let dir = private_dir()?;
+        let chart_dir = generated::write_chart(dir.path(), release)
+            .map_err(|err| TaskError::Transient(format!("writing the generated chart: {err}")))?;
+        let status = self
+            .platform
+            .helm
+            .upgrade_install(&UpgradeRequest {
+                release,
+                namespace,
+                chart_dir: &chart_dir,
+                values: &values.to_value(),
+                wait: None,
+                rollback_on_failure: false,
+                timeout: Some(self.deadlines.helm),
+            })
+            .await?;
+        if first_install && !deployments.is_empty() {
+            self.wait_for_rollout(&deployments)
+                .await
+                .map_err(|failure| TaskError::Failed(failure.to_string()))?;
+        }
+        Ok(GeneratedRelease {
+            revision: Some(status.revision),
+            deployments,
+        })
+    }
+
+    async fn read_manifest(&self, release: &str) -> Result<Manifest, TaskError> {
+        let text = self
+            .platform
+            .helm
+            .manifest(release, &self.names.namespace, None)
+            .await?;
+        Manifest::parse(release, &text).map_err(|err| TaskError::Failed(err.to_string()))
+    }
+
+    /// `(local, public)` URIs to report.
+    async fn uris(
+        &self,
+        user: &UserRelease,
+        commit: Option<&str>,
+    ) -> Result<(Vec<String>, Vec<String>), TaskError> {
+        let (p, s, svc) = self.target();
+        match self.strategy {
+            DeploymentStrategy::UserManaged => {
+                let endpoints = self
+                    .platform
+                    .charts
+                    .fetch_file(&self.location, "helm/endpoints.yaml", commit)
+                    .await?;
+                match endpoints {
+                    Some(bytes) => {
+                        let endpoints = Endpoints::parse(&bytes).map_err(TaskError::Failed)?;
+                        Ok((endpoints.local, endpoints.public))
+                    }
+                    None => Ok(self.triggered_uris.clone()),
+                }
+            }
+            _ => match user.main_port {
+                Some(port) => Ok((
+                    vec![local_uri(svc, &self.names.namespace, port)],
+                    vec![self.platform.settings.ingress.public_uri(p, s, svc)],
+                )),
+                None => Ok(self.triggered_uris.clone()),
+            },
+        }
+    }
+
+    fn outcome(&self, entry: &InventoryEntry, message: String) -> Outcome {
+        let mut deployment = json!({
+            "deploymentstrategy": self.strategy.as_str(),
+            "deploymentURIsLocal": entry.uris_local,
+            "deploymentURIsPublic": entry.uris_public,
+            "deploymentNames": entry.deployment_names,
+        });
+        if let Some(commit) = entry.git_commit.as_ref().or(self.commit.as_ref()) {
+            deployment["gitCommit"] = json!(commit);
+        }
+        Outcome::succeeded(TaskResult::Pass, message).with_payload("deployment", deployment)
+    }
+}
+
+/// A private temp directory (0700) for charts and values handed to helm.
+fn private_dir() -> Result<tempfile::TempDir, TaskError> {
+    tempfile::Builder::new()
+        .prefix("helm-service-")
+        .tempdir()
+        .map_err(|err| TaskError::Transient(format!("creating a temp dir: {err}")))
+}

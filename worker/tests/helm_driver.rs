@@ -1,0 +1,584 @@
+//! The helm driver against the real helm CLI (`.tools/bin/helm`, installed by
+//! `ops/setup.sh`) and an in-process kube-sim: version detection, the release life cycle,
+//! uninstall, timeouts, failure classification, rollback on failure and the recovery of
+//! releases a killed helm left pending.
+
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use kube_sim::{FaultConfig, KubeSim};
+use serde_json::{json, Value};
+use worker::helm::{
+    FailureKind, Helm, HelmConfig, HelmError, HelmObserver, Operation, RecoveryAction,
+    ReleaseState, Uninstalled, UpgradeRequest,
+};
+
+const NS: &str = "demo";
+/// Bound on any single wait in these tests.
+const BOUND: Duration = Duration::from_secs(60);
+
+fn helm_bin() -> PathBuf {
+    let p = Path::new(env!("CARGO_MANIFEST_DIR")).join("../.tools/bin/helm");
+    assert!(
+        p.exists(),
+        "{} is missing: run ops/setup.sh to install the pinned helm",
+        p.display()
+    );
+    p
+}
+
+/// A kube-sim with namespace `demo`, a chart, and a detected driver whose helm keeps its
+/// caches in a temp HOME.
+struct Env {
+    sim: KubeSim,
+    home: tempfile::TempDir,
+    chart: PathBuf,
+    helm: Helm,
+}
+
+impl Env {
+    async fn start() -> Self {
+        Self::start_with(kube_sim::Config::default()).await
+    }
+
+    async fn start_with(config: kube_sim::Config) -> Self {
+        let sim = KubeSim::start(config).await.expect("start kube-sim");
+        let namespaces = kube_sim::resources::find("", "v1", "namespaces").unwrap();
+        sim.store()
+            .create(namespaces, "", json!({"metadata": {"name": NS}}))
+            .expect("create namespace");
+        let home = tempfile::tempdir().unwrap();
+        let chart = home.path().join("web");
+        write_chart(&chart);
+        let mut config = HelmConfig::new(helm_bin());
+        config.kubeconfig = Some(sim.kubeconfig_path().to_owned());
+        config.timeout = BOUND;
+        config.env = helm_env(home.path());
+        let helm = Helm::detect(config).await.expect("detect helm");
+        Self {
+            sim,
+            home,
+            chart,
+            helm,
+        }
+    }
+
+    fn request<'a>(&'a self, release: &'a str, values: &'a Value) -> UpgradeRequest<'a> {
+        UpgradeRequest::new(release, NS, &self.chart, values)
+    }
+
+    async fn install(&self, release: &str, values: Value) -> worker::helm::ReleaseStatus {
+        self.helm
+            .upgrade_install(&self.request(release, &values))
+            .await
+            .unwrap_or_else(|e| panic!("upgrade {release}: {e}"))
+    }
+
+    fn get(&self, plural: &str, name: &str) -> Option<Value> {
+        let res = kube_sim::resources::find(
+            if plural == "deployments" { "apps" } else { "" },
+            "v1",
+            plural,
+        )
+        .unwrap();
+        self.sim.store().get(res, NS, name).ok()
+    }
+
+    fn greeting(&self, release: &str) -> String {
+        let cm = self
+            .get("configmaps", &format!("{release}-cfg"))
+            .expect("configmap");
+        cm["data"]["greeting"].as_str().unwrap().to_owned()
+    }
+
+    /// A helm command run outside the driver (the "crashing" helm of the recovery tests).
+    fn raw_helm(&self, args: &[&str]) -> tokio::process::Command {
+        let mut cmd = tokio::process::Command::new(helm_bin());
+        cmd.arg("--kubeconfig")
+            .arg(self.sim.kubeconfig_path())
+            .args(args)
+            .envs(helm_env(self.home.path()))
+            .stdin(std::process::Stdio::null())
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .kill_on_drop(true);
+        cmd
+    }
+
+    /// Waits (event-driven, bounded) until helm's storage Secret of `release` revision `rev`
+    /// carries the `status` label `status`.
+    async fn wait_for_revision_status(&self, release: &str, rev: u32, status: &str) {
+        let secrets = kube_sim::resources::find("", "v1", "secrets").unwrap();
+        let name = format!("sh.helm.release.v1.{release}.v{rev}");
+        let store = self.sim.store();
+        let mut changes = store.subscribe();
+        let found = tokio::time::timeout(BOUND, async {
+            loop {
+                if let Ok(secret) = store.get(secrets, NS, &name) {
+                    if secret["metadata"]["labels"]["status"] == status {
+                        return;
+                    }
+                }
+                changes.changed().await.expect("kube-sim store open");
+            }
+        })
+        .await;
+        assert!(found.is_ok(), "{name} never reached status {status}");
+    }
+}
+
+fn helm_env(home: &Path) -> Vec<(String, String)> {
+    let p = |sub: &str| home.join(sub).to_string_lossy().into_owned();
+    vec![
+        ("HOME".into(), home.to_string_lossy().into_owned()),
+        ("HELM_CACHE_HOME".into(), p("helm-cache")),
+        ("HELM_CONFIG_HOME".into(), p("helm-config")),
+        ("HELM_DATA_HOME".into(), p("helm-data")),
+    ]
+}
+
+/// A ConfigMap (greeting from values), a Deployment (image from values) and a Service; the
+/// template fails on purpose when `explode` is set.
+fn write_chart(dir: &Path) {
+    std::fs::create_dir_all(dir.join("templates")).unwrap();
+    let files = [
+        ("Chart.yaml", "apiVersion: v2\nname: web\nversion: 0.1.0\nappVersion: \"1.0\"\n"),
+        ("values.yaml", "greeting: hello\nimage: nginx:1\nreplicas: 1\n"),
+        (
+            "templates/configmap.yaml",
+            "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: {{ .Release.Name }}-cfg\ndata:\n  greeting: {{ .Values.greeting | quote }}\n",
+        ),
+        (
+            "templates/deployment.yaml",
+            "apiVersion: apps/v1\nkind: Deployment\nmetadata:\n  name: {{ .Release.Name }}-web\nspec:\n  replicas: {{ .Values.replicas }}\n  selector:\n    matchLabels:\n      app: {{ .Release.Name }}\n  template:\n    metadata:\n      labels:\n        app: {{ .Release.Name }}\n    spec:\n      containers:\n      - name: web\n        image: {{ .Values.image }}\n        ports:\n        - containerPort: 8080\n",
+        ),
+        (
+            "templates/service.yaml",
+            "apiVersion: v1\nkind: Service\nmetadata:\n  name: {{ .Release.Name }}-svc\nspec:\n  selector:\n    app: {{ .Release.Name }}\n  ports:\n  - name: http\n    port: 80\n    targetPort: 8080\n",
+        ),
+        (
+            "templates/explode.yaml",
+            "{{- if .Values.explode }}{{ fail \"explode was set: this chart refuses to render\" }}{{- end }}\n",
+        ),
+    ];
+    for (path, body) in files {
+        std::fs::write(dir.join(path), body).unwrap();
+    }
+}
+
+/// Records the operation names the driver reports.
+#[derive(Default)]
+struct Recorder(Mutex<Vec<(Operation, bool)>>);
+
+impl HelmObserver for Recorder {
+    fn observe(&self, operation: Operation, _elapsed: Duration, outcome: Result<(), &HelmError>) {
+        self.0.lock().unwrap().push((operation, outcome.is_ok()));
+    }
+}
+
+/// Live processes (not zombies) whose command line mentions `needle`.
+fn processes_mentioning(needle: &str) -> Vec<String> {
+    let mut found = Vec::new();
+    for entry in std::fs::read_dir("/proc").unwrap().flatten() {
+        let path = entry.path();
+        let Ok(cmdline) = std::fs::read(path.join("cmdline")) else {
+            continue;
+        };
+        let cmdline = String::from_utf8_lossy(&cmdline).replace('\0', " ");
+        let zombie = std::fs::read_to_string(path.join("stat"))
+            .ok()
+            .and_then(|s| {
+                s.rsplit_once(')')
+                    .map(|(_, r)| r.trim_start().starts_with('Z'))
+            })
+            .unwrap_or(true);
+        if cmdline.contains(needle) && !zombie {
+            found.push(format!(
+                "{}: {cmdline}",
+                entry.file_name().to_string_lossy()
+            ));
+        }
+    }
+    found
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn detects_the_installed_helm() {
+    let env = Env::start().await;
+    let v = env.helm.version();
+    assert!(
+        v.major == 4 || (v.major == 3 && v.minor >= 14),
+        "unexpected helm {v}"
+    );
+    assert_eq!(
+        v.to_string(),
+        format!("v{}.{}.{}", v.major, v.minor, v.patch)
+    );
+    assert!(v.raw.starts_with(&v.to_string()), "{v:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn release_life_cycle() {
+    let recorder = Arc::new(Recorder::default());
+    let mut env = Env::start().await;
+    env.helm = env.helm.clone().with_observer(recorder.clone());
+    let helm = &env.helm;
+
+    assert_eq!(helm.status("rel", NS).await.unwrap(), None);
+    assert!(helm.history("rel", NS).await.unwrap().is_empty());
+
+    // Install, waiting for the Deployment to be ready.
+    let v1 = json!({"greeting": "one"});
+    let mut req = env.request("rel", &v1);
+    req.wait = Some(Duration::from_secs(30));
+    let st = helm.upgrade_install(&req).await.unwrap();
+    assert_eq!((st.revision, &st.status), (1, &ReleaseState::Deployed));
+    assert_eq!((st.name.as_str(), st.namespace.as_str()), ("rel", NS));
+    assert_eq!(st.chart, "web-0.1.0");
+    assert_eq!(st.app_version, "1.0");
+    assert_eq!(st.description, "Install complete");
+    assert_eq!(env.greeting("rel"), "one");
+    let deploy = env.get("deployments", "rel-web").unwrap();
+    assert_eq!(deploy["status"]["readyReplicas"], 1, "{deploy}");
+
+    // Upgrade with changed values.
+    let v2 = json!({"greeting": "two", "nested": {"list": [1, 2], "flag": true}});
+    let st = env.install("rel", v2.clone()).await;
+    assert_eq!((st.revision, &st.status), (2, &ReleaseState::Deployed));
+    assert_eq!(env.greeting("rel"), "two");
+    assert_eq!(helm.status("rel", NS).await.unwrap(), Some(st));
+
+    let history = helm.history("rel", NS).await.unwrap();
+    let states: Vec<_> = history
+        .iter()
+        .map(|h| (h.revision, h.status.clone()))
+        .collect();
+    assert_eq!(
+        states,
+        [(1, ReleaseState::Superseded), (2, ReleaseState::Deployed)]
+    );
+    assert!(history.iter().all(|h| !h.updated.is_empty()));
+
+    let manifest = helm.manifest("rel", NS, None).await.unwrap();
+    for needle in [
+        "kind: ConfigMap",
+        "name: rel-cfg",
+        "greeting: \"two\"",
+        "kind: Deployment",
+        "name: rel-web",
+        "kind: Service",
+        "name: rel-svc",
+    ] {
+        assert!(manifest.contains(needle), "{needle} not in {manifest}");
+    }
+    let old = helm.manifest("rel", NS, Some(1)).await.unwrap();
+    assert!(old.contains("greeting: \"one\""), "{old}");
+
+    // Values round-trip, per revision, and computed with the chart defaults.
+    assert_eq!(helm.values("rel", NS, None, false).await.unwrap(), v2);
+    assert_eq!(helm.values("rel", NS, Some(1), false).await.unwrap(), v1);
+    let all = helm.values("rel", NS, None, true).await.unwrap();
+    assert_eq!(all["image"], "nginx:1");
+    assert_eq!(all["greeting"], "two");
+    assert_eq!(all["nested"]["list"], json!([1, 2]));
+
+    // Rollback to 1 makes revision 3 with revision 1's content.
+    helm.rollback("rel", NS, 1, Some(Duration::from_secs(30)))
+        .await
+        .unwrap();
+    let st = helm.status("rel", NS).await.unwrap().unwrap();
+    assert_eq!((st.revision, &st.status), (3, &ReleaseState::Deployed));
+    assert_eq!(st.description, "Rollback to 1");
+    assert_eq!(env.greeting("rel"), "one");
+    assert_eq!(helm.values("rel", NS, None, false).await.unwrap(), v1);
+    assert_eq!(helm.history("rel", NS).await.unwrap().len(), 3);
+
+    // Upgrading with no values resets to the chart's defaults (nothing carried over).
+    let st = env.install("rel", Value::Null).await;
+    assert_eq!(st.revision, 4);
+    assert_eq!(env.greeting("rel"), "hello");
+    assert_eq!(
+        helm.values("rel", NS, None, false).await.unwrap(),
+        json!({})
+    );
+
+    // Reads of what does not exist.
+    let err = helm.manifest("rel", NS, Some(42)).await.unwrap_err();
+    assert!(matches!(err, HelmError::ReleaseNotFound { .. }), "{err}");
+    let err = helm.manifest("nope", NS, None).await.unwrap_err();
+    assert!(err.to_string().contains("demo/nope"), "{err}");
+    let err = helm.rollback("rel", NS, 42, None).await.unwrap_err();
+    assert!(!err.is_transient(), "{err}");
+    assert!(
+        err.to_string()
+            .contains("helm rollback of release demo/rel"),
+        "{err}"
+    );
+
+    let ops: Vec<&str> = recorder
+        .0
+        .lock()
+        .unwrap()
+        .iter()
+        .map(|(op, _)| op.as_str())
+        .collect();
+    for op in [
+        "upgrade", "status", "history", "manifest", "values", "rollback",
+    ] {
+        assert!(ops.contains(&op), "{op} not observed in {ops:?}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn uninstall_twice_reports_not_found() {
+    let env = Env::start().await;
+    env.install("gone", json!({})).await;
+    assert!(env.get("configmaps", "gone-cfg").is_some());
+    let first = env
+        .helm
+        .uninstall("gone", NS, Some(Duration::from_secs(30)))
+        .await
+        .unwrap();
+    assert_eq!(first, Uninstalled::Removed);
+    assert!(env.get("configmaps", "gone-cfg").is_none());
+    assert!(env.get("services", "gone-svc").is_none());
+    assert_eq!(env.helm.status("gone", NS).await.unwrap(), None);
+    let second = env.helm.uninstall("gone", NS, None).await.unwrap();
+    assert_eq!(second, Uninstalled::NotFound);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn timeout_kills_helm_promptly() {
+    let env = Env::start().await;
+    env.sim.faults().set(FaultConfig {
+        latency: Duration::from_secs(10),
+        ..FaultConfig::default()
+    });
+    let values = json!({"greeting": "slow"});
+    let mut req = env.request("slow-release-xyz", &values);
+    let limit = Duration::from_millis(500);
+    req.timeout = Some(limit);
+    let started = Instant::now();
+    let err = env.helm.upgrade_install(&req).await.unwrap_err();
+    let took = started.elapsed();
+    assert!(
+        matches!(err, HelmError::TimedOut { operation: Operation::Upgrade, after, .. } if after == limit),
+        "{err}"
+    );
+    assert!(err.is_transient());
+    assert!(took < Duration::from_secs(3), "returned after {took:?}");
+    assert!(
+        err.to_string().contains(
+            "helm upgrade --install of release demo/slow-release-xyz did not finish within 500ms"
+        ),
+        "{err}"
+    );
+    let left = processes_mentioning("slow-release-xyz");
+    assert!(left.is_empty(), "helm survived: {left:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn template_error_is_a_permanent_failure_with_helms_message() {
+    let env = Env::start().await;
+    let values = json!({"explode": true});
+    let err = env
+        .helm
+        .upgrade_install(&env.request("bad", &values))
+        .await
+        .unwrap_err();
+    match &err {
+        HelmError::Failed {
+            operation,
+            kind,
+            exit_code,
+            stderr,
+            ..
+        } => {
+            assert_eq!(*operation, Operation::Upgrade);
+            assert_eq!(*kind, FailureKind::Permanent);
+            assert_eq!(*exit_code, Some(1));
+            assert!(stderr.contains("explode was set"), "{stderr}");
+        }
+        other => panic!("expected Failed, got {other:?}"),
+    }
+    assert!(!err.is_transient());
+    let msg = err.to_string();
+    assert!(
+        msg.starts_with("helm upgrade --install of release demo/bad failed (exit code 1): ")
+            && msg.contains("explode was set: this chart refuses to render"),
+        "{msg}"
+    );
+    // Nothing was recorded for a chart that does not render.
+    assert_eq!(env.helm.status("bad", NS).await.unwrap(), None);
+
+    // Refused before helm runs.
+    let err = env
+        .helm
+        .upgrade_install(&env.request("bad", &json!(["not", "a", "map"])))
+        .await
+        .unwrap_err();
+    assert!(matches!(err, HelmError::InvalidRequest { .. }), "{err}");
+    let err = env.helm.status("--all", NS).await.unwrap_err();
+    assert!(matches!(err, HelmError::InvalidRequest { .. }), "{err}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn failed_rollout_rolls_back_to_the_previous_revision() {
+    let env = Env::start_with(kube_sim::Config {
+        never_ready_images: vec!["broken".into()],
+        rollout_delay: Duration::from_millis(200),
+        ..kube_sim::Config::default()
+    })
+    .await;
+    let good = json!({"image": "nginx:1"});
+    let mut req = env.request("roll", &good);
+    req.wait = Some(Duration::from_secs(30));
+    req.rollback_on_failure = true;
+    let st = env.helm.upgrade_install(&req).await.unwrap();
+    assert_eq!((st.revision, &st.status), (1, &ReleaseState::Deployed));
+
+    let bad = json!({"image": "registry.example/broken:2", "greeting": "bad"});
+    let mut req = env.request("roll", &bad);
+    req.wait = Some(Duration::from_secs(3));
+    req.rollback_on_failure = true;
+    let started = Instant::now();
+    let err = env.helm.upgrade_install(&req).await.unwrap_err();
+    assert!(started.elapsed() < Duration::from_secs(30));
+    assert!(
+        matches!(
+            err,
+            HelmError::Failed {
+                kind: FailureKind::Rollout,
+                ..
+            }
+        ),
+        "{err:?}"
+    );
+    assert!(!err.is_transient());
+    assert!(err.to_string().contains("roll-web"), "{err}");
+
+    let st = env.helm.status("roll", NS).await.unwrap().unwrap();
+    assert_eq!(
+        (st.revision, &st.status),
+        (3, &ReleaseState::Deployed),
+        "{st:?}"
+    );
+    let history = env.helm.history("roll", NS).await.unwrap();
+    assert_eq!(history[1].status, ReleaseState::Failed);
+    let deploy = env.get("deployments", "roll-web").unwrap();
+    assert_eq!(
+        deploy["spec"]["template"]["spec"]["containers"][0]["image"],
+        "nginx:1"
+    );
+    assert_eq!(env.greeting("roll"), "hello");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn recovers_a_release_left_pending_upgrade() {
+    let env = Env::start().await;
+    env.install("stuck", json!({"greeting": "one"})).await;
+
+    // A helm upgrade that hangs on ConfigMap requests, killed once its revision is pending.
+    env.sim.faults().set(FaultConfig {
+        latency: Duration::from_secs(1),
+        latency_path: Some("/configmaps".into()),
+        ..FaultConfig::default()
+    });
+    let chart = env.chart.to_string_lossy().into_owned();
+    let mut crashing = env
+        .raw_helm(&[
+            "upgrade",
+            "--install",
+            "stuck",
+            &chart,
+            "-n",
+            NS,
+            "--set",
+            "greeting=two",
+        ])
+        .spawn()
+        .unwrap();
+    env.wait_for_revision_status("stuck", 2, "pending-upgrade")
+        .await;
+    crashing.start_kill().unwrap();
+    crashing.wait().await.unwrap();
+
+    let st = env.helm.status("stuck", NS).await.unwrap().unwrap();
+    assert_eq!(
+        (st.revision, &st.status),
+        (2, &ReleaseState::PendingUpgrade)
+    );
+    let values = json!({"greeting": "three"});
+    let err = env
+        .helm
+        .upgrade_install(&env.request("stuck", &values))
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(err, HelmError::OperationInProgress { .. }) && err.is_transient(),
+        "{err}"
+    );
+
+    let recovery = env
+        .helm
+        .recover_pending("stuck", NS)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(recovery.pending_revision, 2);
+    assert_eq!(recovery.pending_state, ReleaseState::PendingUpgrade);
+    assert_eq!(
+        recovery.action,
+        RecoveryAction::RolledBack {
+            to_revision: 1,
+            new_revision: 3
+        }
+    );
+    env.sim.faults().set(FaultConfig::default());
+    let st = env.helm.status("stuck", NS).await.unwrap().unwrap();
+    assert_eq!((st.revision, &st.status), (3, &ReleaseState::Deployed));
+    assert_eq!(env.helm.recover_pending("stuck", NS).await.unwrap(), None);
+
+    let st = env.install("stuck", values).await;
+    assert_eq!((st.revision, &st.status), (4, &ReleaseState::Deployed));
+    assert_eq!(env.greeting("stuck"), "three");
+    // Nothing pending any more, even though helm keeps revision 2's stale state.
+    assert_eq!(env.helm.recover_pending("stuck", NS).await.unwrap(), None);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn recovers_a_release_left_pending_install() {
+    let env = Env::start().await;
+    env.sim.faults().set(FaultConfig {
+        latency: Duration::from_secs(1),
+        latency_path: Some("/configmaps".into()),
+        ..FaultConfig::default()
+    });
+    let chart = env.chart.to_string_lossy().into_owned();
+    let mut crashing = env
+        .raw_helm(&["upgrade", "--install", "fresh", &chart, "-n", NS])
+        .spawn()
+        .unwrap();
+    env.wait_for_revision_status("fresh", 1, "pending-install")
+        .await;
+    crashing.start_kill().unwrap();
+    crashing.wait().await.unwrap();
+
+    let recovery = env
+        .helm
+        .recover_pending("fresh", NS)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(recovery.pending_revision, 1);
+    assert_eq!(recovery.pending_state, ReleaseState::PendingInstall);
+    assert_eq!(recovery.action, RecoveryAction::Uninstalled);
+    assert!(recovery.to_string().contains("uninstalled"), "{recovery}");
+    env.sim.faults().set(FaultConfig::default());
+    assert_eq!(env.helm.status("fresh", NS).await.unwrap(), None);
+
+    let st = env.install("fresh", json!({"greeting": "again"})).await;
+    assert_eq!((st.revision, &st.status), (1, &ReleaseState::Deployed));
+    assert_eq!(env.greeting("fresh"), "again");
+}
