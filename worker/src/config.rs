@@ -20,7 +20,7 @@ pub struct Cli {
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Run the worker: consume Keptn events from JetStream and answer them.
-    Run(RunConfig),
+    Run(Box<RunConfig>),
     /// Publish one Keptn event (a CloudEvent JSON file) and print the replies to it:
     /// a quick way to try a deployment by hand or check a running installation.
     Send(SendConfig),

@@ -42,7 +42,7 @@ pub fn main_with(handlers: impl Into<app::Handlers>) -> std::process::ExitCode {
             telemetry::init(run_config.log_format);
             runtime.block_on(async {
                 let shutdown = shutdown::on_signal()?;
-                app::run(run_config, handlers, shutdown).await
+                app::run(*run_config, handlers, shutdown).await
             })
         }
         config::Command::Send(send_config) => runtime.block_on(send::send(send_config)),

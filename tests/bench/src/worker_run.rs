@@ -69,7 +69,7 @@ impl InProcessWorker {
         };
         let registry = Registry::new().with(TaskKind::Deployment, NoOp);
         let shutdown = CancellationToken::new();
-        let mut task = tokio::spawn(worker::app::run(config, registry, shutdown.clone()));
+        let mut task = tokio::spawn(worker::app::run(*config, registry, shutdown.clone()));
 
         let end = Instant::now() + Duration::from_secs(30);
         loop {

@@ -5,9 +5,8 @@
 use std::path::PathBuf;
 use std::time::Duration;
 
-use system_tests::env::TestEnv;
+use system_tests::deploy_env::DeployEnv;
 use system_tests::events::triggered;
-use system_tests::worker_process::WorkerProcess;
 
 /// `target/<profile>/helm-service`, built by cargo for the worker crate's own
 /// integration tests (and by `ops/test.sh`).
@@ -24,14 +23,12 @@ fn helm_service_binary() -> PathBuf {
 
 #[tokio::test]
 async fn send_prints_the_replies_of_the_production_worker() -> anyhow::Result<()> {
-    let env = TestEnv::start().await?;
+    let deploy_env = DeployEnv::start(kube_sim::Config::default()).await?;
+    let env = &deploy_env.env;
     let binary = helm_service_binary();
-    let _worker = WorkerProcess::start(
-        env.worker(binary.to_str().unwrap()),
-        env.dir.path(),
-        "worker",
-    )
-    .await?;
+    let _worker = deploy_env
+        .start_worker(deploy_env.worker_spec(), "worker")
+        .await?;
 
     let event_file = env.dir.path().join("event.json");
     let event = triggered(
