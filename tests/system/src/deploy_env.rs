@@ -223,3 +223,95 @@ fn run(command: &mut std::process::Command) -> anyhow::Result<Output> {
         }
     }
 }
+
+/// A deployment.triggered event for `service` in project `shop`, stage `dev`.
+pub fn deployment_event(id: &str, service: &str, strategy: &str, values: Value) -> Value {
+    serde_json::json!({
+        "specversion": "1.0",
+        "id": id,
+        "source": "shipyard-controller",
+        "type": "sh.keptn.event.deployment.triggered",
+        "datacontenttype": "application/json",
+        "shkeptncontext": "a3e5f16d-8888-4720-82c7-6995062905c1",
+        "data": {
+            "project": "shop", "stage": "dev", "service": service,
+            "configurationChange": {"values": values},
+            "deployment": {"deploymentstrategy": strategy, "deploymentURIsLocal": ["http://from-event:1"]}
+        }
+    })
+}
+
+impl DeployEnv {
+    /// Publishes `event` and returns its one `.finished` reply (asserting one `.started`).
+    pub async fn deploy(&self, event: &Value, deadline: Duration) -> anyhow::Result<Value> {
+        crate::events::publish(&self.env.js, event).await?;
+        let id = event["id"].as_str().unwrap_or_default().to_owned();
+        let replies = self
+            .env
+            .wait_replies(deadline, |r| !r.of(&id, "finished").is_empty())
+            .await?;
+        let finished = replies.of(&id, "finished");
+        anyhow::ensure!(finished.len() == 1, "one finished for {id}: {finished:#?}");
+        anyhow::ensure!(
+            replies.of(&id, "started").len() == 1,
+            "one started for {id}"
+        );
+        Ok(finished[0].clone())
+    }
+
+    /// Puts raw bytes where the chart of `service` (shop/dev) is read from, bypassing
+    /// `charts push`'s checks: how a broken or hostile archive reaches the worker.
+    pub async fn put_raw_chart(&self, service: &str, bytes: Vec<u8>) -> anyhow::Result<()> {
+        let store = match self.env.js.get_object_store("helm-service-charts").await {
+            Ok(store) => store,
+            Err(_) => {
+                self.env
+                    .js
+                    .create_object_store(async_nats::jetstream::object_store::Config {
+                        bucket: "helm-service-charts".into(),
+                        ..Default::default()
+                    })
+                    .await?
+            }
+        };
+        let mut reader: &[u8] = &bytes;
+        store
+            .put(
+                format!("shop/dev/{service}/helm/{service}.tgz").as_str(),
+                &mut reader,
+            )
+            .await?;
+        Ok(())
+    }
+}
+
+/// The image of a Deployment's first container.
+pub fn image_of(deployment: &Deployment) -> String {
+    deployment
+        .spec
+        .as_ref()
+        .and_then(|s| s.template.spec.as_ref())
+        .and_then(|s| s.containers.first())
+        .and_then(|c| c.image.clone())
+        .unwrap_or_default()
+}
+
+/// Copies the example chart to `dir/<name>` and adds `extra` template files.
+pub fn example_chart_with(dir: &Path, extra: &[(&str, &str)]) -> anyhow::Result<PathBuf> {
+    let target = dir.join("hello");
+    std::fs::create_dir_all(target.join("templates"))?;
+    let source = example_chart();
+    for file in [
+        "Chart.yaml",
+        "values.yaml",
+        "values.schema.json",
+        "templates/deployment.yaml",
+        "templates/service.yaml",
+    ] {
+        std::fs::copy(source.join(file), target.join(file))?;
+    }
+    for (path, content) in extra {
+        std::fs::write(target.join(path), content)?;
+    }
+    Ok(target)
+}

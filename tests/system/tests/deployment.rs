@@ -5,8 +5,7 @@ use std::time::Duration;
 
 use kube_sim::Config as SimConfig;
 use serde_json::{json, Value};
-use system_tests::deploy_env::{example_chart, DeployEnv};
-use system_tests::events::publish;
+use system_tests::deploy_env::{deployment_event, example_chart, image_of, DeployEnv};
 
 const WAIT: Duration = Duration::from_secs(90);
 const NS: &str = "shop-dev";
@@ -19,45 +18,12 @@ fn sim() -> SimConfig {
     }
 }
 
-/// A deployment.triggered event for `service` in shop/dev.
 fn deployment(id: &str, service: &str, strategy: &str, values: Value) -> Value {
-    json!({
-        "specversion": "1.0",
-        "id": id,
-        "source": "shipyard-controller",
-        "type": "sh.keptn.event.deployment.triggered",
-        "datacontenttype": "application/json",
-        "shkeptncontext": "a3e5f16d-8888-4720-82c7-6995062905c1",
-        "data": {
-            "project": "shop", "stage": "dev", "service": service,
-            "configurationChange": {"values": values},
-            "deployment": {"deploymentstrategy": strategy, "deploymentURIsLocal": ["http://from-event:1"]}
-        }
-    })
+    deployment_event(id, service, strategy, values)
 }
 
-/// Publishes `event` and returns its `.finished` reply.
 async fn deploy(env: &DeployEnv, event: &Value) -> anyhow::Result<Value> {
-    publish(&env.env.js, event).await?;
-    let id = event["id"].as_str().unwrap().to_owned();
-    let replies = env
-        .env
-        .wait_replies(WAIT, |r| !r.of(&id, "finished").is_empty())
-        .await?;
-    let finished = replies.of(&id, "finished");
-    assert_eq!(finished.len(), 1, "one finished for {id}");
-    assert_eq!(replies.of(&id, "started").len(), 1, "one started for {id}");
-    Ok(finished[0].clone())
-}
-
-fn image_of(deployment: &k8s_openapi::api::apps::v1::Deployment) -> String {
-    deployment
-        .spec
-        .as_ref()
-        .and_then(|s| s.template.spec.as_ref())
-        .and_then(|s| s.containers.first())
-        .and_then(|c| c.image.clone())
-        .unwrap_or_default()
+    env.deploy(event, WAIT).await
 }
 
 #[tokio::test]

