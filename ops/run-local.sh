@@ -1,8 +1,10 @@
 #!/usr/bin/env bash
 # The main job on embedded defaults, end to end on this machine:
-# installs the pinned tools, builds helm-service, starts a private nats-server with
-# JetStream, starts the worker, publishes ops/examples/deployment-triggered.json and
-# prints the replies (started, finished). Everything it starts is stopped on exit.
+# installs the pinned tools, builds helm-service and kube-sim, starts a private
+# nats-server with JetStream and kube-sim (the project's Kubernetes API emulator),
+# starts the worker, pushes the example chart (ops/examples/charts/hello), publishes
+# ops/examples/deployment-triggered.json, prints the replies (started, finished) and
+# `helm list`. Everything it starts is stopped on exit.
 #
 # Usage: ops/run-local.sh [EVENT.json]
 set -euo pipefail
@@ -12,9 +14,10 @@ EVENT="${1:-$ROOT/ops/examples/deployment-triggered.json}"
 "$ROOT/ops/setup.sh" >&2
 export PATH="$ROOT/.tools/bin:$PATH"
 
-echo "building helm-service (release)..." >&2
-cargo build --release --quiet -p helm-service --manifest-path "$ROOT/Cargo.toml"
+echo "building helm-service and kube-sim (release)..." >&2
+cargo build --release --quiet -p helm-service -p kube-sim --bin helm-service --bin kube-sim --manifest-path "$ROOT/Cargo.toml"
 BIN="$ROOT/target/release/helm-service"
+SIM="$ROOT/target/release/kube-sim"
 
 WORK="$(mktemp -d "${TMPDIR:-/tmp}/helm-service-local.XXXXXX")"
 PIDS=()
@@ -45,7 +48,24 @@ while True:
             raise
         time.sleep(0.05)
 PY
-"$BIN" run --nats-url "$NATS_URL" --http-addr "127.0.0.1:$HTTP_PORT" >"$WORK/worker.log" 2>&1 &
+# kube-sim stands in for a cluster; helm and the worker reach it through its kubeconfig.
+KUBECONFIG="$WORK/kubeconfig.json"
+"$SIM" --kubeconfig-out "$KUBECONFIG" --rollout-delay-ms 500 >"$WORK/kube-sim.log" 2>&1 &
+PIDS+=($!)
+for _ in $(seq 1 150); do [ -s "$KUBECONFIG" ] && break; sleep 0.1; done
+[ -s "$KUBECONFIG" ] || { echo "kube-sim did not start:" >&2; tail -n 20 "$WORK/kube-sim.log" >&2; exit 1; }
+export KUBECONFIG
+# helm keeps its cache and config in the work dir, not in the user's home.
+export HELM_CACHE_HOME="$WORK/helm/cache" HELM_CONFIG_HOME="$WORK/helm/config" HELM_DATA_HOME="$WORK/helm/data"
+
+PROJECT="$(python3 -c 'import json,sys; print(json.load(open(sys.argv[1]))["data"]["project"])' "$EVENT")"
+STAGE="$(python3 -c 'import json,sys; print(json.load(open(sys.argv[1]))["data"]["stage"])' "$EVENT")"
+SERVICE="$(python3 -c 'import json,sys; print(json.load(open(sys.argv[1]))["data"]["service"])' "$EVENT")"
+"$BIN" charts --nats-url "$NATS_URL" push --project "$PROJECT" --stage "$STAGE" --service "$SERVICE" \
+  "$ROOT/ops/examples/charts/hello" >&2
+
+"$BIN" run --nats-url "$NATS_URL" --http-addr "127.0.0.1:$HTTP_PORT" \
+  --helm-bin "$ROOT/.tools/bin/helm" --kubeconfig "$KUBECONFIG" >"$WORK/worker.log" 2>&1 &
 PIDS+=($!)
 
 # Wait (bounded) until the worker is bound to JetStream.
@@ -63,6 +83,9 @@ PY
 echo "worker ready (metrics on http://127.0.0.1:$HTTP_PORT/metrics); publishing $EVENT" >&2
 
 "$BIN" send --nats-url "$NATS_URL" --file "$EVENT" --wait 120s
+echo
+echo "helm list -A:"
+helm list -A
 echo >&2
 echo "worker log:" >&2
 tail -n 20 "$WORK/worker.log" >&2
