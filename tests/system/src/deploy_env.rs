@@ -34,13 +34,16 @@ pub fn helm_bin() -> PathBuf {
     path
 }
 
-/// `target/<profile>/helm-service`: the test executable runs from `target/<profile>/deps`.
+/// `target/<profile>/helm-service`: tests run from `target/<profile>/deps`, benchmark
+/// binaries from `target/<profile>`.
 pub fn helm_service_bin() -> PathBuf {
-    let exe = std::env::current_exe().expect("test executable path");
-    let profile_dir = exe
-        .parent()
-        .and_then(Path::parent)
-        .expect("target/<profile>/deps/<test>");
+    let exe = std::env::current_exe().expect("executable path");
+    let dir = exe.parent().expect("executable directory");
+    let profile_dir = if dir.ends_with("deps") {
+        dir.parent().expect("target/<profile>")
+    } else {
+        dir
+    };
     let binary = profile_dir.join("helm-service");
     assert!(
         binary.exists(),

@@ -99,7 +99,7 @@ mod tests {
         let project = "p".repeat(30);
         let names = ReleaseNames::new(&project, "production", "carts").unwrap();
         assert_eq!(names.user, "production-carts");
-        let stage = "s".repeat(30);
+        let stage = "s".repeat(40);
         let names = ReleaseNames::new("shop", &stage, "carts").unwrap();
         assert_eq!(names.user, "carts");
         let service = format!("{}-x", "a".repeat(41));
