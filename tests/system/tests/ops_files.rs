@@ -136,6 +136,8 @@ fn readme_env_vars() -> Vec<String> {
     let names: Vec<String> = read("README.md")
         .lines()
         .filter(|l| l.starts_with("| `--"))
+        // Optional settings (no default) are left to `extraEnv`.
+        .filter(|l| l.split('|').nth(3).map(str::trim) != Some("—"))
         .filter_map(|l| l.split('|').nth(2))
         .map(|cell| cell.trim().trim_matches('`').to_owned())
         .filter(|name| !name.is_empty())
