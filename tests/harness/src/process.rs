@@ -42,6 +42,34 @@ pub(crate) fn harness_tempdir(prefix: &str) -> anyhow::Result<TempDir> {
     Ok(dir)
 }
 
+/// Runs a short-lived command (helm, kubectl, the worker's CLI) to completion with its output
+/// captured, killing it and failing when it overruns `timeout`. Blocking: tests whose
+/// runtime serves the command (an in-process kube-sim) call it from `spawn_blocking`.
+pub fn run_with_timeout(
+    command: &mut std::process::Command,
+    timeout: Duration,
+) -> anyhow::Result<std::process::Output> {
+    let child = command
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .with_context(|| format!("spawning {command:?}"))?;
+    let pid = Pid::from_raw(child.id() as i32);
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let _ = tx.send(child.wait_with_output());
+    });
+    match rx.recv_timeout(timeout) {
+        Ok(output) => Ok(output?),
+        Err(_) => {
+            // Not reaped yet (the waiter still blocks in wait), so the pid is still our child.
+            let _ = signal::kill(pid, Signal::SIGKILL);
+            bail!("{command:?} did not finish within {timeout:?}")
+        }
+    }
+}
+
 /// A TCP port on 127.0.0.1 that was free a moment ago.
 ///
 /// Ports already returned by this function in this process are never returned again, so two

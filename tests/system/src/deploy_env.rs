@@ -204,27 +204,7 @@ impl DeployEnv {
 
 /// Runs a command to completion with [`TOOL_TIMEOUT`], killing it when it overruns.
 fn run(command: &mut std::process::Command) -> anyhow::Result<Output> {
-    use std::process::Stdio;
-    let child = command
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()?;
-    let pid = child.id();
-    let (tx, rx) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
-        let _ = tx.send(child.wait_with_output());
-    });
-    match rx.recv_timeout(TOOL_TIMEOUT) {
-        Ok(output) => Ok(output?),
-        Err(_) => {
-            let _ = nix::sys::signal::kill(
-                nix::unistd::Pid::from_raw(pid as i32),
-                nix::sys::signal::Signal::SIGKILL,
-            );
-            anyhow::bail!("{command:?} did not finish within {TOOL_TIMEOUT:?}")
-        }
-    }
+    test_harness::process::run_with_timeout(command, TOOL_TIMEOUT)
 }
 
 /// A deployment.triggered event for `service` in project `shop`, stage `dev`.

@@ -18,14 +18,6 @@ fn sim() -> SimConfig {
     }
 }
 
-fn deployment(id: &str, service: &str, strategy: &str, values: Value) -> Value {
-    deployment_event(id, service, strategy, values)
-}
-
-async fn deploy(env: &DeployEnv, event: &Value) -> anyhow::Result<Value> {
-    env.deploy(event, WAIT).await
-}
-
 #[tokio::test]
 async fn direct_deploys_user_chart_and_mesh_then_upgrades_then_skips_unchanged(
 ) -> anyhow::Result<()> {
@@ -33,7 +25,9 @@ async fn direct_deploys_user_chart_and_mesh_then_upgrades_then_skips_unchanged(
     env.push_chart(("shop", "dev", "hello"), &example_chart())?;
     let worker = env.start_worker(env.worker_spec(), "worker").await?;
 
-    let finished = deploy(&env, &deployment("d-1", "hello", "direct", json!({}))).await?;
+    let finished = env
+        .deploy(&deployment_event("d-1", "hello", "direct", json!({})), WAIT)
+        .await?;
     let data = &finished["data"];
     assert_eq!(data["status"], "succeeded", "{finished:#}");
     assert_eq!(data["result"], "pass");
@@ -77,16 +71,17 @@ async fn direct_deploys_user_chart_and_mesh_then_upgrades_then_skips_unchanged(
     );
 
     // A new image: merged into the stored chart, user release at revision 2.
-    let finished = deploy(
-        &env,
-        &deployment(
-            "d-2",
-            "hello",
-            "direct",
-            json!({"image": "ghcr.io/example/hello:1.1"}),
-        ),
-    )
-    .await?;
+    let finished = env
+        .deploy(
+            &deployment_event(
+                "d-2",
+                "hello",
+                "direct",
+                json!({"image": "ghcr.io/example/hello:1.1"}),
+            ),
+            WAIT,
+        )
+        .await?;
     assert_eq!(finished["data"]["status"], "succeeded", "{finished:#}");
     let user = env.deployment(NS, "hello").await?.expect("user Deployment");
     assert_eq!(image_of(&user), "ghcr.io/example/hello:1.1");
@@ -123,16 +118,17 @@ async fn direct_deploys_user_chart_and_mesh_then_upgrades_then_skips_unchanged(
     let before = worker
         .metric("helm_service_helm_operation_seconds_count{operation=\"upgrade\",outcome=\"ok\"}")
         .await?;
-    let finished = deploy(
-        &env,
-        &deployment(
-            "d-3",
-            "hello",
-            "direct",
-            json!({"image": "ghcr.io/example/hello:1.1"}),
-        ),
-    )
-    .await?;
+    let finished = env
+        .deploy(
+            &deployment_event(
+                "d-3",
+                "hello",
+                "direct",
+                json!({"image": "ghcr.io/example/hello:1.1"}),
+            ),
+            WAIT,
+        )
+        .await?;
     assert_eq!(finished["data"]["status"], "succeeded", "{finished:#}");
     assert!(
         finished["data"]["message"]
@@ -165,11 +161,12 @@ async fn blue_green_routes_all_traffic_to_the_canary_and_keeps_primary() -> anyh
     env.push_chart(("shop", "dev", "hello"), &example_chart())?;
     let _worker = env.start_worker(env.worker_spec(), "worker").await?;
 
-    let finished = deploy(
-        &env,
-        &deployment("bg-1", "hello", "blue_green_service", json!({})),
-    )
-    .await?;
+    let finished = env
+        .deploy(
+            &deployment_event("bg-1", "hello", "blue_green_service", json!({})),
+            WAIT,
+        )
+        .await?;
     let data = &finished["data"];
     assert_eq!(data["status"], "succeeded", "{finished:#}");
     assert_eq!(
@@ -215,16 +212,17 @@ async fn blue_green_routes_all_traffic_to_the_canary_and_keeps_primary() -> anyh
         Some("enabled")
     );
 
-    let finished = deploy(
-        &env,
-        &deployment(
-            "bg-2",
-            "hello",
-            "blue_green_service",
-            json!({"image": "ghcr.io/example/hello:2.0"}),
-        ),
-    )
-    .await?;
+    let finished = env
+        .deploy(
+            &deployment_event(
+                "bg-2",
+                "hello",
+                "blue_green_service",
+                json!({"image": "ghcr.io/example/hello:2.0"}),
+            ),
+            WAIT,
+        )
+        .await?;
     assert_eq!(finished["data"]["status"], "succeeded", "{finished:#}");
     let user = env.deployment(NS, "hello").await?.expect("canary");
     assert_eq!(image_of(&user), "ghcr.io/example/hello:2.0");
@@ -251,11 +249,12 @@ async fn user_managed_deploys_only_the_chart_and_reports_declared_endpoints() ->
         .await?;
     let _worker = env.start_worker(env.worker_spec(), "worker").await?;
 
-    let finished = deploy(
-        &env,
-        &deployment("um-1", "hello", "user_managed", json!({})),
-    )
-    .await?;
+    let finished = env
+        .deploy(
+            &deployment_event("um-1", "hello", "user_managed", json!({})),
+            WAIT,
+        )
+        .await?;
     let data = &finished["data"];
     assert_eq!(data["status"], "succeeded", "{finished:#}");
     assert_eq!(

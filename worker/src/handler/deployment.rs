@@ -21,6 +21,7 @@ use super::{Outcome, Steps, TaskError, TaskHandler};
 use crate::charts::archive::Chart;
 use crate::charts::values::deep_merge;
 use crate::charts::ChartLocation;
+use crate::cluster::StoredRevision;
 use crate::deploy::generated::{
     self, BlueGreenModel, GeneratedModel, GeneratedValues, MeshModel, Routing,
 };
@@ -129,7 +130,10 @@ impl Deployment<'_> {
     async fn run(&self, steps: &mut Steps<'_>) -> Result<Outcome, TaskError> {
         let (chart, commit) = self.prepare_chart().await?;
         let digest = chart.digest();
-        self.recover_stuck_releases().await?;
+        let mut stored = self.observe_releases().await?;
+        if self.recover_stuck_releases(&stored).await? {
+            stored = self.observe_releases().await?;
+        }
         let mut labels = BTreeMap::new();
         if self.strategy == DeploymentStrategy::BlueGreenService {
             labels.insert(ISTIO_INJECTION.0.to_owned(), ISTIO_INJECTION.1.to_owned());
@@ -139,7 +143,7 @@ impl Deployment<'_> {
             .ensure_namespace(&self.names.namespace, &labels)
             .await?;
 
-        if let Some(entry) = self.unchanged(&digest).await? {
+        if let Some(entry) = self.unchanged(&digest, &stored).await? {
             info!(release = %self.names.user, revision = entry.user_revision, "chart and values unchanged and the release is healthy: not running helm");
             self.platform.metrics.unchanged_deployments.inc();
             let message = format!(
@@ -153,14 +157,16 @@ impl Deployment<'_> {
         // helm call (absent when the user step was done by an earlier attempt).
         let mut manifest = None;
         let user: UserRelease = steps
-            .step("user-release", || self.upgrade_user(&chart, &mut manifest))
+            .step("user-release", || {
+                self.upgrade_user(&chart, stored.user_last_good(), &mut manifest)
+            })
             .await?;
         let generated: Option<GeneratedRelease> = match self.strategy {
             DeploymentStrategy::UserManaged => None,
             _ => Some(
                 steps
                     .step("generated-release", || {
-                        self.upgrade_generated(&user, manifest.take())
+                        self.upgrade_generated(&user, manifest.take(), stored.generated_exists())
                     })
                     .await?,
             ),
@@ -257,24 +263,40 @@ impl Deployment<'_> {
         })?;
         deep_merge(&mut values, &Value::Object(self.values_change.clone()));
         let merged = chart.with_values(&values);
-        if merged.digest() != chart.digest() {
+        if merged.files() != chart.files() {
             store.store(at, &merged.to_archive()).await?;
-            info!(chart = %at.object_name(), digest = %merged.digest(), "stored the chart with the merged values");
+            info!(chart = %at.object_name(), "stored the chart with the merged values");
         }
         Ok((merged, fetched.commit))
     }
 
+    /// Helm's storage of both releases: one metadata LIST each, read once per attempt
+    /// and shared by every decision below (nothing else changes them while we hold the
+    /// release's lease).
+    async fn observe_releases(&self) -> Result<StoredReleases, TaskError> {
+        let cluster = &self.platform.cluster;
+        let namespace = &self.names.namespace;
+        Ok(StoredReleases {
+            user: cluster
+                .release_revisions(namespace, &self.names.user)
+                .await?,
+            generated: cluster
+                .release_revisions(namespace, &self.names.generated)
+                .await?,
+        })
+    }
+
     /// A helm process killed mid-operation leaves its release `pending-*`, and helm
     /// then refuses every later operation. We hold the release's lease, so nobody else is
-    /// operating on it: whatever is pending is dead and is recovered here.
-    async fn recover_stuck_releases(&self) -> Result<(), TaskError> {
-        for release in [&self.names.user, &self.names.generated] {
-            let stored = self
-                .platform
-                .cluster
-                .latest_release_revision(&self.names.namespace, release)
-                .await?;
-            if stored.is_some_and(|revision| revision.is_pending()) {
+    /// operating on it: whatever is pending is dead and is recovered here. Whether
+    /// anything was recovered (the storage must then be read again).
+    async fn recover_stuck_releases(&self, stored: &StoredReleases) -> Result<bool, TaskError> {
+        let mut recovered = false;
+        for (release, revisions) in [
+            (&self.names.user, &stored.user),
+            (&self.names.generated, &stored.generated),
+        ] {
+            if revisions.last().is_some_and(StoredRevision::is_pending) {
                 let recovery = self
                     .platform
                     .helm
@@ -282,15 +304,20 @@ impl Deployment<'_> {
                     .await?;
                 warn!(release = %release, recovery = ?recovery, "recovered a release left pending by an interrupted helm operation");
                 self.platform.metrics.pending_recoveries.inc();
+                recovered = true;
             }
         }
-        Ok(())
+        Ok(recovered)
     }
 
     /// The inventory entry when the deployed state equals what this event asks for and
     /// is healthy: the same chart digest and strategy, the recorded revisions still the
     /// latest and deployed in Helm's storage, and every Deployment ready.
-    async fn unchanged(&self, digest: &str) -> Result<Option<InventoryEntry>, TaskError> {
+    async fn unchanged(
+        &self,
+        digest: &str,
+        stored: &StoredReleases,
+    ) -> Result<Option<InventoryEntry>, TaskError> {
         let (p, s, svc) = self.target();
         let Some(entry) = self.platform.inventory.get(p, s, svc).await? else {
             return Ok(None);
@@ -298,23 +325,27 @@ impl Deployment<'_> {
         if entry.chart_digest != digest || entry.strategy != self.strategy.as_str() {
             return Ok(None);
         }
-        let cluster = &self.platform.cluster;
-        let releases = [
-            Some((&entry.user_release, entry.user_revision)),
-            entry
-                .generated_release
-                .as_ref()
-                .zip(entry.generated_revision),
-        ];
-        for (release, revision) in releases.into_iter().flatten() {
-            let stored = cluster
-                .latest_release_revision(&entry.namespace, release)
-                .await?;
-            if !stored.is_some_and(|stored| stored.revision == revision && stored.is_deployed()) {
-                return Ok(None);
+        let is_current = |revisions: &[StoredRevision], revision: u32| {
+            revisions
+                .last()
+                .is_some_and(|latest| latest.revision == revision && latest.is_deployed())
+        };
+        let generated_current = match (&entry.generated_release, entry.generated_revision) {
+            (Some(name), Some(revision)) => {
+                name == &self.names.generated && is_current(&stored.generated, revision)
             }
+            _ => true,
+        };
+        if entry.namespace != self.names.namespace
+            || entry.user_release != self.names.user
+            || !is_current(&stored.user, entry.user_revision)
+            || !generated_current
+        {
+            return Ok(None);
         }
-        if !cluster
+        if !self
+            .platform
+            .cluster
             .deployments_ready(&entry.namespace, &entry.deployments)
             .await?
         {
@@ -329,11 +360,11 @@ impl Deployment<'_> {
     async fn upgrade_user(
         &self,
         chart: &Chart,
+        last_good: Option<u32>,
         manifest_out: &mut Option<Manifest>,
     ) -> Result<UserRelease, TaskError> {
         let helm = &self.platform.helm;
         let (release, namespace) = (&self.names.user, &self.names.namespace);
-        let last_good = self.last_good_revision(release).await?;
         let dir = private_dir()?;
         let chart_dir = chart
             .write_to(dir.path())
@@ -412,20 +443,6 @@ impl Deployment<'_> {
         result
     }
 
-    /// The newest revision of `release` that was ever fully deployed.
-    async fn last_good_revision(&self, release: &str) -> Result<Option<u32>, TaskError> {
-        let revisions = self
-            .platform
-            .cluster
-            .release_revisions(&self.names.namespace, release)
-            .await?;
-        Ok(revisions
-            .iter()
-            .filter(|r| r.status == "deployed" || r.status == "superseded")
-            .map(|r| r.revision)
-            .max())
-    }
-
     /// Puts `release` back to `last_good` (uninstalls it when there is none) and says
     /// what happened, as the tail of the failure message.
     async fn restore(&self, release: &str, last_good: Option<u32>) -> String {
@@ -468,39 +485,36 @@ impl Deployment<'_> {
         &self,
         user: &UserRelease,
         manifest: Option<Manifest>,
+        exists: bool,
     ) -> Result<GeneratedRelease, TaskError> {
         let (release, namespace) = (&self.names.generated, &self.names.namespace);
         let keptn = self.keptn_values("primary");
-        let cluster = &self.platform.cluster;
-        let existing = cluster.latest_release_revision(namespace, release).await?;
         let (model, first_install) = match self.strategy {
-            DeploymentStrategy::BlueGreenService => match existing {
-                Some(_) => {
-                    let current = self
-                        .platform
-                        .helm
-                        .values(release, namespace, None, false)
-                        .await?;
-                    let current = GeneratedValues::from_release_values(current)
-                        .map_err(|err| TaskError::Failed(err.to_string()))?;
-                    let GeneratedModel::BlueGreen(mut model) = current.model else {
-                        return Err(TaskError::Failed(format!(
+            DeploymentStrategy::BlueGreenService if exists => {
+                let current = self
+                    .platform
+                    .helm
+                    .values(release, namespace, None, false)
+                    .await?;
+                let current = GeneratedValues::from_release_values(current)
+                    .map_err(|err| TaskError::Failed(err.to_string()))?;
+                let GeneratedModel::BlueGreen(mut model) = current.model else {
+                    return Err(TaskError::Failed(format!(
                             "release {release} was generated for another strategy; delete the service's releases before switching it to blue_green_service"
                         )));
-                    };
-                    model.canary_weight = 100;
-                    (GeneratedModel::BlueGreen(model), false)
-                }
-                None => {
-                    let manifest = match manifest {
-                        Some(manifest) => manifest,
-                        None => self.read_manifest(&self.names.user).await?,
-                    };
-                    let model = BlueGreenModel::from_manifest(self.routing(), &manifest, 100)
-                        .map_err(|err| TaskError::Failed(err.to_string()))?;
-                    (GeneratedModel::BlueGreen(model), true)
-                }
-            },
+                };
+                model.canary_weight = 100;
+                (GeneratedModel::BlueGreen(model), false)
+            }
+            DeploymentStrategy::BlueGreenService => {
+                let manifest = match manifest {
+                    Some(manifest) => manifest,
+                    None => self.read_manifest(&self.names.user).await?,
+                };
+                let model = BlueGreenModel::from_manifest(self.routing(), &manifest, 100)
+                    .map_err(|err| TaskError::Failed(err.to_string()))?;
+                (GeneratedModel::BlueGreen(model), true)
+            }
             _ => {
                 if user.services.is_empty() {
                     info!(release = %self.names.user, "the chart has no Service: no mesh routing generated");
@@ -514,7 +528,7 @@ impl Deployment<'_> {
                     services: user.services.clone(),
                     main_service: user.main_service.clone(),
                 };
-                (GeneratedModel::Mesh(model), existing.is_none())
+                (GeneratedModel::Mesh(model), !exists)
             }
         };
         let deployments = match &model {
@@ -604,6 +618,28 @@ impl Deployment<'_> {
             deployment["gitCommit"] = json!(commit);
         }
         Outcome::succeeded(TaskResult::Pass, message).with_payload("deployment", deployment)
+    }
+}
+
+/// Helm's storage of the user and generated releases, oldest revision first.
+struct StoredReleases {
+    user: Vec<StoredRevision>,
+    generated: Vec<StoredRevision>,
+}
+
+impl StoredReleases {
+    /// The newest revision of the user release that was ever fully deployed: where a
+    /// failed upgrade goes back to.
+    fn user_last_good(&self) -> Option<u32> {
+        self.user
+            .iter()
+            .filter(|r| r.status == "deployed" || r.status == "superseded")
+            .map(|r| r.revision)
+            .max()
+    }
+
+    fn generated_exists(&self) -> bool {
+        !self.generated.is_empty()
     }
 }
 

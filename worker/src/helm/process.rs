@@ -242,20 +242,7 @@ mod tests {
             .unwrap_err();
         assert!(matches!(err, RunError::TimedOut), "{err:?}");
         assert!(started.elapsed() < Duration::from_secs(5));
-        let pid: i32 = std::fs::read_to_string(&pidfile)
-            .unwrap()
-            .trim()
-            .parse()
-            .unwrap();
-        // The orphan is reparented and reaped by init; allow that a moment, bounded.
-        let deadline = Instant::now() + Duration::from_secs(5);
-        while alive(pid) {
-            assert!(
-                Instant::now() < deadline,
-                "grandchild {pid} survived the timeout"
-            );
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
+        assert_grandchild_gone(&pidfile, "the timeout").await;
     }
 
     /// Dropping the future (the caller gave up) kills the group too.
@@ -273,7 +260,13 @@ mod tests {
             let _ = tokio::time::timeout(Duration::from_millis(20), fut.as_mut()).await;
         }
         drop(fut);
-        let pid: i32 = std::fs::read_to_string(&pidfile)
+        assert_grandchild_gone(&pidfile, "the dropped call").await;
+    }
+
+    /// Waits (bounded) until the process whose pid the script wrote to `pidfile` is gone:
+    /// the orphan is reparented and reaped by init, which may take a moment.
+    async fn assert_grandchild_gone(pidfile: &std::path::Path, after: &str) {
+        let pid: i32 = std::fs::read_to_string(pidfile)
             .unwrap()
             .trim()
             .parse()
@@ -282,7 +275,7 @@ mod tests {
         while alive(pid) {
             assert!(
                 Instant::now() < deadline,
-                "grandchild {pid} survived the dropped call"
+                "grandchild {pid} survived {after}"
             );
             tokio::time::sleep(Duration::from_millis(20)).await;
         }

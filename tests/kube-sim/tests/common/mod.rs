@@ -53,25 +53,8 @@ pub fn kubectl_path() -> PathBuf {
 
 /// Runs `cmd` to completion, killing it and failing the test after `timeout`.
 pub fn run_with_timeout(mut cmd: Command, timeout: Duration) -> Output {
-    let child = cmd
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("spawn");
-    let pid = nix::unistd::Pid::from_raw(child.id() as i32);
-    let (tx, rx) = mpsc::channel();
-    std::thread::spawn(move || {
-        let _ = tx.send(child.wait_with_output());
-    });
-    match rx.recv_timeout(timeout) {
-        Ok(out) => out.expect("wait for child"),
-        Err(_) => {
-            // Not reaped yet (the waiter still blocks in wait), so the pid is still our child.
-            let _ = nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGKILL);
-            panic!("{cmd:?} did not finish within {timeout:?}");
-        }
-    }
+    test_harness::process::run_with_timeout(&mut cmd, timeout)
+        .unwrap_or_else(|err| panic!("{err:#}"))
 }
 
 /// What one kubectl run printed.
