@@ -37,6 +37,10 @@ pub enum ClusterError {
     /// The API server broke the protocol (e.g. a watch without resourceVersion).
     #[error("Kubernetes API: {action}: {detail}")]
     Protocol { action: String, detail: String },
+
+    /// An object was read but its content is not what its writer (e.g. Helm) writes.
+    #[error("{what} is unreadable: {reason}")]
+    Unreadable { what: String, reason: String },
 }
 
 impl ClusterError {
@@ -67,7 +71,9 @@ impl ClusterError {
     /// configuration problems are not.
     pub fn is_transient(&self) -> bool {
         match self {
-            ClusterError::Config(_) | ClusterError::Protocol { .. } => false,
+            ClusterError::Config(_)
+            | ClusterError::Protocol { .. }
+            | ClusterError::Unreadable { .. } => false,
             ClusterError::Timeout { .. } | ClusterError::NamespaceTerminating { .. } => true,
             ClusterError::Request { source, .. } => kube_error_is_transient(source),
         }

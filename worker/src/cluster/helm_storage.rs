@@ -9,9 +9,14 @@
 //! unchanged redeploy. The release body itself (chart, values, manifest) stays Helm's
 //! business: we do not decode it.
 
+use std::io::Read;
+
+use base64::Engine;
 use k8s_openapi::api::core::v1::Secret;
 use kube::api::ListParams;
 use kube::Api;
+use serde::Deserialize;
+use serde_json::Value;
 
 use super::{Cluster, ClusterError};
 
@@ -37,7 +42,131 @@ impl StoredRevision {
     }
 }
 
+/// One revision of a release as Helm stored it: what later tasks plan from.
+#[derive(Debug, Clone, PartialEq)]
+pub struct StoredRelease {
+    pub revision: u32,
+    pub status: String,
+    /// The chart's `name` and `version` (`helm list`'s CHART column).
+    pub chart_name: String,
+    pub chart_version: String,
+    /// The values given at install/upgrade (`helm get values`, without the chart defaults).
+    pub config: Value,
+    /// The rendered manifest (`helm get manifest`).
+    pub manifest: String,
+}
+
+/// The parts of Helm's release JSON (`pkg/release/v1`) read here; the rest is ignored.
+#[derive(Debug, Deserialize)]
+struct ReleaseBody {
+    version: u32,
+    info: ReleaseInfo,
+    #[serde(default)]
+    chart: ReleaseChart,
+    #[serde(default)]
+    config: Option<Value>,
+    #[serde(default)]
+    manifest: String,
+}
+
+#[derive(Debug, Deserialize)]
+struct ReleaseInfo {
+    status: String,
+}
+
+#[derive(Debug, Deserialize, Default)]
+struct ReleaseChart {
+    #[serde(default)]
+    metadata: ChartMetadata,
+}
+
+#[derive(Debug, Deserialize, Default)]
+struct ChartMetadata {
+    #[serde(default)]
+    name: String,
+    #[serde(default)]
+    version: String,
+}
+
+/// Largest decompressed release body accepted (Helm's own limit on a Secret is 1 MiB
+/// compressed; a body far beyond that is not one Helm wrote).
+const MAX_RELEASE_BODY: u64 = 64 * 1024 * 1024;
+
+/// Decodes the `release` field of a Helm storage Secret: base64 of (usually gzipped) JSON.
+fn decode_release(encoded: &[u8]) -> Result<ReleaseBody, String> {
+    let raw = base64::engine::general_purpose::STANDARD
+        .decode(encoded.trim_ascii())
+        .map_err(|err| format!("not base64: {err}"))?;
+    let json = if raw.starts_with(&[0x1f, 0x8b]) {
+        let mut out = Vec::new();
+        flate2::read::GzDecoder::new(raw.as_slice())
+            .take(MAX_RELEASE_BODY)
+            .read_to_end(&mut out)
+            .map_err(|err| format!("not gzip: {err}"))?;
+        out
+    } else {
+        raw
+    };
+    serde_json::from_slice(&json).map_err(|err| format!("not a Helm release: {err}"))
+}
+
 impl Cluster {
+    /// Revision `revision` of `release` in `namespace` with its values and manifest, or `None`
+    /// when Helm has no such revision. One GET of the storage Secret.
+    pub async fn stored_release(
+        &self,
+        namespace: &str,
+        release: &str,
+        revision: u32,
+    ) -> Result<Option<StoredRelease>, ClusterError> {
+        let api: Api<Secret> = Api::namespaced(self.client(), namespace);
+        let name = format!("sh.helm.release.v1.{release}.v{revision}");
+        let Some(secret) = self
+            .call(
+                || format!("get Helm release Secret {name} in {namespace}"),
+                api.get_opt(&name),
+            )
+            .await?
+        else {
+            return Ok(None);
+        };
+        let encoded = secret
+            .data
+            .as_ref()
+            .and_then(|data| data.get("release"))
+            .ok_or_else(|| ClusterError::Unreadable {
+                what: format!("Helm release Secret {name} in {namespace}"),
+                reason: "it has no `release` field".into(),
+            })?;
+        let body = decode_release(&encoded.0).map_err(|reason| ClusterError::Unreadable {
+            what: format!("Helm release Secret {name} in {namespace}"),
+            reason,
+        })?;
+        Ok(Some(StoredRelease {
+            revision: body.version,
+            status: body.info.status,
+            chart_name: body.chart.metadata.name,
+            chart_version: body.chart.metadata.version,
+            config: body.config.unwrap_or(Value::Object(Default::default())),
+            manifest: body.manifest,
+        }))
+    }
+
+    /// The newest revision of `release` with its body, or `None` when there is none.
+    pub async fn latest_stored_release(
+        &self,
+        namespace: &str,
+        release: &str,
+    ) -> Result<Option<StoredRelease>, ClusterError> {
+        match self.release_revisions(namespace, release).await?.last() {
+            Some(latest) => {
+                self.stored_release(namespace, release, latest.revision)
+                    .await
+            }
+            None => Ok(None),
+        }
+    }
+
     /// The highest revision of `release` in `namespace`, or `None` when Helm has no record of
     /// it there. One LIST of Secret metadata by label selector; Secrets whose names or labels
     /// do not follow Helm's scheme are ignored.
@@ -125,6 +254,34 @@ mod tests {
         .into_iter()
         .map(|(k, v)| (k.to_string(), v.to_string()))
         .collect()
+    }
+
+    #[test]
+    fn release_bodies_decode_gzipped_or_plain() {
+        use std::io::Write;
+        let json = serde_json::json!({
+            "name": "r", "version": 3, "namespace": "ns",
+            "info": {"status": "deployed", "description": "Upgrade complete"},
+            "chart": {"metadata": {"name": "hello", "version": "0.1.0"}, "templates": []},
+            "config": {"keptn": {"stage": "dev"}},
+            "manifest": "---\nkind: Service\n"
+        })
+        .to_string();
+        let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
+        gz.write_all(json.as_bytes()).unwrap();
+        let b64 = |bytes: &[u8]| base64::engine::general_purpose::STANDARD.encode(bytes);
+        for encoded in [b64(&gz.finish().unwrap()), b64(json.as_bytes())] {
+            let body = decode_release(encoded.as_bytes()).unwrap();
+            assert_eq!(body.version, 3);
+            assert_eq!(body.info.status, "deployed");
+            assert_eq!(body.chart.metadata.name, "hello");
+            assert_eq!(body.config.unwrap()["keptn"]["stage"], "dev");
+            assert!(body.manifest.contains("kind: Service"));
+        }
+        assert!(decode_release(b"%%%").unwrap_err().contains("base64"));
+        assert!(decode_release(b64(br#"{"x": 1}"#).as_bytes())
+            .unwrap_err()
+            .contains("not a Helm release"));
     }
 
     #[test]

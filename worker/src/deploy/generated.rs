@@ -224,8 +224,8 @@ impl BlueGreenModel {
         }
         let model = BlueGreenModel {
             routing,
-            service: clean(services[0]),
-            primary_source: clean(deployments[0]),
+            service: detached(services[0]),
+            primary_source: detached(deployments[0]),
             canary_weight,
         };
         model.render()?;
@@ -306,7 +306,7 @@ fn suffix_split_labels(labels: &mut Value) -> bool {
 
 /// A copy of a rendered object without what the server or Helm own: it becomes part of
 /// another release, so Helm's ownership annotations and server-set fields must go.
-fn clean(object: &Value) -> Value {
+pub fn detached(object: &Value) -> Value {
     let mut metadata = Map::new();
     for key in ["name", "labels", "annotations"] {
         if let Some(value) = object["metadata"].get(key) {

@@ -8,6 +8,8 @@ pub mod generated;
 pub mod inventory;
 pub mod manifest;
 pub mod naming;
+pub mod plan;
+pub mod replicas;
 pub mod settings;
 pub mod uris;
 

@@ -379,6 +379,7 @@ impl Deployment<'_> {
                 wait: None,
                 rollback_on_failure: false,
                 timeout: Some(self.deadlines.helm),
+                description: None,
             })
             .await;
         let status = match upgraded {
@@ -553,6 +554,7 @@ impl Deployment<'_> {
                 wait: None,
                 rollback_on_failure: false,
                 timeout: Some(self.deadlines.helm),
+                description: None,
             })
             .await?;
         if first_install && !deployments.is_empty() {

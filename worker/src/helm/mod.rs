@@ -137,6 +137,9 @@ pub struct UpgradeRequest<'a> {
     /// Deadline for this call instead of `HelmConfig::timeout`. Raised when needed to cover
     /// what helm was told to wait for (twice with rollback on failure) plus [`WAIT_GRACE`].
     pub timeout: Option<Duration>,
+    /// What `helm history` shows for the new revision (helm's default when `None`), so
+    /// operators can tell helm-service's own revisions (scaled down, promoted) apart.
+    pub description: Option<&'a str>,
 }
 
 impl<'a> UpgradeRequest<'a> {
@@ -155,6 +158,7 @@ impl<'a> UpgradeRequest<'a> {
             wait: None,
             rollback_on_failure: false,
             timeout: None,
+            description: None,
         }
     }
 }
@@ -288,7 +292,9 @@ impl Helm {
         &self.config
     }
 
-    /// `helm upgrade --install`, then the release's new status.
+    /// `helm upgrade --install`, then the release's new status — read from the JSON helm
+    /// prints (`-o json`), so an upgrade is one helm process; `helm history` only when that
+    /// output was too large to keep.
     pub async fn upgrade_install(
         &self,
         req: &UpgradeRequest<'_>,
@@ -332,15 +338,30 @@ impl Helm {
         if req.rollback_on_failure {
             args.push(self.version.rollback_on_failure_flag().into());
         }
-        self.call(Call {
-            operation: op,
-            target: &target,
-            args,
-            timeout: deadline(base, wait, factor),
-            waited: wait.is_some(),
-        })
-        .await?;
+        if let Some(description) = req.description {
+            args.push("--description".into());
+            args.push(description.into());
+        }
+        args.extend(os(&["--output", "json"]));
+        let printed = match self
+            .call(Call {
+                operation: op,
+                target: &target,
+                args,
+                timeout: deadline(base, wait, factor),
+                waited: wait.is_some(),
+            })
+            .await
+        {
+            Ok(out) => release::parse_upgrade_output(req.release, req.namespace, &out),
+            // The upgrade went through; only its printout was over the cap.
+            Err(HelmError::OutputTooLarge { .. }) => None,
+            Err(e) => return Err(e),
+        };
         drop(values);
+        if let Some(status) = printed {
+            return Ok(status);
+        }
         self.status(req.release, req.namespace)
             .await?
             .ok_or_else(|| HelmError::Parse {

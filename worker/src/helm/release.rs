@@ -121,6 +121,66 @@ impl ReleaseStatus {
     }
 }
 
+/// The parts of the release JSON `helm upgrade -o json` prints that make a status.
+#[derive(Deserialize)]
+struct PrintedRelease {
+    version: u32,
+    info: PrintedInfo,
+    #[serde(default)]
+    chart: Option<PrintedChart>,
+}
+
+#[derive(Deserialize)]
+struct PrintedInfo {
+    status: ReleaseState,
+    #[serde(default)]
+    description: String,
+    #[serde(default)]
+    last_deployed: String,
+}
+
+#[derive(Deserialize)]
+struct PrintedChart {
+    metadata: PrintedChartMetadata,
+}
+
+#[derive(Deserialize)]
+struct PrintedChartMetadata {
+    #[serde(default)]
+    name: String,
+    #[serde(default)]
+    version: String,
+    #[serde(default, rename = "appVersion")]
+    app_version: String,
+}
+
+/// The status in `helm upgrade -o json`'s printout; `None` when it is not readable (the
+/// caller then asks `helm history`).
+pub(crate) fn parse_upgrade_output(
+    name: &str,
+    namespace: &str,
+    json: &[u8],
+) -> Option<ReleaseStatus> {
+    let printed: PrintedRelease = serde_json::from_slice(json).ok()?;
+    let (chart, app_version) = match printed.chart {
+        Some(PrintedChart { metadata }) => (
+            format!("{}-{}", metadata.name, metadata.version),
+            metadata.app_version,
+        ),
+        None => (String::new(), String::new()),
+    };
+    Some(ReleaseStatus {
+        name: name.to_owned(),
+        namespace: namespace.to_owned(),
+        revision: printed.version,
+        status: printed.info.status,
+        chart,
+        app_version,
+        description: printed.info.description,
+        updated: printed.info.last_deployed,
+    })
+}
+
 /// Parses `helm history -o json`, oldest revision first.
 pub(crate) fn parse_history(json: &str) -> Result<Vec<HistoryEntry>, serde_json::Error> {
     let trimmed = json.trim();
@@ -148,6 +208,19 @@ mod tests {
         assert_eq!(h[1].status, ReleaseState::PendingUpgrade);
         assert!(h[1].status.is_pending());
         assert_eq!(parse_history("null\n").unwrap(), vec![]);
+    }
+
+    #[test]
+    fn upgrade_printout_gives_the_status() {
+        let json = br#"{"name":"t1","info":{"first_deployed":"2026-11-24T04:56:04Z","last_deployed":"2026-11-24T04:56:04Z","description":"Upgrade complete","status":"deployed"},
+            "chart":{"metadata":{"name":"hello","version":"0.1.0","appVersion":"1.0"},"templates":[]},"manifest":"---","version":3,"namespace":"ns","apply_method":"ssa"}"#;
+        let status = parse_upgrade_output("t1", "ns", json).unwrap();
+        assert_eq!(status.revision, 3);
+        assert_eq!(status.status, ReleaseState::Deployed);
+        assert_eq!(status.chart, "hello-0.1.0");
+        assert_eq!(status.app_version, "1.0");
+        assert_eq!(status.description, "Upgrade complete");
+        assert!(parse_upgrade_output("t1", "ns", b"Release \"t1\" has been upgraded").is_none());
     }
 
     #[test]

@@ -1,0 +1,370 @@
+//! Release, rollback and scaling as plans: pure decisions from observed state.
+//!
+//! A task observes the deployed state once (Helm's storage of the user and generated
+//! releases), picks the actions still needed here, and records the [`Plan`] as its first
+//! step. Each action then runs as a recorded step of its own, always computed from the
+//! plan's fixed inputs (immutable Helm revisions) and the actions before it — so a
+//! redelivered event after a crash continues at the first action not recorded and ends
+//! in the same state as an uninterrupted run. Actions already true in the observed state
+//! are never planned, which is also what makes a promotion cheaper than the reference's
+//! four upgrades.
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+use super::generated::{detached, BlueGreenModel};
+
+/// One change of a plan; each runs as one recorded step named [`Action::step_name`].
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "action", rename_all = "kebab-case")]
+pub enum Action {
+    /// Upgrade the generated release with this share of traffic on the canary.
+    RouteTraffic { canary_weight: u8 },
+    /// Upgrade the generated release with the primary copying the user release's
+    /// Deployment (of the plan's source revision), and wait for the primary's rollout.
+    UpdatePrimary,
+    /// Upgrade the generated release with the primary at this many replicas.
+    ScalePrimary { replicas: u32 },
+    /// Re-deploy the user release's source manifest with these Deployment replicas.
+    ScaleUser { replicas: BTreeMap<String, u32> },
+}
+
+impl Action {
+    /// The step name in the release record, logs and metrics; unique within a plan.
+    pub fn step_name(&self) -> &'static str {
+        match self {
+            Action::RouteTraffic { canary_weight: 100 } => "route-to-canary",
+            Action::RouteTraffic { canary_weight: 0 } => "route-to-primary",
+            Action::RouteTraffic { .. } => "route-traffic",
+            Action::UpdatePrimary => "update-primary",
+            Action::ScalePrimary { .. } => "scale-primary",
+            Action::ScaleUser { replicas } if replicas.values().all(|&n| n == 0) => {
+                "scale-canary-to-zero"
+            }
+            Action::ScaleUser { .. } => "scale-deployment",
+        }
+    }
+
+    /// Whether the action changes the generated release (else the user release).
+    pub fn on_generated(&self) -> bool {
+        !matches!(self, Action::ScaleUser { .. })
+    }
+
+    /// What the action does, for `helm history` descriptions and messages.
+    pub fn describe(&self) -> String {
+        match self {
+            Action::RouteTraffic { canary_weight } => format!(
+                "route {canary_weight}% of traffic to the canary, {}% to the primary",
+                100 - canary_weight.min(&100)
+            ),
+            Action::UpdatePrimary => "update the primary to the canary's version".into(),
+            Action::ScalePrimary { replicas } => {
+                format!("scale the primary to {replicas} replicas")
+            }
+            Action::ScaleUser { replicas } => {
+                let parts: Vec<String> = replicas
+                    .iter()
+                    .map(|(name, count)| format!("{name} to {count}"))
+                    .collect();
+                format!("scale {}", parts.join(", "))
+            }
+        }
+    }
+
+    /// Applies a generated-release action to the model it upgrades with. `user_deployment`
+    /// is the user release's Deployment of the plan's source revision.
+    pub fn apply(&self, model: &mut BlueGreenModel, user_deployment: &Value) {
+        match self {
+            Action::RouteTraffic { canary_weight } => model.canary_weight = *canary_weight,
+            Action::UpdatePrimary => model.primary_source = detached(user_deployment),
+            Action::ScalePrimary { replicas } => {
+                model.primary_source["spec"]["replicas"] = Value::from(*replicas)
+            }
+            Action::ScaleUser { .. } => {}
+        }
+    }
+}
+
+/// What a task decided; the output of its first recorded step.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Plan {
+    /// The generated release's revision whose model the actions start from.
+    pub generated_revision: Option<u32>,
+    /// The user release's revision its chart rendered (see `replicas`), whose manifest the
+    /// actions copy or scale.
+    pub user_source_revision: u32,
+    pub actions: Vec<Action>,
+}
+
+impl Plan {
+    /// Step names in order, e.g. for logs.
+    pub fn step_names(&self) -> Vec<&'static str> {
+        self.actions.iter().map(Action::step_name).collect()
+    }
+}
+
+/// The blue/green state a release or a rollback decides on.
+#[derive(Debug, Clone, PartialEq)]
+pub struct BlueGreenState {
+    /// Current share of traffic on the canary (the user release).
+    pub canary_weight: u8,
+    /// The primary already copies the user release's Deployment.
+    pub primary_is_current: bool,
+    /// The canary runs pods (helm-service has not scaled it to zero since it was deployed).
+    pub canary_running: bool,
+    /// The user release's Deployments: what scaling the canary to zero covers.
+    pub canary_deployments: Vec<String>,
+}
+
+/// Promotion: the canary's version becomes the primary and takes all traffic; then the
+/// canary is scaled to zero. The reference always ran four upgrades; only what the
+/// observed state still needs is planned (after a blue/green deployment traffic is on the
+/// canary already, so the first upgrade is skipped).
+pub fn promote(state: &BlueGreenState) -> Vec<Action> {
+    let mut actions = Vec::new();
+    let mut weight = state.canary_weight;
+    if !state.primary_is_current {
+        // Keep users on the canary while the primary's pods are replaced.
+        if state.canary_running && weight != 100 {
+            actions.push(Action::RouteTraffic { canary_weight: 100 });
+            weight = 100;
+        }
+        actions.push(Action::UpdatePrimary);
+    }
+    if weight != 0 {
+        actions.push(Action::RouteTraffic { canary_weight: 0 });
+    }
+    if state.canary_running {
+        actions.push(scale_canary_to_zero(state));
+    }
+    actions
+}
+
+/// Rollback: all traffic back to the untouched primary, the canary scaled to zero.
+pub fn roll_back(state: &BlueGreenState) -> Vec<Action> {
+    let mut actions = Vec::new();
+    if state.canary_weight != 0 {
+        actions.push(Action::RouteTraffic { canary_weight: 0 });
+    }
+    if state.canary_running {
+        actions.push(scale_canary_to_zero(state));
+    }
+    actions
+}
+
+fn scale_canary_to_zero(state: &BlueGreenState) -> Action {
+    Action::ScaleUser {
+        replicas: state
+            .canary_deployments
+            .iter()
+            .map(|name| (name.clone(), 0))
+            .collect(),
+    }
+}
+
+/// Runaway guard of the scaling action when the operator set none: ten times the current
+/// count (at least ten).
+pub const DEFAULT_SCALE_FACTOR: u32 = 10;
+
+/// The outcome of a scaling decision.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Scaling {
+    pub from: u32,
+    pub to: u32,
+    /// Why `to` is not `from + delta`, when it is not.
+    pub limited: Option<String>,
+}
+
+/// `current + delta`, never below zero and never above `max` (default
+/// [`DEFAULT_SCALE_FACTOR`] × current).
+pub fn scale(current: u32, delta: i64, max: Option<u32>) -> Scaling {
+    let cap = max.unwrap_or_else(|| current.max(1).saturating_mul(DEFAULT_SCALE_FACTOR));
+    let wanted = i64::from(current).saturating_add(delta);
+    let (to, limited) = if wanted < 0 {
+        (
+            0,
+            Some(format!("{current}{delta:+} is below zero: scaled to 0")),
+        )
+    } else if wanted > i64::from(cap) {
+        let source = if max.is_some() {
+            "the configured maximum (--scaling-max-replicas)"
+        } else {
+            "ten times the current count"
+        };
+        (
+            cap,
+            Some(format!(
+                "{current}{delta:+} exceeds {source}: capped at {cap}"
+            )),
+        )
+    } else {
+        (u32::try_from(wanted).unwrap_or(cap), None)
+    };
+    Scaling {
+        from: current,
+        to,
+        limited,
+    }
+}
+
+/// Reads the scaling action's `value`: a signed integer, as a string (`"+1"`, `"-2"`) or a
+/// JSON number. The error is the message of the `fail` result.
+pub fn scaling_delta(value: Option<&Value>) -> Result<i64, String> {
+    let hint =
+        "the scaling action needs action.value to be a signed integer such as \"+1\" or \"-2\"";
+    match value {
+        None | Some(Value::Null) => Err(format!("{hint}; the event has none")),
+        Some(Value::Number(number)) => number
+            .as_i64()
+            .ok_or_else(|| format!("{hint}; got {number}")),
+        Some(Value::String(text)) => {
+            let trimmed = text.trim();
+            let digits = trimmed.strip_prefix('+').unwrap_or(trimmed);
+            digits
+                .parse::<i64>()
+                .map_err(|_| format!("{hint}; got {text:?}"))
+        }
+        Some(other) => Err(format!("{hint}; got {other}")),
+    }
+}
+
+/// `spec.replicas` of a Deployment object (absent means 1, the API server's default).
+pub fn declared_replicas(deployment: &Value) -> u32 {
+    deployment["spec"]["replicas"]
+        .as_u64()
+        .and_then(|n| u32::try_from(n).ok())
+        .unwrap_or(1)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn state(weight: u8, primary_current: bool, running: bool) -> BlueGreenState {
+        BlueGreenState {
+            canary_weight: weight,
+            primary_is_current: primary_current,
+            canary_running: running,
+            canary_deployments: vec!["carts".into()],
+        }
+    }
+
+    fn names(actions: &[Action]) -> Vec<&'static str> {
+        actions.iter().map(Action::step_name).collect()
+    }
+
+    #[test]
+    fn promotion_after_a_deployment_skips_the_first_switch() {
+        assert_eq!(
+            names(&promote(&state(100, false, true))),
+            ["update-primary", "route-to-primary", "scale-canary-to-zero"]
+        );
+    }
+
+    #[test]
+    fn promotion_routes_to_the_canary_first_when_it_is_not() {
+        assert_eq!(
+            names(&promote(&state(30, false, true))),
+            [
+                "route-to-canary",
+                "update-primary",
+                "route-to-primary",
+                "scale-canary-to-zero"
+            ]
+        );
+    }
+
+    #[test]
+    fn promotion_of_a_released_service_does_nothing() {
+        assert!(promote(&state(0, true, false)).is_empty());
+        // Traffic left on a scaled-down canary is moved back; nothing else.
+        assert_eq!(
+            names(&promote(&state(100, true, false))),
+            ["route-to-primary"]
+        );
+        // A canary already scaled down is never routed to.
+        assert_eq!(names(&promote(&state(0, false, false))), ["update-primary"]);
+    }
+
+    #[test]
+    fn rollback_leaves_the_primary_alone() {
+        assert_eq!(
+            names(&roll_back(&state(100, false, true))),
+            ["route-to-primary", "scale-canary-to-zero"]
+        );
+        assert!(roll_back(&state(0, false, false)).is_empty());
+    }
+
+    #[test]
+    fn actions_fold_into_the_model() {
+        let mut model = BlueGreenModel {
+            routing: crate::deploy::generated::Routing {
+                service: "carts".into(),
+                namespace: "shop-dev".into(),
+                public_host: "h".into(),
+                gateway: "g".into(),
+            },
+            service: json!({}),
+            primary_source: json!({"metadata": {"name": "carts"}, "spec": {"replicas": 1}}),
+            canary_weight: 100,
+        };
+        let user = json!({"apiVersion": "apps/v1", "kind": "Deployment",
+            "metadata": {"name": "carts", "annotations": {"meta.helm.sh/release-name": "x"}},
+            "spec": {"replicas": 2, "template": {"spec": {"containers": [{"image": "carts:2"}]}}}});
+        Action::UpdatePrimary.apply(&mut model, &user);
+        assert_eq!(model.primary_source["spec"]["replicas"], 2);
+        assert!(model.primary_source["metadata"]["annotations"]
+            .get("meta.helm.sh/release-name")
+            .is_none());
+        Action::RouteTraffic { canary_weight: 0 }.apply(&mut model, &user);
+        assert_eq!(model.canary_weight, 0);
+        Action::ScalePrimary { replicas: 5 }.apply(&mut model, &user);
+        assert_eq!(model.primary_source["spec"]["replicas"], 5);
+    }
+
+    #[test]
+    fn scaling_clamps_and_caps() {
+        assert_eq!(scale(2, 1, None).to, 3);
+        assert_eq!(scale(2, -1, None).to, 1);
+        let zero = scale(2, -100, None);
+        assert_eq!(zero.to, 0);
+        assert!(zero.limited.unwrap().contains("below zero"));
+        let capped = scale(2, 1000, None);
+        assert_eq!(capped.to, 20);
+        assert!(capped.limited.unwrap().contains("ten times"));
+        assert_eq!(scale(0, 3, None).to, 3);
+        assert_eq!(scale(2, 10, Some(5)).to, 5);
+        assert_eq!(scale(2, i64::MAX, None).to, 20);
+        assert_eq!(scale(2, i64::MIN, None).to, 0);
+    }
+
+    #[test]
+    fn scaling_values_are_signed_integers() {
+        assert_eq!(scaling_delta(Some(&json!("+1"))), Ok(1));
+        assert_eq!(scaling_delta(Some(&json!("-100"))), Ok(-100));
+        assert_eq!(scaling_delta(Some(&json!(2))), Ok(2));
+        let err = scaling_delta(Some(&json!("abc"))).unwrap_err();
+        assert!(
+            err.contains("\"abc\"") && err.contains("signed integer"),
+            "{err}"
+        );
+        assert!(scaling_delta(None).unwrap_err().contains("has none"));
+        assert!(scaling_delta(Some(&json!(1.5))).is_err());
+        assert!(scaling_delta(Some(&json!("1.5"))).is_err());
+    }
+
+    #[test]
+    fn plans_record_as_json() {
+        let plan = Plan {
+            generated_revision: Some(3),
+            user_source_revision: 2,
+            actions: promote(&state(100, false, true)),
+        };
+        let back: Plan = serde_json::from_value(serde_json::to_value(&plan).unwrap()).unwrap();
+        assert_eq!(back, plan);
+        assert_eq!(declared_replicas(&json!({"spec": {}})), 1);
+    }
+}

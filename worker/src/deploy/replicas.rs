@@ -1,0 +1,231 @@
+//! Changing a release's replica counts through Helm without its chart.
+//!
+//! Scaling the canary to zero after a release (and scaling a `direct` service) must go
+//! through Helm: a Deployment scaled behind Helm's back conflicts with Helm 4's server-side
+//! apply on the next upgrade, and `helm history` would not show it. A user chart has no
+//! standard replicas value, so instead the release is upgraded with a one-template chart
+//! that prints the manifest of an earlier revision the user's chart rendered (the
+//! *source revision*) with the Deployments' `spec.replicas` changed. The manifest travels
+//! as a string value, so nothing in it is ever read as a template.
+//!
+//! The values of such a revision carry a [`ReplicaOverride`] marker: a later task finds the
+//! source revision (what the user's chart really rendered) through it, and the next
+//! deployment simply upgrades with the real chart again.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+use thiserror::Error;
+
+use super::manifest::{name_of, Manifest, ManifestError};
+
+/// Values key of the marker.
+pub const MARKER_KEY: &str = "helmService";
+
+#[derive(Debug, Error)]
+pub enum ReplicasError {
+    #[error(transparent)]
+    Manifest(#[from] ManifestError),
+    #[error("release {release} has no Deployment {name} in revision {revision} to scale")]
+    NoSuchDeployment {
+        release: String,
+        name: String,
+        revision: u32,
+    },
+    #[error("writing the manifest of release {release}: {detail}")]
+    Render { release: String, detail: String },
+}
+
+/// The marker in the values of a revision made by [`override_values`].
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ReplicaOverride {
+    /// The revision whose manifest was re-deployed: one the user's chart rendered.
+    pub source_revision: u32,
+    /// Deployment name → replicas, for the Deployments whose count was changed.
+    pub replicas: BTreeMap<String, u32>,
+}
+
+impl ReplicaOverride {
+    /// The marker in a revision's values, when helm-service made that revision.
+    pub fn of(config: &Value) -> Option<ReplicaOverride> {
+        serde_json::from_value(config.get(MARKER_KEY)?.clone()).ok()
+    }
+
+    /// Every overridden Deployment runs no pods (the canary after a release).
+    pub fn is_scaled_to_zero(&self) -> bool {
+        !self.replicas.is_empty() && self.replicas.values().all(|&count| count == 0)
+    }
+}
+
+/// `manifest` with `spec.replicas` of the named Deployments changed; every name must be a
+/// Deployment of the manifest.
+pub fn with_replicas(
+    release: &str,
+    revision: u32,
+    manifest: &str,
+    replicas: &BTreeMap<String, u32>,
+) -> Result<String, ReplicasError> {
+    let mut parsed = Manifest::parse(release, manifest)?;
+    for (name, count) in replicas {
+        let deployment = parsed
+            .objects
+            .iter_mut()
+            .find(|object| {
+                object["kind"] == "Deployment"
+                    && object["apiVersion"] == "apps/v1"
+                    && name_of(object) == Some(name.as_str())
+            })
+            .ok_or_else(|| ReplicasError::NoSuchDeployment {
+                release: release.to_owned(),
+                name: name.clone(),
+                revision,
+            })?;
+        deployment["spec"]["replicas"] = Value::from(*count);
+    }
+    let mut out = String::new();
+    for object in &parsed.objects {
+        let yaml = serde_yaml_ng::to_string(object).map_err(|err| ReplicasError::Render {
+            release: release.to_owned(),
+            detail: err.to_string(),
+        })?;
+        out.push_str("---\n");
+        out.push_str(&yaml);
+    }
+    Ok(out)
+}
+
+/// The values of an override revision: the marker, the manifest to print and, for operators
+/// reading `helm get values`, the Keptn values of the source revision.
+pub fn override_values(marker: &ReplicaOverride, manifest: String, source_config: &Value) -> Value {
+    let mut values = serde_json::Map::new();
+    if let Some(keptn) = source_config.get("keptn") {
+        values.insert("keptn".into(), keptn.clone());
+    }
+    values.insert(
+        MARKER_KEY.into(),
+        serde_json::to_value(marker).unwrap_or(Value::Null),
+    );
+    values.insert("manifest".into(), Value::String(manifest));
+    Value::Object(values)
+}
+
+/// Writes the one-template chart of an override revision under `dir`, named and versioned
+/// like the user's chart so `helm list` keeps showing it; returns the chart directory.
+pub fn write_chart(dir: &Path, chart_name: &str, chart_version: &str) -> std::io::Result<PathBuf> {
+    #[derive(Serialize)]
+    struct ChartYaml<'a> {
+        #[serde(rename = "apiVersion")]
+        api_version: &'a str,
+        name: &'a str,
+        version: &'a str,
+        description: &'a str,
+    }
+    let chart = dir.join("chart");
+    std::fs::create_dir_all(chart.join("templates"))?;
+    let meta = ChartYaml {
+        api_version: "v2",
+        // Helm refuses charts without a name or version; the stored ones always have both.
+        name: if chart_name.is_empty() {
+            "chart"
+        } else {
+            chart_name
+        },
+        version: if chart_version.is_empty() {
+            "0.0.0"
+        } else {
+            chart_version
+        },
+        description: "the manifest of an earlier revision with other replica counts, \
+                      written by helm-service; the next deployment restores the chart",
+    };
+    let yaml = serde_yaml_ng::to_string(&meta).map_err(std::io::Error::other)?;
+    std::fs::write(chart.join("Chart.yaml"), yaml)?;
+    std::fs::write(chart.join("values.yaml"), "manifest: \"\"\n")?;
+    std::fs::write(
+        chart.join("templates/manifest.yaml"),
+        "{{ .Values.manifest }}\n",
+    )?;
+    Ok(chart)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    const MANIFEST: &str = "---
+# Source: carts/templates/deployment.yaml
+apiVersion: apps/v1
+kind: Deployment
+metadata:
+  name: carts
+  annotations: {note: '{{ not a template }}'}
+spec:
+  replicas: 3
+  template:
+    spec:
+      containers: [{name: c, image: 'carts:2', resources: {limits: {memory: 1000000}}}]
+---
+apiVersion: v1
+kind: Service
+metadata: {name: carts}
+spec: {ports: [{port: 80}]}
+";
+
+    #[test]
+    fn replicas_change_and_everything_else_stays() {
+        let replicas = BTreeMap::from([("carts".to_owned(), 0)]);
+        let out = with_replicas("r", 4, MANIFEST, &replicas).unwrap();
+        let parsed = Manifest::parse("r", &out).unwrap();
+        assert_eq!(parsed.objects.len(), 2);
+        let deployment = parsed.deployments()[0];
+        assert_eq!(deployment["spec"]["replicas"], 0);
+        assert_eq!(
+            deployment["metadata"]["annotations"]["note"],
+            "{{ not a template }}"
+        );
+        // Integers stay integers (Helm's values would turn them into floats).
+        assert_eq!(
+            deployment["spec"]["template"]["spec"]["containers"][0]["resources"]["limits"]
+                ["memory"],
+            1000000
+        );
+        assert_eq!(parsed.services().len(), 1);
+    }
+
+    #[test]
+    fn unknown_deployment_is_named() {
+        let replicas = BTreeMap::from([("orders".to_owned(), 1)]);
+        let err = with_replicas("shop-dev-carts", 4, MANIFEST, &replicas).unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "release shop-dev-carts has no Deployment orders in revision 4 to scale"
+        );
+    }
+
+    #[test]
+    fn marker_round_trips_through_values() {
+        let marker = ReplicaOverride {
+            source_revision: 2,
+            replicas: BTreeMap::from([("carts".to_owned(), 0)]),
+        };
+        let source = json!({"keptn": {"deployment": "canary"}});
+        let values = override_values(&marker, "---\n".into(), &source);
+        assert_eq!(values["keptn"]["deployment"], "canary");
+        assert_eq!(ReplicaOverride::of(&values), Some(marker.clone()));
+        assert!(marker.is_scaled_to_zero());
+        assert_eq!(ReplicaOverride::of(&source), None);
+    }
+
+    #[test]
+    fn chart_keeps_the_user_chart_name() {
+        let dir = tempfile::tempdir().unwrap();
+        let chart = write_chart(dir.path(), "carts", "1.2.3").unwrap();
+        let meta = std::fs::read_to_string(chart.join("Chart.yaml")).unwrap();
+        assert!(meta.contains("name: carts") && meta.contains("version: 1.2.3"));
+        let template = std::fs::read_to_string(chart.join("templates/manifest.yaml")).unwrap();
+        assert_eq!(template, "{{ .Values.manifest }}\n");
+    }
+}
