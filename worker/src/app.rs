@@ -13,8 +13,10 @@ use crate::cluster::Cluster;
 use crate::config::RunConfig;
 use crate::deploy::inventory::Inventory;
 use crate::deploy::settings::DeploySettings;
+use crate::handler::action::ActionHandler;
 use crate::handler::deployment::DeploymentHandler;
 use crate::handler::platform::Platform;
+use crate::handler::release::{ReleaseHandler, RollbackHandler};
 use crate::handler::Registry;
 use crate::helm::{Helm, HelmConfig};
 use crate::http::{self, Health};
@@ -104,6 +106,7 @@ pub async fn run(
             ack_wait: config.ack_wait,
             max_event_bytes: config.max_event_bytes,
             max_deliveries: config.max_deliveries,
+            crash_after_step: config.test_crash_after_step.clone(),
         },
         releases: Releases::new(releases, config.lease_ttl, replica_identity()),
         dead_letters: DeadLetters::new(
@@ -193,7 +196,14 @@ async fn production_handlers(
         use_commit_id: config.charts.use_commit_id,
         metrics: metrics.clone(),
     });
-    Ok(Registry::new().with(TaskKind::Deployment, DeploymentHandler::new(platform)))
+    Ok(Registry::new()
+        .with(
+            TaskKind::Deployment,
+            DeploymentHandler::new(platform.clone()),
+        )
+        .with(TaskKind::Release, ReleaseHandler::new(platform.clone()))
+        .with(TaskKind::Rollback, RollbackHandler::new(platform.clone()))
+        .with(TaskKind::Action, ActionHandler::new(platform)))
 }
 
 /// Binds the JetStream objects, retrying while NATS is unreachable. `None` when

@@ -133,6 +133,11 @@ pub struct RunConfig {
     #[arg(long, env = "STATE_PREFIX", default_value = "helm-service")]
     pub state_prefix: String,
 
+    /// Test hook, not for production: the process kills itself (SIGKILL) right after the
+    /// named step of a task is recorded, so tests can prove a redelivery resumes there.
+    #[arg(long, env = "HELM_SERVICE_TEST_CRASH_AFTER_STEP", hide = true)]
+    pub test_crash_after_step: Option<String>,
+
     #[command(flatten)]
     pub charts: crate::charts::config::ChartStoreConfig,
 

@@ -224,6 +224,57 @@ pub fn deployment_event(id: &str, service: &str, strategy: &str, values: Value) 
     })
 }
 
+/// A `sh.keptn.event.<task>` event for `service` in project `shop`, stage `dev`, with
+/// `data` merged into the common fields.
+pub fn task_event(id: &str, event_type: &str, service: &str, data: Value) -> Value {
+    let mut event = serde_json::json!({
+        "specversion": "1.0",
+        "id": id,
+        "source": "shipyard-controller",
+        "type": event_type,
+        "datacontenttype": "application/json",
+        "shkeptncontext": "a3e5f16d-8888-4720-82c7-6995062905c1",
+        "data": {"project": "shop", "stage": "dev", "service": service}
+    });
+    if let (Some(target), Value::Object(extra)) = (event["data"].as_object_mut(), data) {
+        target.extend(extra);
+    }
+    event
+}
+
+/// A release.triggered event after a deployment with `strategy` evaluated as `result`.
+pub fn release_event(id: &str, service: &str, strategy: &str, result: &str) -> Value {
+    task_event(
+        id,
+        "sh.keptn.event.release.triggered",
+        service,
+        serde_json::json!({"result": result, "deployment": {"deploymentstrategy": strategy}}),
+    )
+}
+
+/// A rollback.triggered event.
+pub fn rollback_event(id: &str, service: &str) -> Value {
+    task_event(
+        id,
+        "sh.keptn.event.rollback.triggered",
+        service,
+        serde_json::json!({}),
+    )
+}
+
+/// An action.triggered event running `action` with `value`.
+pub fn action_event(id: &str, service: &str, action: &str, value: Value) -> Value {
+    task_event(
+        id,
+        "sh.keptn.event.action.triggered",
+        service,
+        serde_json::json!({
+            "action": {"name": "remediation", "action": action, "value": value},
+            "problem": {"problemTitle": "Response time degradation"}
+        }),
+    )
+}
+
 impl DeployEnv {
     /// Publishes `event` and returns its one `.finished` reply (asserting one `.started`).
     pub async fn deploy(&self, event: &Value, deadline: Duration) -> anyhow::Result<Value> {

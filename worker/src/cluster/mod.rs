@@ -28,7 +28,7 @@ use kube::config::{KubeConfigOptions, Kubeconfig};
 
 pub use diagnosis::{pod_problems, ConditionSummary, DeploymentDiagnosis, PodProblems, StallCause};
 pub use error::ClusterError;
-pub use helm_storage::StoredRevision;
+pub use helm_storage::{StoredRelease, StoredRevision};
 pub use rollout::{rollout_status, RolloutFailure, RolloutStatus};
 pub use services::ServicePortInfo;
 

@@ -94,7 +94,7 @@ pub struct Plan {
     pub generated_revision: Option<u32>,
     /// The user release's revision its chart rendered (see `replicas`), whose manifest the
     /// actions copy or scale.
-    pub user_source_revision: u32,
+    pub user_source_revision: Option<u32>,
     pub actions: Vec<Action>,
 }
 
@@ -360,7 +360,7 @@ mod tests {
     fn plans_record_as_json() {
         let plan = Plan {
             generated_revision: Some(3),
-            user_source_revision: 2,
+            user_source_revision: Some(2),
             actions: promote(&state(100, false, true)),
         };
         let back: Plan = serde_json::from_value(serde_json::to_value(&plan).unwrap()).unwrap();

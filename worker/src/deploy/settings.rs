@@ -74,6 +74,11 @@ pub struct DeployConfig {
         default_value = "public-gateway.istio-system"
     )]
     pub istio_gateway: String,
+
+    /// Most replicas the scaling remediation action may set; without it, ten times the
+    /// current count caps a runaway value.
+    #[arg(long, env = "SCALING_MAX_REPLICAS")]
+    pub scaling_max_replicas: Option<u32>,
 }
 
 fn parse_stage_duration(text: &str) -> Result<(String, Duration), String> {
@@ -101,6 +106,8 @@ pub struct DeploySettings {
     rollout_timeout: Duration,
     stage_helm: BTreeMap<String, Duration>,
     stage_rollout: BTreeMap<String, Duration>,
+    /// Cap of the scaling action (`None`: ten times the current count).
+    pub scaling_max_replicas: Option<u32>,
 }
 
 impl DeploySettings {
@@ -117,6 +124,7 @@ impl DeploySettings {
             rollout_timeout: config.rollout_timeout,
             stage_helm: config.stage_helm_timeout.iter().cloned().collect(),
             stage_rollout: config.stage_rollout_timeout.iter().cloned().collect(),
+            scaling_max_replicas: config.scaling_max_replicas,
         }
     }
 

@@ -16,7 +16,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::{json, Map, Value};
 use tracing::{info, warn};
 
-use super::platform::Platform;
+use super::platform::{private_dir, Platform};
 use super::{Outcome, Steps, TaskError, TaskHandler};
 use crate::charts::archive::Chart;
 use crate::charts::values::deep_merge;
@@ -286,28 +286,19 @@ impl Deployment<'_> {
         })
     }
 
-    /// A helm process killed mid-operation leaves its release `pending-*`, and helm
-    /// then refuses every later operation. We hold the release's lease, so nobody else is
-    /// operating on it: whatever is pending is dead and is recovered here. Whether
-    /// anything was recovered (the storage must then be read again).
+    /// Recovers either release when an interrupted helm left it pending; whether anything
+    /// was recovered.
     async fn recover_stuck_releases(&self, stored: &StoredReleases) -> Result<bool, TaskError> {
-        let mut recovered = false;
-        for (release, revisions) in [
-            (&self.names.user, &stored.user),
-            (&self.names.generated, &stored.generated),
-        ] {
-            if revisions.last().is_some_and(StoredRevision::is_pending) {
-                let recovery = self
-                    .platform
-                    .helm
-                    .recover_pending(release, &self.names.namespace)
-                    .await?;
-                warn!(release = %release, recovery = ?recovery, "recovered a release left pending by an interrupted helm operation");
-                self.platform.metrics.pending_recoveries.inc();
-                recovered = true;
-            }
-        }
-        Ok(recovered)
+        let namespace = &self.names.namespace;
+        let user = self
+            .platform
+            .recover_if_pending(namespace, &self.names.user, &stored.user)
+            .await?;
+        let generated = self
+            .platform
+            .recover_if_pending(namespace, &self.names.generated, &stored.generated)
+            .await?;
+        Ok(user || generated)
     }
 
     /// The inventory entry when the deployed state equals what this event asks for and
@@ -429,19 +420,9 @@ impl Deployment<'_> {
         &self,
         deployments: &[String],
     ) -> Result<(), crate::cluster::rollout::RolloutFailure> {
-        let started = std::time::Instant::now();
-        let result = self
-            .platform
-            .cluster
-            .wait_for_rollout(&self.names.namespace, deployments, self.deadlines.rollout)
-            .await;
-        let outcome = if result.is_ok() { "ready" } else { "failed" };
         self.platform
-            .metrics
-            .rollout_seconds
-            .with_label_values(&[outcome])
-            .observe(started.elapsed().as_secs_f64());
-        result
+            .wait_for_rollout(&self.names.namespace, deployments, self.deadlines.rollout)
+            .await
     }
 
     /// Puts `release` back to `last_good` (uninstalls it when there is none) and says
@@ -643,12 +624,4 @@ impl StoredReleases {
     fn generated_exists(&self) -> bool {
         !self.generated.is_empty()
     }
-}
-
-/// A private temp directory (0700) for charts and values handed to helm.
-fn private_dir() -> Result<tempfile::TempDir, TaskError> {
-    tempfile::Builder::new()
-        .prefix("helm-service-")
-        .tempdir()
-        .map_err(|err| TaskError::Transient(format!("creating a temp dir: {err}")))
 }

@@ -6,8 +6,11 @@
 //! exactly once. Multi-step work goes through [`Steps::step`], so a redelivered event
 //! skips the steps a crashed attempt already completed.
 
+pub mod action;
 pub mod deployment;
+mod plans;
 pub mod platform;
+pub mod release;
 mod steps;
 
 use std::collections::HashMap;

@@ -16,6 +16,7 @@ use crate::helm::{Helm, HelmError};
 use crate::metrics::Metrics;
 
 use super::TaskError;
+use crate::cluster::{RolloutFailure, StoredRelease, StoredRevision};
 
 /// The shared tools of the Helm task handlers.
 pub struct Platform {
@@ -28,6 +29,104 @@ pub struct Platform {
     /// Read `helm/<service>.tgz` at the event's `gitcommitid` (resource-service).
     pub use_commit_id: bool,
     pub metrics: Metrics,
+}
+
+impl Platform {
+    /// A helm process killed mid-operation leaves its release `pending-*`, and helm then
+    /// refuses every later operation. Tasks call this while holding the release's lease, so
+    /// nobody else is operating on it: whatever is pending is dead and is recovered here.
+    /// Whether anything was recovered (Helm's storage must then be read again).
+    pub async fn recover_if_pending(
+        &self,
+        namespace: &str,
+        release: &str,
+        revisions: &[StoredRevision],
+    ) -> Result<bool, TaskError> {
+        if !revisions.last().is_some_and(StoredRevision::is_pending) {
+            return Ok(false);
+        }
+        let recovery = self.helm.recover_pending(release, namespace).await?;
+        tracing::warn!(release, recovery = ?recovery, "recovered a release left pending by an interrupted helm operation");
+        self.metrics.pending_recoveries.inc();
+        Ok(true)
+    }
+
+    /// The latest revision of `release` with its values and manifest (`None`: no such
+    /// release), after recovering one left pending. Reads Helm's storage, runs no helm
+    /// unless there is something to recover.
+    pub async fn observe_release(
+        &self,
+        namespace: &str,
+        release: &str,
+    ) -> Result<Option<StoredRelease>, TaskError> {
+        let mut revisions = self.cluster.release_revisions(namespace, release).await?;
+        if self
+            .recover_if_pending(namespace, release, &revisions)
+            .await?
+        {
+            revisions = self.cluster.release_revisions(namespace, release).await?;
+        }
+        match revisions.last() {
+            Some(latest) => Ok(self
+                .cluster
+                .stored_release(namespace, release, latest.revision)
+                .await?),
+            None => Ok(None),
+        }
+    }
+
+    /// Waits (with a watch) until `deployments` are rolled out or `deadline` passes, and
+    /// records how long it took.
+    pub async fn wait_for_rollout(
+        &self,
+        namespace: &str,
+        deployments: &[String],
+        deadline: std::time::Duration,
+    ) -> Result<(), RolloutFailure> {
+        let started = std::time::Instant::now();
+        let result = self
+            .cluster
+            .wait_for_rollout(namespace, deployments, deadline)
+            .await;
+        let outcome = if result.is_ok() { "ready" } else { "failed" };
+        self.metrics
+            .rollout_seconds
+            .with_label_values(&[outcome])
+            .observe(started.elapsed().as_secs_f64());
+        result
+    }
+
+    /// Revision `revision` of `release`, which a recorded plan relies on: its absence is
+    /// an error naming it (someone uninstalled the release or pruned its history).
+    pub async fn stored_revision(
+        &self,
+        namespace: &str,
+        release: &str,
+        revision: u32,
+    ) -> Result<StoredRelease, TaskError> {
+        self.cluster
+            .stored_release(namespace, release, revision)
+            .await?
+            .ok_or_else(|| {
+                TaskError::Failed(format!(
+                    "revision {revision} of release {release} in namespace {namespace} is gone from Helm's history (uninstalled or pruned while the task ran)"
+                ))
+            })
+    }
+}
+
+/// A private temp directory (0700) for charts and values handed to helm.
+pub fn private_dir() -> Result<tempfile::TempDir, TaskError> {
+    tempfile::Builder::new()
+        .prefix("helm-service-")
+        .tempdir()
+        .map_err(|err| TaskError::Transient(format!("creating a temp dir: {err}")))
+}
+
+impl From<RolloutFailure> for TaskError {
+    fn from(failure: RolloutFailure) -> Self {
+        classify(failure.is_transient(), failure.to_string())
+    }
 }
 
 fn classify(transient: bool, message: String) -> TaskError {

@@ -5,12 +5,13 @@ use std::future::Future;
 use chrono::Utc;
 use serde::de::DeserializeOwned;
 use serde::Serialize;
-use tracing::info;
+use tokio_util::sync::CancellationToken;
+use tracing::{info, warn};
 
 use super::TaskError;
 use crate::metrics::Metrics;
 use crate::pipeline::release_record::StepRecord;
-use crate::pipeline::releases::HeldRelease;
+use crate::pipeline::releases::{HeldRelease, ReleaseError, Releases};
 
 /// Handed to a handler's `run`; records each completed step in the release record.
 pub struct Steps<'a> {
@@ -18,6 +19,12 @@ pub struct Steps<'a> {
     event_id: &'a str,
     event_type: &'a str,
     metrics: &'a Metrics,
+    /// For tasks that span releases: [`Steps::exclusive`] takes the others.
+    releases: &'a Releases,
+    stop: &'a CancellationToken,
+    /// Test hook (`--test-crash-after-step`): the process kills itself right after this
+    /// step is recorded, to prove a redelivery resumes at the next one.
+    crash_after: Option<&'a str>,
     /// Whether the record has been written since the task began: the `.started` flag
     /// is written before the first step runs, so a long first step cannot outlive it
     /// unwritten.
@@ -30,14 +37,54 @@ impl<'a> Steps<'a> {
         event_id: &'a str,
         event_type: &'a str,
         metrics: &'a Metrics,
+        releases: &'a Releases,
+        stop: &'a CancellationToken,
+        crash_after: Option<&'a str>,
     ) -> Self {
         Steps {
             release,
             event_id,
             event_type,
             metrics,
+            releases,
+            stop,
+            crash_after,
             written: false,
         }
+    }
+
+    /// The triggered event's id, e.g. for `helm history` descriptions.
+    pub fn event_id(&self) -> &str {
+        self.event_id
+    }
+
+    /// Runs `work` while also holding release `key` (a stage of a task that spans stages),
+    /// so no task on that release overlaps it on any replica. The release is handed back
+    /// unchanged afterwards; progress stays in the task's own record.
+    pub async fn exclusive<T, Fut>(&self, key: &str, work: Fut) -> Result<T, TaskError>
+    where
+        Fut: Future<Output = Result<T, TaskError>>,
+    {
+        let transient = |err: ReleaseError| TaskError::Transient(err.to_string());
+        let acquired = self
+            .releases
+            .acquire(key, self.event_id, self.stop)
+            .await
+            .map_err(transient)?;
+        if acquired.contended {
+            self.metrics.lease_waits.inc();
+        }
+        let held = acquired.release;
+        let lost = held.lost();
+        let result = tokio::select! {
+            result = work => result,
+            never = held.keep_fresh() => match never {},
+            () = lost.cancelled() => Err(TaskError::Transient(format!("release {key} was taken over by another worker"))),
+        };
+        if let Err(err) = held.hand_back(|_| {}).await {
+            warn!(release = key, error = %err, "could not hand the release back; it is taken over after its TTL");
+        }
+        result
     }
 
     /// The output recorded for a step, if it completed in this or an earlier attempt.
@@ -102,6 +149,9 @@ impl<'a> Steps<'a> {
             .with_label_values(&[name])
             .inc();
         info!(step = name, "step done");
+        if self.crash_after == Some(name) {
+            crash_for_test(name);
+        }
         Ok(output)
     }
 
@@ -117,4 +167,14 @@ impl<'a> Steps<'a> {
         self.written = true;
         Ok(())
     }
+}
+
+/// The crash test hook: SIGKILL to ourselves, the same death as an OOM kill or a node loss.
+fn crash_for_test(step: &str) {
+    warn!(
+        step,
+        "--test-crash-after-step: killing this process after the step was recorded"
+    );
+    let _ = nix::sys::signal::kill(nix::unistd::Pid::this(), nix::sys::signal::Signal::SIGKILL);
+    std::process::abort();
 }

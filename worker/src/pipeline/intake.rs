@@ -15,6 +15,10 @@ use serde::de::DeserializeOwned;
 /// `source` of every event this service publishes; events from it are never consumed.
 pub const OWN_SOURCE: &str = "helm-service";
 
+/// The one remediation action helm-service runs; every other action belongs to another
+/// integration and gets no reply from us at all.
+pub const SCALING_ACTION: &str = "scaling";
+
 /// The Keptn tasks this service handles, one per consumed event type.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum TaskKind {
@@ -252,6 +256,11 @@ pub fn classify(subject: &str, payload: &[u8], max_event_bytes: usize) -> Intake
                     .into(),
         };
     }
+    if kind == TaskKind::Action && !is_scaling_action(&event) {
+        return Intake::Ignore {
+            reason: "foreign-action",
+        };
+    }
     match validate(kind, &event) {
         Ok((common, payload, release)) => Intake::Accept(Box::new(Task {
             kind,
@@ -270,6 +279,19 @@ pub fn classify(subject: &str, payload: &[u8], max_event_bytes: usize) -> Intake
             reason: DeadLetterReason::InvalidData,
             detail: reason,
         },
+    }
+}
+
+/// Whether an action.triggered event asks for scaling. Decided before validation: another
+/// integration's action is none of our business, even when its data would not pass our
+/// checks. Data that cannot be read at all is ours to answer (it might be a scaling action).
+fn is_scaling_action(event: &KeptnEvent) -> bool {
+    match event.typed_data::<ActionTriggeredData>() {
+        Ok(data) => match data.action {
+            Some(action) if !action.action.is_empty() => action.action == SCALING_ACTION,
+            _ => true,
+        },
+        Err(_) => true,
     }
 }
 

@@ -36,6 +36,8 @@ pub struct ProcessorConfig {
     pub ack_wait: Duration,
     pub max_event_bytes: usize,
     pub max_deliveries: u32,
+    /// Test hook: kill the process right after the step of this name is recorded.
+    pub crash_after_step: Option<String>,
 }
 
 /// Shared by all in-flight tasks of a replica.
@@ -345,7 +347,15 @@ impl Processor {
 
         let lost = held.lost();
         let outcome = {
-            let mut steps = Steps::new(held, id, event_type, &self.metrics);
+            let mut steps = Steps::new(
+                held,
+                id,
+                event_type,
+                &self.metrics,
+                &self.releases,
+                hard_stop,
+                self.config.crash_after_step.as_deref(),
+            );
             tokio::select! {
                 outcome = handler.run(task, &mut steps) => outcome,
                 () = lost.cancelled() => Err(TaskError::Transient("the release was taken over by another worker".into())),

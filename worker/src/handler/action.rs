@@ -1,0 +1,145 @@
+//! `action.triggered` with `scaling`: the remediation that adds `action.value` replicas.
+//!
+//! Blue/green services scale their primary (the generated release); `direct` and
+//! `user_managed` services scale the user release's Deployment through a replica override.
+//! The target count is decided once and recorded (step `plan`), so a redelivered event
+//! never adds the value twice; applying it is one Helm upgrade.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use contracts::data::TaskResult;
+use serde::{Deserialize, Serialize};
+
+use super::plans::{Deployed, DeployedService};
+use super::platform::Platform;
+use super::{Decision, Outcome, Steps, TaskError, TaskHandler};
+use crate::deploy::manifest::name_of;
+use crate::deploy::plan::{self, Action, Plan, Scaling};
+use crate::pipeline::intake::{Task, TaskPayload, SCALING_ACTION};
+
+/// The recorded decision of a scaling action.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+struct Decided {
+    plan: Plan,
+    note: String,
+}
+
+/// The `action.triggered` handler (scaling only).
+pub struct ActionHandler {
+    platform: Arc<Platform>,
+}
+
+impl ActionHandler {
+    pub fn new(platform: Arc<Platform>) -> Self {
+        ActionHandler { platform }
+    }
+}
+
+#[async_trait]
+impl TaskHandler for ActionHandler {
+    fn decide(&self, task: &Task) -> Decision {
+        match &task.payload {
+            TaskPayload::Action { data }
+                if data
+                    .action
+                    .as_ref()
+                    .is_some_and(|a| a.action == SCALING_ACTION) =>
+            {
+                Decision::Accept
+            }
+            _ => Decision::Decline {
+                reason: "foreign-action",
+            },
+        }
+    }
+
+    async fn run(&self, task: &Task, steps: &mut Steps<'_>) -> Result<Outcome, TaskError> {
+        let TaskPayload::Action { data } = &task.payload else {
+            return Err(TaskError::Failed(format!(
+                "internal error: the action handler got a {} task",
+                task.kind.event_type()
+            )));
+        };
+        let value = data.action.as_ref().and_then(|a| a.value.as_ref());
+        let delta = match plan::scaling_delta(value) {
+            Ok(delta) => delta,
+            // The action ran and could not do what was asked: succeeded, fail (DESIGN §3).
+            Err(why) => return Ok(Outcome::succeeded(TaskResult::Fail, why)),
+        };
+        let service = DeployedService::of_task(&self.platform, task)?;
+        let decided: Decided = steps.step("plan", || decide(&service, delta)).await?;
+        service.run_plan(&decided.plan, steps).await?;
+        Ok(Outcome::succeeded(TaskResult::Pass, decided.note))
+    }
+}
+
+async fn decide(service: &DeployedService<'_>, delta: i64) -> Result<Decided, TaskError> {
+    let max = service.platform.settings.scaling_max_replicas;
+    let who = service.describe();
+    let (plan, target, scaling) = match service.observe().await? {
+        Deployed::Nothing => {
+            return Err(TaskError::Failed(format!(
+                "cannot scale {who}: it is not deployed (no release {} in namespace {})",
+                service.names.user, service.names.namespace
+            )))
+        }
+        Deployed::BlueGreen {
+            generated_revision,
+            model,
+            user,
+        } => {
+            let primary = model
+                .primary_deployment()
+                .map_err(|err| TaskError::Failed(err.to_string()))?;
+            let scaling = plan::scale(plan::declared_replicas(&model.primary_source), delta, max);
+            let actions = if scaling.to == scaling.from {
+                Vec::new()
+            } else {
+                vec![Action::ScalePrimary {
+                    replicas: scaling.to,
+                }]
+            };
+            let plan = Plan {
+                generated_revision: Some(generated_revision),
+                user_source_revision: Some(user.source_revision),
+                actions,
+            };
+            (plan, primary, scaling)
+        }
+        Deployed::Plain { user, .. } => {
+            let deployment = user.main_deployment(&service.service)?;
+            let name = name_of(deployment).unwrap_or_default().to_owned();
+            let scaling = plan::scale(user.replicas_of(&name, deployment), delta, max);
+            let actions = if scaling.to == scaling.from {
+                Vec::new()
+            } else {
+                vec![Action::ScaleUser {
+                    replicas: BTreeMap::from([(name.clone(), scaling.to)]),
+                }]
+            };
+            let plan = Plan {
+                generated_revision: None,
+                user_source_revision: Some(user.source_revision),
+                actions,
+            };
+            (plan, name, scaling)
+        }
+    };
+    let note = describe(&who, &target, &scaling);
+    Ok(Decided { plan, note })
+}
+
+fn describe(who: &str, deployment: &str, scaling: &Scaling) -> String {
+    let Scaling { from, to, limited } = scaling;
+    let mut note = if from == to {
+        format!("{who}: Deployment {deployment} stays at {to} replicas")
+    } else {
+        format!("scaled {who}: Deployment {deployment} from {from} to {to} replicas")
+    };
+    if let Some(limited) = limited {
+        note.push_str(&format!(" ({limited})"));
+    }
+    note
+}

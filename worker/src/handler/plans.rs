@@ -1,0 +1,387 @@
+//! A deployed service as release, rollback and scaling see it: observed from Helm's
+//! storage, changed by running a recorded [`Plan`] one recorded step per action.
+//!
+//! Shared by the release, rollback and action handlers, so the three only decide *what*
+//! to do; how an action reaches Helm and the cluster lives here once.
+
+use std::collections::BTreeMap;
+
+use contracts::data::DeploymentStrategy;
+use serde_json::Value;
+use tracing::info;
+
+use super::platform::{private_dir, Platform};
+use super::{Steps, TaskError};
+use crate::cluster::StoredRelease;
+use crate::deploy::generated::{self, BlueGreenModel, GeneratedModel, GeneratedValues};
+use crate::deploy::manifest::{name_of, Manifest};
+use crate::deploy::naming::ReleaseNames;
+use crate::deploy::plan::{Action, BlueGreenState, Plan};
+use crate::deploy::replicas::{self, ReplicaOverride};
+use crate::deploy::settings::Deadlines;
+use crate::deploy::KeptnValues;
+use crate::helm::UpgradeRequest;
+use crate::pipeline::intake::Task;
+
+/// One service in one stage, with what a task needs to observe and change it.
+pub(super) struct DeployedService<'a> {
+    pub platform: &'a Platform,
+    pub project: String,
+    pub stage: String,
+    pub service: String,
+    pub names: ReleaseNames,
+    pub deadlines: Deadlines,
+    /// `<event type> <id>`, named in the `helm history` description of each revision.
+    pub cause: String,
+}
+
+/// The user release: its latest revision and the revision its chart rendered.
+pub(super) struct UserRelease {
+    pub latest: StoredRelease,
+    /// Set when the latest revision is helm-service's replica override.
+    pub replica_override: Option<ReplicaOverride>,
+    /// The revision the user's chart rendered (the latest, or the override's source).
+    pub source_revision: u32,
+    pub source: Manifest,
+}
+
+impl UserRelease {
+    /// The release's only Deployment, or the one named like the service; what the blue/green
+    /// primary copies and what scaling a `direct` service changes.
+    pub fn main_deployment(&self, service: &str) -> Result<&Value, TaskError> {
+        let deployments = self.source.deployments();
+        match deployments.as_slice() {
+            [only] => Ok(only),
+            _ => deployments
+                .iter()
+                .find(|d| name_of(d) == Some(service))
+                .copied()
+                .ok_or_else(|| {
+                    let names: Vec<&str> = deployments.iter().filter_map(|d| name_of(d)).collect();
+                    TaskError::Failed(format!(
+                        "release {} has {} Deployments [{}] and none is named {service}: cannot tell which one to change",
+                        self.latest_name(),
+                        deployments.len(),
+                        names.join(", ")
+                    ))
+                }),
+        }
+    }
+
+    /// Current replicas of Deployment `name`: the override's when helm-service set them,
+    /// else what the chart rendered.
+    pub fn replicas_of(&self, name: &str, deployment: &Value) -> u32 {
+        self.replica_override
+            .as_ref()
+            .and_then(|o| o.replicas.get(name).copied())
+            .unwrap_or_else(|| crate::deploy::plan::declared_replicas(deployment))
+    }
+
+    fn latest_name(&self) -> String {
+        format!("revision {}", self.latest.revision)
+    }
+}
+
+/// What is deployed for the service in the stage.
+pub(super) enum Deployed {
+    /// No user release.
+    Nothing,
+    /// A user release without generated blue/green objects: `direct` (mesh routing) or
+    /// `user_managed` (no generated release).
+    Plain {
+        strategy: DeploymentStrategy,
+        user: UserRelease,
+    },
+    BlueGreen {
+        generated_revision: u32,
+        model: BlueGreenModel,
+        user: UserRelease,
+    },
+}
+
+impl Deployed {
+    pub fn strategy(&self) -> Option<DeploymentStrategy> {
+        match self {
+            Deployed::Nothing => None,
+            Deployed::Plain { strategy, .. } => Some(*strategy),
+            Deployed::BlueGreen { .. } => Some(DeploymentStrategy::BlueGreenService),
+        }
+    }
+}
+
+impl<'a> DeployedService<'a> {
+    /// The service of a validated task (release, rollback, action: all name a stage).
+    pub fn of_task(platform: &'a Platform, task: &Task) -> Result<Self, TaskError> {
+        let common = &task.common;
+        let field = |value: &Option<String>| value.clone().unwrap_or_default();
+        let (project, stage, service) = (
+            field(&common.project),
+            field(&common.stage),
+            field(&common.service),
+        );
+        let names = ReleaseNames::new(&project, &stage, &service)
+            .map_err(|err| TaskError::Failed(err.to_string()))?;
+        Ok(DeployedService {
+            platform,
+            deadlines: platform.settings.deadlines(&stage),
+            cause: format!("{} {}", task.kind.event_type(), task.event.id()),
+            project,
+            stage,
+            service,
+            names,
+        })
+    }
+
+    /// `carts in stage dev of project shop`, for messages.
+    pub fn describe(&self) -> String {
+        format!(
+            "{} in stage {} of project {}",
+            self.service, self.stage, self.project
+        )
+    }
+
+    /// Reads both releases from Helm's storage (recovering ones left pending).
+    pub async fn observe(&self) -> Result<Deployed, TaskError> {
+        let namespace = &self.names.namespace;
+        let Some(latest) = self
+            .platform
+            .observe_release(namespace, &self.names.user)
+            .await?
+        else {
+            return Ok(Deployed::Nothing);
+        };
+        let user = self.user_release(latest).await?;
+        let generated = self
+            .platform
+            .observe_release(namespace, &self.names.generated)
+            .await?;
+        let Some(generated) = generated else {
+            return Ok(Deployed::Plain {
+                strategy: DeploymentStrategy::UserManaged,
+                user,
+            });
+        };
+        let values = GeneratedValues::from_release_values(generated.config.clone())
+            .map_err(|err| TaskError::Failed(format!("release {}: {err}", self.names.generated)))?;
+        Ok(match values.model {
+            GeneratedModel::BlueGreen(model) => Deployed::BlueGreen {
+                generated_revision: generated.revision,
+                model,
+                user,
+            },
+            GeneratedModel::Mesh(_) => Deployed::Plain {
+                strategy: DeploymentStrategy::Direct,
+                user,
+            },
+        })
+    }
+
+    async fn user_release(&self, latest: StoredRelease) -> Result<UserRelease, TaskError> {
+        let replica_override = ReplicaOverride::of(&latest.config);
+        let source = match &replica_override {
+            Some(marker) => {
+                self.platform
+                    .stored_revision(
+                        &self.names.namespace,
+                        &self.names.user,
+                        marker.source_revision,
+                    )
+                    .await?
+            }
+            None => latest.clone(),
+        };
+        let manifest = Manifest::parse(&self.names.user, &source.manifest)
+            .map_err(|err| TaskError::Failed(err.to_string()))?;
+        Ok(UserRelease {
+            source_revision: source.revision,
+            source: manifest,
+            replica_override,
+            latest,
+        })
+    }
+
+    /// The blue/green state a release or rollback decides on.
+    pub fn blue_green_state(
+        &self,
+        model: &BlueGreenModel,
+        user: &UserRelease,
+    ) -> Result<BlueGreenState, TaskError> {
+        let deployment = user.main_deployment(&self.service)?;
+        Ok(BlueGreenState {
+            canary_weight: model.canary_weight,
+            primary_is_current: model.primary_source == generated::detached(deployment),
+            canary_running: !user
+                .replica_override
+                .as_ref()
+                .is_some_and(ReplicaOverride::is_scaled_to_zero),
+            canary_deployments: user.source.deployment_names(),
+        })
+    }
+
+    /// Runs each action of `plan` as a recorded step; a redelivered event skips the ones
+    /// recorded before, and every action is computed from the plan alone.
+    pub async fn run_plan(&self, plan: &Plan, steps: &mut Steps<'_>) -> Result<(), TaskError> {
+        info!(steps = ?plan.step_names(), "running the plan");
+        for index in 0..plan.actions.len() {
+            let action = &plan.actions[index];
+            steps
+                .step(action.step_name(), || self.execute(plan, index))
+                .await?;
+        }
+        Ok(())
+    }
+
+    /// Action `index` of `plan`: the generated release upgraded with the base model and the
+    /// actions up to this one applied, or the user release re-deployed with replicas.
+    /// Waits (watch) for `deployments` within the stage's rollout deadline.
+    async fn wait_for_rollout(&self, deployments: &[String]) -> Result<(), TaskError> {
+        Ok(self
+            .platform
+            .wait_for_rollout(&self.names.namespace, deployments, self.deadlines.rollout)
+            .await?)
+    }
+
+    async fn execute(&self, plan: &Plan, index: usize) -> Result<u32, TaskError> {
+        let action = &plan.actions[index];
+        info!(step = action.step_name(), "{}", action.describe());
+        match action {
+            Action::ScaleUser { replicas } => {
+                let source = plan.user_source_revision.ok_or_else(|| {
+                    TaskError::Failed(
+                        "internal error: a scaling plan without a user revision".into(),
+                    )
+                })?;
+                self.scale_user(source, replicas, action).await
+            }
+            _ => self.upgrade_generated(plan, index).await,
+        }
+    }
+
+    async fn upgrade_generated(&self, plan: &Plan, index: usize) -> Result<u32, TaskError> {
+        let (namespace, release) = (&self.names.namespace, &self.names.generated);
+        let internal = |what: &str| TaskError::Failed(format!("internal error: {what}"));
+        let base_revision = plan
+            .generated_revision
+            .ok_or_else(|| internal("a blue/green plan without a generated revision"))?;
+        let base = self
+            .platform
+            .stored_revision(namespace, release, base_revision)
+            .await?;
+        let values = GeneratedValues::from_release_values(base.config)
+            .map_err(|err| TaskError::Failed(format!("release {release}: {err}")))?;
+        let GeneratedModel::BlueGreen(mut model) = values.model else {
+            return Err(TaskError::Failed(format!(
+                "release {release} holds no blue/green objects (revision {base_revision})"
+            )));
+        };
+        let applied = &plan.actions[..=index];
+        let user_deployment = if applied.contains(&Action::UpdatePrimary) {
+            let source = plan
+                .user_source_revision
+                .ok_or_else(|| internal("a promotion without a user revision"))?;
+            let stored = self
+                .platform
+                .stored_revision(namespace, &self.names.user, source)
+                .await?;
+            let manifest = Manifest::parse(&self.names.user, &stored.manifest)
+                .map_err(|err| TaskError::Failed(err.to_string()))?;
+            let user = UserRelease {
+                source_revision: source,
+                source: manifest,
+                replica_override: None,
+                latest: stored,
+            };
+            user.main_deployment(&self.service)?.clone()
+        } else {
+            Value::Null
+        };
+        for action in applied.iter().filter(|a| a.on_generated()) {
+            action.apply(&mut model, &user_deployment);
+        }
+        let primary = model
+            .primary_deployment()
+            .map_err(|err| TaskError::Failed(err.to_string()))?;
+        let keptn = KeptnValues::new(&self.project, &self.stage, &self.service, "primary");
+        let values = GeneratedValues::new(keptn, GeneratedModel::BlueGreen(model))
+            .map_err(|err| TaskError::Failed(err.to_string()))?;
+        let dir = private_dir()?;
+        let chart_dir = generated::write_chart(dir.path(), release)
+            .map_err(|err| TaskError::Transient(format!("writing the generated chart: {err}")))?;
+        let action = &plan.actions[index];
+        let revision = self
+            .upgrade(release, &chart_dir, &values.to_value(), action)
+            .await?;
+        let waits = match action {
+            Action::UpdatePrimary => true,
+            Action::ScalePrimary { replicas } => *replicas > 0,
+            _ => false,
+        };
+        if waits {
+            self.wait_for_rollout(&[primary]).await?;
+        }
+        Ok(revision)
+    }
+
+    async fn scale_user(
+        &self,
+        source_revision: u32,
+        replicas: &BTreeMap<String, u32>,
+        action: &Action,
+    ) -> Result<u32, TaskError> {
+        let (namespace, release) = (&self.names.namespace, &self.names.user);
+        let source = self
+            .platform
+            .stored_revision(namespace, release, source_revision)
+            .await?;
+        let manifest =
+            replicas::with_replicas(release, source_revision, &source.manifest, replicas)
+                .map_err(|err| TaskError::Failed(err.to_string()))?;
+        let marker = ReplicaOverride {
+            source_revision,
+            replicas: replicas.clone(),
+        };
+        let values = replicas::override_values(&marker, manifest, &source.config);
+        let dir = private_dir()?;
+        let chart_dir =
+            replicas::write_chart(dir.path(), &source.chart_name, &source.chart_version).map_err(
+                |err| TaskError::Transient(format!("writing the override chart: {err}")),
+            )?;
+        let revision = self.upgrade(release, &chart_dir, &values, action).await?;
+        let running: Vec<String> = replicas
+            .iter()
+            .filter(|(_, &count)| count > 0)
+            .map(|(name, _)| name.clone())
+            .collect();
+        if !running.is_empty() {
+            self.wait_for_rollout(&running).await?;
+        }
+        Ok(revision)
+    }
+
+    /// One `helm upgrade` (no helm-side wait: rollouts are watched by us) whose revision
+    /// says what it did in `helm history`.
+    async fn upgrade(
+        &self,
+        release: &str,
+        chart_dir: &std::path::Path,
+        values: &Value,
+        action: &Action,
+    ) -> Result<u32, TaskError> {
+        let description = format!("helm-service: {} ({})", action.describe(), self.cause);
+        let status = self
+            .platform
+            .helm
+            .upgrade_install(&UpgradeRequest {
+                release,
+                namespace: &self.names.namespace,
+                chart_dir,
+                values,
+                wait: None,
+                rollback_on_failure: false,
+                timeout: Some(self.deadlines.helm),
+                description: Some(&description),
+            })
+            .await?;
+        Ok(status.revision)
+    }
+}

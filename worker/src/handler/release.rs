@@ -1,0 +1,219 @@
+//! `release.triggered` and `rollback.triggered`: promote or roll back a blue/green service.
+//!
+//! Both observe the service, record a plan (the actions the observed state still needs)
+//! and run it step by step through [`DeployedService::run_plan`]. `direct` and
+//! `user_managed` services have nothing to release: the task says so and changes nothing.
+
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use contracts::data::{DeploymentStrategy, TaskResult};
+use serde::{Deserialize, Serialize};
+
+use super::plans::{Deployed, DeployedService};
+use super::platform::Platform;
+use super::{Decision, Outcome, Steps, TaskError, TaskHandler};
+use crate::deploy::plan::{self, Plan};
+use crate::pipeline::intake::{Task, TaskPayload};
+
+/// What a blue/green task does to the canary's version.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Intent {
+    /// The canary's version becomes the primary.
+    Promote,
+    /// The primary stays; traffic goes back to it.
+    RollBack,
+}
+
+impl Intent {
+    fn verb(self) -> &'static str {
+        match self {
+            Intent::Promote => "promote",
+            Intent::RollBack => "roll back",
+        }
+    }
+}
+
+/// The recorded decision of a release or rollback: a plan, or why there is none.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+struct Decided {
+    plan: Option<Plan>,
+    note: String,
+}
+
+/// The `release.triggered` handler.
+pub struct ReleaseHandler {
+    platform: Arc<Platform>,
+}
+
+impl ReleaseHandler {
+    pub fn new(platform: Arc<Platform>) -> Self {
+        ReleaseHandler { platform }
+    }
+}
+
+#[async_trait]
+impl TaskHandler for ReleaseHandler {
+    fn decide(&self, task: &Task) -> Decision {
+        if task.common.result.is_none() {
+            return Decision::Refuse {
+                message: "release.triggered carries no result: it needs the evaluation's verdict \
+                          (pass or warning to promote, fail to roll back) in data.result"
+                    .into(),
+            };
+        }
+        Decision::Accept
+    }
+
+    async fn run(&self, task: &Task, steps: &mut Steps<'_>) -> Result<Outcome, TaskError> {
+        let TaskPayload::Release { strategy, .. } = &task.payload else {
+            return Err(wrong_task(task));
+        };
+        let result = task.common.result.unwrap_or(TaskResult::Fail);
+        let service = DeployedService::of_task(&self.platform, task)?;
+        if *strategy != DeploymentStrategy::BlueGreenService {
+            return Ok(Outcome::succeeded(
+                result,
+                format!(
+                    "{} is deployed with {}: a release changes nothing",
+                    service.describe(),
+                    strategy.as_str()
+                ),
+            ));
+        }
+        let intent = match result {
+            TaskResult::Pass | TaskResult::Warning => Intent::Promote,
+            TaskResult::Fail => Intent::RollBack,
+        };
+        let message = blue_green(&service, intent, true, steps).await?;
+        Ok(Outcome::succeeded(result, message))
+    }
+}
+
+/// The `rollback.triggered` handler.
+pub struct RollbackHandler {
+    platform: Arc<Platform>,
+}
+
+impl RollbackHandler {
+    pub fn new(platform: Arc<Platform>) -> Self {
+        RollbackHandler { platform }
+    }
+}
+
+#[async_trait]
+impl TaskHandler for RollbackHandler {
+    async fn run(&self, task: &Task, steps: &mut Steps<'_>) -> Result<Outcome, TaskError> {
+        if !matches!(task.payload, TaskPayload::Rollback { .. }) {
+            return Err(wrong_task(task));
+        }
+        let service = DeployedService::of_task(&self.platform, task)?;
+        let message = blue_green(&service, Intent::RollBack, false, steps).await?;
+        Ok(Outcome::succeeded(TaskResult::Pass, message))
+    }
+}
+
+fn wrong_task(task: &Task) -> TaskError {
+    TaskError::Failed(format!(
+        "internal error: a release handler got a {} task",
+        task.kind.event_type()
+    ))
+}
+
+/// Decides (recorded step `plan`) and runs the promotion or rollback; the message says
+/// what was done. `required`: the event said blue/green, so a service deployed otherwise
+/// is an error rather than nothing to do.
+async fn blue_green(
+    service: &DeployedService<'_>,
+    intent: Intent,
+    required: bool,
+    steps: &mut Steps<'_>,
+) -> Result<String, TaskError> {
+    let decided: Decided = steps
+        .step("plan", || decide(service, intent, required))
+        .await?;
+    let Some(plan) = decided.plan else {
+        return Ok(decided.note);
+    };
+    service.run_plan(&plan, steps).await?;
+    if plan.actions.is_empty() {
+        return Ok(decided.note);
+    }
+    Ok(format!(
+        "{} ({})",
+        decided.note,
+        plan.step_names().join(", ")
+    ))
+}
+
+async fn decide(
+    service: &DeployedService<'_>,
+    intent: Intent,
+    required: bool,
+) -> Result<Decided, TaskError> {
+    let who = service.describe();
+    let (generated_revision, model, user) = match service.observe().await? {
+        Deployed::BlueGreen {
+            generated_revision,
+            model,
+            user,
+        } => (generated_revision, model, user),
+        Deployed::Nothing if required => {
+            return Err(TaskError::Failed(format!(
+                "cannot {} {who}: it is not deployed (no release {} in namespace {}); deploy it with blue_green_service first",
+                intent.verb(),
+                service.names.user,
+                service.names.namespace
+            )))
+        }
+        Deployed::Nothing => {
+            return Ok(Decided {
+                plan: None,
+                note: format!("{who} is not deployed: nothing to roll back"),
+            })
+        }
+        other => {
+            let strategy = other.strategy().map_or("none", DeploymentStrategy::as_str);
+            if required {
+                return Err(TaskError::Failed(format!(
+                    "cannot {} {who}: the event says blue_green_service but the service is deployed with {strategy} (no blue/green release {}); deploy it with blue_green_service first",
+                    intent.verb(),
+                    service.names.generated
+                )));
+            }
+            return Ok(Decided {
+                plan: None,
+                note: format!(
+                    "{who} is deployed with {strategy}: only blue_green_service deployments are rolled back, nothing changed"
+                ),
+            });
+        }
+    };
+    let state = service.blue_green_state(&model, &user)?;
+    let actions = match intent {
+        Intent::Promote => plan::promote(&state),
+        Intent::RollBack => plan::roll_back(&state),
+    };
+    let note = match (intent, actions.is_empty()) {
+        (Intent::Promote, true) => {
+            format!("{who} is already promoted: the primary runs the canary's version and takes all traffic")
+        }
+        (Intent::RollBack, true) => {
+            format!("{who} is already rolled back: the primary takes all traffic and the canary is scaled to 0")
+        }
+        (Intent::Promote, false) => format!(
+            "promoted {who}: the primary runs the canary's version and takes 100% of traffic, the canary is scaled to 0"
+        ),
+        (Intent::RollBack, false) => format!(
+            "rolled back {who}: the primary (previous version) takes 100% of traffic, the canary is scaled to 0"
+        ),
+    };
+    Ok(Decided {
+        plan: Some(Plan {
+            generated_revision: Some(generated_revision),
+            user_source_revision: Some(user.source_revision),
+            actions,
+        }),
+        note,
+    })
+}
