@@ -1,0 +1,155 @@
+//! A promotion survives the worker dying after any of its steps.
+//!
+//! For each step of a promotion in turn, a worker started with the hidden test hook
+//! `--test-crash-after-step <step>` SIGKILLs itself right after recording that step; a
+//! fresh worker then gets the redelivered event. The end state must equal an uncrashed
+//! promotion's, and Helm's history proves no recorded step ran again (each upgrade adds a
+//! revision: a repeated step would add one more).
+
+use std::time::Duration;
+
+use kube_sim::Config as SimConfig;
+use serde_json::json;
+use system_tests::deploy_env::{
+    deployment_event, example_chart, image_of, release_event, DeployEnv,
+};
+use system_tests::worker_process::WorkerSpec;
+
+const WAIT: Duration = Duration::from_secs(90);
+const NS: &str = "shop-dev";
+const V2: &str = "ghcr.io/example/hello:2.0";
+
+/// The steps of a promotion after a blue/green deployment, in order.
+const STEPS: [&str; 4] = [
+    "plan",
+    "update-primary",
+    "route-to-primary",
+    "scale-canary-to-zero",
+];
+
+/// Workers that notice a dead holder quickly: short ack wait and lease TTL.
+fn quick(mut spec: WorkerSpec) -> WorkerSpec {
+    spec.ack_wait = "2s";
+    spec.lease_ttl = "2s";
+    spec
+}
+
+#[tokio::test]
+async fn promotion_resumes_after_a_crash_after_each_step() -> anyhow::Result<()> {
+    let env = DeployEnv::start(SimConfig {
+        rollout_delay: Duration::from_millis(100),
+        ..SimConfig::default()
+    })
+    .await?;
+
+    for (index, crash_step) in STEPS.iter().enumerate() {
+        let service = format!("crash{index}");
+        let svc = service.as_str();
+        env.push_chart(("shop", "dev", svc), &example_chart())?;
+
+        // A blue/green service at v1 with canary v2, deployed by a normal worker.
+        let mut worker = env
+            .start_worker(quick(env.worker_spec()), &format!("{svc}-deploy"))
+            .await?;
+        for (id, values) in [("d1", json!({})), ("d2", json!({"image": V2}))] {
+            let event = deployment_event(&format!("{svc}-{id}"), svc, "blue_green_service", values);
+            let finished = env.deploy(&event, WAIT).await?;
+            anyhow::ensure!(finished["data"]["status"] == "succeeded", "{finished:#}");
+        }
+        worker.process.stop(Duration::from_secs(15)).await?;
+
+        // A worker that dies right after recording `crash_step`.
+        let mut spec = quick(env.worker_spec());
+        spec.extra_args
+            .extend(["--test-crash-after-step".into(), crash_step.to_string()]);
+        let mut crashing = env.start_worker(spec, &format!("{svc}-crash")).await?;
+        let release_id = format!("{svc}-r1");
+        system_tests::events::publish(
+            &env.env.js,
+            &release_event(&release_id, svc, "blue_green_service", "pass"),
+        )
+        .await?;
+        let status = crashing.process.wait_exit(WAIT).await?;
+        use std::os::unix::process::ExitStatusExt;
+        assert_eq!(
+            status.signal(),
+            Some(9),
+            "worker should SIGKILL itself after {crash_step}: {status:?}\n{}",
+            crashing.process.log_tail(20)
+        );
+        let replies = env.env.replies().await?;
+        assert!(
+            replies.of(&release_id, "finished").is_empty(),
+            "no finished before the crash"
+        );
+
+        // The redelivery goes to a fresh worker.
+        let resumed = env
+            .start_worker(quick(env.worker_spec()), &format!("{svc}-resume"))
+            .await?;
+        let replies = env
+            .env
+            .wait_replies(WAIT, |r| !r.of(&release_id, "finished").is_empty())
+            .await?;
+        let finished = replies.of(&release_id, "finished");
+        assert_eq!(finished.len(), 1, "{finished:#?}");
+        assert_eq!(replies.of(&release_id, "started").len(), 1);
+        assert_eq!(
+            finished[0]["data"]["status"], "succeeded",
+            "{:#}",
+            finished[0]
+        );
+        assert_eq!(finished[0]["data"]["result"], "pass");
+
+        // The same end state as an uncrashed promotion...
+        let primary = env
+            .deployment(NS, &format!("{svc}-primary"))
+            .await?
+            .expect("primary");
+        assert_eq!(image_of(&primary), V2, "after a crash after {crash_step}");
+        let canary = env.deployment(NS, svc).await?.expect("canary");
+        assert_eq!(canary.spec.and_then(|s| s.replicas), Some(0));
+        let vs = env.istio("VirtualService", NS, svc).await?.expect("VS");
+        let routes = &vs["spec"]["http"][0]["route"];
+        assert_eq!(routes[0]["weight"], 0, "canary weight: {vs:#}");
+        assert_eq!(routes[1]["weight"], 100, "primary weight: {vs:#}");
+
+        // ...reached with every step run once: generated 2 deployments + 2 promotion
+        // upgrades, user 2 deployments + 1 scale-down.
+        let generated = env
+            .helm_history(&format!("shop-dev-{svc}-generated"), NS)
+            .await?;
+        assert_eq!(generated.len(), 4, "after {crash_step}: {generated:?}");
+        let user = env.helm_history(&format!("shop-dev-{svc}"), NS).await?;
+        assert_eq!(user.len(), 3, "after {crash_step}: {user:?}");
+
+        // The resumed worker skipped what was recorded and ran only the rest.
+        for (position, step) in STEPS.iter().enumerate() {
+            let skipped = resumed
+                .metric(&format!(
+                    "helm_service_steps_skipped_total{{step=\"{step}\"}}"
+                ))
+                .await?;
+            let completed = resumed
+                .metric(&format!(
+                    "helm_service_steps_completed_total{{step=\"{step}\"}}"
+                ))
+                .await?;
+            if position <= index {
+                assert_eq!(
+                    (skipped, completed),
+                    (1.0, 0.0),
+                    "{step} after crash at {crash_step}"
+                );
+            } else {
+                assert_eq!(
+                    (skipped, completed),
+                    (0.0, 1.0),
+                    "{step} after crash at {crash_step}"
+                );
+            }
+        }
+        drop(resumed);
+    }
+    Ok(())
+}
