@@ -40,6 +40,8 @@ pub struct Metrics {
     pub steps_completed: IntCounterVec,
     /// Steps skipped because the release record shows them done.
     pub steps_skipped: IntCounterVec,
+    /// Duration of completed task steps (`user-release`, `update-primary`, ...), by step.
+    pub step_seconds: HistogramVec,
     /// Messages waiting in the consumer (not yet delivered).
     pub consumer_pending: IntGauge,
     /// Messages delivered to some replica and not yet acknowledged.
@@ -129,6 +131,14 @@ impl Metrics {
             steps_skipped: reg.counter_vec(
                 "helm_service_steps_skipped_total",
                 "Task steps skipped because an earlier attempt completed them, by step.",
+                &["step"],
+            ),
+            step_seconds: reg.histogram_vec(
+                HistogramOpts::new(
+                    "helm_service_step_seconds",
+                    "Duration of completed task steps, by step.",
+                )
+                .buckets(vec![0.01, 0.05, 0.25, 1.0, 5.0, 15.0, 60.0, 300.0, 900.0]),
                 &["step"],
             ),
             consumer_pending: reg.gauge(

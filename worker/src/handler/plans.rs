@@ -35,9 +35,9 @@ pub(super) struct DeployedService<'a> {
     pub cause: String,
 }
 
-/// The user release: its latest revision and the revision its chart rendered.
+/// The user release: the revision its chart rendered, and helm-service's replica
+/// override when the latest revision is one.
 pub(super) struct UserRelease {
-    pub latest: StoredRelease,
     /// Set when the latest revision is helm-service's replica override.
     pub replica_override: Option<ReplicaOverride>,
     /// The revision the user's chart rendered (the latest, or the override's source).
@@ -49,23 +49,7 @@ impl UserRelease {
     /// The release's only Deployment, or the one named like the service; what the blue/green
     /// primary copies and what scaling a `direct` service changes.
     pub fn main_deployment(&self, service: &str) -> Result<&Value, TaskError> {
-        let deployments = self.source.deployments();
-        match deployments.as_slice() {
-            [only] => Ok(only),
-            _ => deployments
-                .iter()
-                .find(|d| name_of(d) == Some(service))
-                .copied()
-                .ok_or_else(|| {
-                    let names: Vec<&str> = deployments.iter().filter_map(|d| name_of(d)).collect();
-                    TaskError::Failed(format!(
-                        "release {} has {} Deployments [{}] and none is named {service}: cannot tell which one to change",
-                        self.latest_name(),
-                        deployments.len(),
-                        names.join(", ")
-                    ))
-                }),
-        }
+        main_deployment(&self.source, self.source_revision, service)
     }
 
     /// Current replicas of Deployment `name`: the override's when helm-service set them,
@@ -76,10 +60,28 @@ impl UserRelease {
             .and_then(|o| o.replicas.get(name).copied())
             .unwrap_or_else(|| crate::deploy::plan::declared_replicas(deployment))
     }
+}
 
-    fn latest_name(&self) -> String {
-        format!("revision {}", self.latest.revision)
+/// The release's only Deployment, or the one named like the service.
+fn main_deployment<'m>(
+    manifest: &'m Manifest,
+    revision: u32,
+    service: &str,
+) -> Result<&'m Value, TaskError> {
+    let deployments = manifest.deployments();
+    if let [only] = deployments.as_slice() {
+        return Ok(only);
     }
+    if let Some(named) = deployments.iter().find(|d| name_of(d) == Some(service)) {
+        return Ok(named);
+    }
+    let names: Vec<&str> = deployments.iter().filter_map(|d| name_of(d)).collect();
+    Err(TaskError::Failed(format!(
+        "the service's release (revision {revision}) has {} Deployments [{}] and none is named \
+         {service}: cannot tell which one to change",
+        deployments.len(),
+        names.join(", ")
+    )))
 }
 
 /// What is deployed for the service in the stage.
@@ -188,7 +190,7 @@ impl<'a> DeployedService<'a> {
                     )
                     .await?
             }
-            None => latest.clone(),
+            None => latest,
         };
         let manifest = Manifest::parse(&self.names.user, &source.manifest)
             .map_err(|err| TaskError::Failed(err.to_string()))?;
@@ -196,7 +198,6 @@ impl<'a> DeployedService<'a> {
             source_revision: source.revision,
             source: manifest,
             replica_override,
-            latest,
         })
     }
 
@@ -285,13 +286,7 @@ impl<'a> DeployedService<'a> {
                 .await?;
             let manifest = Manifest::parse(&self.names.user, &stored.manifest)
                 .map_err(|err| TaskError::Failed(err.to_string()))?;
-            let user = UserRelease {
-                source_revision: source,
-                source: manifest,
-                replica_override: None,
-                latest: stored,
-            };
-            user.main_deployment(&self.service)?.clone()
+            main_deployment(&manifest, source, &self.service)?.clone()
         } else {
             Value::Null
         };

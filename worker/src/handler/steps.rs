@@ -130,7 +130,9 @@ impl<'a> Steps<'a> {
         if !self.written {
             self.write(name, |_| {}).await?;
         }
+        let started = std::time::Instant::now();
         let output = work().await?;
+        let elapsed = started.elapsed();
         let recorded = serde_json::to_value(&output)
             .map_err(|err| TaskError::Failed(format!("step {name:?} output: {err}")))?;
         let (event_id, event_type) = (self.event_id, self.event_type);
@@ -148,7 +150,15 @@ impl<'a> Steps<'a> {
             .steps_completed
             .with_label_values(&[name])
             .inc();
-        info!(step = name, "step done");
+        self.metrics
+            .step_seconds
+            .with_label_values(&[name])
+            .observe(elapsed.as_secs_f64());
+        info!(
+            step = name,
+            elapsed_ms = elapsed.as_millis() as u64,
+            "step done"
+        );
         if self.crash_after == Some(name) {
             crash_for_test(name);
         }
