@@ -349,3 +349,191 @@ pub fn example_chart_with(dir: &Path, extra: &[(&str, &str)]) -> anyhow::Result<
     }
     Ok(target)
 }
+
+impl DeployEnv {
+    /// `(image, spec.replicas)` of Deployment `name` (absent replicas count as 1, the API
+    /// server's default); an error when the Deployment does not exist.
+    pub async fn image_and_replicas(
+        &self,
+        namespace: &str,
+        name: &str,
+    ) -> anyhow::Result<(String, i32)> {
+        let deployment = self
+            .deployment(namespace, name)
+            .await?
+            .ok_or_else(|| anyhow::anyhow!("no Deployment {name} in namespace {namespace}"))?;
+        let replicas = deployment
+            .spec
+            .as_ref()
+            .and_then(|s| s.replicas)
+            .unwrap_or(1);
+        Ok((image_of(&deployment), replicas))
+    }
+
+    /// The hosts of `service`'s VirtualService routes (in project `shop`, stage `dev`)
+    /// with their weights: `[("hello-canary.shop-dev.svc.cluster.local", 100), ...]`.
+    pub async fn routes(&self, service: &str) -> anyhow::Result<Vec<(String, u64)>> {
+        let vs = self
+            .istio("VirtualService", "shop-dev", service)
+            .await?
+            .ok_or_else(|| anyhow::anyhow!("no VirtualService {service}"))?;
+        Ok(vs["spec"]["http"][0]["route"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .map(|r| {
+                (
+                    r["destination"]["host"]
+                        .as_str()
+                        .unwrap_or_default()
+                        .to_owned(),
+                    // Istio's default for a single destination is all traffic.
+                    r["weight"].as_u64().unwrap_or(100),
+                )
+            })
+            .collect())
+    }
+
+    /// `(canary, primary)` weights of the blue/green VirtualService of `service`
+    /// (project `shop`, stage `dev`); a host without a route counts 0.
+    pub async fn blue_green_weights(&self, service: &str) -> anyhow::Result<(u64, u64)> {
+        let routes = self.routes(service).await?;
+        let weight_of = |suffix: &str| {
+            let host = format!("{service}-{suffix}.shop-dev.svc.cluster.local");
+            routes
+                .iter()
+                .find(|(h, _)| *h == host)
+                .map_or(0, |(_, w)| *w)
+        };
+        Ok((weight_of("canary"), weight_of("primary")))
+    }
+
+    /// `helm history -o json` as (revision, description) pairs.
+    pub async fn helm_descriptions(
+        &self,
+        release: &str,
+        namespace: &str,
+    ) -> anyhow::Result<Vec<(u64, String)>> {
+        let text = self
+            .helm(&["history", release, "-n", namespace, "-o", "json"])
+            .await?;
+        let entries: Vec<Value> = serde_json::from_str(&text)?;
+        Ok(entries
+            .iter()
+            .map(|e| {
+                (
+                    e["revision"].as_u64().unwrap_or_default(),
+                    e["description"].as_str().unwrap_or_default().to_owned(),
+                )
+            })
+            .collect())
+    }
+
+    /// Names of the Helm releases in `namespace`, in whatever state (Helm 4 has no `--all`).
+    pub async fn helm_releases(&self, namespace: &str) -> anyhow::Result<Vec<String>> {
+        let states = ["--deployed", "--failed", "--pending", "--uninstalling"];
+        let mut args = vec!["list", "-n", namespace, "-o", "json"];
+        args.extend(states);
+        let text = self.helm(&args).await?;
+        let entries: Vec<Value> = serde_json::from_str(&text)?;
+        Ok(entries
+            .iter()
+            .filter_map(|e| e["name"].as_str().map(str::to_owned))
+            .collect())
+    }
+}
+
+/// Helm operations the worker ran so far: `helm_service_helm_operation_seconds_count`
+/// summed over every operation and outcome on its `/metrics`.
+pub async fn helm_operations(worker: &WorkerProcess) -> anyhow::Result<f64> {
+    let text = worker.metrics().await?;
+    Ok(text
+        .lines()
+        .filter(|line| line.starts_with("helm_service_helm_operation_seconds_count"))
+        .filter_map(|line| line.rsplit_once(' ')?.1.parse::<f64>().ok())
+        .sum())
+}
+
+/// A deployment.triggered event like [`deployment_event`], for `stage` of project `shop`.
+pub fn deployment_event_in(
+    stage: &str,
+    id: &str,
+    service: &str,
+    strategy: &str,
+    values: Value,
+) -> Value {
+    let mut event = deployment_event(id, service, strategy, values);
+    event["data"]["stage"] = stage.into();
+    event
+}
+
+/// A `sh.keptn.event.service.delete.finished` event (the control plane's report that
+/// `service` was deleted from project `shop`) for `stage`, or for every stage with `None`.
+pub fn service_delete_event(id: &str, service: &str, stage: Option<&str>) -> Value {
+    let mut event = task_event(
+        id,
+        "sh.keptn.event.service.delete.finished",
+        service,
+        serde_json::json!({"status": "succeeded", "result": "pass"}),
+    );
+    match stage {
+        Some(stage) => event["data"]["stage"] = stage.into(),
+        None => {
+            if let Some(data) = event["data"].as_object_mut() {
+                data.remove("stage");
+            }
+        }
+    }
+    event
+}
+
+impl DeployEnv {
+    /// Publishes a report event (`service.delete.finished`, which gets no `.started`) and
+    /// returns helm-service's one reply to it.
+    pub async fn run_report(&self, event: &Value, deadline: Duration) -> anyhow::Result<Value> {
+        crate::events::publish(&self.env.js, event).await?;
+        // A reply carries the triggeredid of the report, or its id when it has none.
+        let id = event["triggeredid"]
+            .as_str()
+            .or_else(|| event["id"].as_str())
+            .unwrap_or_default()
+            .to_owned();
+        let replies = self
+            .env
+            .wait_replies(deadline, |r| !r.of(&id, "finished").is_empty())
+            .await?;
+        let finished = replies.of(&id, "finished");
+        anyhow::ensure!(finished.len() == 1, "one reply for {id}: {finished:#?}");
+        anyhow::ensure!(
+            replies.of(&id, "started").is_empty(),
+            "no started for the report {id}: {replies:#?}"
+        );
+        Ok(finished[0].clone())
+    }
+
+    /// `(namespace, release)` of every Helm release in the cluster (`helm list -A --all`).
+    pub async fn helm_releases_everywhere(&self) -> anyhow::Result<Vec<(String, String)>> {
+        let text = self.helm(&["list", "-A", "--all", "-o", "json"]).await?;
+        let entries: Vec<Value> = serde_json::from_str(&text)?;
+        let mut releases: Vec<(String, String)> = entries
+            .iter()
+            .map(|e| {
+                (
+                    e["namespace"].as_str().unwrap_or_default().to_owned(),
+                    e["name"].as_str().unwrap_or_default().to_owned(),
+                )
+            })
+            .collect();
+        releases.sort();
+        Ok(releases)
+    }
+
+    /// The keys of helm-service's inventory (`project.stage.service`), sorted.
+    pub async fn inventory_keys(&self) -> anyhow::Result<Vec<String>> {
+        use futures::TryStreamExt;
+        let store = self.env.js.get_key_value("helm-service-inventory").await?;
+        let mut keys: Vec<String> = store.keys().await?.try_collect().await?;
+        keys.sort();
+        Ok(keys)
+    }
+}
