@@ -14,6 +14,7 @@ use crate::config::RunConfig;
 use crate::deploy::inventory::Inventory;
 use crate::deploy::settings::DeploySettings;
 use crate::handler::action::ActionHandler;
+use crate::handler::delete::ServiceDeleteHandler;
 use crate::handler::deployment::DeploymentHandler;
 use crate::handler::platform::Platform;
 use crate::handler::release::{ReleaseHandler, RollbackHandler};
@@ -203,7 +204,8 @@ async fn production_handlers(
         )
         .with(TaskKind::Release, ReleaseHandler::new(platform.clone()))
         .with(TaskKind::Rollback, RollbackHandler::new(platform.clone()))
-        .with(TaskKind::Action, ActionHandler::new(platform)))
+        .with(TaskKind::Action, ActionHandler::new(platform.clone()))
+        .with(TaskKind::ServiceDelete, ServiceDeleteHandler::new(platform)))
 }
 
 /// Binds the JetStream objects, retrying while NATS is unreachable. `None` when

@@ -511,9 +511,21 @@ impl DeployEnv {
         Ok(finished[0].clone())
     }
 
-    /// `(namespace, release)` of every Helm release in the cluster (`helm list -A --all`).
+    /// `(namespace, release)` of every Helm release in the cluster, whatever its status
+    /// (Helm 4 has no `--all`: the status filters add up).
     pub async fn helm_releases_everywhere(&self) -> anyhow::Result<Vec<(String, String)>> {
-        let text = self.helm(&["list", "-A", "--all", "-o", "json"]).await?;
+        let text = self
+            .helm(&[
+                "list",
+                "-A",
+                "--deployed",
+                "--failed",
+                "--pending",
+                "--uninstalling",
+                "-o",
+                "json",
+            ])
+            .await?;
         let entries: Vec<Value> = serde_json::from_str(&text)?;
         let mut releases: Vec<(String, String)> = entries
             .iter()

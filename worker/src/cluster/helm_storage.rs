@@ -239,6 +239,83 @@ fn stored_revision(
     })
 }
 
+/// Where Helm keeps one release: what a cluster-wide look at its records finds.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+pub struct ReleaseLocation {
+    pub namespace: String,
+    pub release: String,
+}
+
+/// Records per page of [`Cluster::helm_releases_in_all_namespaces`]: however many releases a
+/// cluster keeps, one answer stays small.
+const RELEASE_LIST_PAGE: u32 = 500;
+/// Bound on those pages, against a server that never stops handing out continue tokens.
+const MAX_RELEASE_LIST_PAGES: usize = 1_000;
+
+impl Cluster {
+    /// Every release Helm keeps records of, in every namespace, each once, sorted. Metadata-only
+    /// LISTs (paged) of the Secrets labelled `owner=helm` across namespaces: a service's releases
+    /// in stages nobody told us about are found without running `helm list -A`.
+    ///
+    /// Needs the permission to list Secrets cluster-wide. A refusal (403) comes back as the
+    /// [`ClusterError`] it is ([`ClusterError::status_code`]), so callers can do without.
+    pub async fn helm_releases_in_all_namespaces(
+        &self,
+    ) -> Result<Vec<ReleaseLocation>, ClusterError> {
+        let api: Api<Secret> = Api::all(self.client());
+        let action = || "list Helm release Secrets in all namespaces".to_owned();
+        let mut found = std::collections::BTreeSet::new();
+        let mut token: Option<String> = None;
+        for _ in 0..MAX_RELEASE_LIST_PAGES {
+            let mut params = ListParams::default()
+                .labels("owner=helm")
+                .limit(RELEASE_LIST_PAGE);
+            if let Some(token) = &token {
+                params = params.continue_token(token);
+            }
+            let page = self.call(action, api.list_metadata(&params)).await?;
+            found.extend(
+                page.items
+                    .iter()
+                    .filter_map(|item| release_location(&item.metadata)),
+            );
+            token = page.metadata.continue_.filter(|t| !t.is_empty());
+            if token.is_none() {
+                return Ok(found.into_iter().collect());
+            }
+        }
+        Err(ClusterError::Protocol {
+            action: action(),
+            detail: format!(
+                "the server still had more after {MAX_RELEASE_LIST_PAGES} pages of {RELEASE_LIST_PAGE}"
+            ),
+        })
+    }
+}
+
+/// The release one Helm storage Secret belongs to (`sh.helm.release.v1.<release>.v<N>` in the
+/// release namespace); `None` for Secrets that do not follow Helm's scheme, or whose `name`
+/// label disagrees with their name.
+fn release_location(
+    meta: &k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta,
+) -> Option<ReleaseLocation> {
+    let namespace = meta.namespace.as_deref().filter(|ns| !ns.is_empty())?;
+    let (release, revision) = meta
+        .name
+        .as_deref()?
+        .strip_prefix("sh.helm.release.v1.")?
+        .rsplit_once(".v")?;
+    revision.parse::<u32>().ok()?;
+    let label = meta.labels.as_ref().and_then(|labels| labels.get("name"));
+    if release.is_empty() || label.is_some_and(|name| name != release) {
+        return None;
+    }
+    Some(ReleaseLocation {
+        namespace: namespace.to_owned(),
+        release: release.to_owned(),
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -282,6 +359,47 @@ mod tests {
         assert!(decode_release(b64(br#"{"x": 1}"#).as_bytes())
             .unwrap_err()
             .contains("not a Helm release"));
+    }
+
+    #[test]
+    fn release_locations_come_from_helm_storage_secrets_only() {
+        use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
+        let meta = |namespace: Option<&str>, name: &str, label: Option<&str>| ObjectMeta {
+            namespace: namespace.map(str::to_owned),
+            name: Some(name.to_owned()),
+            labels: label.map(|l| BTreeMap::from([("name".to_owned(), l.to_owned())])),
+            ..ObjectMeta::default()
+        };
+        assert_eq!(
+            release_location(&meta(
+                Some("shop-dev"),
+                "sh.helm.release.v1.shop-dev-hello.v3",
+                Some("shop-dev-hello")
+            )),
+            Some(ReleaseLocation {
+                namespace: "shop-dev".into(),
+                release: "shop-dev-hello".into()
+            })
+        );
+        // Release names may hold dots; the revision is the last `.v<N>`.
+        assert_eq!(
+            release_location(&meta(Some("ns"), "sh.helm.release.v1.a.v2.v10", None))
+                .map(|l| l.release),
+            Some("a.v2".to_owned())
+        );
+        for (namespace, name, label) in [
+            (None, "sh.helm.release.v1.r.v1", None),
+            (Some("ns"), "sh.helm.release.v1.r.vx", None),
+            (Some("ns"), "my-secret", None),
+            (Some("ns"), "sh.helm.release.v1..v1", None),
+            (Some("ns"), "sh.helm.release.v1.r.v1", Some("other")),
+        ] {
+            assert_eq!(
+                release_location(&meta(namespace, name, label)),
+                None,
+                "{name}"
+            );
+        }
     }
 
     #[test]

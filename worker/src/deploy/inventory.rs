@@ -142,6 +142,22 @@ impl Inventory {
         project: &str,
         service: &str,
     ) -> Result<Vec<(String, InventoryEntry)>, InventoryError> {
+        let mut stages = Vec::new();
+        for stage in self.stage_names_of(project, service).await? {
+            if let Some(entry) = self.get(project, &stage, service).await? {
+                stages.push((stage, entry));
+            }
+        }
+        Ok(stages)
+    }
+
+    /// The stages with an entry of a service of a project, without reading the entries: an
+    /// entry this version cannot read still names its stage (service deletion relies on it).
+    pub async fn stage_names_of(
+        &self,
+        project: &str,
+        service: &str,
+    ) -> Result<Vec<String>, InventoryError> {
         let keys: Vec<String> = self
             .store
             .keys()
@@ -150,18 +166,13 @@ impl Inventory {
             .try_collect()
             .await
             .map_err(|e| self.unavailable(e))?;
-        let mut stages = Vec::new();
-        for key in keys {
-            let mut parts = key.splitn(3, '.');
-            let (Some(p), Some(stage), Some(s)) = (parts.next(), parts.next(), parts.next()) else {
-                continue;
-            };
-            if p == project && s == service {
-                if let Some(entry) = self.get(project, stage, service).await? {
-                    stages.push((stage.to_owned(), entry));
-                }
-            }
-        }
-        Ok(stages)
+        Ok(keys
+            .iter()
+            .filter_map(|key| {
+                let mut parts = key.splitn(3, '.');
+                let (p, stage, s) = (parts.next()?, parts.next()?, parts.next()?);
+                (p == project && s == service).then(|| stage.to_owned())
+            })
+            .collect())
     }
 }

@@ -7,6 +7,7 @@
 //! skips the steps a crashed attempt already completed.
 
 pub mod action;
+pub mod delete;
 pub mod deployment;
 mod plans;
 pub mod platform;
@@ -20,7 +21,7 @@ use async_trait::async_trait;
 use contracts::data::{Status, TaskResult};
 use serde_json::{Map, Value};
 
-pub use steps::Steps;
+pub use steps::{Leases, Steps};
 
 use crate::pipeline::intake::{Task, TaskKind};
 

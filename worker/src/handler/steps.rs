@@ -58,33 +58,15 @@ impl<'a> Steps<'a> {
         self.event_id
     }
 
-    /// Runs `work` while also holding release `key` (a stage of a task that spans stages),
-    /// so no task on that release overlaps it on any replica. The release is handed back
-    /// unchanged afterwards; progress stays in the task's own record.
-    pub async fn exclusive<T, Fut>(&self, key: &str, work: Fut) -> Result<T, TaskError>
-    where
-        Fut: Future<Output = Result<T, TaskError>>,
-    {
-        let transient = |err: ReleaseError| TaskError::Transient(err.to_string());
-        let acquired = self
-            .releases
-            .acquire(key, self.event_id, self.stop)
-            .await
-            .map_err(transient)?;
-        if acquired.contended {
-            self.metrics.lease_waits.inc();
+    /// A handle to take other releases while a step runs (the journal itself stays
+    /// borrowed by [`Steps::step`]).
+    pub fn leases(&self) -> Leases<'a> {
+        Leases {
+            releases: self.releases,
+            event_id: self.event_id,
+            stop: self.stop,
+            metrics: self.metrics,
         }
-        let held = acquired.release;
-        let lost = held.lost();
-        let result = tokio::select! {
-            result = work => result,
-            never = held.keep_fresh() => match never {},
-            () = lost.cancelled() => Err(TaskError::Transient(format!("release {key} was taken over by another worker"))),
-        };
-        if let Err(err) = held.hand_back(|_| {}).await {
-            warn!(release = key, error = %err, "could not hand the release back; it is taken over after its TTL");
-        }
-        result
     }
 
     /// The output recorded for a step, if it completed in this or an earlier attempt.
@@ -187,4 +169,45 @@ fn crash_for_test(step: &str) {
     );
     let _ = nix::sys::signal::kill(nix::unistd::Pid::this(), nix::sys::signal::Signal::SIGKILL);
     std::process::abort();
+}
+
+/// Takes further releases for a task that spans several (service deletion: one per stage).
+#[derive(Clone, Copy)]
+pub struct Leases<'a> {
+    releases: &'a Releases,
+    event_id: &'a str,
+    stop: &'a CancellationToken,
+    metrics: &'a Metrics,
+}
+
+impl Leases<'_> {
+    /// Runs `work` while also holding release `key`, so no task on that release overlaps it
+    /// on any replica. The release is handed back unchanged afterwards; progress stays in
+    /// the task's own record. Never call it for the task's own release (it would wait on
+    /// itself).
+    pub async fn exclusive<T, Fut>(&self, key: &str, work: Fut) -> Result<T, TaskError>
+    where
+        Fut: Future<Output = Result<T, TaskError>>,
+    {
+        let transient = |err: ReleaseError| TaskError::Transient(err.to_string());
+        let acquired = self
+            .releases
+            .acquire(key, self.event_id, self.stop)
+            .await
+            .map_err(transient)?;
+        if acquired.contended {
+            self.metrics.lease_waits.inc();
+        }
+        let held = acquired.release;
+        let lost = held.lost();
+        let result = tokio::select! {
+            result = work => result,
+            never = held.keep_fresh() => match never {},
+            () = lost.cancelled() => Err(TaskError::Transient(format!("release {key} was taken over by another worker"))),
+        };
+        if let Err(err) = held.hand_back(|_| {}).await {
+            warn!(release = key, error = %err, "could not hand the release back; it is taken over after its TTL");
+        }
+        result
+    }
 }

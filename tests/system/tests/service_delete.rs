@@ -1,0 +1,288 @@
+//! service.delete.finished end to end: the production binary, real nats-server, real helm,
+//! kube-sim. Each test checks the one reply, Helm's releases across namespaces and the
+//! inventory.
+
+use std::time::Duration;
+
+use kube_sim::Config as SimConfig;
+use serde_json::{json, Value};
+use system_tests::deploy_env::{
+    deployment_event_in, example_chart, service_delete_event, DeployEnv,
+};
+use system_tests::worker_process::{WorkerProcess, WorkerSpec};
+
+const WAIT: Duration = Duration::from_secs(90);
+
+fn sim() -> SimConfig {
+    SimConfig {
+        rollout_delay: Duration::from_millis(200),
+        ..SimConfig::default()
+    }
+}
+
+fn releases(list: &[(&str, &str)]) -> Vec<(String, String)> {
+    let mut releases: Vec<(String, String)> = list
+        .iter()
+        .map(|(ns, name)| (ns.to_string(), name.to_string()))
+        .collect();
+    releases.sort();
+    releases
+}
+
+fn message(finished: &Value) -> &str {
+    finished["data"]["message"].as_str().unwrap_or_default()
+}
+
+/// Deploys `(stage, service, strategy)` at once and checks each succeeded.
+async fn deploy_all(env: &DeployEnv, targets: &[(&str, &str, &str)]) -> anyhow::Result<()> {
+    let events: Vec<Value> = targets
+        .iter()
+        .map(|(stage, service, strategy)| {
+            let id = format!("deploy-{stage}-{service}");
+            deployment_event_in(stage, &id, service, strategy, json!({}))
+        })
+        .collect();
+    let finished =
+        futures::future::try_join_all(events.iter().map(|event| env.deploy(event, WAIT))).await?;
+    for finished in finished {
+        anyhow::ensure!(finished["data"]["status"] == "succeeded", "{finished:#}");
+    }
+    Ok(())
+}
+
+/// Waits until the worker has taken in (and ignored) `count` of its own events, so no
+/// later reply can be one it still had to answer.
+async fn wait_own_events_ignored(worker: &WorkerProcess, count: f64) -> anyhow::Result<f64> {
+    test_harness::wait::wait_until(
+        "own reports came back and were ignored",
+        WAIT,
+        Duration::from_millis(50),
+        || async {
+            let ignored = worker
+                .metric("helm_service_events_ignored_total{reason=\"own-source\"}")
+                .await
+                .ok()?;
+            (ignored >= count).then_some(ignored)
+        },
+    )
+    .await
+}
+
+#[tokio::test]
+async fn deleting_a_service_uninstalls_it_in_every_stage_and_nothing_else() -> anyhow::Result<()> {
+    let env = DeployEnv::start(sim()).await?;
+    for (stage, service) in [("dev", "hello"), ("staging", "hello"), ("dev", "other")] {
+        env.push_chart(("shop", stage, service), &example_chart())?;
+    }
+    let worker = env.start_worker(env.worker_spec(), "worker").await?;
+    deploy_all(
+        &env,
+        &[
+            ("dev", "hello", "direct"),
+            ("staging", "hello", "direct"),
+            ("dev", "other", "direct"),
+        ],
+    )
+    .await?;
+    assert_eq!(env.helm_releases_everywhere().await?.len(), 6);
+    assert_eq!(
+        env.inventory_keys().await?,
+        ["shop.dev.hello", "shop.dev.other", "shop.staging.hello"]
+    );
+
+    let finished = env
+        .run_report(&service_delete_event("del-1", "hello", None), WAIT)
+        .await?;
+    let data = &finished["data"];
+    assert_eq!(finished["type"], "sh.keptn.event.service.delete.finished");
+    assert_eq!(finished["source"], "helm-service");
+    assert_eq!(data["status"], "succeeded", "{finished:#}");
+    assert_eq!(data["result"], "pass", "{finished:#}");
+    assert_eq!(data["project"], "shop");
+    assert_eq!(data["service"], "hello");
+    assert_eq!(
+        message(&finished),
+        "deleted service hello of project shop: \
+         stage dev: uninstalled shop-dev-hello-generated and shop-dev-hello in namespace shop-dev; \
+         stage staging: uninstalled shop-staging-hello-generated and shop-staging-hello in namespace shop-staging"
+    );
+
+    assert_eq!(
+        env.helm_releases_everywhere().await?,
+        releases(&[
+            ("shop-dev", "shop-dev-other"),
+            ("shop-dev", "shop-dev-other-generated")
+        ])
+    );
+    assert!(env.deployment("shop-dev", "hello").await?.is_none());
+    assert!(env.deployment("shop-staging", "hello").await?.is_none());
+    assert!(env.deployment("shop-dev", "other").await?.is_some());
+    assert!(env
+        .istio("VirtualService", "shop-dev", "other")
+        .await?
+        .is_some());
+    assert_eq!(env.inventory_keys().await?, ["shop.dev.other"]);
+
+    // Our reply is on the consumed subject: it comes back, is ignored, and nothing follows.
+    assert_eq!(wait_own_events_ignored(&worker, 1.0).await?, 1.0);
+    let replies = env.env.replies().await?;
+    let reports: Vec<&Value> = replies
+        .events
+        .iter()
+        .filter(|e| e["type"] == "sh.keptn.event.service.delete.finished")
+        .collect();
+    assert_eq!(reports.len(), 1, "{reports:#?}");
+    assert_eq!(reports[0]["triggeredid"], "del-1");
+    Ok(())
+}
+
+#[tokio::test]
+async fn deleting_a_named_stage_leaves_the_other_stages() -> anyhow::Result<()> {
+    let env = DeployEnv::start(sim()).await?;
+    for stage in ["dev", "staging"] {
+        env.push_chart(("shop", stage, "hello"), &example_chart())?;
+    }
+    let _worker = env.start_worker(env.worker_spec(), "worker").await?;
+    deploy_all(
+        &env,
+        &[
+            ("dev", "hello", "user_managed"),
+            ("staging", "hello", "user_managed"),
+        ],
+    )
+    .await?;
+
+    let finished = env
+        .run_report(
+            &service_delete_event("del-staging", "hello", Some("staging")),
+            WAIT,
+        )
+        .await?;
+    assert_eq!(finished["data"]["status"], "succeeded", "{finished:#}");
+    assert_eq!(finished["data"]["stage"], "staging");
+    assert_eq!(
+        message(&finished),
+        "deleted service hello of project shop: stage staging: uninstalled shop-staging-hello in namespace shop-staging"
+    );
+    assert_eq!(
+        env.helm_releases_everywhere().await?,
+        releases(&[("shop-dev", "shop-dev-hello")])
+    );
+    assert_eq!(env.inventory_keys().await?, ["shop.dev.hello"]);
+    Ok(())
+}
+
+/// A worker that notices a dead holder quickly: short ack wait and lease TTL.
+fn quick(mut spec: WorkerSpec) -> WorkerSpec {
+    spec.ack_wait = "2s";
+    spec.lease_ttl = "2s";
+    spec
+}
+
+#[tokio::test]
+async fn a_deletion_killed_after_one_stage_resumes_with_the_next() -> anyhow::Result<()> {
+    let env = DeployEnv::start(sim()).await?;
+    for stage in ["dev", "staging"] {
+        env.push_chart(("shop", stage, "hello"), &example_chart())?;
+    }
+    let mut worker = env.start_worker(env.worker_spec(), "deploy").await?;
+    deploy_all(
+        &env,
+        &[
+            ("dev", "hello", "user_managed"),
+            ("staging", "hello", "user_managed"),
+        ],
+    )
+    .await?;
+    worker.process.stop(Duration::from_secs(15)).await?;
+
+    // Dies (SIGKILL) right after recording that stage dev is done.
+    let mut spec = quick(env.worker_spec());
+    spec.extra_args
+        .extend(["--test-crash-after-step".into(), "uninstall-dev".into()]);
+    let mut crashing = env.start_worker(spec, "crash").await?;
+    let event = service_delete_event("del-crash", "hello", None);
+    system_tests::events::publish(&env.env.js, &event).await?;
+    let status = crashing.process.wait_exit(WAIT).await?;
+    use std::os::unix::process::ExitStatusExt;
+    assert_eq!(
+        status.signal(),
+        Some(9),
+        "{}",
+        crashing.process.log_tail(20)
+    );
+    assert_eq!(
+        env.helm_releases_everywhere().await?,
+        releases(&[("shop-staging", "shop-staging-hello")])
+    );
+
+    // The redelivery finishes the other stage and reports both, without redoing dev.
+    let resumed = env.start_worker(quick(env.worker_spec()), "resume").await?;
+    let replies = env
+        .env
+        .wait_replies(WAIT, |r| !r.of("del-crash", "finished").is_empty())
+        .await?;
+    let finished = replies.of("del-crash", "finished");
+    assert_eq!(finished.len(), 1, "{finished:#?}");
+    assert_eq!(
+        finished[0]["data"]["status"], "succeeded",
+        "{:#}",
+        finished[0]
+    );
+    assert_eq!(
+        message(finished[0]),
+        "deleted service hello of project shop: \
+         stage dev: uninstalled shop-dev-hello in namespace shop-dev; \
+         stage staging: uninstalled shop-staging-hello in namespace shop-staging"
+    );
+    assert!(env.helm_releases_everywhere().await?.is_empty());
+    assert!(env.inventory_keys().await?.is_empty());
+    for (step, skipped, completed) in [
+        ("stages", 1.0, 0.0),
+        ("uninstall-dev", 1.0, 0.0),
+        ("uninstall-staging", 0.0, 1.0),
+    ] {
+        let metric = |kind: &str| format!("helm_service_steps_{kind}_total{{step=\"{step}\"}}");
+        assert_eq!(
+            (
+                resumed.metric(&metric("skipped")).await?,
+                resumed.metric(&metric("completed")).await?
+            ),
+            (skipped, completed),
+            "{step}"
+        );
+    }
+    Ok(())
+}
+
+#[tokio::test]
+async fn deleting_a_service_that_was_never_deployed_succeeds_and_says_so() -> anyhow::Result<()> {
+    let env = DeployEnv::start(sim()).await?;
+    let worker = env.start_worker(env.worker_spec(), "worker").await?;
+
+    let finished = env
+        .run_report(&service_delete_event("del-ghost", "ghost", None), WAIT)
+        .await?;
+    assert_eq!(finished["data"]["status"], "succeeded", "{finished:#}");
+    assert_eq!(finished["data"]["result"], "pass", "{finished:#}");
+    assert_eq!(
+        message(&finished),
+        "service ghost of project shop is not deployed in any stage (no Helm release of it and no inventory entry): nothing to delete"
+    );
+
+    let finished = env
+        .run_report(
+            &service_delete_event("del-ghost-dev", "ghost", Some("dev")),
+            WAIT,
+        )
+        .await?;
+    assert_eq!(finished["data"]["status"], "succeeded", "{finished:#}");
+    assert_eq!(finished["data"]["result"], "pass", "{finished:#}");
+    assert!(
+        message(&finished).contains("is not deployed in stage dev"),
+        "{finished:#}"
+    );
+    assert_eq!(wait_own_events_ignored(&worker, 2.0).await?, 2.0);
+    assert_eq!(env.env.replies().await?.events.len(), 2);
+    Ok(())
+}
