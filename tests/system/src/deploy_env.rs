@@ -158,6 +158,16 @@ impl DeployEnv {
         release: &str,
         namespace: &str,
     ) -> anyhow::Result<Vec<(u64, String)>> {
+        self.helm_history_field(release, namespace, "status").await
+    }
+
+    /// `helm history -o json` as (revision, `field`) pairs, e.g. `description`.
+    async fn helm_history_field(
+        &self,
+        release: &str,
+        namespace: &str,
+        field: &str,
+    ) -> anyhow::Result<Vec<(u64, String)>> {
         let text = self
             .helm(&["history", release, "-n", namespace, "-o", "json"])
             .await?;
@@ -167,7 +177,7 @@ impl DeployEnv {
             .map(|e| {
                 (
                     e["revision"].as_u64().unwrap_or_default(),
-                    e["status"].as_str().unwrap_or_default().to_owned(),
+                    e[field].as_str().unwrap_or_default().to_owned(),
                 )
             })
             .collect())
@@ -414,19 +424,8 @@ impl DeployEnv {
         release: &str,
         namespace: &str,
     ) -> anyhow::Result<Vec<(u64, String)>> {
-        let text = self
-            .helm(&["history", release, "-n", namespace, "-o", "json"])
-            .await?;
-        let entries: Vec<Value> = serde_json::from_str(&text)?;
-        Ok(entries
-            .iter()
-            .map(|e| {
-                (
-                    e["revision"].as_u64().unwrap_or_default(),
-                    e["description"].as_str().unwrap_or_default().to_owned(),
-                )
-            })
-            .collect())
+        self.helm_history_field(release, namespace, "description")
+            .await
     }
 
     /// Names of the Helm releases in `namespace`, in whatever state (Helm 4 has no `--all`).

@@ -7,7 +7,7 @@ use std::time::Duration;
 use kube_sim::Config as SimConfig;
 use serde_json::{json, Value};
 use system_tests::deploy_env::{
-    deployment_event, example_chart, image_of, release_event, rollback_event, DeployEnv,
+    deployment_event, example_chart, release_event, rollback_event, DeployEnv,
 };
 
 const WAIT: Duration = Duration::from_secs(90);
@@ -22,40 +22,12 @@ fn sim() -> SimConfig {
     }
 }
 
-/// `(canary, primary)` weights of the service's VirtualService.
 async fn weights(env: &DeployEnv) -> anyhow::Result<(u64, u64)> {
-    let vs = env
-        .istio("VirtualService", NS, "hello")
-        .await?
-        .ok_or_else(|| anyhow::anyhow!("no VirtualService hello"))?;
-    let routes = &vs["spec"]["http"][0]["route"];
-    let weight_of = |host: &str| {
-        routes
-            .as_array()
-            .into_iter()
-            .flatten()
-            .find(|r| r["destination"]["host"] == host)
-            .and_then(|r| r["weight"].as_u64())
-            .unwrap_or(0)
-    };
-    Ok((
-        weight_of("hello-canary.shop-dev.svc.cluster.local"),
-        weight_of("hello-primary.shop-dev.svc.cluster.local"),
-    ))
+    env.blue_green_weights("hello").await
 }
 
-/// `(image, spec.replicas)` of a Deployment.
 async fn deployment(env: &DeployEnv, name: &str) -> anyhow::Result<(String, i32)> {
-    let deployment = env
-        .deployment(NS, name)
-        .await?
-        .ok_or_else(|| anyhow::anyhow!("no Deployment {name}"))?;
-    let replicas = deployment
-        .spec
-        .as_ref()
-        .and_then(|s| s.replicas)
-        .unwrap_or(1);
-    Ok((image_of(&deployment), replicas))
+    env.image_and_replicas(NS, name).await
 }
 
 /// A blue/green service at v1 (promoted) with v2 deployed as the canary.
@@ -109,12 +81,10 @@ async fn release_pass_promotes_the_canary() -> anyhow::Result<()> {
     assert_eq!(generated.len(), 4, "{generated:#?}");
     let user = env.helm_history("shop-dev-hello", NS).await?;
     assert_eq!(user.len(), 3, "{user:#?}");
-    let history = env
-        .helm(&["history", "shop-dev-hello", "-n", NS, "-o", "json"])
-        .await?;
-    assert!(
-        history.contains("helm-service: scale hello to 0 (sh.keptn.event.release.triggered r1)"),
-        "{history}"
+    let descriptions = env.helm_descriptions("shop-dev-hello", NS).await?;
+    assert_eq!(
+        descriptions[2].1, "helm-service: scale hello to 0 (sh.keptn.event.release.triggered r1)",
+        "{descriptions:?}"
     );
 
     // The same verdict again (another event): already promoted, nothing changes.

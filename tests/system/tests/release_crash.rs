@@ -10,9 +10,7 @@ use std::time::Duration;
 
 use kube_sim::Config as SimConfig;
 use serde_json::json;
-use system_tests::deploy_env::{
-    deployment_event, example_chart, image_of, release_event, DeployEnv,
-};
+use system_tests::deploy_env::{deployment_event, example_chart, release_event, DeployEnv};
 use system_tests::worker_process::WorkerSpec;
 
 const WAIT: Duration = Duration::from_secs(90);
@@ -103,16 +101,15 @@ async fn promotion_resumes_after_a_crash_after_each_step() -> anyhow::Result<()>
 
         // The same end state as an uncrashed promotion...
         let primary = env
-            .deployment(NS, &format!("{svc}-primary"))
-            .await?
-            .expect("primary");
-        assert_eq!(image_of(&primary), V2, "after a crash after {crash_step}");
-        let canary = env.deployment(NS, svc).await?.expect("canary");
-        assert_eq!(canary.spec.and_then(|s| s.replicas), Some(0));
-        let vs = env.istio("VirtualService", NS, svc).await?.expect("VS");
-        let routes = &vs["spec"]["http"][0]["route"];
-        assert_eq!(routes[0]["weight"], 0, "canary weight: {vs:#}");
-        assert_eq!(routes[1]["weight"], 100, "primary weight: {vs:#}");
+            .image_and_replicas(NS, &format!("{svc}-primary"))
+            .await?;
+        assert_eq!(primary.0, V2, "after a crash after {crash_step}");
+        assert_eq!(
+            env.image_and_replicas(NS, svc).await?.1,
+            0,
+            "canary replicas"
+        );
+        assert_eq!(env.blue_green_weights(svc).await?, (0, 100));
 
         // ...reached with every step run once: generated 2 deployments + 2 promotion
         // upgrades, user 2 deployments + 1 scale-down.
