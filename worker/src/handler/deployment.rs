@@ -166,7 +166,7 @@ impl Deployment<'_> {
             _ => Some(
                 steps
                     .step("generated-release", || {
-                        self.upgrade_generated(&user, manifest.take(), stored.generated_exists())
+                        self.upgrade_generated(&user, manifest.take(), stored.generated_latest())
                     })
                     .await?,
             ),
@@ -467,18 +467,19 @@ impl Deployment<'_> {
         &self,
         user: &UserRelease,
         manifest: Option<Manifest>,
-        exists: bool,
+        latest: Option<u32>,
     ) -> Result<GeneratedRelease, TaskError> {
         let (release, namespace) = (&self.names.generated, &self.names.namespace);
         let keptn = self.keptn_values("primary");
-        let (model, first_install) = match self.strategy {
-            DeploymentStrategy::BlueGreenService if exists => {
+        let exists = latest.is_some();
+        let (model, first_install) = match (self.strategy, latest) {
+            (DeploymentStrategy::BlueGreenService, Some(revision)) => {
+                // Read from Helm's storage: one GET instead of a `helm get values` process.
                 let current = self
                     .platform
-                    .helm
-                    .values(release, namespace, None, false)
+                    .stored_revision(namespace, release, revision)
                     .await?;
-                let current = GeneratedValues::from_release_values(current)
+                let current = GeneratedValues::from_release_values(current.config)
                     .map_err(|err| TaskError::Failed(err.to_string()))?;
                 let GeneratedModel::BlueGreen(mut model) = current.model else {
                     return Err(TaskError::Failed(format!(
@@ -488,7 +489,7 @@ impl Deployment<'_> {
                 model.canary_weight = 100;
                 (GeneratedModel::BlueGreen(model), false)
             }
-            DeploymentStrategy::BlueGreenService => {
+            (DeploymentStrategy::BlueGreenService, None) => {
                 let manifest = match manifest {
                     Some(manifest) => manifest,
                     None => self.read_manifest(&self.names.user).await?,
@@ -621,7 +622,8 @@ impl StoredReleases {
             .max()
     }
 
-    fn generated_exists(&self) -> bool {
-        !self.generated.is_empty()
+    /// The generated release's newest revision, when it exists.
+    fn generated_latest(&self) -> Option<u32> {
+        self.generated.last().map(|r| r.revision)
     }
 }

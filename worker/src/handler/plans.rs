@@ -312,7 +312,12 @@ impl<'a> DeployedService<'a> {
             _ => false,
         };
         if waits {
-            self.wait_for_rollout(&[primary]).await?;
+            self.wait_for_rollout(&[primary]).await.map_err(|err| match err {
+                TaskError::Failed(why) if *action == Action::UpdatePrimary => TaskError::Failed(
+                    format!("the primary did not roll out the canary's version: {why}; traffic stays where it was (on the canary after a blue/green deployment), fix the cause and release again"),
+                ),
+                other => other,
+            })?;
         }
         Ok(revision)
     }
