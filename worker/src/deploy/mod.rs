@@ -7,6 +7,7 @@
 pub mod generated;
 pub mod inventory;
 pub mod manifest;
+pub mod manifest_chart;
 pub mod naming;
 pub mod plan;
 pub mod replicas;

@@ -20,6 +20,7 @@ use serde_json::Value;
 use thiserror::Error;
 
 use super::manifest::{name_of, Manifest, ManifestError};
+use super::manifest_chart::{self, MANIFEST_KEY};
 
 /// Values key of the marker.
 pub const MARKER_KEY: &str = "helmService";
@@ -84,16 +85,10 @@ pub fn with_replicas(
             })?;
         deployment["spec"]["replicas"] = Value::from(*count);
     }
-    let mut out = String::new();
-    for object in &parsed.objects {
-        let yaml = serde_yaml_ng::to_string(object).map_err(|err| ReplicasError::Render {
-            release: release.to_owned(),
-            detail: err.to_string(),
-        })?;
-        out.push_str("---\n");
-        out.push_str(&yaml);
-    }
-    Ok(out)
+    manifest_chart::to_manifest(&parsed.objects).map_err(|err| ReplicasError::Render {
+        release: release.to_owned(),
+        detail: err.to_string(),
+    })
 }
 
 /// The values of an override revision: the marker, the manifest to print and, for operators
@@ -107,47 +102,30 @@ pub fn override_values(marker: &ReplicaOverride, manifest: String, source_config
         MARKER_KEY.into(),
         serde_json::to_value(marker).unwrap_or(Value::Null),
     );
-    values.insert("manifest".into(), Value::String(manifest));
+    values.insert(MANIFEST_KEY.into(), Value::String(manifest));
     Value::Object(values)
 }
 
 /// Writes the one-template chart of an override revision under `dir`, named and versioned
 /// like the user's chart so `helm list` keeps showing it; returns the chart directory.
 pub fn write_chart(dir: &Path, chart_name: &str, chart_version: &str) -> std::io::Result<PathBuf> {
-    #[derive(Serialize)]
-    struct ChartYaml<'a> {
-        #[serde(rename = "apiVersion")]
-        api_version: &'a str,
-        name: &'a str,
-        version: &'a str,
-        description: &'a str,
-    }
-    let chart = dir.join("chart");
-    std::fs::create_dir_all(chart.join("templates"))?;
-    let meta = ChartYaml {
-        api_version: "v2",
+    manifest_chart::write(
+        dir,
+        "chart",
         // Helm refuses charts without a name or version; the stored ones always have both.
-        name: if chart_name.is_empty() {
+        if chart_name.is_empty() {
             "chart"
         } else {
             chart_name
         },
-        version: if chart_version.is_empty() {
+        if chart_version.is_empty() {
             "0.0.0"
         } else {
             chart_version
         },
-        description: "the manifest of an earlier revision with other replica counts, \
-                      written by helm-service; the next deployment restores the chart",
-    };
-    let yaml = serde_yaml_ng::to_string(&meta).map_err(std::io::Error::other)?;
-    std::fs::write(chart.join("Chart.yaml"), yaml)?;
-    std::fs::write(chart.join("values.yaml"), "manifest: \"\"\n")?;
-    std::fs::write(
-        chart.join("templates/manifest.yaml"),
-        "{{ .Values.manifest }}\n",
-    )?;
-    Ok(chart)
+        "the manifest of an earlier revision with other replica counts, written by \
+         helm-service; the next deployment restores the chart",
+    )
 }
 
 #[cfg(test)]
