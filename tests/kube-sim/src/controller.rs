@@ -4,20 +4,30 @@
 //!
 //! It runs as one tokio task woken by the store's change channel (every write) and by a timer
 //! for the next time-driven transition (a pod turning ready after `rollout_delay`, a progress
-//! deadline passing) — never by polling. Each pass is level-triggered: it reads the current
-//! objects and writes only what differs, and the store drops no-op writes, so the passes that
-//! its own writes trigger settle quickly.
+//! deadline passing) — never by polling. Like an informer, it reads only the writes since its
+//! last pass, and only those to the kinds it manages (Deployments, ReplicaSets, Pods), and
+//! reconciles only the objects they touch: the Deployment written, the ReplicaSet of a pod
+//! written, the Deployment of a ReplicaSet written, and the ones whose timer is due. A
+//! Deployment's ReplicaSets and a ReplicaSet's pods come from the store's owner index, so a
+//! pass costs what changed, not the size of the cluster (other writes, e.g. Helm's release
+//! Secrets, only advance its position in the history). When it falls behind the store's
+//! bounded history (or on its first pass) it reconciles everything once.
+//!
+//! Each reconciliation is level-triggered: it reads the current objects and writes only what
+//! differs, and the store drops no-op writes, so the passes that its own writes trigger settle
+//! quickly.
 //!
 //! Simplifications: no surge/unavailability budget (the new ReplicaSet gets all replicas at
 //! once; old ones drop to 0 once it is fully available), no pod restarts, no nodes, no events.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::{BTreeSet, HashMap};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use chrono::{DateTime, Utc};
 use serde_json::{json, Value};
 
+use crate::events::EventType;
 use crate::resources::{self, Resource};
 use crate::selector::{FieldSelector, LabelSelector};
 use crate::store::{Preconditions, Store};
@@ -51,6 +61,9 @@ async fn run(store: Arc<Store>, settings: Settings) {
         settings,
         pod_started: HashMap::new(),
         progress_started: HashMap::new(),
+        seen: None,
+        replica_set_wake: HashMap::new(),
+        deployment_wake: HashMap::new(),
     };
     loop {
         changes.borrow_and_update();
@@ -77,6 +90,42 @@ struct Controller {
     pod_started: HashMap<String, (Instant, DateTime<Utc>)>,
     /// Deployment uid → (generation, when it was first observed).
     progress_started: HashMap<String, (i64, Instant)>,
+    /// The store revision whose writes have been handled; `None` before the first pass.
+    seen: Option<u64>,
+    /// ReplicaSet → when one of its pods turns ready.
+    replica_set_wake: HashMap<ObjectName, Instant>,
+    /// Deployment → when its rollout's progress deadline passes.
+    deployment_wake: HashMap<ObjectName, Instant>,
+}
+
+/// `(namespace, name)` of a namespaced object.
+type ObjectName = (String, String);
+
+/// What a pass has to look at.
+#[derive(Default)]
+struct Dirty {
+    deployments: BTreeSet<ObjectName>,
+    replica_sets: BTreeSet<ObjectName>,
+    /// Pods written: their ReplicaSet is reconciled, and they are collected if it is gone.
+    pods: BTreeSet<ObjectName>,
+}
+
+fn object_name(v: &Value) -> ObjectName {
+    (
+        s(v, "/metadata/namespace").to_string(),
+        s(v, "/metadata/name").to_string(),
+    )
+}
+
+/// The controlling owner of `kind` (same namespace, as owner references are).
+fn controller_ref(v: &Value, kind: &str) -> Option<ObjectName> {
+    let name = v
+        .pointer("/metadata/ownerReferences")?
+        .as_array()?
+        .iter()
+        .find(|o| o["controller"] == json!(true) && o["kind"] == kind)?["name"]
+        .as_str()?;
+    Some((s(v, "/metadata/namespace").to_string(), name.to_string()))
 }
 
 fn res(group: &str, plural: &str) -> &'static Resource {
@@ -111,6 +160,29 @@ fn controller_uid<'a>(v: &'a Value, kind: &str) -> Option<&'a str> {
         .iter()
         .find(|o| o["controller"] == json!(true) && o["kind"] == kind)
         .and_then(|o| o["uid"].as_str())
+}
+
+/// The objects of `r` that `owner` controls (its `kind` owner reference is the controller).
+fn owned(store: &Store, r: &Resource, owner: &Value, kind: &str) -> Vec<Value> {
+    store
+        .owned_by(r, s(owner, "/metadata/namespace"), uid(owner))
+        .into_iter()
+        .filter(|o| controller_uid(o, kind) == Some(uid(owner)))
+        .collect()
+}
+
+/// Whether `v`'s controlling owner of type `owner` is gone: no object of that name in the
+/// namespace, or one with another uid (what the garbage collector checks).
+fn owner_gone(store: &Store, v: &Value, owner: &Resource) -> bool {
+    let Some(owner_uid) = controller_uid(v, owner.kind) else {
+        return false;
+    };
+    let Some((ns, name)) = controller_ref(v, owner.kind) else {
+        return false;
+    };
+    store
+        .get(owner, &ns, &name)
+        .map_or(true, |o| uid(&o) != owner_uid)
 }
 
 fn owner_ref(owner: &Value, api_version: &str, kind: &str) -> Value {
@@ -162,64 +234,171 @@ fn put_count(status: &mut Value, field: &str, n: i64) {
 }
 
 impl Controller {
-    /// One reconciliation of everything; returns when the next time-driven change is due.
+    /// Handles the writes since the last pass and the timers that are due; returns when the
+    /// next time-driven change is due.
     fn pass(&mut self, store: &Store) -> Option<Instant> {
         let (deploy, rs, pod) = (
             res("apps", "deployments"),
             res("apps", "replicasets"),
             res("", "pods"),
         );
-        self.collect_garbage(store, deploy, rs, pod);
+        let mut dirty = Dirty::default();
+        match self
+            .seen
+            .map(|rev| store.changes_since(&[deploy, rs, pod], rev))
+        {
+            Some(Ok((changes, revision))) => {
+                self.seen = Some(revision);
+                for (kind, event, object, previous) in changes {
+                    self.note(&mut dirty, kind, event, &object);
+                    if let Some(previous) = previous {
+                        self.note(&mut dirty, kind, EventType::Modified, &previous);
+                    }
+                }
+            }
+            // First pass, or behind the kept history: look at everything once.
+            _ => {
+                let (deployments, revision) = store
+                    .list(
+                        deploy,
+                        None,
+                        &LabelSelector::default(),
+                        &FieldSelector::default(),
+                    )
+                    .unwrap_or_default();
+                self.seen = Some(revision);
+                dirty
+                    .deployments
+                    .extend(deployments.iter().map(object_name));
+                dirty
+                    .replica_sets
+                    .extend(list(store, rs).iter().map(object_name));
+                dirty.pods.extend(list(store, pod).iter().map(object_name));
+            }
+        }
         let now = Instant::now();
-        let mut wake = None;
-        for d in list(store, deploy) {
-            self.scale_replica_sets(store, &d, rs);
-        }
-        for r in list(store, rs) {
-            if let Some(at) = self.sync_pods(store, &r, rs, pod, now) {
-                wake = min_instant(wake, at);
+        self.replica_set_wake.retain(|r, at| {
+            let due = *at <= now;
+            if due {
+                dirty.replica_sets.insert(r.clone());
             }
-        }
-        let replica_sets = list(store, rs);
-        for d in list(store, deploy) {
-            if let Some(at) = self.deployment_status(store, &d, &replica_sets, now) {
-                wake = min_instant(wake, at);
+            !due
+        });
+        self.deployment_wake.retain(|d, at| {
+            let due = *at <= now;
+            if due {
+                dirty.deployments.insert(d.clone());
             }
-        }
-        wake
+            !due
+        });
+        self.reconcile(store, dirty, deploy, rs, pod, now);
+        self.replica_set_wake
+            .values()
+            .chain(self.deployment_wake.values())
+            .min()
+            .copied()
     }
 
-    /// Deletes ReplicaSets whose Deployment is gone and pods whose ReplicaSet is gone (the
-    /// garbage collector's cascading delete, done at once rather than in the background).
+    /// Marks what one write (`kind` indexes deployments, replicasets, pods) makes stale.
+    fn note(&mut self, dirty: &mut Dirty, kind: usize, event: EventType, object: &Value) {
+        let deleted = event == EventType::Deleted;
+        match kind {
+            0 => {
+                if deleted {
+                    self.progress_started.remove(uid(object));
+                }
+                dirty.deployments.insert(object_name(object));
+            }
+            1 => {
+                dirty.replica_sets.insert(object_name(object));
+                dirty
+                    .deployments
+                    .extend(controller_ref(object, "Deployment"));
+            }
+            _ => {
+                if deleted {
+                    self.pod_started.remove(uid(object));
+                }
+                dirty.pods.insert(object_name(object));
+                dirty
+                    .replica_sets
+                    .extend(controller_ref(object, "ReplicaSet"));
+            }
+        }
+    }
+
+    /// Reconciles what `dirty` names: garbage first, then each Deployment's ReplicaSets, each
+    /// ReplicaSet's pods, and the status of every Deployment involved.
+    fn reconcile(
+        &mut self,
+        store: &Store,
+        mut dirty: Dirty,
+        deploy: &'static Resource,
+        rs: &'static Resource,
+        pod: &'static Resource,
+        now: Instant,
+    ) {
+        self.collect_garbage(store, &dirty, deploy, rs, pod);
+        for (ns, name) in &dirty.deployments {
+            let Ok(d) = store.get(deploy, ns, name) else {
+                self.deployment_wake.remove(&(ns.clone(), name.clone()));
+                continue;
+            };
+            self.scale_replica_sets(store, &d, rs);
+            dirty
+                .replica_sets
+                .extend(owned(store, rs, &d, "Deployment").iter().map(object_name));
+        }
+        let mut status_of = dirty.deployments;
+        for r in &dirty.replica_sets {
+            let Ok(obj) = store.get(rs, &r.0, &r.1) else {
+                self.replica_set_wake.remove(r);
+                continue;
+            };
+            match self.sync_pods(store, &obj, rs, pod, now) {
+                Some(at) => self.replica_set_wake.insert(r.clone(), at),
+                None => self.replica_set_wake.remove(r),
+            };
+            status_of.extend(controller_ref(&obj, "Deployment"));
+        }
+        for d in &status_of {
+            let Ok(obj) = store.get(deploy, &d.0, &d.1) else {
+                self.deployment_wake.remove(d);
+                continue;
+            };
+            let replica_sets = owned(store, rs, &obj, "Deployment");
+            match self.deployment_status(store, &obj, &replica_sets, now) {
+                Some(at) => self.deployment_wake.insert(d.clone(), at),
+                None => self.deployment_wake.remove(d),
+            };
+        }
+    }
+
+    /// Deletes the written ReplicaSets whose Deployment is gone and the written pods whose
+    /// ReplicaSet is gone (the garbage collector's cascading delete, done at once rather than
+    /// in the background). Deleting an owner through the API cascades in the store; this
+    /// catches dependents written with a dangling owner reference.
     fn collect_garbage(
         &mut self,
         store: &Store,
+        dirty: &Dirty,
         deploy: &Resource,
         rs: &'static Resource,
         pod: &'static Resource,
     ) {
-        let deployments: HashSet<String> =
-            list(store, deploy).iter().map(|d| uid(d).into()).collect();
-        for r in list(store, rs) {
-            if controller_uid(&r, "Deployment").is_some_and(|u| !deployments.contains(u)) {
-                let _ = store.delete(
-                    rs,
-                    s(&r, "/metadata/namespace"),
-                    s(&r, "/metadata/name"),
-                    &Preconditions::default(),
-                );
+        for (ns, name) in &dirty.replica_sets {
+            if let Ok(r) = store.get(rs, ns, name) {
+                if owner_gone(store, &r, deploy) {
+                    let _ = store.delete(rs, ns, name, &Preconditions::default());
+                }
             }
         }
-        let sets: HashSet<String> = list(store, rs).iter().map(|r| uid(r).into()).collect();
-        for p in list(store, pod) {
-            if controller_uid(&p, "ReplicaSet").is_some_and(|u| !sets.contains(u)) {
-                self.pod_started.remove(uid(&p));
-                let _ = store.delete(
-                    pod,
-                    s(&p, "/metadata/namespace"),
-                    s(&p, "/metadata/name"),
-                    &Preconditions::default(),
-                );
+        for (ns, name) in &dirty.pods {
+            if let Ok(p) = store.get(pod, ns, name) {
+                if owner_gone(store, &p, rs) {
+                    self.pod_started.remove(uid(&p));
+                    let _ = store.delete(pod, ns, name, &Preconditions::default());
+                }
             }
         }
     }
@@ -233,10 +412,7 @@ impl Controller {
         let template = &d["spec"]["template"];
         let hash = template_hash(template);
         let new_name = format!("{name}-{hash}");
-        let owned: Vec<Value> = list(store, rs)
-            .into_iter()
-            .filter(|r| controller_uid(r, "Deployment") == Some(uid(d)))
-            .collect();
+        let owned = owned(store, rs, d, "Deployment");
         let revision_of = |r: &Value| -> i64 {
             s(
                 r,
@@ -315,11 +491,7 @@ impl Controller {
         let ns = s(r, "/metadata/namespace");
         let rs_name = s(r, "/metadata/name");
         let desired = r["spec"]["replicas"].as_i64().unwrap_or(1).max(0) as usize;
-        let mut pods: Vec<Value> = list(store, pod)
-            .into_iter()
-            .filter(|p| s(p, "/metadata/namespace") == ns)
-            .filter(|p| controller_uid(p, "ReplicaSet") == Some(uid(r)))
-            .collect();
+        let mut pods = owned(store, pod, r, "ReplicaSet");
         while pods.len() < desired {
             let template = &r["spec"]["template"];
             let body = json!({

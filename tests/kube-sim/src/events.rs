@@ -80,7 +80,9 @@ impl History {
                 oldest: self.compacted + 1,
             });
         }
-        Ok(self.events.iter().filter(move |e| e.revision > revision))
+        // Revisions increase along the deque, so the first newer event is found by bisection.
+        let first = self.events.partition_point(|e| e.revision <= revision);
+        Ok(self.events.range(first..))
     }
 }
 

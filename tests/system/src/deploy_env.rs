@@ -548,3 +548,63 @@ impl DeployEnv {
         Ok(keys)
     }
 }
+
+impl DeployEnv {
+    /// Leaves `release` (namespace `shop-dev`) `pending-upgrade`, as a helm killed in the
+    /// middle of an upgrade does: a `helm upgrade` of the example chart with `set` is made
+    /// to hang on Deployment requests (kube-sim latency fault), killed once Helm has written
+    /// its pending revision, and the fault is cleared. Returns that revision.
+    pub async fn leave_pending_upgrade(&self, release: &str, set: &str) -> anyhow::Result<u64> {
+        let namespace = "shop-dev";
+        let next = self
+            .helm_history(release, namespace)
+            .await?
+            .last()
+            .map_or(1, |(revision, _)| revision + 1);
+        self.sim.faults().set(kube_sim::FaultConfig {
+            latency: Duration::from_secs(2),
+            latency_path: Some("/deployments".into()),
+            ..kube_sim::FaultConfig::default()
+        });
+        let packaged = self.env.dir.path().join(format!("pending-{release}"));
+        std::fs::create_dir_all(&packaged)?;
+        self.helm(&[
+            "package",
+            &example_chart().display().to_string(),
+            "-d",
+            &packaged.display().to_string(),
+        ])
+        .await?;
+        let chart = packaged.join("hello-0.1.0.tgz");
+        let mut crashing = tokio::process::Command::new(helm_bin())
+            .args(["upgrade", "--install", release])
+            .arg(&chart)
+            .args(["-n", namespace, "--set", set])
+            .arg("--kubeconfig")
+            .arg(self.sim.kubeconfig_path())
+            .envs(self.helm_env())
+            .kill_on_drop(true)
+            .spawn()?;
+        let secrets =
+            Api::<k8s_openapi::api::core::v1::Secret>::namespaced(self.client.clone(), namespace);
+        let secret_name = format!("sh.helm.release.v1.{release}.v{next}");
+        let pending = async {
+            loop {
+                if let Some(secret) = secrets.get_opt(&secret_name).await? {
+                    let labels = secret.metadata.labels.unwrap_or_default();
+                    if labels.get("status").map(String::as_str) == Some("pending-upgrade") {
+                        return anyhow::Ok(());
+                    }
+                }
+                // Polling Helm's record: Helm offers nothing to wait on.
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+        };
+        let waited = tokio::time::timeout(Duration::from_secs(30), pending).await;
+        crashing.start_kill()?;
+        crashing.wait().await?;
+        self.sim.faults().set(kube_sim::FaultConfig::default());
+        waited??;
+        Ok(next)
+    }
+}

@@ -5,10 +5,9 @@
 
 use std::time::{Duration, SystemTime};
 
-use k8s_openapi::api::core::v1::Secret;
-use kube_sim::{AuditEntry, Config as SimConfig, FaultConfig};
+use kube_sim::{AuditEntry, Config as SimConfig};
 use serde_json::json;
-use system_tests::deploy_env::{deployment_event, example_chart, helm_bin, image_of, DeployEnv};
+use system_tests::deploy_env::{deployment_event, example_chart, image_of, DeployEnv};
 use system_tests::events::publish;
 
 const WAIT: Duration = Duration::from_secs(120);
@@ -156,60 +155,11 @@ async fn a_release_stuck_pending_upgrade_is_recovered_by_the_next_deployment() -
         .await?;
     assert_eq!(finished["data"]["status"], "succeeded", "{finished:#}");
 
-    // A helm upgrade that hangs on Deployment requests, killed once revision 2 is pending.
-    env.sim.faults().set(FaultConfig {
-        latency: Duration::from_secs(2),
-        latency_path: Some("/deployments".into()),
-        ..FaultConfig::default()
-    });
-    let chart = env.env.dir.path().join("hello.tgz");
-    env.helm(&[
-        "package",
-        &example_chart().display().to_string(),
-        "-d",
-        &env.env.dir.path().display().to_string(),
-    ])
-    .await?;
-    std::fs::rename(env.env.dir.path().join("hello-0.1.0.tgz"), &chart)?;
-    let mut crashing = tokio::process::Command::new(helm_bin())
-        .args([
-            "upgrade",
-            "--install",
-            "shop-dev-hello",
-            &chart.display().to_string(),
-            "-n",
-            NS,
-        ])
-        .args(["--set", "image=ghcr.io/example/hello:crashed"])
-        .arg("--kubeconfig")
-        .arg(env.sim.kubeconfig_path())
-        .envs(env.helm_env())
-        .kill_on_drop(true)
-        .spawn()?;
-    let secrets = kube::Api::<Secret>::namespaced(env.client.clone(), NS);
-    let pending = async {
-        loop {
-            if let Some(secret) = secrets
-                .get_opt("sh.helm.release.v1.shop-dev-hello.v2")
-                .await?
-            {
-                let status = secret
-                    .metadata
-                    .labels
-                    .unwrap_or_default()
-                    .get("status")
-                    .cloned();
-                if status.as_deref() == Some("pending-upgrade") {
-                    return anyhow::Ok(());
-                }
-            }
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
-    };
-    tokio::time::timeout(Duration::from_secs(30), pending).await??;
-    crashing.start_kill()?;
-    crashing.wait().await?;
-    env.sim.faults().set(FaultConfig::default());
+    // A helm upgrade killed once revision 2 is pending.
+    let pending = env
+        .leave_pending_upgrade("shop-dev-hello", "image=ghcr.io/example/hello:crashed")
+        .await?;
+    assert_eq!(pending, 2);
     let history = env.helm_history("shop-dev-hello", NS).await?;
     assert_eq!(
         history.last(),

@@ -150,3 +150,71 @@ async fn promotion_resumes_after_a_crash_after_each_step() -> anyhow::Result<()>
     }
     Ok(())
 }
+
+/// A worker killed during a promotion's helm upgrade leaves the release `pending-upgrade`;
+/// the redelivery (whose plan was recorded before) recovers it and completes the promotion.
+#[tokio::test]
+async fn promotion_recovers_a_release_left_pending_mid_plan() -> anyhow::Result<()> {
+    let env = DeployEnv::start(SimConfig {
+        rollout_delay: Duration::from_millis(100),
+        ..SimConfig::default()
+    })
+    .await?;
+    let svc = "hello";
+    env.push_chart(("shop", "dev", svc), &example_chart())?;
+    let mut worker = env.start_worker(quick(env.worker_spec()), "deploy").await?;
+    for (id, values) in [("d1", json!({})), ("d2", json!({"image": V2}))] {
+        let finished = env
+            .deploy(
+                &deployment_event(id, svc, "blue_green_service", values),
+                WAIT,
+            )
+            .await?;
+        anyhow::ensure!(finished["data"]["status"] == "succeeded", "{finished:#}");
+    }
+    worker.process.stop(Duration::from_secs(15)).await?;
+
+    // The plan is recorded, then the worker dies...
+    let mut spec = quick(env.worker_spec());
+    spec.extra_args
+        .extend(["--test-crash-after-step".into(), "plan".into()]);
+    let mut crashing = env.start_worker(spec, "crash").await?;
+    system_tests::events::publish(
+        &env.env.js,
+        &release_event("r1", svc, "blue_green_service", "pass"),
+    )
+    .await?;
+    crashing.process.wait_exit(WAIT).await?;
+    // ...and so does a helm upgrade of the user release it was running.
+    env.leave_pending_upgrade("shop-dev-hello", "image=ghcr.io/example/hello:half")
+        .await?;
+
+    let resumed = env.start_worker(quick(env.worker_spec()), "resume").await?;
+    let replies = env
+        .env
+        .wait_replies(WAIT, |r| !r.of("r1", "finished").is_empty())
+        .await?;
+    let finished = replies.of("r1", "finished");
+    assert_eq!(finished.len(), 1, "{finished:#?}");
+    assert_eq!(
+        finished[0]["data"]["status"], "succeeded",
+        "{:#}",
+        finished[0]
+    );
+    assert_eq!(
+        resumed
+            .metric("helm_service_pending_recoveries_total")
+            .await?,
+        1.0
+    );
+    assert_eq!(env.image_and_replicas(NS, "hello-primary").await?.0, V2);
+    assert_eq!(env.image_and_replicas(NS, svc).await?.1, 0);
+    assert_eq!(env.blue_green_weights(svc).await?, (0, 100));
+    let user = env.helm_history("shop-dev-hello", NS).await?;
+    assert_eq!(
+        user.last().map(|(_, status)| status.as_str()),
+        Some("deployed"),
+        "{user:?}"
+    );
+    Ok(())
+}

@@ -223,6 +223,11 @@ impl<'a> DeployedService<'a> {
     /// recorded before, and every action is computed from the plan alone.
     pub async fn run_plan(&self, plan: &Plan, steps: &mut Steps<'_>) -> Result<(), TaskError> {
         info!(steps = ?plan.step_names(), "running the plan");
+        if !plan.actions.is_empty() {
+            // A worker killed during an upgrade may have left a release pending; the plan
+            // was recorded before, so this attempt did not observe (and recover) it yet.
+            self.recover_pending().await?;
+        }
         for index in 0..plan.actions.len() {
             let action = &plan.actions[index];
             steps
@@ -234,6 +239,22 @@ impl<'a> DeployedService<'a> {
 
     /// Action `index` of `plan`: the generated release upgraded with the base model and the
     /// actions up to this one applied, or the user release re-deployed with replicas.
+    /// Recovers the user and generated releases when a killed helm left one pending.
+    async fn recover_pending(&self) -> Result<(), TaskError> {
+        let namespace = &self.names.namespace;
+        for release in [&self.names.user, &self.names.generated] {
+            let revisions = self
+                .platform
+                .cluster
+                .release_revisions(namespace, release)
+                .await?;
+            self.platform
+                .recover_if_pending(namespace, release, &revisions)
+                .await?;
+        }
+        Ok(())
+    }
+
     /// Waits (watch) for `deployments` within the stage's rollout deadline.
     async fn wait_for_rollout(&self, deployments: &[String]) -> Result<(), TaskError> {
         Ok(self
