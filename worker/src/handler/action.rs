@@ -69,7 +69,7 @@ impl TaskHandler for ActionHandler {
             Err(why) => return Ok(Outcome::succeeded(TaskResult::Fail, why)),
         };
         let service = DeployedService::of_task(&self.platform, task)?;
-        let decided: Decided = steps.step("plan", || decide(&service, delta)).await?;
+        let decided: Decided = service.decided(steps, || decide(&service, delta)).await?;
         service.run_plan(&decided.plan, steps).await?;
         Ok(Outcome::succeeded(TaskResult::Pass, decided.note))
     }

@@ -5,8 +5,11 @@
 //! to do; how an action reaches Helm and the cluster lives here once.
 
 use std::collections::BTreeMap;
+use std::future::Future;
 
 use contracts::data::DeploymentStrategy;
+use serde::de::DeserializeOwned;
+use serde::Serialize;
 use serde_json::Value;
 use tracing::info;
 
@@ -142,20 +145,31 @@ impl<'a> DeployedService<'a> {
         )
     }
 
-    /// Reads both releases from Helm's storage (recovering ones left pending).
+    /// Every attempt recovers releases a killed helm left pending (a redelivery after a
+    /// crash mid-upgrade finds one whether or not its plan was recorded), then the plan is
+    /// decided once: the recorded step `plan`.
+    pub async fn decided<T, F, Fut>(&self, steps: &mut Steps<'_>, decide: F) -> Result<T, TaskError>
+    where
+        T: Serialize + DeserializeOwned,
+        F: FnOnce() -> Fut,
+        Fut: Future<Output = Result<T, TaskError>>,
+    {
+        self.recover_pending().await?;
+        steps.step("plan", decide).await
+    }
+
+    /// Reads both releases from Helm's storage (pending ones are recovered before).
     pub async fn observe(&self) -> Result<Deployed, TaskError> {
-        let namespace = &self.names.namespace;
-        let Some(latest) = self
-            .platform
-            .observe_release(namespace, &self.names.user)
+        let (cluster, namespace) = (&self.platform.cluster, &self.names.namespace);
+        let Some(latest) = cluster
+            .latest_stored_release(namespace, &self.names.user)
             .await?
         else {
             return Ok(Deployed::Nothing);
         };
         let user = self.user_release(latest).await?;
-        let generated = self
-            .platform
-            .observe_release(namespace, &self.names.generated)
+        let generated = cluster
+            .latest_stored_release(namespace, &self.names.generated)
             .await?;
         let Some(generated) = generated else {
             return Ok(Deployed::Plain {
@@ -223,11 +237,6 @@ impl<'a> DeployedService<'a> {
     /// recorded before, and every action is computed from the plan alone.
     pub async fn run_plan(&self, plan: &Plan, steps: &mut Steps<'_>) -> Result<(), TaskError> {
         info!(steps = ?plan.step_names(), "running the plan");
-        if !plan.actions.is_empty() {
-            // A worker killed during an upgrade may have left a release pending; the plan
-            // was recorded before, so this attempt did not observe (and recover) it yet.
-            self.recover_pending().await?;
-        }
         for index in 0..plan.actions.len() {
             let action = &plan.actions[index];
             steps
@@ -237,8 +246,6 @@ impl<'a> DeployedService<'a> {
         Ok(())
     }
 
-    /// Action `index` of `plan`: the generated release upgraded with the base model and the
-    /// actions up to this one applied, or the user release re-deployed with replicas.
     /// Recovers the user and generated releases when a killed helm left one pending.
     async fn recover_pending(&self) -> Result<(), TaskError> {
         let namespace = &self.names.namespace;
@@ -263,6 +270,8 @@ impl<'a> DeployedService<'a> {
             .await?)
     }
 
+    /// Action `index` of `plan`: the generated release upgraded with the base model and the
+    /// actions up to this one applied, or the user release re-deployed with replicas.
     async fn execute(&self, plan: &Plan, index: usize) -> Result<u32, TaskError> {
         let action = &plan.actions[index];
         info!(step = action.step_name(), "{}", action.describe());

@@ -51,30 +51,6 @@ impl Platform {
         Ok(true)
     }
 
-    /// The latest revision of `release` with its values and manifest (`None`: no such
-    /// release), after recovering one left pending. Reads Helm's storage, runs no helm
-    /// unless there is something to recover.
-    pub async fn observe_release(
-        &self,
-        namespace: &str,
-        release: &str,
-    ) -> Result<Option<StoredRelease>, TaskError> {
-        let mut revisions = self.cluster.release_revisions(namespace, release).await?;
-        if self
-            .recover_if_pending(namespace, release, &revisions)
-            .await?
-        {
-            revisions = self.cluster.release_revisions(namespace, release).await?;
-        }
-        match revisions.last() {
-            Some(latest) => Ok(self
-                .cluster
-                .stored_release(namespace, release, latest.revision)
-                .await?),
-            None => Ok(None),
-        }
-    }
-
     /// Waits (with a watch) until `deployments` are rolled out or `deadline` passes, and
     /// records how long it took.
     pub async fn wait_for_rollout(

@@ -129,8 +129,8 @@ async fn blue_green(
     required: bool,
     steps: &mut Steps<'_>,
 ) -> Result<String, TaskError> {
-    let decided: Decided = steps
-        .step("plan", || decide(service, intent, required))
+    let decided: Decided = service
+        .decided(steps, || decide(service, intent, required))
         .await?;
     let Some(plan) = decided.plan else {
         return Ok(decided.note);
