@@ -57,10 +57,7 @@ impl TaskHandler for ActionHandler {
 
     async fn run(&self, task: &Task, steps: &mut Steps<'_>) -> Result<Outcome, TaskError> {
         let TaskPayload::Action { data } = &task.payload else {
-            return Err(TaskError::Failed(format!(
-                "internal error: the action handler got a {} task",
-                task.kind.event_type()
-            )));
+            return Err(TaskError::misrouted("the action handler", task));
         };
         let value = data.action.as_ref().and_then(|a| a.value.as_ref());
         let delta = match plan::scaling_delta(value) {

@@ -74,10 +74,7 @@ enum StageEnd {
 impl TaskHandler for ServiceDeleteHandler {
     async fn run(&self, task: &Task, steps: &mut Steps<'_>) -> Result<Outcome, TaskError> {
         if !matches!(task.payload, TaskPayload::ServiceDelete { .. }) {
-            return Err(TaskError::Failed(format!(
-                "internal error: the service delete handler got a {} task",
-                task.kind.event_type()
-            )));
+            return Err(TaskError::misrouted("the service delete handler", task));
         }
         let key = &task.release;
         let deletion = Deletion {

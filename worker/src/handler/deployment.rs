@@ -52,10 +52,7 @@ impl DeploymentHandler {
 impl TaskHandler for DeploymentHandler {
     async fn run(&self, task: &Task, steps: &mut Steps<'_>) -> Result<Outcome, TaskError> {
         let TaskPayload::Deployment { data, strategy } = &task.payload else {
-            return Err(TaskError::Failed(format!(
-                "internal error: the deployment handler got a {} task",
-                task.kind.event_type()
-            )));
+            return Err(TaskError::misrouted("the deployment handler", task));
         };
         let common = &task.common;
         let (project, stage, service) = (

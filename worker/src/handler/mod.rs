@@ -86,6 +86,17 @@ pub enum TaskError {
     Transient(String),
 }
 
+impl TaskError {
+    /// A task handed to a handler of another kind: a wiring bug in the registry, answered
+    /// as a failed task rather than a panic.
+    pub fn misrouted(handler: &str, task: &Task) -> Self {
+        TaskError::Failed(format!(
+            "internal error: {handler} got a {} task",
+            task.kind.event_type()
+        ))
+    }
+}
+
 /// One kind of Keptn task.
 #[async_trait]
 pub trait TaskHandler: Send + Sync + 'static {

@@ -67,7 +67,7 @@ impl TaskHandler for ReleaseHandler {
 
     async fn run(&self, task: &Task, steps: &mut Steps<'_>) -> Result<Outcome, TaskError> {
         let TaskPayload::Release { strategy, .. } = &task.payload else {
-            return Err(wrong_task(task));
+            return Err(TaskError::misrouted("a release handler", task));
         };
         let result = task.common.result.unwrap_or(TaskResult::Fail);
         let service = DeployedService::of_task(&self.platform, task)?;
@@ -105,19 +105,12 @@ impl RollbackHandler {
 impl TaskHandler for RollbackHandler {
     async fn run(&self, task: &Task, steps: &mut Steps<'_>) -> Result<Outcome, TaskError> {
         if !matches!(task.payload, TaskPayload::Rollback { .. }) {
-            return Err(wrong_task(task));
+            return Err(TaskError::misrouted("a release handler", task));
         }
         let service = DeployedService::of_task(&self.platform, task)?;
         let message = blue_green(&service, Intent::RollBack, false, steps).await?;
         Ok(Outcome::succeeded(TaskResult::Pass, message))
     }
-}
-
-fn wrong_task(task: &Task) -> TaskError {
-    TaskError::Failed(format!(
-        "internal error: a release handler got a {} task",
-        task.kind.event_type()
-    ))
 }
 
 /// Decides (recorded step `plan`) and runs the promotion or rollback; the message says
