@@ -19,7 +19,7 @@ pub struct Steps<'a> {
     event_id: &'a str,
     event_type: &'a str,
     metrics: &'a Metrics,
-    /// For tasks that span releases: [`Steps::exclusive`] takes the others.
+    /// For tasks that span releases: [`Steps::leases`] takes the others.
     releases: &'a Releases,
     stop: &'a CancellationToken,
     /// Test hook (`--test-crash-after-step`): the process kills itself right after this
@@ -51,11 +51,6 @@ impl<'a> Steps<'a> {
             crash_after,
             written: false,
         }
-    }
-
-    /// The triggered event's id, e.g. for `helm history` descriptions.
-    pub fn event_id(&self) -> &str {
-        self.event_id
     }
 
     /// A handle to take other releases while a step runs (the journal itself stays
