@@ -526,10 +526,10 @@ fn data_path(path: &str) -> String {
 /// Serde loses the path inside `#[serde(flatten)]` fields, so an error in a [`CommonData`]
 /// field (e.g. `"project": 5`) would be reported at the root. When that happens the object is
 /// checked once more as plain [`CommonData`] to find the field.
-pub fn from_value<T: DeserializeOwned>(value: Value) -> Result<T, DataError> {
-    serde_path_to_error::deserialize(&value).map_err(|err| {
+pub fn from_value<T: DeserializeOwned>(value: &Value) -> Result<T, DataError> {
+    serde_path_to_error::deserialize(value).map_err(|err| {
         if err.path().to_string() == "." && value.is_object() {
-            if let Err(common) = serde_path_to_error::deserialize::<_, CommonData>(&value) {
+            if let Err(common) = serde_path_to_error::deserialize::<_, CommonData>(value) {
                 if common.path().to_string() != "." {
                     return invalid(common);
                 }

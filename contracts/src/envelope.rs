@@ -21,6 +21,8 @@ use cloudevents::{AttributesReader, Event};
 use serde::de::DeserializeOwned;
 use serde::ser::SerializeMap;
 use serde::{Serialize, Serializer};
+use std::borrow::Cow;
+
 use serde_json::{Map, Value};
 
 pub use crate::data::DataError;
@@ -128,15 +130,8 @@ impl KeptnEvent {
 
     /// Encodes the event as structured-mode CloudEvent JSON, deterministically ordered.
     pub fn encode(&self) -> Vec<u8> {
-        let value = serde_json::to_value(&self.0)
-            .expect("a CloudEvent always serializes to JSON: its map keys are strings");
-        let Value::Object(map) = value else {
-            unreachable!("a CloudEvent serializes to a JSON object");
-        };
-        let mut entries: Vec<(&String, &Value)> = map.iter().collect();
-        entries.sort_by(|(a, _), (b, _)| (member_rank(a), *a).cmp(&(member_rank(b), *b)));
-        serde_json::to_vec(&Ordered(entries))
-            .expect("serializing JSON values into a Vec cannot fail")
+        serde_json::to_vec(&Canonical(&self.0))
+            .expect("a CloudEvent always serializes to JSON: its map keys are strings")
     }
 
     /// The SDK event.
@@ -223,23 +218,31 @@ impl KeptnEvent {
     /// A string whose content is a JSON object (the spec allows `data` of type string) reads as
     /// that object; any other string reads as a JSON string.
     pub fn data_json(&self) -> Option<Value> {
+        self.data_value().ok().map(Cow::into_owned)
+    }
+
+    /// Like [`KeptnEvent::data_json`], borrowed when `data` is already JSON (the usual
+    /// case): reading a few fields then costs no copy of the whole payload.
+    pub fn data_json_ref(&self) -> Option<Cow<'_, Value>> {
         self.data_value().ok()
     }
 
     /// `data` decoded into a payload type; the error names the path of the offending field,
     /// e.g. `data.deployment.deploymentURIsLocal: invalid type: string "x", expected a sequence`.
     pub fn typed_data<T: DeserializeOwned>(&self) -> Result<T, DataError> {
-        crate::data::from_value(self.data_value()?)
+        crate::data::from_value(self.data_value()?.as_ref())
     }
 
-    fn data_value(&self) -> Result<Value, DataError> {
+    fn data_value(&self) -> Result<Cow<'_, Value>, DataError> {
         match self.0.data() {
             None | Some(Data::Json(Value::Null)) => Err(DataError::Missing),
-            Some(Data::Json(Value::String(s))) | Some(Data::String(s)) => Ok(embedded_json(s)),
-            Some(Data::Json(v)) => Ok(v.clone()),
+            Some(Data::Json(Value::String(s))) | Some(Data::String(s)) => {
+                Ok(Cow::Owned(embedded_json(s)))
+            }
+            Some(Data::Json(v)) => Ok(Cow::Borrowed(v)),
             Some(Data::Binary(bytes)) => match serde_json::from_slice::<Value>(bytes) {
                 Ok(Value::Null) => Err(DataError::Missing),
-                Ok(v) => Ok(v),
+                Ok(v) => Ok(Cow::Owned(v)),
                 Err(e) => Err(DataError::NotJson(e.to_string())),
             },
         }
@@ -254,24 +257,45 @@ fn embedded_json(s: &str) -> Value {
     }
 }
 
-fn member_rank(name: &str) -> usize {
-    if let Some(i) = ATTRIBUTE_ORDER.iter().position(|a| *a == name) {
-        i
-    } else if DATA_MEMBERS.contains(&name) {
-        ATTRIBUTE_ORDER.len() + 1
-    } else {
-        ATTRIBUTE_ORDER.len()
-    }
-}
+/// The canonical encoding: the context attributes in CloudEvents order (as the SDK writes
+/// them), the extensions sorted by name, then `data` or `data_base64`. Written straight
+/// from the event, without an intermediate JSON tree.
+struct Canonical<'a>(&'a Event);
 
-/// A JSON object written in the given member order.
-struct Ordered<'a>(Vec<(&'a String, &'a Value)>);
-
-impl Serialize for Ordered<'_> {
+impl Serialize for Canonical<'_> {
     fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
-        let mut map = serializer.serialize_map(Some(self.0.len()))?;
-        for (k, v) in &self.0 {
-            map.serialize_entry(k, v)?;
+        let event = self.0;
+        let mut extensions: Vec<(&str, &ExtensionValue)> = event.iter_extensions().collect();
+        extensions.sort_unstable_by(|a, b| a.0.cmp(b.0));
+        let mut map = serializer.serialize_map(None)?;
+        map.serialize_entry("specversion", CLOUDEVENTS_SPEC_VERSION)?;
+        map.serialize_entry("id", event.id())?;
+        map.serialize_entry("type", event.ty())?;
+        map.serialize_entry("source", event.source())?;
+        if let Some(datacontenttype) = event.datacontenttype() {
+            map.serialize_entry("datacontenttype", datacontenttype)?;
+        }
+        if let Some(dataschema) = event.dataschema() {
+            map.serialize_entry("dataschema", dataschema)?;
+        }
+        if let Some(subject) = event.subject() {
+            map.serialize_entry("subject", subject)?;
+        }
+        if let Some(time) = event.time() {
+            map.serialize_entry("time", time)?;
+        }
+        for (name, value) in extensions {
+            map.serialize_entry(name, value)?;
+        }
+        match event.data() {
+            Some(Data::Json(value)) => map.serialize_entry("data", value)?,
+            Some(Data::String(text)) => map.serialize_entry("data", text)?,
+            Some(Data::Binary(bytes)) => {
+                use base64::Engine as _;
+                let encoded = base64::engine::general_purpose::STANDARD.encode(bytes);
+                map.serialize_entry("data_base64", &encoded)?
+            }
+            None => {}
         }
         map.end()
     }
@@ -373,6 +397,73 @@ mod tests {
             "traceparent": "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01",
             "tracestate": "congo=t61rcWkgMzE"
         })
+    }
+
+    /// The encoding as it was first written (a JSON tree sorted by member rank), kept
+    /// as the reference the direct encoder must match byte for byte.
+    fn encode_through_a_tree(event: &KeptnEvent) -> Vec<u8> {
+        const ORDER: [&str; 8] = [
+            "specversion",
+            "id",
+            "type",
+            "source",
+            "datacontenttype",
+            "dataschema",
+            "subject",
+            "time",
+        ];
+        let rank = |name: &str| {
+            ORDER
+                .iter()
+                .position(|a| *a == name)
+                .unwrap_or(ORDER.len() + usize::from(name == "data" || name == "data_base64"))
+        };
+        let Value::Object(map) = serde_json::to_value(event.inner()).unwrap() else {
+            unreachable!()
+        };
+        let mut entries: Vec<(&String, &Value)> = map.iter().collect();
+        entries.sort_by(|(a, _), (b, _)| (rank(a), *a).cmp(&(rank(b), *b)));
+        let mut bytes = b"{".to_vec();
+        for (index, (k, v)) in entries.into_iter().enumerate() {
+            if index > 0 {
+                bytes.push(b',');
+            }
+            bytes.extend(serde_json::to_vec(k).unwrap());
+            bytes.push(b':');
+            bytes.extend(serde_json::to_vec(v).unwrap());
+        }
+        bytes.push(b'}');
+        bytes
+    }
+
+    #[test]
+    fn direct_encoding_matches_the_sorted_tree_encoding() {
+        let documents = [
+            json!({
+                "specversion": "1.0", "id": "1", "type": "sh.keptn.event.deployment.triggered",
+                "source": "shipyard-controller", "time": "2021-01-02T10:00:00.123+02:00",
+                "datacontenttype": "application/json", "subject": "s",
+                "dataschema": "https://example.com/schema", "shkeptncontext": "ctx",
+                "zeta": "z", "alpha": 5, "beta": true, "gitcommitid": "abc",
+                "data": {"project": "p", "b": [1, 2.5, "x"], "a": {"n": null}}
+            }),
+            json!({
+                "specversion": "1.0", "id": "2", "type": "t", "source": "s",
+                "datacontenttype": "application/octet-stream", "data_base64": "aGVsbG8="
+            }),
+            json!({
+                "specversion": "1.0", "id": "3", "type": "t", "source": "s",
+                "datacontenttype": "text/plain", "data": "plain text"
+            }),
+            json!({"specversion": "1.0", "id": "4", "type": "t", "source": "s"}),
+        ];
+        for document in documents {
+            let event = decode(&document).unwrap();
+            assert_eq!(
+                String::from_utf8(event.encode()).unwrap(),
+                String::from_utf8(encode_through_a_tree(&event)).unwrap()
+            );
+        }
     }
 
     fn decode(v: &Value) -> Result<KeptnEvent, DecodeError> {

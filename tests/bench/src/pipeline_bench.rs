@@ -79,6 +79,10 @@ struct Args {
     /// Skip the uncounted warm-up round.
     #[arg(long)]
     no_warmup: bool,
+    /// Run only the scenarios of one system (`raw` or `worker`), e.g. to profile one
+    /// side with `perf`; no ratios are reported then.
+    #[arg(long, value_parser = ["raw", "worker"])]
+    only: Option<String>,
     /// Longest wait for the replies of one phase, in seconds.
     #[arg(long, default_value_t = 60)]
     phase_timeout: u64,
@@ -202,6 +206,15 @@ async fn run() -> anyhow::Result<()> {
             system: System::Worker {
                 releases: ctx.args.contended_releases,
             },
+        });
+    }
+
+    if let Some(only) = &ctx.args.only {
+        scenarios.retain(|s| {
+            matches!(
+                (only.as_str(), s.system),
+                ("raw", System::Raw) | ("worker", System::Worker { .. })
+            )
         });
     }
 
@@ -568,8 +581,15 @@ fn report(
     }
     println!();
     let verdict = |ok: bool| if ok { "met" } else { "MISSED" };
+    let with_baseline = scenarios.first().is_some_and(|s| s.system == System::Raw);
     let raw = &rows[0];
-    for (index, (scenario, row)) in scenarios.iter().zip(&rows).enumerate().skip(1) {
+    for (index, (scenario, row)) in scenarios
+        .iter()
+        .zip(&rows)
+        .enumerate()
+        .skip(1)
+        .filter(|_| with_baseline)
+    {
         let throughput_ratio = row.eps / raw.eps;
         let p99_ratio = row.p99 / raw.p99;
         // The same ratios taken round by round (each round ran both back to back).

@@ -231,7 +231,7 @@ impl Processor {
         event: &KeptnEvent,
         message: String,
     ) -> Result<Disposal, Retry> {
-        self.publish_finished(kind, event, Outcome::errored(message))
+        self.publish_finished(kind, &replies(event), Outcome::errored(message))
             .await?;
         Ok(Disposal::Ack)
     }
@@ -325,15 +325,17 @@ impl Processor {
         }
         if origin.delivered > i64::from(self.config.max_deliveries) {
             let outcome = self.give_up(task, origin, payload).await;
-            self.publish_finished(task.kind, &task.event, outcome)
+            self.publish_finished(task.kind, &replies(&task.event), outcome)
                 .await?;
             return Ok(Ending::Completed);
         }
         let started_published = held
             .read(|record| record.progress.get(id).is_some_and(|p| p.started_published))
             .await;
+        // Built once: it copies what the replies echo from the event's data.
+        let replies = replies(&task.event);
         if task.kind.sends_started() && !started_published {
-            self.publish_event(&replies(&task.event).started()).await?;
+            self.publish_event(&replies.started()).await?;
         }
         // Recorded in memory; the first step, a refresh or the hand-back writes it.
         // Until then a redelivery publishes `.started` again under the same id, which
@@ -377,8 +379,7 @@ impl Processor {
         // Published before the record says completed: a crash between the two makes a
         // redelivery publish it again under the same id, which the stream's duplicate
         // window drops.
-        self.publish_finished(task.kind, &task.event, outcome)
-            .await?;
+        self.publish_finished(task.kind, &replies, outcome).await?;
         Ok(Ending::Completed)
     }
 
@@ -407,13 +408,13 @@ impl Processor {
     async fn publish_finished(
         &self,
         kind: TaskKind,
-        triggered: &KeptnEvent,
+        replies: &ReplyBuilder,
         outcome: Outcome,
     ) -> Result<(), Retry> {
         let status = outcome.status.as_str();
         let result = outcome.result.map_or("none", |result| result.as_str());
         let message = outcome.message.clone();
-        let finished = replies(triggered).finished(
+        let finished = replies.finished(
             outcome.status,
             outcome.result,
             outcome.message,

@@ -32,8 +32,8 @@ pub struct ReleaseRecord {
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub progress: BTreeMap<String, Progress>,
     /// Events completed on this release, oldest first.
-    #[serde(default, skip_serializing_if = "VecDeque::is_empty")]
-    pub completed: VecDeque<Completed>,
+    #[serde(default, skip_serializing_if = "CompletedEvents::is_empty")]
+    pub completed: CompletedEvents,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -77,14 +77,94 @@ pub struct StepRecord {
     pub completed_at: DateTime<Utc>,
 }
 
-/// A completed event: its id and when it completed (Unix seconds). Written as a
-/// two-element array: the record is rewritten on every write, so it is kept small.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Completed(pub String, pub i64);
+/// The events completed on a release, oldest first, as fingerprints of their ids.
+///
+/// The record is rewritten on every take and hand-back, so this memory is kept small
+/// and cheap to copy: each id is remembered as the first 8 bytes of its SHA-256 (a
+/// false match would need a second preimage of 64 bits, not a chance collision), and
+/// the list is written as one string of 16-hex-digit fingerprints. Records written
+/// before (a list of `[id, unix seconds]` pairs) still read.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct CompletedEvents(VecDeque<u64>);
+
+impl CompletedEvents {
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+
+    pub fn len(&self) -> usize {
+        self.0.len()
+    }
+
+    pub fn contains(&self, event_id: &str) -> bool {
+        self.0.contains(&fingerprint(event_id))
+    }
+
+    /// Remembers `event_id` (once), forgetting the oldest beyond [`COMPLETED_MEMORY`].
+    fn insert(&mut self, event_id: &str) {
+        let print = fingerprint(event_id);
+        if self.0.contains(&print) {
+            return;
+        }
+        if self.0.len() >= COMPLETED_MEMORY {
+            self.0.pop_front();
+        }
+        self.0.push_back(print);
+    }
+}
+
+fn fingerprint(event_id: &str) -> u64 {
+    use sha2::{Digest, Sha256};
+    let digest = Sha256::digest(event_id.as_bytes());
+    u64::from_be_bytes(
+        digest[..8]
+            .try_into()
+            .expect("a SHA-256 digest has 32 bytes"),
+    )
+}
+
+impl Serialize for CompletedEvents {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        use std::fmt::Write as _;
+        let mut packed = String::with_capacity(self.0.len() * 16);
+        for print in &self.0 {
+            write!(packed, "{print:016x}").expect("writing to a String cannot fail");
+        }
+        serializer.serialize_str(&packed)
+    }
+}
+
+impl<'de> Deserialize<'de> for CompletedEvents {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        #[derive(Deserialize)]
+        #[serde(untagged)]
+        enum Wire {
+            Packed(String),
+            /// The first format: `[[id, unix seconds], ...]`.
+            Pairs(Vec<(String, i64)>),
+        }
+        let prints = match Wire::deserialize(deserializer)? {
+            Wire::Packed(packed) => {
+                if packed.len() % 16 != 0 || !packed.is_ascii() {
+                    return Err(serde::de::Error::custom(
+                        "completed events: not a string of 16-hex-digit fingerprints",
+                    ));
+                }
+                (0..packed.len())
+                    .step_by(16)
+                    .map(|at| u64::from_str_radix(&packed[at..at + 16], 16))
+                    .collect::<Result<VecDeque<u64>, _>>()
+                    .map_err(serde::de::Error::custom)?
+            }
+            Wire::Pairs(pairs) => pairs.iter().map(|(id, _)| fingerprint(id)).collect(),
+        };
+        Ok(CompletedEvents(prints))
+    }
+}
 
 impl ReleaseRecord {
     pub fn is_completed(&self, event_id: &str) -> bool {
-        self.completed.iter().any(|c| c.0 == event_id)
+        self.completed.contains(event_id)
     }
 
     /// The progress of `event_id`, created on first use; bounded, oldest dropped.
@@ -111,13 +191,7 @@ impl ReleaseRecord {
     /// Marks an event completed: its progress is dropped, its id remembered.
     pub fn complete(&mut self, event_id: &str) {
         self.progress.remove(event_id);
-        if !self.is_completed(event_id) {
-            if self.completed.len() >= COMPLETED_MEMORY {
-                self.completed.pop_front();
-            }
-            self.completed
-                .push_back(Completed(event_id.to_owned(), Utc::now().timestamp()));
-        }
+        self.completed.insert(event_id);
     }
 
     /// Frees the release, or hands it to the waiter that claimed it.
@@ -358,6 +432,20 @@ mod tests {
         assert_eq!(record.progress.len(), PROGRESS_MEMORY);
         record.complete("p10");
         assert!(!record.progress.contains_key("p10"));
+    }
+
+    #[test]
+    fn records_of_the_first_format_still_read() {
+        let old = serde_json::json!({
+            "completed": [["e1", 1_700_000_000], ["e2", 1_700_000_001]]
+        });
+        let record: ReleaseRecord = serde_json::from_value(old).unwrap();
+        assert!(record.is_completed("e1") && record.is_completed("e2"));
+        assert!(!record.is_completed("e3"));
+        let packed = serde_json::to_value(&record).unwrap();
+        assert_eq!(packed["completed"].as_str().unwrap().len(), 32);
+        let unreadable = serde_json::json!({"completed": "xyz"});
+        assert!(serde_json::from_value::<ReleaseRecord>(unreadable).is_err());
     }
 
     #[test]

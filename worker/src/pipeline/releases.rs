@@ -41,7 +41,9 @@ pub enum ReleaseError {
 /// Hands out releases. One per replica; cheap to clone.
 #[derive(Clone)]
 pub struct Releases {
-    store: kv::Store,
+    /// Shared: a `kv::Store` carries its stream's whole configuration, too much to copy
+    /// for every held release.
+    store: Arc<kv::Store>,
     ttl: Duration,
     /// Identifies this replica in records, for operators reading the bucket.
     owner: Arc<str>,
@@ -81,7 +83,7 @@ pub struct Acquired {
 impl Releases {
     pub fn new(store: kv::Store, ttl: Duration, owner: String) -> Self {
         Releases {
-            store,
+            store: Arc::new(store),
             ttl,
             owner: owner.into(),
             local: Arc::default(),
