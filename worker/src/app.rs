@@ -100,6 +100,10 @@ pub async fn run(
     health.bound.store(true, Ordering::SeqCst);
     info!(stream = %config.stream, consumer = %config.consumer, concurrency = config.concurrency, "bound; processing events");
 
+    let releases = Releases::new(releases, config.lease_ttl, replica_identity())
+        .with_parking(client.clone(), config.release_linger)
+        .await
+        .context("setting up release parking")?;
     let publisher = Publisher::new(js.clone(), PUBLISH_DEADLINE);
     let processor = Arc::new(Processor {
         config: ProcessorConfig {
@@ -109,7 +113,7 @@ pub async fn run(
             max_deliveries: config.max_deliveries,
             crash_after_step: config.test_crash_after_step.clone(),
         },
-        releases: Releases::new(releases, config.lease_ttl, replica_identity()),
+        releases: releases.clone(),
         dead_letters: DeadLetters::new(
             publisher.clone(),
             topology_config.dead_letter_subject_prefix(),
@@ -146,6 +150,8 @@ pub async fn run(
             warn!("some tasks did not stop in time; JetStream redelivers them after the ack wait");
         }
     }
+    // Parked releases are freed now rather than after --lease-ttl for other replicas.
+    releases.unpark_all().await;
     poller.abort();
     if let Err(err) = client.flush().await {
         warn!(error = %err, "could not flush NATS connection");

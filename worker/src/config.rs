@@ -108,6 +108,14 @@ pub struct RunConfig {
     #[arg(long, env = "LEASE_TTL", default_value = "30s", value_parser = parse_duration)]
     pub lease_ttl: Duration,
 
+    /// How long a replica keeps a release after finishing an event on it, so that its
+    /// next event on the same release starts without a write to the release record.
+    /// Another replica that wants the release gets it at once (it asks over NATS); a
+    /// crashed replica's kept releases are taken over after --lease-ttl. At most half
+    /// of --lease-ttl; 0 turns keeping off.
+    #[arg(long, env = "RELEASE_LINGER", default_value = "2s", value_parser = parse_duration_or_zero)]
+    pub release_linger: Duration,
+
     /// How long SIGTERM waits for in-flight tasks before handing them back for
     /// redelivery.
     #[arg(long, env = "SHUTDOWN_GRACE", default_value = "25s", value_parser = parse_duration)]

@@ -202,6 +202,8 @@ async fn a_crashed_holders_release_is_taken_over_with_its_progress() -> anyhow::
             event_id: "doomed-event".into(),
             acquired_at: chrono::Utc::now(),
             next: None,
+            parked: false,
+            wake: None,
         }),
         ..ReleaseRecord::default()
     };
@@ -255,6 +257,141 @@ async fn reusing_released_keys_is_uncontended_and_cheap() -> anyhow::Result<()> 
     assert_eq!(
         info.state.consumer_count, 0,
         "acquisitions left consumers behind"
+    );
+    Ok(())
+}
+
+/// A replica with parking on, on its own connection (wake requests are core NATS).
+async fn parking_replica(
+    nats: &NatsServer,
+    store: &async_nats::jetstream::kv::Store,
+    ttl: Duration,
+    linger: Duration,
+    name: &str,
+) -> anyhow::Result<Releases> {
+    let client = async_nats::connect(nats.url()).await?;
+    Ok(Releases::new(store.clone(), ttl, name.into())
+        .with_parking(client, linger)
+        .await?)
+}
+
+async fn record_of(
+    store: &async_nats::jetstream::kv::Store,
+) -> anyhow::Result<(u64, ReleaseRecord)> {
+    let entry = store
+        .entry(KEY)
+        .await?
+        .ok_or_else(|| anyhow::anyhow!("no record"))?;
+    Ok((entry.revision, serde_json::from_slice(&entry.value)?))
+}
+
+#[tokio::test]
+async fn a_parked_release_is_reused_without_a_write_and_freed_after_the_linger(
+) -> anyhow::Result<()> {
+    let (nats, _js, store) = release_bucket().await?;
+    let ttl = Duration::from_secs(4);
+    let linger = Duration::from_millis(600);
+    let replica = parking_replica(&nats, &store, ttl, linger, "replica").await?;
+    let never = CancellationToken::new();
+
+    let first = replica.acquire(KEY, "e1", &never).await?;
+    first.release.park(|r| r.complete("e1")).await?;
+    let (parked_at, record) = record_of(&store).await?;
+    let holder = record.holder.expect("a parked release keeps its holder");
+    assert!(holder.parked && holder.wake.is_some());
+    assert!(record.completed.contains("e1"));
+
+    // The next event on it starts without writing; completing it is one write.
+    let second = replica.acquire(KEY, "e2", &never).await?;
+    assert!(!second.contended);
+    assert_eq!(
+        record_of(&store).await?.0,
+        parked_at,
+        "reuse wrote the record"
+    );
+    second.release.park(|r| r.complete("e2")).await?;
+    let (revision, record) = record_of(&store).await?;
+    assert_eq!(
+        revision,
+        parked_at + 1,
+        "completing a reused release: one write"
+    );
+    assert!(record.completed.contains("e1") && record.completed.contains("e2"));
+
+    // Nobody asks for it: freed once the linger is over.
+    let mut watch = store.watch(KEY).await?;
+    tokio::time::timeout(Duration::from_secs(10), async {
+        while let Some(entry) = watch.next().await {
+            let record: ReleaseRecord = serde_json::from_slice(&entry?.value)?;
+            if record.holder.is_none() {
+                return Ok::<_, anyhow::Error>(());
+            }
+        }
+        anyhow::bail!("watch ended")
+    })
+    .await
+    .map_err(|_| anyhow::anyhow!("parked release not freed after its linger"))??;
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn another_replica_gets_a_parked_or_busy_release_without_waiting_out_the_linger(
+) -> anyhow::Result<()> {
+    let (nats, _js, store) = release_bucket().await?;
+    // Linger as long as allowed (half the TTL): being served well before it shows the
+    // wake request at work, not the expiry.
+    let ttl = Duration::from_secs(8);
+    let linger = Duration::from_secs(4);
+    let replica_a = parking_replica(&nats, &store, ttl, linger, "replica-a").await?;
+    let replica_b = parking_replica(&nats, &store, ttl, linger, "replica-b").await?;
+    let never = CancellationToken::new();
+
+    // A parks a1 and takes the release again for a2 without writing, so the record
+    // still says parked while a2 runs: B asks, A notes it and frees the release when
+    // a2 ends instead of parking it again.
+    let first = replica_a.acquire(KEY, "a1", &never).await?;
+    first.release.park(|r| r.complete("a1")).await?;
+    let busy = replica_a.acquire(KEY, "a2", &never).await?;
+    let waiter = tokio::spawn({
+        let replica_b = replica_b.clone();
+        let never = never.clone();
+        async move {
+            let taken = replica_b.acquire(KEY, "b1", &never).await?;
+            let contended = taken.contended;
+            taken.release.park(|r| r.complete("b1")).await?;
+            Ok::<_, anyhow::Error>(contended)
+        }
+    });
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let a2_ended = Instant::now();
+    busy.release.park(|r| r.complete("a2")).await?;
+    assert!(tokio::time::timeout(ttl, waiter).await???, "B did not wait");
+    let after_a2 = a2_ended.elapsed();
+    assert!(
+        after_a2 < linger / 2,
+        "B got the release {after_a2:?} after A's task ended"
+    );
+
+    // Now parked on B: A asks and gets it at once.
+    let asked = Instant::now();
+    let taken = tokio::time::timeout(ttl, replica_a.acquire(KEY, "a3", &never)).await??;
+    let waited = asked.elapsed();
+    assert!(taken.contended);
+    assert!(
+        waited < linger / 2,
+        "A waited {waited:?} for a parked release"
+    );
+    taken.release.park(|r| r.complete("a3")).await?;
+
+    let (_, record) = record_of(&store).await?;
+    for event in ["a1", "a2", "b1", "a3"] {
+        assert!(record.completed.contains(event), "{event} forgotten");
+    }
+    replica_a.unpark_all().await;
+    replica_b.unpark_all().await;
+    assert!(
+        record_of(&store).await?.1.holder.is_none(),
+        "unpark_all left the release held"
     );
     Ok(())
 }

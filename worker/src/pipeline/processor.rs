@@ -285,13 +285,15 @@ impl Processor {
             never = held.keep_fresh() => match never {},
         };
         match ending {
+            // Parked, not freed: this replica's next event on the release (often
+            // already queued behind this one) starts without a write.
             Ok(Ending::Completed) => held
-                .hand_back(|record| record.complete(task.event.id()))
+                .park(|record| record.complete(task.event.id()))
                 .await
                 .map(|()| Disposal::Ack)
                 .map_err(|err| Retry::new("release", err)),
             Ok(Ending::Duplicate) => held
-                .hand_back(|_| {})
+                .park(|_| {})
                 .await
                 .map(|()| Disposal::Ack)
                 .map_err(|err| Retry::new("release", err)),

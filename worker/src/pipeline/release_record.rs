@@ -48,6 +48,14 @@ pub struct Holder {
     /// Token of a waiter that waited a whole TTL and gets the release next.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub next: Option<String>,
+    /// The holder's task is over and its replica keeps the release for a moment, for
+    /// its next event on it (see `releases` module docs); a waiter asks for it on
+    /// `wake`.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub parked: bool,
+    /// Core NATS subject on which the holder's replica gives a parked release up.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub wake: Option<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -298,6 +306,8 @@ mod tests {
             event_id: format!("event-of-{token}"),
             acquired_at: Utc::now(),
             next: None,
+            parked: false,
+            wake: None,
         }
     }
 

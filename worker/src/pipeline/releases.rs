@@ -12,8 +12,21 @@
 //!
 //! Cost: a replica remembers the record as it handed it back, so taking a release it
 //! used last, or a new one, is one write; handing back is one more.
+//!
+//! Parking (when enabled with [`Releases::with_parking`]): a task that completed its
+//! event does not free the release; its last write keeps this replica as holder,
+//! marked `parked`, and the replica keeps the record in memory for `linger`. A task of
+//! this replica that wants the release within that time takes it without writing
+//! (safe: nobody takes a holder over before it has been silent for a whole TTL, and
+//! a parked record is reused only within half a TTL of its last write). So events of
+//! one release handled back to back by one replica cost one write each instead of
+//! two. A parked release is freed after `linger`, at shutdown, or at once when
+//! another replica asks for it: a waiter that finds a parked holder sends the key to
+//! the holder's `wake` subject (core NATS), and the holder frees it (or, if a task of
+//! its own is using it, frees it when that task ends instead of parking it again).
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -49,6 +62,60 @@ pub struct Releases {
     owner: Arc<str>,
     local: Arc<Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>>,
     handed_back: HandedBack,
+    parking: Parking,
+}
+
+/// Releases this replica keeps after their task ended (see the module docs).
+#[derive(Clone, Default)]
+struct Parking {
+    /// `None`: parking is off, every task frees its release.
+    settings: Option<Arc<ParkingSettings>>,
+    parked: Arc<Mutex<HashMap<String, Parked>>>,
+    /// Keys another replica asked for while a task of this replica held them: freed,
+    /// not parked, when that task ends.
+    wanted: Arc<Mutex<HashMap<String, Instant>>>,
+    /// Set at shutdown: nothing is parked any more.
+    closed: Arc<AtomicBool>,
+    /// Ends the tasks that answer wake requests and free expired releases.
+    stop: CancellationToken,
+}
+
+struct ParkingSettings {
+    client: async_nats::Client,
+    /// This replica's wake subject.
+    wake: String,
+}
+
+/// A parked release: the record as last written, with this replica as holder.
+struct Parked {
+    token: String,
+    revision: u64,
+    record: ReleaseRecord,
+    written_at: Instant,
+}
+
+impl Parking {
+    fn take(&self, key: &str) -> Option<Parked> {
+        self.parked.lock().expect("parking lock").remove(key)
+    }
+
+    /// Whether a task ending on `key` may park it; forgets a request for it.
+    fn may_park(&self, key: &str) -> bool {
+        let wanted = self.wanted.lock().expect("parking lock").remove(key);
+        self.settings.is_some() && wanted.is_none() && !self.closed.load(Ordering::SeqCst)
+    }
+
+    fn expired(&self, linger: Duration) -> Vec<(String, Parked)> {
+        let mut parked = self.parked.lock().expect("parking lock");
+        let keys: Vec<String> = parked
+            .iter()
+            .filter(|(_, p)| p.written_at.elapsed() >= linger)
+            .map(|(key, _)| key.clone())
+            .collect();
+        keys.into_iter()
+            .filter_map(|key| parked.remove(&key).map(|p| (key, p)))
+            .collect()
+    }
 }
 
 /// Records as this replica last wrote them when handing back, per key.
@@ -88,6 +155,107 @@ impl Releases {
             owner: owner.into(),
             local: Arc::default(),
             handed_back: HandedBack::default(),
+            parking: Parking::default(),
+        }
+    }
+
+    /// Turns parking on (see the module docs): releases are kept for `linger` after
+    /// their task, and given up when another replica asks on this replica's wake
+    /// subject. Starts the tasks that answer those requests and free expired parked
+    /// releases. A zero `linger` leaves parking off.
+    pub async fn with_parking(
+        mut self,
+        client: async_nats::Client,
+        linger: Duration,
+    ) -> Result<Self, ReleaseError> {
+        if linger.is_zero() {
+            return Ok(self);
+        }
+        // Within half a TTL of the last write a parked release is reused without
+        // writing; lingering longer would only ever free it.
+        let linger = linger.min(self.ttl / 2);
+        let wake = format!(
+            "helm-service.release-wanted.{}",
+            uuid::Uuid::new_v4().simple()
+        );
+        let requests = client
+            .subscribe(wake.clone())
+            .await
+            .map_err(|err| ReleaseError::Store(format!("subscribing to {wake}: {err}")))?;
+        self.parking.settings = Some(Arc::new(ParkingSettings { client, wake }));
+        tokio::spawn(self.clone().answer_wake_requests(requests));
+        tokio::spawn(self.clone().free_expired(linger));
+        Ok(self)
+    }
+
+    /// Frees every parked release and parks nothing from now on; for shutdown, so
+    /// other replicas need not wait.
+    pub async fn unpark_all(&self) {
+        self.parking.closed.store(true, Ordering::SeqCst);
+        self.parking.stop.cancel();
+        let all: Vec<(String, Parked)> = self
+            .parking
+            .parked
+            .lock()
+            .expect("parking lock")
+            .drain()
+            .collect();
+        for (key, parked) in all {
+            self.free_parked(&key, parked).await;
+        }
+    }
+
+    async fn answer_wake_requests(self, mut requests: async_nats::Subscriber) {
+        loop {
+            let request = tokio::select! {
+                request = requests.next() => match request {
+                    Some(request) => request,
+                    None => return,
+                },
+                () = self.parking.stop.cancelled() => return,
+            };
+            let Ok(key) = std::str::from_utf8(&request.payload) else {
+                continue;
+            };
+            match self.parking.take(key) {
+                Some(parked) => {
+                    debug!(%key, "another replica asked for a parked release");
+                    self.free_parked(key, parked).await;
+                }
+                None => {
+                    let mut wanted = self.parking.wanted.lock().expect("parking lock");
+                    let ttl = self.ttl;
+                    wanted.retain(|_, at| at.elapsed() < ttl);
+                    wanted.insert(key.to_owned(), Instant::now());
+                }
+            }
+        }
+    }
+
+    async fn free_expired(self, linger: Duration) {
+        let period = (linger / 2).max(Duration::from_millis(10));
+        loop {
+            tokio::select! {
+                () = tokio::time::sleep(period) => {}
+                () = self.parking.stop.cancelled() => return,
+            }
+            for (key, parked) in self.parking.expired(linger) {
+                self.free_parked(&key, parked).await;
+            }
+        }
+    }
+
+    /// Writes a parked record back free (or handed to a claimant). A conflict that is
+    /// not a claim means the release was taken over meanwhile: nothing to free.
+    async fn free_parked(&self, key: &str, parked: Parked) {
+        let mut state = (parked.revision, parked.record);
+        state.1.hand_back();
+        match write_held(&self.store, key, &parked.token, &mut state).await {
+            Ok(()) => {
+                let (revision, record) = state;
+                self.handed_back.remember(key, revision, record);
+            }
+            Err(err) => debug!(%key, error = %err, "could not free a parked release"),
         }
     }
 
@@ -125,21 +293,67 @@ impl Releases {
             event_id: event_id.to_owned(),
             acquired_at: Utc::now(),
             next: None,
+            parked: false,
+            wake: None,
         };
-        // Fast path: as this replica handed it back, or new.
-        let (revision, known) = self.handed_back.take(key).unwrap_or_default();
-        let guess = Observed {
-            revision,
-            record: (revision > 0).then_some(Ok(known)),
-            age: Duration::ZERO,
-            unchanged_for: Duration::ZERO,
+        let parked = self.parking.take(key);
+        if let Some(parked) = parked
+            .as_ref()
+            .filter(|p| p.written_at.elapsed() < self.ttl / 2)
+        {
+            // Parked by this replica moments ago: still ours, no write needed.
+            let mut record = parked.record.clone();
+            if let Some(holder) = record.holder.as_mut() {
+                holder.event_id = me.event_id.clone();
+                holder.acquired_at = me.acquired_at;
+                holder.parked = false;
+            }
+            let release = HeldRelease::start(
+                self.clone(),
+                key.to_owned(),
+                parked.token.clone(),
+                (parked.revision, record),
+                parked.written_at,
+                local_guard,
+            );
+            return Ok(Acquired {
+                release,
+                waited: started.elapsed(),
+                contended: contended_locally,
+            });
+        }
+        // Fast path: parked too long ago to reuse without a write, as this replica
+        // handed it back, or new.
+        let fast = match parked {
+            Some(Parked {
+                revision,
+                mut record,
+                ..
+            }) => {
+                record.reserved = None;
+                record.holder = Some(me.clone());
+                Some((revision, record))
+            }
+            None => {
+                let (revision, known) = self.handed_back.take(key).unwrap_or_default();
+                let guess = Observed {
+                    revision,
+                    record: (revision > 0).then_some(Ok(known)),
+                    age: Duration::ZERO,
+                    unchanged_for: Duration::ZERO,
+                };
+                match next_action(&guess, &me, self.ttl, false) {
+                    NextAction::Take { revision, record } => Some((revision, record)),
+                    _ => None,
+                }
+            }
         };
-        let fast = match next_action(&guess, &me, self.ttl, false) {
-            NextAction::Take { revision, record } => self
+        let fast = match fast {
+            Some((revision, record)) => self
                 .write(key, &record, revision)
                 .await?
                 .map(|revision| (revision, record)),
-            _ => None,
+            None => None,
         };
         let ((revision, record), contended) = match fast {
             Some(taken) => (taken, contended_locally),
@@ -152,8 +366,8 @@ impl Releases {
             self.clone(),
             key.to_owned(),
             me.token,
-            revision,
-            record,
+            (revision, record),
+            Instant::now(),
             local_guard,
         );
         Ok(Acquired {
@@ -179,7 +393,10 @@ impl Releases {
         // consumer on the server, too costly for a merely stale guess.
         let mut watch: Option<kv::Watch> = None;
         let mut watch_failed = false;
+        let mut woken_at_revision = None;
         loop {
+            self.wake_parked_holder(key, &observed, &mut woken_at_revision)
+                .await;
             let starving = waiting_since.elapsed() >= self.ttl;
             match next_action(&observed, me, self.ttl, starving) {
                 NextAction::Take { revision, record } => {
@@ -240,6 +457,40 @@ impl Releases {
                 () = tokio::time::sleep(recheck) => self.observe(key, &mut seen).await?,
                 () = cancel.cancelled() => return Err(ReleaseError::Cancelled(key.to_owned())),
             };
+        }
+    }
+
+    /// Asks the replica that parked `key` to give it up (once per revision seen).
+    async fn wake_parked_holder(
+        &self,
+        key: &str,
+        observed: &Observed,
+        woken_at_revision: &mut Option<u64>,
+    ) {
+        let Some(settings) = self.parking.settings.as_ref() else {
+            return;
+        };
+        let Some(Ok(record)) = observed.record.as_ref() else {
+            return;
+        };
+        let Some(wake) = record
+            .holder
+            .as_ref()
+            .filter(|holder| holder.parked)
+            .and_then(|holder| holder.wake.as_ref())
+        else {
+            return;
+        };
+        if *woken_at_revision == Some(observed.revision) || *wake == settings.wake {
+            return;
+        }
+        *woken_at_revision = Some(observed.revision);
+        if let Err(err) = settings
+            .client
+            .publish(wake.clone(), bytes::Bytes::from(key.to_owned()))
+            .await
+        {
+            debug!(%key, error = %err, "could not ask for a parked release; waiting for it");
         }
     }
 
@@ -326,24 +577,28 @@ pub struct HeldRelease {
     key: String,
     token: String,
     state: HeldState,
+    written_at: Instant,
     lost: CancellationToken,
     _local: OwnedMutexGuard<()>,
 }
 
 impl HeldRelease {
+    /// `written_at`: when the record was last written, which the first refresh
+    /// counts from.
     fn start(
         releases: Releases,
         key: String,
         token: String,
-        revision: u64,
-        record: ReleaseRecord,
+        state: (u64, ReleaseRecord),
+        written_at: Instant,
         local: OwnedMutexGuard<()>,
     ) -> HeldRelease {
         HeldRelease {
             releases,
             key,
             token,
-            state: Arc::new(tokio::sync::Mutex::new((revision, record))),
+            state: Arc::new(tokio::sync::Mutex::new(state)),
+            written_at,
             lost: CancellationToken::new(),
             _local: local,
         }
@@ -354,7 +609,8 @@ impl HeldRelease {
     /// taken over, `lost()` fires and it stops writing.
     pub async fn keep_fresh(&self) -> std::convert::Infallible {
         let period = self.releases.ttl / 3;
-        let mut interval = tokio::time::interval_at(tokio::time::Instant::now() + period, period);
+        let first = tokio::time::Instant::from_std(self.written_at) + period;
+        let mut interval = tokio::time::interval_at(first, period);
         let mut warned = false;
         loop {
             interval.tick().await;
@@ -399,6 +655,45 @@ impl HeldRelease {
         let mut state = self.state.lock().await;
         change(&mut state.1);
         write_held(&self.releases.store, &self.key, &self.token, &mut state).await
+    }
+
+    /// Applies `change` and writes it, keeping the release parked for this replica's
+    /// next task on it when parking is on and nobody else asked for it; otherwise the
+    /// same as [`HeldRelease::hand_back`].
+    pub async fn park(self, change: impl FnOnce(&mut ReleaseRecord)) -> Result<(), ReleaseError> {
+        let parking = self.releases.parking.clone();
+        let Some(settings) = parking.settings.clone() else {
+            return self.hand_back(change).await;
+        };
+        if !parking.may_park(&self.key) || self.lost.is_cancelled() {
+            return self.hand_back(change).await;
+        }
+        let mut state = self.state.lock().await;
+        change(&mut state.1);
+        let claimed = state.1.holder.as_ref().is_some_and(|h| h.next.is_some());
+        if !claimed {
+            if let Some(holder) = state.1.holder.as_mut() {
+                holder.parked = true;
+                holder.wake = Some(settings.wake.clone());
+            }
+            write_held(&self.releases.store, &self.key, &self.token, &mut state).await?;
+            // A claim that landed meanwhile was adopted by the write: honour it.
+            if state.1.holder.as_ref().is_some_and(|h| h.next.is_none()) {
+                let (revision, record) = std::mem::take(&mut *state);
+                parking.parked.lock().expect("parking lock").insert(
+                    self.key.clone(),
+                    Parked {
+                        token: self.token.clone(),
+                        revision,
+                        record,
+                        written_at: Instant::now(),
+                    },
+                );
+                return Ok(());
+            }
+        }
+        drop(state);
+        self.hand_back(|_| {}).await
     }
 
     /// Applies `change`, then frees the release (or hands it to a claimant) in the
