@@ -108,11 +108,11 @@ pub struct RunConfig {
     #[arg(long, env = "LEASE_TTL", default_value = "30s", value_parser = parse_duration)]
     pub lease_ttl: Duration,
 
-    /// How long a replica keeps a release after finishing an event on it, so that its
-    /// next event on the same release starts without a write to the release record.
-    /// Another replica that wants the release gets it at once (it asks over NATS); a
-    /// crashed replica's kept releases are taken over after --lease-ttl. At most half
-    /// of --lease-ttl; 0 turns keeping off.
+    /// A replica keeps (parks) a release after finishing an event on it; its next
+    /// event on the same release within this time starts without a write to the
+    /// release record. Another replica that wants a parked release asks for it over
+    /// NATS and gets it at once; a crashed replica's parked releases are taken over
+    /// after --lease-ttl. At most a third of --lease-ttl; 0 turns parking off.
     #[arg(long, env = "RELEASE_LINGER", default_value = "2s", value_parser = parse_duration_or_zero)]
     pub release_linger: Duration,
 

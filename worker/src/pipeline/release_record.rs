@@ -278,6 +278,13 @@ pub fn next_action(
             }
             (None, Some(_)) => NextAction::Wait,
             (Some(_), _) if silent => take(record.clone()),
+            // Parked by this same replica (its wake subject is unique to it) and no
+            // longer kept in its memory: still ours to take.
+            (Some(current), _)
+                if current.parked && current.wake.is_some() && current.wake == holder.wake =>
+            {
+                take(record.clone())
+            }
             (Some(current), _) if starving && current.next.is_none() => {
                 let mut claimed = record.clone();
                 if let Some(current) = claimed.holder.as_mut() {
@@ -410,6 +417,32 @@ mod tests {
             next_action(&stale, &holder("other"), TTL, false),
             NextAction::Take { .. }
         ));
+    }
+
+    #[test]
+    fn a_parked_record_is_free_only_for_the_replica_that_parked_it() {
+        let mut parked = held_by("earlier-task");
+        if let Some(h) = parked.holder.as_mut() {
+            h.parked = true;
+            h.wake = Some("wake.replica-a".into());
+        }
+        let observed = observed(Some(parked));
+        let mut same_replica = holder("me");
+        same_replica.wake = Some("wake.replica-a".into());
+        assert!(matches!(
+            next_action(&observed, &same_replica, TTL, false),
+            NextAction::Take { .. }
+        ));
+        let mut other_replica = holder("other");
+        other_replica.wake = Some("wake.replica-b".into());
+        assert_eq!(
+            next_action(&observed, &other_replica, TTL, false),
+            NextAction::Wait
+        );
+        assert_eq!(
+            next_action(&observed, &holder("no-parking"), TTL, false),
+            NextAction::Wait
+        );
     }
 
     #[test]

@@ -15,15 +15,17 @@
 //!
 //! Parking (when enabled with [`Releases::with_parking`]): a task that completed its
 //! event does not free the release; its last write keeps this replica as holder,
-//! marked `parked`, and the replica keeps the record in memory for `linger`. A task of
-//! this replica that wants the release within that time takes it without writing
-//! (safe: nobody takes a holder over before it has been silent for a whole TTL, and
-//! a parked record is reused only within half a TTL of its last write). So events of
-//! one release handled back to back by one replica cost one write each instead of
-//! two. A parked release is freed after `linger`, at shutdown, or at once when
-//! another replica asks for it: a waiter that finds a parked holder sends the key to
-//! the holder's `wake` subject (core NATS), and the holder frees it (or, if a task of
-//! its own is using it, frees it when that task ends instead of parking it again).
+//! marked `parked`, and the replica keeps the record in memory. A task of this
+//! replica that wants the release within `linger` of that write takes it without
+//! writing (safe: nobody takes a holder over before it has been silent for a whole
+//! TTL, and its first refresh comes a third of a TTL after the parking write); later
+//! it takes it with one write, as a free release. So events of one release handled
+//! back to back by one replica cost one write each instead of two, and an idle
+//! release costs nothing: a parked release is never freed on a timer. Another replica
+//! that finds it parked sends the key to the holder's `wake` subject (core NATS) and
+//! the holder frees it at once (or, if a task of its own is using it, when that task
+//! ends, instead of parking it again); if the holder is gone, the release is taken
+//! over after a TTL like any silent holder's. Shutdown frees every parked release.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -81,6 +83,8 @@ struct Parking {
 }
 
 struct ParkingSettings {
+    /// A release parked less than this long ago is reused without a write.
+    linger: Duration,
     client: async_nats::Client,
     /// This replica's wake subject.
     wake: String,
@@ -95,26 +99,35 @@ struct Parked {
 }
 
 impl Parking {
+    const MAX_PARKED: usize = 10_000;
+
     fn take(&self, key: &str) -> Option<Parked> {
         self.parked.lock().expect("parking lock").remove(key)
+    }
+
+    /// Parks a release. Bounded: beyond [`Parking::MAX_PARKED`] the releases parked
+    /// longest ago are returned, to be freed.
+    fn insert(&mut self, key: String, parked: Parked) -> Vec<(String, Parked)> {
+        let mut map = self.parked.lock().expect("parking lock");
+        map.insert(key, parked);
+        let mut evicted = Vec::new();
+        if map.len() > Self::MAX_PARKED {
+            let mut by_age: Vec<(String, Instant)> =
+                map.iter().map(|(k, p)| (k.clone(), p.written_at)).collect();
+            by_age.sort_unstable_by_key(|(_, at)| *at);
+            for (key, _) in by_age.into_iter().take(map.len() - Self::MAX_PARKED / 2) {
+                if let Some(parked) = map.remove(&key) {
+                    evicted.push((key, parked));
+                }
+            }
+        }
+        evicted
     }
 
     /// Whether a task ending on `key` may park it; forgets a request for it.
     fn may_park(&self, key: &str) -> bool {
         let wanted = self.wanted.lock().expect("parking lock").remove(key);
         self.settings.is_some() && wanted.is_none() && !self.closed.load(Ordering::SeqCst)
-    }
-
-    fn expired(&self, linger: Duration) -> Vec<(String, Parked)> {
-        let mut parked = self.parked.lock().expect("parking lock");
-        let keys: Vec<String> = parked
-            .iter()
-            .filter(|(_, p)| p.written_at.elapsed() >= linger)
-            .map(|(key, _)| key.clone())
-            .collect();
-        keys.into_iter()
-            .filter_map(|key| parked.remove(&key).map(|p| (key, p)))
-            .collect()
     }
 }
 
@@ -159,10 +172,10 @@ impl Releases {
         }
     }
 
-    /// Turns parking on (see the module docs): releases are kept for `linger` after
-    /// their task, and given up when another replica asks on this replica's wake
-    /// subject. Starts the tasks that answer those requests and free expired parked
-    /// releases. A zero `linger` leaves parking off.
+    /// Turns parking on (see the module docs): a release parked less than `linger`
+    /// ago (at most a third of the TTL) is reused without a write, and parked releases
+    /// are given up when another replica asks on this replica's wake subject, which a
+    /// task started here answers. A zero `linger` leaves parking off.
     pub async fn with_parking(
         mut self,
         client: async_nats::Client,
@@ -171,9 +184,9 @@ impl Releases {
         if linger.is_zero() {
             return Ok(self);
         }
-        // Within half a TTL of the last write a parked release is reused without
-        // writing; lingering longer would only ever free it.
-        let linger = linger.min(self.ttl / 2);
+        // The first refresh of a reused release comes a third of a TTL after the
+        // parking write: reusing it later would leave it silent too long.
+        let linger = linger.min(self.ttl / 3);
         let wake = format!(
             "helm-service.release-wanted.{}",
             uuid::Uuid::new_v4().simple()
@@ -182,9 +195,12 @@ impl Releases {
             .subscribe(wake.clone())
             .await
             .map_err(|err| ReleaseError::Store(format!("subscribing to {wake}: {err}")))?;
-        self.parking.settings = Some(Arc::new(ParkingSettings { client, wake }));
+        self.parking.settings = Some(Arc::new(ParkingSettings {
+            linger,
+            client,
+            wake,
+        }));
         tokio::spawn(self.clone().answer_wake_requests(requests));
-        tokio::spawn(self.clone().free_expired(linger));
         Ok(self)
     }
 
@@ -228,19 +244,6 @@ impl Releases {
                     wanted.retain(|_, at| at.elapsed() < ttl);
                     wanted.insert(key.to_owned(), Instant::now());
                 }
-            }
-        }
-    }
-
-    async fn free_expired(self, linger: Duration) {
-        let period = (linger / 2).max(Duration::from_millis(10));
-        loop {
-            tokio::select! {
-                () = tokio::time::sleep(period) => {}
-                () = self.parking.stop.cancelled() => return,
-            }
-            for (key, parked) in self.parking.expired(linger) {
-                self.free_parked(&key, parked).await;
             }
         }
     }
@@ -294,13 +297,17 @@ impl Releases {
             acquired_at: Utc::now(),
             next: None,
             parked: false,
-            wake: None,
+            // Marks records this replica parked (see `next_action`).
+            wake: self.parking.settings.as_ref().map(|s| s.wake.clone()),
         };
         let parked = self.parking.take(key);
-        if let Some(parked) = parked
-            .as_ref()
-            .filter(|p| p.written_at.elapsed() < self.ttl / 2)
-        {
+        let reusable = |p: &&Parked| {
+            self.parking
+                .settings
+                .as_ref()
+                .is_some_and(|settings| p.written_at.elapsed() < settings.linger)
+        };
+        if let Some(parked) = parked.as_ref().filter(reusable) {
             // Parked by this replica moments ago: still ours, no write needed.
             let mut record = parked.record.clone();
             if let Some(holder) = record.holder.as_mut() {
@@ -322,8 +329,8 @@ impl Releases {
                 contended: contended_locally,
             });
         }
-        // Fast path: parked too long ago to reuse without a write, as this replica
-        // handed it back, or new.
+        // Fast path: parked by this replica too long ago to reuse without a write, as
+        // this replica handed it back, or new.
         let fast = match parked {
             Some(Parked {
                 revision,
@@ -460,12 +467,12 @@ impl Releases {
         }
     }
 
-    /// Asks the replica that parked `key` to give it up (once per revision seen).
+    /// Asks the replica that parked `key` to give it up.
     async fn wake_parked_holder(
         &self,
         key: &str,
         observed: &Observed,
-        woken_at_revision: &mut Option<u64>,
+        woken_at_revision: &mut Option<(u64, Instant)>,
     ) {
         let Some(settings) = self.parking.settings.as_ref() else {
             return;
@@ -481,10 +488,14 @@ impl Releases {
         else {
             return;
         };
-        if *woken_at_revision == Some(observed.revision) || *wake == settings.wake {
+        // Core NATS may drop a request: ask again now and then while it stays parked.
+        let asked_recently = woken_at_revision.as_ref().is_some_and(|(revision, at)| {
+            *revision == observed.revision && at.elapsed() < Duration::from_secs(1)
+        });
+        if asked_recently || *wake == settings.wake {
             return;
         }
-        *woken_at_revision = Some(observed.revision);
+        *woken_at_revision = Some((observed.revision, Instant::now()));
         if let Err(err) = settings
             .client
             .publish(wake.clone(), bytes::Bytes::from(key.to_owned()))
@@ -661,7 +672,7 @@ impl HeldRelease {
     /// next task on it when parking is on and nobody else asked for it; otherwise the
     /// same as [`HeldRelease::hand_back`].
     pub async fn park(self, change: impl FnOnce(&mut ReleaseRecord)) -> Result<(), ReleaseError> {
-        let parking = self.releases.parking.clone();
+        let mut parking = self.releases.parking.clone();
         let Some(settings) = parking.settings.clone() else {
             return self.hand_back(change).await;
         };
@@ -680,7 +691,7 @@ impl HeldRelease {
             // A claim that landed meanwhile was adopted by the write: honour it.
             if state.1.holder.as_ref().is_some_and(|h| h.next.is_none()) {
                 let (revision, record) = std::mem::take(&mut *state);
-                parking.parked.lock().expect("parking lock").insert(
+                let evicted = parking.insert(
                     self.key.clone(),
                     Parked {
                         token: self.token.clone(),
@@ -689,6 +700,10 @@ impl HeldRelease {
                         written_at: Instant::now(),
                     },
                 );
+                drop(state);
+                for (key, parked) in evicted {
+                    self.releases.free_parked(&key, parked).await;
+                }
                 return Ok(());
             }
         }
