@@ -79,6 +79,11 @@ struct Args {
     /// Skip the uncounted warm-up round.
     #[arg(long)]
     no_warmup: bool,
+    /// Add scenario (a2): the raw loop plus a take and a hand-back write of a
+    /// per-release KV record per event, the floor of any design with two durable writes
+    /// per event.
+    #[arg(long, env = "BENCH_RECORD_BASELINE")]
+    record_baseline: bool,
     /// Run only the scenarios of one system (`raw` or `worker`), e.g. to profile one
     /// side with `perf`; no ratios are reported then.
     #[arg(long, value_parser = ["raw", "worker"])]
@@ -91,7 +96,11 @@ struct Args {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum System {
     Raw,
-    Worker { releases: usize },
+    /// The raw loop with two record writes per event.
+    RawWithRecords,
+    Worker {
+        releases: usize,
+    },
 }
 
 struct Scenario {
@@ -103,6 +112,7 @@ impl Scenario {
     fn label(&self) -> String {
         match self.system {
             System::Raw => "(a) raw async-nats loop".into(),
+            System::RawWithRecords => "(a2) raw loop + 2 record writes per event".into(),
             System::Worker { releases } => format!("{} worker, {releases} releases", self.key),
         }
     }
@@ -200,6 +210,15 @@ async fn run() -> anyhow::Result<()> {
             },
         },
     ];
+    if ctx.args.record_baseline {
+        scenarios.insert(
+            1,
+            Scenario {
+                key: "(a2)",
+                system: System::RawWithRecords,
+            },
+        );
+    }
     if ctx.args.contended_releases > 0 {
         scenarios.push(Scenario {
             key: "(b')",
@@ -213,7 +232,7 @@ async fn run() -> anyhow::Result<()> {
         scenarios.retain(|s| {
             matches!(
                 (only.as_str(), s.system),
-                ("raw", System::Raw) | ("worker", System::Worker { .. })
+                ("raw", System::Raw | System::RawWithRecords) | ("worker", System::Worker { .. })
             )
         });
     }
@@ -289,12 +308,17 @@ async fn run_scenario(
         Worker(worker_run::InProcessWorker),
     }
     let (running, releases) = match scenario.system {
-        System::Raw => (
-            Running::Raw(
-                raw::RawLoop::start(&ctx.url, STREAM, &consumer, concurrency as usize).await?,
-            ),
-            ctx.args.releases,
-        ),
+        System::Raw | System::RawWithRecords => {
+            let bucket = format!("{state_prefix}-raw-records");
+            let records = (scenario.system == System::RawWithRecords).then_some(bucket.as_str());
+            (
+                Running::Raw(
+                    raw::RawLoop::start(&ctx.url, STREAM, &consumer, concurrency as usize, records)
+                        .await?,
+                ),
+                ctx.args.releases,
+            )
+        }
         System::Worker { releases } => {
             let spec = worker_run::WorkerSpec {
                 nats_url: &ctx.url,
@@ -377,6 +401,12 @@ async fn run_scenario(
             let errors = raw_loop.stop().await?;
             if errors > 0 {
                 bail!("{label}, round {round}: {errors} messages failed in the raw loop");
+            }
+            if scenario.system == System::RawWithRecords {
+                ctx.js
+                    .delete_key_value(format!("{state_prefix}-raw-records"))
+                    .await
+                    .context("deleting the raw loop's record bucket")?;
             }
             String::new()
         }
@@ -601,6 +631,13 @@ fn report(
                 .collect();
             median(&ratios)
         };
+        if scenario.system == System::RawWithRecords {
+            println!(
+                "{} / (a): throughput {:.2}×, dispatch p99 {:.2}× (the floor of two durable writes per event)",
+                scenario.key, throughput_ratio, p99_ratio,
+            );
+            continue;
+        }
         println!(
             "{} / (a): throughput {:.2}× (target ≥ 0.50: {}), dispatch p99 {:.2}× (target ≤ 2.00: {}), p50 {:.2}×",
             scenario.key,

@@ -5,6 +5,11 @@
 //! publish `.started` (with `Nats-Msg-Id`) and await its PubAck, publish `.finished`
 //! likewise, then ack. Messages come from a prefetching `consumer.stream()`. No
 //! ledger, no lease, no in-progress acks, no metrics, no logs.
+//!
+//! With [`RecordWrites`] it also does what a design with two durable writes per event
+//! must (take a per-release KV record before replying, write it back after, both
+//! compare-and-swap at a remembered revision), and nothing else: the floor such a
+//! design cannot go below, measured on the same server.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
@@ -35,12 +40,14 @@ pub struct RawLoop {
 }
 
 impl RawLoop {
-    /// Creates the consumer (deliver new) and starts consuming.
+    /// Creates the consumer (deliver new) and starts consuming; with `record_bucket`,
+    /// each event also takes and hands back a record in that (new) KV bucket.
     pub async fn start(
         url: &str,
         stream: &str,
         consumer_name: &str,
         concurrency: usize,
+        record_bucket: Option<&str>,
     ) -> anyhow::Result<RawLoop> {
         let client = async_nats::ConnectOptions::new()
             .name("raw-loop")
@@ -48,6 +55,10 @@ impl RawLoop {
             .await
             .with_context(|| format!("raw loop connecting to {url}"))?;
         let js = jetstream::new(client);
+        let records = match record_bucket {
+            Some(bucket) => Some(Arc::new(RecordWrites::create(&js, bucket).await?)),
+            None => None,
+        };
         let stream = js
             .get_stream(stream)
             .await
@@ -76,6 +87,7 @@ impl RawLoop {
         let task = tokio::spawn(consume(
             messages,
             js,
+            records,
             concurrency,
             stop.clone(),
             errors.clone(),
@@ -92,9 +104,50 @@ impl RawLoop {
     }
 }
 
+/// Per-release records written like the worker's fast path: compare-and-swap at the
+/// revision this loop wrote last.
+pub struct RecordWrites {
+    store: jetstream::kv::Store,
+    revisions: std::sync::Mutex<std::collections::HashMap<String, u64>>,
+}
+
+impl RecordWrites {
+    async fn create(js: &jetstream::Context, bucket: &str) -> anyhow::Result<RecordWrites> {
+        let _ = js.delete_key_value(bucket).await;
+        let store = js
+            .create_key_value(jetstream::kv::Config {
+                bucket: bucket.to_owned(),
+                history: 1,
+                storage: jetstream::stream::StorageType::File,
+                ..Default::default()
+            })
+            .await
+            .with_context(|| format!("raw loop: creating bucket {bucket}"))?;
+        Ok(RecordWrites {
+            store,
+            revisions: Default::default(),
+        })
+    }
+
+    async fn write(&self, key: &str, body: String) -> anyhow::Result<()> {
+        let expected = self.revisions.lock().expect("revisions").get(key).copied();
+        let revision = self
+            .store
+            .update(key, Bytes::from(body), expected.unwrap_or(0))
+            .await
+            .with_context(|| format!("raw loop: writing record {key}"))?;
+        self.revisions
+            .lock()
+            .expect("revisions")
+            .insert(key.to_owned(), revision);
+        Ok(())
+    }
+}
+
 async fn consume(
     mut messages: consumer::pull::Stream,
     js: jetstream::Context,
+    records: Option<Arc<RecordWrites>>,
     concurrency: usize,
     stop: CancellationToken,
     errors: Arc<AtomicU64>,
@@ -112,7 +165,13 @@ async fn consume(
         };
         match next {
             Some(Ok(message)) => {
-                tracker.spawn(handle(js.clone(), message, permit, errors.clone()));
+                tracker.spawn(handle(
+                    js.clone(),
+                    records.clone(),
+                    message,
+                    permit,
+                    errors.clone(),
+                ));
             }
             Some(Err(err)) => eprintln!("raw loop: pull error: {err}"),
             None => break,
@@ -124,11 +183,12 @@ async fn consume(
 
 async fn handle(
     js: jetstream::Context,
+    records: Option<Arc<RecordWrites>>,
     message: jetstream::Message,
     _permit: OwnedSemaphorePermit,
     errors: Arc<AtomicU64>,
 ) {
-    if let Err(err) = respond(&js, &message).await {
+    if let Err(err) = respond(&js, records.as_deref(), &message).await {
         errors.fetch_add(1, Ordering::SeqCst);
         eprintln!("raw loop: {err:#}");
         let _ = message.ack_with(jetstream::AckKind::Nak(None)).await;
@@ -153,9 +213,22 @@ struct DataView {
     labels: Map<String, Value>,
 }
 
-async fn respond(js: &jetstream::Context, message: &jetstream::Message) -> anyhow::Result<()> {
+async fn respond(
+    js: &jetstream::Context,
+    records: Option<&RecordWrites>,
+    message: &jetstream::Message,
+) -> anyhow::Result<()> {
     let event: TriggeredView =
         serde_json::from_slice(&message.payload).context("decoding the event")?;
+    let key = format!(
+        "{}.{}.{}",
+        event.data.project, event.data.stage, event.data.service
+    );
+    if let Some(records) = records {
+        records
+            .write(&key, json!({"holder": event.id}).to_string())
+            .await?;
+    }
     let task = event
         .ty
         .strip_suffix(".triggered")
@@ -171,6 +244,11 @@ async fn respond(js: &jetstream::Context, message: &jetstream::Message) -> anyho
             .with_context(|| format!("publishing {phase}"))?
             .await
             .with_context(|| format!("awaiting the PubAck of {phase}"))?;
+    }
+    if let Some(records) = records {
+        records
+            .write(&key, json!({"completed": event.id}).to_string())
+            .await?;
     }
     message
         .ack()
