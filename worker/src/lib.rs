@@ -5,6 +5,7 @@
 //! scheduler, dead letters), `handler` is the interface the task handlers implement,
 //! and `app` wires it all together.
 
+pub mod allocator;
 pub mod app;
 pub mod charts;
 pub mod cluster;

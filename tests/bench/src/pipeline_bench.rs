@@ -39,6 +39,10 @@ use crate::load::Throughput;
 use crate::observer::Observer;
 use crate::stats::{cpu_time, median, millis, percentile};
 
+// The worker runs in this process, so it gets the allocator of the production binary
+// (`worker/src/main.rs`); the raw loop runs on the same one.
+worker::use_mimalloc!();
+
 /// The Keptn stream, as the worker would create it.
 const STREAM: &str = "keptn";
 
