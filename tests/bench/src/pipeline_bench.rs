@@ -88,6 +88,10 @@ struct Args {
     /// per event.
     #[arg(long, env = "BENCH_RECORD_BASELINE")]
     record_baseline: bool,
+    /// Give the raw loops a consumer filtering only the bench's event type, instead of
+    /// the worker's five handled types (the method of runs before 2026-11-24).
+    #[arg(long)]
+    raw_single_filter: bool,
     /// Run only the scenarios of one system (`raw` or `worker`), e.g. to profile one
     /// side with `perf`; no ratios are reported then.
     #[arg(long, value_parser = ["raw", "worker"])]
@@ -317,8 +321,15 @@ async fn run_scenario(
             let records = (scenario.system == System::RawWithRecords).then_some(bucket.as_str());
             (
                 Running::Raw(
-                    raw::RawLoop::start(&ctx.url, STREAM, &consumer, concurrency as usize, records)
-                        .await?,
+                    raw::RawLoop::start(
+                        &ctx.url,
+                        STREAM,
+                        &consumer,
+                        concurrency as usize,
+                        records,
+                        ctx.args.raw_single_filter,
+                    )
+                    .await?,
                 ),
                 ctx.args.releases,
             )

@@ -1,7 +1,8 @@
 //! Baseline (a): the least a correct JetStream responder has to do, with nothing else.
 //!
-//! One connection, a durable pull consumer of the same shape as the worker's, and up
-//! to `concurrency` messages in work at once, each in its own task: decode the event,
+//! One connection, a durable pull consumer of the same shape as the worker's (the
+//! same five filter subjects: filtering costs the server per message, whatever
+//! consumes), and up to `concurrency` messages in work at once, each in its own task: decode the event,
 //! publish `.started` (with `Nats-Msg-Id`) and await its PubAck, publish `.finished`
 //! likewise, then ack. Messages come from a prefetching `consumer.stream()`. No
 //! ledger, no lease, no in-progress acks, no metrics, no logs.
@@ -41,13 +42,16 @@ pub struct RawLoop {
 
 impl RawLoop {
     /// Creates the consumer (deliver new) and starts consuming; with `record_bucket`,
-    /// each event also takes and hands back a record in that (new) KV bucket.
+    /// each event also takes and hands back a record in that (new) KV bucket. With
+    /// `single_filter` the consumer filters only the bench's event type (the method
+    /// before the consumer shapes were made equal).
     pub async fn start(
         url: &str,
         stream: &str,
         consumer_name: &str,
         concurrency: usize,
         record_bucket: Option<&str>,
+        single_filter: bool,
     ) -> anyhow::Result<RawLoop> {
         let client = async_nats::ConnectOptions::new()
             .name("raw-loop")
@@ -70,7 +74,11 @@ impl RawLoop {
                 ack_policy: consumer::AckPolicy::Explicit,
                 ack_wait: Duration::from_secs(30),
                 max_deliver: -1,
-                filter_subject: TRIGGERED.to_owned(),
+                filter_subjects: if single_filter {
+                    vec![TRIGGERED.to_owned()]
+                } else {
+                    worker::nats::topology::handled_subjects()
+                },
                 max_ack_pending: 10_000,
                 ..Default::default()
             })
