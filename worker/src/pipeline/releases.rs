@@ -242,6 +242,12 @@ impl Releases {
                     let mut wanted = self.parking.wanted.lock().expect("parking lock");
                     let ttl = self.ttl;
                     wanted.retain(|_, at| at.elapsed() < ttl);
+                    // Anyone on NATS can send requests: keep the memory bounded. A
+                    // forgotten request costs its sender one more round (it asks again
+                    // while the release stays parked).
+                    if wanted.len() >= Parking::MAX_PARKED {
+                        wanted.clear();
+                    }
                     wanted.insert(key.to_owned(), Instant::now());
                 }
             }
