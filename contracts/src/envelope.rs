@@ -382,6 +382,7 @@ fn check_document(map: &Map<String, Value>) -> Result<(), DecodeError> {
 /// more times on the way, which made decoding the costliest step of the pipeline.
 fn event_from_checked(mut map: Map<String, Value>) -> Result<Event, DecodeError> {
     use cloudevents::event::AttributesWriter;
+    use cloudevents::{EventBuilder as _, EventBuilderV10};
 
     fn take_string(map: &mut Map<String, Value>, name: &str) -> Option<String> {
         match map.remove(name) {
@@ -391,10 +392,14 @@ fn event_from_checked(mut map: Map<String, Value>) -> Result<Event, DecodeError>
     }
 
     map.remove("specversion");
-    let mut event = Event::default();
-    event.set_id(take_string(&mut map, "id").unwrap_or_default());
-    event.set_type(take_string(&mut map, "type").unwrap_or_default());
-    event.set_source(take_string(&mut map, "source").unwrap_or_default());
+    // The builder, not `Event::default()`: that makes a random id and reads the host
+    // name, per event, only to be overwritten.
+    let mut event = EventBuilderV10::new()
+        .id(take_string(&mut map, "id").unwrap_or_default())
+        .ty(take_string(&mut map, "type").unwrap_or_default())
+        .source(take_string(&mut map, "source").unwrap_or_default())
+        .build()
+        .map_err(|e| DecodeError::Invalid(e.to_string()))?;
     let datacontenttype = take_string(&mut map, "datacontenttype");
     let dataschema = take_string(&mut map, "dataschema")
         .map(|schema| {
