@@ -150,11 +150,20 @@ pub async fn run(
             warn!("some tasks did not stop in time; JetStream redelivers them after the ack wait");
         }
     }
-    // Parked releases are freed now rather than after --lease-ttl for other replicas.
-    releases.unpark_all().await;
+    // Parked releases are freed now rather than after --lease-ttl for other replicas;
+    // bounded, because NATS may be gone already (then they are taken over after the TTL).
+    if tokio::time::timeout(HAND_BACK_TIME, releases.unpark_all())
+        .await
+        .is_err()
+    {
+        warn!("could not free the parked releases in time; other replicas take them over after --lease-ttl");
+    }
     poller.abort();
-    if let Err(err) = client.flush().await {
-        warn!(error = %err, "could not flush NATS connection");
+    // Bounded: with NATS gone a flush waits for a reconnection that may never come.
+    match tokio::time::timeout(HAND_BACK_TIME, client.flush()).await {
+        Ok(Ok(())) => {}
+        Ok(Err(err)) => warn!(error = %err, "could not flush NATS connection"),
+        Err(_) => warn!("could not flush NATS connection in time: NATS unreachable"),
     }
     http_stop.cancel();
     let _ = http_task.await;

@@ -295,3 +295,32 @@ async fn a_task_failing_transiently_is_retried_then_given_up_with_an_answer() ->
     assert_eq!(naks, 3.0);
     Ok(())
 }
+
+/// Shutdown frees the releases this replica keeps parked; with NATS gone that cannot
+/// work, and it must not keep the process from exiting.
+#[tokio::test]
+async fn sigterm_with_nats_gone_still_exits() -> anyhow::Result<()> {
+    let mut env = TestEnv::start().await?;
+    let spec = env.worker(PROBE_WORKER);
+    let mut worker = WorkerProcess::start(spec, env.dir.path(), "worker").await?;
+    let id = "5f1c6a2e-0000-4000-8000-0000000000e1";
+    publish(
+        &env.js,
+        &triggered("deployment", id, ("sockshop", "dev", "carts"), &[]),
+    )
+    .await?;
+    // Finished, so the worker keeps the release parked.
+    env.wait_replies(DEADLINE, |r| !r.of(id, "finished").is_empty())
+        .await?;
+    env.nats.kill().await?;
+    let asked = std::time::Instant::now();
+    worker.process.terminate()?;
+    let status = worker.process.wait_exit(Duration::from_secs(60)).await?;
+    eprintln!("exited {:?} after SIGTERM", asked.elapsed());
+    assert!(
+        status.success(),
+        "exit after SIGTERM with NATS gone: {status:?}\n{}",
+        worker.process.log_tail(30)
+    );
+    Ok(())
+}
