@@ -551,21 +551,11 @@ mod tests {
     /// The encoding as it was first written (a JSON tree sorted by member rank), kept
     /// as the reference the direct encoder must match byte for byte.
     fn encode_through_a_tree(event: &KeptnEvent) -> Vec<u8> {
-        const ORDER: [&str; 8] = [
-            "specversion",
-            "id",
-            "type",
-            "source",
-            "datacontenttype",
-            "dataschema",
-            "subject",
-            "time",
-        ];
         let rank = |name: &str| {
-            ORDER
+            ATTRIBUTE_ORDER
                 .iter()
                 .position(|a| *a == name)
-                .unwrap_or(ORDER.len() + usize::from(name == "data" || name == "data_base64"))
+                .unwrap_or(ATTRIBUTE_ORDER.len() + usize::from(DATA_MEMBERS.contains(&name)))
         };
         let Value::Object(map) = serde_json::to_value(event.inner()).unwrap() else {
             unreachable!()

@@ -24,7 +24,6 @@ mod load;
 mod observer;
 mod raw;
 mod rss;
-mod stats;
 mod worker_run;
 
 use std::path::PathBuf;
@@ -37,7 +36,7 @@ use test_harness::NatsServer;
 
 use crate::load::Throughput;
 use crate::observer::Observer;
-use crate::stats::{cpu_time, median, millis, percentile};
+use benches::stats::{cpu_time, median, millis, percentile};
 
 // The worker runs in this process, so it gets the allocator of the production binary
 // (`worker/src/main.rs`); the raw loop runs on the same one.
