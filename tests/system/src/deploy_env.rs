@@ -13,6 +13,7 @@ use kube_sim::{Config as SimConfig, KubeSim};
 use serde_json::Value;
 
 use crate::env::TestEnv;
+use crate::events::Replies;
 use crate::worker_process::{WorkerProcess, WorkerSpec};
 
 /// Upper bound of one helm or `helm-service charts` invocation in a test.
@@ -290,17 +291,12 @@ impl DeployEnv {
     pub async fn deploy(&self, event: &Value, deadline: Duration) -> anyhow::Result<Value> {
         crate::events::publish(&self.env.js, event).await?;
         let id = event["id"].as_str().unwrap_or_default().to_owned();
-        let replies = self
-            .env
-            .wait_replies(deadline, |r| !r.of(&id, "finished").is_empty())
-            .await?;
-        let finished = replies.of(&id, "finished");
-        anyhow::ensure!(finished.len() == 1, "one finished for {id}: {finished:#?}");
+        let (finished, replies) = self.sole_finished(&id, deadline).await?;
         anyhow::ensure!(
             replies.of(&id, "started").len() == 1,
             "one started for {id}"
         );
-        Ok(finished[0].clone())
+        Ok(finished)
     }
 
     /// Puts raw bytes where the chart of `service` (shop/dev) is read from, bypassing
@@ -497,17 +493,29 @@ impl DeployEnv {
             .or_else(|| event["id"].as_str())
             .unwrap_or_default()
             .to_owned();
-        let replies = self
-            .env
-            .wait_replies(deadline, |r| !r.of(&id, "finished").is_empty())
-            .await?;
-        let finished = replies.of(&id, "finished");
-        anyhow::ensure!(finished.len() == 1, "one reply for {id}: {finished:#?}");
+        let (finished, replies) = self.sole_finished(&id, deadline).await?;
         anyhow::ensure!(
             replies.of(&id, "started").is_empty(),
             "no started for the report {id}: {replies:#?}"
         );
-        Ok(finished[0].clone())
+        Ok(finished)
+    }
+
+    /// Waits for the `.finished` reply to `id` and returns it with all replies seen;
+    /// fails unless there is exactly one (however often the event was delivered).
+    pub async fn sole_finished(
+        &self,
+        id: &str,
+        deadline: Duration,
+    ) -> anyhow::Result<(Value, Replies)> {
+        let replies = self
+            .env
+            .wait_replies(deadline, |r| !r.of(id, "finished").is_empty())
+            .await?;
+        let finished = replies.of(id, "finished");
+        anyhow::ensure!(finished.len() == 1, "one reply for {id}: {finished:#?}");
+        let finished = finished[0].clone();
+        Ok((finished, replies))
     }
 
     /// `(namespace, release)` of every Helm release in the cluster, whatever its status

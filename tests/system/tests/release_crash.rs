@@ -85,19 +85,10 @@ async fn promotion_resumes_after_a_crash_after_each_step() -> anyhow::Result<()>
         let resumed = env
             .start_worker(quick(env.worker_spec()), &format!("{svc}-resume"))
             .await?;
-        let replies = env
-            .env
-            .wait_replies(WAIT, |r| !r.of(&release_id, "finished").is_empty())
-            .await?;
-        let finished = replies.of(&release_id, "finished");
-        assert_eq!(finished.len(), 1, "{finished:#?}");
+        let (finished, replies) = env.sole_finished(&release_id, WAIT).await?;
         assert_eq!(replies.of(&release_id, "started").len(), 1);
-        assert_eq!(
-            finished[0]["data"]["status"], "succeeded",
-            "{:#}",
-            finished[0]
-        );
-        assert_eq!(finished[0]["data"]["result"], "pass");
+        assert_eq!(finished["data"]["status"], "succeeded", "{finished:#}");
+        assert_eq!(finished["data"]["result"], "pass");
 
         // The same end state as an uncrashed promotion...
         let primary = env
@@ -190,17 +181,8 @@ async fn promotion_recovers_a_release_left_pending_mid_plan() -> anyhow::Result<
         .await?;
 
     let resumed = env.start_worker(quick(env.worker_spec()), "resume").await?;
-    let replies = env
-        .env
-        .wait_replies(WAIT, |r| !r.of("r1", "finished").is_empty())
-        .await?;
-    let finished = replies.of("r1", "finished");
-    assert_eq!(finished.len(), 1, "{finished:#?}");
-    assert_eq!(
-        finished[0]["data"]["status"], "succeeded",
-        "{:#}",
-        finished[0]
-    );
+    let (finished, _) = env.sole_finished("r1", WAIT).await?;
+    assert_eq!(finished["data"]["status"], "succeeded", "{finished:#}");
     assert_eq!(
         resumed
             .metric("helm_service_pending_recoveries_total")

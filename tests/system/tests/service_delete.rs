@@ -218,19 +218,10 @@ async fn a_deletion_killed_after_one_stage_resumes_with_the_next() -> anyhow::Re
 
     // The redelivery finishes the other stage and reports both, without redoing dev.
     let resumed = env.start_worker(quick(env.worker_spec()), "resume").await?;
-    let replies = env
-        .env
-        .wait_replies(WAIT, |r| !r.of("del-crash", "finished").is_empty())
-        .await?;
-    let finished = replies.of("del-crash", "finished");
-    assert_eq!(finished.len(), 1, "{finished:#?}");
+    let (finished, _) = env.sole_finished("del-crash", WAIT).await?;
+    assert_eq!(finished["data"]["status"], "succeeded", "{finished:#}");
     assert_eq!(
-        finished[0]["data"]["status"], "succeeded",
-        "{:#}",
-        finished[0]
-    );
-    assert_eq!(
-        message(finished[0]),
+        message(&finished),
         "deleted service hello of project shop: \
          stage dev: uninstalled shop-dev-hello in namespace shop-dev; \
          stage staging: uninstalled shop-staging-hello in namespace shop-staging"
