@@ -78,7 +78,7 @@ struct Parking {
     wanted: Arc<Mutex<HashMap<String, Instant>>>,
     /// Set at shutdown: nothing is parked any more.
     closed: Arc<AtomicBool>,
-    /// Ends the tasks that answer wake requests and free expired releases.
+    /// Ends the task that answers wake requests.
     stop: CancellationToken,
 }
 
@@ -105,9 +105,16 @@ impl Parking {
         self.parked.lock().expect("parking lock").remove(key)
     }
 
+    /// Whether `parked` is recent enough to be reused without a write.
+    fn reusable(&self, parked: &Parked) -> bool {
+        self.settings
+            .as_ref()
+            .is_some_and(|settings| parked.written_at.elapsed() < settings.linger)
+    }
+
     /// Parks a release. Bounded: beyond [`Parking::MAX_PARKED`] the releases parked
     /// longest ago are returned, to be freed.
-    fn insert(&mut self, key: String, parked: Parked) -> Vec<(String, Parked)> {
+    fn insert(&self, key: String, parked: Parked) -> Vec<(String, Parked)> {
         let mut map = self.parked.lock().expect("parking lock");
         map.insert(key, parked);
         let mut evicted = Vec::new();
@@ -124,10 +131,12 @@ impl Parking {
         evicted
     }
 
-    /// Whether a task ending on `key` may park it; forgets a request for it.
-    fn may_park(&self, key: &str) -> bool {
+    /// The wake subject to park `key` under, when a task ending on it may park it;
+    /// forgets a request for it.
+    fn wake_to_park(&self, key: &str) -> Option<String> {
         let wanted = self.wanted.lock().expect("parking lock").remove(key);
-        self.settings.is_some() && wanted.is_none() && !self.closed.load(Ordering::SeqCst)
+        let settings = self.settings.as_ref()?;
+        (wanted.is_none() && !self.closed.load(Ordering::SeqCst)).then(|| settings.wake.clone())
     }
 }
 
@@ -258,14 +267,27 @@ impl Releases {
     /// not a claim means the release was taken over meanwhile: nothing to free.
     async fn free_parked(&self, key: &str, parked: Parked) {
         let mut state = (parked.revision, parked.record);
-        state.1.hand_back();
-        match write_held(&self.store, key, &parked.token, &mut state).await {
-            Ok(()) => {
-                let (revision, record) = state;
-                self.handed_back.remember(key, revision, record);
-            }
-            Err(err) => debug!(%key, error = %err, "could not free a parked release"),
+        if let Err(err) = self.write_free(key, &parked.token, &mut state).await {
+            debug!(%key, error = %err, "could not free a parked release");
         }
+    }
+
+    /// Frees the held record `state` (or hands it to a claimant) in one write and
+    /// remembers it as written, for this replica's next take.
+    async fn write_free(
+        &self,
+        key: &str,
+        token: &str,
+        state: &mut (u64, ReleaseRecord),
+    ) -> Result<(), ReleaseError> {
+        state.1.hand_back();
+        write_held(&self.store, key, token, state).await?;
+        if state.1.reserved.is_some() {
+            debug!(%key, "handed the release to the waiter that claimed it");
+        }
+        let (revision, record) = std::mem::take(state);
+        self.handed_back.remember(key, revision, record);
+        Ok(())
     }
 
     /// Bucket settings: one revision per key; a release's record (and with it the
@@ -306,26 +328,19 @@ impl Releases {
             // Marks records this replica parked (see `next_action`).
             wake: self.parking.settings.as_ref().map(|s| s.wake.clone()),
         };
-        let parked = self.parking.take(key);
-        let reusable = |p: &&Parked| {
-            self.parking
-                .settings
-                .as_ref()
-                .is_some_and(|settings| p.written_at.elapsed() < settings.linger)
-        };
-        if let Some(parked) = parked.as_ref().filter(reusable) {
+        let mut parked = self.parking.take(key);
+        if let Some(mut parked) = parked.take_if(|p| self.parking.reusable(p)) {
             // Parked by this replica moments ago: still ours, no write needed.
-            let mut record = parked.record.clone();
-            if let Some(holder) = record.holder.as_mut() {
-                holder.event_id = me.event_id.clone();
+            if let Some(holder) = parked.record.holder.as_mut() {
+                holder.event_id = me.event_id;
                 holder.acquired_at = me.acquired_at;
                 holder.parked = false;
             }
             let release = HeldRelease::start(
                 self.clone(),
                 key.to_owned(),
-                parked.token.clone(),
-                (parked.revision, record),
+                parked.token,
+                (parked.revision, parked.record),
                 parked.written_at,
                 local_guard,
             );
@@ -678,26 +693,24 @@ impl HeldRelease {
     /// next task on it when parking is on and nobody else asked for it; otherwise the
     /// same as [`HeldRelease::hand_back`].
     pub async fn park(self, change: impl FnOnce(&mut ReleaseRecord)) -> Result<(), ReleaseError> {
-        let mut parking = self.releases.parking.clone();
-        let Some(settings) = parking.settings.clone() else {
-            return self.hand_back(change).await;
+        let wake = match self.releases.parking.wake_to_park(&self.key) {
+            Some(wake) if !self.lost.is_cancelled() => wake,
+            _ => return self.hand_back(change).await,
         };
-        if !parking.may_park(&self.key) || self.lost.is_cancelled() {
-            return self.hand_back(change).await;
-        }
         let mut state = self.state.lock().await;
         change(&mut state.1);
         let claimed = state.1.holder.as_ref().is_some_and(|h| h.next.is_some());
         if !claimed {
             if let Some(holder) = state.1.holder.as_mut() {
                 holder.parked = true;
-                holder.wake = Some(settings.wake.clone());
+                holder.wake = Some(wake);
             }
             write_held(&self.releases.store, &self.key, &self.token, &mut state).await?;
             // A claim that landed meanwhile was adopted by the write: honour it.
             if state.1.holder.as_ref().is_some_and(|h| h.next.is_none()) {
                 let (revision, record) = std::mem::take(&mut *state);
-                let evicted = parking.insert(
+                drop(state);
+                let evicted = self.releases.parking.insert(
                     self.key.clone(),
                     Parked {
                         token: self.token.clone(),
@@ -706,7 +719,6 @@ impl HeldRelease {
                         written_at: Instant::now(),
                     },
                 );
-                drop(state);
                 for (key, parked) in evicted {
                     self.releases.free_parked(&key, parked).await;
                 }
@@ -728,16 +740,9 @@ impl HeldRelease {
         }
         let mut state = self.state.lock().await;
         change(&mut state.1);
-        state.1.hand_back();
-        write_held(&self.releases.store, &self.key, &self.token, &mut state).await?;
-        if state.1.reserved.is_some() {
-            debug!(key = %self.key, "handed the release to the waiter that claimed it");
-        }
-        let (revision, record) = std::mem::take(&mut *state);
         self.releases
-            .handed_back
-            .remember(&self.key, revision, record);
-        Ok(())
+            .write_free(&self.key, &self.token, &mut state)
+            .await
     }
 }
 
