@@ -41,19 +41,6 @@ impl Publisher {
         headers: HeaderMap,
         payload: Bytes,
     ) -> Result<PublishAck, PublishError> {
-        // The usual case, without the retry machinery (which copies the headers and
-        // payload for every attempt).
-        let first = PublishMessage::build()
-            .headers(headers.clone())
-            .message_id(msg_id)
-            .payload(payload.clone());
-        match self.js.send_publish(subject.to_owned(), first).await {
-            Ok(ack_future) => match ack_future.await {
-                Ok(ack) => return Ok(ack),
-                Err(err) => warn!(%subject, error = %err, "publish failed, retrying"),
-            },
-            Err(err) => warn!(%subject, error = %err, "publish failed, retrying"),
-        }
         let attempt = || async {
             let publish = PublishMessage::build()
                 .headers(headers.clone())
@@ -66,6 +53,11 @@ impl Publisher {
                 .map_err(|err| err.to_string())?;
             ack_future.await.map_err(|err| err.to_string())
         };
+        // The usual case, without setting up the retry machinery.
+        match attempt().await {
+            Ok(ack) => return Ok(ack),
+            Err(err) => warn!(%subject, error = %err, "publish failed, retrying"),
+        }
         let backoff = ExponentialBuilder::default()
             .with_min_delay(Duration::from_millis(50))
             .with_max_delay(Duration::from_secs(2))
