@@ -26,8 +26,8 @@ use crate::nats::publisher::Publisher;
 use crate::nats::topology::{self, Topology, TopologyConfig};
 use crate::pipeline::dead_letter::DeadLetters;
 use crate::pipeline::intake::TaskKind;
+use crate::pipeline::lease::ReleaseLeases;
 use crate::pipeline::processor::{Processor, ProcessorConfig};
-use crate::pipeline::releases::Releases;
 use crate::pipeline::scheduler::Scheduler;
 
 /// How long a reply publish may keep retrying before the message is handed back.
@@ -86,8 +86,10 @@ pub async fn run(
         state_prefix: config.state_prefix.clone(),
         record_retention: config.ledger_ttl,
     };
-    let Some(Topology { consumer, releases }) =
-        bind_with_retry(&js, &topology_config, &shutdown).await
+    let Some(Topology {
+        consumer,
+        release_records,
+    }) = bind_with_retry(&js, &topology_config, &shutdown).await
     else {
         http_stop.cancel();
         let _ = http_task.await;
@@ -100,7 +102,7 @@ pub async fn run(
     health.bound.store(true, Ordering::SeqCst);
     info!(stream = %config.stream, consumer = %config.consumer, concurrency = config.concurrency, "bound; processing events");
 
-    let releases = Releases::new(releases, config.lease_ttl, replica_identity())
+    let leases = ReleaseLeases::new(release_records, config.lease_ttl, replica_identity())
         .with_parking(client.clone(), config.release_linger)
         .await
         .context("setting up release parking")?;
@@ -113,7 +115,7 @@ pub async fn run(
             max_deliveries: config.max_deliveries,
             crash_after_step: config.test_crash_after_step.clone(),
         },
-        releases: releases.clone(),
+        leases: leases.clone(),
         dead_letters: DeadLetters::new(
             publisher.clone(),
             topology_config.dead_letter_subject_prefix(),
@@ -152,7 +154,7 @@ pub async fn run(
     }
     // Parked releases are freed now rather than after --lease-ttl for other replicas;
     // bounded, because NATS may be gone already (then they are taken over after the TTL).
-    if tokio::time::timeout(HAND_BACK_TIME, releases.unpark_all())
+    if tokio::time::timeout(HAND_BACK_TIME, leases.unpark_all())
         .await
         .is_err()
     {

@@ -9,8 +9,8 @@ use futures::StreamExt;
 
 use test_harness::nats::NatsServer;
 use tokio_util::sync::CancellationToken;
+use worker::pipeline::lease::ReleaseLeases;
 use worker::pipeline::release_record::{Holder, ReleaseRecord, StepRecord};
-use worker::pipeline::releases::Releases;
 
 const TTL: Duration = Duration::from_secs(1);
 const KEY: &str = "sockshop.dev.carts";
@@ -24,7 +24,7 @@ async fn release_bucket() -> anyhow::Result<(
     let nats = NatsServer::start().await?;
     let js = nats.jetstream().await?;
     let store = js
-        .create_key_value(Releases::bucket_config(
+        .create_key_value(ReleaseLeases::bucket_config(
             "releases".into(),
             Duration::from_secs(3600),
         ))
@@ -35,8 +35,8 @@ async fn release_bucket() -> anyhow::Result<(
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_waiting_replica_is_not_starved_by_a_greedy_one() -> anyhow::Result<()> {
     let (_nats, _js, store) = release_bucket().await?;
-    let greedy = Releases::new(store.clone(), TTL, "replica-a".into());
-    let patient = Releases::new(store, TTL, "replica-b".into());
+    let greedy = ReleaseLeases::new(store.clone(), TTL, "replica-a".into());
+    let patient = ReleaseLeases::new(store, TTL, "replica-b".into());
 
     let held = Arc::new(AtomicBool::new(false));
     let overlaps = Arc::new(AtomicUsize::new(0));
@@ -64,7 +64,7 @@ async fn a_waiting_replica_is_not_starved_by_a_greedy_one() -> anyhow::Result<()
                 }
                 tokio::time::sleep(Duration::from_millis(30)).await;
                 held.store(false, Ordering::SeqCst);
-                acquired.release.hand_back(|_| {}).await?;
+                acquired.lease.hand_back(|_| {}).await?;
                 rounds += 1;
             }
             Ok::<_, anyhow::Error>(rounds)
@@ -84,7 +84,7 @@ async fn a_waiting_replica_is_not_starved_by_a_greedy_one() -> anyhow::Result<()
         overlaps.fetch_add(1, Ordering::SeqCst);
     }
     held.store(false, Ordering::SeqCst);
-    acquired.release.hand_back(|_| {}).await?;
+    acquired.lease.hand_back(|_| {}).await?;
     stop.cancel();
     let mut rounds = 0;
     for task in greedy_tasks {
@@ -107,8 +107,8 @@ async fn a_waiting_replica_is_not_starved_by_a_greedy_one() -> anyhow::Result<()
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_starved_waiter_gets_the_release_before_the_holders_own_queue() -> anyhow::Result<()> {
     let (_nats, _js, store) = release_bucket().await?;
-    let replica_a = Releases::new(store.clone(), TTL, "replica-a".into());
-    let replica_b = Releases::new(store.clone(), TTL, "replica-b".into());
+    let replica_a = ReleaseLeases::new(store.clone(), TTL, "replica-a".into());
+    let replica_b = ReleaseLeases::new(store.clone(), TTL, "replica-b".into());
     let never = CancellationToken::new();
     let order = Arc::new(std::sync::Mutex::new(Vec::new()));
     // Every state the entry goes through, to see the claim and the hand-over.
@@ -146,7 +146,7 @@ async fn a_starved_waiter_gets_the_release_before_the_holders_own_queue() -> any
         tokio::spawn(async move {
             let acquired = replica_a.acquire(KEY, "a2", &never).await?;
             order.lock().unwrap().push("a2");
-            acquired.release.hand_back(|_| {}).await?;
+            acquired.lease.hand_back(|_| {}).await?;
             Ok::<_, anyhow::Error>(())
         })
     };
@@ -155,16 +155,16 @@ async fn a_starved_waiter_gets_the_release_before_the_holders_own_queue() -> any
         tokio::spawn(async move {
             let acquired = replica_b.acquire(KEY, "b", &never).await?;
             order.lock().unwrap().push("b");
-            acquired.release.hand_back(|_| {}).await?;
+            acquired.lease.hand_back(|_| {}).await?;
             Ok::<_, anyhow::Error>(())
         })
     };
     // B starves after one TTL and claims the lease; the holder sees it when refreshing.
     tokio::select! {
         () = tokio::time::sleep(TTL * 2) => {},
-        never = first.release.keep_fresh() => match never {},
+        never = first.lease.keep_fresh() => match never {},
     }
-    first.release.hand_back(|_| {}).await?;
+    first.lease.hand_back(|_| {}).await?;
     tokio::time::timeout(Duration::from_secs(10), async {
         waiting_elsewhere.await??;
         queued_locally.await??;
@@ -217,7 +217,7 @@ async fn a_crashed_holders_release_is_taken_over_with_its_progress() -> anyhow::
             },
         );
     store.put(KEY, dead.encode()).await?;
-    let survivor = Releases::new(store, TTL, "survivor".into());
+    let survivor = ReleaseLeases::new(store, TTL, "survivor".into());
     let never = CancellationToken::new();
     let asked = Instant::now();
     let taken = tokio::time::timeout(
@@ -230,7 +230,7 @@ async fn a_crashed_holders_release_is_taken_over_with_its_progress() -> anyhow::
         asked.elapsed() >= TTL / 2,
         "taken while the crashed holder's lease was fresh"
     );
-    taken.release.hand_back(|_| {}).await?;
+    taken.lease.hand_back(|_| {}).await?;
     Ok(())
 }
 
@@ -238,7 +238,7 @@ async fn a_crashed_holders_release_is_taken_over_with_its_progress() -> anyhow::
 async fn reusing_released_keys_is_uncontended_and_cheap() -> anyhow::Result<()> {
     let (_nats, js, store) = release_bucket().await?;
     let ttl = Duration::from_secs(30);
-    let leases = Releases::new(store, ttl, "replica".into());
+    let leases = ReleaseLeases::new(store, ttl, "replica".into());
     let never = CancellationToken::new();
     // More reuses than the server allows consumers per stream (1000): a watch per
     // acquisition of a recently released key would exhaust them.
@@ -251,7 +251,7 @@ async fn reusing_released_keys_is_uncontended_and_cheap() -> anyhow::Result<()> 
             !acquired.contended,
             "round {round}: a free key counted as contended"
         );
-        acquired.release.hand_back(|_| {}).await?;
+        acquired.lease.hand_back(|_| {}).await?;
     }
     let info = js.get_stream("KV_releases").await?.info().await?.clone();
     assert_eq!(
@@ -268,9 +268,9 @@ async fn parking_replica(
     ttl: Duration,
     linger: Duration,
     name: &str,
-) -> anyhow::Result<Releases> {
+) -> anyhow::Result<ReleaseLeases> {
     let client = async_nats::connect(nats.url()).await?;
-    Ok(Releases::new(store.clone(), ttl, name.into())
+    Ok(ReleaseLeases::new(store.clone(), ttl, name.into())
         .with_parking(client, linger)
         .await?)
 }
@@ -295,7 +295,7 @@ async fn a_parked_release_is_reused_without_a_write_within_the_linger_and_with_o
     let never = CancellationToken::new();
 
     let first = replica.acquire(KEY, "e1", &never).await?;
-    first.release.park(|r| r.complete("e1")).await?;
+    first.lease.park(|r| r.complete("e1")).await?;
     let (parked_at, record) = record_of(&store).await?;
     let holder = record.holder.expect("a parked release keeps its holder");
     assert!(holder.parked && holder.wake.is_some());
@@ -309,7 +309,7 @@ async fn a_parked_release_is_reused_without_a_write_within_the_linger_and_with_o
         parked_at,
         "reuse wrote the record"
     );
-    second.release.park(|r| r.complete("e2")).await?;
+    second.lease.park(|r| r.complete("e2")).await?;
     let (revision, record) = record_of(&store).await?;
     assert_eq!(
         revision,
@@ -336,7 +336,7 @@ async fn a_parked_release_is_reused_without_a_write_within_the_linger_and_with_o
         "a stale parked release is taken with one write"
     );
     assert_eq!(record.holder.unwrap().event_id, "e3");
-    third.release.hand_back(|r| r.complete("e3")).await?;
+    third.lease.hand_back(|r| r.complete("e3")).await?;
     Ok(())
 }
 
@@ -355,7 +355,7 @@ async fn another_replica_gets_a_parked_or_busy_release_without_waiting_out_the_l
     // still says parked while a2 runs: B asks, A notes it and frees the release when
     // a2 ends instead of parking it again.
     let first = replica_a.acquire(KEY, "a1", &never).await?;
-    first.release.park(|r| r.complete("a1")).await?;
+    first.lease.park(|r| r.complete("a1")).await?;
     let busy = replica_a.acquire(KEY, "a2", &never).await?;
     let waiter = tokio::spawn({
         let replica_b = replica_b.clone();
@@ -363,13 +363,13 @@ async fn another_replica_gets_a_parked_or_busy_release_without_waiting_out_the_l
         async move {
             let taken = replica_b.acquire(KEY, "b1", &never).await?;
             let contended = taken.contended;
-            taken.release.park(|r| r.complete("b1")).await?;
+            taken.lease.park(|r| r.complete("b1")).await?;
             Ok::<_, anyhow::Error>(contended)
         }
     });
     tokio::time::sleep(Duration::from_millis(300)).await;
     let a2_ended = Instant::now();
-    busy.release.park(|r| r.complete("a2")).await?;
+    busy.lease.park(|r| r.complete("a2")).await?;
     assert!(tokio::time::timeout(ttl, waiter).await???, "B did not wait");
     let after_a2 = a2_ended.elapsed();
     assert!(
@@ -386,7 +386,7 @@ async fn another_replica_gets_a_parked_or_busy_release_without_waiting_out_the_l
         waited < linger / 2,
         "A waited {waited:?} for a parked release"
     );
-    taken.release.park(|r| r.complete("a3")).await?;
+    taken.lease.park(|r| r.complete("a3")).await?;
 
     let (_, record) = record_of(&store).await?;
     for event in ["a1", "a2", "b1", "a3"] {

@@ -21,7 +21,7 @@ use async_trait::async_trait;
 use contracts::data::{Status, TaskResult};
 use serde_json::{Map, Value};
 
-pub use steps::{Leases, Steps};
+pub use steps::{OtherLeases, Steps};
 
 use crate::pipeline::intake::{Task, TaskKind};
 

@@ -10,17 +10,17 @@ use tracing::{info, warn};
 
 use super::TaskError;
 use crate::metrics::Metrics;
+use crate::pipeline::lease::{HeldLease, LeaseError, ReleaseLeases};
 use crate::pipeline::release_record::StepRecord;
-use crate::pipeline::releases::{HeldRelease, ReleaseError, Releases};
 
 /// Handed to a handler's `run`; records each completed step in the release record.
 pub struct Steps<'a> {
-    release: &'a HeldRelease,
+    release: &'a HeldLease,
     event_id: &'a str,
     event_type: &'a str,
     metrics: &'a Metrics,
     /// For tasks that span releases: [`Steps::leases`] takes the others.
-    releases: &'a Releases,
+    leases: &'a ReleaseLeases,
     stop: &'a CancellationToken,
     /// Test hook (`--test-crash-after-step`): the process kills itself right after this
     /// step is recorded, to prove a redelivery resumes at the next one.
@@ -33,11 +33,11 @@ pub struct Steps<'a> {
 
 impl<'a> Steps<'a> {
     pub(crate) fn new(
-        release: &'a HeldRelease,
+        release: &'a HeldLease,
         event_id: &'a str,
         event_type: &'a str,
         metrics: &'a Metrics,
-        releases: &'a Releases,
+        leases: &'a ReleaseLeases,
         stop: &'a CancellationToken,
         crash_after: Option<&'a str>,
     ) -> Self {
@@ -46,7 +46,7 @@ impl<'a> Steps<'a> {
             event_id,
             event_type,
             metrics,
-            releases,
+            leases,
             stop,
             crash_after,
             written: false,
@@ -55,9 +55,9 @@ impl<'a> Steps<'a> {
 
     /// A handle to take other releases while a step runs (the journal itself stays
     /// borrowed by [`Steps::step`]).
-    pub fn leases(&self) -> Leases<'a> {
-        Leases {
-            releases: self.releases,
+    pub fn leases(&self) -> OtherLeases<'a> {
+        OtherLeases {
+            leases: self.leases,
             event_id: self.event_id,
             stop: self.stop,
             metrics: self.metrics,
@@ -168,14 +168,14 @@ fn crash_for_test(step: &str) {
 
 /// Takes further releases for a task that spans several (service deletion: one per stage).
 #[derive(Clone, Copy)]
-pub struct Leases<'a> {
-    releases: &'a Releases,
+pub struct OtherLeases<'a> {
+    leases: &'a ReleaseLeases,
     event_id: &'a str,
     stop: &'a CancellationToken,
     metrics: &'a Metrics,
 }
 
-impl Leases<'_> {
+impl OtherLeases<'_> {
     /// Runs `work` while also holding release `key`, so no task on that release overlaps it
     /// on any replica. The release is handed back unchanged afterwards; progress stays in
     /// the task's own record. Never call it for the task's own release (it would wait on
@@ -184,16 +184,16 @@ impl Leases<'_> {
     where
         Fut: Future<Output = Result<T, TaskError>>,
     {
-        let transient = |err: ReleaseError| TaskError::Transient(err.to_string());
+        let transient = |err: LeaseError| TaskError::Transient(err.to_string());
         let acquired = self
-            .releases
+            .leases
             .acquire(key, self.event_id, self.stop)
             .await
             .map_err(transient)?;
         if acquired.contended {
             self.metrics.lease_waits.inc();
         }
-        let held = acquired.release;
+        let held = acquired.lease;
         let lost = held.lost();
         let result = tokio::select! {
             result = work => result,

@@ -56,7 +56,7 @@ impl TopologyConfig {
 /// Everything bound.
 pub struct Topology {
     pub consumer: consumer::Consumer<consumer::pull::Config>,
-    pub releases: kv::Store,
+    pub release_records: kv::Store,
 }
 
 /// The consumer's filter: exactly the handled event types.
@@ -115,15 +115,18 @@ pub async fn bind(
         reason: err.to_string(),
     })?;
 
-    let releases = open_bucket(
+    let release_records = open_bucket(
         js,
-        crate::pipeline::releases::Releases::bucket_config(
+        crate::pipeline::lease::ReleaseLeases::bucket_config(
             config.release_bucket(),
             config.record_retention,
         ),
     )
     .await?;
-    Ok(Topology { consumer, releases })
+    Ok(Topology {
+        consumer,
+        release_records,
+    })
 }
 
 async fn bind_consumer(

@@ -3,7 +3,7 @@
 
 pub mod dead_letter;
 pub mod intake;
+pub mod lease;
 pub mod processor;
 pub mod release_record;
-pub mod releases;
 pub mod scheduler;

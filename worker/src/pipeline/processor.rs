@@ -24,7 +24,7 @@ use tracing::{debug, error, info, info_span, warn, Instrument};
 
 use super::dead_letter::{DeadLetter, DeadLetters, Origin};
 use super::intake::{classify, DeadLetterReason, Intake, Task, TaskKind, OWN_SOURCE};
-use super::releases::{HeldRelease, ReleaseError, Releases};
+use super::lease::{HeldLease, LeaseError, ReleaseLeases};
 use crate::handler::{Decision, Outcome, Registry, Steps, TaskError};
 use crate::metrics::Metrics;
 use crate::nats::publisher::Publisher;
@@ -43,7 +43,7 @@ pub struct ProcessorConfig {
 /// Shared by all in-flight tasks of a replica.
 pub struct Processor {
     pub config: ProcessorConfig,
-    pub releases: Releases,
+    pub leases: ReleaseLeases,
     pub publisher: Publisher,
     pub dead_letters: DeadLetters,
     pub registry: Registry,
@@ -262,12 +262,12 @@ impl Processor {
             }
         }
         let acquired = match self
-            .releases
+            .leases
             .acquire(&task.release.lease_key(), task.event.id(), hard_stop)
             .await
         {
             Ok(acquired) => acquired,
-            Err(err @ ReleaseError::Cancelled(_)) => return Err(Retry::new("shutdown", err)),
+            Err(err @ LeaseError::Cancelled(_)) => return Err(Retry::new("shutdown", err)),
             Err(err) => return Err(Retry::new("release", err)),
         };
         if acquired.contended {
@@ -277,7 +277,7 @@ impl Processor {
                 .observe(acquired.waited.as_secs_f64());
             debug!(waited = ?acquired.waited, "release acquired after waiting");
         }
-        let held = acquired.release;
+        let held = acquired.lease;
         // The holder keeps its record fresh (so nobody takes it over) in this same
         // task, for as long as the work under the release lasts.
         let ending = tokio::select! {
@@ -313,7 +313,7 @@ impl Processor {
         &self,
         task: &Task,
         handler: &dyn crate::handler::TaskHandler,
-        held: &HeldRelease,
+        held: &HeldLease,
         origin: &Origin<'_>,
         payload: &[u8],
         hard_stop: &CancellationToken,
@@ -356,7 +356,7 @@ impl Processor {
                 id,
                 event_type,
                 &self.metrics,
-                &self.releases,
+                &self.leases,
                 hard_stop,
                 self.config.crash_after_step.as_deref(),
             );

@@ -13,7 +13,7 @@
 //! Cost: a replica remembers the record as it handed it back, so taking a release it
 //! used last, or a new one, is one write; handing back is one more.
 //!
-//! Parking (when enabled with [`Releases::with_parking`]): a task that completed its
+//! Parking (when enabled with [`ReleaseLeases::with_parking`]): a task that completed its
 //! event does not free the release; its last write keeps this replica as holder,
 //! marked `parked`, and the replica keeps the record in memory. A task of this
 //! replica that wants the release within `linger` of that write takes it without
@@ -44,7 +44,7 @@ use super::release_record::{
 };
 
 #[derive(Debug, Clone, thiserror::Error)]
-pub enum ReleaseError {
+pub enum LeaseError {
     #[error("release record store unavailable: {0}")]
     Store(String),
     #[error("stopped while waiting for release {0}")]
@@ -53,9 +53,9 @@ pub enum ReleaseError {
     Lost(String),
 }
 
-/// Hands out releases. One per replica; cheap to clone.
+/// Hands out leases on release records. One per replica; cheap to clone.
 #[derive(Clone)]
-pub struct Releases {
+pub struct ReleaseLeases {
     /// Shared: a `kv::Store` carries its stream's whole configuration, too much to copy
     /// for every held release.
     store: Arc<kv::Store>,
@@ -67,7 +67,7 @@ pub struct Releases {
     parking: Parking,
 }
 
-/// Releases this replica keeps after their task ended (see the module docs).
+/// Release records this replica keeps after their task ended (see the module docs).
 #[derive(Clone, Default)]
 struct Parking {
     /// `None`: parking is off, every task frees its release.
@@ -163,15 +163,15 @@ impl HandedBack {
 
 /// How an acquisition went, for metrics.
 pub struct Acquired {
-    pub release: HeldRelease,
+    pub lease: HeldLease,
     /// Time spent waiting; zero when the release was free.
     pub waited: Duration,
     pub contended: bool,
 }
 
-impl Releases {
+impl ReleaseLeases {
     pub fn new(store: kv::Store, ttl: Duration, owner: String) -> Self {
-        Releases {
+        ReleaseLeases {
             store: Arc::new(store),
             ttl,
             owner: owner.into(),
@@ -189,7 +189,7 @@ impl Releases {
         mut self,
         client: async_nats::Client,
         linger: Duration,
-    ) -> Result<Self, ReleaseError> {
+    ) -> Result<Self, LeaseError> {
         if linger.is_zero() {
             return Ok(self);
         }
@@ -203,7 +203,7 @@ impl Releases {
         let requests = client
             .subscribe(wake.clone())
             .await
-            .map_err(|err| ReleaseError::Store(format!("subscribing to {wake}: {err}")))?;
+            .map_err(|err| LeaseError::Store(format!("subscribing to {wake}: {err}")))?;
         self.parking.settings = Some(Arc::new(ParkingSettings {
             linger,
             client,
@@ -279,7 +279,7 @@ impl Releases {
         key: &str,
         token: &str,
         state: &mut (u64, ReleaseRecord),
-    ) -> Result<(), ReleaseError> {
+    ) -> Result<(), LeaseError> {
         state.1.hand_back();
         write_held(&self.store, key, token, state).await?;
         if state.1.reserved.is_some() {
@@ -310,13 +310,13 @@ impl Releases {
         key: &str,
         event_id: &str,
         cancel: &CancellationToken,
-    ) -> Result<Acquired, ReleaseError> {
+    ) -> Result<Acquired, LeaseError> {
         let started = Instant::now();
         let local_lock = self.local_lock(key);
         let contended_locally = local_lock.try_lock().is_err();
         let local_guard = tokio::select! {
             guard = local_lock.lock_owned() => guard,
-            () = cancel.cancelled() => return Err(ReleaseError::Cancelled(key.to_owned())),
+            () = cancel.cancelled() => return Err(LeaseError::Cancelled(key.to_owned())),
         };
         let me = Holder {
             token: uuid::Uuid::new_v4().to_string(),
@@ -336,7 +336,7 @@ impl Releases {
                 holder.acquired_at = me.acquired_at;
                 holder.parked = false;
             }
-            let release = HeldRelease::start(
+            let lease = HeldLease::start(
                 self.clone(),
                 key.to_owned(),
                 parked.token,
@@ -345,7 +345,7 @@ impl Releases {
                 local_guard,
             );
             return Ok(Acquired {
-                release,
+                lease,
                 waited: started.elapsed(),
                 contended: contended_locally,
             });
@@ -390,7 +390,7 @@ impl Releases {
                 (taken, contended_locally || waited_for_holder)
             }
         };
-        let release = HeldRelease::start(
+        let lease = HeldLease::start(
             self.clone(),
             key.to_owned(),
             me.token,
@@ -399,7 +399,7 @@ impl Releases {
             local_guard,
         );
         Ok(Acquired {
-            release,
+            lease,
             waited: started.elapsed(),
             contended,
         })
@@ -412,7 +412,7 @@ impl Releases {
         key: &str,
         me: &Holder,
         cancel: &CancellationToken,
-    ) -> Result<((u64, ReleaseRecord), bool), ReleaseError> {
+    ) -> Result<((u64, ReleaseRecord), bool), LeaseError> {
         let waiting_since = Instant::now();
         let mut waited_for_holder = false;
         let mut seen = SeenRevision::default();
@@ -479,11 +479,11 @@ impl Releases {
             observed = tokio::select! {
                 entry = change => match entry {
                     Some(Ok(_)) => self.observe(key, &mut seen).await?,
-                    Some(Err(err)) => return Err(ReleaseError::Store(err.to_string())),
-                    None => return Err(ReleaseError::Store(format!("watch of release {key} ended"))),
+                    Some(Err(err)) => return Err(LeaseError::Store(err.to_string())),
+                    None => return Err(LeaseError::Store(format!("watch of release {key} ended"))),
                 },
                 () = tokio::time::sleep(recheck) => self.observe(key, &mut seen).await?,
-                () = cancel.cancelled() => return Err(ReleaseError::Cancelled(key.to_owned())),
+                () = cancel.cancelled() => return Err(LeaseError::Cancelled(key.to_owned())),
             };
         }
     }
@@ -526,12 +526,12 @@ impl Releases {
         }
     }
 
-    async fn observe(&self, key: &str, seen: &mut SeenRevision) -> Result<Observed, ReleaseError> {
+    async fn observe(&self, key: &str, seen: &mut SeenRevision) -> Result<Observed, LeaseError> {
         let entry = self
             .store
             .entry(key)
             .await
-            .map_err(|err| ReleaseError::Store(err.to_string()))?;
+            .map_err(|err| LeaseError::Store(err.to_string()))?;
         Ok(match entry {
             None => Observed {
                 revision: 0,
@@ -564,11 +564,11 @@ impl Releases {
         key: &str,
         record: &ReleaseRecord,
         revision: u64,
-    ) -> Result<Option<u64>, ReleaseError> {
+    ) -> Result<Option<u64>, LeaseError> {
         match self.store.update(key, record.encode(), revision).await {
             Ok(revision) => Ok(Some(revision)),
             Err(err) if err.kind() == kv::UpdateErrorKind::WrongLastRevision => Ok(None),
-            Err(err) => Err(ReleaseError::Store(err.to_string())),
+            Err(err) => Err(LeaseError::Store(err.to_string())),
         }
     }
 
@@ -601,11 +601,11 @@ impl SeenRevision {
 /// The revision to expect and the record to write next.
 type HeldState = Arc<tokio::sync::Mutex<(u64, ReleaseRecord)>>;
 
-/// A held release, until handed back. [`HeldRelease::keep_fresh`] must run alongside
+/// A held release, until handed back. [`HeldLease::keep_fresh`] must run alongside
 /// the work; `lost()` fires if a write finds somebody else holding it (this replica
 /// stalled past the TTL), and the task must then stop.
-pub struct HeldRelease {
-    releases: Releases,
+pub struct HeldLease {
+    leases: ReleaseLeases,
     key: String,
     token: String,
     state: HeldState,
@@ -614,19 +614,19 @@ pub struct HeldRelease {
     _local: OwnedMutexGuard<()>,
 }
 
-impl HeldRelease {
+impl HeldLease {
     /// `written_at`: when the record was last written, which the first refresh
     /// counts from.
     fn start(
-        releases: Releases,
+        leases: ReleaseLeases,
         key: String,
         token: String,
         state: (u64, ReleaseRecord),
         written_at: Instant,
         local: OwnedMutexGuard<()>,
-    ) -> HeldRelease {
-        HeldRelease {
-            releases,
+    ) -> HeldLease {
+        HeldLease {
+            leases,
             key,
             token,
             state: Arc::new(tokio::sync::Mutex::new(state)),
@@ -640,16 +640,16 @@ impl HeldRelease {
     /// Run it alongside the work (it never returns); if a write finds the release
     /// taken over, `lost()` fires and it stops writing.
     pub async fn keep_fresh(&self) -> std::convert::Infallible {
-        let period = self.releases.ttl / 3;
+        let period = self.leases.ttl / 3;
         let first = tokio::time::Instant::from_std(self.written_at) + period;
         let mut interval = tokio::time::interval_at(first, period);
         let mut warned = false;
         loop {
             interval.tick().await;
             let mut held = self.state.lock().await;
-            match write_held(&self.releases.store, &self.key, &self.token, &mut held).await {
+            match write_held(&self.leases.store, &self.key, &self.token, &mut held).await {
                 Ok(()) => warned = false,
-                Err(ReleaseError::Lost(_)) => {
+                Err(LeaseError::Lost(_)) => {
                     warn!(key = %self.key, "release lost: another worker took it over");
                     self.lost.cancel();
                     drop(held);
@@ -683,17 +683,17 @@ impl HeldRelease {
     }
 
     /// Changes the record and writes it.
-    pub async fn save(&self, change: impl FnOnce(&mut ReleaseRecord)) -> Result<(), ReleaseError> {
+    pub async fn save(&self, change: impl FnOnce(&mut ReleaseRecord)) -> Result<(), LeaseError> {
         let mut state = self.state.lock().await;
         change(&mut state.1);
-        write_held(&self.releases.store, &self.key, &self.token, &mut state).await
+        write_held(&self.leases.store, &self.key, &self.token, &mut state).await
     }
 
     /// Applies `change` and writes it, keeping the release parked for this replica's
     /// next task on it when parking is on and nobody else asked for it; otherwise the
-    /// same as [`HeldRelease::hand_back`].
-    pub async fn park(self, change: impl FnOnce(&mut ReleaseRecord)) -> Result<(), ReleaseError> {
-        let wake = match self.releases.parking.wake_to_park(&self.key) {
+    /// same as [`HeldLease::hand_back`].
+    pub async fn park(self, change: impl FnOnce(&mut ReleaseRecord)) -> Result<(), LeaseError> {
+        let wake = match self.leases.parking.wake_to_park(&self.key) {
             Some(wake) if !self.lost.is_cancelled() => wake,
             _ => return self.hand_back(change).await,
         };
@@ -705,12 +705,12 @@ impl HeldRelease {
                 holder.parked = true;
                 holder.wake = Some(wake);
             }
-            write_held(&self.releases.store, &self.key, &self.token, &mut state).await?;
+            write_held(&self.leases.store, &self.key, &self.token, &mut state).await?;
             // A claim that landed meanwhile was adopted by the write: honour it.
             if state.1.holder.as_ref().is_some_and(|h| h.next.is_none()) {
                 let (revision, record) = std::mem::take(&mut *state);
                 drop(state);
-                let evicted = self.releases.parking.insert(
+                let evicted = self.leases.parking.insert(
                     self.key.clone(),
                     Parked {
                         token: self.token.clone(),
@@ -720,7 +720,7 @@ impl HeldRelease {
                     },
                 );
                 for (key, parked) in evicted {
-                    self.releases.free_parked(&key, parked).await;
+                    self.leases.free_parked(&key, parked).await;
                 }
                 return Ok(());
             }
@@ -734,13 +734,13 @@ impl HeldRelease {
     pub async fn hand_back(
         self,
         change: impl FnOnce(&mut ReleaseRecord),
-    ) -> Result<(), ReleaseError> {
+    ) -> Result<(), LeaseError> {
         if self.lost.is_cancelled() {
-            return Err(ReleaseError::Lost(self.key.clone()));
+            return Err(LeaseError::Lost(self.key.clone()));
         }
         let mut state = self.state.lock().await;
         change(&mut state.1);
-        self.releases
+        self.leases
             .write_free(&self.key, &self.token, &mut state)
             .await
     }
@@ -753,7 +753,7 @@ async fn write_held(
     key: &str,
     token: &str,
     state: &mut (u64, ReleaseRecord),
-) -> Result<(), ReleaseError> {
+) -> Result<(), LeaseError> {
     for _ in 0..4 {
         match store.update(key, state.1.encode(), state.0).await {
             Ok(revision) => {
@@ -764,7 +764,7 @@ async fn write_held(
                 let entry = store
                     .entry(key)
                     .await
-                    .map_err(|err| ReleaseError::Store(err.to_string()))?;
+                    .map_err(|err| LeaseError::Store(err.to_string()))?;
                 let current = entry
                     .filter(|e| e.operation == kv::Operation::Put)
                     .and_then(|e| {
@@ -792,13 +792,13 @@ async fn write_held(
                         }
                         state.0 = revision;
                     }
-                    _ => return Err(ReleaseError::Lost(key.to_owned())),
+                    _ => return Err(LeaseError::Lost(key.to_owned())),
                 }
             }
-            Err(err) => return Err(ReleaseError::Store(err.to_string())),
+            Err(err) => return Err(LeaseError::Store(err.to_string())),
         }
     }
-    Err(ReleaseError::Store(format!(
+    Err(LeaseError::Store(format!(
         "release {key}: writes keep conflicting"
     )))
 }
