@@ -13,22 +13,11 @@
 //! Cost: a replica remembers the record as it handed it back, so taking a release it
 //! used last, or a new one, is one write; handing back is one more.
 //!
-//! Parking (when enabled with [`ReleaseLeases::with_parking`]): a task that completed its
-//! event does not free the release; its last write keeps this replica as holder,
-//! marked `parked`, and the replica keeps the record in memory. A task of this
-//! replica that wants the release within `linger` of that write takes it without
-//! writing (safe: nobody takes a holder over before it has been silent for a whole
-//! TTL, and its first refresh comes a third of a TTL after the parking write); later
-//! it takes it with one write, as a free release. So events of one release handled
-//! back to back by one replica cost one write each instead of two, and an idle
-//! release costs nothing: a parked release is never freed on a timer. Another replica
-//! that finds it parked sends the key to the holder's `wake` subject (core NATS) and
-//! the holder frees it at once (or, if a task of its own is using it, when that task
-//! ends, instead of parking it again); if the holder is gone, the release is taken
-//! over after a TTL like any silent holder's. Shutdown frees every parked release.
+//! Parking (when enabled with [`ReleaseLeases::with_parking`], see [`super::parking`]):
+//! a task that completed its event keeps the release for this replica's next task on
+//! it, so that task takes it without a write.
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -39,8 +28,9 @@ use tokio::sync::OwnedMutexGuard;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
 
+use super::parking::{AfterTask, Parked, Parking};
 use super::release_record::{
-    next_action, Holder, NextAction, Observed, ReleaseRecord, Reservation,
+    next_action, on_write_conflict, Holder, NextAction, Observed, ReleaseRecord, WriteConflict,
 };
 
 #[derive(Debug, Clone, thiserror::Error)]
@@ -65,79 +55,6 @@ pub struct ReleaseLeases {
     local: Arc<Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>>,
     handed_back: HandedBack,
     parking: Parking,
-}
-
-/// Release records this replica keeps after their task ended (see the module docs).
-#[derive(Clone, Default)]
-struct Parking {
-    /// `None`: parking is off, every task frees its release.
-    settings: Option<Arc<ParkingSettings>>,
-    parked: Arc<Mutex<HashMap<String, Parked>>>,
-    /// Keys another replica asked for while a task of this replica held them: freed,
-    /// not parked, when that task ends.
-    wanted: Arc<Mutex<HashMap<String, Instant>>>,
-    /// Set at shutdown: nothing is parked any more.
-    closed: Arc<AtomicBool>,
-    /// Ends the task that answers wake requests.
-    stop: CancellationToken,
-}
-
-struct ParkingSettings {
-    /// A release parked less than this long ago is reused without a write.
-    linger: Duration,
-    client: async_nats::Client,
-    /// This replica's wake subject.
-    wake: String,
-}
-
-/// A parked release: the record as last written, with this replica as holder.
-struct Parked {
-    token: String,
-    revision: u64,
-    record: ReleaseRecord,
-    written_at: Instant,
-}
-
-impl Parking {
-    const MAX_PARKED: usize = 10_000;
-
-    fn take(&self, key: &str) -> Option<Parked> {
-        self.parked.lock().expect("parking lock").remove(key)
-    }
-
-    /// Whether `parked` is recent enough to be reused without a write.
-    fn reusable(&self, parked: &Parked) -> bool {
-        self.settings
-            .as_ref()
-            .is_some_and(|settings| parked.written_at.elapsed() < settings.linger)
-    }
-
-    /// Parks a release. Bounded: beyond [`Parking::MAX_PARKED`] the releases parked
-    /// longest ago are returned, to be freed.
-    fn insert(&self, key: String, parked: Parked) -> Vec<(String, Parked)> {
-        let mut map = self.parked.lock().expect("parking lock");
-        map.insert(key, parked);
-        let mut evicted = Vec::new();
-        if map.len() > Self::MAX_PARKED {
-            let mut by_age: Vec<(String, Instant)> =
-                map.iter().map(|(k, p)| (k.clone(), p.written_at)).collect();
-            by_age.sort_unstable_by_key(|(_, at)| *at);
-            for (key, _) in by_age.into_iter().take(map.len() - Self::MAX_PARKED / 2) {
-                if let Some(parked) = map.remove(&key) {
-                    evicted.push((key, parked));
-                }
-            }
-        }
-        evicted
-    }
-
-    /// The wake subject to park `key` under, when a task ending on it may park it;
-    /// forgets a request for it.
-    fn wake_to_park(&self, key: &str) -> Option<String> {
-        let wanted = self.wanted.lock().expect("parking lock").remove(key);
-        let settings = self.settings.as_ref()?;
-        (wanted.is_none() && !self.closed.load(Ordering::SeqCst)).then(|| settings.wake.clone())
-    }
 }
 
 /// Records as this replica last wrote them when handing back, per key.
@@ -181,7 +98,7 @@ impl ReleaseLeases {
         }
     }
 
-    /// Turns parking on (see the module docs): a release parked less than `linger`
+    /// Turns parking on (see [`super::parking`]): a release parked less than `linger`
     /// ago (at most a third of the TTL) is reused without a write, and parked releases
     /// are given up when another replica asks on this replica's wake subject, which a
     /// task started here answers. A zero `linger` leaves parking off.
@@ -190,76 +107,30 @@ impl ReleaseLeases {
         client: async_nats::Client,
         linger: Duration,
     ) -> Result<Self, LeaseError> {
-        if linger.is_zero() {
-            return Ok(self);
-        }
-        // The first refresh of a reused release comes a third of a TTL after the
-        // parking write: reusing it later would leave it silent too long.
-        let linger = linger.min(self.ttl / 3);
-        let wake = format!(
-            "helm-service.release-wanted.{}",
-            uuid::Uuid::new_v4().simple()
-        );
-        let requests = client
-            .subscribe(wake.clone())
+        let Some((parking, requests)) = Parking::enable(client, linger, self.ttl)
             .await
-            .map_err(|err| LeaseError::Store(format!("subscribing to {wake}: {err}")))?;
-        self.parking.settings = Some(Arc::new(ParkingSettings {
-            linger,
-            client,
-            wake,
-        }));
-        tokio::spawn(self.clone().answer_wake_requests(requests));
+            .map_err(LeaseError::Store)?
+        else {
+            return Ok(self);
+        };
+        self.parking = parking;
+        let leases = self.clone();
+        tokio::spawn(
+            self.parking
+                .clone()
+                .answer_wake_requests(requests, move |key, parked| {
+                    let leases = leases.clone();
+                    async move { leases.free_parked(&key, parked).await }
+                }),
+        );
         Ok(self)
     }
 
     /// Frees every parked release and parks nothing from now on; for shutdown, so
     /// other replicas need not wait.
     pub async fn unpark_all(&self) {
-        self.parking.closed.store(true, Ordering::SeqCst);
-        self.parking.stop.cancel();
-        let all: Vec<(String, Parked)> = self
-            .parking
-            .parked
-            .lock()
-            .expect("parking lock")
-            .drain()
-            .collect();
-        for (key, parked) in all {
+        for (key, parked) in self.parking.close() {
             self.free_parked(&key, parked).await;
-        }
-    }
-
-    async fn answer_wake_requests(self, mut requests: async_nats::Subscriber) {
-        loop {
-            let request = tokio::select! {
-                request = requests.next() => match request {
-                    Some(request) => request,
-                    None => return,
-                },
-                () = self.parking.stop.cancelled() => return,
-            };
-            let Ok(key) = std::str::from_utf8(&request.payload) else {
-                continue;
-            };
-            match self.parking.take(key) {
-                Some(parked) => {
-                    debug!(%key, "another replica asked for a parked release");
-                    self.free_parked(key, parked).await;
-                }
-                None => {
-                    let mut wanted = self.parking.wanted.lock().expect("parking lock");
-                    let ttl = self.ttl;
-                    wanted.retain(|_, at| at.elapsed() < ttl);
-                    // Anyone on NATS can send requests: keep the memory bounded. A
-                    // forgotten request costs its sender one more round (it asks again
-                    // while the release stays parked).
-                    if wanted.len() >= Parking::MAX_PARKED {
-                        wanted.clear();
-                    }
-                    wanted.insert(key.to_owned(), Instant::now());
-                }
-            }
         }
     }
 
@@ -326,7 +197,7 @@ impl ReleaseLeases {
             next: None,
             parked: false,
             // Marks records this replica parked (see `next_action`).
-            wake: self.parking.settings.as_ref().map(|s| s.wake.clone()),
+            wake: self.parking.wake().map(str::to_owned),
         };
         let mut parked = self.parking.take(key);
         if let Some(mut parked) = parked.take_if(|p| self.parking.reusable(p)) {
@@ -421,9 +292,10 @@ impl ReleaseLeases {
         // consumer on the server, too costly for a merely stale guess.
         let mut watch: Option<kv::Watch> = None;
         let mut watch_failed = false;
-        let mut woken_at_revision = None;
+        let mut last_asked = None;
         loop {
-            self.wake_parked_holder(key, &observed, &mut woken_at_revision)
+            self.parking
+                .ask_to_unpark(key, &observed, &mut last_asked)
                 .await;
             let starving = waiting_since.elapsed() >= self.ttl;
             match next_action(&observed, me, self.ttl, starving) {
@@ -485,44 +357,6 @@ impl ReleaseLeases {
                 () = tokio::time::sleep(recheck) => self.observe(key, &mut seen).await?,
                 () = cancel.cancelled() => return Err(LeaseError::Cancelled(key.to_owned())),
             };
-        }
-    }
-
-    /// Asks the replica that parked `key` to give it up.
-    async fn wake_parked_holder(
-        &self,
-        key: &str,
-        observed: &Observed,
-        woken_at_revision: &mut Option<(u64, Instant)>,
-    ) {
-        let Some(settings) = self.parking.settings.as_ref() else {
-            return;
-        };
-        let Some(Ok(record)) = observed.record.as_ref() else {
-            return;
-        };
-        let Some(wake) = record
-            .holder
-            .as_ref()
-            .filter(|holder| holder.parked)
-            .and_then(|holder| holder.wake.as_ref())
-        else {
-            return;
-        };
-        // Core NATS may drop a request: ask again now and then while it stays parked.
-        let asked_recently = woken_at_revision.as_ref().is_some_and(|(revision, at)| {
-            *revision == observed.revision && at.elapsed() < Duration::from_secs(1)
-        });
-        if asked_recently || *wake == settings.wake {
-            return;
-        }
-        *woken_at_revision = Some((observed.revision, Instant::now()));
-        if let Err(err) = settings
-            .client
-            .publish(wake.clone(), bytes::Bytes::from(key.to_owned()))
-            .await
-        {
-            debug!(%key, error = %err, "could not ask for a parked release; waiting for it");
         }
     }
 
@@ -693,40 +527,38 @@ impl HeldLease {
     /// next task on it when parking is on and nobody else asked for it; otherwise the
     /// same as [`HeldLease::hand_back`].
     pub async fn park(self, change: impl FnOnce(&mut ReleaseRecord)) -> Result<(), LeaseError> {
-        let wake = match self.leases.parking.wake_to_park(&self.key) {
-            Some(wake) if !self.lost.is_cancelled() => wake,
-            _ => return self.hand_back(change).await,
-        };
         let mut state = self.state.lock().await;
         change(&mut state.1);
         let claimed = state.1.holder.as_ref().is_some_and(|h| h.next.is_some());
-        if !claimed {
-            if let Some(holder) = state.1.holder.as_mut() {
-                holder.parked = true;
-                holder.wake = Some(wake);
-            }
-            write_held(&self.leases.store, &self.key, &self.token, &mut state).await?;
-            // A claim that landed meanwhile was adopted by the write: honour it.
-            if state.1.holder.as_ref().is_some_and(|h| h.next.is_none()) {
-                let (revision, record) = std::mem::take(&mut *state);
-                drop(state);
-                let evicted = self.leases.parking.insert(
-                    self.key.clone(),
-                    Parked {
-                        token: self.token.clone(),
-                        revision,
-                        record,
-                        written_at: Instant::now(),
-                    },
-                );
-                for (key, parked) in evicted {
-                    self.leases.free_parked(&key, parked).await;
-                }
-                return Ok(());
-            }
+        let parking = &self.leases.parking;
+        let AfterTask::Park { wake } =
+            parking.after_task(&self.key, self.lost.is_cancelled(), claimed)
+        else {
+            drop(state);
+            return self.hand_back(|_| {}).await;
+        };
+        if let Some(holder) = state.1.holder.as_mut() {
+            holder.parked = true;
+            holder.wake = Some(wake);
         }
+        write_held(&self.leases.store, &self.key, &self.token, &mut state).await?;
+        // A claim that landed meanwhile was adopted by the write: honour it.
+        if state.1.holder.as_ref().is_none_or(|h| h.next.is_some()) {
+            drop(state);
+            return self.hand_back(|_| {}).await;
+        }
+        let (revision, record) = std::mem::take(&mut *state);
         drop(state);
-        self.hand_back(|_| {}).await
+        let parked = Parked {
+            token: self.token.clone(),
+            revision,
+            record,
+            written_at: Instant::now(),
+        };
+        for (key, parked) in parking.park(self.key.clone(), parked) {
+            self.leases.free_parked(&key, parked).await;
+        }
+        Ok(())
     }
 
     /// Applies `change`, then frees the release (or hands it to a claimant) in the
@@ -771,27 +603,9 @@ async fn write_held(
                         let record = serde_json::from_slice::<ReleaseRecord>(&e.value).ok()?;
                         Some((e.revision, record))
                     });
-                match current {
-                    Some((revision, record))
-                        if record.holder.as_ref().is_some_and(|h| h.token == token) =>
-                    {
-                        match (state.1.holder.as_mut(), record.holder) {
-                            // Still holding: keep the claim for the hand-back.
-                            (Some(ours), Some(theirs)) => ours.next = theirs.next,
-                            // Handing back (our holder is already cleared): the claim
-                            // that landed meanwhile turns into the reservation.
-                            (None, Some(theirs)) => {
-                                if let Some(next) = theirs.next {
-                                    state.1.reserved = Some(Reservation {
-                                        token: next,
-                                        at: Utc::now(),
-                                    });
-                                }
-                            }
-                            _ => {}
-                        }
-                        state.0 = revision;
-                    }
+                let (revision, record) = current.unzip();
+                match (on_write_conflict(&mut state.1, token, record), revision) {
+                    (WriteConflict::Retry, Some(revision)) => state.0 = revision,
                     _ => return Err(LeaseError::Lost(key.to_owned())),
                 }
             }

@@ -6,7 +6,8 @@
 //! makes every write compare-and-swap on the whole state of the release. Duplicates
 //! of an event always name the same release, so the release's memory of completed
 //! events is where a duplicate is recognised. This module is pure: the decisions
-//! about a record ([`next_action`]) are unit-tested without a server.
+//! about a record ([`next_action`] for a waiter, [`on_write_conflict`] for a holder)
+//! are unit-tested without a server.
 
 use std::collections::{BTreeMap, VecDeque};
 use std::time::Duration;
@@ -49,7 +50,7 @@ pub struct Holder {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub next: Option<String>,
     /// The holder's task is over and its replica keeps the release for a moment, for
-    /// its next event on it (see `releases` module docs); a waiter asks for it on
+    /// its next event on it (see the `parking` module docs); a waiter asks for it on
     /// `wake`.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub parked: bool,
@@ -300,6 +301,47 @@ pub fn next_action(
     }
 }
 
+/// What a holder does when its compare-and-swap write found the record changed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum WriteConflict {
+    /// Still ours: write again (expecting the current revision).
+    Retry,
+    /// Somebody else holds the release (it was taken over) or it is gone.
+    Lost,
+}
+
+/// Decides about a conflicting write of the holder `token`. `ours`: the record it
+/// meant to write (its holder already cleared when handing back); `current`: the
+/// record as stored now (`None`: deleted or unreadable). If `current` still names us
+/// as holder, the change was a waiter adding its claim, which `ours` adopts: kept for
+/// the hand-back while still holding, turned into the reservation when handing back.
+pub fn on_write_conflict(
+    ours: &mut ReleaseRecord,
+    token: &str,
+    current: Option<ReleaseRecord>,
+) -> WriteConflict {
+    let Some(theirs) = current
+        .and_then(|current| current.holder)
+        .filter(|holder| holder.token == token)
+    else {
+        return WriteConflict::Lost;
+    };
+    match ours.holder.as_mut() {
+        // Still holding: keep the claim for the hand-back.
+        Some(ours) => ours.next = theirs.next,
+        // Handing back: the claim that landed meanwhile turns into the reservation.
+        None => {
+            if let Some(next) = theirs.next {
+                ours.reserved = Some(Reservation {
+                    token: next,
+                    at: Utc::now(),
+                });
+            }
+        }
+    }
+    WriteConflict::Retry
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -442,6 +484,60 @@ mod tests {
         assert_eq!(
             next_action(&observed, &holder("no-parking"), TTL, false),
             NextAction::Wait
+        );
+    }
+
+    #[test]
+    fn a_holder_whose_write_conflicts_with_a_claim_adopts_it() {
+        let mut claimed = held_by("me");
+        claimed.holder.as_mut().unwrap().next = Some("waiter".into());
+        let mut still_holding = held_by("me");
+        still_holding.complete("e1");
+        assert_eq!(
+            on_write_conflict(&mut still_holding, "me", Some(claimed.clone())),
+            WriteConflict::Retry
+        );
+        let holder = still_holding.holder.as_ref().unwrap();
+        assert_eq!(holder.next.as_deref(), Some("waiter"));
+        assert!(still_holding.is_completed("e1"), "our changes are kept");
+        assert_eq!(still_holding.reserved, None);
+
+        let mut handing_back = held_by("me");
+        handing_back.hand_back();
+        assert_eq!(
+            on_write_conflict(&mut handing_back, "me", Some(claimed)),
+            WriteConflict::Retry
+        );
+        assert_eq!(handing_back.holder, None);
+        assert_eq!(handing_back.reserved.unwrap().token, "waiter");
+    }
+
+    #[test]
+    fn a_holder_whose_write_conflicts_without_a_claim_writes_again_unchanged() {
+        let mut handing_back = held_by("me");
+        handing_back.hand_back();
+        let before = handing_back.clone();
+        assert_eq!(
+            on_write_conflict(&mut handing_back, "me", Some(held_by("me"))),
+            WriteConflict::Retry
+        );
+        assert_eq!(handing_back, before);
+    }
+
+    #[test]
+    fn a_holder_whose_write_finds_another_holder_or_none_has_lost() {
+        let mut ours = held_by("me");
+        assert_eq!(
+            on_write_conflict(&mut ours, "me", Some(held_by("other"))),
+            WriteConflict::Lost
+        );
+        assert_eq!(
+            on_write_conflict(&mut ours, "me", Some(ReleaseRecord::default())),
+            WriteConflict::Lost
+        );
+        assert_eq!(
+            on_write_conflict(&mut ours, "me", None),
+            WriteConflict::Lost
         );
     }
 
