@@ -1,10 +1,12 @@
-//! Wiring: connect, bind, serve, pull, and shut down in order.
+//! Wiring: connect, bind, build, serve until signalled, and shut down in order
+//! ([`run`] reads as that sequence).
 
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context as _;
+use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::{info, warn};
@@ -51,6 +53,10 @@ impl From<Registry> for Handlers {
 
 /// Runs the worker until `shutdown` fires, then drains in-flight tasks within the
 /// grace period. Tests and benchmarks call this in-process with their own registry.
+///
+/// In order: connect and bind, build the parts, serve until signalled, drain, hand
+/// back what did not finish, free parked releases, close the connection. Every
+/// shutdown step is bounded, since NATS may be gone already.
 pub async fn run(
     config: RunConfig,
     handlers: impl Into<Handlers>,
@@ -59,118 +65,229 @@ pub async fn run(
     let handlers = handlers.into();
     config.validate().map_err(anyhow::Error::msg)?;
     let metrics = Metrics::new();
-    let client = async_nats::ConnectOptions::new()
-        .name("helm-service")
-        .retry_on_initial_connect()
-        .max_reconnects(None)
-        .connect(config.nats_url.as_str())
-        .await
-        .with_context(|| format!("connecting to NATS at {} (--nats-url)", config.nats_url))?;
-    let health = Arc::new(Health::new(client.clone()));
-
-    let http_stop = CancellationToken::new();
-    let http_server = http::serve(
-        config.http_addr,
-        metrics.clone(),
-        health.clone(),
-        http_stop.clone(),
+    let connection = Connection::open(&config, &metrics).await?;
+    let topology_config = topology_config(&config);
+    let Some(topology) = bind_with_retry(&connection.js, &topology_config, &shutdown).await else {
+        connection.stop_http().await;
+        return Ok(());
+    };
+    let worker = Worker::build(
+        &config,
+        handlers,
+        &connection,
+        topology,
+        &topology_config,
+        &metrics,
     )
     .await?;
-    let http_task = tokio::spawn(http_server);
 
-    let js = async_nats::jetstream::new(client.clone());
-    let topology_config = TopologyConfig {
+    let stopping = worker.serve(&shutdown).await;
+    if !stopping.drain(config.shutdown_grace).await {
+        stopping.hand_back_unfinished(config.shutdown_grace).await;
+    }
+    stopping.free_parked().await;
+    stopping.stop_polling();
+    connection.close().await;
+    info!("stopped");
+    Ok(())
+}
+
+/// The NATS connection and the HTTP endpoints (metrics, health): up before anything
+/// is bound, down last.
+struct Connection {
+    client: async_nats::Client,
+    js: async_nats::jetstream::Context,
+    health: Arc<Health>,
+    http_stop: CancellationToken,
+    http_task: JoinHandle<std::io::Result<()>>,
+}
+
+impl Connection {
+    /// Connects to NATS (retrying until it is reachable) and starts serving HTTP.
+    async fn open(config: &RunConfig, metrics: &Metrics) -> anyhow::Result<Connection> {
+        let client = async_nats::ConnectOptions::new()
+            .name("helm-service")
+            .retry_on_initial_connect()
+            .max_reconnects(None)
+            .connect(config.nats_url.as_str())
+            .await
+            .with_context(|| format!("connecting to NATS at {} (--nats-url)", config.nats_url))?;
+        let health = Arc::new(Health::new(client.clone()));
+        let http_stop = CancellationToken::new();
+        let http_server = http::serve(
+            config.http_addr,
+            metrics.clone(),
+            health.clone(),
+            http_stop.clone(),
+        )
+        .await?;
+        let http_task = tokio::spawn(http_server);
+        let js = async_nats::jetstream::new(client.clone());
+        Ok(Connection {
+            client,
+            js,
+            health,
+            http_stop,
+            http_task,
+        })
+    }
+
+    /// Flushes what is still buffered for NATS, then stops serving HTTP. Bounded: with
+    /// NATS gone a flush waits for a reconnection that may never come.
+    async fn close(self) {
+        match tokio::time::timeout(HAND_BACK_TIME, self.client.flush()).await {
+            Ok(Ok(())) => {}
+            Ok(Err(err)) => warn!(error = %err, "could not flush NATS connection"),
+            Err(_) => warn!("could not flush NATS connection in time: NATS unreachable"),
+        }
+        self.stop_http().await;
+    }
+
+    async fn stop_http(self) {
+        self.http_stop.cancel();
+        let _ = self.http_task.await;
+    }
+}
+
+fn topology_config(config: &RunConfig) -> TopologyConfig {
+    TopologyConfig {
         stream: config.stream.clone(),
         consumer: config.consumer.clone(),
         ack_wait: config.ack_wait,
         state_prefix: config.state_prefix.clone(),
         record_retention: config.ledger_ttl,
-    };
-    let Some(Topology {
-        consumer,
-        release_records,
-    }) = bind_with_retry(&js, &topology_config, &shutdown).await
-    else {
-        http_stop.cancel();
-        let _ = http_task.await;
-        return Ok(());
-    };
-    let registry = match handlers {
-        Handlers::Given(registry) => registry,
-        Handlers::Production => production_handlers(&config, &js, &metrics).await?,
-    };
-    health.bound.store(true, Ordering::SeqCst);
-    info!(stream = %config.stream, consumer = %config.consumer, concurrency = config.concurrency, "bound; processing events");
+    }
+}
 
-    let leases = ReleaseLeases::new(release_records, config.lease_ttl, replica_identity())
-        .with_parking(client.clone(), config.release_linger)
-        .await
-        .context("setting up release parking")?;
-    let publisher = Publisher::new(js.clone(), PUBLISH_DEADLINE);
-    let processor = Arc::new(Processor {
-        config: ProcessorConfig {
-            stream: config.stream.clone(),
-            ack_wait: config.ack_wait,
-            max_event_bytes: config.max_event_bytes,
-            max_deliveries: config.max_deliveries,
-            crash_after_step: config.test_crash_after_step.clone(),
-        },
-        leases: leases.clone(),
-        dead_letters: DeadLetters::new(
-            publisher.clone(),
-            topology_config.dead_letter_subject_prefix(),
-        ),
-        publisher,
-        registry,
-        metrics: metrics.clone(),
-    });
+/// The bound worker, ready to pull: the scheduler and what its tasks share.
+struct Worker {
+    scheduler: Scheduler,
+    stopping: Stopping,
+}
 
-    let poller = tokio::spawn(poll_consumer_state(consumer.clone(), metrics.clone()));
-    let tracker = TaskTracker::new();
-    let hard_stop = CancellationToken::new();
-    let scheduler = Scheduler::new(
-        consumer,
-        processor,
-        config.concurrency as usize,
-        tracker.clone(),
-    );
-    scheduler.run(shutdown.clone(), hard_stop.clone()).await;
+impl Worker {
+    /// Builds the handlers, the release leases and the processor, and marks the
+    /// replica bound.
+    async fn build(
+        config: &RunConfig,
+        handlers: Handlers,
+        connection: &Connection,
+        topology: Topology,
+        topology_config: &TopologyConfig,
+        metrics: &Metrics,
+    ) -> anyhow::Result<Worker> {
+        let Topology {
+            consumer,
+            release_records,
+        } = topology;
+        let registry = match handlers {
+            Handlers::Given(registry) => registry,
+            Handlers::Production => production_handlers(config, &connection.js, metrics).await?,
+        };
+        connection.health.bound.store(true, Ordering::SeqCst);
+        info!(stream = %config.stream, consumer = %config.consumer, concurrency = config.concurrency, "bound; processing events");
 
-    // Shutdown: no new pulls; let in-flight tasks finish within the grace period.
-    health.accepting.store(false, Ordering::SeqCst);
-    tracker.close();
-    if tokio::time::timeout(config.shutdown_grace, tracker.wait())
-        .await
-        .is_err()
-    {
-        warn!(grace = ?config.shutdown_grace, "grace period over: handing unfinished tasks back for redelivery");
-        hard_stop.cancel();
-        if tokio::time::timeout(HAND_BACK_TIME, tracker.wait())
+        let leases = ReleaseLeases::new(release_records, config.lease_ttl, replica_identity())
+            .with_parking(connection.client.clone(), config.release_linger)
+            .await
+            .context("setting up release parking")?;
+        let publisher = Publisher::new(connection.js.clone(), PUBLISH_DEADLINE);
+        let processor = Arc::new(Processor {
+            config: ProcessorConfig {
+                stream: config.stream.clone(),
+                ack_wait: config.ack_wait,
+                max_event_bytes: config.max_event_bytes,
+                max_deliveries: config.max_deliveries,
+                crash_after_step: config.test_crash_after_step.clone(),
+            },
+            leases: leases.clone(),
+            dead_letters: DeadLetters::new(
+                publisher.clone(),
+                topology_config.dead_letter_subject_prefix(),
+            ),
+            publisher,
+            registry,
+            metrics: metrics.clone(),
+        });
+
+        let poller = tokio::spawn(poll_consumer_state(consumer.clone(), metrics.clone()));
+        let tasks = TaskTracker::new();
+        let scheduler = Scheduler::new(
+            consumer,
+            processor,
+            config.concurrency as usize,
+            tasks.clone(),
+        );
+        Ok(Worker {
+            scheduler,
+            stopping: Stopping {
+                tasks,
+                hard_stop: CancellationToken::new(),
+                leases,
+                poller,
+                health: connection.health.clone(),
+            },
+        })
+    }
+
+    /// Pulls and processes events until `shutdown` fires; in-flight tasks go on.
+    async fn serve(self, shutdown: &CancellationToken) -> Stopping {
+        let Worker {
+            scheduler,
+            stopping,
+        } = self;
+        scheduler
+            .run(shutdown.clone(), stopping.hard_stop.clone())
+            .await;
+        stopping
+    }
+}
+
+/// A worker that pulls no more: what its shutdown steps need.
+struct Stopping {
+    tasks: TaskTracker,
+    /// Tells tasks the grace period is over: they hand their messages back.
+    hard_stop: CancellationToken,
+    leases: ReleaseLeases,
+    poller: JoinHandle<()>,
+    health: Arc<Health>,
+}
+
+impl Stopping {
+    /// Lets in-flight tasks finish within the grace period; whether they all did.
+    async fn drain(&self, grace: Duration) -> bool {
+        self.health.accepting.store(false, Ordering::SeqCst);
+        self.tasks.close();
+        tokio::time::timeout(grace, self.tasks.wait()).await.is_ok()
+    }
+
+    /// Stops the tasks still running and waits (bounded) for them to hand their
+    /// messages back for redelivery.
+    async fn hand_back_unfinished(&self, grace: Duration) {
+        warn!(grace = ?grace, "grace period over: handing unfinished tasks back for redelivery");
+        self.hard_stop.cancel();
+        if tokio::time::timeout(HAND_BACK_TIME, self.tasks.wait())
             .await
             .is_err()
         {
             warn!("some tasks did not stop in time; JetStream redelivers them after the ack wait");
         }
     }
-    // Parked releases are freed now rather than after --lease-ttl for other replicas;
-    // bounded, because NATS may be gone already (then they are taken over after the TTL).
-    if tokio::time::timeout(HAND_BACK_TIME, leases.unpark_all())
-        .await
-        .is_err()
-    {
-        warn!("could not free the parked releases in time; other replicas take them over after --lease-ttl");
+
+    /// Frees parked releases now rather than after --lease-ttl for other replicas;
+    /// bounded, because NATS may be gone already (then they are taken over after the TTL).
+    async fn free_parked(&self) {
+        if tokio::time::timeout(HAND_BACK_TIME, self.leases.unpark_all())
+            .await
+            .is_err()
+        {
+            warn!("could not free the parked releases in time; other replicas take them over after --lease-ttl");
+        }
     }
-    poller.abort();
-    // Bounded: with NATS gone a flush waits for a reconnection that may never come.
-    match tokio::time::timeout(HAND_BACK_TIME, client.flush()).await {
-        Ok(Ok(())) => {}
-        Ok(Err(err)) => warn!(error = %err, "could not flush NATS connection"),
-        Err(_) => warn!("could not flush NATS connection in time: NATS unreachable"),
+
+    fn stop_polling(&self) {
+        self.poller.abort();
     }
-    http_stop.cancel();
-    let _ = http_task.await;
-    info!("stopped");
-    Ok(())
 }
 
 /// The Helm task handlers and what they share. Fails when helm or the chart store is
