@@ -177,11 +177,7 @@ impl Processor {
             }
             Intake::Ignore { reason } => {
                 debug!(reason, "ignoring event");
-                self.metrics
-                    .events_ignored
-                    .with_label_values(&[reason])
-                    .inc();
-                Ok(Disposal::Ack)
+                Ok(self.ignore(reason))
             }
             Intake::Reject {
                 kind,
@@ -198,6 +194,15 @@ impl Processor {
                     .await
             }
         }
+    }
+
+    /// Acks an event this replica does not answer, counted by `reason`.
+    fn ignore(&self, reason: &'static str) -> Disposal {
+        self.metrics
+            .events_ignored
+            .with_label_values(&[reason])
+            .inc();
+        Disposal::Ack
     }
 
     async fn dead_letter(
@@ -249,11 +254,7 @@ impl Processor {
             // Deciding is pure, so a duplicate is declined again: nothing to record.
             Decision::Decline { reason } => {
                 info!(reason, "task declined: not for helm-service, no reply");
-                self.metrics
-                    .events_ignored
-                    .with_label_values(&[reason])
-                    .inc();
-                return Ok(Disposal::Ack);
+                return Ok(self.ignore(reason));
             }
             Decision::Refuse { message } => {
                 return self
@@ -287,13 +288,11 @@ impl Processor {
         match ending {
             // Parked, not freed: this replica's next event on the release (often
             // already queued behind this one) starts without a write.
-            Ok(Ending::Completed) => held
-                .park(|record| record.complete(task.event.id()))
-                .await
-                .map(|()| Disposal::Ack)
-                .map_err(|err| Retry::new("release", err)),
-            Ok(Ending::Duplicate) => held
-                .park(|_| {})
+            Ok(ending) => held
+                .park(|record| match ending {
+                    Ending::Completed => record.complete(task.event.id()),
+                    Ending::Duplicate => {}
+                })
                 .await
                 .map(|()| Disposal::Ack)
                 .map_err(|err| Retry::new("release", err)),
