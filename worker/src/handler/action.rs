@@ -100,13 +100,13 @@ async fn decide(service: &DeployedService<'_>, delta: i64) -> Result<Decided, Ta
             };
             let plan = Plan {
                 generated_revision: Some(generated_revision),
-                user_source_revision: Some(user.source_revision),
+                user_source_revision: Some(user.source.revision),
                 actions,
             };
             (plan, primary, scaling)
         }
         Deployed::Plain { user, .. } => {
-            let deployment = user.main_deployment(&service.service)?;
+            let deployment = user.source.main_deployment(&service.service)?;
             let name = name_of(deployment).unwrap_or_default().to_owned();
             let scaling = plan::scale(user.replicas_of(&name, deployment), delta, max);
             let actions = if scaling.to == scaling.from {
@@ -118,7 +118,7 @@ async fn decide(service: &DeployedService<'_>, delta: i64) -> Result<Decided, Ta
             };
             let plan = Plan {
                 generated_revision: None,
-                user_source_revision: Some(user.source_revision),
+                user_source_revision: Some(user.source.revision),
                 actions,
             };
             (plan, name, scaling)

@@ -16,22 +16,18 @@ use serde::{Deserialize, Serialize};
 use serde_json::{json, Map, Value};
 use tracing::{info, warn};
 
+use super::plans::{DeployedService, StoredReleases};
 use super::platform::{private_dir, Platform};
 use super::{Outcome, Steps, TaskError, TaskHandler};
 use crate::charts::archive::Chart;
 use crate::charts::values::deep_merge;
 use crate::charts::ChartLocation;
 use crate::cluster::StoredRevision;
-use crate::deploy::generated::{
-    self, BlueGreenModel, GeneratedModel, GeneratedValues, MeshModel, Routing,
-};
+use crate::deploy::generated::{BlueGreenModel, GeneratedModel, MeshModel, Routing};
 use crate::deploy::inventory::InventoryEntry;
 use crate::deploy::manifest::{lowest_tcp_port, name_of, Manifest};
-use crate::deploy::naming::ReleaseNames;
-use crate::deploy::settings::Deadlines;
 use crate::deploy::uris::{local_uri, Endpoints};
 use crate::deploy::KeptnValues;
-use crate::helm::UpgradeRequest;
 use crate::pipeline::intake::{Task, TaskPayload};
 
 /// Label Istio's sidecar injector looks for; blue/green needs the sidecars.
@@ -54,25 +50,16 @@ impl TaskHandler for DeploymentHandler {
         let TaskPayload::Deployment { data, strategy } = &task.payload else {
             return Err(TaskError::misrouted("the deployment handler", task));
         };
-        let common = &task.common;
-        let (project, stage, service) = (
-            common.project.as_deref().unwrap_or_default(),
-            common.stage.as_deref().unwrap_or_default(),
-            common.service.as_deref().unwrap_or_default(),
-        );
-        let names = ReleaseNames::new(project, stage, service)
-            .map_err(|err| TaskError::Failed(err.to_string()))?;
+        let service = DeployedService::of_task(&self.platform, task)?;
         let details = data.deployment.clone().unwrap_or_default();
         let deployment = Deployment {
-            platform: &self.platform,
             location: ChartLocation {
-                project: project.to_owned(),
-                stage: stage.to_owned(),
-                service: service.to_owned(),
+                project: service.project.clone(),
+                stage: service.stage.clone(),
+                service: service.service.clone(),
             },
+            service,
             strategy: *strategy,
-            deadlines: self.platform.settings.deadlines(stage),
-            names,
             commit: task.event.git_commit_id().map(str::to_owned),
             values_change: data
                 .configuration_change
@@ -91,11 +78,10 @@ impl TaskHandler for DeploymentHandler {
 
 /// One deployment task, with everything derived from the event.
 struct Deployment<'a> {
-    platform: &'a Platform,
+    /// The releases it changes, and how.
+    service: DeployedService<'a>,
     location: ChartLocation,
     strategy: DeploymentStrategy,
-    deadlines: Deadlines,
-    names: ReleaseNames,
     commit: Option<String>,
     values_change: Map<String, Value>,
     /// `(local, public)` URIs of the triggered event: reported when nothing better is known.
@@ -127,22 +113,25 @@ impl Deployment<'_> {
     async fn run(&self, steps: &mut Steps<'_>) -> Result<Outcome, TaskError> {
         let (chart, commit) = self.prepare_chart().await?;
         let digest = chart.digest();
-        let mut stored = self.observe_releases().await?;
-        if self.recover_stuck_releases(&stored).await? {
-            stored = self.observe_releases().await?;
+        // Read once per attempt and shared by every decision below (nothing else changes the
+        // releases while we hold the release's lease).
+        let mut stored = self.service.stored_releases().await?;
+        if self.service.recover_pending(&stored).await? {
+            stored = self.service.stored_releases().await?;
         }
         let mut labels = BTreeMap::new();
         if self.strategy == DeploymentStrategy::BlueGreenService {
             labels.insert(ISTIO_INJECTION.0.to_owned(), ISTIO_INJECTION.1.to_owned());
         }
-        self.platform
+        self.service
+            .platform
             .cluster
-            .ensure_namespace(&self.names.namespace, &labels)
+            .ensure_namespace(&self.service.names.namespace, &labels)
             .await?;
 
         if let Some(entry) = self.unchanged(&digest, &stored).await? {
-            info!(release = %self.names.user, revision = entry.user_revision, "chart and values unchanged and the release is healthy: not running helm");
-            self.platform.metrics.unchanged_deployments.inc();
+            info!(release = %self.service.names.user, revision = entry.user_revision, "chart and values unchanged and the release is healthy: not running helm");
+            self.service.platform.metrics.unchanged_deployments.inc();
             let message = format!(
                 "{} is already deployed with this chart and these values (release {} revision {} in namespace {}, healthy): nothing to do",
                 self.location.service, entry.user_release, entry.user_revision, entry.namespace
@@ -155,7 +144,7 @@ impl Deployment<'_> {
         let mut manifest = None;
         let user: UserRelease = steps
             .step("user-release", || {
-                self.upgrade_user(&chart, stored.user_last_good(), &mut manifest)
+                self.deploy_user(&chart, stored.user_last_good(), &mut manifest)
             })
             .await?;
         let generated: Option<GeneratedRelease> = match self.strategy {
@@ -163,7 +152,7 @@ impl Deployment<'_> {
             _ => Some(
                 steps
                     .step("generated-release", || {
-                        self.upgrade_generated(&user, manifest.take(), stored.generated_latest())
+                        self.deploy_generated(&user, manifest.take(), stored.generated_latest())
                     })
                     .await?,
             ),
@@ -176,12 +165,12 @@ impl Deployment<'_> {
         }
         let entry = InventoryEntry {
             strategy: self.strategy.as_str().to_owned(),
-            namespace: self.names.namespace.clone(),
-            user_release: self.names.user.clone(),
+            namespace: self.service.names.namespace.clone(),
+            user_release: self.service.names.user.clone(),
             user_revision: user.revision,
             generated_release: generated
                 .as_ref()
-                .and_then(|g| g.revision.map(|_| self.names.generated.clone())),
+                .and_then(|g| g.revision.map(|_| self.service.names.generated.clone())),
             generated_revision: generated.as_ref().and_then(|g| g.revision),
             chart_digest: digest,
             deployments,
@@ -193,14 +182,18 @@ impl Deployment<'_> {
             updated_at: Utc::now(),
         };
         let (p, s, svc) = self.target();
-        self.platform.inventory.put(p, s, svc, &entry).await?;
+        self.service
+            .platform
+            .inventory
+            .put(p, s, svc, &entry)
+            .await?;
         let message = format!(
             "deployed chart {} {} as release {} revision {} in namespace {} ({})",
             chart.name(),
             chart.version(),
-            self.names.user,
+            self.service.names.user,
             user.revision,
-            self.names.namespace,
+            self.service.names.namespace,
             self.strategy.as_str()
         );
         Ok(self.outcome(&entry, message))
@@ -232,8 +225,8 @@ impl Deployment<'_> {
     /// stores the chart back so the next deployment starts from it. Merging the same
     /// values twice gives the same chart, so a redelivered event may run this again.
     async fn prepare_chart(&self) -> Result<(Chart, Option<String>), TaskError> {
-        let store = &self.platform.charts;
-        let pin = if self.platform.use_commit_id {
+        let store = &self.service.platform.charts;
+        let pin = if self.service.platform.use_commit_id {
             self.commit.as_deref()
         } else {
             None
@@ -245,8 +238,8 @@ impl Deployment<'_> {
                 at.service, at.stage, at.project, at.service, store.describe(), at.project, at.stage, at.service
             ))
         })?;
-        let chart =
-            Chart::from_archive(&fetched.archive, &self.platform.chart_limits).map_err(|err| {
+        let chart = Chart::from_archive(&fetched.archive, &self.service.platform.chart_limits)
+            .map_err(|err| {
                 TaskError::Failed(format!(
                     "the chart helm/{}.tgz of service {} in stage {} is not acceptable: {err}",
                     at.service, at.service, at.stage
@@ -267,37 +260,6 @@ impl Deployment<'_> {
         Ok((merged, fetched.commit))
     }
 
-    /// Helm's storage of both releases: one metadata LIST each, read once per attempt
-    /// and shared by every decision below (nothing else changes them while we hold the
-    /// release's lease).
-    async fn observe_releases(&self) -> Result<StoredReleases, TaskError> {
-        let cluster = &self.platform.cluster;
-        let namespace = &self.names.namespace;
-        Ok(StoredReleases {
-            user: cluster
-                .release_revisions(namespace, &self.names.user)
-                .await?,
-            generated: cluster
-                .release_revisions(namespace, &self.names.generated)
-                .await?,
-        })
-    }
-
-    /// Recovers either release when an interrupted helm left it pending; whether anything
-    /// was recovered.
-    async fn recover_stuck_releases(&self, stored: &StoredReleases) -> Result<bool, TaskError> {
-        let namespace = &self.names.namespace;
-        let user = self
-            .platform
-            .recover_if_pending(namespace, &self.names.user, &stored.user)
-            .await?;
-        let generated = self
-            .platform
-            .recover_if_pending(namespace, &self.names.generated, &stored.generated)
-            .await?;
-        Ok(user || generated)
-    }
-
     /// The inventory entry when the deployed state equals what this event asks for and
     /// is healthy: the same chart digest and strategy, the recorded revisions still the
     /// latest and deployed in Helm's storage, and every Deployment ready.
@@ -307,7 +269,7 @@ impl Deployment<'_> {
         stored: &StoredReleases,
     ) -> Result<Option<InventoryEntry>, TaskError> {
         let (p, s, svc) = self.target();
-        let Some(entry) = self.platform.inventory.get(p, s, svc).await? else {
+        let Some(entry) = self.service.platform.inventory.get(p, s, svc).await? else {
             return Ok(None);
         };
         if entry.chart_digest != digest || entry.strategy != self.strategy.as_str() {
@@ -320,18 +282,19 @@ impl Deployment<'_> {
         };
         let generated_current = match (&entry.generated_release, entry.generated_revision) {
             (Some(name), Some(revision)) => {
-                name == &self.names.generated && is_current(&stored.generated, revision)
+                name == &self.service.names.generated && is_current(&stored.generated, revision)
             }
             _ => true,
         };
-        if entry.namespace != self.names.namespace
-            || entry.user_release != self.names.user
+        if entry.namespace != self.service.names.namespace
+            || entry.user_release != self.service.names.user
             || !is_current(&stored.user, entry.user_revision)
             || !generated_current
         {
             return Ok(None);
         }
         if !self
+            .service
             .platform
             .cluster
             .deployments_ready(&entry.namespace, &entry.deployments)
@@ -345,30 +308,21 @@ impl Deployment<'_> {
     /// Upgrades the user release and waits for its rollout; on failure the release goes
     /// back to its last good revision (or away, when it never had one) and the task fails
     /// with the cause.
-    async fn upgrade_user(
+    async fn deploy_user(
         &self,
         chart: &Chart,
         last_good: Option<u32>,
         manifest_out: &mut Option<Manifest>,
     ) -> Result<UserRelease, TaskError> {
-        let helm = &self.platform.helm;
-        let (release, namespace) = (&self.names.user, &self.names.namespace);
+        let release = &self.service.names.user;
         let dir = private_dir()?;
         let chart_dir = chart
             .write_to(dir.path())
             .map_err(|err| TaskError::Transient(format!("unpacking the chart: {err}")))?;
         let values = self.keptn_values(self.deployment_name()).to_values();
-        let upgraded = helm
-            .upgrade_install(&UpgradeRequest {
-                release,
-                namespace,
-                chart_dir: &chart_dir,
-                values: &values,
-                wait: None,
-                rollback_on_failure: false,
-                timeout: Some(self.deadlines.helm),
-                description: None,
-            })
+        let upgraded = self
+            .service
+            .upgrade(release, &chart_dir, &values, None)
             .await;
         let status = match upgraded {
             Ok(status) => status,
@@ -378,9 +332,7 @@ impl Deployment<'_> {
                 return Err(TaskError::Failed(format!("{err}{restored}")));
             }
         };
-        let manifest_text = helm.manifest(release, namespace, None).await?;
-        let manifest = Manifest::parse(release, &manifest_text)
-            .map_err(|err| TaskError::Failed(err.to_string()))?;
+        let manifest = self.read_manifest(release).await?;
         if self.strategy == DeploymentStrategy::BlueGreenService {
             if let Err(err) = BlueGreenModel::from_manifest(self.routing(), &manifest, 100) {
                 let restored = self.restore(release, last_good).await;
@@ -388,7 +340,7 @@ impl Deployment<'_> {
             }
         }
         let deployments = manifest.deployment_names();
-        if let Err(failure) = self.wait_for_rollout(&deployments).await {
+        if let Err(failure) = self.service.wait_for_rollout(&deployments).await {
             if failure.is_transient() {
                 return Err(TaskError::Transient(failure.to_string()));
             }
@@ -411,22 +363,11 @@ impl Deployment<'_> {
         Ok(user)
     }
 
-    /// Waits (with a watch) until `deployments` are rolled out or the stage's rollout
-    /// deadline passes.
-    async fn wait_for_rollout(
-        &self,
-        deployments: &[String],
-    ) -> Result<(), crate::cluster::rollout::RolloutFailure> {
-        self.platform
-            .wait_for_rollout(&self.names.namespace, deployments, self.deadlines.rollout)
-            .await
-    }
-
     /// Puts `release` back to `last_good` (uninstalls it when there is none) and says
     /// what happened, as the tail of the failure message.
     async fn restore(&self, release: &str, last_good: Option<u32>) -> String {
-        let helm = &self.platform.helm;
-        let namespace = &self.names.namespace;
+        let helm = &self.service.platform.helm;
+        let namespace = &self.service.names.namespace;
         let result = match last_good {
             Some(revision) => helm
                 .rollback(release, namespace, revision, None)
@@ -440,7 +381,7 @@ impl Deployment<'_> {
                 format!("; release {release} had no earlier good revision and was removed")
             }),
         };
-        self.platform.metrics.restores.inc();
+        self.service.platform.metrics.restores.inc();
         result.unwrap_or_else(|err| {
             warn!(release, error = %err, "restoring the release failed");
             format!("; restoring release {release} failed too: {err}")
@@ -451,34 +392,33 @@ impl Deployment<'_> {
         let (p, s, svc) = self.target();
         Routing {
             service: svc.to_owned(),
-            namespace: self.names.namespace.clone(),
-            public_host: self.platform.settings.ingress.public_host(p, s, svc),
-            gateway: self.platform.settings.ingress.gateway.clone(),
+            namespace: self.service.names.namespace.clone(),
+            public_host: self
+                .service
+                .platform
+                .settings
+                .ingress
+                .public_host(p, s, svc),
+            gateway: self.service.platform.settings.ingress.gateway.clone(),
         }
     }
 
     /// Installs or updates the generated release: mesh routing for `direct`; for
     /// blue/green the primary copy on first deployment (left untouched later) and the
     /// routing at 100% canary, so the freshly deployed user release takes the traffic.
-    async fn upgrade_generated(
+    async fn deploy_generated(
         &self,
         user: &UserRelease,
         manifest: Option<Manifest>,
         latest: Option<u32>,
     ) -> Result<GeneratedRelease, TaskError> {
-        let (release, namespace) = (&self.names.generated, &self.names.namespace);
-        let keptn = self.keptn_values("primary");
+        let release = &self.service.names.generated;
         let exists = latest.is_some();
         let (model, first_install) = match (self.strategy, latest) {
             (DeploymentStrategy::BlueGreenService, Some(revision)) => {
                 // Read from Helm's storage: one GET instead of a `helm get values` process.
-                let current = self
-                    .platform
-                    .stored_revision(namespace, release, revision)
-                    .await?;
-                let current = GeneratedValues::from_release_values(current.config)
-                    .map_err(|err| TaskError::Failed(err.to_string()))?;
-                let GeneratedModel::BlueGreen(mut model) = current.model else {
+                let current = self.service.generated_model(revision).await?;
+                let GeneratedModel::BlueGreen(mut model) = current else {
                     return Err(TaskError::Failed(format!(
                             "release {release} was generated for another strategy; delete the service's releases before switching it to blue_green_service"
                         )));
@@ -489,7 +429,7 @@ impl Deployment<'_> {
             (DeploymentStrategy::BlueGreenService, None) => {
                 let manifest = match manifest {
                     Some(manifest) => manifest,
-                    None => self.read_manifest(&self.names.user).await?,
+                    None => self.read_manifest(&self.service.names.user).await?,
                 };
                 let model = BlueGreenModel::from_manifest(self.routing(), &manifest, 100)
                     .map_err(|err| TaskError::Failed(err.to_string()))?;
@@ -497,7 +437,7 @@ impl Deployment<'_> {
             }
             _ => {
                 if user.services.is_empty() {
-                    info!(release = %self.names.user, "the chart has no Service: no mesh routing generated");
+                    info!(release = %self.service.names.user, "the chart has no Service: no mesh routing generated");
                     return Ok(GeneratedRelease {
                         revision: None,
                         deployments: Vec::new(),
@@ -517,41 +457,25 @@ impl Deployment<'_> {
                 .map_err(|err| TaskError::Failed(err.to_string()))?],
             GeneratedModel::Mesh(_) => Vec::new(),
         };
-        let values =
-            GeneratedValues::new(keptn, model).map_err(|err| TaskError::Failed(err.to_string()))?;
-        let dir = private_dir()?;
-        let chart_dir = generated::write_chart(dir.path(), release)
-            .map_err(|err| TaskError::Transient(format!("writing the generated chart: {err}")))?;
-        let status = self
-            .platform
-            .helm
-            .upgrade_install(&UpgradeRequest {
-                release,
-                namespace,
-                chart_dir: &chart_dir,
-                values: &values.to_value(),
-                wait: None,
-                rollback_on_failure: false,
-                timeout: Some(self.deadlines.helm),
-                description: None,
-            })
-            .await?;
+        let revision = self.service.upgrade_generated(model, None).await?;
         if first_install && !deployments.is_empty() {
-            self.wait_for_rollout(&deployments)
+            self.service
+                .wait_for_rollout(&deployments)
                 .await
                 .map_err(|failure| TaskError::Failed(failure.to_string()))?;
         }
         Ok(GeneratedRelease {
-            revision: Some(status.revision),
+            revision: Some(revision),
             deployments,
         })
     }
 
     async fn read_manifest(&self, release: &str) -> Result<Manifest, TaskError> {
         let text = self
+            .service
             .platform
             .helm
-            .manifest(release, &self.names.namespace, None)
+            .manifest(release, &self.service.names.namespace, None)
             .await?;
         Manifest::parse(release, &text).map_err(|err| TaskError::Failed(err.to_string()))
     }
@@ -566,6 +490,7 @@ impl Deployment<'_> {
         match self.strategy {
             DeploymentStrategy::UserManaged => {
                 let endpoints = self
+                    .service
                     .platform
                     .charts
                     .fetch_file(&self.location, "helm/endpoints.yaml", commit)
@@ -580,8 +505,8 @@ impl Deployment<'_> {
             }
             _ => match user.main_port {
                 Some(port) => Ok((
-                    vec![local_uri(svc, &self.names.namespace, port)],
-                    vec![self.platform.settings.ingress.public_uri(p, s, svc)],
+                    vec![local_uri(svc, &self.service.names.namespace, port)],
+                    vec![self.service.platform.settings.ingress.public_uri(p, s, svc)],
                 )),
                 None => Ok(self.triggered_uris.clone()),
             },
@@ -599,28 +524,5 @@ impl Deployment<'_> {
             deployment["gitCommit"] = json!(commit);
         }
         Outcome::succeeded(TaskResult::Pass, message).with_payload("deployment", deployment)
-    }
-}
-
-/// Helm's storage of the user and generated releases, oldest revision first.
-struct StoredReleases {
-    user: Vec<StoredRevision>,
-    generated: Vec<StoredRevision>,
-}
-
-impl StoredReleases {
-    /// The newest revision of the user release that was ever fully deployed: where a
-    /// failed upgrade goes back to.
-    fn user_last_good(&self) -> Option<u32> {
-        self.user
-            .iter()
-            .filter(|r| r.status == "deployed" || r.status == "superseded")
-            .map(|r| r.revision)
-            .max()
-    }
-
-    /// The generated release's newest revision, when it exists.
-    fn generated_latest(&self) -> Option<u32> {
-        self.generated.last().map(|r| r.revision)
     }
 }

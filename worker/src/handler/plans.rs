@@ -1,8 +1,11 @@
-//! A deployed service as release, rollback and scaling see it: observed from Helm's
-//! storage, changed by running a recorded [`Plan`] one recorded step per action.
+//! A deployed service: its user and generated releases in one stage, observed from Helm's
+//! storage and changed the one way every task changes them (a `helm upgrade` without
+//! helm-side wait, then a watched rollout). Release, rollback and scaling change it by
+//! running a recorded [`Plan`], one recorded step per action.
 //!
-//! Shared by the release, rollback and action handlers, so the three only decide *what*
-//! to do; how an action reaches Helm and the cluster lives here once.
+//! Shared by every handler that changes a service's releases (deployment, release,
+//! rollback, action), so each only decides *what* to do; how it reaches Helm and the
+//! cluster lives here once.
 
 use std::collections::BTreeMap;
 use std::future::Future;
@@ -15,7 +18,7 @@ use tracing::info;
 
 use super::platform::{private_dir, Platform};
 use super::{Steps, TaskError};
-use crate::cluster::StoredRelease;
+use crate::cluster::{RolloutFailure, StoredRelease, StoredRevision};
 use crate::deploy::generated::{self, BlueGreenModel, GeneratedModel, GeneratedValues};
 use crate::deploy::manifest::{name_of, Manifest};
 use crate::deploy::naming::ReleaseNames;
@@ -23,10 +26,11 @@ use crate::deploy::plan::{Action, BlueGreenState, Plan};
 use crate::deploy::replicas::{self, ReplicaOverride};
 use crate::deploy::settings::Deadlines;
 use crate::deploy::KeptnValues;
-use crate::helm::UpgradeRequest;
+use crate::helm::{HelmError, ReleaseStatus, UpgradeRequest};
 use crate::pipeline::intake::Task;
 
-/// One service in one stage, with what a task needs to observe and change it.
+/// One service in one stage, with what a task needs to observe and change it: its two
+/// releases (user and generated), the stage's deadlines, and the one way each is upgraded.
 pub(super) struct DeployedService<'a> {
     pub platform: &'a Platform,
     pub project: String,
@@ -44,17 +48,10 @@ pub(super) struct UserRelease {
     /// Set when the latest revision is helm-service's replica override.
     pub replica_override: Option<ReplicaOverride>,
     /// The revision the user's chart rendered (the latest, or the override's source).
-    pub source_revision: u32,
-    pub source: Manifest,
+    pub source: UserSource,
 }
 
 impl UserRelease {
-    /// The release's only Deployment, or the one named like the service; what the blue/green
-    /// primary copies and what scaling a `direct` service changes.
-    pub fn main_deployment(&self, service: &str) -> Result<&Value, TaskError> {
-        main_deployment(&self.source, self.source_revision, service)
-    }
-
     /// Current replicas of Deployment `name`: the override's when helm-service set them,
     /// else what the chart rendered.
     pub fn replicas_of(&self, name: &str, deployment: &Value) -> u32 {
@@ -65,26 +62,41 @@ impl UserRelease {
     }
 }
 
-/// The release's only Deployment, or the one named like the service.
-fn main_deployment<'m>(
-    manifest: &'m Manifest,
-    revision: u32,
-    service: &str,
-) -> Result<&'m Value, TaskError> {
-    let deployments = manifest.deployments();
-    if let [only] = deployments.as_slice() {
-        return Ok(only);
+/// A revision of the user release as the user's chart rendered it.
+pub(super) struct UserSource {
+    pub revision: u32,
+    pub manifest: Manifest,
+}
+
+impl UserSource {
+    fn parse(release: &str, stored: &StoredRelease) -> Result<Self, TaskError> {
+        let manifest = Manifest::parse(release, &stored.manifest)
+            .map_err(|err| TaskError::Failed(err.to_string()))?;
+        Ok(UserSource {
+            revision: stored.revision,
+            manifest,
+        })
     }
-    if let Some(named) = deployments.iter().find(|d| name_of(d) == Some(service)) {
-        return Ok(named);
+
+    /// The release's only Deployment, or the one named like the service; what the blue/green
+    /// primary copies and what scaling a `direct` service changes.
+    pub fn main_deployment(&self, service: &str) -> Result<&Value, TaskError> {
+        let deployments = self.manifest.deployments();
+        if let [only] = deployments.as_slice() {
+            return Ok(only);
+        }
+        if let Some(named) = deployments.iter().find(|d| name_of(d) == Some(service)) {
+            return Ok(named);
+        }
+        let names: Vec<&str> = deployments.iter().filter_map(|d| name_of(d)).collect();
+        Err(TaskError::Failed(format!(
+            "the service's release (revision {}) has {} Deployments [{}] and none is named \
+             {service}: cannot tell which one to change",
+            self.revision,
+            deployments.len(),
+            names.join(", ")
+        )))
     }
-    let names: Vec<&str> = deployments.iter().filter_map(|d| name_of(d)).collect();
-    Err(TaskError::Failed(format!(
-        "the service's release (revision {revision}) has {} Deployments [{}] and none is named \
-         {service}: cannot tell which one to change",
-        deployments.len(),
-        names.join(", ")
-    )))
 }
 
 /// What is deployed for the service in the stage.
@@ -154,7 +166,8 @@ impl<'a> DeployedService<'a> {
         F: FnOnce() -> Fut,
         Fut: Future<Output = Result<T, TaskError>>,
     {
-        self.recover_pending().await?;
+        let stored = self.stored_releases().await?;
+        self.recover_pending(&stored).await?;
         steps.step("plan", decide).await
     }
 
@@ -177,42 +190,41 @@ impl<'a> DeployedService<'a> {
                 user,
             });
         };
-        let values = GeneratedValues::from_release_values(generated.config.clone())
-            .map_err(|err| TaskError::Failed(format!("release {}: {err}", self.names.generated)))?;
-        Ok(match values.model {
-            GeneratedModel::BlueGreen(model) => Deployed::BlueGreen {
-                generated_revision: generated.revision,
-                model,
-                user,
+        Ok(
+            match generated_model_of(&self.names.generated, generated.config)? {
+                GeneratedModel::BlueGreen(model) => Deployed::BlueGreen {
+                    generated_revision: generated.revision,
+                    model,
+                    user,
+                },
+                GeneratedModel::Mesh(_) => Deployed::Plain {
+                    strategy: DeploymentStrategy::Direct,
+                    user,
+                },
             },
-            GeneratedModel::Mesh(_) => Deployed::Plain {
-                strategy: DeploymentStrategy::Direct,
-                user,
-            },
-        })
+        )
     }
 
     async fn user_release(&self, latest: StoredRelease) -> Result<UserRelease, TaskError> {
         let replica_override = ReplicaOverride::of(&latest.config);
         let source = match &replica_override {
-            Some(marker) => {
-                self.platform
-                    .stored_revision(
-                        &self.names.namespace,
-                        &self.names.user,
-                        marker.source_revision,
-                    )
-                    .await?
-            }
-            None => latest,
+            Some(marker) => self.user_source(marker.source_revision).await?,
+            None => UserSource::parse(&self.names.user, &latest)?,
         };
-        let manifest = Manifest::parse(&self.names.user, &source.manifest)
-            .map_err(|err| TaskError::Failed(err.to_string()))?;
         Ok(UserRelease {
-            source_revision: source.revision,
-            source: manifest,
+            source,
             replica_override,
         })
+    }
+
+    /// Revision `revision` of the user release, which a recorded plan relies on.
+    async fn user_source(&self, revision: u32) -> Result<UserSource, TaskError> {
+        let (namespace, release) = (&self.names.namespace, &self.names.user);
+        let stored = self
+            .platform
+            .stored_revision(namespace, release, revision)
+            .await?;
+        UserSource::parse(release, &stored)
     }
 
     /// The blue/green state a release or rollback decides on.
@@ -221,7 +233,7 @@ impl<'a> DeployedService<'a> {
         model: &BlueGreenModel,
         user: &UserRelease,
     ) -> Result<BlueGreenState, TaskError> {
-        let deployment = user.main_deployment(&self.service)?;
+        let deployment = user.source.main_deployment(&self.service)?;
         Ok(BlueGreenState {
             canary_weight: model.canary_weight,
             primary_is_current: model.primary_source == generated::detached(deployment),
@@ -229,7 +241,7 @@ impl<'a> DeployedService<'a> {
                 .replica_override
                 .as_ref()
                 .is_some_and(ReplicaOverride::is_scaled_to_zero),
-            canary_deployments: user.source.deployment_names(),
+            canary_deployments: user.source.manifest.deployment_names(),
         })
     }
 
@@ -246,28 +258,94 @@ impl<'a> DeployedService<'a> {
         Ok(())
     }
 
-    /// Recovers the user and generated releases when a killed helm left one pending.
-    async fn recover_pending(&self) -> Result<(), TaskError> {
+    /// Helm's storage of both releases: one metadata LIST each.
+    pub async fn stored_releases(&self) -> Result<StoredReleases, TaskError> {
+        let cluster = &self.platform.cluster;
         let namespace = &self.names.namespace;
-        for release in [&self.names.user, &self.names.generated] {
-            let revisions = self
-                .platform
-                .cluster
-                .release_revisions(namespace, release)
-                .await?;
-            self.platform
-                .recover_if_pending(namespace, release, &revisions)
-                .await?;
-        }
-        Ok(())
+        Ok(StoredReleases {
+            user: cluster
+                .release_revisions(namespace, &self.names.user)
+                .await?,
+            generated: cluster
+                .release_revisions(namespace, &self.names.generated)
+                .await?,
+        })
     }
 
-    /// Waits (watch) for `deployments` within the stage's rollout deadline.
-    async fn wait_for_rollout(&self, deployments: &[String]) -> Result<(), TaskError> {
-        Ok(self
+    /// Recovers either release when a killed helm left it pending; whether anything was
+    /// recovered (Helm's storage must then be read again).
+    pub async fn recover_pending(&self, stored: &StoredReleases) -> Result<bool, TaskError> {
+        let namespace = &self.names.namespace;
+        let user = self
             .platform
+            .recover_if_pending(namespace, &self.names.user, &stored.user)
+            .await?;
+        let generated = self
+            .platform
+            .recover_if_pending(namespace, &self.names.generated, &stored.generated)
+            .await?;
+        Ok(user || generated)
+    }
+
+    /// Waits (with a watch) until `deployments` are rolled out or the stage's rollout
+    /// deadline passes.
+    pub async fn wait_for_rollout(&self, deployments: &[String]) -> Result<(), RolloutFailure> {
+        self.platform
             .wait_for_rollout(&self.names.namespace, deployments, self.deadlines.rollout)
-            .await?)
+            .await
+    }
+
+    /// One `helm upgrade --install` of `release` as every task runs it: helm neither waits
+    /// nor rolls back on its own, because the tasks watch rollouts themselves and decide what
+    /// a failure undoes; the stage's helm deadline bounds the call. `description` is what
+    /// `helm history` shows for the new revision.
+    pub async fn upgrade(
+        &self,
+        release: &str,
+        chart_dir: &std::path::Path,
+        values: &Value,
+        description: Option<&str>,
+    ) -> Result<ReleaseStatus, HelmError> {
+        self.platform
+            .helm
+            .upgrade_install(&UpgradeRequest {
+                timeout: Some(self.deadlines.helm),
+                description,
+                ..UpgradeRequest::new(release, &self.names.namespace, chart_dir, values)
+            })
+            .await
+    }
+
+    /// The model revision `revision` of the generated release was upgraded with (its values
+    /// record it), read from Helm's storage.
+    pub async fn generated_model(&self, revision: u32) -> Result<GeneratedModel, TaskError> {
+        let (namespace, release) = (&self.names.namespace, &self.names.generated);
+        let stored = self
+            .platform
+            .stored_revision(namespace, release, revision)
+            .await?;
+        generated_model_of(release, stored.config)
+    }
+
+    /// Upgrades the generated release to `model`: the generated chart, with the model and
+    /// what it renders as values. Which model is the caller's decision (a deployment's
+    /// routing, a plan's actions); the revision written is returned.
+    pub async fn upgrade_generated(
+        &self,
+        model: GeneratedModel,
+        description: Option<&str>,
+    ) -> Result<u32, TaskError> {
+        let release = &self.names.generated;
+        let keptn = KeptnValues::new(&self.project, &self.stage, &self.service, "primary");
+        let values =
+            GeneratedValues::new(keptn, model).map_err(|err| TaskError::Failed(err.to_string()))?;
+        let dir = private_dir()?;
+        let chart_dir = generated::write_chart(dir.path(), release)
+            .map_err(|err| TaskError::Transient(format!("writing the generated chart: {err}")))?;
+        let status = self
+            .upgrade(release, &chart_dir, &values.to_value(), description)
+            .await?;
+        Ok(status.revision)
     }
 
     /// Action `index` of `plan`: the generated release upgraded with the base model and the
@@ -284,23 +362,20 @@ impl<'a> DeployedService<'a> {
                 })?;
                 self.scale_user(source, replicas, action).await
             }
-            _ => self.upgrade_generated(plan, index).await,
+            _ => self.apply_to_generated(plan, index).await,
         }
     }
 
-    async fn upgrade_generated(&self, plan: &Plan, index: usize) -> Result<u32, TaskError> {
-        let (namespace, release) = (&self.names.namespace, &self.names.generated);
+    /// The generated release upgraded with the plan's base model and its actions up to
+    /// `index` applied.
+    async fn apply_to_generated(&self, plan: &Plan, index: usize) -> Result<u32, TaskError> {
+        let release = &self.names.generated;
         let internal = |what: &str| TaskError::Failed(format!("internal error: {what}"));
         let base_revision = plan
             .generated_revision
             .ok_or_else(|| internal("a blue/green plan without a generated revision"))?;
-        let base = self
-            .platform
-            .stored_revision(namespace, release, base_revision)
-            .await?;
-        let values = GeneratedValues::from_release_values(base.config)
-            .map_err(|err| TaskError::Failed(format!("release {release}: {err}")))?;
-        let GeneratedModel::BlueGreen(mut model) = values.model else {
+        let base = self.generated_model(base_revision).await?;
+        let GeneratedModel::BlueGreen(mut model) = base else {
             return Err(TaskError::Failed(format!(
                 "release {release} holds no blue/green objects (revision {base_revision})"
             )));
@@ -310,13 +385,8 @@ impl<'a> DeployedService<'a> {
             let source = plan
                 .user_source_revision
                 .ok_or_else(|| internal("a promotion without a user revision"))?;
-            let stored = self
-                .platform
-                .stored_revision(namespace, &self.names.user, source)
-                .await?;
-            let manifest = Manifest::parse(&self.names.user, &stored.manifest)
-                .map_err(|err| TaskError::Failed(err.to_string()))?;
-            main_deployment(&manifest, source, &self.service)?.clone()
+            let source = self.user_source(source).await?;
+            source.main_deployment(&self.service)?.clone()
         } else {
             Value::Null
         };
@@ -326,15 +396,10 @@ impl<'a> DeployedService<'a> {
         let primary = model
             .primary_deployment()
             .map_err(|err| TaskError::Failed(err.to_string()))?;
-        let keptn = KeptnValues::new(&self.project, &self.stage, &self.service, "primary");
-        let values = GeneratedValues::new(keptn, GeneratedModel::BlueGreen(model))
-            .map_err(|err| TaskError::Failed(err.to_string()))?;
-        let dir = private_dir()?;
-        let chart_dir = generated::write_chart(dir.path(), release)
-            .map_err(|err| TaskError::Transient(format!("writing the generated chart: {err}")))?;
         let action = &plan.actions[index];
+        let description = self.description(action);
         let revision = self
-            .upgrade(release, &chart_dir, &values.to_value(), action)
+            .upgrade_generated(GeneratedModel::BlueGreen(model), Some(&description))
             .await?;
         let waits = match action {
             Action::UpdatePrimary => true,
@@ -342,7 +407,7 @@ impl<'a> DeployedService<'a> {
             _ => false,
         };
         if waits {
-            self.wait_for_rollout(&[primary]).await.map_err(|err| match err {
+            self.wait_for_rollout(&[primary]).await.map_err(|err| match TaskError::from(err) {
                 TaskError::Failed(why) if *action == Action::UpdatePrimary => TaskError::Failed(
                     format!("the primary did not roll out the canary's version: {why}; traffic stays where it was (on the canary after a blue/green deployment), fix the cause and release again"),
                 ),
@@ -376,7 +441,11 @@ impl<'a> DeployedService<'a> {
             replicas::write_chart(dir.path(), &source.chart_name, &source.chart_version).map_err(
                 |err| TaskError::Transient(format!("writing the override chart: {err}")),
             )?;
-        let revision = self.upgrade(release, &chart_dir, &values, action).await?;
+        let description = self.description(action);
+        let revision = self
+            .upgrade(release, &chart_dir, &values, Some(&description))
+            .await?
+            .revision;
         let running: Vec<String> = replicas
             .iter()
             .filter(|(_, &count)| count > 0)
@@ -388,30 +457,39 @@ impl<'a> DeployedService<'a> {
         Ok(revision)
     }
 
-    /// One `helm upgrade` (no helm-side wait: rollouts are watched by us) whose revision
-    /// says what it did in `helm history`.
-    async fn upgrade(
-        &self,
-        release: &str,
-        chart_dir: &std::path::Path,
-        values: &Value,
-        action: &Action,
-    ) -> Result<u32, TaskError> {
-        let description = format!("helm-service: {} ({})", action.describe(), self.cause);
-        let status = self
-            .platform
-            .helm
-            .upgrade_install(&UpgradeRequest {
-                release,
-                namespace: &self.names.namespace,
-                chart_dir,
-                values,
-                wait: None,
-                rollback_on_failure: false,
-                timeout: Some(self.deadlines.helm),
-                description: Some(&description),
-            })
-            .await?;
-        Ok(status.revision)
+    /// What `helm history` shows for a revision written by `action`: helm-service, what it
+    /// did and the event that asked for it.
+    fn description(&self, action: &Action) -> String {
+        format!("helm-service: {} ({})", action.describe(), self.cause)
+    }
+}
+
+/// The model recorded in the values of the generated release `release`.
+fn generated_model_of(release: &str, values: Value) -> Result<GeneratedModel, TaskError> {
+    GeneratedValues::from_release_values(values)
+        .map(|values| values.model)
+        .map_err(|err| TaskError::Failed(format!("release {release}: {err}")))
+}
+
+/// Helm's storage of the user and generated releases, oldest revision first.
+pub(super) struct StoredReleases {
+    pub user: Vec<StoredRevision>,
+    pub generated: Vec<StoredRevision>,
+}
+
+impl StoredReleases {
+    /// The newest revision of the user release that was ever fully deployed: where a
+    /// failed upgrade goes back to.
+    pub fn user_last_good(&self) -> Option<u32> {
+        self.user
+            .iter()
+            .filter(|r| r.status == "deployed" || r.status == "superseded")
+            .map(|r| r.revision)
+            .max()
+    }
+
+    /// The generated release's newest revision, when it exists.
+    pub fn generated_latest(&self) -> Option<u32> {
+        self.generated.last().map(|r| r.revision)
     }
 }

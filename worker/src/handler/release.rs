@@ -204,7 +204,7 @@ async fn decide(
     Ok(Decided {
         plan: Some(Plan {
             generated_revision: Some(generated_revision),
-            user_source_revision: Some(user.source_revision),
+            user_source_revision: Some(user.source.revision),
             actions,
         }),
         note,
