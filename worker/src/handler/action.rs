@@ -17,7 +17,7 @@ use super::platform::Platform;
 use super::{Decision, Outcome, Steps, TaskError, TaskHandler};
 use crate::deploy::manifest::name_of;
 use crate::deploy::plan::{self, Action, Plan, Scaling};
-use crate::pipeline::intake::{Task, TaskPayload, SCALING_ACTION};
+use crate::pipeline::intake::{is_foreign_action, Task, TaskPayload};
 
 /// The recorded decision of a scaling action.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -41,14 +41,7 @@ impl ActionHandler {
 impl TaskHandler for ActionHandler {
     fn decide(&self, task: &Task) -> Decision {
         match &task.payload {
-            TaskPayload::Action { data }
-                if data
-                    .action
-                    .as_ref()
-                    .is_some_and(|a| a.action == SCALING_ACTION) =>
-            {
-                Decision::Accept
-            }
+            TaskPayload::Action { data } if !is_foreign_action(data) => Decision::Accept,
             _ => Decision::Decline {
                 reason: "foreign-action",
             },

@@ -256,7 +256,11 @@ pub fn classify(subject: &str, payload: &[u8], max_event_bytes: usize) -> Intake
                     .into(),
         };
     }
-    if kind == TaskKind::Action && !is_scaling_action(&event) {
+    if kind == TaskKind::Action
+        && event
+            .typed_data::<ActionTriggeredData>()
+            .is_ok_and(|data| is_foreign_action(&data))
+    {
         return Intake::Ignore {
             reason: "foreign-action",
         };
@@ -282,17 +286,18 @@ pub fn classify(subject: &str, payload: &[u8], max_event_bytes: usize) -> Intake
     }
 }
 
-/// Whether an action.triggered event asks for scaling. Decided before validation: another
-/// integration's action is none of our business, even when its data would not pass our
-/// checks. Data that cannot be read at all is ours to answer (it might be a scaling action).
-fn is_scaling_action(event: &KeptnEvent) -> bool {
-    match event.typed_data::<ActionTriggeredData>() {
-        Ok(data) => match data.action {
-            Some(action) if !action.action.is_empty() => action.action == SCALING_ACTION,
-            _ => true,
-        },
-        Err(_) => true,
-    }
+/// Whether an action.triggered asks for an action another integration runs: it names one,
+/// and it is not [`SCALING_ACTION`]. The one rule of which actions are ours, asked twice on
+/// purpose: here, before validation, so another integration's action gets no reply at all
+/// even when its data would not pass our checks; and by the action handler's `decide`, so
+/// the handler stays correct on its own whatever intake lets through. An action block that
+/// is missing or names no action is not foreign: it might be a scaling action, and
+/// validation answers it with what is missing. Data that cannot be read at all is not
+/// judged here (intake treats it as ours, for the same reason).
+pub fn is_foreign_action(data: &ActionTriggeredData) -> bool {
+    data.action
+        .as_ref()
+        .is_some_and(|action| !action.action.is_empty() && action.action != SCALING_ACTION)
 }
 
 type Validated = (CommonData, TaskPayload, ReleaseKey);
@@ -473,6 +478,31 @@ mod tests {
         let mut no_action = event("action");
         no_action["data"].as_object_mut().unwrap().remove("action");
         assert!(message(&no_action).contains("action"));
+    }
+
+    #[test]
+    fn only_actions_naming_another_action_than_scaling_are_foreign() {
+        let data = |action: Value| -> ActionTriggeredData {
+            serde_json::from_value(
+                json!({"project": "p", "stage": "s", "service": "svc", "action": action}),
+            )
+            .unwrap()
+        };
+        assert!(!is_foreign_action(&data(
+            json!({"action": "scaling", "value": "+1"})
+        )));
+        assert!(is_foreign_action(&data(json!({"action": "restart"}))));
+        assert!(!is_foreign_action(&data(json!({"action": ""}))));
+        assert!(!is_foreign_action(&data(Value::Null)));
+
+        let mut foreign = event("action");
+        foreign["data"]["action"]["action"] = json!("restart");
+        assert!(matches!(
+            classify_value(&foreign),
+            Intake::Ignore {
+                reason: "foreign-action"
+            }
+        ));
     }
 
     #[test]
