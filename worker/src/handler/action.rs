@@ -12,16 +12,16 @@ use async_trait::async_trait;
 use contracts::data::TaskResult;
 use serde::{Deserialize, Serialize};
 
-use super::plans::{Deployed, DeployedService};
+use super::deployed_service::{Deployed, DeployedService};
 use super::platform::Platform;
 use super::{Decision, Outcome, Steps, TaskError, TaskHandler};
 use crate::deploy::manifest::name_of;
 use crate::deploy::plan::{self, Action, Plan, Scaling};
 use crate::pipeline::intake::{is_foreign_action, Task, TaskPayload};
 
-/// The recorded decision of a scaling action.
+/// The recorded plan of a scaling action (step `plan`), with the message that reports it.
 #[derive(Debug, Clone, Serialize, Deserialize)]
-struct Decided {
+struct ScalingDecision {
     plan: Plan,
     note: String,
 }
@@ -59,13 +59,20 @@ impl TaskHandler for ActionHandler {
             Err(why) => return Ok(Outcome::succeeded(TaskResult::Fail, why)),
         };
         let service = DeployedService::of_task(&self.platform, task)?;
-        let decided: Decided = service.decided(steps, || decide(&service, delta)).await?;
+        let decided: ScalingDecision = service
+            .plan_once(steps, || plan_scaling(&service, delta))
+            .await?;
         service.run_plan(&decided.plan, steps).await?;
         Ok(Outcome::succeeded(TaskResult::Pass, decided.note))
     }
 }
 
-async fn decide(service: &DeployedService<'_>, delta: i64) -> Result<Decided, TaskError> {
+/// Observes the service in Helm's storage and plans the scaling: the target count, and
+/// the action that reaches it (none when it is already there).
+async fn plan_scaling(
+    service: &DeployedService<'_>,
+    delta: i64,
+) -> Result<ScalingDecision, TaskError> {
     let max = service.platform.settings.scaling_max_replicas;
     let who = service.describe();
     let (plan, target, scaling) = match service.observe().await? {
@@ -118,7 +125,7 @@ async fn decide(service: &DeployedService<'_>, delta: i64) -> Result<Decided, Ta
         }
     };
     let note = describe(&who, &target, &scaling);
-    Ok(Decided { plan, note })
+    Ok(ScalingDecision { plan, note })
 }
 
 fn describe(who: &str, deployment: &str, scaling: &Scaling) -> String {

@@ -16,7 +16,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::{json, Map, Value};
 use tracing::{info, warn};
 
-use super::plans::{DeployedService, StoredReleases};
+use super::deployed_service::{DeployedService, StoredReleases};
 use super::platform::{private_dir, Platform};
 use super::{Outcome, Steps, TaskError, TaskHandler};
 use crate::charts::archive::Chart;
@@ -91,7 +91,7 @@ struct Deployment<'a> {
 
 /// The recorded output of the user-release step.
 #[derive(Debug, Clone, Serialize, Deserialize)]
-struct UserRelease {
+struct UserStepOutput {
     revision: u32,
     /// Deployments of the user chart (what a rollout waits for).
     deployments: Vec<String>,
@@ -103,7 +103,7 @@ struct UserRelease {
 
 /// The recorded output of the generated-release step.
 #[derive(Debug, Clone, Serialize, Deserialize)]
-struct GeneratedRelease {
+struct GeneratedStepOutput {
     revision: Option<u32>,
     /// Deployments of the generated chart (the blue/green primary).
     deployments: Vec<String>,
@@ -142,12 +142,12 @@ impl Deployment<'_> {
         // The manifest read by the user step, handed to the generated step without a second
         // helm call (absent when the user step was done by an earlier attempt).
         let mut manifest = None;
-        let user: UserRelease = steps
+        let user: UserStepOutput = steps
             .step("user-release", || {
                 self.deploy_user(&chart, stored.user_last_good(), &mut manifest)
             })
             .await?;
-        let generated: Option<GeneratedRelease> = match self.strategy {
+        let generated: Option<GeneratedStepOutput> = match self.strategy {
             DeploymentStrategy::UserManaged => None,
             _ => Some(
                 steps
@@ -313,7 +313,7 @@ impl Deployment<'_> {
         chart: &Chart,
         last_good: Option<u32>,
         manifest_out: &mut Option<Manifest>,
-    ) -> Result<UserRelease, TaskError> {
+    ) -> Result<UserStepOutput, TaskError> {
         let release = &self.service.names.user;
         let dir = private_dir()?;
         let chart_dir = chart
@@ -348,7 +348,7 @@ impl Deployment<'_> {
             return Err(TaskError::Failed(format!("{failure}{restored}")));
         }
         let main = manifest.main_service(&self.location.service);
-        let user = UserRelease {
+        let user = UserStepOutput {
             revision: status.revision,
             deployments,
             services: manifest
@@ -408,10 +408,10 @@ impl Deployment<'_> {
     /// routing at 100% canary, so the freshly deployed user release takes the traffic.
     async fn deploy_generated(
         &self,
-        user: &UserRelease,
+        user: &UserStepOutput,
         manifest: Option<Manifest>,
         latest: Option<u32>,
-    ) -> Result<GeneratedRelease, TaskError> {
+    ) -> Result<GeneratedStepOutput, TaskError> {
         let release = &self.service.names.generated;
         let exists = latest.is_some();
         let (model, first_install) = match (self.strategy, latest) {
@@ -438,7 +438,7 @@ impl Deployment<'_> {
             _ => {
                 if user.services.is_empty() {
                     info!(release = %self.service.names.user, "the chart has no Service: no mesh routing generated");
-                    return Ok(GeneratedRelease {
+                    return Ok(GeneratedStepOutput {
                         revision: None,
                         deployments: Vec::new(),
                     });
@@ -464,7 +464,7 @@ impl Deployment<'_> {
                 .await
                 .map_err(|failure| TaskError::Failed(failure.to_string()))?;
         }
-        Ok(GeneratedRelease {
+        Ok(GeneratedStepOutput {
             revision: Some(revision),
             deployments,
         })
@@ -483,7 +483,7 @@ impl Deployment<'_> {
     /// `(local, public)` URIs to report.
     async fn uris(
         &self,
-        user: &UserRelease,
+        user: &UserStepOutput,
         commit: Option<&str>,
     ) -> Result<(Vec<String>, Vec<String>), TaskError> {
         let (p, s, svc) = self.target();

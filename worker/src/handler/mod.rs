@@ -8,8 +8,8 @@
 
 pub mod action;
 pub mod delete;
+mod deployed_service;
 pub mod deployment;
-mod plans;
 pub mod platform;
 pub mod release;
 mod steps;

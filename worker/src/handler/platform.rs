@@ -36,7 +36,7 @@ impl Platform {
     /// refuses every later operation. Tasks call this while holding the release's lease, so
     /// nobody else is operating on it: whatever is pending is dead and is recovered here.
     /// Whether anything was recovered (Helm's storage must then be read again).
-    pub async fn recover_if_pending(
+    pub async fn recover_pending(
         &self,
         namespace: &str,
         release: &str,

@@ -10,7 +10,7 @@ use async_trait::async_trait;
 use contracts::data::{DeploymentStrategy, TaskResult};
 use serde::{Deserialize, Serialize};
 
-use super::plans::{Deployed, DeployedService};
+use super::deployed_service::{Deployed, DeployedService};
 use super::platform::Platform;
 use super::{Decision, Outcome, Steps, TaskError, TaskHandler};
 use crate::deploy::plan::{self, Plan};
@@ -34,9 +34,9 @@ impl Intent {
     }
 }
 
-/// The recorded decision of a release or rollback: a plan, or why there is none.
+/// The recorded plan of a release or rollback (step `plan`): a plan, or why there is none.
 #[derive(Debug, Clone, Serialize, Deserialize)]
-struct Decided {
+struct BlueGreenDecision {
     plan: Option<Plan>,
     note: String,
 }
@@ -122,8 +122,8 @@ async fn blue_green(
     required: bool,
     steps: &mut Steps<'_>,
 ) -> Result<String, TaskError> {
-    let decided: Decided = service
-        .decided(steps, || decide(service, intent, required))
+    let decided: BlueGreenDecision = service
+        .plan_once(steps, || plan_blue_green(service, intent, required))
         .await?;
     let Some(plan) = decided.plan else {
         return Ok(decided.note);
@@ -139,11 +139,13 @@ async fn blue_green(
     ))
 }
 
-async fn decide(
+/// Observes the service in Helm's storage and plans the promotion or rollback: the actions
+/// the observed state still needs, or why there are none.
+async fn plan_blue_green(
     service: &DeployedService<'_>,
     intent: Intent,
     required: bool,
-) -> Result<Decided, TaskError> {
+) -> Result<BlueGreenDecision, TaskError> {
     let who = service.describe();
     let (generated_revision, model, user) = match service.observe().await? {
         Deployed::BlueGreen {
@@ -160,7 +162,7 @@ async fn decide(
             )))
         }
         Deployed::Nothing => {
-            return Ok(Decided {
+            return Ok(BlueGreenDecision {
                 plan: None,
                 note: format!("{who} is not deployed: nothing to roll back"),
             })
@@ -174,7 +176,7 @@ async fn decide(
                     service.names.generated
                 )));
             }
-            return Ok(Decided {
+            return Ok(BlueGreenDecision {
                 plan: None,
                 note: format!(
                     "{who} is deployed with {strategy}: only blue_green_service deployments are rolled back, nothing changed"
@@ -201,7 +203,7 @@ async fn decide(
             "rolled back {who}: the primary (previous version) takes 100% of traffic, the canary is scaled to 0"
         ),
     };
-    Ok(Decided {
+    Ok(BlueGreenDecision {
         plan: Some(Plan {
             generated_revision: Some(generated_revision),
             user_source_revision: Some(user.source.revision),

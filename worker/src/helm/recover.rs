@@ -1,4 +1,4 @@
-//! Clearing a release that a dead helm left `pending-install` / `pending-upgrade` /
+//! Recovering a release that a dead helm left `pending-install` / `pending-upgrade` /
 //! `pending-rollback`.
 //!
 //! helm marks the new revision pending before it touches any object and marks it final when
@@ -58,9 +58,9 @@ impl fmt::Display for Recovery {
     }
 }
 
-/// The step that clears a pending release.
+/// The step that recovers a pending release.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub(crate) struct Plan {
+pub(crate) struct RecoveryPlan {
     pub pending_revision: u32,
     pub pending_state: ReleaseState,
     pub step: Step,
@@ -72,7 +72,7 @@ pub(crate) enum Step {
     Uninstall,
 }
 
-/// Decides from the history (any order) what clears a pending latest revision; `None` when
+/// Decides from the history (any order) what recovers a pending latest revision; `None` when
 /// the latest revision is not pending (or there is none).
 ///
 /// - Roll back to the newest earlier revision that was fully deployed (`deployed` or
@@ -82,7 +82,7 @@ pub(crate) enum Step {
 ///   helm started, and a rollback keeps the objects (uninstalling would delete them).
 /// - A pending install with nothing deployed before is uninstalled: the release never existed
 ///   as far as anybody could rely on, and the caller's next install starts it afresh.
-pub(crate) fn plan(history: &[HistoryEntry]) -> Option<Plan> {
+pub(crate) fn plan(history: &[HistoryEntry]) -> Option<RecoveryPlan> {
     let latest = history.iter().max_by_key(|e| e.revision)?;
     if !latest.status.is_pending() {
         return None;
@@ -102,7 +102,7 @@ pub(crate) fn plan(history: &[HistoryEntry]) -> Option<Plan> {
             None => Step::Uninstall,
         },
     };
-    Some(Plan {
+    Some(RecoveryPlan {
         pending_revision: latest.revision,
         pending_state: latest.status.clone(),
         step,

@@ -158,9 +158,9 @@ impl<'a> DeployedService<'a> {
     }
 
     /// Every attempt recovers releases a killed helm left pending (a redelivery after a
-    /// crash mid-upgrade finds one whether or not its plan was recorded), then the plan is
-    /// decided once: the recorded step `plan`.
-    pub async fn decided<T, F, Fut>(&self, steps: &mut Steps<'_>, decide: F) -> Result<T, TaskError>
+    /// crash mid-upgrade finds one whether or not its plan was recorded), then `plan` runs
+    /// once: its output is the recorded step `plan`, which a redelivered event reads back.
+    pub async fn plan_once<T, F, Fut>(&self, steps: &mut Steps<'_>, plan: F) -> Result<T, TaskError>
     where
         T: Serialize + DeserializeOwned,
         F: FnOnce() -> Fut,
@@ -168,7 +168,7 @@ impl<'a> DeployedService<'a> {
     {
         let stored = self.stored_releases().await?;
         self.recover_pending(&stored).await?;
-        steps.step("plan", decide).await
+        steps.step("plan", plan).await
     }
 
     /// Reads both releases from Helm's storage (pending ones are recovered before).
@@ -278,11 +278,11 @@ impl<'a> DeployedService<'a> {
         let namespace = &self.names.namespace;
         let user = self
             .platform
-            .recover_if_pending(namespace, &self.names.user, &stored.user)
+            .recover_pending(namespace, &self.names.user, &stored.user)
             .await?;
         let generated = self
             .platform
-            .recover_if_pending(namespace, &self.names.generated, &stored.generated)
+            .recover_pending(namespace, &self.names.generated, &stored.generated)
             .await?;
         Ok(user || generated)
     }
