@@ -14,6 +14,7 @@ pub mod replicas;
 pub mod settings;
 pub mod uris;
 
+use contracts::validate::Target;
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 
@@ -30,6 +31,11 @@ pub struct KeptnValues {
 }
 
 impl KeptnValues {
+    /// The values of `deployment` (see [`KeptnValues::deployment`]) of a validated target.
+    pub fn of(target: &Target, deployment: &str) -> Self {
+        Self::new(&target.project, &target.stage, &target.service, deployment)
+    }
+
     pub fn new(project: &str, stage: &str, service: &str, deployment: &str) -> Self {
         KeptnValues {
             project: project.to_owned(),

@@ -4,6 +4,7 @@
 //! thing left to check here is length: a namespace is a DNS label (63 characters) and
 //! Helm refuses release names of 53 characters or more of its own storage reasons.
 
+use contracts::validate::Target;
 use thiserror::Error;
 
 /// Longest DNS-1123 label: namespaces and most object names.
@@ -47,6 +48,21 @@ impl ReleaseNames {
     pub fn new(project: &str, stage: &str, service: &str) -> Result<Self, NameError> {
         let namespace = contracts::names::namespace(project, stage)?;
         contracts::names::validate_keptn_name(contracts::names::NameKind::Service, service)?;
+        Ok(Self::named(namespace, project, stage, service))
+    }
+
+    /// Names for a validated target, whose names passed the checks [`ReleaseNames::new`]
+    /// makes, so nothing is left to refuse.
+    pub fn of(target: &Target) -> Self {
+        Self::named(
+            target.namespace(),
+            &target.project,
+            &target.stage,
+            &target.service,
+        )
+    }
+
+    fn named(namespace: String, project: &str, stage: &str, service: &str) -> Self {
         let fits = |base: &str| base.len() + GENERATED_SUFFIX.len() < RELEASE_NAME_LIMIT;
         let candidates = [
             format!("{project}-{stage}-{service}"),
@@ -60,11 +76,11 @@ impl ReleaseNames {
                 service[..keep].trim_end_matches('-').to_owned()
             }
         };
-        Ok(ReleaseNames {
+        ReleaseNames {
             namespace,
             generated: format!("{base}{GENERATED_SUFFIX}"),
             user: base,
-        })
+        }
     }
 }
 
@@ -106,6 +122,17 @@ mod tests {
         let names = ReleaseNames::new("shop", "dev", &service).unwrap();
         assert_eq!(names.user, "a".repeat(41), "truncated and no trailing dash");
         assert!(names.generated.len() < RELEASE_NAME_LIMIT);
+    }
+
+    #[test]
+    fn a_validated_target_gets_the_names_of_its_three_names() {
+        let target = Target {
+            project: "p".repeat(30),
+            stage: "production".into(),
+            service: "carts".into(),
+        };
+        let checked = ReleaseNames::new(&target.project, &target.stage, &target.service);
+        assert_eq!(ReleaseNames::of(&target), checked.unwrap());
     }
 
     #[test]

@@ -41,7 +41,7 @@ impl ActionHandler {
 impl TaskHandler for ActionHandler {
     fn decide(&self, task: &Task) -> Decision {
         match &task.payload {
-            TaskPayload::Action { data } if !is_foreign_action(data) => Decision::Accept,
+            TaskPayload::Action { data, .. } if !is_foreign_action(data) => Decision::Accept,
             _ => Decision::Decline {
                 reason: "foreign-action",
             },
@@ -49,7 +49,7 @@ impl TaskHandler for ActionHandler {
     }
 
     async fn run(&self, task: &Task, steps: &mut Steps<'_>) -> Result<Outcome, TaskError> {
-        let TaskPayload::Action { data } = &task.payload else {
+        let TaskPayload::Action { data, .. } = &task.payload else {
             return Err(TaskError::misrouted("the action handler", task));
         };
         let value = data.action.as_ref().and_then(|a| a.value.as_ref());
@@ -106,7 +106,7 @@ async fn plan_scaling(
             (plan, primary, scaling)
         }
         Deployed::Plain { user, .. } => {
-            let deployment = user.source.main_deployment(&service.service)?;
+            let deployment = user.source.main_deployment(&service.target.service)?;
             let name = name_of(deployment).unwrap_or_default().to_owned();
             let scaling = plan::scale(user.replicas_of(&name, deployment), delta, max);
             let actions = if scaling.to == scaling.from {

@@ -11,6 +11,7 @@ use std::collections::BTreeMap;
 use std::future::Future;
 
 use contracts::data::DeploymentStrategy;
+use contracts::validate::Target;
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 use serde_json::Value;
@@ -33,9 +34,8 @@ use crate::pipeline::intake::Task;
 /// releases (user and generated), the stage's deadlines, and the one way each is upgraded.
 pub(super) struct DeployedService<'a> {
     pub platform: &'a Platform,
-    pub project: String,
-    pub stage: String,
-    pub service: String,
+    /// The service and stage, as intake validated them.
+    pub target: &'a Target,
     pub names: ReleaseNames,
     pub deadlines: Deadlines,
     /// `<event type> <id>`, named in the `helm history` description of each revision.
@@ -127,25 +127,19 @@ impl Deployed {
 }
 
 impl<'a> DeployedService<'a> {
-    /// The service of a validated task (release, rollback, action: all name a stage).
-    pub fn of_task(platform: &'a Platform, task: &Task) -> Result<Self, TaskError> {
-        let common = &task.common;
-        let field = |value: &Option<String>| value.clone().unwrap_or_default();
-        let (project, stage, service) = (
-            field(&common.project),
-            field(&common.stage),
-            field(&common.service),
-        );
-        let names = ReleaseNames::new(&project, &stage, &service)
-            .map_err(|err| TaskError::Failed(err.to_string()))?;
+    /// The service of a task that names one stage (deployment, release, rollback, action),
+    /// by the names intake validated.
+    pub fn of_task(platform: &'a Platform, task: &'a Task) -> Result<Self, TaskError> {
+        let target = task
+            .payload
+            .target()
+            .ok_or_else(|| TaskError::misrouted("a handler of one stage", task))?;
         Ok(DeployedService {
             platform,
-            deadlines: platform.settings.deadlines(&stage),
+            deadlines: platform.settings.deadlines(&target.stage),
             cause: format!("{} {}", task.kind.event_type(), task.event.id()),
-            project,
-            stage,
-            service,
-            names,
+            names: ReleaseNames::of(target),
+            target,
         })
     }
 
@@ -153,7 +147,7 @@ impl<'a> DeployedService<'a> {
     pub fn describe(&self) -> String {
         format!(
             "{} in stage {} of project {}",
-            self.service, self.stage, self.project
+            self.target.service, self.target.stage, self.target.project
         )
     }
 
@@ -233,7 +227,7 @@ impl<'a> DeployedService<'a> {
         model: &BlueGreenModel,
         user: &UserRelease,
     ) -> Result<BlueGreenState, TaskError> {
-        let deployment = user.source.main_deployment(&self.service)?;
+        let deployment = user.source.main_deployment(&self.target.service)?;
         Ok(BlueGreenState {
             canary_weight: model.canary_weight,
             primary_is_current: model.primary_source == generated::detached(deployment),
@@ -336,7 +330,7 @@ impl<'a> DeployedService<'a> {
         description: Option<&str>,
     ) -> Result<u32, TaskError> {
         let release = &self.names.generated;
-        let keptn = KeptnValues::new(&self.project, &self.stage, &self.service, "primary");
+        let keptn = KeptnValues::of(self.target, "primary");
         let values =
             GeneratedValues::new(keptn, model).map_err(|err| TaskError::Failed(err.to_string()))?;
         let dir = private_dir()?;
@@ -386,7 +380,7 @@ impl<'a> DeployedService<'a> {
                 .user_source_revision
                 .ok_or_else(|| internal("a promotion without a user revision"))?;
             let source = self.user_source(source).await?;
-            source.main_deployment(&self.service)?.clone()
+            source.main_deployment(&self.target.service)?.clone()
         } else {
             Value::Null
         };

@@ -12,6 +12,7 @@ use std::sync::Arc;
 use async_trait::async_trait;
 use chrono::Utc;
 use contracts::data::{DeploymentStrategy, TaskResult};
+use contracts::validate::Target;
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Map, Value};
 use tracing::{info, warn};
@@ -47,17 +48,14 @@ impl DeploymentHandler {
 #[async_trait]
 impl TaskHandler for DeploymentHandler {
     async fn run(&self, task: &Task, steps: &mut Steps<'_>) -> Result<Outcome, TaskError> {
-        let TaskPayload::Deployment { data, strategy } = &task.payload else {
+        let TaskPayload::Deployment { data, strategy, .. } = &task.payload else {
             return Err(TaskError::misrouted("the deployment handler", task));
         };
         let service = DeployedService::of_task(&self.platform, task)?;
         let details = data.deployment.clone().unwrap_or_default();
+        let target = service.target;
         let deployment = Deployment {
-            location: ChartLocation {
-                project: service.project.clone(),
-                stage: service.stage.clone(),
-                service: service.service.clone(),
-            },
+            location: ChartLocation::new(&target.project, &target.stage, &target.service)?,
             service,
             strategy: *strategy,
             commit: task.event.git_commit_id().map(str::to_owned),
@@ -80,6 +78,7 @@ impl TaskHandler for DeploymentHandler {
 struct Deployment<'a> {
     /// The releases it changes, and how.
     service: DeployedService<'a>,
+    /// Where the service's chart is stored.
     location: ChartLocation,
     strategy: DeploymentStrategy,
     commit: Option<String>,
@@ -134,7 +133,7 @@ impl Deployment<'_> {
             self.service.platform.metrics.unchanged_deployments.inc();
             let message = format!(
                 "{} is already deployed with this chart and these values (release {} revision {} in namespace {}, healthy): nothing to do",
-                self.location.service, entry.user_release, entry.user_revision, entry.namespace
+                self.target().service, entry.user_release, entry.user_revision, entry.namespace
             );
             return Ok(self.outcome(&entry, message));
         }
@@ -181,7 +180,11 @@ impl Deployment<'_> {
             event_id: self.event_id.clone(),
             updated_at: Utc::now(),
         };
-        let (p, s, svc) = self.target();
+        let Target {
+            project: p,
+            stage: s,
+            service: svc,
+        } = self.target();
         self.service
             .platform
             .inventory
@@ -199,12 +202,8 @@ impl Deployment<'_> {
         Ok(self.outcome(&entry, message))
     }
 
-    fn target(&self) -> (&str, &str, &str) {
-        (
-            &self.location.project,
-            &self.location.stage,
-            &self.location.service,
-        )
+    fn target(&self) -> &Target {
+        self.service.target
     }
 
     /// `keptn.deployment` of the user chart, also the reported deployment name.
@@ -217,8 +216,7 @@ impl Deployment<'_> {
     }
 
     fn keptn_values(&self, deployment: &str) -> KeptnValues {
-        let (p, s, svc) = self.target();
-        KeptnValues::new(p, s, svc, deployment)
+        KeptnValues::of(self.target(), deployment)
     }
 
     /// Loads the user chart and, when the event changes values, merges them in and
@@ -231,18 +229,19 @@ impl Deployment<'_> {
         } else {
             None
         };
-        let at = &self.location;
+        let (at, target) = (&self.location, self.target());
         let fetched = store.fetch(at, pin).await?.ok_or_else(|| {
+            let Target { project, stage, service } = target;
             TaskError::Failed(format!(
-                "no chart for service {} in stage {} of project {}: expected helm/{}.tgz in the {}; upload it with `helm-service charts push --project {} --stage {} --service {} <chart>`",
-                at.service, at.stage, at.project, at.service, store.describe(), at.project, at.stage, at.service
+                "no chart for service {service} in stage {stage} of project {project}: expected helm/{service}.tgz in the {}; upload it with `helm-service charts push --project {project} --stage {stage} --service {service} <chart>`",
+                store.describe()
             ))
         })?;
         let chart = Chart::from_archive(&fetched.archive, &self.service.platform.chart_limits)
             .map_err(|err| {
                 TaskError::Failed(format!(
                     "the chart helm/{}.tgz of service {} in stage {} is not acceptable: {err}",
-                    at.service, at.service, at.stage
+                    target.service, target.service, target.stage
                 ))
             })?;
         if self.values_change.is_empty() {
@@ -268,7 +267,11 @@ impl Deployment<'_> {
         digest: &str,
         stored: &StoredReleases,
     ) -> Result<Option<InventoryEntry>, TaskError> {
-        let (p, s, svc) = self.target();
+        let Target {
+            project: p,
+            stage: s,
+            service: svc,
+        } = self.target();
         let Some(entry) = self.service.platform.inventory.get(p, s, svc).await? else {
             return Ok(None);
         };
@@ -347,7 +350,7 @@ impl Deployment<'_> {
             let restored = self.restore(release, last_good).await;
             return Err(TaskError::Failed(format!("{failure}{restored}")));
         }
-        let main = manifest.main_service(&self.location.service);
+        let main = manifest.main_service(&self.target().service);
         let user = UserStepOutput {
             revision: status.revision,
             deployments,
@@ -389,7 +392,11 @@ impl Deployment<'_> {
     }
 
     fn routing(&self) -> Routing {
-        let (p, s, svc) = self.target();
+        let Target {
+            project: p,
+            stage: s,
+            service: svc,
+        } = self.target();
         Routing {
             service: svc.to_owned(),
             namespace: self.service.names.namespace.clone(),
@@ -486,7 +493,11 @@ impl Deployment<'_> {
         user: &UserStepOutput,
         commit: Option<&str>,
     ) -> Result<(Vec<String>, Vec<String>), TaskError> {
-        let (p, s, svc) = self.target();
+        let Target {
+            project: p,
+            stage: s,
+            service: svc,
+        } = self.target();
         match self.strategy {
             DeploymentStrategy::UserManaged => {
                 let endpoints = self

@@ -9,7 +9,7 @@ use contracts::data::{
     ReleaseTriggeredData, RollbackTriggeredData, ServiceDeleteData,
 };
 use contracts::envelope::KeptnEvent;
-use contracts::validate::{ServiceRef, Target, ValidationError};
+use contracts::validate::{DeploymentTask, ServiceRef, Target, ValidationError};
 use serde::de::DeserializeOwned;
 
 /// `source` of every event this service publishes; events from it are never consumed.
@@ -62,26 +62,30 @@ impl TaskKind {
     }
 }
 
-/// The typed, validated payload of a task.
+/// The typed, validated payload of a task: the event's data, and what validation checked
+/// in it (the target's names, the strategy), which handlers use instead of the raw fields.
 #[derive(Debug, Clone)]
 pub enum TaskPayload {
     Deployment {
         data: DeploymentTriggeredData,
+        target: Target,
         strategy: DeploymentStrategy,
     },
     Release {
         data: ReleaseTriggeredData,
+        target: Target,
         strategy: DeploymentStrategy,
     },
     Rollback {
         data: RollbackTriggeredData,
+        target: Target,
     },
     Action {
         data: ActionTriggeredData,
+        target: Target,
     },
-    ServiceDelete {
-        data: ServiceDeleteData,
-    },
+    /// Its checked names are the task's [`ReleaseKey`] (the stage is optional).
+    ServiceDelete { data: ServiceDeleteData },
 }
 
 impl TaskPayload {
@@ -90,9 +94,21 @@ impl TaskPayload {
         match self {
             TaskPayload::Deployment { data, .. } => &data.common,
             TaskPayload::Release { data, .. } => &data.common,
-            TaskPayload::Rollback { data } => &data.common,
-            TaskPayload::Action { data } => &data.common,
+            TaskPayload::Rollback { data, .. } => &data.common,
+            TaskPayload::Action { data, .. } => &data.common,
             TaskPayload::ServiceDelete { data } => &data.common,
+        }
+    }
+
+    /// The checked service and stage the task works on; `None` for service deletion, which
+    /// spans stages.
+    pub fn target(&self) -> Option<&Target> {
+        match self {
+            TaskPayload::Deployment { target, .. }
+            | TaskPayload::Release { target, .. }
+            | TaskPayload::Rollback { target, .. }
+            | TaskPayload::Action { target, .. } => Some(target),
+            TaskPayload::ServiceDelete { .. } => None,
         }
     }
 }
@@ -309,37 +325,37 @@ fn validate(kind: TaskKind, event: &KeptnEvent) -> Result<Validated, String> {
     let (payload, release) = match kind {
         TaskKind::Deployment => {
             let data: DeploymentTriggeredData = typed(event)?;
-            let task = data.validate().map_err(invalid)?;
-            let release = task.target.into();
-            (
-                TaskPayload::Deployment {
-                    data,
-                    strategy: task.strategy,
-                },
-                release,
-            )
+            let DeploymentTask { target, strategy } = data.validate().map_err(invalid)?;
+            let release = target.clone().into();
+            let payload = TaskPayload::Deployment {
+                data,
+                target,
+                strategy,
+            };
+            (payload, release)
         }
         TaskKind::Release => {
             let data: ReleaseTriggeredData = typed(event)?;
-            let task = data.validate().map_err(invalid)?;
-            let release = task.target.into();
-            (
-                TaskPayload::Release {
-                    data,
-                    strategy: task.strategy,
-                },
-                release,
-            )
+            let DeploymentTask { target, strategy } = data.validate().map_err(invalid)?;
+            let release = target.clone().into();
+            let payload = TaskPayload::Release {
+                data,
+                target,
+                strategy,
+            };
+            (payload, release)
         }
         TaskKind::Rollback => {
             let data: RollbackTriggeredData = typed(event)?;
-            let release = data.validate().map_err(invalid)?.into();
-            (TaskPayload::Rollback { data }, release)
+            let target = data.validate().map_err(invalid)?;
+            let release = target.clone().into();
+            (TaskPayload::Rollback { data, target }, release)
         }
         TaskKind::Action => {
             let data: ActionTriggeredData = typed(event)?;
-            let release = data.validate().map_err(invalid)?.target.into();
-            (TaskPayload::Action { data }, release)
+            let target = data.validate().map_err(invalid)?.target;
+            let release = target.clone().into();
+            (TaskPayload::Action { data, target }, release)
         }
         TaskKind::ServiceDelete => {
             let data: ServiceDeleteData = typed(event)?;
@@ -400,6 +416,18 @@ mod tests {
                 ..
             }
         ));
+        let target = task
+            .payload
+            .target()
+            .expect("a deployment names its target");
+        assert_eq!(
+            (
+                target.project.as_str(),
+                target.stage.as_str(),
+                target.service.as_str()
+            ),
+            ("sockshop", "dev", "carts")
+        );
     }
 
     #[test]
