@@ -77,11 +77,6 @@ impl<'a> Steps<'a> {
             .await
     }
 
-    /// Whether a step completed in this or an earlier attempt.
-    pub async fn is_done(&self, name: &str) -> bool {
-        self.recorded(name).await.is_some()
-    }
-
     /// Runs `work` unless the record shows the step done, in which case the output
     /// recorded then is returned. The output is recorded before this returns, so a
     /// crash after a step never repeats it; a crash during a step repeats it, which
