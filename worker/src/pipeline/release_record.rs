@@ -101,10 +101,6 @@ impl CompletedEvents {
         self.0.is_empty()
     }
 
-    pub fn len(&self) -> usize {
-        self.0.len()
-    }
-
     pub fn contains(&self, event_id: &str) -> bool {
         self.0.contains(&fingerprint(event_id))
     }
@@ -562,7 +558,7 @@ mod tests {
         for i in 0..COMPLETED_MEMORY + 5 {
             record.complete(&format!("e{i}"));
         }
-        assert_eq!(record.completed.len(), COMPLETED_MEMORY);
+        assert_eq!(record.completed.0.len(), COMPLETED_MEMORY);
         assert!(!record.is_completed("e0"));
         assert!(record.is_completed(&format!("e{}", COMPLETED_MEMORY + 4)));
         for i in 0..PROGRESS_MEMORY + 3 {
