@@ -479,17 +479,6 @@ pub struct ServiceDeleteData {
     pub extra: Map<String, Value>,
 }
 
-/// Wraps a task block as the payload for [`crate::reply::ReplyBuilder::finished`], e.g.
-/// `task_payload("deployment", &details)` gives `{"deployment": {...}}`.
-pub fn task_payload<T: Serialize>(
-    key: &str,
-    block: &T,
-) -> Result<Map<String, Value>, serde_json::Error> {
-    let mut map = Map::new();
-    map.insert(key.to_owned(), serde_json::to_value(block)?);
-    Ok(map)
-}
-
 /// Why an event's `data` could not be read as the expected payload.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum DataError {
@@ -733,23 +722,5 @@ mod tests {
             json!("42")
         );
         assert_eq!(serde_json::to_value(&data).unwrap(), raw);
-    }
-
-    #[test]
-    fn task_payload_wraps_the_block() {
-        let details = DeploymentFinishedDetails {
-            deployment_strategy: "direct".into(),
-            deployment_uris_local: vec!["http://carts.sockshop-dev:80".into()],
-            deployment_names: vec!["direct".into()],
-            ..DeploymentFinishedDetails::default()
-        };
-        assert_eq!(
-            Value::Object(task_payload("deployment", &details).unwrap()),
-            json!({"deployment": {
-                "deploymentstrategy": "direct",
-                "deploymentURIsLocal": ["http://carts.sockshop-dev:80"],
-                "deploymentNames": ["direct"]
-            }})
-        );
     }
 }

@@ -103,24 +103,6 @@ impl KeptnEvent {
         event_from_checked(map).map(KeptnEvent)
     }
 
-    /// Wraps an SDK event after the same checks as [`KeptnEvent::decode`].
-    pub fn from_event(event: Event) -> Result<KeptnEvent, DecodeError> {
-        let version = event.specversion().to_string();
-        if version != CLOUDEVENTS_SPEC_VERSION {
-            return Err(DecodeError::SpecVersion(version));
-        }
-        for (name, value) in [
-            ("id", event.id()),
-            ("source", event.source().as_str()),
-            ("type", event.ty()),
-        ] {
-            if value.trim().is_empty() {
-                return Err(DecodeError::MissingAttribute(name));
-            }
-        }
-        Ok(KeptnEvent(event))
-    }
-
     /// Wraps an event this crate built itself (known to be valid).
     pub(crate) fn from_valid(event: Event) -> KeptnEvent {
         KeptnEvent(event)
@@ -135,11 +117,6 @@ impl KeptnEvent {
     /// The SDK event.
     pub fn inner(&self) -> &Event {
         &self.0
-    }
-
-    /// The SDK event, by value.
-    pub fn into_inner(self) -> Event {
-        self.0
     }
 
     /// `id`.
@@ -865,30 +842,5 @@ mod tests {
             err.to_string(),
             "data: invalid type: sequence, expected struct DeploymentTriggeredData"
         );
-    }
-
-    #[test]
-    fn from_event_applies_the_same_checks() {
-        use cloudevents::{EventBuilder, EventBuilderV10};
-        let event = EventBuilderV10::new()
-            .id("")
-            .source("s")
-            .ty("t")
-            .build()
-            .unwrap();
-        assert!(matches!(
-            KeptnEvent::from_event(event),
-            Err(DecodeError::MissingAttribute("id"))
-        ));
-        let event = cloudevents::EventBuilderV03::new()
-            .id("1")
-            .source("s")
-            .ty("t")
-            .build()
-            .unwrap();
-        assert!(matches!(
-            KeptnEvent::from_event(event),
-            Err(DecodeError::SpecVersion(v)) if v == "0.3"
-        ));
     }
 }

@@ -24,14 +24,6 @@ pub enum Phase {
 }
 
 impl Phase {
-    /// All phases, in life-cycle order.
-    pub const ALL: [Phase; 4] = [
-        Phase::Triggered,
-        Phase::Started,
-        Phase::StatusChanged,
-        Phase::Finished,
-    ];
-
     /// The suffix of the event type for this phase (`status.changed` contains a dot).
     pub const fn as_str(self) -> &'static str {
         match self {
@@ -123,16 +115,6 @@ impl EventType {
         .ok_or_else(|| EventTypeError::UnknownPhase(ty.to_owned()))?;
         validate_task_name(task)?;
         Ok(EventType::new(task, phase))
-    }
-
-    /// The task, e.g. `deployment`.
-    pub fn task(&self) -> &str {
-        &self.task
-    }
-
-    /// The life-cycle phase.
-    pub fn phase(&self) -> Phase {
-        self.phase
     }
 
     /// The same task in another phase, e.g. the `.finished` type answering a `.triggered` one.
@@ -248,8 +230,8 @@ mod tests {
             et.with_phase(Phase::Finished).to_string(),
             "sh.keptn.event.service.delete.finished"
         );
-        assert_eq!(et.task(), "service.delete");
-        assert_eq!(et.phase(), Phase::Triggered);
+        assert_eq!(et.task, "service.delete");
+        assert_eq!(et.phase, Phase::Triggered);
     }
 
     #[test]

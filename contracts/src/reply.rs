@@ -4,14 +4,14 @@
 //! redelivery or a crash). Reply ids are therefore derived from the answered event's id and the
 //! phase ([`reply_id`]): the same event always gets the same started and finished ids, the
 //! stream's duplicate window (`Nats-Msg-Id`) drops a second publish, and two builds of one reply
-//! differ only in `time` (which [`ReplyBuilder::with_time`] can pin too).
+//! differ only in `time`.
 //!
 //! Every reply carries what Keptn uses to correlate it: `triggeredid`, the same
 //! `shkeptncontext`, `gitcommitid` when known, `shkeptnspecversion`
 //! ([`KEPTN_SPEC_VERSION`]), the W3C trace context, and `project`/`stage`/`service`/`labels`
 //! copied from the answered event's data.
 
-use chrono::{DateTime, Utc};
+use chrono::Utc;
 use cloudevents::{EventBuilder, EventBuilderV10};
 use serde_json::{Map, Value};
 use uuid::Uuid;
@@ -62,7 +62,6 @@ pub struct ReplyBuilder {
     traceparent: Option<String>,
     tracestate: Option<String>,
     common: Map<String, Value>,
-    time: Option<DateTime<Utc>>,
 }
 
 impl ReplyBuilder {
@@ -109,14 +108,7 @@ impl ReplyBuilder {
             traceparent: owned(incoming.traceparent()),
             tracestate: owned(incoming.tracestate()),
             common,
-            time: None,
         })
-    }
-
-    /// Uses a fixed `time` instead of "now" (e.g. to rebuild a reply byte for byte).
-    pub fn with_time(mut self, time: DateTime<Utc>) -> ReplyBuilder {
-        self.time = Some(time);
-        self
     }
 
     /// The type of the `.finished` reply (see the type-level docs for `.finished` input).
@@ -167,7 +159,7 @@ impl ReplyBuilder {
             .id(reply_id(&self.answered_id, phase))
             .ty(ty.to_string())
             .source(self.source.clone())
-            .time(self.time.unwrap_or_else(Utc::now))
+            .time(Utc::now())
             .data(JSON_CONTENT_TYPE, Value::Object(data))
             .extension(EXT_TRIGGERED_ID, self.triggered_id.clone())
             .extension(EXT_KEPTN_SPEC_VERSION, KEPTN_SPEC_VERSION);
@@ -336,13 +328,6 @@ mod tests {
             v
         };
         assert_eq!(build(), build());
-
-        let at = DateTime::parse_from_rfc3339("2024-01-02T03:04:05Z")
-            .unwrap()
-            .with_timezone(&Utc);
-        let fixed = builder.clone().with_time(at);
-        assert_eq!(fixed.started().encode(), fixed.started().encode());
-        assert_eq!(fixed.started().time(), Some(&at));
     }
 
     #[test]
