@@ -82,7 +82,7 @@ impl ReplyBuilder {
             _ => incoming.triggered_id().unwrap_or(incoming.id()),
         };
         let mut common = Map::new();
-        if let Some(Value::Object(data)) = incoming.data_json_ref().as_deref() {
+        if let Some(Value::Object(data)) = incoming.data_json().as_deref() {
             for field in COPIED_FIELDS {
                 if let Some(v @ Value::String(_)) = data.get(field) {
                     common.insert(field.to_owned(), v.clone());
@@ -212,7 +212,7 @@ mod tests {
     }
 
     fn data(ev: &KeptnEvent) -> Value {
-        ev.data_json().unwrap()
+        ev.data_json().unwrap().into_owned()
     }
 
     #[test]

@@ -113,7 +113,12 @@ fn envelope_round_trip_is_exact() {
             "{}",
             f.name
         );
-        assert_eq!(ev.data_json().as_ref(), Some(&f.json["data"]), "{}", f.name);
+        assert_eq!(
+            ev.data_json().as_deref(),
+            Some(&f.json["data"]),
+            "{}",
+            f.name
+        );
     }
 }
 
