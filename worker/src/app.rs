@@ -277,7 +277,7 @@ impl Stopping {
     /// Frees parked releases now rather than after --lease-ttl for other replicas;
     /// bounded, because NATS may be gone already (then they are taken over after the TTL).
     async fn free_parked(&self) {
-        if tokio::time::timeout(HAND_BACK_TIME, self.leases.unpark_all())
+        if tokio::time::timeout(HAND_BACK_TIME, self.leases.free_all_parked())
             .await
             .is_err()
         {

@@ -392,11 +392,11 @@ async fn another_replica_gets_a_parked_or_busy_release_without_waiting_out_the_l
     for event in ["a1", "a2", "b1", "a3"] {
         assert!(record.completed.contains(event), "{event} forgotten");
     }
-    replica_a.unpark_all().await;
-    replica_b.unpark_all().await;
+    replica_a.free_all_parked().await;
+    replica_b.free_all_parked().await;
     assert!(
         record_of(&store).await?.1.holder.is_none(),
-        "unpark_all left the release held"
+        "free_all_parked left the release held"
     );
     Ok(())
 }

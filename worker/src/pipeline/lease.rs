@@ -128,7 +128,7 @@ impl ReleaseLeases {
 
     /// Frees every parked release and parks nothing from now on; for shutdown, so
     /// other replicas need not wait.
-    pub async fn unpark_all(&self) {
+    pub async fn free_all_parked(&self) {
         for (key, parked) in self.parking.close() {
             self.free_parked(&key, parked).await;
         }
@@ -295,7 +295,7 @@ impl ReleaseLeases {
         let mut last_asked = None;
         loop {
             self.parking
-                .ask_to_unpark(key, &observed, &mut last_asked)
+                .ask_to_free(key, &observed, &mut last_asked)
                 .await;
             let starving = waiting_since.elapsed() >= self.ttl;
             match next_action(&observed, me, self.ttl, starving) {

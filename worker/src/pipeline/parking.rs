@@ -300,7 +300,7 @@ impl Parking {
 
     /// Asks the replica that parked the `observed` record of `key` to give it up (see
     /// [`wake_to_ask`]); `last_asked` remembers the request.
-    pub async fn ask_to_unpark(
+    pub async fn ask_to_free(
         &self,
         key: &str,
         observed: &Observed,
