@@ -1,8 +1,10 @@
 //! helm-service: Keptn's helm-service as a NATS JetStream worker.
 //!
-//! Layout follows the runtime architecture (DESIGN.md §4): `nats` binds JetStream and
-//! publishes, `pipeline` takes messages from intake to ack (release records,
-//! scheduler, dead letters), `handler` is the interface the task handlers implement,
+//! The layout mirrors docs/architecture.md (its §2 maps every module): `nats` binds
+//! JetStream and publishes, `pipeline` takes a message from intake to ack (leases on
+//! release records, parking, scheduler, dead letters), `handler` holds the task handlers
+//! and the step journal they record progress in, `deploy` is the pure deployment domain,
+//! `charts`, `helm` and `cluster` reach chart stores, the helm CLI and the Kubernetes API,
 //! and `app` wires it all together.
 
 pub mod allocator;

@@ -55,7 +55,8 @@ impl TaskHandler for ActionHandler {
         let value = data.action.as_ref().and_then(|a| a.value.as_ref());
         let delta = match plan::scaling_delta(value) {
             Ok(delta) => delta,
-            // The action ran and could not do what was asked: succeeded, fail (DESIGN §3).
+            // The action ran and could not do what was asked: succeeded, fail, as the
+            // reference answered it (docs/architecture.md §6.3).
             Err(why) => return Ok(Outcome::succeeded(TaskResult::Fail, why)),
         };
         let service = DeployedService::of_task(&self.platform, task)?;
