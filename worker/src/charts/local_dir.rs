@@ -14,8 +14,8 @@ use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 
 use super::{
-    sha256_digest, validate_resource_uri, ChartListing, ChartLocation, ChartStore, ChartStoreError,
-    FetchedChart,
+    refuse_oversized, sha256_digest, ChartListing, ChartLocation, ChartStore, ChartStoreError,
+    FetchedChart, ServiceFile,
 };
 
 /// A chart store on a local directory.
@@ -175,7 +175,6 @@ impl ChartStore for LocalDirCharts {
         at: &ChartLocation,
         _commit: Option<&str>,
     ) -> Result<Option<FetchedChart>, ChartStoreError> {
-        at.validate()?;
         let (store, name) = (self.clone(), at.object_name());
         let archive = blocking(move || store.read_blocking(&name)).await?;
         Ok(archive.map(|archive| FetchedChart {
@@ -186,26 +185,16 @@ impl ChartStore for LocalDirCharts {
 
     async fn fetch_file(
         &self,
-        at: &ChartLocation,
-        resource_uri: &str,
+        file: &ServiceFile,
         _commit: Option<&str>,
     ) -> Result<Option<bytes::Bytes>, ChartStoreError> {
-        at.validate()?;
-        validate_resource_uri(at, resource_uri)?;
-        let (store, name) = (self.clone(), at.file_object_name(resource_uri));
+        let (store, name) = (self.clone(), file.object_name());
         let data = blocking(move || store.read_blocking(&name)).await?;
         Ok(data.map(Into::into))
     }
 
     async fn store(&self, at: &ChartLocation, archive: &[u8]) -> Result<(), ChartStoreError> {
-        at.validate()?;
-        if archive.len() as u64 > self.max_bytes {
-            return Err(ChartStoreError::TooLarge {
-                target: at.to_string(),
-                size: Some(archive.len() as u64),
-                max: self.max_bytes,
-            });
-        }
+        refuse_oversized(at, archive, self.max_bytes)?;
         let (store, at, archive) = (self.clone(), at.clone(), archive.to_vec());
         blocking(move || store.store_blocking(&at, &archive)).await
     }

@@ -32,69 +32,100 @@ use std::fmt;
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use contracts::names::{validate_keptn_name, NameKind};
+use contracts::validate::Target;
 
 pub use archive::{ArchiveError, ArchiveLimits, Chart};
 pub use config::{ChartStoreConfig, ChartStoreKind};
 pub use values::deep_merge;
 
 /// Where a service's user chart lives: `helm/<service>.tgz` of the service in a stage.
+///
+/// The three names are checked Keptn names (`^[a-z][a-z0-9-]*[a-z0-9]$`): the fields are
+/// private and every constructor checks them, so a backend may build paths, URLs and object
+/// names from any location it is given without checking it again.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct ChartLocation {
-    pub project: String,
-    pub stage: String,
-    pub service: String,
+    project: String,
+    stage: String,
+    service: String,
 }
 
 impl ChartLocation {
-    /// A location from three Keptn names, checked (`^[a-z][a-z0-9-]*[a-z0-9]$`).
+    /// A location from three Keptn names, checked.
     pub fn new(project: &str, stage: &str, service: &str) -> Result<Self, ChartStoreError> {
-        let location = Self {
-            project: project.to_owned(),
-            stage: stage.to_owned(),
-            service: service.to_owned(),
-        };
-        location.validate()?;
-        Ok(location)
-    }
-
-    /// Checks the three names. Every backend calls this before building a path, a URL or an
-    /// object name from them, whoever built the location.
-    pub fn validate(&self) -> Result<(), ChartStoreError> {
         [
-            (NameKind::Project, &self.project),
-            (NameKind::Stage, &self.stage),
-            (NameKind::Service, &self.service),
+            (NameKind::Project, project),
+            (NameKind::Stage, stage),
+            (NameKind::Service, service),
         ]
         .into_iter()
         .try_for_each(|(kind, value)| validate_keptn_name(kind, value))
         .map_err(|err| ChartStoreError::Invalid {
-            target: format!(
-                "chart location {:?}/{:?}/{:?}",
-                self.project, self.stage, self.service
-            ),
+            target: format!("chart location {project:?}/{stage:?}/{service:?}"),
             reason: err.to_string(),
+        })?;
+        Ok(Self {
+            project: project.to_owned(),
+            stage: stage.to_owned(),
+            service: service.to_owned(),
         })
     }
 
-    /// The chart's path inside the service: `helm/<service>.tgz` (Keptn's resource URI).
-    pub fn resource_uri(&self) -> String {
-        format!("helm/{}.tgz", self.service)
+    pub fn project(&self) -> &str {
+        &self.project
+    }
+
+    pub fn stage(&self) -> &str {
+        &self.stage
+    }
+
+    pub fn service(&self) -> &str {
+        &self.service
+    }
+
+    /// The chart itself: `helm/<service>.tgz` (Keptn's resource URI; a service name is a
+    /// safe path component).
+    pub fn chart_file(&self) -> ServiceFile {
+        ServiceFile {
+            location: self.clone(),
+            resource_uri: format!("helm/{}.tgz", self.service),
+        }
+    }
+
+    /// Another file of the service by its path in the service (`helm/endpoints.yaml`),
+    /// checked: relative, components of letters, digits, `.`, `_` and `-` only, no `.`/`..`
+    /// components. It becomes part of an object name, a file path and a URL, so nothing else
+    /// is let through.
+    pub fn file(&self, resource_uri: &str) -> Result<ServiceFile, ChartStoreError> {
+        let safe = !resource_uri.is_empty()
+            && resource_uri.len() <= 255
+            && resource_uri.split('/').all(|component| {
+                !component.is_empty()
+                    && component != "."
+                    && component != ".."
+                    && component
+                        .bytes()
+                        .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-'))
+            });
+        if !safe {
+            return Err(ChartStoreError::Invalid {
+                target: format!("a file of {}/{}/{}", self.project, self.stage, self.service),
+                reason: format!(
+                    "resource path {resource_uri:?} is not a plain relative path (letters, \
+                     digits, '.', '_', '-' and '/' only, no '..')"
+                ),
+            });
+        }
+        Ok(ServiceFile {
+            location: self.clone(),
+            resource_uri: resource_uri.to_owned(),
+        })
     }
 
     /// `<project>/<stage>/<service>/helm/<service>.tgz`: the object name in the bucket and
     /// the file path below a local chart directory.
     pub fn object_name(&self) -> String {
-        self.file_object_name(&self.resource_uri())
-    }
-
-    /// `<project>/<stage>/<service>/<resource_uri>`: where another file of the service (e.g.
-    /// `helm/endpoints.yaml`) is kept. `resource_uri` must have passed
-    /// [`validate_resource_uri`].
-    pub fn file_object_name(&self, resource_uri: &str) -> String {
-        format!(
-            "{}/{}/{}/{}",
-            self.project, self.stage, self.service, resource_uri
-        )
+        self.chart_file().object_name()
     }
 
     /// The inverse of [`object_name`](Self::object_name): `None` for any other name (foreign
@@ -115,39 +146,55 @@ impl ChartLocation {
     }
 }
 
+/// A validated event target names the same three checked Keptn names.
+impl From<&Target> for ChartLocation {
+    fn from(target: &Target) -> Self {
+        Self {
+            project: target.project.clone(),
+            stage: target.stage.clone(),
+            service: target.service.clone(),
+        }
+    }
+}
+
 impl fmt::Display for ChartLocation {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(&self.object_name())
     }
 }
 
-/// Checks the path of a service's file (`helm/endpoints.yaml`): relative, components of
-/// letters, digits, `.`, `_` and `-` only, no `.`/`..` components. It becomes part of an object
-/// name, a file path and a URL, so nothing else is let through.
-pub fn validate_resource_uri(
-    at: &ChartLocation,
-    resource_uri: &str,
-) -> Result<(), ChartStoreError> {
-    let safe = !resource_uri.is_empty()
-        && resource_uri.len() <= 255
-        && resource_uri.split('/').all(|component| {
-            !component.is_empty()
-                && component != "."
-                && component != ".."
-                && component
-                    .bytes()
-                    .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-'))
-        });
-    if safe {
-        Ok(())
-    } else {
-        Err(ChartStoreError::Invalid {
-            target: format!("a file of {}/{}/{}", at.project, at.stage, at.service),
-            reason: format!(
-                "resource path {resource_uri:?} is not a plain relative path (letters, digits, \
-                 '.', '_', '-' and '/' only, no '..')"
-            ),
-        })
+/// One file of a service (its chart, `helm/endpoints.yaml`), at a checked location and with a
+/// checked path: built only by [`ChartLocation::chart_file`] and [`ChartLocation::file`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ServiceFile {
+    location: ChartLocation,
+    resource_uri: String,
+}
+
+impl ServiceFile {
+    pub fn location(&self) -> &ChartLocation {
+        &self.location
+    }
+
+    /// The path inside the service, e.g. `helm/endpoints.yaml` (Keptn's resource URI).
+    pub fn resource_uri(&self) -> &str {
+        &self.resource_uri
+    }
+
+    /// `<project>/<stage>/<service>/<resource_uri>`: the object name in the bucket and the file
+    /// path below a local chart directory.
+    pub fn object_name(&self) -> String {
+        let at = &self.location;
+        format!(
+            "{}/{}/{}/{}",
+            at.project, at.stage, at.service, self.resource_uri
+        )
+    }
+}
+
+impl fmt::Display for ServiceFile {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.object_name())
     }
 }
 
@@ -220,13 +267,11 @@ pub trait ChartStore: Send + Sync + 'static {
         commit: Option<&str>,
     ) -> Result<Option<FetchedChart>, ChartStoreError>;
 
-    /// Another file of the same service, by its path in the service (e.g.
-    /// `helm/endpoints.yaml`, which tells user-managed deployments' URIs); `Ok(None)` when it
-    /// is absent. Capped like charts; `commit` as for [`fetch`](Self::fetch).
+    /// Another file of a service (e.g. `helm/endpoints.yaml`, which tells user-managed
+    /// deployments' URIs; see [`ChartLocation::file`]); `Ok(None)` when it is absent. Capped like charts; `commit` as for [`fetch`](Self::fetch).
     async fn fetch_file(
         &self,
-        at: &ChartLocation,
-        resource_uri: &str,
+        file: &ServiceFile,
         commit: Option<&str>,
     ) -> Result<Option<bytes::Bytes>, ChartStoreError>;
 
@@ -238,6 +283,22 @@ pub trait ChartStore: Send + Sync + 'static {
 
     /// For logs, e.g. "JetStream object store bucket helm-service-charts"; never credentials.
     fn describe(&self) -> String;
+}
+
+/// Refuses to store an archive over the cap: what a store keeps, it must be able to fetch.
+pub(crate) fn refuse_oversized(
+    at: &ChartLocation,
+    archive: &[u8],
+    max_bytes: u64,
+) -> Result<(), ChartStoreError> {
+    if archive.len() as u64 > max_bytes {
+        return Err(ChartStoreError::TooLarge {
+            target: at.to_string(),
+            size: Some(archive.len() as u64),
+            max: max_bytes,
+        });
+    }
+    Ok(())
 }
 
 /// `sha256:<hex>` of some bytes, the digest format used throughout.
@@ -275,7 +336,7 @@ mod tests {
     fn resource_uris_are_checked() {
         let at = ChartLocation::new("sockshop", "dev", "carts").unwrap();
         for good in ["helm/endpoints.yaml", "helm/carts.tgz", "a", "a/b_c-d.e"] {
-            assert!(validate_resource_uri(&at, good).is_ok(), "{good}");
+            assert!(at.file(good).is_ok(), "{good}");
         }
         for bad in [
             "",
@@ -290,12 +351,13 @@ mod tests {
             "a%2F",
             "helm/é",
         ] {
-            assert!(validate_resource_uri(&at, bad).is_err(), "{bad:?}");
+            assert!(at.file(bad).is_err(), "{bad:?}");
         }
         assert_eq!(
-            at.file_object_name("helm/endpoints.yaml"),
+            at.file("helm/endpoints.yaml").unwrap().object_name(),
             "sockshop/dev/carts/helm/endpoints.yaml"
         );
+        assert_eq!(at.chart_file(), at.file("helm/carts.tgz").unwrap());
     }
 
     #[test]

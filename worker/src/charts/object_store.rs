@@ -12,7 +12,8 @@ use futures::StreamExt;
 use tokio::io::AsyncReadExt;
 
 use super::{
-    validate_resource_uri, ChartListing, ChartLocation, ChartStore, ChartStoreError, FetchedChart,
+    refuse_oversized, ChartListing, ChartLocation, ChartStore, ChartStoreError, FetchedChart,
+    ServiceFile,
 };
 
 /// A chart store on a JetStream Object Store bucket.
@@ -131,7 +132,6 @@ impl ChartStore for ObjectStoreCharts {
         at: &ChartLocation,
         _commit: Option<&str>,
     ) -> Result<Option<FetchedChart>, ChartStoreError> {
-        at.validate()?;
         Ok(self
             .fetch_object(&at.object_name())
             .await?
@@ -143,27 +143,17 @@ impl ChartStore for ObjectStoreCharts {
 
     async fn fetch_file(
         &self,
-        at: &ChartLocation,
-        resource_uri: &str,
+        file: &ServiceFile,
         _commit: Option<&str>,
     ) -> Result<Option<bytes::Bytes>, ChartStoreError> {
-        at.validate()?;
-        validate_resource_uri(at, resource_uri)?;
         Ok(self
-            .fetch_object(&at.file_object_name(resource_uri))
+            .fetch_object(&file.object_name())
             .await?
             .map(Into::into))
     }
 
     async fn store(&self, at: &ChartLocation, archive: &[u8]) -> Result<(), ChartStoreError> {
-        at.validate()?;
-        if archive.len() as u64 > self.max_bytes {
-            return Err(ChartStoreError::TooLarge {
-                target: at.to_string(),
-                size: Some(archive.len() as u64),
-                max: self.max_bytes,
-            });
-        }
+        refuse_oversized(at, archive, self.max_bytes)?;
         let mut reader = archive;
         self.store
             .put(at.object_name().as_str(), &mut reader)
@@ -188,7 +178,7 @@ impl ChartStore for ObjectStoreCharts {
             let Some(location) = ChartLocation::from_object_name(&info.name) else {
                 continue;
             };
-            if project.is_some_and(|project| project != location.project) {
+            if project.is_some_and(|project| project != location.project()) {
                 continue;
             }
             let modified = modified_of(&info);

@@ -24,7 +24,8 @@ use reqwest::StatusCode;
 use serde::{Deserialize, Serialize};
 
 use super::{
-    validate_resource_uri, ChartListing, ChartLocation, ChartStore, ChartStoreError, FetchedChart,
+    refuse_oversized, ChartListing, ChartLocation, ChartStore, ChartStoreError, FetchedChart,
+    ServiceFile,
 };
 
 /// Time limit of every request (connect, send, whole answer).
@@ -113,9 +114,9 @@ impl ResourceServiceCharts {
     fn resources_url(&self, at: &ChartLocation) -> Result<reqwest::Url, ChartStoreError> {
         let path = format!(
             "v1/project/{}/stage/{}/service/{}/resource",
-            segment(&at.project),
-            segment(&at.stage),
-            segment(&at.service)
+            segment(at.project()),
+            segment(at.stage()),
+            segment(at.service())
         );
         self.base
             .join(&path)
@@ -144,14 +145,13 @@ impl ResourceServiceCharts {
     /// resource-service read them at.
     async fn fetch_resource(
         &self,
-        at: &ChartLocation,
-        resource_uri: &str,
+        file: &ServiceFile,
         commit: Option<&str>,
     ) -> Result<Option<(Vec<u8>, Option<String>)>, ChartStoreError> {
-        let target = at.file_object_name(resource_uri);
-        let mut url = self.resources_url(at)?;
+        let target = file.object_name();
+        let mut url = self.resources_url(file.location())?;
         // Appended already encoded: the URI's `/` must stay `%2F`, one path segment.
-        url.set_path(&format!("{}/{}", url.path(), segment(resource_uri)));
+        url.set_path(&format!("{}/{}", url.path(), segment(file.resource_uri())));
         if let Some(commit) = commit {
             url.query_pairs_mut().append_pair("gitCommitID", commit);
         }
@@ -204,8 +204,7 @@ impl ChartStore for ResourceServiceCharts {
         at: &ChartLocation,
         commit: Option<&str>,
     ) -> Result<Option<FetchedChart>, ChartStoreError> {
-        at.validate()?;
-        let fetched = self.fetch_resource(at, &at.resource_uri(), commit).await?;
+        let fetched = self.fetch_resource(&at.chart_file(), commit).await?;
         Ok(fetched.map(|(archive, commit)| FetchedChart {
             archive: archive.into(),
             commit,
@@ -214,29 +213,19 @@ impl ChartStore for ResourceServiceCharts {
 
     async fn fetch_file(
         &self,
-        at: &ChartLocation,
-        resource_uri: &str,
+        file: &ServiceFile,
         commit: Option<&str>,
     ) -> Result<Option<bytes::Bytes>, ChartStoreError> {
-        at.validate()?;
-        validate_resource_uri(at, resource_uri)?;
-        let fetched = self.fetch_resource(at, resource_uri, commit).await?;
+        let fetched = self.fetch_resource(file, commit).await?;
         Ok(fetched.map(|(data, _)| data.into()))
     }
 
     async fn store(&self, at: &ChartLocation, archive: &[u8]) -> Result<(), ChartStoreError> {
-        at.validate()?;
-        if archive.len() as u64 > self.max_bytes {
-            return Err(ChartStoreError::TooLarge {
-                target: at.to_string(),
-                size: Some(archive.len() as u64),
-                max: self.max_bytes,
-            });
-        }
-        let uri = at.resource_uri();
+        refuse_oversized(at, archive, self.max_bytes)?;
+        let chart = at.chart_file();
         let body = PutResources {
             resources: [PutResource {
-                resource_uri: &uri,
+                resource_uri: chart.resource_uri(),
                 resource_content: base64::engine::general_purpose::STANDARD.encode(archive),
             }],
         };

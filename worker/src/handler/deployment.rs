@@ -55,7 +55,7 @@ impl TaskHandler for DeploymentHandler {
         let details = data.deployment.clone().unwrap_or_default();
         let target = service.target;
         let deployment = Deployment {
-            location: ChartLocation::new(&target.project, &target.stage, &target.service)?,
+            location: ChartLocation::from(target),
             service,
             strategy: *strategy,
             commit: task.event.git_commit_id().map(str::to_owned),
@@ -504,7 +504,7 @@ impl Deployment<'_> {
                     .service
                     .platform
                     .charts
-                    .fetch_file(&self.location, "helm/endpoints.yaml", commit)
+                    .fetch_file(&self.location.file("helm/endpoints.yaml")?, commit)
                     .await?;
                 match endpoints {
                     Some(bytes) => {
