@@ -15,7 +15,7 @@ use chrono::{DateTime, Utc};
 
 use super::{
     refuse_oversized, sha256_digest, ChartListing, ChartLocation, ChartStore, ChartStoreError,
-    FetchedChart, ServiceFile,
+    FetchedFile, ServiceFile,
 };
 
 /// A chart store on a local directory.
@@ -170,27 +170,17 @@ impl LocalDirCharts {
 
 #[async_trait]
 impl ChartStore for LocalDirCharts {
-    async fn fetch(
-        &self,
-        at: &ChartLocation,
-        _commit: Option<&str>,
-    ) -> Result<Option<FetchedChart>, ChartStoreError> {
-        let (store, name) = (self.clone(), at.object_name());
-        let archive = blocking(move || store.read_blocking(&name)).await?;
-        Ok(archive.map(|archive| FetchedChart {
-            archive: archive.into(),
-            commit: None,
-        }))
-    }
-
-    async fn fetch_file(
+    async fn read(
         &self,
         file: &ServiceFile,
         _commit: Option<&str>,
-    ) -> Result<Option<bytes::Bytes>, ChartStoreError> {
+    ) -> Result<Option<FetchedFile>, ChartStoreError> {
         let (store, name) = (self.clone(), file.object_name());
         let data = blocking(move || store.read_blocking(&name)).await?;
-        Ok(data.map(Into::into))
+        Ok(data.map(|data| FetchedFile {
+            bytes: data.into(),
+            commit: None,
+        }))
     }
 
     async fn store(&self, at: &ChartLocation, archive: &[u8]) -> Result<(), ChartStoreError> {

@@ -198,6 +198,14 @@ impl fmt::Display for ServiceFile {
     }
 }
 
+/// A file of a service as read from a store.
+#[derive(Debug, Clone)]
+pub struct FetchedFile {
+    pub bytes: bytes::Bytes,
+    /// The configuration-store commit the file was read at, when the backend knows it.
+    pub commit: Option<String>,
+}
+
 /// A chart archive as fetched; not yet checked (see [`Chart::from_archive`]).
 #[derive(Debug, Clone)]
 pub struct FetchedChart {
@@ -259,21 +267,41 @@ impl ChartStoreError {
 /// Where user charts are kept. Implementations move archive bytes; they do not inspect them.
 #[async_trait]
 pub trait ChartStore: Send + Sync + 'static {
-    /// `Ok(None)` when there is no chart at that location. `commit` pins a
-    /// configuration-store commit (resource-service only; other backends ignore it).
+    /// One file of a service, as stored: `Ok(None)` when it is absent. `commit` pins a
+    /// configuration-store commit (resource-service only; other backends ignore it). Capped
+    /// at the store's archive size limit. The one way a backend reads: [`fetch`](Self::fetch)
+    /// and [`fetch_file`](Self::fetch_file) are built on it.
+    async fn read(
+        &self,
+        file: &ServiceFile,
+        commit: Option<&str>,
+    ) -> Result<Option<FetchedFile>, ChartStoreError>;
+
+    /// The chart at that location; `Ok(None)` when there is none. `commit` as for
+    /// [`read`](Self::read).
     async fn fetch(
         &self,
         at: &ChartLocation,
         commit: Option<&str>,
-    ) -> Result<Option<FetchedChart>, ChartStoreError>;
+    ) -> Result<Option<FetchedChart>, ChartStoreError> {
+        Ok(self
+            .read(&at.chart_file(), commit)
+            .await?
+            .map(|fetched| FetchedChart {
+                archive: fetched.bytes,
+                commit: fetched.commit,
+            }))
+    }
 
     /// Another file of a service (e.g. `helm/endpoints.yaml`, which tells user-managed
-    /// deployments' URIs; see [`ChartLocation::file`]); `Ok(None)` when it is absent. Capped like charts; `commit` as for [`fetch`](Self::fetch).
+    /// deployments' URIs; see [`ChartLocation::file`]); `Ok(None)` when it is absent.
     async fn fetch_file(
         &self,
         file: &ServiceFile,
         commit: Option<&str>,
-    ) -> Result<Option<bytes::Bytes>, ChartStoreError>;
+    ) -> Result<Option<bytes::Bytes>, ChartStoreError> {
+        Ok(self.read(file, commit).await?.map(|fetched| fetched.bytes))
+    }
 
     /// Stores (creates or replaces) the archive at that location.
     async fn store(&self, at: &ChartLocation, archive: &[u8]) -> Result<(), ChartStoreError>;

@@ -12,7 +12,7 @@ use futures::StreamExt;
 use tokio::io::AsyncReadExt;
 
 use super::{
-    refuse_oversized, ChartListing, ChartLocation, ChartStore, ChartStoreError, FetchedChart,
+    refuse_oversized, ChartListing, ChartLocation, ChartStore, ChartStoreError, FetchedFile,
     ServiceFile,
 };
 
@@ -127,29 +127,18 @@ impl ObjectStoreCharts {
 
 #[async_trait]
 impl ChartStore for ObjectStoreCharts {
-    async fn fetch(
-        &self,
-        at: &ChartLocation,
-        _commit: Option<&str>,
-    ) -> Result<Option<FetchedChart>, ChartStoreError> {
-        Ok(self
-            .fetch_object(&at.object_name())
-            .await?
-            .map(|archive| FetchedChart {
-                archive: archive.into(),
-                commit: None,
-            }))
-    }
-
-    async fn fetch_file(
+    async fn read(
         &self,
         file: &ServiceFile,
         _commit: Option<&str>,
-    ) -> Result<Option<bytes::Bytes>, ChartStoreError> {
+    ) -> Result<Option<FetchedFile>, ChartStoreError> {
         Ok(self
             .fetch_object(&file.object_name())
             .await?
-            .map(Into::into))
+            .map(|data| FetchedFile {
+                bytes: data.into(),
+                commit: None,
+            }))
     }
 
     async fn store(&self, at: &ChartLocation, archive: &[u8]) -> Result<(), ChartStoreError> {

@@ -24,7 +24,7 @@ use reqwest::StatusCode;
 use serde::{Deserialize, Serialize};
 
 use super::{
-    refuse_oversized, ChartListing, ChartLocation, ChartStore, ChartStoreError, FetchedChart,
+    refuse_oversized, ChartListing, ChartLocation, ChartStore, ChartStoreError, FetchedFile,
     ServiceFile,
 };
 
@@ -140,14 +140,15 @@ impl ResourceServiceCharts {
     }
 }
 
-impl ResourceServiceCharts {
-    /// GETs one resource of the service; `None` on 404. Returns the bytes and the commit the
-    /// resource-service read them at.
-    async fn fetch_resource(
+#[async_trait]
+impl ChartStore for ResourceServiceCharts {
+    /// GETs one resource of the service; `None` on 404. The commit is the one the
+    /// resource-service read it at.
+    async fn read(
         &self,
         file: &ServiceFile,
         commit: Option<&str>,
-    ) -> Result<Option<(Vec<u8>, Option<String>)>, ChartStoreError> {
+    ) -> Result<Option<FetchedFile>, ChartStoreError> {
         let target = file.object_name();
         let mut url = self.resources_url(file.location())?;
         // Appended already encoded: the URI's `/` must stay `%2F`, one path segment.
@@ -193,31 +194,10 @@ impl ResourceServiceCharts {
             .metadata
             .and_then(|metadata| metadata.version)
             .filter(|version| !version.is_empty());
-        Ok(Some((data, version)))
-    }
-}
-
-#[async_trait]
-impl ChartStore for ResourceServiceCharts {
-    async fn fetch(
-        &self,
-        at: &ChartLocation,
-        commit: Option<&str>,
-    ) -> Result<Option<FetchedChart>, ChartStoreError> {
-        let fetched = self.fetch_resource(&at.chart_file(), commit).await?;
-        Ok(fetched.map(|(archive, commit)| FetchedChart {
-            archive: archive.into(),
-            commit,
+        Ok(Some(FetchedFile {
+            bytes: data.into(),
+            commit: version,
         }))
-    }
-
-    async fn fetch_file(
-        &self,
-        file: &ServiceFile,
-        commit: Option<&str>,
-    ) -> Result<Option<bytes::Bytes>, ChartStoreError> {
-        let fetched = self.fetch_resource(file, commit).await?;
-        Ok(fetched.map(|(data, _)| data.into()))
     }
 
     async fn store(&self, at: &ChartLocation, archive: &[u8]) -> Result<(), ChartStoreError> {
