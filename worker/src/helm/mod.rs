@@ -1,5 +1,9 @@
 //! The release engine: the real `helm` CLI (Helm 4, or Helm 3.14+), driven with argv only.
 //!
+//! What to run is decided apart from running it: `command_line` builds each helm command
+//! line (and its deadline) as a plain value, with the Helm 3/4 differences, and is unit-tested;
+//! this module validates the request, runs the built argv and reads the result.
+//!
 //! Every call runs one helm process in its own process group with a deadline (the whole
 //! group is killed when it passes, or when the caller drops the future), captures stdout up to
 //! a cap (exceeding it is an error) and the end of stderr, and turns failures into
@@ -14,13 +18,13 @@
 //! Timing: each helm invocation is traced in a `helm` span (field `operation`) and reported
 //! with its duration to an optional [`HelmObserver`], which is where metrics hook in.
 
+mod command_line;
 mod error;
 mod process;
 mod recover;
 mod release;
 mod version;
 
-use std::ffi::OsString;
 use std::fmt;
 use std::io::Write;
 use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
@@ -35,6 +39,7 @@ pub use recover::{Recovery, RecoveryAction};
 pub use release::{HistoryEntry, ReleaseState, ReleaseStatus};
 pub use version::HelmVersion;
 
+use command_line::CommandLine;
 use process::{Invocation, RunError};
 
 /// Default deadline of one helm call.
@@ -189,16 +194,6 @@ impl fmt::Debug for Helm {
     }
 }
 
-/// Arguments of one call before the global flags are added.
-struct Call<'t> {
-    operation: Operation,
-    target: &'t Target,
-    args: Vec<OsString>,
-    timeout: Duration,
-    /// helm was told to wait for readiness (shapes how a deadline error is read).
-    waited: bool,
-}
-
 impl Helm {
     /// Runs `helm version` and checks it is Helm 4 or Helm 3.14+; anything else (or a helm
     /// that does not run) is an error worth stopping start-up for.
@@ -212,9 +207,7 @@ impl Helm {
         };
         let inv = Invocation {
             program: config.bin.clone(),
-            args: ["version", "--template", "{{.Version}}"]
-                .map(OsString::from)
-                .to_vec(),
+            args: command_line::version(),
             env: config.env.clone(),
             timeout: config.timeout,
             max_stdout: 4096,
@@ -300,8 +293,7 @@ impl Helm {
         req: &UpgradeRequest<'_>,
     ) -> Result<ReleaseStatus, HelmError> {
         let op = Operation::Upgrade;
-        let target = Target::new(req.release, req.namespace);
-        validate(op, &target)?;
+        let target = checked_target(op, req.release, req.namespace)?;
         let invalid = |reason: String| HelmError::InvalidRequest {
             operation: op,
             target: target.clone(),
@@ -322,37 +314,14 @@ impl Helm {
                     source,
                 }
             })?;
-
-        let base = req.timeout.unwrap_or(self.config.timeout);
-        let wait = req.wait.or(req.rollback_on_failure.then_some(base));
-        let factor = if req.rollback_on_failure { 2 } else { 1 };
-        let mut args = os(&["upgrade", "--install", req.release]);
-        args.push(chart.into_os_string());
-        args.extend(os(&["--namespace", req.namespace, "--reset-values"]));
-        args.push("--values".into());
-        args.push(values.path().into());
-        args.extend(os(&["--timeout", &go_duration(wait.unwrap_or(base))]));
-        if wait.is_some() {
-            args.push(self.version.wait_flag().into());
-        }
-        if req.rollback_on_failure {
-            args.push(self.version.rollback_on_failure_flag().into());
-        }
-        if let Some(description) = req.description {
-            args.push("--description".into());
-            args.push(description.into());
-        }
-        args.extend(os(&["--output", "json"]));
-        let printed = match self
-            .call(Call {
-                operation: op,
-                target: &target,
-                args,
-                timeout: deadline(base, wait, factor),
-                waited: wait.is_some(),
-            })
-            .await
-        {
+        let line = command_line::upgrade(
+            req,
+            &chart,
+            &values.path(),
+            &self.version,
+            self.config.timeout,
+        );
+        let printed = match self.call(op, &target, line).await {
             Ok(out) => release::parse_upgrade_output(req.release, req.namespace, &out),
             // The upgrade went through; only its printout was over the cap.
             Err(HelmError::OutputTooLarge { .. }) => None,
@@ -407,18 +376,8 @@ impl Helm {
         max: Option<u32>,
     ) -> Result<Vec<HistoryEntry>, HelmError> {
         validate(op, target)?;
-        let mut args = os(&[
-            "history",
-            &target.release,
-            "--namespace",
-            &target.namespace,
-            "-o",
-            "json",
-        ]);
-        if let Some(max) = max {
-            args.extend(os(&["--max", &max.to_string()]));
-        }
-        let out = match self.call(self.read_call(op, target, args)).await {
+        let line = command_line::history(target, max, self.config.timeout);
+        let out = match self.call(op, target, line).await {
             Ok(out) => out,
             Err(HelmError::ReleaseNotFound { .. }) => return Ok(Vec::new()),
             Err(e) => return Err(e),
@@ -439,11 +398,9 @@ impl Helm {
         revision: Option<u32>,
     ) -> Result<String, HelmError> {
         let op = Operation::Manifest;
-        let target = Target::new(release, namespace);
-        validate(op, &target)?;
-        let mut args = os(&["get", "manifest", release, "--namespace", namespace]);
-        push_revision(&mut args, revision);
-        let out = self.call(self.read_call(op, &target, args)).await?;
+        let target = checked_target(op, release, namespace)?;
+        let line = command_line::manifest(&target, revision, self.config.timeout);
+        let out = self.call(op, &target, line).await?;
         utf8(op, &target, out)
     }
 
@@ -457,22 +414,9 @@ impl Helm {
         all: bool,
     ) -> Result<serde_json::Value, HelmError> {
         let op = Operation::Values;
-        let target = Target::new(release, namespace);
-        validate(op, &target)?;
-        let mut args = os(&[
-            "get",
-            "values",
-            release,
-            "--namespace",
-            namespace,
-            "-o",
-            "json",
-        ]);
-        if all {
-            args.push("--all".into());
-        }
-        push_revision(&mut args, revision);
-        let out = self.call(self.read_call(op, &target, args)).await?;
+        let target = checked_target(op, release, namespace)?;
+        let line = command_line::values(&target, revision, all, self.config.timeout);
+        let out = self.call(op, &target, line).await?;
         let value: serde_json::Value =
             serde_json::from_slice(&out).map_err(|e| HelmError::Parse {
                 operation: op,
@@ -496,29 +440,10 @@ impl Helm {
         wait: Option<Duration>,
     ) -> Result<(), HelmError> {
         let op = Operation::Rollback;
-        let target = Target::new(release, namespace);
-        validate(op, &target)?;
-        let base = self.config.timeout;
-        let mut args = os(&[
-            "rollback",
-            release,
-            &revision.to_string(),
-            "--namespace",
-            namespace,
-            "--timeout",
-            &go_duration(wait.unwrap_or(base)),
-        ]);
-        if wait.is_some() {
-            args.push(self.version.wait_flag().into());
-        }
-        self.call(Call {
-            operation: op,
-            target: &target,
-            args,
-            timeout: deadline(base, wait, 1),
-            waited: wait.is_some(),
-        })
-        .await?;
+        let target = checked_target(op, release, namespace)?;
+        let line =
+            command_line::rollback(&target, revision, wait, &self.version, self.config.timeout);
+        self.call(op, &target, line).await?;
         Ok(())
     }
 
@@ -531,29 +456,9 @@ impl Helm {
         wait: Option<Duration>,
     ) -> Result<Uninstalled, HelmError> {
         let op = Operation::Uninstall;
-        let target = Target::new(release, namespace);
-        validate(op, &target)?;
-        let base = self.config.timeout;
-        let mut args = os(&[
-            "uninstall",
-            release,
-            "--namespace",
-            namespace,
-            "--timeout",
-            &go_duration(wait.unwrap_or(base)),
-        ]);
-        if wait.is_some() {
-            args.push(self.version.wait_flag().into());
-        }
-        let result = self
-            .call(Call {
-                operation: op,
-                target: &target,
-                args,
-                timeout: deadline(base, wait, 1),
-                waited: wait.is_some(),
-            })
-            .await;
+        let target = checked_target(op, release, namespace)?;
+        let line = command_line::uninstall(&target, wait, &self.version, self.config.timeout);
+        let result = self.call(op, &target, line).await;
         match result {
             Ok(_) => Ok(Uninstalled::Removed),
             Err(HelmError::ReleaseNotFound { .. }) => Ok(Uninstalled::NotFound),
@@ -608,31 +513,13 @@ impl Helm {
         Ok(Some(recovery))
     }
 
-    /// A read-only call with the configured deadline.
-    fn read_call<'t>(
+    /// Runs one helm command; stdout on success.
+    async fn call(
         &self,
         operation: Operation,
-        target: &'t Target,
-        args: Vec<OsString>,
-    ) -> Call<'t> {
-        Call {
-            operation,
-            target,
-            args,
-            timeout: self.config.timeout,
-            waited: false,
-        }
-    }
-
-    /// Runs one helm command; stdout on success.
-    async fn call(&self, call: Call<'_>) -> Result<Vec<u8>, HelmError> {
-        let Call {
-            operation,
-            target,
-            args,
-            timeout,
-            waited,
-        } = call;
+        target: &Target,
+        line: CommandLine,
+    ) -> Result<Vec<u8>, HelmError> {
         let span = tracing::debug_span!(
             "helm",
             operation = operation.as_str(),
@@ -641,7 +528,7 @@ impl Helm {
         );
         async {
             let started = Instant::now();
-            let result = self.run(operation, target, args, timeout, waited).await;
+            let result = self.run(operation, target, line).await;
             let elapsed = started.elapsed();
             match &result {
                 Ok(_) => tracing::debug!(elapsed_ms = elapsed.as_millis() as u64, "helm finished"),
@@ -665,23 +552,16 @@ impl Helm {
         &self,
         operation: Operation,
         target: &Target,
-        args: Vec<OsString>,
-        timeout: Duration,
-        waited: bool,
+        line: CommandLine,
     ) -> Result<Vec<u8>, HelmError> {
-        let mut argv = Vec::with_capacity(args.len() + 4);
-        if let Some(kubeconfig) = &self.config.kubeconfig {
-            argv.push("--kubeconfig".into());
-            argv.push(kubeconfig.clone().into_os_string());
-        }
-        if let Some(context) = &self.config.kube_context {
-            argv.push("--kube-context".into());
-            argv.push(context.into());
-        }
-        argv.extend(args);
+        let CommandLine {
+            args,
+            timeout,
+            waited,
+        } = line;
         let inv = Invocation {
             program: self.config.bin.clone(),
-            args: argv,
+            args: command_line::with_cluster_flags(&self.config, args),
             env: self.config.env.clone(),
             timeout,
             max_stdout: self.config.max_output_bytes,
@@ -780,31 +660,6 @@ impl ValuesFile {
     }
 }
 
-/// The process deadline: the call's timeout, raised to cover helm's own wait (`factor`
-/// times: a rollback after a failed wait waits again) plus a grace period.
-fn deadline(base: Duration, wait: Option<Duration>, factor: u32) -> Duration {
-    match wait {
-        Some(w) => base.max(w.saturating_mul(factor).saturating_add(WAIT_GRACE)),
-        None => base,
-    }
-}
-
-/// A Go duration helm's `--timeout` accepts.
-fn go_duration(d: Duration) -> String {
-    format!("{}ms", d.as_millis().max(1))
-}
-
-fn os(args: &[&str]) -> Vec<OsString> {
-    args.iter().map(OsString::from).collect()
-}
-
-fn push_revision(args: &mut Vec<OsString>, revision: Option<u32>) {
-    if let Some(rev) = revision {
-        args.push("--revision".into());
-        args.push(rev.to_string().into());
-    }
-}
-
 fn utf8(op: Operation, target: &Target, out: Vec<u8>) -> Result<String, HelmError> {
     String::from_utf8(out).map_err(|e| HelmError::Parse {
         operation: op,
@@ -821,6 +676,17 @@ fn excerpt(text: &str) -> String {
     } else {
         format!("{t:?}")
     }
+}
+
+/// The target of an operation, checked before anything runs (see [`validate`]).
+fn checked_target(
+    operation: Operation,
+    release: &str,
+    namespace: &str,
+) -> Result<Target, HelmError> {
+    let target = Target::new(release, namespace);
+    validate(operation, &target)?;
+    Ok(target)
 }
 
 /// Refuses names helm would misread (a leading `-` is a flag) or reject anyway, before
@@ -890,16 +756,6 @@ mod tests {
         let err = validate(Operation::Status, &Target::new("-x", "demo")).unwrap_err();
         assert!(matches!(err, HelmError::InvalidRequest { .. }));
         assert!(!err.is_transient());
-    }
-
-    #[test]
-    fn deadlines_cover_helms_own_wait() {
-        let s = Duration::from_secs;
-        assert_eq!(deadline(s(300), None, 1), s(300));
-        assert_eq!(deadline(s(300), Some(s(60)), 2), s(300));
-        assert_eq!(deadline(s(60), Some(s(60)), 2), s(150));
-        assert_eq!(go_duration(Duration::from_millis(1500)), "1500ms");
-        assert_eq!(go_duration(Duration::ZERO), "1ms");
     }
 
     #[test]
