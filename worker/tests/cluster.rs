@@ -1,4 +1,4 @@
-//! The cluster module against an in-process kube-sim: namespaces, Service ports, Helm's
+//! The cluster module against an in-process kube-sim: namespaces, Helm's
 //! release records, rollout waiting with watches (and its diagnoses), and an API server that
 //! is not there. Every await is bounded, so a regression fails instead of hanging.
 
@@ -8,7 +8,7 @@ use std::path::Path;
 use std::time::Duration;
 
 use k8s_openapi::api::apps::v1::Deployment;
-use k8s_openapi::api::core::v1::{Namespace, Secret, Service};
+use k8s_openapi::api::core::v1::{Namespace, Secret};
 use kube::api::{Patch, PatchParams, PostParams};
 use kube::Api;
 use kube_sim::{Config, FaultConfig, KubeSim};
@@ -95,8 +95,8 @@ async fn connect_uses_the_given_kubeconfig_and_context() {
     .expect("connect with the kubeconfig's own context");
     assert_eq!(
         bounded(
-            "replicas",
-            cluster.deployment_replicas("default", "missing")
+            "release",
+            cluster.latest_stored_release("default", "missing")
         )
         .await
         .unwrap(),
@@ -193,58 +193,6 @@ async fn namespace_is_created_labelled_and_then_left_alone() {
     sim.shutdown().await;
 }
 
-#[tokio::test]
-async fn lowest_tcp_port_skips_udp_and_defaults_to_tcp() {
-    let (sim, cluster) = start(Config::default()).await;
-    create_namespace(&cluster, "shop-dev").await;
-    let api: Api<Service> = Api::namespaced(cluster.client(), "shop-dev");
-    let service: Service = serde_json::from_value(json!({
-        "apiVersion": "v1",
-        "kind": "Service",
-        "metadata": {"name": "carts"},
-        "spec": {
-            "selector": {"app": "carts"},
-            "ports": [
-                {"name": "dns", "port": 53, "protocol": "UDP"},
-                {"name": "metrics", "port": 9090, "protocol": "TCP"},
-                {"name": "http", "port": 8080},
-                {"name": "syslog", "port": 514, "protocol": "UDP"}
-            ]
-        }
-    }))
-    .unwrap();
-    bounded("create", api.create(&PostParams::default(), &service))
-        .await
-        .unwrap();
-
-    let ports = bounded("ports", cluster.service_ports("shop-dev", "carts"))
-        .await
-        .unwrap()
-        .expect("service exists");
-    assert_eq!(ports.len(), 4);
-    let http = ports.iter().find(|p| p.name.as_deref() == Some("http"));
-    assert_eq!(http.map(|p| p.protocol.as_str()), Some("TCP"));
-    assert_eq!(
-        bounded("lowest", cluster.lowest_tcp_port("shop-dev", "carts"))
-            .await
-            .unwrap(),
-        Some(8080)
-    );
-    assert_eq!(
-        bounded("missing", cluster.lowest_tcp_port("shop-dev", "nope"))
-            .await
-            .unwrap(),
-        None
-    );
-    assert_eq!(
-        bounded("missing", cluster.service_ports("shop-dev", "nope"))
-            .await
-            .unwrap(),
-        None
-    );
-    sim.shutdown().await;
-}
-
 /// A Secret as Helm's storage driver writes it (the body is irrelevant to us).
 fn helm_secret(release: &str, version: u32, status: &str) -> Secret {
     serde_json::from_value(json!({
@@ -286,10 +234,11 @@ async fn helm_storage_reads_the_latest_revision_with_one_list() {
     sim.clear_audit();
     let latest = bounded(
         "latest",
-        cluster.latest_release_revision("shop-dev", "shop-dev-carts"),
+        cluster.release_revisions("shop-dev", "shop-dev-carts"),
     )
     .await
     .unwrap()
+    .pop()
     .expect("release exists");
     assert_eq!(latest.revision, 10);
     assert_eq!(latest.status, "deployed");
@@ -317,10 +266,11 @@ async fn helm_storage_reads_the_latest_revision_with_one_list() {
     );
     let generated = bounded(
         "generated",
-        cluster.latest_release_revision("shop-dev", "shop-dev-carts-generated"),
+        cluster.release_revisions("shop-dev", "shop-dev-carts-generated"),
     )
     .await
     .unwrap()
+    .pop()
     .unwrap();
     assert_eq!(
         (generated.revision, generated.status.as_str()),
@@ -329,19 +279,21 @@ async fn helm_storage_reads_the_latest_revision_with_one_list() {
     assert_eq!(
         bounded(
             "absent",
-            cluster.latest_release_revision("shop-dev", "never-installed")
+            cluster.release_revisions("shop-dev", "never-installed")
         )
         .await
-        .unwrap(),
+        .unwrap()
+        .pop(),
         None
     );
     assert_eq!(
         bounded(
             "absent namespace",
-            cluster.latest_release_revision("nowhere", "shop-dev-carts")
+            cluster.release_revisions("nowhere", "shop-dev-carts")
         )
         .await
-        .unwrap(),
+        .unwrap()
+        .pop(),
         None
     );
     sim.shutdown().await;
@@ -406,18 +358,6 @@ async fn rollout_finishes_shortly_after_the_pods_turn_ready() {
         bounded("ready", cluster.deployments_ready("shop-dev", &names))
             .await
             .unwrap()
-    );
-    assert_eq!(
-        bounded("replicas", cluster.deployment_replicas("shop-dev", "carts"))
-            .await
-            .unwrap(),
-        Some(2)
-    );
-    assert_eq!(
-        bounded("replicas", cluster.deployment_replicas("shop-dev", "nope"))
-            .await
-            .unwrap(),
-        None
     );
     assert!(!bounded(
         "missing is not ready",
@@ -666,11 +606,7 @@ async fn unreachable_api_is_a_transient_cluster_error() {
         .expect_err("refused");
     assert!(err.is_transient(), "{err:?}");
     assert!(err.to_string().contains("get Namespace a"), "{err}");
-    let err = bounded("ports", cluster.lowest_tcp_port("a", "b"))
-        .await
-        .expect_err("refused");
-    assert!(err.is_transient(), "{err:?}");
-    let err = bounded("helm", cluster.latest_release_revision("a", "b"))
+    let err = bounded("helm", cluster.release_revisions("a", "b"))
         .await
         .expect_err("refused");
     assert!(err.is_transient(), "{err:?}");
@@ -707,7 +643,7 @@ async fn silent_api_times_out_instead_of_hanging() {
         .await
         .unwrap()
         .with_request_timeout(Duration::from_millis(300));
-    let err = bounded("replicas", cluster.deployment_replicas("a", "b"))
+    let err = bounded("helm", cluster.release_revisions("a", "b"))
         .await
         .expect_err("no answer");
     assert!(matches!(err, ClusterError::Timeout { .. }), "{err:?}");

@@ -106,6 +106,36 @@ impl Env {
         cmd
     }
 
+    /// `helm get values -o json` of `release`, run directly (the worker never reads values
+    /// back): what the release was given, or with `all` the computed values (chart defaults
+    /// merged); no supplied values are an empty object.
+    async fn values(&self, release: &str, revision: Option<u32>, all: bool) -> Value {
+        let revision = revision.map(|r| r.to_string());
+        let mut args = vec!["get", "values", release, "-n", NS, "-o", "json"];
+        if all {
+            args.push("--all");
+        }
+        if let Some(revision) = &revision {
+            args.extend(["--revision", revision.as_str()]);
+        }
+        let mut cmd = self.raw_helm(&args);
+        cmd.stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped());
+        let out = tokio::time::timeout(BOUND, cmd.output())
+            .await
+            .expect("helm get values within the bound")
+            .expect("helm runs");
+        assert!(
+            out.status.success(),
+            "helm get values: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        match serde_json::from_slice(&out.stdout).expect("values as JSON") {
+            Value::Null => json!({}),
+            values => values,
+        }
+    }
+
     /// Waits (event-driven, bounded) until helm's storage Secret of `release` revision `rev`
     /// carries the `status` label `status`.
     async fn wait_for_revision_status(&self, release: &str, rev: u32, status: &str) {
@@ -276,9 +306,9 @@ async fn release_life_cycle() {
     assert!(old.contains("greeting: \"one\""), "{old}");
 
     // Values round-trip, per revision, and computed with the chart defaults.
-    assert_eq!(helm.values("rel", NS, None, false).await.unwrap(), v2);
-    assert_eq!(helm.values("rel", NS, Some(1), false).await.unwrap(), v1);
-    let all = helm.values("rel", NS, None, true).await.unwrap();
+    assert_eq!(env.values("rel", None, false).await, v2);
+    assert_eq!(env.values("rel", Some(1), false).await, v1);
+    let all = env.values("rel", None, true).await;
     assert_eq!(all["image"], "nginx:1");
     assert_eq!(all["greeting"], "two");
     assert_eq!(all["nested"]["list"], json!([1, 2]));
@@ -291,17 +321,14 @@ async fn release_life_cycle() {
     assert_eq!((st.revision, &st.status), (3, &ReleaseState::Deployed));
     assert_eq!(st.description, "Rollback to 1");
     assert_eq!(env.greeting("rel"), "one");
-    assert_eq!(helm.values("rel", NS, None, false).await.unwrap(), v1);
+    assert_eq!(env.values("rel", None, false).await, v1);
     assert_eq!(helm.history("rel", NS).await.unwrap().len(), 3);
 
     // Upgrading with no values resets to the chart's defaults (nothing carried over).
     let st = env.install("rel", Value::Null).await;
     assert_eq!(st.revision, 4);
     assert_eq!(env.greeting("rel"), "hello");
-    assert_eq!(
-        helm.values("rel", NS, None, false).await.unwrap(),
-        json!({})
-    );
+    assert_eq!(env.values("rel", None, false).await, json!({}));
 
     // Reads of what does not exist.
     let err = helm.manifest("rel", NS, Some(42)).await.unwrap_err();
@@ -323,9 +350,7 @@ async fn release_life_cycle() {
         .iter()
         .map(|(op, _)| op.as_str())
         .collect();
-    for op in [
-        "upgrade", "status", "history", "manifest", "values", "rollback",
-    ] {
+    for op in ["upgrade", "status", "history", "manifest", "rollback"] {
         assert!(ops.contains(&op), "{op} not observed in {ops:?}");
     }
 }

@@ -393,11 +393,6 @@ impl Chart {
         finish_chart(top.to_owned(), files, &BTreeSet::new())
     }
 
-    /// The top-level directory name inside the archive.
-    pub fn top_dir(&self) -> &str {
-        &self.top
-    }
-
     /// The chart's name from `Chart.yaml`.
     pub fn name(&self) -> &str {
         &self.name
@@ -411,16 +406,6 @@ impl Chart {
     /// All files, by path relative to the top-level directory, sorted.
     pub fn files(&self) -> &BTreeMap<String, Vec<u8>> {
         &self.files
-    }
-
-    /// One file by path relative to the top-level directory.
-    pub fn file(&self, path: &str) -> Option<&[u8]> {
-        self.files.get(path).map(Vec::as_slice)
-    }
-
-    /// Total size of the files, unpacked.
-    pub fn unpacked_size(&self) -> u64 {
-        self.files.values().map(|data| data.len() as u64).sum()
     }
 
     /// The chart's `values.yaml` as JSON: an empty object when there is none (or it is empty).
@@ -861,7 +846,7 @@ mod tests {
     #[test]
     fn reads_a_chart_as_helm_packages_it() {
         let chart = read(&carts()).unwrap();
-        assert_eq!(chart.top_dir(), "carts");
+        assert_eq!(chart.top, "carts");
         assert_eq!(chart.name(), "carts");
         assert_eq!(chart.version(), "0.1.0");
         assert_eq!(
@@ -869,8 +854,8 @@ mod tests {
             ["Chart.yaml", "templates/deployment.yaml", "values.yaml"]
         );
         assert_eq!(
-            chart.file("templates/deployment.yaml"),
-            Some(&b"kind: Deployment\n"[..])
+            chart.files.get("templates/deployment.yaml"),
+            Some(&b"kind: Deployment\n".to_vec())
         );
         assert_eq!(
             chart.values().unwrap(),
@@ -889,7 +874,7 @@ mod tests {
             file("./carts/templates/svc.yaml", b"kind: Service\n"),
         ])
         .unwrap();
-        assert_eq!(chart.top_dir(), "carts");
+        assert_eq!(chart.top, "carts");
         assert_eq!(
             chart.files().keys().collect::<Vec<_>>(),
             ["Chart.yaml", "templates/svc.yaml"]
@@ -1272,7 +1257,7 @@ mod tests {
         let archive = builder.into_inner().unwrap().finish().unwrap();
         let chart = Chart::from_archive(&archive, &ArchiveLimits::default()).unwrap();
         let relative = long.strip_prefix("carts/").unwrap();
-        assert_eq!(chart.file(relative), Some(&b"a: "[..]));
+        assert_eq!(chart.files.get(relative), Some(&b"a: ".to_vec()));
         let again = Chart::from_archive(&chart.to_archive(), &ArchiveLimits::default()).unwrap();
         assert_eq!(again, chart);
     }
@@ -1296,10 +1281,13 @@ mod tests {
             })
         );
         // Other files are untouched.
-        assert_eq!(reread.file("Chart.yaml"), chart.file("Chart.yaml"));
         assert_eq!(
-            reread.file("templates/deployment.yaml"),
-            chart.file("templates/deployment.yaml")
+            reread.files.get("Chart.yaml"),
+            chart.files.get("Chart.yaml")
+        );
+        assert_eq!(
+            reread.files.get("templates/deployment.yaml"),
+            chart.files.get("templates/deployment.yaml")
         );
         // Merging the same values again changes nothing (a redelivered event is harmless).
         let mut again = reread.values().unwrap();
@@ -1357,7 +1345,7 @@ mod tests {
         .unwrap();
         let chart = Chart::from_dir(&root, &ArchiveLimits::default()).unwrap();
         // Named after the chart, like `helm package`, not after the directory.
-        assert_eq!(chart.top_dir(), "carts");
+        assert_eq!(chart.top, "carts");
         assert_eq!(
             chart.files().keys().collect::<Vec<_>>(),
             ["Chart.yaml", "templates/deployment.yaml", "values.yaml"]

@@ -34,11 +34,6 @@ impl LocalDirCharts {
         }
     }
 
-    /// The file a location maps to.
-    pub fn path_of(&self, at: &ChartLocation) -> PathBuf {
-        self.root.join(at.object_name())
-    }
-
     /// Reads the file `<root>/<name>` (`name` built from checked names), capped; `None`
     /// when absent.
     fn read_blocking(&self, name: &str) -> Result<Option<Vec<u8>>, ChartStoreError> {

@@ -167,20 +167,9 @@ impl Cluster {
         }
     }
 
-    /// The highest revision of `release` in `namespace`, or `None` when Helm has no record of
-    /// it there. One LIST of Secret metadata by label selector; Secrets whose names or labels
-    /// do not follow Helm's scheme are ignored.
-    pub async fn latest_release_revision(
-        &self,
-        namespace: &str,
-        release: &str,
-    ) -> Result<Option<StoredRevision>, ClusterError> {
-        Ok(self.release_revisions(namespace, release).await?.pop())
-    }
-
     /// Every revision Helm keeps of `release` in `namespace` (its `--history-max` window),
-    /// oldest first; empty when there is none. Same single LIST as
-    /// [`Cluster::latest_release_revision`], for callers that look for the last good one.
+    /// oldest first; empty when there is none. One LIST of Secret metadata by label selector;
+    /// Secrets whose names or labels do not follow Helm's scheme are ignored.
     pub async fn release_revisions(
         &self,
         namespace: &str,

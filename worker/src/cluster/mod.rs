@@ -2,11 +2,9 @@
 //! the things Helm does not do for us, or does too expensively to do on every event.
 //!
 //! - [`namespaces`]: create the release namespace and label it (`istio-injection`).
-//! - [`services`]: read a Service's ports for the deployment URI.
 //! - [`helm_storage`]: read Helm's release records (Secrets) without running `helm`, the fast
 //!   path of an unchanged redeploy.
 //! - [`rollout`]: wait for Deployments with watches, and explain why one did not roll out.
-//! - [`scale`]: read a Deployment's replicas for the scaling action.
 //!
 //! Everything hangs off [`Cluster`], a cheap-to-clone handle around one `kube::Client`.
 //! Every one-shot request is bounded by [`Cluster::request_timeout`], so a black-holed API
@@ -17,8 +15,6 @@ mod error;
 pub mod helm_storage;
 pub mod namespaces;
 pub mod rollout;
-pub mod scale;
-pub mod services;
 
 use std::future::Future;
 use std::path::Path;
@@ -30,7 +26,6 @@ pub use diagnosis::{pod_problems, ConditionSummary, DeploymentDiagnosis, PodProb
 pub use error::ClusterError;
 pub use helm_storage::{StoredRelease, StoredRevision};
 pub use rollout::{rollout_status, RolloutFailure, RolloutStatus};
-pub use services::ServicePortInfo;
 
 /// How long a single one-shot API request may take before it counts as a (transient)
 /// failure. Real API servers answer in milliseconds; 30 s leaves room for a loaded one.

@@ -136,21 +136,6 @@ impl Inventory {
             .map_err(|e| self.unavailable(e))
     }
 
-    /// The stages a service of a project is deployed in, with their entries.
-    pub async fn stages_of(
-        &self,
-        project: &str,
-        service: &str,
-    ) -> Result<Vec<(String, InventoryEntry)>, InventoryError> {
-        let mut stages = Vec::new();
-        for stage in self.stage_names_of(project, service).await? {
-            if let Some(entry) = self.get(project, &stage, service).await? {
-                stages.push((stage, entry));
-            }
-        }
-        Ok(stages)
-    }
-
     /// The stages with an entry of a service of a project, without reading the entries: an
     /// entry this version cannot read still names its stage (service deletion relies on it).
     pub async fn stage_names_of(

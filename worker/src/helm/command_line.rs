@@ -152,30 +152,6 @@ pub(crate) fn manifest(target: &Target, revision: Option<u32>, base: Duration) -
     CommandLine::read(args, base)
 }
 
-/// `helm get values` as JSON of the latest (or the given) revision; with `all` the computed
-/// values instead of the supplied ones.
-pub(crate) fn values(
-    target: &Target,
-    revision: Option<u32>,
-    all: bool,
-    base: Duration,
-) -> CommandLine {
-    let mut args = os(&[
-        "get",
-        "values",
-        &target.release,
-        "--namespace",
-        &target.namespace,
-        "-o",
-        "json",
-    ]);
-    if all {
-        args.push("--all".into());
-    }
-    push_revision(&mut args, revision);
-    CommandLine::read(args, base)
-}
-
 /// A command that may wait once (no rollback after it): `args` and the wait flags.
 fn waiting(
     mut args: Vec<OsString>,
@@ -428,25 +404,6 @@ mod tests {
                 "ns",
                 "--revision",
                 "4"
-            ]
-        );
-        assert_eq!(
-            text(&values(&target(), None, false, BASE).args),
-            ["get", "values", "rel", "--namespace", "ns", "-o", "json"]
-        );
-        assert_eq!(
-            text(&values(&target(), Some(2), true, BASE).args),
-            [
-                "get",
-                "values",
-                "rel",
-                "--namespace",
-                "ns",
-                "-o",
-                "json",
-                "--all",
-                "--revision",
-                "2"
             ]
         );
         assert_eq!(text(&version()), ["version", "--template", "{{.Version}}"]);

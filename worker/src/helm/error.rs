@@ -13,13 +13,12 @@ pub enum Operation {
     Status,
     History,
     Manifest,
-    Values,
     Rollback,
     Uninstall,
 }
 
 impl Operation {
-    /// Stable metric label: `version`, `upgrade`, `status`, `history`, `manifest`, `values`,
+    /// Stable metric label: `version`, `upgrade`, `status`, `history`, `manifest`,
     /// `rollback`, `uninstall`.
     pub fn as_str(self) -> &'static str {
         match self {
@@ -28,7 +27,6 @@ impl Operation {
             Self::Status => "status",
             Self::History => "history",
             Self::Manifest => "manifest",
-            Self::Values => "values",
             Self::Rollback => "rollback",
             Self::Uninstall => "uninstall",
         }
@@ -42,7 +40,6 @@ impl Operation {
             Self::Status => "helm status",
             Self::History => "helm history",
             Self::Manifest => "helm get manifest",
-            Self::Values => "helm get values",
             Self::Rollback => "helm rollback",
             Self::Uninstall => "helm uninstall",
         }

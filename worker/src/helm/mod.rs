@@ -281,10 +281,6 @@ impl Helm {
         &self.version
     }
 
-    pub fn config(&self) -> &HelmConfig {
-        &self.config
-    }
-
     /// `helm upgrade --install`, then the release's new status — read from the JSON helm
     /// prints (`-o json`), so an upgrade is one helm process; `helm history` only when that
     /// output was too large to keep.
@@ -402,32 +398,6 @@ impl Helm {
         let line = command_line::manifest(&target, revision, self.config.timeout);
         let out = self.call(op, &target, line).await?;
         utf8(op, &target, out)
-    }
-
-    /// The values of the latest (or the given) revision: what was supplied, or with `all` the
-    /// computed values (chart defaults merged). No supplied values are an empty object.
-    pub async fn values(
-        &self,
-        release: &str,
-        namespace: &str,
-        revision: Option<u32>,
-        all: bool,
-    ) -> Result<serde_json::Value, HelmError> {
-        let op = Operation::Values;
-        let target = checked_target(op, release, namespace)?;
-        let line = command_line::values(&target, revision, all, self.config.timeout);
-        let out = self.call(op, &target, line).await?;
-        let value: serde_json::Value =
-            serde_json::from_slice(&out).map_err(|e| HelmError::Parse {
-                operation: op,
-                target: target.clone(),
-                message: format!("{e} in {}", excerpt(&String::from_utf8_lossy(&out))),
-            })?;
-        Ok(if value.is_null() {
-            serde_json::Value::Object(Default::default())
-        } else {
-            value
-        })
     }
 
     /// `helm rollback` to `revision` (a new revision with its manifest and values),
