@@ -14,7 +14,6 @@ use tracing::{info, warn};
 use crate::cluster::Cluster;
 use crate::config::RunConfig;
 use crate::deploy::inventory::Inventory;
-use crate::deploy::settings::DeploySettings;
 use crate::handler::action::ActionHandler;
 use crate::handler::delete::ServiceDeleteHandler;
 use crate::handler::deployment::DeploymentHandler;
@@ -327,7 +326,7 @@ async fn production_handlers(
         charts,
         chart_limits: config.charts.limits(),
         inventory,
-        settings: DeploySettings::from_config(deploy),
+        settings: deploy.settings(),
         use_commit_id: config.charts.use_commit_id,
         metrics: metrics.clone(),
     });
