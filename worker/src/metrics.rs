@@ -2,54 +2,61 @@
 //!
 //! One registry per worker instance (not the global default registry) so tests and
 //! benchmarks can run several workers in one process without their numbers mixing.
+//!
+//! Metrics with labels are recorded through the `record_*` methods only, so the label names,
+//! their order and their values are written once, here, next to their registration.
+
+use std::time::Duration;
 
 use prometheus::{
     Encoder, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, Opts,
     Registry, TextEncoder,
 };
 
+use crate::helm::{HelmError, HelmObserver, Operation};
+
 /// All metrics the pipeline records. Cheap to clone (the handles are reference counted).
 #[derive(Clone)]
 pub struct Metrics {
     registry: Registry,
     /// Messages taken off the consumer, by event type (`invalid` when undecodable).
-    pub events_received: IntCounterVec,
+    events_received: IntCounterVec,
     /// Finished events published, by event type, status and result.
-    pub events_finished: IntCounterVec,
+    events_finished: IntCounterVec,
     /// Messages acknowledged without a reply, by reason (own source, declined, ...).
-    pub events_ignored: IntCounterVec,
+    events_ignored: IntCounterVec,
     /// Wall time from taking a message to acking it, by event type.
-    pub event_duration: HistogramVec,
+    event_duration: HistogramVec,
     /// Tasks being processed right now on this replica.
     pub in_flight: IntGauge,
     /// Concurrency slots of this replica.
     pub pool_capacity: IntGauge,
     /// Messages delivered more than once, by event type.
-    pub redeliveries: IntCounterVec,
+    redeliveries: IntCounterVec,
     /// Duplicate or redelivered events whose effects had already happened.
     pub duplicates_suppressed: IntCounter,
     /// Dead-letter records written, by reason.
-    pub dead_letters: IntCounterVec,
+    dead_letters: IntCounterVec,
     /// Tasks that had to wait for a release lease held elsewhere.
     pub lease_waits: IntCounter,
     /// Time spent waiting for release leases.
     pub lease_wait_seconds: Histogram,
     /// Messages handed back for redelivery (transient failure or shutdown), by reason.
-    pub naks: IntCounterVec,
+    naks: IntCounterVec,
     /// Task steps completed, by step name.
-    pub steps_completed: IntCounterVec,
+    steps_completed: IntCounterVec,
     /// Steps skipped because the release record shows them done.
-    pub steps_skipped: IntCounterVec,
+    steps_skipped: IntCounterVec,
     /// Duration of completed task steps (`user-release`, `update-primary`, ...), by step.
-    pub step_seconds: HistogramVec,
+    step_seconds: HistogramVec,
     /// Messages waiting in the consumer (not yet delivered).
     pub consumer_pending: IntGauge,
     /// Messages delivered to some replica and not yet acknowledged.
     pub consumer_ack_pending: IntGauge,
     /// Duration of helm CLI calls, by operation and outcome.
-    pub helm_operation_seconds: HistogramVec,
+    helm_operation_seconds: HistogramVec,
     /// Time from a release upgrade to its Deployments being ready, by outcome.
-    pub rollout_seconds: HistogramVec,
+    rollout_seconds: HistogramVec,
     /// Deployments skipped because the same chart was deployed and healthy.
     pub unchanged_deployments: IntCounter,
     /// Releases found `pending-*` (a helm killed mid-operation) and recovered.
@@ -181,6 +188,81 @@ impl Metrics {
         }
     }
 
+    /// A message taken off the consumer, of `event_type` (`invalid` when undecodable);
+    /// `redelivered` when JetStream delivered it before.
+    pub fn record_received(&self, event_type: &str, redelivered: bool) {
+        self.events_received.with_label_values(&[event_type]).inc();
+        if redelivered {
+            self.redeliveries.with_label_values(&[event_type]).inc();
+        }
+    }
+
+    /// A message of `event_type` settled, `elapsed` after it was taken.
+    pub fn record_event_duration(&self, event_type: &str, elapsed: Duration) {
+        self.event_duration
+            .with_label_values(&[event_type])
+            .observe(elapsed.as_secs_f64());
+    }
+
+    /// A finished event published.
+    pub fn record_finished(&self, event_type: &str, status: &str, result: &str) {
+        self.events_finished
+            .with_label_values(&[event_type, status, result])
+            .inc();
+    }
+
+    /// A message acknowledged without any reply.
+    pub fn record_ignored(&self, reason: &str) {
+        self.events_ignored.with_label_values(&[reason]).inc();
+    }
+
+    /// A message handed back for redelivery.
+    pub fn record_nak(&self, reason: &str) {
+        self.naks.with_label_values(&[reason]).inc();
+    }
+
+    /// A dead-letter record written.
+    pub fn record_dead_letter(&self, reason: &str) {
+        self.dead_letters.with_label_values(&[reason]).inc();
+    }
+
+    /// A task step completed in `elapsed`.
+    pub fn record_step(&self, step: &str, elapsed: Duration) {
+        self.steps_completed.with_label_values(&[step]).inc();
+        self.step_seconds
+            .with_label_values(&[step])
+            .observe(elapsed.as_secs_f64());
+    }
+
+    /// A task step skipped because an earlier attempt completed it.
+    pub fn record_step_skipped(&self, step: &str) {
+        self.steps_skipped.with_label_values(&[step]).inc();
+    }
+
+    /// A wait for a release's Deployments that ended after `elapsed`, `ready` or not.
+    pub fn record_rollout(&self, ready: bool, elapsed: Duration) {
+        let outcome = if ready { "ready" } else { "failed" };
+        self.rollout_seconds
+            .with_label_values(&[outcome])
+            .observe(elapsed.as_secs_f64());
+    }
+
+    /// A helm call that ended after `elapsed`: outcome `ok` or the error's kind.
+    pub fn record_helm(
+        &self,
+        operation: Operation,
+        outcome: Result<(), &HelmError>,
+        elapsed: Duration,
+    ) {
+        let outcome = match outcome {
+            Ok(()) => "ok",
+            Err(err) => err.label(),
+        };
+        self.helm_operation_seconds
+            .with_label_values(&[operation.as_str(), outcome])
+            .observe(elapsed.as_secs_f64());
+    }
+
     /// The text exposition format served on `/metrics`.
     pub fn render(&self) -> String {
         let mut buffer = Vec::new();
@@ -193,6 +275,13 @@ impl Metrics {
 impl Default for Metrics {
     fn default() -> Self {
         Self::new()
+    }
+}
+
+/// Helm call durations on `/metrics`, by operation and outcome.
+impl HelmObserver for Metrics {
+    fn observe(&self, operation: Operation, elapsed: Duration, outcome: Result<(), &HelmError>) {
+        self.record_helm(operation, outcome, elapsed);
     }
 }
 
@@ -231,8 +320,8 @@ mod tests {
     #[test]
     fn all_metrics_register_and_render() {
         let metrics = Metrics::new();
-        metrics.events_received.with_label_values(&["x"]).inc();
-        metrics.dead_letters.with_label_values(&["malformed"]).inc();
+        metrics.record_received("x", false);
+        metrics.record_dead_letter("malformed");
         let text = metrics.render();
         assert!(text.contains("helm_service_events_received_total{type=\"x\"} 1"));
         assert!(text.contains("helm_service_dead_letters_total{reason=\"malformed\"} 1"));

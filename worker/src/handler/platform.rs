@@ -64,11 +64,8 @@ impl Platform {
             .cluster
             .wait_for_rollout(namespace, deployments, deadline)
             .await;
-        let outcome = if result.is_ok() { "ready" } else { "failed" };
         self.metrics
-            .rollout_seconds
-            .with_label_values(&[outcome])
-            .observe(started.elapsed().as_secs_f64());
+            .record_rollout(result.is_ok(), started.elapsed());
         result
     }
 
@@ -137,23 +134,5 @@ impl From<InventoryError> for TaskError {
             matches!(err, InventoryError::Unavailable { .. }),
             err.to_string(),
         )
-    }
-}
-
-/// Helm call durations on `/metrics`, by operation and outcome (`ok` or the error kind).
-impl crate::helm::HelmObserver for Metrics {
-    fn observe(
-        &self,
-        operation: crate::helm::Operation,
-        elapsed: std::time::Duration,
-        outcome: Result<(), &HelmError>,
-    ) {
-        let outcome = match outcome {
-            Ok(()) => "ok",
-            Err(err) => err.label(),
-        };
-        self.helm_operation_seconds
-            .with_label_values(&[operation.as_str(), outcome])
-            .observe(elapsed.as_secs_f64());
     }
 }

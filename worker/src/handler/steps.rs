@@ -88,7 +88,7 @@ impl<'a> Steps<'a> {
         Fut: Future<Output = Result<T, TaskError>>,
     {
         if let Some(output) = self.recorded(name).await {
-            self.metrics.steps_skipped.with_label_values(&[name]).inc();
+            self.metrics.record_step_skipped(name);
             info!(
                 step = name,
                 "step already done in an earlier attempt, skipping"
@@ -118,14 +118,7 @@ impl<'a> Steps<'a> {
             );
         })
         .await?;
-        self.metrics
-            .steps_completed
-            .with_label_values(&[name])
-            .inc();
-        self.metrics
-            .step_seconds
-            .with_label_values(&[name])
-            .observe(elapsed.as_secs_f64());
+        self.metrics.record_step(name, elapsed);
         info!(
             step = name,
             elapsed_ms = elapsed.as_millis() as u64,

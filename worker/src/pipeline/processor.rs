@@ -99,16 +99,7 @@ impl Processor {
             .info()
             .map(|info| (info.stream_sequence, info.delivered))
             .unwrap_or((0, 1));
-        self.metrics
-            .events_received
-            .with_label_values(&[type_label])
-            .inc();
-        if delivered > 1 {
-            self.metrics
-                .redeliveries
-                .with_label_values(&[type_label])
-                .inc();
-        }
+        self.metrics.record_received(type_label, delivered > 1);
         self.metrics.in_flight.inc();
 
         let span = info_span!("event", subject = %subject, seq = stream_sequence, delivered);
@@ -146,7 +137,7 @@ impl Processor {
         let settled = match &disposal {
             Disposal::Ack => message.ack().await,
             Disposal::Nak { delay, reason } => {
-                self.metrics.naks.with_label_values(&[reason]).inc();
+                self.metrics.record_nak(reason);
                 message.ack_with(AckKind::Nak(Some(*delay))).await
             }
         };
@@ -156,9 +147,7 @@ impl Processor {
         }
         self.metrics.in_flight.dec();
         self.metrics
-            .event_duration
-            .with_label_values(&[type_label])
-            .observe(started.elapsed().as_secs_f64());
+            .record_event_duration(type_label, started.elapsed());
     }
 
     async fn dispose(
@@ -198,10 +187,7 @@ impl Processor {
 
     /// Acks an event this replica does not answer, counted by `reason`.
     fn ignore(&self, reason: &'static str) -> Disposal {
-        self.metrics
-            .events_ignored
-            .with_label_values(&[reason])
-            .inc();
+        self.metrics.record_ignored(reason);
         Disposal::Ack
     }
 
@@ -219,10 +205,7 @@ impl Processor {
             .record(&letter)
             .await
             .map_err(|err| Retry::new("dead-letter-publish", err))?;
-        self.metrics
-            .dead_letters
-            .with_label_values(&[reason.as_str()])
-            .inc();
+        self.metrics.record_dead_letter(reason.as_str());
         Ok(Disposal::Ack)
     }
 
@@ -424,9 +407,7 @@ impl Processor {
         self.publish_event(&finished).await?;
         info!(%status, %result, reply = %message, "finished");
         self.metrics
-            .events_finished
-            .with_label_values(&[kind.event_type(), status, result])
-            .inc();
+            .record_finished(kind.event_type(), status, result);
         Ok(())
     }
 
