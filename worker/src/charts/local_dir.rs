@@ -15,7 +15,7 @@ use chrono::{DateTime, Utc};
 
 use super::{
     refuse_oversized, sha256_digest, ChartListing, ChartLocation, ChartStore, ChartStoreError,
-    FetchedFile, ServiceFile,
+    FetchedFile, ReadResult, ServiceFile,
 };
 
 /// A chart store on a local directory.
@@ -165,17 +165,10 @@ impl LocalDirCharts {
 
 #[async_trait]
 impl ChartStore for LocalDirCharts {
-    async fn read(
-        &self,
-        file: &ServiceFile,
-        _commit: Option<&str>,
-    ) -> Result<Option<FetchedFile>, ChartStoreError> {
+    async fn read(&self, file: &ServiceFile, _commit: Option<&str>) -> ReadResult {
         let (store, name) = (self.clone(), file.object_name());
         let data = blocking(move || store.read_blocking(&name)).await?;
-        Ok(data.map(|data| FetchedFile {
-            bytes: data.into(),
-            commit: None,
-        }))
+        Ok(data.map(FetchedFile::uncommitted))
     }
 
     async fn store(&self, at: &ChartLocation, archive: &[u8]) -> Result<(), ChartStoreError> {

@@ -206,6 +206,19 @@ pub struct FetchedFile {
     pub commit: Option<String>,
 }
 
+impl FetchedFile {
+    /// A file of a backend that keeps no commits (object store, local directory).
+    pub fn uncommitted(bytes: Vec<u8>) -> Self {
+        FetchedFile {
+            bytes: bytes.into(),
+            commit: None,
+        }
+    }
+}
+
+/// What [`ChartStore::read`] gives: the file as stored, `None` when it is absent.
+pub type ReadResult = Result<Option<FetchedFile>, ChartStoreError>;
+
 /// A chart archive as fetched; not yet checked (see [`Chart::from_archive`]).
 #[derive(Debug, Clone)]
 pub struct FetchedChart {
@@ -271,11 +284,7 @@ pub trait ChartStore: Send + Sync + 'static {
     /// configuration-store commit (resource-service only; other backends ignore it). Capped
     /// at the store's archive size limit. The one way a backend reads: [`fetch`](Self::fetch)
     /// and [`fetch_file`](Self::fetch_file) are built on it.
-    async fn read(
-        &self,
-        file: &ServiceFile,
-        commit: Option<&str>,
-    ) -> Result<Option<FetchedFile>, ChartStoreError>;
+    async fn read(&self, file: &ServiceFile, commit: Option<&str>) -> ReadResult;
 
     /// The chart at that location; `Ok(None)` when there is none. `commit` as for
     /// [`read`](Self::read).

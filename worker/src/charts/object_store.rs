@@ -13,7 +13,7 @@ use tokio::io::AsyncReadExt;
 
 use super::{
     refuse_oversized, ChartListing, ChartLocation, ChartStore, ChartStoreError, FetchedFile,
-    ServiceFile,
+    ReadResult, ServiceFile,
 };
 
 /// A chart store on a JetStream Object Store bucket.
@@ -127,18 +127,11 @@ impl ObjectStoreCharts {
 
 #[async_trait]
 impl ChartStore for ObjectStoreCharts {
-    async fn read(
-        &self,
-        file: &ServiceFile,
-        _commit: Option<&str>,
-    ) -> Result<Option<FetchedFile>, ChartStoreError> {
+    async fn read(&self, file: &ServiceFile, _commit: Option<&str>) -> ReadResult {
         Ok(self
             .fetch_object(&file.object_name())
             .await?
-            .map(|data| FetchedFile {
-                bytes: data.into(),
-                commit: None,
-            }))
+            .map(FetchedFile::uncommitted))
     }
 
     async fn store(&self, at: &ChartLocation, archive: &[u8]) -> Result<(), ChartStoreError> {

@@ -25,7 +25,7 @@ use serde::{Deserialize, Serialize};
 
 use super::{
     refuse_oversized, ChartListing, ChartLocation, ChartStore, ChartStoreError, FetchedFile,
-    ServiceFile,
+    ReadResult, ServiceFile,
 };
 
 /// Time limit of every request (connect, send, whole answer).
@@ -144,11 +144,7 @@ impl ResourceServiceCharts {
 impl ChartStore for ResourceServiceCharts {
     /// GETs one resource of the service; `None` on 404. The commit is the one the
     /// resource-service read it at.
-    async fn read(
-        &self,
-        file: &ServiceFile,
-        commit: Option<&str>,
-    ) -> Result<Option<FetchedFile>, ChartStoreError> {
+    async fn read(&self, file: &ServiceFile, commit: Option<&str>) -> ReadResult {
         let target = file.object_name();
         let mut url = self.resources_url(file.location())?;
         // Appended already encoded: the URI's `/` must stay `%2F`, one path segment.
