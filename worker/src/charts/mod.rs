@@ -1,7 +1,7 @@
 //! The chart store: where users' Helm charts live and how the worker reads them.
 //!
 //! Keptn keeps a service's chart as `helm/<service>.tgz` of that service in a stage. Where
-//! those bytes physically are depends on the installation (DESIGN.md §5), so the handlers see
+//! those bytes physically are depends on the installation (docs/architecture.md §7.2), so the handlers see
 //! only [`ChartStore`], with three backends:
 //!
 //! - [`object_store::ObjectStoreCharts`]: a JetStream Object Store bucket, the embedded default

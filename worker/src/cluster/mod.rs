@@ -1,4 +1,5 @@
-//! What the worker does with the Kubernetes API directly, through kube-rs (DESIGN.md §5):
+//! What the worker does with the Kubernetes API directly, through kube-rs
+//! (docs/architecture.md §7.4):
 //! the things Helm does not do for us, or does too expensively to do on every event.
 //!
 //! - [`namespaces`]: create the release namespace and label it (`istio-injection`).

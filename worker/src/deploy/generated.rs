@@ -5,7 +5,7 @@
 //! object is computed here, in Rust, from a small model kept in the release's values.
 //! So the user's manifest is never re-interpreted as a template (a `{{` in a user's
 //! annotation stays text), the objects are unit-testable without Helm, and a later task
-//! (promote, roll back, scale) reads the model back with `helm get values`, changes one
+//! (promote, roll back, scale) reads the model back from Helm's storage, changes one
 //! field and re-renders — the generated release is the single source of truth.
 
 use std::path::{Path, PathBuf};

@@ -436,7 +436,7 @@ impl Helm {
         }
     }
 
-    /// Clears a release left `pending-install` / `pending-upgrade` / `pending-rollback` by a
+    /// Recovers a release left `pending-install` / `pending-upgrade` / `pending-rollback` by a
     /// helm that died (see the `recover` module for the rules); `None` when the latest
     /// revision is not pending or there is no release.
     ///
