@@ -25,7 +25,7 @@ use std::borrow::Cow;
 
 use serde_json::{Map, Value};
 
-pub use crate::data::DataError;
+use crate::data::DataError;
 use crate::event_type::{EventType, EventTypeError};
 
 /// The Keptn spec version helm-service writes into `shkeptnspecversion`.

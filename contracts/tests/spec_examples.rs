@@ -12,7 +12,9 @@ use contracts::data::{
     ActionTriggeredData, DeploymentFinishedData, DeploymentStrategy, DeploymentTriggeredData,
     ReleaseTriggeredData, RollbackTriggeredData, ServiceDeleteData, Status, TaskResult,
 };
-use contracts::{EventType, EventTypeError, KeptnEvent, Phase, ReplyBuilder};
+use contracts::envelope::KeptnEvent;
+use contracts::event_type::{EventType, EventTypeError, Phase};
+use contracts::reply::ReplyBuilder;
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 use serde_json::{Map, Value};
