@@ -371,10 +371,12 @@ pub struct DeploymentTriggeredData {
     pub extra: Map<String, Value>,
 }
 
-/// `data` of `sh.keptn.event.deployment.finished`.
+/// `data` of `sh.keptn.event.deployment.finished`, and of the release.triggered that follows it
+/// (see [`ReleaseTriggeredData`]).
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct DeploymentFinishedData {
-    /// Project, stage, service, labels, status, result, message.
+    /// Project, stage, service, labels, status, result, message (in a release.triggered, the
+    /// result is the evaluation's).
     #[serde(flatten)]
     pub common: CommonData,
     /// What was deployed.
@@ -385,20 +387,10 @@ pub struct DeploymentFinishedData {
     pub extra: Map<String, Value>,
 }
 
-/// `data` of `sh.keptn.event.release.triggered`: the deployment.finished block plus the
-/// evaluation verdict in `common.result`.
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
-pub struct ReleaseTriggeredData {
-    /// Project, stage, service, labels, status, result (the evaluation's), message.
-    #[serde(flatten)]
-    pub common: CommonData,
-    /// What was deployed, as reported by deployment.finished.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub deployment: Option<DeploymentFinishedDetails>,
-    /// Fields this crate does not know, kept for the round trip.
-    #[serde(flatten)]
-    pub extra: Map<String, Value>,
-}
+/// `data` of `sh.keptn.event.release.triggered`: the Keptn spec gives it exactly the schema of
+/// deployment.finished's data (a release carries the report of the deployment it releases), so
+/// it is the same type; `common.result` carries the evaluation's verdict.
+pub type ReleaseTriggeredData = DeploymentFinishedData;
 
 /// `data` of `sh.keptn.event.rollback.triggered`: the spec defines only the common fields.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]

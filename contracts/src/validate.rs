@@ -126,7 +126,7 @@ impl DeploymentTriggeredData {
 }
 
 impl ReleaseTriggeredData {
-    /// Requires valid names and the `deployment` block of the deployment.finished event with a
+    /// Read as the data of a release.triggered event: requires valid names and the `deployment` block of the deployment.finished event with a
     /// known strategy. The evaluation verdict stays in `common.result` for the worker to read.
     pub fn validate(&self) -> Result<DeploymentTask, ValidationError> {
         let target = self.common.target()?;
