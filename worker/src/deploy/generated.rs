@@ -158,23 +158,6 @@ pub struct MeshModel {
 }
 
 impl MeshModel {
-    pub fn from_manifest(routing: Routing, manifest: &Manifest) -> Self {
-        let services = manifest
-            .services()
-            .into_iter()
-            .filter_map(|object| name_of(object).map(str::to_owned))
-            .collect();
-        let main_service = manifest
-            .main_service(&routing.service)
-            .and_then(name_of)
-            .map(str::to_owned);
-        MeshModel {
-            routing,
-            services,
-            main_service,
-        }
-    }
-
     fn render(&self) -> Vec<Value> {
         let mut objects: Vec<Value> = self
             .services
@@ -511,13 +494,12 @@ status: {replicas: 2}
 
     #[test]
     fn mesh_routes_to_the_main_service_with_a_rule_per_service() {
-        let text = format!(
-            "{USER}---\napiVersion: v1\nkind: Service\nmetadata: {{name: carts-db}}\nspec: {{}}\n"
-        );
-        let manifest = Manifest::parse("r", &text).unwrap();
-        let objects = GeneratedModel::Mesh(MeshModel::from_manifest(routing(), &manifest))
-            .render()
-            .unwrap();
+        let model = MeshModel {
+            routing: routing(),
+            services: vec!["carts".into(), "carts-db".into()],
+            main_service: Some("carts".into()),
+        };
+        let objects = GeneratedModel::Mesh(model).render().unwrap();
         find(&objects, "DestinationRule", "carts");
         find(&objects, "DestinationRule", "carts-db");
         let vs = find(&objects, "VirtualService", "carts");
