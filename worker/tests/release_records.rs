@@ -16,7 +16,7 @@ const TTL: Duration = Duration::from_secs(1);
 const KEY: &str = "sockshop.dev.carts";
 
 /// A fresh nats-server with an empty release-record bucket.
-async fn release_bucket() -> anyhow::Result<(
+async fn release_records_bucket() -> anyhow::Result<(
     NatsServer,
     async_nats::jetstream::Context,
     async_nats::jetstream::kv::Store,
@@ -34,7 +34,7 @@ async fn release_bucket() -> anyhow::Result<(
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_waiting_replica_is_not_starved_by_a_greedy_one() -> anyhow::Result<()> {
-    let (_nats, _js, store) = release_bucket().await?;
+    let (_nats, _js, store) = release_records_bucket().await?;
     let greedy = ReleaseLeases::new(store.clone(), TTL, "replica-a".into());
     let patient = ReleaseLeases::new(store, TTL, "replica-b".into());
 
@@ -106,7 +106,7 @@ async fn a_waiting_replica_is_not_starved_by_a_greedy_one() -> anyhow::Result<()
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_starved_waiter_gets_the_release_before_the_holders_own_queue() -> anyhow::Result<()> {
-    let (_nats, _js, store) = release_bucket().await?;
+    let (_nats, _js, store) = release_records_bucket().await?;
     let replica_a = ReleaseLeases::new(store.clone(), TTL, "replica-a".into());
     let replica_b = ReleaseLeases::new(store.clone(), TTL, "replica-b".into());
     let never = CancellationToken::new();
@@ -192,7 +192,7 @@ async fn a_starved_waiter_gets_the_release_before_the_holders_own_queue() -> any
 
 #[tokio::test]
 async fn a_crashed_holders_release_is_taken_over_with_its_progress() -> anyhow::Result<()> {
-    let (_nats, _js, store) = release_bucket().await?;
+    let (_nats, _js, store) = release_records_bucket().await?;
     // What a replica that crashed while holding the release leaves behind: its
     // holder entry and the progress of its event.
     let mut dead = ReleaseRecord {
@@ -236,7 +236,7 @@ async fn a_crashed_holders_release_is_taken_over_with_its_progress() -> anyhow::
 
 #[tokio::test]
 async fn reusing_released_keys_is_uncontended_and_cheap() -> anyhow::Result<()> {
-    let (_nats, js, store) = release_bucket().await?;
+    let (_nats, js, store) = release_records_bucket().await?;
     let ttl = Duration::from_secs(30);
     let leases = ReleaseLeases::new(store, ttl, "replica".into());
     let never = CancellationToken::new();
@@ -288,7 +288,7 @@ async fn record_of(
 #[tokio::test]
 async fn a_parked_release_is_reused_without_a_write_within_the_linger_and_with_one_after_it(
 ) -> anyhow::Result<()> {
-    let (nats, _js, store) = release_bucket().await?;
+    let (nats, _js, store) = release_records_bucket().await?;
     let ttl = Duration::from_secs(6);
     let linger = Duration::from_millis(600);
     let replica = parking_replica(&nats, &store, ttl, linger, "replica").await?;
@@ -343,7 +343,7 @@ async fn a_parked_release_is_reused_without_a_write_within_the_linger_and_with_o
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn another_replica_gets_a_parked_or_busy_release_without_waiting_out_the_linger(
 ) -> anyhow::Result<()> {
-    let (nats, _js, store) = release_bucket().await?;
+    let (nats, _js, store) = release_records_bucket().await?;
     // Served well before the TTL shows the wake request at work, not a take-over.
     let ttl = Duration::from_secs(8);
     let linger = ttl / 3;

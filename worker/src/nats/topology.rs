@@ -41,7 +41,9 @@ pub struct TopologyConfig {
 }
 
 impl TopologyConfig {
-    pub fn release_bucket(&self) -> String {
+    /// Name of the key-value bucket bound as [`Topology::release_records`] (its wire name,
+    /// `<prefix>-releases`, stays as deployed).
+    pub fn release_records_bucket(&self) -> String {
         format!("{}-releases", self.state_prefix)
     }
     pub fn dead_letter_stream(&self) -> String {
@@ -118,7 +120,7 @@ pub async fn bind(
     let release_records = open_bucket(
         js,
         crate::pipeline::lease::ReleaseLeases::bucket_config(
-            config.release_bucket(),
+            config.release_records_bucket(),
             config.record_retention,
         ),
     )
