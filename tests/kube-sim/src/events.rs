@@ -6,6 +6,7 @@
 //! the behaviour informers and `kubectl get -w` must cope with on a real cluster.
 
 use std::collections::VecDeque;
+use std::time::Instant;
 
 use serde_json::Value;
 
@@ -35,6 +36,9 @@ impl EventType {
 pub struct Event {
     /// The resourceVersion the write produced.
     pub revision: u64,
+    /// When the write was stored (monotonic), so a test can measure from the moment the
+    /// server held a state instead of from when the test got round to looking.
+    pub at: Instant,
     pub kind: EventType,
     /// Storage group and plural of the object (shared across API versions).
     pub group: String,
@@ -94,6 +98,7 @@ mod tests {
     fn ev(revision: u64) -> Event {
         Event {
             revision,
+            at: Instant::now(),
             kind: EventType::Added,
             group: String::new(),
             plural: "configmaps".into(),

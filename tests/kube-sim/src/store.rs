@@ -6,6 +6,7 @@
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::Mutex;
+use std::time::Instant;
 
 use serde_json::{json, Map, Value};
 
@@ -111,6 +112,7 @@ impl State {
         let (group, plural, namespace, _) = k.clone();
         self.history.push(Event {
             revision: self.revision,
+            at: Instant::now(),
             kind,
             group,
             plural,
@@ -348,11 +350,7 @@ impl Store {
         revision: u64,
     ) -> Result<(Vec<(EventType, Value, Option<Value>)>, u64), TooOld> {
         let state = self.lock();
-        let (g, p) = res.storage_key();
-        let events = state
-            .history
-            .since(revision)?
-            .filter(|e| e.group == g && e.plural == p && ns.is_none_or(|n| n == e.namespace))
+        let events = Self::history_of(&state, res, ns, revision)?
             .map(|e| {
                 (
                     e.kind,
@@ -362,6 +360,37 @@ impl Store {
             })
             .collect();
         Ok((events, state.revision))
+    }
+
+    /// The objects of `res` (in `ns`, or all namespaces) as written after `revision`, each
+    /// with the instant it was stored, oldest first. For tests that time a client against
+    /// the moment the server held a state (e.g. a pod turning ready): an observer of its own
+    /// would see that moment late by however long the machine kept it waiting.
+    pub fn writes_since(
+        &self,
+        res: &Resource,
+        ns: Option<&str>,
+        revision: u64,
+    ) -> Result<Vec<(Instant, Value)>, TooOld> {
+        let state = self.lock();
+        let writes = Self::history_of(&state, res, ns, revision)?
+            .map(|e| (e.at, Self::present(res, &e.object)))
+            .collect();
+        Ok(writes)
+    }
+
+    /// The kept events of `res`'s storage (in `ns`, or all namespaces) after `revision`.
+    fn history_of<'a>(
+        state: &'a State,
+        res: &Resource,
+        ns: Option<&'a str>,
+        revision: u64,
+    ) -> Result<impl Iterator<Item = &'a Event> + 'a, TooOld> {
+        let (g, p) = res.storage_key();
+        Ok(state
+            .history
+            .since(revision)?
+            .filter(move |e| e.group == g && e.plural == p && ns.is_none_or(|n| n == e.namespace)))
     }
 
     /// Returns a stored object stamped for the requested version.
@@ -1011,6 +1040,43 @@ mod tests {
             .iter()
             .find(|r| r.plural == plural)
             .unwrap()
+    }
+
+    #[test]
+    fn writes_since_gives_each_write_of_one_kind_with_when_it_was_stored() {
+        let s = Store::new();
+        let since = s.revision();
+        let before = Instant::now();
+        s.create(
+            res("configmaps"),
+            "default",
+            json!({"metadata": {"name": "a"}}),
+        )
+        .unwrap();
+        s.create(
+            res("secrets"),
+            "default",
+            json!({"metadata": {"name": "b"}}),
+        )
+        .unwrap();
+        s.modify(res("configmaps"), "default", "a", |cur| {
+            let mut out = cur.clone();
+            out["data"] = json!({"k": "v"});
+            Ok(out)
+        })
+        .unwrap();
+        let after = Instant::now();
+        let writes = s
+            .writes_since(res("configmaps"), Some("default"), since)
+            .unwrap();
+        assert_eq!(writes.len(), 2, "{writes:?}");
+        assert!(before <= writes[0].0 && writes[0].0 <= writes[1].0 && writes[1].0 <= after);
+        assert_eq!(writes[0].1["kind"], "ConfigMap");
+        assert_eq!(writes[1].1["data"]["k"], "v");
+        assert!(s
+            .writes_since(res("configmaps"), Some("kube-system"), since)
+            .unwrap()
+            .is_empty());
     }
 
     #[test]
