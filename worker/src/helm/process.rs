@@ -230,19 +230,33 @@ mod tests {
         assert!(f.stderr.len() <= 64 + "[… earlier output dropped]".len());
     }
 
-    /// A grandchild in the same group dies with the leader at the deadline.
+    /// A grandchild in the same group dies with the leader at the deadline. The deadline
+    /// must pass after the script started the grandchild and wrote its pid; on a busy
+    /// machine `sh` may not get there in time, which tests nothing, so the call is repeated
+    /// with a longer deadline.
     #[tokio::test]
     async fn timeout_kills_the_whole_process_group() {
-        let dir = tempfile::tempdir().unwrap();
-        let pidfile = dir.path().join("pid");
-        let script = format!("sleep 30 & echo $! > {}; wait", pidfile.display());
-        let started = Instant::now();
-        let err = run(&inv("sh", &["-c", &script], Duration::from_millis(300)))
-            .await
-            .unwrap_err();
-        assert!(matches!(err, RunError::TimedOut), "{err:?}");
-        assert!(started.elapsed() < Duration::from_secs(5));
-        assert_grandchild_gone(&pidfile, "the timeout").await;
+        let mut timeout = Duration::from_millis(300);
+        loop {
+            let dir = tempfile::tempdir().unwrap();
+            let pidfile = dir.path().join("pid");
+            let script = format!("sleep 30 & echo $! > {}; wait", pidfile.display());
+            let started = Instant::now();
+            let err = run(&inv("sh", &["-c", &script], timeout))
+                .await
+                .unwrap_err();
+            assert!(matches!(err, RunError::TimedOut), "{err:?}");
+            assert!(started.elapsed() < timeout + Duration::from_secs(5));
+            if written_pid(&pidfile).is_some() {
+                assert_grandchild_gone(&pidfile, "the timeout").await;
+                return;
+            }
+            assert!(
+                timeout < Duration::from_secs(20),
+                "the script never started its grandchild"
+            );
+            timeout *= 4;
+        }
     }
 
     /// Dropping the future (the caller gave up) kills the group too.
@@ -254,8 +268,8 @@ mod tests {
         let call = inv("sh", &["-c", &script], Duration::from_secs(60));
         let mut fut = Box::pin(run(&call));
         // Drive the call until the grandchild exists, then drop it mid-way.
-        let deadline = Instant::now() + Duration::from_secs(5);
-        while !pidfile.exists() || std::fs::read_to_string(&pidfile).unwrap().trim().is_empty() {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while written_pid(&pidfile).is_none() {
             assert!(Instant::now() < deadline, "script never started");
             let _ = tokio::time::timeout(Duration::from_millis(20), fut.as_mut()).await;
         }
@@ -263,14 +277,16 @@ mod tests {
         assert_grandchild_gone(&pidfile, "the dropped call").await;
     }
 
+    /// The pid the script wrote to `pidfile`, once it is there in full.
+    fn written_pid(pidfile: &std::path::Path) -> Option<i32> {
+        let text = std::fs::read_to_string(pidfile).ok()?;
+        text.ends_with('\n').then(|| text.trim().parse().ok())?
+    }
+
     /// Waits (bounded) until the process whose pid the script wrote to `pidfile` is gone:
     /// the orphan is reparented and reaped by init, which may take a moment.
     async fn assert_grandchild_gone(pidfile: &std::path::Path, after: &str) {
-        let pid: i32 = std::fs::read_to_string(pidfile)
-            .unwrap()
-            .trim()
-            .parse()
-            .unwrap();
+        let pid = written_pid(pidfile).expect("the script wrote the grandchild's pid");
         let deadline = Instant::now() + Duration::from_secs(5);
         while alive(pid) {
             assert!(
