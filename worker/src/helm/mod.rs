@@ -778,8 +778,9 @@ mod tests {
             let fake = fake.clone();
             async move {
                 // Another test thread forking while the script was open for writing makes
-                // exec fail with ETXTBSY for a moment: retry that, bounded.
-                for _ in 0..50 {
+                // exec fail with ETXTBSY until that child execs, which a busy machine can
+                // delay: retry that, bounded (10 s).
+                for _ in 0..500 {
                     match Helm::detect(HelmConfig::new(&fake)).await {
                         Err(HelmError::Spawn { source, .. })
                             if source.raw_os_error() == Some(nix::libc::ETXTBSY) =>
