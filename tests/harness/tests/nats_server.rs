@@ -141,7 +141,8 @@ async fn collect_stream_json_waits_for_later_messages_and_reports_on_timeout() {
         vec![json!({"seq": 1}), json!({"seq": 2}), json!({"seq": 3})]
     );
 
-    let err = collect_stream_json(&js, "live", "live.>", Duration::from_millis(300), |v| {
+    // Long enough to open the stream and read all four on a busy machine.
+    let err = collect_stream_json(&js, "live", "live.>", Duration::from_secs(2), |v| {
         v.len() > 10
     })
     .await
@@ -165,14 +166,29 @@ async fn restart_retries_while_the_port_is_still_taken() {
     let port = server.port();
     server.kill().await.unwrap();
 
-    // Someone holds the port for a moment (like a socket lingering after a crash).
+    // Someone holds the port for a moment (like a socket lingering after a crash): until
+    // the restarted server has found it taken, however long a busy machine makes that take
+    // (bounded, so that a server that never tries still gets the port).
     let squatter = std::net::TcpListener::bind(("127.0.0.1", port)).unwrap();
+    let log_path = server.log_path().to_owned();
+    let logged_before = std::fs::metadata(&log_path).map_or(0, |m| m.len() as usize);
     let release = tokio::spawn(async move {
-        tokio::time::sleep(Duration::from_millis(300)).await;
+        let refused = test_harness::wait::wait_until(
+            "the restarted server to find the port taken",
+            Duration::from_secs(10),
+            Duration::from_millis(20),
+            || async {
+                let log = std::fs::read(&log_path).unwrap_or_default();
+                let since = String::from_utf8_lossy(log.get(logged_before..).unwrap_or_default());
+                since.contains("address already in use").then_some(())
+            },
+        )
+        .await;
         drop(squatter);
+        refused
     });
     server.restart().await.unwrap();
-    release.await.unwrap();
+    release.await.unwrap().unwrap();
     assert_eq!(server.port(), port);
     assert!(server.log_tail(500).contains("address already in use"));
     server
