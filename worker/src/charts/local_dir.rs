@@ -15,14 +15,14 @@ use chrono::{DateTime, Utc};
 
 use super::{
     refuse_oversized, sha256_digest, ChartListing, ChartLocation, ChartStore, ChartStoreError,
-    FetchedFile, ReadResult, ServiceFile,
+    FetchedFile, ReadResult, ServiceFile, SizeCap,
 };
 
 /// A chart store on a local directory.
 #[derive(Debug, Clone)]
 pub struct LocalDirCharts {
     root: PathBuf,
-    max_bytes: u64,
+    cap: SizeCap,
 }
 
 impl LocalDirCharts {
@@ -30,12 +30,12 @@ impl LocalDirCharts {
     pub fn new(root: &Path, max_bytes: u64) -> Self {
         Self {
             root: root.to_path_buf(),
-            max_bytes,
+            cap: SizeCap::new(max_bytes),
         }
     }
 
-    /// Reads the file `<root>/<name>` (`name` built from checked names), capped; `None`
-    /// when absent.
+    /// Reads the file `<root>/<name>` (`name` built from checked names); `None` when absent.
+    /// Refused early, before it is read, when its size or its stream is over the cap.
     fn read_blocking(&self, name: &str) -> Result<Option<Vec<u8>>, ChartStoreError> {
         let path = self.root.join(name);
         let io_err = |path: &Path, err| io_error(name, path, err);
@@ -50,14 +50,7 @@ impl LocalDirCharts {
                 reason: format!("{} is not a regular file", path.display()),
             });
         }
-        let too_large = |size| ChartStoreError::TooLarge {
-            target: name.to_owned(),
-            size,
-            max: self.max_bytes,
-        };
-        if meta.len() > self.max_bytes {
-            return Err(too_large(Some(meta.len())));
-        }
+        self.cap.check(&name, meta.len())?;
         let file = match fs::File::open(&path) {
             Ok(file) => file,
             Err(err) if err.kind() == io::ErrorKind::NotFound => return Ok(None),
@@ -73,12 +66,10 @@ impl LocalDirCharts {
             });
         }
         let mut data = Vec::with_capacity(usize::try_from(meta.len()).unwrap_or(0));
-        file.take(self.max_bytes + 1)
+        file.take(self.cap.read_limit())
             .read_to_end(&mut data)
             .map_err(|err| io_err(&path, err))?;
-        if data.len() as u64 > self.max_bytes {
-            return Err(too_large(None));
-        }
+        self.cap.check_stream(&name, data.len() as u64)?;
         Ok(Some(data))
     }
 
@@ -165,6 +156,10 @@ impl LocalDirCharts {
 
 #[async_trait]
 impl ChartStore for LocalDirCharts {
+    fn size_cap(&self) -> SizeCap {
+        self.cap
+    }
+
     async fn read(&self, file: &ServiceFile, _commit: Option<&str>) -> ReadResult {
         let (store, name) = (self.clone(), file.object_name());
         let data = blocking(move || store.read_blocking(&name)).await?;
@@ -172,7 +167,7 @@ impl ChartStore for LocalDirCharts {
     }
 
     async fn store(&self, at: &ChartLocation, archive: &[u8]) -> Result<(), ChartStoreError> {
-        refuse_oversized(at, archive, self.max_bytes)?;
+        refuse_oversized(at, archive, self.cap.max_bytes())?;
         let (store, at, archive) = (self.clone(), at.clone(), archive.to_vec());
         blocking(move || store.store_blocking(&at, &archive)).await
     }

@@ -12,8 +12,9 @@
 //!   setups, a mounted volume).
 //!
 //! A store moves archive bytes only; what is inside is checked by [`archive::Chart`], because
-//! every chart is untrusted. Stores still cap the size they read, before reading it where the
-//! backend tells the size up front, so a huge object cannot exhaust memory either.
+//! every chart is untrusted. Every read is capped ([`SizeCap`]): by [`ChartStore`]'s provided
+//! fetches, whatever the backend, and also by a backend before it reads where it learns the
+//! size up front or reads a stream, so a huge object cannot exhaust memory either.
 //!
 //! Errors say whether trying again later can help ([`ChartStoreError::is_transient`]): a store
 //! that is down is a reason to hand the event back, a chart that is broken is a reason to answer
@@ -280,10 +281,15 @@ impl ChartStoreError {
 /// Where user charts are kept. Implementations move archive bytes; they do not inspect them.
 #[async_trait]
 pub trait ChartStore: Send + Sync + 'static {
+    /// The largest file this store reads or keeps (`--max-chart-bytes`).
+    fn size_cap(&self) -> SizeCap;
+
     /// One file of a service, as stored: `Ok(None)` when it is absent. `commit` pins a
-    /// configuration-store commit (resource-service only; other backends ignore it). Capped
-    /// at the store's archive size limit. The one way a backend reads: [`fetch`](Self::fetch)
-    /// and [`fetch_file`](Self::fetch_file) are built on it.
+    /// configuration-store commit (resource-service only; other backends ignore it). The one
+    /// way a backend reads; callers use [`fetch`](Self::fetch) and
+    /// [`fetch_file`](Self::fetch_file), which refuse a file over the [`size_cap`](Self::size_cap)
+    /// whatever the backend returned. A backend that learns the size before reading, or reads
+    /// a stream, refuses earlier through the same [`SizeCap`], so it never holds a huge file.
     async fn read(&self, file: &ServiceFile, commit: Option<&str>) -> ReadResult;
 
     /// The chart at that location; `Ok(None)` when there is none. `commit` as for
@@ -293,8 +299,7 @@ pub trait ChartStore: Send + Sync + 'static {
         at: &ChartLocation,
         commit: Option<&str>,
     ) -> Result<Option<FetchedChart>, ChartStoreError> {
-        Ok(self
-            .read(&at.chart_file(), commit)
+        Ok(read_capped(self, &at.chart_file(), commit)
             .await?
             .map(|fetched| FetchedChart {
                 archive: fetched.bytes,
@@ -309,7 +314,9 @@ pub trait ChartStore: Send + Sync + 'static {
         file: &ServiceFile,
         commit: Option<&str>,
     ) -> Result<Option<bytes::Bytes>, ChartStoreError> {
-        Ok(self.read(file, commit).await?.map(|fetched| fetched.bytes))
+        Ok(read_capped(self, file, commit)
+            .await?
+            .map(|fetched| fetched.bytes))
     }
 
     /// Stores (creates or replaces) the archive at that location.
@@ -320,6 +327,73 @@ pub trait ChartStore: Send + Sync + 'static {
 
     /// For logs, e.g. "JetStream object store bucket helm-service-charts"; never credentials.
     fn describe(&self) -> String;
+}
+
+/// A backend's read with the cap applied: the one place a file over it is refused, whatever
+/// the backend checked on its own.
+async fn read_capped<S: ChartStore + ?Sized>(
+    store: &S,
+    file: &ServiceFile,
+    commit: Option<&str>,
+) -> ReadResult {
+    let fetched = store.read(file, commit).await?;
+    if let Some(fetched) = &fetched {
+        store.size_cap().check(file, fetched.bytes.len() as u64)?;
+    }
+    Ok(fetched)
+}
+
+/// The largest file a chart store reads or keeps, in bytes (`--max-chart-bytes`).
+///
+/// [`ChartStore::fetch`] and [`ChartStore::fetch_file`] apply it to whatever a backend read;
+/// a backend applies it besides before reading where it can (a size it is told up front, a
+/// stream it stops at [`read_limit`](Self::read_limit)), so that a huge file is refused
+/// without being held in memory.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SizeCap {
+    max_bytes: u64,
+}
+
+impl SizeCap {
+    pub fn new(max_bytes: u64) -> Self {
+        Self { max_bytes }
+    }
+
+    pub fn max_bytes(self) -> u64 {
+        self.max_bytes
+    }
+
+    /// Refuses a file of a known `size` over the cap.
+    pub fn check(self, target: &dyn fmt::Display, size: u64) -> Result<(), ChartStoreError> {
+        if size > self.max_bytes {
+            return Err(self.too_large(target, Some(size)));
+        }
+        Ok(())
+    }
+
+    /// How many bytes a streaming read takes at most: one past the cap, so a read that got
+    /// this many knows the file is over the cap without reading the rest.
+    pub fn read_limit(self) -> u64 {
+        self.max_bytes.saturating_add(1)
+    }
+
+    /// Refuses a read that stopped at [`read_limit`](Self::read_limit): the file is over the
+    /// cap, by how much is unknown.
+    pub fn check_stream(self, target: &dyn fmt::Display, read: u64) -> Result<(), ChartStoreError> {
+        if read > self.max_bytes {
+            return Err(self.too_large(target, None));
+        }
+        Ok(())
+    }
+
+    /// The error for a file over the cap; `size` when it is known.
+    pub fn too_large(self, target: &dyn fmt::Display, size: Option<u64>) -> ChartStoreError {
+        ChartStoreError::TooLarge {
+            target: target.to_string(),
+            size,
+            max: self.max_bytes,
+        }
+    }
 }
 
 /// Refuses to store an archive over the cap: what a store keeps, it must be able to fetch.
@@ -395,6 +469,93 @@ mod tests {
             "sockshop/dev/carts/helm/endpoints.yaml"
         );
         assert_eq!(at.chart_file(), at.file("helm/carts.tgz").unwrap());
+    }
+
+    /// A backend that checks no size at all.
+    struct Careless(usize);
+
+    #[async_trait]
+    impl ChartStore for Careless {
+        fn size_cap(&self) -> SizeCap {
+            SizeCap::new(10)
+        }
+        async fn read(&self, _file: &ServiceFile, _commit: Option<&str>) -> ReadResult {
+            Ok(Some(FetchedFile::uncommitted(vec![0; self.0])))
+        }
+        async fn store(&self, _at: &ChartLocation, _archive: &[u8]) -> Result<(), ChartStoreError> {
+            unreachable!()
+        }
+        async fn list(&self, _project: Option<&str>) -> Result<Vec<ChartListing>, ChartStoreError> {
+            unreachable!()
+        }
+        fn describe(&self) -> String {
+            "careless".into()
+        }
+    }
+
+    #[tokio::test]
+    async fn fetches_are_capped_whatever_the_backend_read() {
+        let at = ChartLocation::new("sockshop", "dev", "carts").unwrap();
+        let err = Careless(11).fetch(&at, None).await.unwrap_err();
+        assert!(
+            matches!(
+                err,
+                ChartStoreError::TooLarge {
+                    size: Some(11),
+                    max: 10,
+                    ..
+                }
+            ),
+            "{err:?}"
+        );
+        assert_eq!(
+            err.to_string(),
+            "sockshop/dev/carts/helm/carts.tgz is 11 bytes, more than the limit of 10 bytes \
+             (--max-chart-bytes)"
+        );
+        let file = at.file("helm/endpoints.yaml").unwrap();
+        let err = Careless(11).fetch_file(&file, None).await.unwrap_err();
+        assert!(matches!(err, ChartStoreError::TooLarge { .. }), "{err:?}");
+        assert_eq!(
+            Careless(10)
+                .fetch(&at, None)
+                .await
+                .unwrap()
+                .unwrap()
+                .archive
+                .len(),
+            10
+        );
+        assert_eq!(
+            Careless(10)
+                .fetch_file(&file, None)
+                .await
+                .unwrap()
+                .unwrap()
+                .len(),
+            10
+        );
+    }
+
+    #[test]
+    fn size_cap_refuses_known_sizes_and_streams_past_it() {
+        let cap = SizeCap::new(10);
+        assert!(cap.check(&"x", 10).is_ok());
+        assert!(matches!(
+            cap.check(&"x", 11),
+            Err(ChartStoreError::TooLarge { size: Some(11), .. })
+        ));
+        assert_eq!(cap.read_limit(), 11);
+        assert!(cap.check_stream(&"x", 10).is_ok());
+        let err = cap.check_stream(&"x", 11).unwrap_err();
+        assert!(
+            matches!(err, ChartStoreError::TooLarge { size: None, .. }),
+            "{err:?}"
+        );
+        assert_eq!(
+            err.to_string(),
+            "x is larger, more than the limit of 10 bytes (--max-chart-bytes)"
+        );
     }
 
     #[test]

@@ -13,7 +13,7 @@ use tokio::io::AsyncReadExt;
 
 use super::{
     refuse_oversized, ChartListing, ChartLocation, ChartStore, ChartStoreError, FetchedFile,
-    ReadResult, ServiceFile,
+    ReadResult, ServiceFile, SizeCap,
 };
 
 /// A chart store on a JetStream Object Store bucket.
@@ -21,7 +21,7 @@ use super::{
 pub struct ObjectStoreCharts {
     bucket: String,
     store: object_store::ObjectStore,
-    max_bytes: u64,
+    cap: SizeCap,
 }
 
 impl ObjectStoreCharts {
@@ -78,22 +78,18 @@ impl ObjectStoreCharts {
         Ok(Self {
             bucket: bucket.to_owned(),
             store,
-            max_bytes,
+            cap: SizeCap::new(max_bytes),
         })
     }
 }
 
 impl ObjectStoreCharts {
-    /// Reads one object, capped; `None` when absent.
+    /// Reads one object; `None` when absent. Refused early, before it is read, when its info
+    /// or its stream shows it over the cap.
     async fn fetch_object(&self, name: &str) -> Result<Option<Vec<u8>>, ChartStoreError> {
         let unavailable = |err: &dyn std::fmt::Display| ChartStoreError::Unavailable {
             target: name.to_owned(),
             reason: err.to_string(),
-        };
-        let too_large = |size| ChartStoreError::TooLarge {
-            target: name.to_owned(),
-            size,
-            max: self.max_bytes,
         };
         // The size is in the object's info: refuse a huge object before reading a chunk.
         let info = match self.store.info(name).await {
@@ -102,31 +98,31 @@ impl ObjectStoreCharts {
             Err(err) if err.kind() == object_store::InfoErrorKind::NotFound => return Ok(None),
             Err(err) => return Err(unavailable(&err)),
         };
-        if info.size as u64 > self.max_bytes {
-            return Err(too_large(Some(info.size as u64)));
-        }
+        self.cap.check(&name, info.size as u64)?;
         let object = match self.store.get(name).await {
             Ok(object) => object,
             // Deleted between the two looks.
             Err(err) if err.kind() == object_store::GetErrorKind::NotFound => return Ok(None),
             Err(err) => return Err(unavailable(&err)),
         };
-        // It may also have been replaced by a bigger one: read one byte past the cap at most.
+        // It may also have been replaced by a bigger one: stop one byte past the cap.
         let mut data = Vec::with_capacity(info.size);
         object
-            .take(self.max_bytes + 1)
+            .take(self.cap.read_limit())
             .read_to_end(&mut data)
             .await
             .map_err(|err| unavailable(&err))?;
-        if data.len() as u64 > self.max_bytes {
-            return Err(too_large(None));
-        }
+        self.cap.check_stream(&name, data.len() as u64)?;
         Ok(Some(data))
     }
 }
 
 #[async_trait]
 impl ChartStore for ObjectStoreCharts {
+    fn size_cap(&self) -> SizeCap {
+        self.cap
+    }
+
     async fn read(&self, file: &ServiceFile, _commit: Option<&str>) -> ReadResult {
         Ok(self
             .fetch_object(&file.object_name())
@@ -135,7 +131,7 @@ impl ChartStore for ObjectStoreCharts {
     }
 
     async fn store(&self, at: &ChartLocation, archive: &[u8]) -> Result<(), ChartStoreError> {
-        refuse_oversized(at, archive, self.max_bytes)?;
+        refuse_oversized(at, archive, self.cap.max_bytes())?;
         let mut reader = archive;
         self.store
             .put(at.object_name().as_str(), &mut reader)

@@ -25,7 +25,7 @@ use serde::{Deserialize, Serialize};
 
 use super::{
     refuse_oversized, ChartListing, ChartLocation, ChartStore, ChartStoreError, FetchedFile,
-    ReadResult, ServiceFile,
+    ReadResult, ServiceFile, SizeCap,
 };
 
 /// Time limit of every request (connect, send, whole answer).
@@ -50,7 +50,7 @@ const PATH_SEGMENT: &AsciiSet = &NON_ALPHANUMERIC
 pub struct ResourceServiceCharts {
     base: reqwest::Url,
     client: reqwest::Client,
-    max_bytes: u64,
+    cap: SizeCap,
 }
 
 #[derive(Debug, Deserialize)]
@@ -106,7 +106,7 @@ impl ResourceServiceCharts {
         Ok(Self {
             base,
             client,
-            max_bytes,
+            cap: SizeCap::new(max_bytes),
         })
     }
 
@@ -136,14 +136,19 @@ impl ResourceServiceCharts {
 
     /// Largest body accepted for a fetch: base64 of the cap plus JSON.
     fn max_body(&self) -> u64 {
-        self.max_bytes.div_ceil(3).saturating_mul(4) + JSON_OVERHEAD
+        self.cap.max_bytes().div_ceil(3).saturating_mul(4) + JSON_OVERHEAD
     }
 }
 
 #[async_trait]
 impl ChartStore for ResourceServiceCharts {
+    fn size_cap(&self) -> SizeCap {
+        self.cap
+    }
+
     /// GETs one resource of the service; `None` on 404. The commit is the one the
-    /// resource-service read it at.
+    /// resource-service read it at. A body too large for a file within the cap is refused
+    /// before it is all read; the decoded file is left to the provided fetches' cap.
     async fn read(&self, file: &ServiceFile, commit: Option<&str>) -> ReadResult {
         let target = file.object_name();
         let mut url = self.resources_url(file.location())?;
@@ -166,7 +171,7 @@ impl ChartStore for ResourceServiceCharts {
         if !status.is_success() {
             return Err(status_error(&target, status, response).await);
         }
-        let body = read_capped(&target, &mut response, self.max_body(), self.max_bytes).await?;
+        let body = read_body(&target, &mut response, self.max_body(), self.cap).await?;
         let answer: GetResourceResponse =
             serde_json::from_slice(&body).map_err(|err| ChartStoreError::Invalid {
                 target: target.clone(),
@@ -179,13 +184,6 @@ impl ChartStore for ResourceServiceCharts {
                 target: target.clone(),
                 reason: format!("resourceContent is not base64: {err}"),
             })?;
-        if data.len() as u64 > self.max_bytes {
-            return Err(ChartStoreError::TooLarge {
-                target,
-                size: Some(data.len() as u64),
-                max: self.max_bytes,
-            });
-        }
         let version = answer
             .metadata
             .and_then(|metadata| metadata.version)
@@ -197,7 +195,7 @@ impl ChartStore for ResourceServiceCharts {
     }
 
     async fn store(&self, at: &ChartLocation, archive: &[u8]) -> Result<(), ChartStoreError> {
-        refuse_oversized(at, archive, self.max_bytes)?;
+        refuse_oversized(at, archive, self.cap.max_bytes())?;
         let chart = at.chart_file();
         let body = PutResources {
             resources: [PutResource {
@@ -306,21 +304,18 @@ async fn read_excerpt(response: &mut reqwest::Response) -> String {
     text.trim().to_owned()
 }
 
-/// Reads the body, refusing it by `Content-Length` first and stopping at `max_body` bytes.
-async fn read_capped(
+/// Reads the body, refusing it by `Content-Length` first and stopping at `max_body` bytes
+/// (the body of a file over `cap`: how much over is unknown).
+async fn read_body(
     target: &str,
     response: &mut reqwest::Response,
     max_body: u64,
-    max_archive: u64,
+    cap: SizeCap,
 ) -> Result<Vec<u8>, ChartStoreError> {
-    let too_large = |size| ChartStoreError::TooLarge {
-        target: target.to_owned(),
-        size,
-        max: max_archive,
-    };
+    let too_large = || cap.too_large(&target, None);
     if let Some(length) = response.content_length() {
         if length > max_body {
-            return Err(too_large(None));
+            return Err(too_large());
         }
     }
     let mut body = Vec::new();
@@ -330,7 +325,7 @@ async fn read_capped(
         .map_err(|err| request_failed(target, err))?
     {
         if body.len() as u64 + chunk.len() as u64 > max_body {
-            return Err(too_large(None));
+            return Err(too_large());
         }
         body.extend_from_slice(&chunk);
     }
