@@ -14,8 +14,8 @@ use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 
 use super::{
-    refuse_oversized, sha256_digest, ChartListing, ChartLocation, ChartStore, ChartStoreError,
-    FetchedFile, ReadResult, ServiceFile, SizeCap,
+    sha256_digest, ChartListing, ChartLocation, ChartStore, ChartStoreError, FetchedFile,
+    ReadResult, ServiceFile, SizeCap,
 };
 
 /// A chart store on a local directory.
@@ -166,8 +166,7 @@ impl ChartStore for LocalDirCharts {
         Ok(data.map(FetchedFile::uncommitted))
     }
 
-    async fn store(&self, at: &ChartLocation, archive: &[u8]) -> Result<(), ChartStoreError> {
-        refuse_oversized(at, archive, self.cap.max_bytes())?;
+    async fn write(&self, at: &ChartLocation, archive: &[u8]) -> Result<(), ChartStoreError> {
         let (store, at, archive) = (self.clone(), at.clone(), archive.to_vec());
         blocking(move || store.store_blocking(&at, &archive)).await
     }

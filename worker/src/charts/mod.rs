@@ -319,8 +319,17 @@ pub trait ChartStore: Send + Sync + 'static {
             .map(|fetched| fetched.bytes))
     }
 
-    /// Stores (creates or replaces) the archive at that location.
-    async fn store(&self, at: &ChartLocation, archive: &[u8]) -> Result<(), ChartStoreError>;
+    /// Writes (creates or replaces) the archive at that location, as given: the one way a
+    /// backend writes; callers use [`store`](Self::store), which refuses an archive over the
+    /// [`size_cap`](Self::size_cap) first.
+    async fn write(&self, at: &ChartLocation, archive: &[u8]) -> Result<(), ChartStoreError>;
+
+    /// Stores (creates or replaces) the archive at that location. An archive over the cap is
+    /// refused: what a store keeps, it must be able to fetch.
+    async fn store(&self, at: &ChartLocation, archive: &[u8]) -> Result<(), ChartStoreError> {
+        self.size_cap().check(at, archive.len() as u64)?;
+        self.write(at, archive).await
+    }
 
     /// The charts in the store, sorted by location; only those of `project` when given.
     async fn list(&self, project: Option<&str>) -> Result<Vec<ChartListing>, ChartStoreError>;
@@ -396,22 +405,6 @@ impl SizeCap {
     }
 }
 
-/// Refuses to store an archive over the cap: what a store keeps, it must be able to fetch.
-pub(crate) fn refuse_oversized(
-    at: &ChartLocation,
-    archive: &[u8],
-    max_bytes: u64,
-) -> Result<(), ChartStoreError> {
-    if archive.len() as u64 > max_bytes {
-        return Err(ChartStoreError::TooLarge {
-            target: at.to_string(),
-            size: Some(archive.len() as u64),
-            max: max_bytes,
-        });
-    }
-    Ok(())
-}
-
 /// `sha256:<hex>` of some bytes, the digest format used throughout.
 pub(crate) fn sha256_digest(bytes: &[u8]) -> String {
     use sha2::{Digest, Sha256};
@@ -482,7 +475,7 @@ mod tests {
         async fn read(&self, _file: &ServiceFile, _commit: Option<&str>) -> ReadResult {
             Ok(Some(FetchedFile::uncommitted(vec![0; self.0])))
         }
-        async fn store(&self, _at: &ChartLocation, _archive: &[u8]) -> Result<(), ChartStoreError> {
+        async fn write(&self, _at: &ChartLocation, _archive: &[u8]) -> Result<(), ChartStoreError> {
             unreachable!()
         }
         async fn list(&self, _project: Option<&str>) -> Result<Vec<ChartListing>, ChartStoreError> {
@@ -534,6 +527,24 @@ mod tests {
                 .unwrap()
                 .len(),
             10
+        );
+    }
+
+    #[tokio::test]
+    async fn stores_are_capped_before_the_backend_writes() {
+        let at = ChartLocation::new("sockshop", "dev", "carts").unwrap();
+        // Careless::write panics: the cap refuses the archive before it.
+        let err = Careless(0).store(&at, &[0; 11]).await.unwrap_err();
+        assert!(
+            matches!(
+                err,
+                ChartStoreError::TooLarge {
+                    size: Some(11),
+                    max: 10,
+                    ..
+                }
+            ),
+            "{err:?}"
         );
     }
 

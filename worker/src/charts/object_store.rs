@@ -12,8 +12,8 @@ use futures::StreamExt;
 use tokio::io::AsyncReadExt;
 
 use super::{
-    refuse_oversized, ChartListing, ChartLocation, ChartStore, ChartStoreError, FetchedFile,
-    ReadResult, ServiceFile, SizeCap,
+    ChartListing, ChartLocation, ChartStore, ChartStoreError, FetchedFile, ReadResult, ServiceFile,
+    SizeCap,
 };
 
 /// A chart store on a JetStream Object Store bucket.
@@ -130,8 +130,7 @@ impl ChartStore for ObjectStoreCharts {
             .map(FetchedFile::uncommitted))
     }
 
-    async fn store(&self, at: &ChartLocation, archive: &[u8]) -> Result<(), ChartStoreError> {
-        refuse_oversized(at, archive, self.cap.max_bytes())?;
+    async fn write(&self, at: &ChartLocation, archive: &[u8]) -> Result<(), ChartStoreError> {
         let mut reader = archive;
         self.store
             .put(at.object_name().as_str(), &mut reader)

@@ -24,8 +24,8 @@ use reqwest::StatusCode;
 use serde::{Deserialize, Serialize};
 
 use super::{
-    refuse_oversized, ChartListing, ChartLocation, ChartStore, ChartStoreError, FetchedFile,
-    ReadResult, ServiceFile, SizeCap,
+    ChartListing, ChartLocation, ChartStore, ChartStoreError, FetchedFile, ReadResult, ServiceFile,
+    SizeCap,
 };
 
 /// Time limit of every request (connect, send, whole answer).
@@ -194,8 +194,7 @@ impl ChartStore for ResourceServiceCharts {
         }))
     }
 
-    async fn store(&self, at: &ChartLocation, archive: &[u8]) -> Result<(), ChartStoreError> {
-        refuse_oversized(at, archive, self.cap.max_bytes())?;
+    async fn write(&self, at: &ChartLocation, archive: &[u8]) -> Result<(), ChartStoreError> {
         let chart = at.chart_file();
         let body = PutResources {
             resources: [PutResource {
