@@ -19,7 +19,7 @@ use worker::charts::object_store::ObjectStoreCharts;
 use worker::charts::resource_service::ResourceServiceCharts;
 use worker::charts::{
     ArchiveLimits, Chart, ChartLocation, ChartStore, ChartStoreConfig, ChartStoreError,
-    ChartStoreKind,
+    ChartStoreKind, ProjectName,
 };
 
 /// Every await in these tests is bounded.
@@ -36,6 +36,10 @@ const MAX: u64 = 64 * 1024;
 
 fn location(project: &str, stage: &str, service: &str) -> ChartLocation {
     ChartLocation::new(project, stage, service).expect("valid names")
+}
+
+fn project(name: &str) -> ProjectName {
+    ProjectName::new(name).expect("valid project name")
 }
 
 /// A small canonical chart archive; `replicas` makes different contents.
@@ -239,7 +243,7 @@ async fn object_store_backend() -> anyhow::Result<()> {
         Some(chart.digest().as_str())
     );
     assert!(carts_listing.modified.is_some());
-    let only_other = within("list other", store.list(Some("other"))).await?;
+    let only_other = within("list other", store.list(Some(&project("other")))).await?;
     assert_eq!(only_other.len(), 1);
     assert_eq!(only_other[0].location, other);
 
@@ -376,9 +380,9 @@ async fn local_dir_backend() -> anyhow::Result<()> {
         Some(sha256(&chart_archive("carts", 2)).as_str())
     );
     assert!(listings[1].modified.is_some());
-    let sockshop = within("list sockshop", store.list(Some("sockshop"))).await?;
+    let sockshop = within("list sockshop", store.list(Some(&project("sockshop")))).await?;
     assert_eq!(sockshop.len(), 1);
-    assert!(within("list linked", store.list(Some("linked")))
+    assert!(within("list linked", store.list(Some(&project("linked"))))
         .await?
         .is_empty());
     Ok(())

@@ -11,11 +11,10 @@ use std::sync::Arc;
 
 use anyhow::Context as _;
 use clap::{Args, Subcommand};
-use contracts::names::{validate_keptn_name, NameKind};
 
 use super::archive::{ArchiveLimits, Chart};
 use super::config::{ChartStoreConfig, ChartStoreKind};
-use super::{ChartLocation, ChartStore};
+use super::{ChartLocation, ChartStore, ProjectName};
 
 /// Settings of `helm-service charts`.
 #[derive(Debug, Args)]
@@ -72,13 +71,6 @@ pub async fn run(args: ChartsArgs) -> anyhow::Result<()> {
             ref path,
         } => {
             // Names and chart are checked before connecting anywhere.
-            for (kind, value) in [
-                (NameKind::Project, project),
-                (NameKind::Stage, stage),
-                (NameKind::Service, service),
-            ] {
-                validate_keptn_name(kind, value)?;
-            }
             let location = ChartLocation::new(project, stage, service)?;
             let limits = args.store.limits();
             let chart = read_chart(path, &limits)?;
@@ -104,12 +96,10 @@ pub async fn run(args: ChartsArgs) -> anyhow::Result<()> {
             Ok(())
         }
         ChartsCommand::List { ref project } => {
-            if let Some(project) = project {
-                validate_keptn_name(NameKind::Project, project)?;
-            }
+            let project = project.as_deref().map(ProjectName::new).transpose()?;
             let store = open(&args).await?;
             let listings = store
-                .list(project.as_deref())
+                .list(project.as_ref())
                 .await
                 .with_context(|| format!("listing the charts in the {}", store.describe()))?;
             let rows: Vec<[String; 4]> = listings

@@ -15,7 +15,7 @@ use chrono::{DateTime, Utc};
 
 use super::{
     sha256_digest, ChartListing, ChartLocation, ChartStore, ChartStoreError, FetchedFile,
-    ReadResult, ServiceFile, SizeCap,
+    ProjectName, ReadResult, ServiceFile, SizeCap,
 };
 
 /// A chart store on a local directory.
@@ -100,11 +100,14 @@ impl LocalDirCharts {
         Ok(())
     }
 
-    fn list_blocking(&self, project: Option<&str>) -> Result<Vec<ChartListing>, ChartStoreError> {
+    fn list_blocking(
+        &self,
+        project: Option<&ProjectName>,
+    ) -> Result<Vec<ChartListing>, ChartStoreError> {
         let target = format!("the charts in {}", self.root.display());
         let mut listings = Vec::new();
         let projects = match project {
-            Some(project) => vec![project.to_owned()],
+            Some(project) => vec![project.as_str().to_owned()],
             None => plain_dirs(&self.root, &target)?,
         };
         for project in projects {
@@ -171,16 +174,12 @@ impl ChartStore for LocalDirCharts {
         blocking(move || store.store_blocking(&at, &archive)).await
     }
 
-    async fn list(&self, project: Option<&str>) -> Result<Vec<ChartListing>, ChartStoreError> {
-        if let Some(project) = project {
-            contracts::names::validate_keptn_name(contracts::names::NameKind::Project, project)
-                .map_err(|err| ChartStoreError::Invalid {
-                    target: "chart listing".into(),
-                    reason: err.to_string(),
-                })?;
-        }
-        let (store, project) = (self.clone(), project.map(str::to_owned));
-        blocking(move || store.list_blocking(project.as_deref())).await
+    async fn list(
+        &self,
+        project: Option<&ProjectName>,
+    ) -> Result<Vec<ChartListing>, ChartStoreError> {
+        let (store, project) = (self.clone(), project.cloned());
+        blocking(move || store.list_blocking(project.as_ref())).await
     }
 
     fn describe(&self) -> String {

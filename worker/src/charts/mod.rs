@@ -199,6 +199,25 @@ impl fmt::Display for ServiceFile {
     }
 }
 
+/// A checked Keptn project name: what [`ChartStore::list`] filters by, so a backend may build
+/// a path from it without checking it again.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ProjectName(String);
+
+impl ProjectName {
+    pub fn new(name: &str) -> Result<Self, ChartStoreError> {
+        validate_keptn_name(NameKind::Project, name).map_err(|err| ChartStoreError::Invalid {
+            target: "chart listing".into(),
+            reason: err.to_string(),
+        })?;
+        Ok(Self(name.to_owned()))
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
 /// A file of a service as read from a store.
 #[derive(Debug, Clone)]
 pub struct FetchedFile {
@@ -332,7 +351,10 @@ pub trait ChartStore: Send + Sync + 'static {
     }
 
     /// The charts in the store, sorted by location; only those of `project` when given.
-    async fn list(&self, project: Option<&str>) -> Result<Vec<ChartListing>, ChartStoreError>;
+    async fn list(
+        &self,
+        project: Option<&ProjectName>,
+    ) -> Result<Vec<ChartListing>, ChartStoreError>;
 
     /// For logs, e.g. "JetStream object store bucket helm-service-charts"; never credentials.
     fn describe(&self) -> String;
@@ -478,7 +500,10 @@ mod tests {
         async fn write(&self, _at: &ChartLocation, _archive: &[u8]) -> Result<(), ChartStoreError> {
             unreachable!()
         }
-        async fn list(&self, _project: Option<&str>) -> Result<Vec<ChartListing>, ChartStoreError> {
+        async fn list(
+            &self,
+            _project: Option<&ProjectName>,
+        ) -> Result<Vec<ChartListing>, ChartStoreError> {
             unreachable!()
         }
         fn describe(&self) -> String {
@@ -567,6 +592,14 @@ mod tests {
             err.to_string(),
             "x is larger, more than the limit of 10 bytes (--max-chart-bytes)"
         );
+    }
+
+    #[test]
+    fn project_filters_are_checked() {
+        assert_eq!(ProjectName::new("sockshop").unwrap().as_str(), "sockshop");
+        let err = ProjectName::new("../x").unwrap_err();
+        assert!(matches!(err, ChartStoreError::Invalid { .. }), "{err:?}");
+        assert!(err.to_string().contains("project name \"../x\""), "{err}");
     }
 
     #[test]

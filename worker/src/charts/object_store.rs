@@ -12,8 +12,8 @@ use futures::StreamExt;
 use tokio::io::AsyncReadExt;
 
 use super::{
-    ChartListing, ChartLocation, ChartStore, ChartStoreError, FetchedFile, ReadResult, ServiceFile,
-    SizeCap,
+    ChartListing, ChartLocation, ChartStore, ChartStoreError, FetchedFile, ProjectName, ReadResult,
+    ServiceFile, SizeCap,
 };
 
 /// A chart store on a JetStream Object Store bucket.
@@ -142,7 +142,10 @@ impl ChartStore for ObjectStoreCharts {
         Ok(())
     }
 
-    async fn list(&self, project: Option<&str>) -> Result<Vec<ChartListing>, ChartStoreError> {
+    async fn list(
+        &self,
+        project: Option<&ProjectName>,
+    ) -> Result<Vec<ChartListing>, ChartStoreError> {
         let target = || format!("the charts in bucket {}", self.bucket);
         let unavailable = |err: &dyn std::fmt::Display| ChartStoreError::Unavailable {
             target: target(),
@@ -155,7 +158,7 @@ impl ChartStore for ObjectStoreCharts {
             let Some(location) = ChartLocation::from_object_name(&info.name) else {
                 continue;
             };
-            if project.is_some_and(|project| project != location.project()) {
+            if project.is_some_and(|project| project.as_str() != location.project()) {
                 continue;
             }
             let modified = modified_of(&info);

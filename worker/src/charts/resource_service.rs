@@ -24,8 +24,8 @@ use reqwest::StatusCode;
 use serde::{Deserialize, Serialize};
 
 use super::{
-    ChartListing, ChartLocation, ChartStore, ChartStoreError, FetchedFile, ReadResult, ServiceFile,
-    SizeCap,
+    ChartListing, ChartLocation, ChartStore, ChartStoreError, FetchedFile, ProjectName, ReadResult,
+    ServiceFile, SizeCap,
 };
 
 /// Time limit of every request (connect, send, whole answer).
@@ -216,7 +216,10 @@ impl ChartStore for ResourceServiceCharts {
         Ok(())
     }
 
-    async fn list(&self, _project: Option<&str>) -> Result<Vec<ChartListing>, ChartStoreError> {
+    async fn list(
+        &self,
+        _project: Option<&ProjectName>,
+    ) -> Result<Vec<ChartListing>, ChartStoreError> {
         Err(ChartStoreError::Unsupported {
             store: self.describe(),
             operation: "listing charts".into(),
