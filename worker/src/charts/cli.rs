@@ -14,7 +14,7 @@ use clap::{Args, Subcommand};
 
 use super::archive::{ArchiveLimits, Chart};
 use super::config::{ChartStoreConfig, ChartStoreKind};
-use super::{ChartLocation, ChartStore, ProjectName};
+use super::{ChartLocation, ChartStore, ProjectName, SizeCap};
 
 /// Settings of `helm-service charts`.
 #[derive(Debug, Args)]
@@ -75,14 +75,8 @@ pub async fn run(args: ChartsArgs) -> anyhow::Result<()> {
             let limits = args.store.limits();
             let chart = read_chart(path, &limits)?;
             let archive = chart.to_archive();
-            if archive.len() as u64 > limits.max_compressed {
-                anyhow::bail!(
-                    "the packaged chart is {} bytes, more than the limit of {} bytes \
-                     (--max-chart-bytes)",
-                    archive.len(),
-                    limits.max_compressed
-                );
-            }
+            // The store's own cap, applied before connecting.
+            SizeCap::new(limits.max_compressed).check(&location, archive.len() as u64)?;
             let store = open(&args).await?;
             store
                 .store(&location, &archive)
@@ -286,5 +280,24 @@ mod tests {
         .await
         .unwrap_err();
         assert!(err.to_string().contains("stage name \"Dev\""), "{err:#}");
+
+        // Over the store's cap: refused before any store is opened.
+        let mut small = args(ChartsCommand::Push {
+            project: "sockshop".into(),
+            stage: "dev".into(),
+            service: "carts".into(),
+            path: source.path().to_path_buf(),
+        });
+        small.store.max_chart_bytes = 20;
+        small.store.charts_dir = None;
+        let err = run(small).await.unwrap_err();
+        assert!(
+            err.to_string()
+                .contains("sockshop/dev/carts/helm/carts.tgz is ")
+                && err
+                    .to_string()
+                    .contains("more than the limit of 20 bytes (--max-chart-bytes)"),
+            "{err:#}"
+        );
     }
 }
