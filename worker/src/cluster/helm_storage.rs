@@ -19,6 +19,7 @@ use serde::Deserialize;
 use serde_json::Value;
 
 use super::{Cluster, ClusterError};
+use crate::helm::ReleaseRef;
 
 /// The newest revision of a release as Helm recorded it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -228,13 +229,6 @@ fn stored_revision(
     })
 }
 
-/// Where Helm keeps one release: what a cluster-wide look at its records finds.
-#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
-pub struct ReleaseLocation {
-    pub namespace: String,
-    pub release: String,
-}
-
 /// Records per page of [`Cluster::helm_releases_in_all_namespaces`]: however many releases a
 /// cluster keeps, one answer stays small.
 const RELEASE_LIST_PAGE: u32 = 500;
@@ -248,9 +242,7 @@ impl Cluster {
     ///
     /// Needs the permission to list Secrets cluster-wide. A refusal (403) comes back as the
     /// [`ClusterError`] it is ([`ClusterError::status_code`]), so callers can do without.
-    pub async fn helm_releases_in_all_namespaces(
-        &self,
-    ) -> Result<Vec<ReleaseLocation>, ClusterError> {
+    pub async fn helm_releases_in_all_namespaces(&self) -> Result<Vec<ReleaseRef>, ClusterError> {
         let api: Api<Secret> = Api::all(self.client());
         let action = || "list Helm release Secrets in all namespaces".to_owned();
         let mut found = std::collections::BTreeSet::new();
@@ -266,7 +258,7 @@ impl Cluster {
             found.extend(
                 page.items
                     .iter()
-                    .filter_map(|item| release_location(&item.metadata)),
+                    .filter_map(|item| release_ref(&item.metadata)),
             );
             token = page.metadata.continue_.filter(|t| !t.is_empty());
             if token.is_none() {
@@ -285,9 +277,9 @@ impl Cluster {
 /// The release one Helm storage Secret belongs to (`sh.helm.release.v1.<release>.v<N>` in the
 /// release namespace); `None` for Secrets that do not follow Helm's scheme, or whose `name`
 /// label disagrees with their name.
-fn release_location(
+fn release_ref(
     meta: &k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta,
-) -> Option<ReleaseLocation> {
+) -> Option<ReleaseRef> {
     let namespace = meta.namespace.as_deref().filter(|ns| !ns.is_empty())?;
     let (release, revision) = meta
         .name
@@ -299,7 +291,7 @@ fn release_location(
     if release.is_empty() || label.is_some_and(|name| name != release) {
         return None;
     }
-    Some(ReleaseLocation {
+    Some(ReleaseRef {
         namespace: namespace.to_owned(),
         release: release.to_owned(),
     })
@@ -351,7 +343,7 @@ mod tests {
     }
 
     #[test]
-    fn release_locations_come_from_helm_storage_secrets_only() {
+    fn release_refs_come_from_helm_storage_secrets_only() {
         use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
         let meta = |namespace: Option<&str>, name: &str, label: Option<&str>| ObjectMeta {
             namespace: namespace.map(str::to_owned),
@@ -360,20 +352,19 @@ mod tests {
             ..ObjectMeta::default()
         };
         assert_eq!(
-            release_location(&meta(
+            release_ref(&meta(
                 Some("shop-dev"),
                 "sh.helm.release.v1.shop-dev-hello.v3",
                 Some("shop-dev-hello")
             )),
-            Some(ReleaseLocation {
+            Some(ReleaseRef {
                 namespace: "shop-dev".into(),
                 release: "shop-dev-hello".into()
             })
         );
         // Release names may hold dots; the revision is the last `.v<N>`.
         assert_eq!(
-            release_location(&meta(Some("ns"), "sh.helm.release.v1.a.v2.v10", None))
-                .map(|l| l.release),
+            release_ref(&meta(Some("ns"), "sh.helm.release.v1.a.v2.v10", None)).map(|l| l.release),
             Some("a.v2".to_owned())
         );
         for (namespace, name, label) in [
@@ -383,11 +374,7 @@ mod tests {
             (Some("ns"), "sh.helm.release.v1..v1", None),
             (Some("ns"), "sh.helm.release.v1.r.v1", Some("other")),
         ] {
-            assert_eq!(
-                release_location(&meta(namespace, name, label)),
-                None,
-                "{name}"
-            );
+            assert_eq!(release_ref(&meta(namespace, name, label)), None, "{name}");
         }
     }
 

@@ -25,10 +25,9 @@ use tracing::{info, warn};
 
 use super::platform::Platform;
 use super::{Outcome, Steps, TaskError, TaskHandler};
-use crate::cluster::helm_storage::ReleaseLocation;
 use crate::deploy::inventory::InventoryError;
 use crate::deploy::naming::ReleaseNames;
-use crate::helm::Uninstalled;
+use crate::helm::{ReleaseRef, Uninstalled};
 use crate::pipeline::intake::{ReleaseKey, Task, TaskPayload};
 
 /// The `service.delete.finished` handler.
@@ -308,11 +307,7 @@ fn report(
 /// The stages where `releases` (Helm's records across the cluster) hold a release of
 /// `service`: in namespace `<project>-<stage>` for a valid stage name, named as
 /// [`ReleaseNames`] names the user or the generated release there.
-fn stages_with_releases(
-    project: &str,
-    service: &str,
-    releases: &[ReleaseLocation],
-) -> BTreeSet<String> {
+fn stages_with_releases(project: &str, service: &str, releases: &[ReleaseRef]) -> BTreeSet<String> {
     let prefix = format!("{project}-");
     releases
         .iter()
@@ -330,14 +325,14 @@ fn stages_with_releases(
 mod tests {
     use super::*;
 
-    fn at(namespace: &str, release: &str) -> ReleaseLocation {
-        ReleaseLocation {
+    fn at(namespace: &str, release: &str) -> ReleaseRef {
+        ReleaseRef {
             namespace: namespace.into(),
             release: release.into(),
         }
     }
 
-    fn stages(project: &str, service: &str, releases: &[ReleaseLocation]) -> Vec<String> {
+    fn stages(project: &str, service: &str, releases: &[ReleaseRef]) -> Vec<String> {
         stages_with_releases(project, service, releases)
             .into_iter()
             .collect()

@@ -9,7 +9,7 @@ use std::ffi::OsString;
 use std::path::Path;
 use std::time::Duration;
 
-use super::{HelmConfig, HelmVersion, Target, UpgradeRequest, WAIT_GRACE};
+use super::{HelmConfig, HelmVersion, ReleaseRef, UpgradeRequest, WAIT_GRACE};
 
 /// One helm invocation as the driver runs it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -91,7 +91,7 @@ pub(crate) fn upgrade(
 
 /// `helm rollback` to `revision`, waiting up to `wait` for readiness when given.
 pub(crate) fn rollback(
-    target: &Target,
+    target: &ReleaseRef,
     revision: u32,
     wait: Option<Duration>,
     version: &HelmVersion,
@@ -109,7 +109,7 @@ pub(crate) fn rollback(
 
 /// `helm uninstall`, waiting up to `wait` for the objects to be gone when given.
 pub(crate) fn uninstall(
-    target: &Target,
+    target: &ReleaseRef,
     wait: Option<Duration>,
     version: &HelmVersion,
     base: Duration,
@@ -124,7 +124,7 @@ pub(crate) fn uninstall(
 }
 
 /// `helm history` as JSON, the latest `max` revisions when given.
-pub(crate) fn history(target: &Target, max: Option<u32>, base: Duration) -> CommandLine {
+pub(crate) fn history(target: &ReleaseRef, max: Option<u32>, base: Duration) -> CommandLine {
     let mut args = os(&[
         "history",
         &target.release,
@@ -140,7 +140,7 @@ pub(crate) fn history(target: &Target, max: Option<u32>, base: Duration) -> Comm
 }
 
 /// `helm get manifest` of the latest (or the given) revision.
-pub(crate) fn manifest(target: &Target, revision: Option<u32>, base: Duration) -> CommandLine {
+pub(crate) fn manifest(target: &ReleaseRef, revision: Option<u32>, base: Duration) -> CommandLine {
     let mut args = os(&[
         "get",
         "manifest",
@@ -214,8 +214,8 @@ mod tests {
         HelmVersion::parse("v3.16.0").unwrap()
     }
 
-    fn target() -> Target {
-        Target::new("rel", "ns")
+    fn target() -> ReleaseRef {
+        ReleaseRef::new("rel", "ns")
     }
 
     fn text(args: &[OsString]) -> Vec<&str> {

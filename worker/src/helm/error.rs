@@ -5,6 +5,8 @@ use std::fmt;
 use std::path::PathBuf;
 use std::time::Duration;
 
+use super::ReleaseRef;
+
 /// One kind of helm invocation; the name labels logs, traces and metrics.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Operation {
@@ -52,30 +54,8 @@ impl fmt::Display for Operation {
     }
 }
 
-/// The release an operation works on; empty for `helm version`.
-#[derive(Debug, Clone, PartialEq, Eq, Default)]
-pub struct Target {
-    pub release: String,
-    pub namespace: String,
-}
-
-impl Target {
-    pub fn new(release: &str, namespace: &str) -> Self {
-        Self {
-            release: release.to_owned(),
-            namespace: namespace.to_owned(),
-        }
-    }
-}
-
-impl fmt::Display for Target {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}/{}", self.namespace, self.release)
-    }
-}
-
-/// "helm upgrade --install of release demo/rel", or "helm version".
-fn what(operation: &Operation, target: &Target) -> String {
+/// "helm upgrade --install of release demo/rel", or "helm version" (whose release is empty).
+fn what(operation: &Operation, target: &ReleaseRef) -> String {
     if target.release.is_empty() {
         operation.to_string()
     } else {
@@ -110,7 +90,7 @@ pub enum HelmError {
     Spawn {
         bin: PathBuf,
         operation: Operation,
-        target: Target,
+        target: ReleaseRef,
         #[source]
         source: std::io::Error,
     },
@@ -119,7 +99,7 @@ pub enum HelmError {
     #[error("{} refused: {reason}", what(.operation, .target))]
     InvalidRequest {
         operation: Operation,
-        target: Target,
+        target: ReleaseRef,
         reason: String,
     },
 
@@ -127,7 +107,7 @@ pub enum HelmError {
     #[error("{}: cannot prepare the values file: {source}", what(.operation, .target))]
     Io {
         operation: Operation,
-        target: Target,
+        target: ReleaseRef,
         #[source]
         source: std::io::Error,
     },
@@ -137,14 +117,14 @@ pub enum HelmError {
     #[error("{} did not finish within {after:?}; helm was killed", what(.operation, .target))]
     TimedOut {
         operation: Operation,
-        target: Target,
+        target: ReleaseRef,
         after: Duration,
     },
 
     #[error("{}: release not found", what(.operation, .target))]
     ReleaseNotFound {
         operation: Operation,
-        target: Target,
+        target: ReleaseRef,
     },
 
     /// A helm that held the release died or is still running; with the release's lease held,
@@ -152,14 +132,14 @@ pub enum HelmError {
     #[error("{}: another helm operation is in progress on the release (a pending install/upgrade/rollback): {}", what(.operation, .target), stderr_tail(.stderr))]
     OperationInProgress {
         operation: Operation,
-        target: Target,
+        target: ReleaseRef,
         stderr: String,
     },
 
     #[error("{} failed{}: {}", what(.operation, .target), exit_suffix(.exit_code), stderr_tail(.stderr))]
     Failed {
         operation: Operation,
-        target: Target,
+        target: ReleaseRef,
         exit_code: Option<i32>,
         /// helm's stderr, the last `max_stderr_bytes` of it.
         stderr: String,
@@ -169,14 +149,14 @@ pub enum HelmError {
     #[error("{} printed more than {limit} bytes; raise the output limit if the release is that large", what(.operation, .target))]
     OutputTooLarge {
         operation: Operation,
-        target: Target,
+        target: ReleaseRef,
         limit: usize,
     },
 
     #[error("{}: cannot understand helm's output: {message}", what(.operation, .target))]
     Parse {
         operation: Operation,
-        target: Target,
+        target: ReleaseRef,
         message: String,
     },
 }
@@ -342,8 +322,8 @@ const SERVER_SIDE: &[&str] = &[
 mod tests {
     use super::*;
 
-    fn target() -> Target {
-        Target {
+    fn target() -> ReleaseRef {
+        ReleaseRef {
             release: "rel".into(),
             namespace: "demo".into(),
         }

@@ -34,9 +34,9 @@ use std::time::{Duration, Instant};
 
 use tracing::Instrument;
 
-pub use error::{FailureKind, HelmError, Operation, Target};
+pub use error::{FailureKind, HelmError, Operation};
 pub use recover::{Recovery, RecoveryAction};
-pub use release::{HistoryEntry, ReleaseState, ReleaseStatus};
+pub use release::{HistoryEntry, ReleaseRef, ReleaseState, ReleaseStatus};
 pub use version::HelmVersion;
 
 use command_line::CommandLine;
@@ -199,7 +199,7 @@ impl Helm {
     /// that does not run) is an error worth stopping start-up for.
     pub async fn detect(config: HelmConfig) -> Result<Helm, HelmError> {
         let config = Arc::new(config);
-        let target = Target::default();
+        let target = ReleaseRef::default();
         let unsupported = |found: String, reason: String| HelmError::UnsupportedVersion {
             bin: config.bin.clone(),
             found,
@@ -347,7 +347,7 @@ impl Helm {
         release: &str,
         namespace: &str,
     ) -> Result<Option<ReleaseStatus>, HelmError> {
-        let target = Target::new(release, namespace);
+        let target = ReleaseRef::new(release, namespace);
         let entries = self.history_of(Operation::Status, &target, Some(1)).await?;
         Ok(entries
             .into_iter()
@@ -361,14 +361,14 @@ impl Helm {
         release: &str,
         namespace: &str,
     ) -> Result<Vec<HistoryEntry>, HelmError> {
-        let target = Target::new(release, namespace);
+        let target = ReleaseRef::new(release, namespace);
         self.history_of(Operation::History, &target, None).await
     }
 
     async fn history_of(
         &self,
         op: Operation,
-        target: &Target,
+        target: &ReleaseRef,
         max: Option<u32>,
     ) -> Result<Vec<HistoryEntry>, HelmError> {
         validate(op, target)?;
@@ -487,7 +487,7 @@ impl Helm {
     async fn call(
         &self,
         operation: Operation,
-        target: &Target,
+        target: &ReleaseRef,
         line: CommandLine,
     ) -> Result<Vec<u8>, HelmError> {
         let span = tracing::debug_span!(
@@ -521,7 +521,7 @@ impl Helm {
     async fn run(
         &self,
         operation: Operation,
-        target: &Target,
+        target: &ReleaseRef,
         line: CommandLine,
     ) -> Result<Vec<u8>, HelmError> {
         let CommandLine {
@@ -630,7 +630,7 @@ impl ValuesFile {
     }
 }
 
-fn utf8(op: Operation, target: &Target, out: Vec<u8>) -> Result<String, HelmError> {
+fn utf8(op: Operation, target: &ReleaseRef, out: Vec<u8>) -> Result<String, HelmError> {
     String::from_utf8(out).map_err(|e| HelmError::Parse {
         operation: op,
         target: target.clone(),
@@ -653,8 +653,8 @@ fn checked_target(
     operation: Operation,
     release: &str,
     namespace: &str,
-) -> Result<Target, HelmError> {
-    let target = Target::new(release, namespace);
+) -> Result<ReleaseRef, HelmError> {
+    let target = ReleaseRef::new(release, namespace);
     validate(operation, &target)?;
     Ok(target)
 }
@@ -662,7 +662,7 @@ fn checked_target(
 /// Refuses names helm would misread (a leading `-` is a flag) or reject anyway, before
 /// anything runs: release names as helm validates them (DNS-1123 subdomain, at most 53
 /// characters), namespaces as DNS-1123 labels.
-fn validate(operation: Operation, target: &Target) -> Result<(), HelmError> {
+fn validate(operation: Operation, target: &ReleaseRef) -> Result<(), HelmError> {
     let reason = if !is_release_name(&target.release) {
         Some(format!(
             "{:?} is not a valid release name (lower-case letters, digits, '-' and '.', starting and ending with a letter or digit, at most 53 characters)",
@@ -723,7 +723,7 @@ mod tests {
         }
         assert!(is_dns_label("demo-dev", 63));
         assert!(!is_dns_label("demo.dev", 63));
-        let err = validate(Operation::Status, &Target::new("-x", "demo")).unwrap_err();
+        let err = validate(Operation::Status, &ReleaseRef::new("-x", "demo")).unwrap_err();
         assert!(matches!(err, HelmError::InvalidRequest { .. }));
         assert!(!err.is_transient());
     }

@@ -4,6 +4,29 @@ use std::fmt;
 
 use serde::{Deserialize, Deserializer};
 
+/// A Helm release in a namespace: what a helm command works on (empty for `helm version`),
+/// and what a look at Helm's storage in the cluster finds. Sorted by namespace, then release.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Default)]
+pub struct ReleaseRef {
+    pub namespace: String,
+    pub release: String,
+}
+
+impl ReleaseRef {
+    pub fn new(release: &str, namespace: &str) -> Self {
+        Self {
+            namespace: namespace.to_owned(),
+            release: release.to_owned(),
+        }
+    }
+}
+
+impl fmt::Display for ReleaseRef {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}/{}", self.namespace, self.release)
+    }
+}
+
 /// A release revision's status as helm stores it (`helm history` / `helm status`).
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub enum ReleaseState {
