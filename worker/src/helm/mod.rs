@@ -452,7 +452,7 @@ impl Helm {
             return Ok(None);
         };
         let action = match plan.step {
-            recover::Step::Rollback(to_revision) => {
+            recover::RecoveryStep::Rollback(to_revision) => {
                 self.rollback(release, namespace, to_revision, None).await?;
                 let status = self.status(release, namespace).await?;
                 RecoveryAction::RolledBack {
@@ -460,7 +460,7 @@ impl Helm {
                     new_revision: status.map(|s| s.revision).unwrap_or_default(),
                 }
             }
-            recover::Step::Uninstall => {
+            recover::RecoveryStep::Uninstall => {
                 self.uninstall(release, namespace, None).await?;
                 RecoveryAction::Uninstalled
             }

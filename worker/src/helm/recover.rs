@@ -63,11 +63,13 @@ impl fmt::Display for Recovery {
 pub(crate) struct RecoveryPlan {
     pub pending_revision: u32,
     pub pending_state: ReleaseState,
-    pub step: Step,
+    pub step: RecoveryStep,
 }
 
+/// The one helm command that recovers a pending release; named apart from the steps of a
+/// task's step journal, which it is not one of.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub(crate) enum Step {
+pub(crate) enum RecoveryStep {
     Rollback(u32),
     Uninstall,
 }
@@ -95,11 +97,11 @@ pub(crate) fn plan(history: &[HistoryEntry]) -> Option<RecoveryPlan> {
             .max()
     };
     let step = match earlier(ReleaseState::was_deployed) {
-        Some(rev) => Step::Rollback(rev),
-        None if latest.status == ReleaseState::PendingInstall => Step::Uninstall,
+        Some(rev) => RecoveryStep::Rollback(rev),
+        None if latest.status == ReleaseState::PendingInstall => RecoveryStep::Uninstall,
         None => match earlier(|s| *s == ReleaseState::Failed) {
-            Some(rev) => Step::Rollback(rev),
-            None => Step::Uninstall,
+            Some(rev) => RecoveryStep::Rollback(rev),
+            None => RecoveryStep::Uninstall,
         },
     };
     Some(RecoveryPlan {
@@ -127,7 +129,7 @@ mod tests {
             .collect()
     }
 
-    fn step(entries: &[(u32, &str)]) -> Option<Step> {
+    fn step(entries: &[(u32, &str)]) -> Option<RecoveryStep> {
         plan(&h(entries)).map(|p| p.step)
     }
 
@@ -147,7 +149,7 @@ mod tests {
     fn pending_upgrade_rolls_back_to_the_last_deployed() {
         assert_eq!(
             step(&[(1, "deployed"), (2, "pending-upgrade")]),
-            Some(Step::Rollback(1))
+            Some(RecoveryStep::Rollback(1))
         );
         assert_eq!(
             step(&[
@@ -156,7 +158,7 @@ mod tests {
                 (3, "failed"),
                 (4, "pending-upgrade")
             ]),
-            Some(Step::Rollback(2))
+            Some(RecoveryStep::Rollback(2))
         );
         // History in any order.
         let p = plan(&h(&[
@@ -167,7 +169,7 @@ mod tests {
         .unwrap();
         assert_eq!(p.pending_revision, 5);
         assert_eq!(p.pending_state, ReleaseState::PendingRollback);
-        assert_eq!(p.step, Step::Rollback(3));
+        assert_eq!(p.step, RecoveryStep::Rollback(3));
         // Skips a stale pending revision from an earlier recovery.
         assert_eq!(
             step(&[
@@ -176,20 +178,23 @@ mod tests {
                 (3, "deployed"),
                 (4, "pending-upgrade")
             ]),
-            Some(Step::Rollback(3))
+            Some(RecoveryStep::Rollback(3))
         );
     }
 
     #[test]
     fn pending_install_without_a_deployed_revision_uninstalls() {
-        assert_eq!(step(&[(1, "pending-install")]), Some(Step::Uninstall));
+        assert_eq!(
+            step(&[(1, "pending-install")]),
+            Some(RecoveryStep::Uninstall)
+        );
         assert_eq!(
             step(&[(1, "uninstalled"), (2, "pending-install")]),
-            Some(Step::Uninstall)
+            Some(RecoveryStep::Uninstall)
         );
         assert_eq!(
             step(&[(1, "failed"), (2, "pending-install")]),
-            Some(Step::Uninstall)
+            Some(RecoveryStep::Uninstall)
         );
     }
 
@@ -197,10 +202,13 @@ mod tests {
     fn pending_upgrade_after_only_failures_rolls_back_to_the_last_failed() {
         assert_eq!(
             step(&[(1, "failed"), (2, "failed"), (3, "pending-upgrade")]),
-            Some(Step::Rollback(2))
+            Some(RecoveryStep::Rollback(2))
         );
         // Pruned history with nothing before: uninstall.
-        assert_eq!(step(&[(7, "pending-upgrade")]), Some(Step::Uninstall));
+        assert_eq!(
+            step(&[(7, "pending-upgrade")]),
+            Some(RecoveryStep::Uninstall)
+        );
     }
 
     #[test]
