@@ -73,7 +73,7 @@ pub(crate) fn upgrade(
     args.push(values_file.into());
     push_wait(&mut args, wait, base, version);
     if req.rollback_on_failure {
-        args.push(version.rollback_on_failure_flag().into());
+        args.push(rollback_on_failure_flag(version).into());
     }
     if let Some(description) = req.description {
         args.push("--description".into());
@@ -171,7 +171,27 @@ fn waiting(
 fn push_wait(args: &mut Vec<OsString>, wait: Option<Duration>, base: Duration, v: &HelmVersion) {
     args.extend(os(&["--timeout", &go_duration(wait.unwrap_or(base))]));
     if wait.is_some() {
-        args.push(v.wait_flag().into());
+        args.push(wait_flag(v).into());
+    }
+}
+
+/// The flag that makes helm wait until the release's resources are ready.
+fn wait_flag(version: &HelmVersion) -> &'static str {
+    if version.is_v4() {
+        // Helm 4's default (`hookOnly`) does not wait for resources; `watcher` follows
+        // kstatus readiness through watches.
+        "--wait=watcher"
+    } else {
+        "--wait"
+    }
+}
+
+/// The flag that rolls a failed upgrade back to the previous successful release.
+fn rollback_on_failure_flag(version: &HelmVersion) -> &'static str {
+    if version.is_v4() {
+        "--rollback-on-failure"
+    } else {
+        "--atomic"
     }
 }
 
@@ -234,6 +254,14 @@ mod tests {
             version,
             BASE,
         )
+    }
+
+    #[test]
+    fn flags_per_major() {
+        assert_eq!(wait_flag(&v4()), "--wait=watcher");
+        assert_eq!(rollback_on_failure_flag(&v4()), "--rollback-on-failure");
+        assert_eq!(wait_flag(&v3()), "--wait");
+        assert_eq!(rollback_on_failure_flag(&v3()), "--atomic");
     }
 
     #[test]

@@ -1,4 +1,5 @@
-//! Which helm we drive, and the flags that differ between Helm 3 and Helm 4.
+//! Which helm we drive: its version, and whether the worker can drive it. The flags that
+//! differ between Helm 3 and Helm 4 are spelled in `command_line`.
 
 use std::fmt;
 
@@ -62,26 +63,6 @@ impl HelmVersion {
     pub fn is_v4(&self) -> bool {
         self.major >= 4
     }
-
-    /// The flag(s) that make helm wait until the release's resources are ready.
-    pub(crate) fn wait_flag(&self) -> &'static str {
-        if self.is_v4() {
-            // Helm 4's default (`hookOnly`) does not wait for resources; `watcher` follows
-            // kstatus readiness through watches.
-            "--wait=watcher"
-        } else {
-            "--wait"
-        }
-    }
-
-    /// The flag that rolls a failed upgrade back to the previous successful release.
-    pub(crate) fn rollback_on_failure_flag(&self) -> &'static str {
-        if self.is_v4() {
-            "--rollback-on-failure"
-        } else {
-            "--atomic"
-        }
-    }
 }
 
 impl fmt::Display for HelmVersion {
@@ -135,15 +116,5 @@ mod tests {
         assert!(!ok("v3.13.3"));
         assert!(!ok("v2.17.0"));
         assert!(!ok("v5.0.0"));
-    }
-
-    #[test]
-    fn flags_per_major() {
-        let v4 = HelmVersion::parse("v4.1.4").unwrap();
-        assert_eq!(v4.wait_flag(), "--wait=watcher");
-        assert_eq!(v4.rollback_on_failure_flag(), "--rollback-on-failure");
-        let v3 = HelmVersion::parse("v3.16.0").unwrap();
-        assert_eq!(v3.wait_flag(), "--wait");
-        assert_eq!(v3.rollback_on_failure_flag(), "--atomic");
     }
 }
