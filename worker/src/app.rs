@@ -154,7 +154,7 @@ fn topology_config(config: &RunConfig) -> TopologyConfig {
         consumer: config.consumer.clone(),
         ack_wait: config.ack_wait,
         state_prefix: config.state_prefix.clone(),
-        record_retention: config.ledger_ttl,
+        release_record_ttl: config.release_record_ttl,
     }
 }
 

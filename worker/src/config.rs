@@ -132,8 +132,9 @@ pub struct RunConfig {
     /// How long a release record (event progress and the memory of the last 64
     /// events completed on the release, for recognising duplicates) is kept after
     /// its last change.
-    #[arg(long, env = "LEDGER_TTL", default_value = "7d", value_parser = parse_duration)]
-    pub ledger_ttl: Duration,
+    // The flag and variable keep the name they were deployed with.
+    #[arg(long = "ledger-ttl", env = "LEDGER_TTL", default_value = "7d", value_parser = parse_duration)]
+    pub release_record_ttl: Duration,
 
     /// Deliveries of one event after which a task failing for transient reasons
     /// (NATS unavailable, lease lost) is given up: answered errored and dead-lettered.
@@ -343,6 +344,15 @@ mod tests {
         assert_eq!(config.consumer, "helm-service");
         assert_eq!(config.http_addr.to_string(), "0.0.0.0:8080");
         assert!(config.validate().is_ok());
+    }
+
+    #[test]
+    fn release_record_ttl_keeps_its_deployed_flag() {
+        let cli = Cli::try_parse_from(["helm-service", "run", "--ledger-ttl", "1h"]).unwrap();
+        let Command::Run(config) = cli.command else {
+            panic!("run")
+        };
+        assert_eq!(config.release_record_ttl, Duration::from_secs(3600));
     }
 
     #[test]

@@ -37,7 +37,7 @@ pub struct TopologyConfig {
     /// Prefix of our own buckets and streams.
     pub state_prefix: String,
     /// How long a release's record is kept after its last change.
-    pub record_retention: Duration,
+    pub release_record_ttl: Duration,
 }
 
 impl TopologyConfig {
@@ -121,7 +121,7 @@ pub async fn bind(
         js,
         crate::pipeline::lease::ReleaseLeases::bucket_config(
             config.release_records_bucket(),
-            config.record_retention,
+            config.release_record_ttl,
         ),
     )
     .await?;
