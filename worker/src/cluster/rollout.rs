@@ -182,10 +182,100 @@ impl Watched {
         }
     }
 
+    /// Takes a failure of this watch: given up on (returned) when it is not transient, when
+    /// the watch never listed, or when it has been failing for [`UNREACHABLE_GRACE`];
+    /// otherwise remembered while the watcher retries with backoff.
+    fn fail(&mut self, error: ClusterError) -> Result<(), ClusterError> {
+        let first_failure = self.failing.as_ref().map_or_else(Instant::now, |f| f.0);
+        if !error.is_transient() || !self.listed || first_failure.elapsed() >= UNREACHABLE_GRACE {
+            return Err(error);
+        }
+        tracing::debug!(%error, "rollout watch failed; retrying with backoff");
+        self.failing = Some((first_failure, error));
+        Ok(())
+    }
+
     fn status(&self) -> RolloutStatus {
         match &self.current {
             Some(d) => rollout_status(d),
             None => RolloutStatus::InProgress("the Deployment does not exist".into()),
+        }
+    }
+}
+
+/// The merged watch events of the Deployments waited for, tagged with their index.
+type DeploymentEvents = stream::SelectAll<
+    futures::stream::BoxStream<
+        'static,
+        (usize, Result<watcher::Event<Deployment>, watcher::Error>),
+    >,
+>;
+
+/// Where the watched Deployments stand together.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Verdict {
+    /// Some are not listed yet or still rolling out (at the deadline: they did not finish).
+    Waiting,
+    /// All rolled out.
+    Complete,
+    /// These (indexes) report `ProgressDeadlineExceeded`: waiting longer will not help.
+    ProgressDeadlineExceeded(Vec<usize>),
+}
+
+/// The verdict on what the watches last reported; `Waiting` until every one has listed.
+fn evaluate(watched: &[Watched]) -> Verdict {
+    if !watched.iter().all(|w| w.listed) {
+        return Verdict::Waiting;
+    }
+    let statuses: Vec<RolloutStatus> = watched.iter().map(Watched::status).collect();
+    if statuses.iter().all(|s| *s == RolloutStatus::Complete) {
+        return Verdict::Complete;
+    }
+    let exceeded: Vec<usize> = (0..statuses.len())
+        .filter(|&j| statuses[j] == RolloutStatus::DeadlineExceeded)
+        .collect();
+    if exceeded.is_empty() {
+        Verdict::Waiting
+    } else {
+        Verdict::ProgressDeadlineExceeded(exceeded)
+    }
+}
+
+/// Applies watch events until the verdict is no longer `Waiting` or `give_up_at` passes
+/// (then `Waiting`). A watch that fails for good (see [`Watched::fail`]) or a stream that
+/// ends is API trouble.
+async fn follow(
+    events: &mut DeploymentEvents,
+    watched: &mut [Watched],
+    namespace: &str,
+    names: &[&str],
+    give_up_at: Instant,
+) -> Result<Verdict, RolloutFailure> {
+    loop {
+        let Ok(next) = tokio::time::timeout_at(give_up_at, events.next()).await else {
+            return Ok(Verdict::Waiting);
+        };
+        let Some((i, event)) = next else {
+            return Err(RolloutFailure::Cluster(ClusterError::Protocol {
+                action: format!("watch Deployments in {namespace}"),
+                detail: "the watch stream ended".into(),
+            }));
+        };
+        match event {
+            Ok(event) => {
+                watched[i].failing = None;
+                watched[i].apply(event);
+            }
+            Err(e) => {
+                let error =
+                    ClusterError::watch(format!("watch Deployment {} in {namespace}", names[i]), e);
+                watched[i].fail(error)?;
+                continue;
+            }
+        }
+        match evaluate(watched) {
+            Verdict::Waiting => {}
+            settled => return Ok(settled),
         }
     }
 }
@@ -207,106 +297,97 @@ impl Cluster {
         deadline: Duration,
     ) -> Result<(), RolloutFailure> {
         let started = Instant::now();
-        let give_up_at = started + deadline;
         let mut names: Vec<&str> = deployments.iter().map(String::as_str).collect();
         names.sort_unstable();
         names.dedup();
         if names.is_empty() {
             return Ok(());
         }
-        let api: Api<Deployment> = Api::namespaced(self.client(), namespace);
-        let mut events = stream::select_all(names.iter().enumerate().map(|(i, name)| {
-            let config = watcher::Config::default().fields(&format!("metadata.name={name}"));
-            watcher(api.clone(), config)
-                .default_backoff()
-                .map(move |event| (i, event))
-                .boxed()
-        }));
+        let mut events = self.watch_deployments(namespace, &names);
         let mut watched: Vec<Watched> = names.iter().map(|_| Watched::default()).collect();
-
-        loop {
-            let next = match tokio::time::timeout_at(give_up_at, events.next()).await {
-                Ok(next) => next,
-                Err(_elapsed) => break,
-            };
-            let (i, event) = match next {
-                Some(item) => item,
-                None => {
-                    return Err(RolloutFailure::Cluster(ClusterError::Protocol {
-                        action: format!("watch Deployments in {namespace}"),
-                        detail: "the watch stream ended".into(),
-                    }))
-                }
-            };
-            match event {
-                Ok(event) => {
-                    watched[i].failing = None;
-                    watched[i].apply(event);
-                }
-                Err(e) => {
-                    let error = ClusterError::watch(
-                        format!("watch Deployment {} in {namespace}", names[i]),
-                        e,
-                    );
-                    let first_failure = watched[i]
-                        .failing
-                        .as_ref()
-                        .map_or_else(Instant::now, |f| f.0);
-                    if !error.is_transient()
-                        || !watched[i].listed
-                        || first_failure.elapsed() >= UNREACHABLE_GRACE
-                    {
-                        return Err(error.into());
-                    }
-                    tracing::debug!(%error, "rollout watch failed; retrying with backoff");
-                    watched[i].failing = Some((first_failure, error));
-                    continue;
-                }
-            }
-            if !watched.iter().all(|w| w.listed) {
-                continue;
-            }
-            let statuses: Vec<RolloutStatus> = watched.iter().map(Watched::status).collect();
-            if statuses.iter().all(|s| *s == RolloutStatus::Complete) {
+        let verdict = follow(
+            &mut events,
+            &mut watched,
+            namespace,
+            &names,
+            started + deadline,
+        )
+        .await;
+        // The watches are closed before a diagnosis reads anything else.
+        drop(events);
+        match verdict? {
+            Verdict::Complete => {
                 tracing::info!(
                     namespace,
                     deployments = ?names,
                     elapsed = ?started.elapsed(),
                     "rollout complete"
                 );
-                return Ok(());
+                Ok(())
             }
-            let exceeded: Vec<usize> = (0..names.len())
-                .filter(|&j| statuses[j] == RolloutStatus::DeadlineExceeded)
-                .collect();
-            if !exceeded.is_empty() {
-                drop(events);
-                let mut diagnoses = Vec::new();
-                for j in exceeded {
-                    let current = watched[j].current.as_ref();
-                    let cause = StallCause::ProgressDeadlineExceeded {
-                        progress_deadline_seconds: current
-                            .and_then(|d| d.spec.as_ref())
-                            .and_then(|s| s.progress_deadline_seconds),
-                    };
-                    diagnoses.push(self.diagnose(namespace, names[j], current, cause).await);
-                }
-                return Err(self.failed(diagnoses));
-            }
+            Verdict::ProgressDeadlineExceeded(exceeded) => Err(self
+                .diagnose_progress_deadline(namespace, &names, &watched, exceeded)
+                .await),
+            Verdict::Waiting => Err(self
+                .diagnose_at_deadline(namespace, &names, &mut watched, deadline)
+                .await),
         }
+    }
 
-        // The deadline passed.
-        drop(events);
+    /// One watcher per Deployment (a LIST, then a WATCH narrowed by `metadata.name`), merged
+    /// into one stream of events tagged with the Deployment's index in `names`.
+    fn watch_deployments(&self, namespace: &str, names: &[&str]) -> DeploymentEvents {
+        let api: Api<Deployment> = Api::namespaced(self.client(), namespace);
+        stream::select_all(names.iter().enumerate().map(|(i, name)| {
+            let config = watcher::Config::default().fields(&format!("metadata.name={name}"));
+            watcher(api.clone(), config)
+                .default_backoff()
+                .map(move |event| (i, event))
+                .boxed()
+        }))
+    }
+
+    /// The failure of Deployments whose controller reported `ProgressDeadlineExceeded`
+    /// (`exceeded`: their indexes), each diagnosed.
+    async fn diagnose_progress_deadline(
+        &self,
+        namespace: &str,
+        names: &[&str],
+        watched: &[Watched],
+        exceeded: Vec<usize>,
+    ) -> RolloutFailure {
+        let mut diagnoses = Vec::new();
+        for j in exceeded {
+            let current = watched[j].current.as_ref();
+            let cause = StallCause::ProgressDeadlineExceeded {
+                progress_deadline_seconds: current
+                    .and_then(|d| d.spec.as_ref())
+                    .and_then(|s| s.progress_deadline_seconds),
+            };
+            diagnoses.push(self.diagnose(namespace, names[j], current, cause).await);
+        }
+        self.failed(diagnoses)
+    }
+
+    /// The failure once the wait's deadline passed: API trouble if a watch was failing or never
+    /// listed, else a diagnosis of each Deployment not rolled out.
+    async fn diagnose_at_deadline(
+        &self,
+        namespace: &str,
+        names: &[&str],
+        watched: &mut [Watched],
+        deadline: Duration,
+    ) -> RolloutFailure {
         if let Some((_, error)) = watched.iter_mut().find_map(|w| w.failing.take()) {
-            return Err(error.into());
+            return error.into();
         }
         // A watch whose first LIST never answered: the API server, not the rollout, failed.
         if let Some(j) = watched.iter().position(|w| !w.listed) {
-            return Err(ClusterError::Timeout {
+            return ClusterError::Timeout {
                 action: format!("watch Deployment {} in {namespace}", names[j]),
                 after: deadline,
             }
-            .into());
+            .into();
         }
         let mut diagnoses = Vec::new();
         for (j, w) in watched.iter().enumerate() {
@@ -319,7 +400,7 @@ impl Cluster {
                     .await,
             );
         }
-        Err(self.failed(diagnoses))
+        self.failed(diagnoses)
     }
 
     fn failed(&self, diagnoses: Vec<DeploymentDiagnosis>) -> RolloutFailure {
@@ -447,6 +528,47 @@ mod tests {
             "status": status,
         }))
         .unwrap()
+    }
+
+    #[test]
+    fn verdict_waits_for_every_listing_and_stops_on_a_progress_deadline() {
+        let listed = |current: Option<Deployment>| Watched {
+            listed: true,
+            current,
+            ..Watched::default()
+        };
+        let done = || {
+            Some(deployment(
+                1,
+                1,
+                json!({"observedGeneration": 1, "replicas": 1, "updatedReplicas": 1,
+                       "availableReplicas": 1}),
+            ))
+        };
+        let exceeded = || {
+            Some(deployment(
+                1,
+                1,
+                json!({"observedGeneration": 1, "replicas": 1, "conditions": [{
+                    "type": "Progressing", "status": "False",
+                    "reason": "ProgressDeadlineExceeded"}]}),
+            ))
+        };
+        assert_eq!(
+            evaluate(&[listed(done()), listed(done())]),
+            Verdict::Complete
+        );
+        // A watch that has not listed yet tells nothing, even when the others are done.
+        assert_eq!(
+            evaluate(&[listed(done()), Watched::default()]),
+            Verdict::Waiting
+        );
+        // A missing Deployment is waited for.
+        assert_eq!(evaluate(&[listed(done()), listed(None)]), Verdict::Waiting);
+        assert_eq!(
+            evaluate(&[listed(exceeded()), listed(None), listed(exceeded())]),
+            Verdict::ProgressDeadlineExceeded(vec![0, 2])
+        );
     }
 
     #[test]
