@@ -329,26 +329,18 @@ impl Deployment<'_> {
             .await;
         let status = match upgraded {
             Ok(status) => status,
-            Err(err) if err.is_transient() => return Err(err.into()),
-            Err(err) => {
-                let restored = self.restore(release, last_good).await;
-                return Err(TaskError::Failed(format!("{err}{restored}")));
-            }
+            Err(err) => return Err(self.undo(err.into(), release, last_good).await),
         };
         let manifest = self.read_manifest(release).await?;
         if self.strategy == DeploymentStrategy::BlueGreenService {
             if let Err(err) = BlueGreenModel::from_manifest(self.routing(), &manifest, 100) {
-                let restored = self.restore(release, last_good).await;
-                return Err(TaskError::Failed(format!("{err}{restored}")));
+                let failed = TaskError::Failed(err.to_string());
+                return Err(self.undo(failed, release, last_good).await);
             }
         }
         let deployments = manifest.deployment_names();
         if let Err(failure) = self.service.wait_for_rollout(&deployments).await {
-            if failure.is_transient() {
-                return Err(TaskError::Transient(failure.to_string()));
-            }
-            let restored = self.restore(release, last_good).await;
-            return Err(TaskError::Failed(format!("{failure}{restored}")));
+            return Err(self.undo(failure.into(), release, last_good).await);
         }
         let main = manifest.main_service(&self.target().service);
         let user = UserStepOutput {
@@ -364,6 +356,19 @@ impl Deployment<'_> {
         };
         *manifest_out = Some(manifest);
         Ok(user)
+    }
+
+    /// What a failed user-release step answers: a transient error as it is (the event is
+    /// handed back and the step runs again); any other failure after `release` is put back
+    /// to `last_good`, with the cause and what the restore did.
+    async fn undo(&self, err: TaskError, release: &str, last_good: Option<u32>) -> TaskError {
+        match err {
+            TaskError::Transient(_) => err,
+            TaskError::Failed(cause) => {
+                let restored = self.restore(release, last_good).await;
+                TaskError::Failed(format!("{cause}{restored}"))
+            }
+        }
     }
 
     /// Puts `release` back to `last_good` (uninstalls it when there is none) and says
@@ -466,6 +471,9 @@ impl Deployment<'_> {
         };
         let revision = self.service.upgrade_generated(model, None).await?;
         if first_install && !deployments.is_empty() {
+            // Failed even when the cause is transient: a redelivery finds the generated
+            // release installed (not a first install) and would not wait for the primary
+            // again, reporting a deployment whose primary nobody saw ready.
             self.service
                 .wait_for_rollout(&deployments)
                 .await
