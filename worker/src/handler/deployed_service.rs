@@ -160,7 +160,7 @@ impl<'a> DeployedService<'a> {
         F: FnOnce() -> Fut,
         Fut: Future<Output = Result<T, TaskError>>,
     {
-        let stored = self.stored_releases().await?;
+        let stored = self.release_histories().await?;
         self.recover_pending(&stored).await?;
         steps.step("plan", plan).await
     }
@@ -253,10 +253,10 @@ impl<'a> DeployedService<'a> {
     }
 
     /// Helm's storage of both releases: one metadata LIST each.
-    pub async fn stored_releases(&self) -> Result<StoredReleases, TaskError> {
+    pub async fn release_histories(&self) -> Result<ReleaseHistories, TaskError> {
         let cluster = &self.platform.cluster;
         let namespace = &self.names.namespace;
-        Ok(StoredReleases {
+        Ok(ReleaseHistories {
             user: cluster
                 .release_revisions(namespace, &self.names.user)
                 .await?,
@@ -268,7 +268,7 @@ impl<'a> DeployedService<'a> {
 
     /// Recovers either release when a killed helm left it pending; whether anything was
     /// recovered (Helm's storage must then be read again).
-    pub async fn recover_pending(&self, stored: &StoredReleases) -> Result<bool, TaskError> {
+    pub async fn recover_pending(&self, stored: &ReleaseHistories) -> Result<bool, TaskError> {
         let namespace = &self.names.namespace;
         let user = self
             .platform
@@ -465,13 +465,13 @@ fn generated_model_of(release: &str, values: Value) -> Result<GeneratedModel, Ta
         .map_err(|err| TaskError::Failed(format!("release {release}: {err}")))
 }
 
-/// Helm's storage of the user and generated releases, oldest revision first.
-pub(super) struct StoredReleases {
+/// The revisions Helm keeps of the user and the generated release, oldest first.
+pub(super) struct ReleaseHistories {
     pub user: Vec<StoredRevision>,
     pub generated: Vec<StoredRevision>,
 }
 
-impl StoredReleases {
+impl ReleaseHistories {
     /// The newest revision of the user release that was ever fully deployed: where a
     /// failed upgrade goes back to.
     pub fn user_last_good(&self) -> Option<u32> {

@@ -17,7 +17,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::{json, Map, Value};
 use tracing::{info, warn};
 
-use super::deployed_service::{DeployedService, StoredReleases};
+use super::deployed_service::{DeployedService, ReleaseHistories};
 use super::platform::{private_dir, Platform};
 use super::{Outcome, Steps, TaskError, TaskHandler};
 use crate::charts::archive::Chart;
@@ -114,9 +114,9 @@ impl Deployment<'_> {
         let digest = chart.digest();
         // Read once per attempt and shared by every decision below (nothing else changes the
         // releases while we hold the release's lease).
-        let mut stored = self.service.stored_releases().await?;
+        let mut stored = self.service.release_histories().await?;
         if self.service.recover_pending(&stored).await? {
-            stored = self.service.stored_releases().await?;
+            stored = self.service.release_histories().await?;
         }
         let mut labels = BTreeMap::new();
         if self.strategy == DeploymentStrategy::BlueGreenService {
@@ -265,7 +265,7 @@ impl Deployment<'_> {
     async fn unchanged(
         &self,
         digest: &str,
-        stored: &StoredReleases,
+        stored: &ReleaseHistories,
     ) -> Result<Option<InventoryEntry>, TaskError> {
         let Target {
             project: p,
