@@ -12,7 +12,7 @@ use async_trait::async_trait;
 use contracts::data::TaskResult;
 use serde::{Deserialize, Serialize};
 
-use super::deployed_service::{Deployed, DeployedService};
+use super::deployed_service::{Deployed, DeployedService, ReleaseHistories};
 use super::platform::Platform;
 use super::{Decision, Outcome, Steps, TaskError, TaskHandler};
 use crate::deploy::manifest::name_of;
@@ -61,7 +61,7 @@ impl TaskHandler for ActionHandler {
         };
         let service = DeployedService::of_task(&self.platform, task)?;
         let decided: ScalingDecision = service
-            .plan_once(steps, || plan_scaling(&service, delta))
+            .plan_once(steps, |histories| plan_scaling(&service, histories, delta))
             .await?;
         service.run_plan(&decided.plan, steps).await?;
         Ok(Outcome::succeeded(TaskResult::Pass, decided.note))
@@ -72,11 +72,12 @@ impl TaskHandler for ActionHandler {
 /// the action that reaches it (none when it is already there).
 async fn plan_scaling(
     service: &DeployedService<'_>,
+    histories: ReleaseHistories,
     delta: i64,
 ) -> Result<ScalingDecision, TaskError> {
     let max = service.platform.settings.scaling_max_replicas;
     let who = service.describe();
-    let (plan, target, scaling) = match service.observe().await? {
+    let (plan, target, scaling) = match service.observe(&histories).await? {
         Deployed::Nothing => {
             return Err(TaskError::Failed(format!(
                 "cannot scale {who}: it is not deployed (no release {} in namespace {})",

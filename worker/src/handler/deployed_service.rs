@@ -153,30 +153,27 @@ impl<'a> DeployedService<'a> {
 
     /// Every attempt recovers releases a killed helm left pending (a redelivery after a
     /// crash mid-upgrade finds one whether or not its plan was recorded), then `plan` runs
-    /// once: its output is the recorded step `plan`, which a redelivered event reads back.
+    /// once on the recovered histories: its output is the recorded step `plan`, which a
+    /// redelivered event reads back.
     pub async fn plan_once<T, F, Fut>(&self, steps: &mut Steps<'_>, plan: F) -> Result<T, TaskError>
     where
         T: Serialize + DeserializeOwned,
-        F: FnOnce() -> Fut,
+        F: FnOnce(ReleaseHistories) -> Fut,
         Fut: Future<Output = Result<T, TaskError>>,
     {
-        let stored = self.release_histories().await?;
-        self.recover_pending(&stored).await?;
-        steps.step("plan", plan).await
+        let histories = self.recovered_histories().await?;
+        steps.step("plan", || plan(histories)).await
     }
 
-    /// Reads both releases from Helm's storage (pending ones are recovered before).
-    pub async fn observe(&self) -> Result<Deployed, TaskError> {
-        let (cluster, namespace) = (&self.platform.cluster, &self.names.namespace);
-        let Some(latest) = cluster
-            .latest_stored_release(namespace, &self.names.user)
-            .await?
-        else {
+    /// What is deployed: the latest revision of each release in `histories` (see
+    /// [`DeployedService::recovered_histories`]), read from Helm's storage.
+    pub async fn observe(&self, histories: &ReleaseHistories) -> Result<Deployed, TaskError> {
+        let Some(latest) = self.latest(&self.names.user, &histories.user).await? else {
             return Ok(Deployed::Nothing);
         };
         let user = self.user_release(latest).await?;
-        let generated = cluster
-            .latest_stored_release(namespace, &self.names.generated)
+        let generated = self
+            .latest(&self.names.generated, &histories.generated)
             .await?;
         let Some(generated) = generated else {
             return Ok(Deployed::Plain {
@@ -197,6 +194,23 @@ impl<'a> DeployedService<'a> {
                 },
             },
         )
+    }
+
+    /// The newest revision of `history` (of `release`) with its body; `None` when the
+    /// release has none.
+    async fn latest(
+        &self,
+        release: &str,
+        history: &[StoredRevision],
+    ) -> Result<Option<StoredRelease>, TaskError> {
+        let Some(latest) = history.last() else {
+            return Ok(None);
+        };
+        Ok(self
+            .platform
+            .cluster
+            .stored_release(&self.names.namespace, release, latest.revision)
+            .await?)
     }
 
     async fn user_release(&self, latest: StoredRelease) -> Result<UserRelease, TaskError> {
@@ -252,8 +266,19 @@ impl<'a> DeployedService<'a> {
         Ok(())
     }
 
-    /// Helm's storage of both releases: one metadata LIST each.
-    pub async fn release_histories(&self) -> Result<ReleaseHistories, TaskError> {
+    /// The histories of both releases in Helm's storage (one metadata LIST each), after
+    /// recovering either release a killed helm left pending (then they are read again).
+    /// Tasks call it while holding the release's lease, so nothing else changes the
+    /// releases until they are done.
+    pub async fn recovered_histories(&self) -> Result<ReleaseHistories, TaskError> {
+        let histories = self.release_histories().await?;
+        if self.recover_pending(&histories).await? {
+            return self.release_histories().await;
+        }
+        Ok(histories)
+    }
+
+    async fn release_histories(&self) -> Result<ReleaseHistories, TaskError> {
         let cluster = &self.platform.cluster;
         let namespace = &self.names.namespace;
         Ok(ReleaseHistories {
@@ -267,16 +292,16 @@ impl<'a> DeployedService<'a> {
     }
 
     /// Recovers either release when a killed helm left it pending; whether anything was
-    /// recovered (Helm's storage must then be read again).
-    pub async fn recover_pending(&self, stored: &ReleaseHistories) -> Result<bool, TaskError> {
+    /// recovered.
+    async fn recover_pending(&self, histories: &ReleaseHistories) -> Result<bool, TaskError> {
         let namespace = &self.names.namespace;
         let user = self
             .platform
-            .recover_pending(namespace, &self.names.user, &stored.user)
+            .recover_pending(namespace, &self.names.user, &histories.user)
             .await?;
         let generated = self
             .platform
-            .recover_pending(namespace, &self.names.generated, &stored.generated)
+            .recover_pending(namespace, &self.names.generated, &histories.generated)
             .await?;
         Ok(user || generated)
     }

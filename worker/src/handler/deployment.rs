@@ -114,10 +114,7 @@ impl Deployment<'_> {
         let digest = chart.digest();
         // Read once per attempt and shared by every decision below (nothing else changes the
         // releases while we hold the release's lease).
-        let mut stored = self.service.release_histories().await?;
-        if self.service.recover_pending(&stored).await? {
-            stored = self.service.release_histories().await?;
-        }
+        let stored = self.service.recovered_histories().await?;
         let mut labels = BTreeMap::new();
         if self.strategy == DeploymentStrategy::BlueGreenService {
             labels.insert(ISTIO_INJECTION.0.to_owned(), ISTIO_INJECTION.1.to_owned());

@@ -10,7 +10,7 @@ use async_trait::async_trait;
 use contracts::data::{DeploymentStrategy, TaskResult};
 use serde::{Deserialize, Serialize};
 
-use super::deployed_service::{Deployed, DeployedService};
+use super::deployed_service::{Deployed, DeployedService, ReleaseHistories};
 use super::platform::Platform;
 use super::{Decision, Outcome, Steps, TaskError, TaskHandler};
 use crate::deploy::plan::{self, Plan};
@@ -123,7 +123,9 @@ async fn blue_green(
     steps: &mut Steps<'_>,
 ) -> Result<String, TaskError> {
     let decided: BlueGreenDecision = service
-        .plan_once(steps, || plan_blue_green(service, intent, required))
+        .plan_once(steps, |histories| {
+            plan_blue_green(service, histories, intent, required)
+        })
         .await?;
     let Some(plan) = decided.plan else {
         return Ok(decided.note);
@@ -143,11 +145,12 @@ async fn blue_green(
 /// the observed state still needs, or why there are none.
 async fn plan_blue_green(
     service: &DeployedService<'_>,
+    histories: ReleaseHistories,
     intent: Intent,
     required: bool,
 ) -> Result<BlueGreenDecision, TaskError> {
     let who = service.describe();
-    let (generated_revision, model, user) = match service.observe().await? {
+    let (generated_revision, model, user) = match service.observe(&histories).await? {
         Deployed::BlueGreen {
             generated_revision,
             model,
