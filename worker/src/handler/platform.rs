@@ -45,8 +45,15 @@ impl Platform {
         if !revisions.last().is_some_and(StoredRevision::is_pending) {
             return Ok(false);
         }
-        let recovery = self.helm.recover_pending(release, namespace).await?;
-        tracing::warn!(release, recovery = ?recovery, "recovered a release left pending by an interrupted helm operation");
+        // `None`: Helm's own history shows nothing pending (nothing was done).
+        let Some(recovery) = self.helm.recover_pending(release, namespace).await? else {
+            return Ok(false);
+        };
+        tracing::warn!(
+            release,
+            ?recovery,
+            "recovered a release left pending by an interrupted helm operation"
+        );
         self.metrics.pending_recoveries.inc();
         Ok(true)
     }
