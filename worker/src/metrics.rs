@@ -38,9 +38,9 @@ pub struct Metrics {
     /// Dead-letter records written, by reason.
     dead_letters: IntCounterVec,
     /// Tasks that had to wait for a release lease held elsewhere.
-    pub lease_waits: IntCounter,
+    lease_waits: IntCounter,
     /// Time spent waiting for release leases.
-    pub lease_wait_seconds: Histogram,
+    lease_wait_seconds: Histogram,
     /// Messages handed back for redelivery (transient failure or shutdown), by reason.
     naks: IntCounterVec,
     /// Task steps completed, by step name.
@@ -224,6 +224,15 @@ impl Metrics {
     /// A dead-letter record written.
     pub fn record_dead_letter(&self, reason: &str) {
         self.dead_letters.with_label_values(&[reason]).inc();
+    }
+
+    /// A release lease taken after `waited`; counted as a wait when another task held it
+    /// (`contended`).
+    pub fn record_lease_wait(&self, contended: bool, waited: Duration) {
+        if contended {
+            self.lease_waits.inc();
+            self.lease_wait_seconds.observe(waited.as_secs_f64());
+        }
     }
 
     /// A task step completed in `elapsed`.

@@ -178,19 +178,11 @@ impl OtherLeases<'_> {
             .acquire(key, self.event_id, self.stop)
             .await
             .map_err(transient)?;
-        if acquired.contended {
-            self.metrics.lease_waits.inc();
-        }
+        self.metrics
+            .record_lease_wait(acquired.contended, acquired.waited);
         let held = acquired.lease;
-        let lost = held.lost();
-        let result = tokio::select! {
-            result = work => result,
-            never = held.keep_fresh() => match never {},
-            () = lost.cancelled() => Err(TaskError::Transient(format!("release {key} was taken over by another worker"))),
-        };
-        if let Err(err) = held.hand_back(|_| {}).await {
-            warn!(release = key, error = %err, "could not hand the release back; it is taken over after its TTL");
-        }
-        result
+        let result = held.hold_while(work).await;
+        held.hand_back_unchanged().await;
+        result.map_err(transient)?
     }
 }

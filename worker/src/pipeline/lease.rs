@@ -18,6 +18,7 @@
 //! it, so that task takes it without a write.
 
 use std::collections::HashMap;
+use std::future::Future;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -505,6 +506,18 @@ impl HeldLease {
         self.lost.clone()
     }
 
+    /// Runs `work` while holding the release: the record is kept fresh alongside it, and
+    /// the work is stopped (`LeaseError::Lost`) when the release is taken over, since
+    /// somebody else may then be doing the same work.
+    pub async fn hold_while<T>(&self, work: impl Future<Output = T>) -> Result<T, LeaseError> {
+        let lost = self.lost();
+        tokio::select! {
+            result = work => Ok(result),
+            never = self.keep_fresh() => match never {},
+            () = lost.cancelled() => Err(LeaseError::Lost(self.key.clone())),
+        }
+    }
+
     /// Reads the record as held.
     pub async fn read<R>(&self, look: impl FnOnce(&ReleaseRecord) -> R) -> R {
         look(&self.state.lock().await.1)
@@ -559,6 +572,16 @@ impl HeldLease {
             self.leases.free_parked(&key, parked).await;
         }
         Ok(())
+    }
+
+    /// Hands the release back unchanged after work that did not complete (its progress
+    /// stays in the record for the next attempt). A failure is only logged: the release is
+    /// then taken over once its TTL passes.
+    pub async fn hand_back_unchanged(self) {
+        let key = self.key.clone();
+        if let Err(err) = self.hand_back(|_| {}).await {
+            warn!(release = %key, error = %err, "could not hand the release back; it is taken over after its TTL");
+        }
     }
 
     /// Applies `change`, then frees the release (or hands it to a claimant) in the

@@ -254,20 +254,16 @@ impl Processor {
             Err(err @ LeaseError::Cancelled(_)) => return Err(Retry::new("shutdown", err)),
             Err(err) => return Err(Retry::new("release", err)),
         };
+        self.metrics
+            .record_lease_wait(acquired.contended, acquired.waited);
         if acquired.contended {
-            self.metrics.lease_waits.inc();
-            self.metrics
-                .lease_wait_seconds
-                .observe(acquired.waited.as_secs_f64());
             debug!(waited = ?acquired.waited, "release acquired after waiting");
         }
         let held = acquired.lease;
-        // The holder keeps its record fresh (so nobody takes it over) in this same
-        // task, for as long as the work under the release lasts.
-        let ending = tokio::select! {
-            ending = self.run_held(task, handler.as_ref(), &held, origin, payload, hard_stop) => ending,
-            never = held.keep_fresh() => match never {},
-        };
+        let ending = held
+            .hold_while(self.run_held(task, handler.as_ref(), &held, origin, payload, hard_stop))
+            .await
+            .unwrap_or_else(|lost| Err(Retry::new(transient_reason(hard_stop), lost)));
         match ending {
             // Parked, not freed: this replica's next event on the release (often
             // already queued behind this one) starts without a write.
@@ -281,9 +277,7 @@ impl Processor {
                 .map_err(|err| Retry::new("release", err)),
             Err(retry) => {
                 // The progress stays in the record for the next attempt.
-                if let Err(err) = held.hand_back(|_| {}).await {
-                    warn!(error = %err, "could not hand the release back; it is taken over after its TTL");
-                }
+                held.hand_back_unchanged().await;
                 Err(retry)
             }
         }
@@ -331,7 +325,6 @@ impl Processor {
         })
         .await;
 
-        let lost = held.lost();
         let outcome = {
             let mut steps = Steps::new(
                 held,
@@ -344,7 +337,6 @@ impl Processor {
             );
             tokio::select! {
                 outcome = handler.run(task, &mut steps) => outcome,
-                () = lost.cancelled() => Err(TaskError::Transient("the release was taken over by another worker".into())),
                 () = hard_stop.cancelled() => Err(TaskError::Transient("shutdown grace period is over".into())),
             }
         };
@@ -352,12 +344,7 @@ impl Processor {
             Ok(outcome) => outcome,
             Err(TaskError::Failed(message)) => Outcome::errored(message),
             Err(TaskError::Transient(detail)) => {
-                let reason = if hard_stop.is_cancelled() {
-                    "shutdown"
-                } else {
-                    "transient"
-                };
-                return Err(Retry::new(reason, detail));
+                return Err(Retry::new(transient_reason(hard_stop), detail));
             }
         };
         // Published before the record says completed: a crash between the two makes a
@@ -436,6 +423,16 @@ fn type_label(subject: &str) -> &'static str {
     TaskKind::from_event_type(subject)
         .map(TaskKind::event_type)
         .unwrap_or("other")
+}
+
+/// Why a task that stopped for a transient reason is handed back: `shutdown` once the
+/// grace period is over, else `transient` (a metric label).
+fn transient_reason(hard_stop: &CancellationToken) -> &'static str {
+    if hard_stop.is_cancelled() {
+        "shutdown"
+    } else {
+        "transient"
+    }
 }
 
 /// Backoff between deliveries of an event failing for transient reasons.
