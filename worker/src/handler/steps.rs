@@ -15,7 +15,8 @@ use crate::pipeline::release_record::StepRecord;
 
 /// Handed to a handler's `run`; records each completed step in the release record.
 pub struct Steps<'a> {
-    release: &'a HeldLease,
+    /// The task's own release, whose record holds the journal.
+    lease: &'a HeldLease,
     event_id: &'a str,
     event_type: &'a str,
     metrics: &'a Metrics,
@@ -33,7 +34,7 @@ pub struct Steps<'a> {
 
 impl<'a> Steps<'a> {
     pub(crate) fn new(
-        release: &'a HeldLease,
+        lease: &'a HeldLease,
         event_id: &'a str,
         event_type: &'a str,
         metrics: &'a Metrics,
@@ -42,7 +43,7 @@ impl<'a> Steps<'a> {
         crash_after: Option<&'a str>,
     ) -> Self {
         Steps {
-            release,
+            lease,
             event_id,
             event_type,
             metrics,
@@ -66,7 +67,7 @@ impl<'a> Steps<'a> {
 
     /// The output recorded for a step, if it completed in this or an earlier attempt.
     async fn recorded(&self, name: &str) -> Option<serde_json::Value> {
-        self.release
+        self.lease
             .read(|record| {
                 record
                     .progress
@@ -135,7 +136,7 @@ impl<'a> Steps<'a> {
         step: &str,
         change: impl FnOnce(&mut crate::pipeline::release_record::ReleaseRecord),
     ) -> Result<(), TaskError> {
-        self.release
+        self.lease
             .save(change)
             .await
             .map_err(|err| TaskError::Transient(format!("recording step {step:?}: {err}")))?;
