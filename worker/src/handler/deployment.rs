@@ -172,7 +172,7 @@ impl Deployment<'_> {
             deployments,
             uris_local,
             uris_public,
-            deployment_names: vec![self.deployment_name().to_owned()],
+            deployment_names: vec![self.keptn_role().to_owned()],
             git_commit: commit.or_else(|| self.commit.clone()),
             event_id: self.event_id.clone(),
             updated_at: Utc::now(),
@@ -203,8 +203,8 @@ impl Deployment<'_> {
         self.service.target
     }
 
-    /// `keptn.deployment` of the user chart, also the reported deployment name.
-    fn deployment_name(&self) -> &'static str {
+    /// The user chart's role, its `keptn.deployment` value; also the reported deployment name.
+    fn keptn_role(&self) -> &'static str {
         match self.strategy {
             DeploymentStrategy::Direct => "direct",
             DeploymentStrategy::BlueGreenService => "canary",
@@ -319,7 +319,7 @@ impl Deployment<'_> {
         let chart_dir = chart
             .write_to(dir.path())
             .map_err(|err| TaskError::Transient(format!("unpacking the chart: {err}")))?;
-        let values = self.keptn_values(self.deployment_name()).to_values();
+        let values = self.keptn_values(self.keptn_role()).to_values();
         let upgraded = self
             .service
             .upgrade(release, &chart_dir, &values, None)
