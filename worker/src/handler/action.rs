@@ -21,7 +21,7 @@ use crate::pipeline::intake::{is_foreign_action, Task, TaskPayload};
 
 /// The recorded plan of a scaling action (step `plan`), with the message that reports it.
 #[derive(Debug, Clone, Serialize, Deserialize)]
-struct ScalingDecision {
+struct ScalingPlanOutput {
     plan: Plan,
     note: String,
 }
@@ -60,11 +60,11 @@ impl TaskHandler for ActionHandler {
             Err(why) => return Ok(Outcome::succeeded(TaskResult::Fail, why)),
         };
         let service = DeployedService::of_task(&self.platform, task)?;
-        let decided: ScalingDecision = service
+        let planned: ScalingPlanOutput = service
             .plan_once(steps, |histories| plan_scaling(&service, histories, delta))
             .await?;
-        service.run_plan(&decided.plan, steps).await?;
-        Ok(Outcome::succeeded(TaskResult::Pass, decided.note))
+        service.run_plan(&planned.plan, steps).await?;
+        Ok(Outcome::succeeded(TaskResult::Pass, planned.note))
     }
 }
 
@@ -74,7 +74,7 @@ async fn plan_scaling(
     service: &DeployedService<'_>,
     histories: ReleaseHistories,
     delta: i64,
-) -> Result<ScalingDecision, TaskError> {
+) -> Result<ScalingPlanOutput, TaskError> {
     let max = service.platform.settings.scaling_max_replicas;
     let who = service.describe();
     let (plan, target, scaling) = match service.observe(&histories).await? {
@@ -127,7 +127,7 @@ async fn plan_scaling(
         }
     };
     let note = describe(&who, &target, &scaling);
-    Ok(ScalingDecision { plan, note })
+    Ok(ScalingPlanOutput { plan, note })
 }
 
 fn describe(who: &str, deployment: &str, scaling: &Scaling) -> String {

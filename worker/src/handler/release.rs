@@ -36,7 +36,7 @@ impl Intent {
 
 /// The recorded plan of a release or rollback (step `plan`): a plan, or why there is none.
 #[derive(Debug, Clone, Serialize, Deserialize)]
-struct BlueGreenDecision {
+struct BlueGreenPlanOutput {
     plan: Option<Plan>,
     note: String,
 }
@@ -122,21 +122,21 @@ async fn blue_green(
     required: bool,
     steps: &mut Steps<'_>,
 ) -> Result<String, TaskError> {
-    let decided: BlueGreenDecision = service
+    let planned: BlueGreenPlanOutput = service
         .plan_once(steps, |histories| {
             plan_blue_green(service, histories, intent, required)
         })
         .await?;
-    let Some(plan) = decided.plan else {
-        return Ok(decided.note);
+    let Some(plan) = planned.plan else {
+        return Ok(planned.note);
     };
     service.run_plan(&plan, steps).await?;
     if plan.actions.is_empty() {
-        return Ok(decided.note);
+        return Ok(planned.note);
     }
     Ok(format!(
         "{} ({})",
-        decided.note,
+        planned.note,
         plan.step_names().join(", ")
     ))
 }
@@ -148,7 +148,7 @@ async fn plan_blue_green(
     histories: ReleaseHistories,
     intent: Intent,
     required: bool,
-) -> Result<BlueGreenDecision, TaskError> {
+) -> Result<BlueGreenPlanOutput, TaskError> {
     let who = service.describe();
     let (generated_revision, model, user) = match service.observe(&histories).await? {
         Deployed::BlueGreen {
@@ -165,7 +165,7 @@ async fn plan_blue_green(
             )))
         }
         Deployed::Nothing => {
-            return Ok(BlueGreenDecision {
+            return Ok(BlueGreenPlanOutput {
                 plan: None,
                 note: format!("{who} is not deployed: nothing to roll back"),
             })
@@ -179,7 +179,7 @@ async fn plan_blue_green(
                     service.names.generated
                 )));
             }
-            return Ok(BlueGreenDecision {
+            return Ok(BlueGreenPlanOutput {
                 plan: None,
                 note: format!(
                     "{who} is deployed with {strategy}: only blue_green_service deployments are rolled back, nothing changed"
@@ -206,7 +206,7 @@ async fn plan_blue_green(
             "rolled back {who}: the primary (previous version) takes 100% of traffic, the canary is scaled to 0"
         ),
     };
-    Ok(BlueGreenDecision {
+    Ok(BlueGreenPlanOutput {
         plan: Some(Plan {
             generated_revision: Some(generated_revision),
             user_source_revision: Some(user.source.revision),
