@@ -67,7 +67,7 @@ impl TaskHandler for ReleaseHandler {
 
     async fn run(&self, task: &Task, steps: &mut Steps<'_>) -> Result<Outcome, TaskError> {
         let TaskPayload::Release { strategy, .. } = &task.payload else {
-            return Err(TaskError::misrouted("a release handler", task));
+            return Err(TaskError::misrouted("the release handler", task));
         };
         let result = task.common.result.unwrap_or(TaskResult::Fail);
         let service = DeployedService::of_task(&self.platform, task)?;
@@ -105,7 +105,7 @@ impl RollbackHandler {
 impl TaskHandler for RollbackHandler {
     async fn run(&self, task: &Task, steps: &mut Steps<'_>) -> Result<Outcome, TaskError> {
         if !matches!(task.payload, TaskPayload::Rollback { .. }) {
-            return Err(TaskError::misrouted("a release handler", task));
+            return Err(TaskError::misrouted("the rollback handler", task));
         }
         let service = DeployedService::of_task(&self.platform, task)?;
         let message = blue_green(&service, Intent::RollBack, false, steps).await?;
