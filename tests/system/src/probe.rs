@@ -69,7 +69,12 @@ impl Probe {
 }
 
 fn label<'a>(task: &'a Task, key: &str) -> Option<&'a str> {
-    task.common.labels.as_ref()?.get(key).map(String::as_str)
+    task.payload
+        .common()
+        .labels
+        .as_ref()?
+        .get(key)
+        .map(String::as_str)
 }
 
 fn now_ns() -> u64 {

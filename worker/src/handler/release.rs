@@ -55,7 +55,7 @@ impl ReleaseHandler {
 #[async_trait]
 impl TaskHandler for ReleaseHandler {
     fn decide(&self, task: &Task) -> Decision {
-        if task.common.result.is_none() {
+        if task.payload.common().result.is_none() {
             return Decision::Refuse {
                 message: "release.triggered carries no result: it needs the evaluation's verdict \
                           (pass or warning to promote, fail to roll back) in data.result"
@@ -69,7 +69,7 @@ impl TaskHandler for ReleaseHandler {
         let TaskPayload::Release { strategy, .. } = &task.payload else {
             return Err(TaskError::misrouted("the release handler", task));
         };
-        let result = task.common.result.unwrap_or(TaskResult::Fail);
+        let result = task.payload.common().result.unwrap_or(TaskResult::Fail);
         let service = DeployedService::of_task(&self.platform, task)?;
         if *strategy != DeploymentStrategy::BlueGreenService {
             return Ok(Outcome::succeeded(

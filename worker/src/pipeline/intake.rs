@@ -166,7 +166,6 @@ impl std::fmt::Display for ReleaseKey {
 pub struct Task {
     pub kind: TaskKind,
     pub event: KeptnEvent,
-    pub common: CommonData,
     pub payload: TaskPayload,
     pub release: ReleaseKey,
 }
@@ -282,10 +281,9 @@ pub fn classify(subject: &str, payload: &[u8], max_event_bytes: usize) -> Intake
         };
     }
     match validate(kind, &event) {
-        Ok((common, payload, release)) => Intake::Accept(Box::new(Task {
+        Ok((payload, release)) => Intake::Accept(Box::new(Task {
             kind,
             event,
-            common,
             payload,
             release,
         })),
@@ -316,7 +314,7 @@ pub fn is_foreign_action(data: &ActionTriggeredData) -> bool {
         .is_some_and(|action| !action.action.is_empty() && action.action != SCALING_ACTION)
 }
 
-type Validated = (CommonData, TaskPayload, ReleaseKey);
+type Validated = (TaskPayload, ReleaseKey);
 
 /// Checks the data of a task and turns it into typed form; the error is the message
 /// of the `errored` finished event, so it names the field and what to do.
@@ -363,7 +361,7 @@ fn validate(kind: TaskKind, event: &KeptnEvent) -> Result<Validated, String> {
             (TaskPayload::ServiceDelete { data }, release)
         }
     };
-    Ok((payload.common().clone(), payload, release))
+    Ok((payload, release))
 }
 
 fn typed<T: DeserializeOwned>(event: &KeptnEvent) -> Result<T, String> {
