@@ -72,10 +72,9 @@ enum StageEnd {
 #[async_trait]
 impl TaskHandler for ServiceDeleteHandler {
     async fn run(&self, task: &Task, steps: &mut Steps<'_>) -> Result<Outcome, TaskError> {
-        if !matches!(task.payload, TaskPayload::ServiceDelete { .. }) {
+        let TaskPayload::ServiceDelete { service: key, .. } = &task.payload else {
             return Err(TaskError::misrouted("the service delete handler", task));
-        }
-        let key = &task.release;
+        };
         let deletion = Deletion {
             platform: &self.platform,
             project: &key.project,

@@ -84,8 +84,11 @@ pub enum TaskPayload {
         data: ActionTriggeredData,
         target: Target,
     },
-    /// Its checked names are the task's [`ReleaseKey`] (the stage is optional).
-    ServiceDelete { data: ServiceDeleteData },
+    ServiceDelete {
+        data: ServiceDeleteData,
+        /// The service, and the stage when the event names one.
+        service: ServiceRef,
+    },
 }
 
 impl TaskPayload {
@@ -96,7 +99,7 @@ impl TaskPayload {
             TaskPayload::Release { data, .. } => &data.common,
             TaskPayload::Rollback { data, .. } => &data.common,
             TaskPayload::Action { data, .. } => &data.common,
-            TaskPayload::ServiceDelete { data } => &data.common,
+            TaskPayload::ServiceDelete { data, .. } => &data.common,
         }
     }
 
@@ -357,8 +360,9 @@ fn validate(kind: TaskKind, event: &KeptnEvent) -> Result<Validated, String> {
         }
         TaskKind::ServiceDelete => {
             let data: ServiceDeleteData = typed(event)?;
-            let release = data.validate().map_err(invalid)?.into();
-            (TaskPayload::ServiceDelete { data }, release)
+            let service = data.validate().map_err(invalid)?;
+            let release = service.clone().into();
+            (TaskPayload::ServiceDelete { data, service }, release)
         }
     };
     Ok((payload, release))
