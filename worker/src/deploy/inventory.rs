@@ -7,9 +7,12 @@
 
 use async_nats::jetstream::{self, kv};
 use chrono::{DateTime, Utc};
+use contracts::validate::Target;
 use futures::TryStreamExt;
 use serde::{Deserialize, Serialize};
 use thiserror::Error;
+
+use super::naming::service_key;
 
 #[derive(Debug, Error)]
 pub enum InventoryError {
@@ -74,9 +77,9 @@ impl Inventory {
         })
     }
 
-    /// `project.stage.service` (validated Keptn names only hold key-safe characters).
-    pub fn key(project: &str, stage: &str, service: &str) -> String {
-        format!("{project}.{stage}.{service}")
+    /// The entry's key (see [`service_key`]).
+    fn key(target: &Target) -> String {
+        service_key(&target.project, &target.stage, &target.service)
     }
 
     fn unavailable(&self, err: impl std::fmt::Display) -> InventoryError {
@@ -86,13 +89,8 @@ impl Inventory {
         }
     }
 
-    pub async fn get(
-        &self,
-        project: &str,
-        stage: &str,
-        service: &str,
-    ) -> Result<Option<InventoryEntry>, InventoryError> {
-        let key = Self::key(project, stage, service);
+    pub async fn get(&self, target: &Target) -> Result<Option<InventoryEntry>, InventoryError> {
+        let key = Self::key(target);
         let Some(bytes) = self
             .store
             .get(&key)
@@ -109,29 +107,18 @@ impl Inventory {
             })
     }
 
-    pub async fn put(
-        &self,
-        project: &str,
-        stage: &str,
-        service: &str,
-        entry: &InventoryEntry,
-    ) -> Result<(), InventoryError> {
+    pub async fn put(&self, target: &Target, entry: &InventoryEntry) -> Result<(), InventoryError> {
         let bytes = serde_json::to_vec(entry).map_err(|e| self.unavailable(e))?;
         self.store
-            .put(Self::key(project, stage, service), bytes.into())
+            .put(Self::key(target), bytes.into())
             .await
             .map_err(|e| self.unavailable(e))?;
         Ok(())
     }
 
-    pub async fn delete(
-        &self,
-        project: &str,
-        stage: &str,
-        service: &str,
-    ) -> Result<(), InventoryError> {
+    pub async fn delete(&self, target: &Target) -> Result<(), InventoryError> {
         self.store
-            .delete(Self::key(project, stage, service))
+            .delete(Self::key(target))
             .await
             .map_err(|e| self.unavailable(e))
     }

@@ -1,4 +1,5 @@
-//! Kubernetes and Helm names of a Keptn service, as the reference helm-service chose them.
+//! Kubernetes and Helm names of a Keptn service, as the reference helm-service chose them,
+//! and its key in helm-service's own buckets.
 //!
 //! Names come only from validated Keptn names (`^[a-z][a-z0-9-]*[a-z0-9]$`), so the only
 //! thing left to check here is length: a namespace is a DNS label (63 characters) and
@@ -27,6 +28,13 @@ pub enum NameError {
         source_name: String,
         len: usize,
     },
+}
+
+/// The key of a service in a stage in helm-service's KV buckets (the inventory, the release
+/// records): `<project>.<stage>.<service>`. Validated Keptn names hold only characters KV
+/// keys allow, and no `.`.
+pub fn service_key(project: &str, stage: &str, service: &str) -> String {
+    format!("{project}.{stage}.{service}")
 }
 
 /// The names one service in one stage deploys under.

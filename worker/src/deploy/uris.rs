@@ -1,6 +1,7 @@
 //! The URIs a deployment reports in its `.finished` event, so tests and quality gates
 //! that follow in the Keptn sequence know where to reach the service.
 
+use contracts::validate::Target;
 use serde::Deserialize;
 
 /// How the service is reached from outside the mesh (the reference's environment
@@ -21,16 +22,16 @@ impl Ingress {
     pub const DEFAULT_TEMPLATE: &'static str =
         "${INGRESS_PROTOCOL}://${SERVICE}.${PROJECT}-${STAGE}.${INGRESS_HOSTNAME_SUFFIX}:${INGRESS_PORT}";
 
-    /// The public URI of `service` in `stage` of `project`.
-    pub fn public_uri(&self, project: &str, stage: &str, service: &str) -> String {
+    /// The public URI of the service in its stage.
+    pub fn public_uri(&self, target: &Target) -> String {
         let port = self.port.to_string();
         let variables = [
             ("INGRESS_PROTOCOL", self.protocol.as_str()),
             ("INGRESS_HOSTNAME_SUFFIX", self.hostname_suffix.as_str()),
             ("INGRESS_PORT", port.as_str()),
-            ("PROJECT", project),
-            ("STAGE", stage),
-            ("SERVICE", service),
+            ("PROJECT", target.project.as_str()),
+            ("STAGE", target.stage.as_str()),
+            ("SERVICE", target.service.as_str()),
         ];
         let mut uri = self.hostname_template.clone();
         for (name, value) in variables {
@@ -40,8 +41,8 @@ impl Ingress {
     }
 
     /// The host part of the public URI: what the generated VirtualService answers for.
-    pub fn public_host(&self, project: &str, stage: &str, service: &str) -> String {
-        host_of(&self.public_uri(project, stage, service)).to_owned()
+    pub fn public_host(&self, target: &Target) -> String {
+        host_of(&self.public_uri(target)).to_owned()
     }
 }
 
@@ -99,15 +100,23 @@ impl Endpoints {
 mod tests {
     use super::*;
 
+    fn target(project: &str, stage: &str, service: &str) -> Target {
+        Target {
+            project: project.into(),
+            stage: stage.into(),
+            service: service.into(),
+        }
+    }
+
     #[test]
     fn default_public_uri_matches_the_reference() {
         let ingress = Ingress::default();
         assert_eq!(
-            ingress.public_uri("sockshop", "dev", "carts"),
+            ingress.public_uri(&target("sockshop", "dev", "carts")),
             "http://carts.sockshop-dev.svc.cluster.local:80"
         );
         assert_eq!(
-            ingress.public_host("sockshop", "dev", "carts"),
+            ingress.public_host(&target("sockshop", "dev", "carts")),
             "carts.sockshop-dev.svc.cluster.local"
         );
         assert_eq!(
@@ -128,11 +137,11 @@ mod tests {
             gateway: "gw".into(),
         };
         assert_eq!(
-            ingress.public_uri("shop", "prod", "carts"),
+            ingress.public_uri(&target("shop", "prod", "carts")),
             "https://carts-prod.shop.example.com"
         );
         assert_eq!(
-            ingress.public_host("shop", "prod", "carts"),
+            ingress.public_host(&target("shop", "prod", "carts")),
             "carts-prod.shop.example.com"
         );
     }

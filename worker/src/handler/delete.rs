@@ -20,6 +20,7 @@ use std::sync::Arc;
 use async_trait::async_trait;
 use contracts::data::TaskResult;
 use contracts::names::{validate_keptn_name, NameKind};
+use contracts::validate::Target;
 use serde::{Deserialize, Serialize};
 use tracing::{info, warn};
 
@@ -127,6 +128,16 @@ struct Deletion<'a> {
 }
 
 impl Deletion<'_> {
+    /// The service in `stage`: the checked project and service names, and a stage the
+    /// inventory or Helm's records named.
+    fn target(&self, stage: &str) -> Target {
+        Target {
+            project: self.project.to_owned(),
+            stage: stage.to_owned(),
+            service: self.service.to_owned(),
+        }
+    }
+
     /// The stages to clear: the inventory's, plus those where the cluster shows a release of
     /// the service (when we may list Helm's records in all namespaces).
     async fn discover(&self) -> Result<Discovered, TaskError> {
@@ -165,12 +176,7 @@ impl Deletion<'_> {
     async fn remove_stage_once(&self, stage: &str, steps: &mut Steps<'_>) -> StageEnd {
         let leases = steps.leases();
         // The key a deployment, release or scaling of the service in `stage` holds.
-        let lease = ReleaseKey {
-            project: self.project.to_owned(),
-            stage: Some(stage.to_owned()),
-            service: self.service.to_owned(),
-        }
-        .lease_key();
+        let lease = ReleaseKey::from(self.target(stage)).lease_key();
         let recorded = steps
             .step(&format!("uninstall-{stage}"), || async {
                 if self.stage_lease_held {
@@ -196,6 +202,7 @@ impl Deletion<'_> {
     async fn remove_stage(&self, stage: &str) -> Result<StageRemoval, TaskError> {
         let names = ReleaseNames::new(self.project, stage, self.service)
             .map_err(|err| TaskError::Failed(err.to_string()))?;
+        let target = self.target(stage);
         let mut uninstalled = Vec::new();
         for release in [&names.generated, &names.user] {
             let found = self
@@ -209,14 +216,14 @@ impl Deletion<'_> {
             }
         }
         let inventory = &self.platform.inventory;
-        let inventory_entry = match inventory.get(self.project, stage, self.service).await {
+        let inventory_entry = match inventory.get(&target).await {
             Ok(entry) => entry.is_some(),
             // Unreadable by this version, but its key says whose it is: it goes too.
             Err(InventoryError::Corrupt { .. }) => true,
             Err(err) => return Err(err.into()),
         };
         if inventory_entry {
-            inventory.delete(self.project, stage, self.service).await?;
+            inventory.delete(&target).await?;
         }
         Ok(StageRemoval {
             namespace: names.namespace,

@@ -177,15 +177,10 @@ impl Deployment<'_> {
             event_id: self.event_id.clone(),
             updated_at: Utc::now(),
         };
-        let Target {
-            project: p,
-            stage: s,
-            service: svc,
-        } = self.target();
         self.service
             .platform
             .inventory
-            .put(p, s, svc, &entry)
+            .put(self.target(), &entry)
             .await?;
         let message = format!(
             "deployed chart {} {} as release {} revision {} in namespace {} ({})",
@@ -264,12 +259,7 @@ impl Deployment<'_> {
         digest: &str,
         stored: &ReleaseHistories,
     ) -> Result<Option<InventoryEntry>, TaskError> {
-        let Target {
-            project: p,
-            stage: s,
-            service: svc,
-        } = self.target();
-        let Some(entry) = self.service.platform.inventory.get(p, s, svc).await? else {
+        let Some(entry) = self.service.platform.inventory.get(self.target()).await? else {
             return Ok(None);
         };
         if entry.chart_digest != digest || entry.strategy != self.strategy.as_str() {
@@ -394,20 +384,11 @@ impl Deployment<'_> {
     }
 
     fn routing(&self) -> Routing {
-        let Target {
-            project: p,
-            stage: s,
-            service: svc,
-        } = self.target();
+        let target = self.target();
         Routing {
-            service: svc.to_owned(),
+            service: target.service.clone(),
             namespace: self.service.names.namespace.clone(),
-            public_host: self
-                .service
-                .platform
-                .settings
-                .ingress
-                .public_host(p, s, svc),
+            public_host: self.service.platform.settings.ingress.public_host(target),
             gateway: self.service.platform.settings.ingress.gateway.clone(),
         }
     }
@@ -498,11 +479,7 @@ impl Deployment<'_> {
         user: &UserStepOutput,
         commit: Option<&str>,
     ) -> Result<(Vec<String>, Vec<String>), TaskError> {
-        let Target {
-            project: p,
-            stage: s,
-            service: svc,
-        } = self.target();
+        let target = self.target();
         match self.strategy {
             DeploymentStrategy::UserManaged => {
                 let endpoints = self
@@ -521,8 +498,12 @@ impl Deployment<'_> {
             }
             _ => match user.main_port {
                 Some(port) => Ok((
-                    vec![local_uri(svc, &self.service.names.namespace, port)],
-                    vec![self.service.platform.settings.ingress.public_uri(p, s, svc)],
+                    vec![local_uri(
+                        &target.service,
+                        &self.service.names.namespace,
+                        port,
+                    )],
+                    vec![self.service.platform.settings.ingress.public_uri(target)],
                 )),
                 None => Ok(self.triggered_uris.clone()),
             },
