@@ -12,6 +12,8 @@ use contracts::envelope::KeptnEvent;
 use contracts::validate::{DeploymentTask, ServiceRef, Target, ValidationError};
 use serde::de::DeserializeOwned;
 
+use crate::deploy::naming::service_key;
+
 /// `source` of every event this service publishes; events from it are never consumed.
 pub const OWN_SOURCE: &str = "helm-service";
 
@@ -116,45 +118,36 @@ impl TaskPayload {
     }
 }
 
-/// What a task works on: at most one task per release runs at a time, cluster-wide.
+/// What a task works on, as intake checked it: at most one task per release runs at a
+/// time, cluster-wide. A service in one stage, or in all of them (service deletion).
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
-pub struct ReleaseKey {
-    pub project: String,
-    /// `None` for tasks spanning every stage of a service (service deletion).
-    pub stage: Option<String>,
-    pub service: String,
-}
+pub struct ReleaseKey(ServiceRef);
 
 impl ReleaseKey {
-    /// The key of the release lease. Names are validated Keptn names, so they only
-    /// hold characters KV keys allow; `_` stands for "all stages".
+    /// The key of the release lease (see [`service_key`]); `_` stands for "all stages".
     pub fn lease_key(&self) -> String {
-        format!(
-            "{}.{}.{}",
-            self.project,
-            self.stage.as_deref().unwrap_or("_"),
-            self.service
-        )
+        let ServiceRef {
+            project,
+            stage,
+            service,
+        } = &self.0;
+        service_key(project, stage.as_deref().unwrap_or("_"), service)
     }
 }
 
 impl From<Target> for ReleaseKey {
     fn from(target: Target) -> Self {
-        ReleaseKey {
+        ReleaseKey(ServiceRef {
             project: target.project,
             stage: Some(target.stage),
             service: target.service,
-        }
+        })
     }
 }
 
 impl From<ServiceRef> for ReleaseKey {
     fn from(service: ServiceRef) -> Self {
-        ReleaseKey {
-            project: service.project,
-            stage: service.stage,
-            service: service.service,
-        }
+        ReleaseKey(service)
     }
 }
 
