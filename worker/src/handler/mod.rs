@@ -137,7 +137,7 @@ impl Registry {
 }
 
 /// Stands in for a task kind this build has no handler for.
-pub struct NotImplemented;
+struct NotImplemented;
 
 #[async_trait]
 impl TaskHandler for NotImplemented {

@@ -96,7 +96,7 @@ impl Platform {
 }
 
 /// A private temp directory (0700) for charts and values handed to helm.
-pub fn private_dir() -> Result<tempfile::TempDir, TaskError> {
+pub(super) fn private_dir() -> Result<tempfile::TempDir, TaskError> {
     tempfile::Builder::new()
         .prefix("helm-service-")
         .tempdir()

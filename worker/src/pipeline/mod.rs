@@ -4,7 +4,7 @@
 pub mod dead_letter;
 pub mod intake;
 pub mod lease;
-pub mod parking;
+mod parking;
 pub mod processor;
 pub mod release_record;
 pub mod scheduler;
