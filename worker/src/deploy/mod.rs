@@ -1,8 +1,9 @@
 //! The deployment domain: how a Keptn service becomes Helm releases and Istio routing.
 //!
-//! Pure pieces (names, URIs, manifests, the generated charts) are unit-tested here
+//! Pure pieces (names, URIs, manifests, plans, the generated charts) are unit-tested here
 //! without Helm or a cluster; the task handlers in `handler` put them together with the
-//! chart store, the Helm driver and the cluster client.
+//! chart store, the Helm driver and the cluster client. The exception is `inventory`,
+//! which reads and writes its JetStream KV bucket itself.
 
 pub mod generated;
 pub mod inventory;

@@ -87,7 +87,9 @@ impl Action {
     }
 }
 
-/// What a task decided; the output of its first recorded step.
+/// What a task decided to do: the actions, and the revisions they start from. Recorded
+/// by the task's first step (`plan`), inside the handler's plan output
+/// (`ScalingPlanOutput`, `BlueGreenPlanOutput`) beside the message that reports it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Plan {
     /// The generated release's revision whose model the actions start from.

@@ -4,8 +4,11 @@
 //! running a recorded [`Plan`], one recorded step per action.
 //!
 //! Shared by every handler that changes a service's releases (deployment, release,
-//! rollback, action), so each only decides *what* to do; how it reaches Helm and the
-//! cluster lives here once.
+//! rollback, action), so each only decides *what* to do. What lives here once: reading
+//! the releases from Helm's storage (after recovering pending ones), the upgrade every
+//! task runs, the rollout wait, and running a plan's actions. What only one handler
+//! does stays with it: the deployment's restore after a failed upgrade and its manifest
+//! read (`helm get manifest`), and service deletion's uninstall.
 
 use std::collections::BTreeMap;
 use std::future::Future;
