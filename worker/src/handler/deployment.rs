@@ -154,29 +154,8 @@ impl Deployment<'_> {
             ),
         };
 
-        let (uris_local, uris_public) = self.uris(&user, commit.as_deref()).await?;
-        let mut deployments = user.deployments.clone();
-        if let Some(generated) = &generated {
-            deployments.extend(generated.deployments.iter().cloned());
-        }
-        let entry = InventoryEntry {
-            strategy: self.strategy.as_str().to_owned(),
-            namespace: self.service.names.namespace.clone(),
-            user_release: self.service.names.user.clone(),
-            user_revision: user.revision,
-            generated_release: generated
-                .as_ref()
-                .and_then(|g| g.revision.map(|_| self.service.names.generated.clone())),
-            generated_revision: generated.as_ref().and_then(|g| g.revision),
-            chart_digest: digest,
-            deployments,
-            uris_local,
-            uris_public,
-            deployment_names: vec![self.keptn_role().to_owned()],
-            git_commit: commit.or_else(|| self.commit.clone()),
-            event_id: self.event_id.clone(),
-            updated_at: Utc::now(),
-        };
+        let uris = self.uris(&user, commit.as_deref()).await?;
+        let entry = self.inventory_entry(digest, &user, generated.as_ref(), uris, commit);
         self.service
             .platform
             .inventory
@@ -192,6 +171,40 @@ impl Deployment<'_> {
             self.strategy.as_str()
         );
         Ok(self.outcome(&entry, message))
+    }
+
+    /// What the finished deployment leaves in the inventory: the releases and revisions
+    /// it wrote, the chart digest an unchanged redeploy compares, the Deployments whose
+    /// readiness says the service is healthy, and what was reported.
+    fn inventory_entry(
+        &self,
+        chart_digest: String,
+        user: &UserStepOutput,
+        generated: Option<&GeneratedStepOutput>,
+        (uris_local, uris_public): (Vec<String>, Vec<String>),
+        commit: Option<String>,
+    ) -> InventoryEntry {
+        let mut deployments = user.deployments.clone();
+        if let Some(generated) = generated {
+            deployments.extend(generated.deployments.iter().cloned());
+        }
+        let generated_revision = generated.and_then(|g| g.revision);
+        InventoryEntry {
+            strategy: self.strategy.as_str().to_owned(),
+            namespace: self.service.names.namespace.clone(),
+            user_release: self.service.names.user.clone(),
+            user_revision: user.revision,
+            generated_release: generated_revision.map(|_| self.service.names.generated.clone()),
+            generated_revision,
+            chart_digest,
+            deployments,
+            uris_local,
+            uris_public,
+            deployment_names: vec![self.keptn_role().to_owned()],
+            git_commit: commit.or_else(|| self.commit.clone()),
+            event_id: self.event_id.clone(),
+            updated_at: Utc::now(),
+        }
     }
 
     fn target(&self) -> &Target {
