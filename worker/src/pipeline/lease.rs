@@ -201,60 +201,15 @@ impl ReleaseLeases {
             wake: self.parking.wake().map(str::to_owned),
         };
         let mut parked = self.parking.take(key);
-        if let Some(mut parked) = parked.take_if(|p| self.parking.reusable(p)) {
-            // Parked by this replica moments ago: still ours, no write needed.
-            if let Some(holder) = parked.record.holder.as_mut() {
-                holder.event_id = me.event_id;
-                holder.acquired_at = me.acquired_at;
-                holder.parked = false;
-            }
-            let lease = HeldLease::start(
-                self.clone(),
-                key.to_owned(),
-                parked.token,
-                (parked.revision, parked.record),
-                parked.written_at,
-                local_guard,
-            );
+        if let Some(parked) = parked.take_if(|p| self.parking.reusable(p)) {
+            let lease = self.reuse_parked(key, parked, &me, local_guard);
             return Ok(Acquired {
                 lease,
                 waited: started.elapsed(),
                 contended: contended_locally,
             });
         }
-        // Fast path: parked by this replica too long ago to reuse without a write, as
-        // this replica handed it back, or new.
-        let fast = match parked {
-            Some(Parked {
-                revision,
-                mut record,
-                ..
-            }) => {
-                record.reserved = None;
-                record.holder = Some(me.clone());
-                Some((revision, record))
-            }
-            None => {
-                let (revision, known) = self.handed_back.take(key).unwrap_or_default();
-                let guess = Observed {
-                    revision,
-                    record: (revision > 0).then_some(Ok(known)),
-                    age: Duration::ZERO,
-                    unchanged_for: Duration::ZERO,
-                };
-                match next_action(&guess, &me, self.ttl, false) {
-                    NextAction::Take { revision, record } => Some((revision, record)),
-                    _ => None,
-                }
-            }
-        };
-        let fast = match fast {
-            Some((revision, record)) => self
-                .write(key, &record, revision)
-                .await?
-                .map(|revision| (revision, record)),
-            None => None,
-        };
+        let fast = self.take_in_one_write(key, parked, &me).await?;
         let ((revision, record), contended) = match fast {
             Some(taken) => (taken, contended_locally),
             None => {
@@ -275,6 +230,72 @@ impl ReleaseLeases {
             waited: started.elapsed(),
             contended,
         })
+    }
+
+    /// A release this replica parked moments ago: still ours, taken for `me` without a
+    /// write (the next refresh or step writes the new holder details).
+    fn reuse_parked(
+        &self,
+        key: &str,
+        mut parked: Parked,
+        me: &Holder,
+        local_guard: OwnedMutexGuard<()>,
+    ) -> HeldLease {
+        if let Some(holder) = parked.record.holder.as_mut() {
+            holder.event_id.clone_from(&me.event_id);
+            holder.acquired_at = me.acquired_at;
+            holder.parked = false;
+        }
+        HeldLease::start(
+            self.clone(),
+            key.to_owned(),
+            parked.token,
+            (parked.revision, parked.record),
+            parked.written_at,
+            local_guard,
+        )
+    }
+
+    /// The fast path: one write taking a release this replica parked too long ago to reuse
+    /// without a write, handed back itself, or that is new, from what this replica knows of
+    /// it. `None` when that is not enough (somebody else wrote since, or holds it).
+    async fn take_in_one_write(
+        &self,
+        key: &str,
+        parked: Option<Parked>,
+        me: &Holder,
+    ) -> Result<Option<(u64, ReleaseRecord)>, LeaseError> {
+        let guess = match parked {
+            Some(Parked {
+                revision,
+                mut record,
+                ..
+            }) => {
+                record.reserved = None;
+                record.holder = Some(me.clone());
+                Some((revision, record))
+            }
+            None => {
+                let (revision, known) = self.handed_back.take(key).unwrap_or_default();
+                let guess = Observed {
+                    revision,
+                    record: (revision > 0).then_some(Ok(known)),
+                    age: Duration::ZERO,
+                    unchanged_for: Duration::ZERO,
+                };
+                match next_action(&guess, me, self.ttl, false) {
+                    NextAction::Take { revision, record } => Some((revision, record)),
+                    _ => None,
+                }
+            }
+        };
+        let Some((revision, record)) = guess else {
+            return Ok(None);
+        };
+        Ok(self
+            .write(key, &record, revision)
+            .await?
+            .map(|revision| (revision, record)))
     }
 
     /// Takes the release once `next_action` allows; also says whether it had to wait
