@@ -153,21 +153,6 @@ impl Cluster {
         }))
     }
 
-    /// The newest revision of `release` with its body, or `None` when there is none.
-    pub async fn latest_stored_release(
-        &self,
-        namespace: &str,
-        release: &str,
-    ) -> Result<Option<StoredRelease>, ClusterError> {
-        match self.release_revisions(namespace, release).await?.last() {
-            Some(latest) => {
-                self.stored_release(namespace, release, latest.revision)
-                    .await
-            }
-            None => Ok(None),
-        }
-    }
-
     /// Every revision Helm keeps of `release` in `namespace` (its `--history-max` window),
     /// oldest first; empty when there is none. One LIST of Secret metadata by label selector;
     /// Secrets whose names or labels do not follow Helm's scheme are ignored.

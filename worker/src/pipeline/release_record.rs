@@ -8,6 +8,11 @@
 //! events is where a duplicate is recognised. This module is pure: the decisions
 //! about a record ([`next_action`] for a waiter, [`on_write_conflict`] for a holder)
 //! are unit-tested without a server.
+//!
+//! One word per state of a waiter's turn: a waiter that has waited a whole TTL *claims*
+//! the release ([`NextAction::Claim`] writes its token into [`Holder::next`]); when the
+//! holder hands back, the claim becomes a *reservation* ([`ReleaseRecord::reserved`]),
+//! which only the claimant may take.
 
 use std::collections::{BTreeMap, VecDeque};
 use std::time::Duration;
