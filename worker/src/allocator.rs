@@ -11,7 +11,7 @@ const ARENA_EAGER_COMMIT: libmimalloc_sys::mi_option_t = 4;
 
 /// Commits arena memory as it is used rather than up front: the default (eager on
 /// overcommitting systems) added ~9 MiB to an idle worker's RSS, for no measurable
-/// speed. Must run before the first allocation, hence [`use_mimalloc!`]'s
+/// speed. Must run before the first allocation, hence `use_mimalloc!`'s
 /// `.init_array` entry.
 pub extern "C" fn configure() {
     // SAFETY: sets a process-wide option before mimalloc has allocated anything.

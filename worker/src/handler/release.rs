@@ -1,7 +1,7 @@
 //! `release.triggered` and `rollback.triggered`: promote or roll back a blue/green service.
 //!
 //! Both observe the service, record a plan (the actions the observed state still needs)
-//! and run it step by step through [`DeployedService::run_plan`]. `direct` and
+//! and run it step by step through `DeployedService::run_plan`. `direct` and
 //! `user_managed` services have nothing to release: the task says so and changes nothing.
 
 use std::sync::Arc;

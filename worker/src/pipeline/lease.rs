@@ -13,7 +13,7 @@
 //! Cost: a replica remembers the record as it handed it back, so taking a release it
 //! used last, or a new one, is one write; handing back is one more.
 //!
-//! Parking (when enabled with [`ReleaseLeases::with_parking`], see [`super::parking`]):
+//! Parking (when enabled with [`ReleaseLeases::with_parking`], see the `parking` module):
 //! a task that completed its event keeps the release for this replica's next task on
 //! it, so that task takes it without a write.
 
@@ -99,7 +99,7 @@ impl ReleaseLeases {
         }
     }
 
-    /// Turns parking on (see [`super::parking`]): a release parked less than `linger`
+    /// Turns parking on (see the `parking` module): a release parked less than `linger`
     /// ago (at most a third of the TTL) is reused without a write, and parked releases
     /// are given up when another replica asks on this replica's wake subject, which a
     /// task started here answers. A zero `linger` leaves parking off.
