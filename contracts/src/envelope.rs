@@ -187,6 +187,12 @@ impl KeptnEvent {
         self.extension_str(EXT_TRACESTATE)
     }
 
+    /// Removes an extension attribute (e.g. a `traceparent` that fails its grammar), so
+    /// nothing built from the event echoes it.
+    pub fn remove_extension(&mut self, name: &str) {
+        self.0.remove_extension(name);
+    }
+
     /// `data` as JSON; `None` when there is no data, it is `null`, or it is binary that is not
     /// JSON.
     ///

@@ -11,6 +11,7 @@
 //! - [`validate`]: the checks that turn a decoded payload into work the worker may act on.
 //! - [`names`]: Keptn project, stage and service names.
 //! - [`reply`]: `.started` and `.finished` events with deterministic ids.
+//! - [`trace_context`]: the W3C `traceparent` / `tracestate` grammar.
 //!
 //! Items are named by their module (`contracts::envelope::KeptnEvent`), never from the crate
 //! root: the module says which part of the contract an item belongs to, and one item keeps one
@@ -21,4 +22,5 @@ pub mod envelope;
 pub mod event_type;
 pub mod names;
 pub mod reply;
+pub mod trace_context;
 pub mod validate;

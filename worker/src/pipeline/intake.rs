@@ -8,7 +8,11 @@ use contracts::data::{
     ActionTriggeredData, CommonData, DeploymentStrategy, DeploymentTriggeredData,
     ReleaseTriggeredData, RollbackTriggeredData, ServiceDeleteData,
 };
-use contracts::envelope::KeptnEvent;
+use contracts::envelope::{
+    KeptnEvent, EXT_GIT_COMMIT_ID, EXT_KEPTN_CONTEXT, EXT_TRACEPARENT, EXT_TRACESTATE,
+    EXT_TRIGGERED_ID,
+};
+use contracts::trace_context::{is_valid_traceparent, is_valid_tracestate};
 use contracts::validate::{DeploymentTask, ServiceRef, Target, ValidationError};
 use serde::de::DeserializeOwned;
 
@@ -16,6 +20,12 @@ use crate::deploy::naming::service_key;
 
 /// `source` of every event this service publishes; events from it are never consumed.
 pub const OWN_SOURCE: &str = "helm-service";
+
+/// Longest `id`, `shkeptncontext`, `triggeredid` or `gitcommitid` accepted. Keptn's are
+/// UUIDs and commit hashes (36 and 40 characters); these values are kept in release records,
+/// logs and replies, so one of any size up to the event cap would make every record of its
+/// release that large.
+pub const MAX_ATTRIBUTE_BYTES: usize = 256;
 
 /// The one remediation action helm-service runs; every other action belongs to another
 /// integration and gets no reply from us at all.
@@ -227,7 +237,7 @@ pub fn classify(subject: &str, payload: &[u8], max_event_bytes: usize) -> Intake
             ),
         };
     }
-    let event = match KeptnEvent::decode(payload) {
+    let mut event = match KeptnEvent::decode(payload) {
         Ok(event) => event,
         Err(err) => {
             return Intake::DeadLetter {
@@ -236,6 +246,19 @@ pub fn classify(subject: &str, payload: &[u8], max_event_bytes: usize) -> Intake
             }
         }
     };
+    if let Some(detail) = oversized_attribute(&event) {
+        return Intake::DeadLetter {
+            reason: DeadLetterReason::Malformed,
+            detail,
+        };
+    }
+    for dropped in drop_invalid_trace_context(&mut event) {
+        tracing::warn!(
+            id = event.id(),
+            attribute = dropped,
+            "dropped an invalid W3C trace context attribute: replies will not carry it"
+        );
+    }
     if event.source() == OWN_SOURCE {
         return Intake::Ignore {
             reason: "own-source",
@@ -294,6 +317,48 @@ pub fn classify(subject: &str, payload: &[u8], max_event_bytes: usize) -> Intake
             detail: reason,
         },
     }
+}
+
+/// Why the event's identifying attributes are unacceptable: one longer than
+/// [`MAX_ATTRIBUTE_BYTES`] (`None` when all are within it).
+fn oversized_attribute(event: &KeptnEvent) -> Option<String> {
+    let attributes = [
+        ("id", Some(event.id())),
+        (EXT_KEPTN_CONTEXT, event.keptn_context()),
+        (EXT_TRIGGERED_ID, event.triggered_id()),
+        (EXT_GIT_COMMIT_ID, event.git_commit_id()),
+    ];
+    attributes.into_iter().find_map(|(name, value)| {
+        let len = value?.len();
+        (len > MAX_ATTRIBUTE_BYTES).then(|| {
+            format!(
+                "attribute {name} is {len} bytes long; helm-service accepts at most {MAX_ATTRIBUTE_BYTES} (Keptn's ids are UUIDs, commit ids hashes)"
+            )
+        })
+    })
+}
+
+/// Removes `traceparent` and `tracestate` when they fail the W3C grammar (a line break in one
+/// would otherwise reach NATS headers); the names of those removed. A `tracestate` without a
+/// valid `traceparent` means nothing and goes with it.
+fn drop_invalid_trace_context(event: &mut KeptnEvent) -> Vec<&'static str> {
+    let mut dropped = Vec::new();
+    if event
+        .traceparent()
+        .is_some_and(|parent| !is_valid_traceparent(parent))
+    {
+        event.remove_extension(EXT_TRACEPARENT);
+        dropped.push(EXT_TRACEPARENT);
+    }
+    let has_parent = event.traceparent().is_some();
+    if event
+        .tracestate()
+        .is_some_and(|state| !has_parent || !is_valid_tracestate(state))
+    {
+        event.remove_extension(EXT_TRACESTATE);
+        dropped.push(EXT_TRACESTATE);
+    }
+    dropped
 }
 
 /// Whether an action.triggered asks for an action another integration runs: it names one,
@@ -526,6 +591,60 @@ mod tests {
                 reason: "foreign-action"
             }
         ));
+    }
+
+    #[test]
+    fn oversized_identifying_attributes_are_dead_letters() {
+        for attribute in ["id", "shkeptncontext", "triggeredid", "gitcommitid"] {
+            let mut fine = event("deployment");
+            fine[attribute] = json!("x".repeat(MAX_ATTRIBUTE_BYTES));
+            assert!(
+                matches!(classify_value(&fine), Intake::Accept(_)),
+                "{attribute} at the limit"
+            );
+            let mut long = event("deployment");
+            long[attribute] = json!("x".repeat(MAX_ATTRIBUTE_BYTES + 1));
+            match classify_value(&long) {
+                Intake::DeadLetter {
+                    reason: DeadLetterReason::Malformed,
+                    detail,
+                } => assert!(detail.contains(attribute), "{detail}"),
+                other => panic!("{attribute}: expected a dead letter, got {other:?}"),
+            }
+        }
+    }
+
+    #[test]
+    fn invalid_trace_context_is_dropped_and_valid_trace_context_kept() {
+        const PARENT: &str = "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01";
+        let accepted = |traceparent: Option<&str>, tracestate: Option<&str>| {
+            let mut value = event("deployment");
+            if let Some(parent) = traceparent {
+                value["traceparent"] = json!(parent);
+            }
+            if let Some(state) = tracestate {
+                value["tracestate"] = json!(state);
+            }
+            let Intake::Accept(task) = classify_value(&value) else {
+                panic!("expected accept for {traceparent:?} {tracestate:?}")
+            };
+            (
+                task.event.traceparent().map(str::to_owned),
+                task.event.tracestate().map(str::to_owned),
+            )
+        };
+        assert_eq!(
+            accepted(Some(PARENT), Some("congo=t61rcWkgMzE")),
+            (Some(PARENT.into()), Some("congo=t61rcWkgMzE".into()))
+        );
+        let broken = format!("{PARENT}\r\nX-Injected: 1");
+        assert_eq!(accepted(Some(&broken), Some("congo=1")), (None, None));
+        assert_eq!(
+            accepted(Some(PARENT), Some("congo=1\n")),
+            (Some(PARENT.into()), None)
+        );
+        assert_eq!(accepted(None, Some("congo=1")), (None, None));
+        assert_eq!(accepted(None, None), (None, None));
     }
 
     #[test]
