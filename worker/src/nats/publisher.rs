@@ -5,9 +5,14 @@
 //! redelivered event, is dropped by the stream's duplicate window instead of landing
 //! twice. Transient failures (server restarting, no responders) are retried with
 //! backoff until the deadline.
+//!
+//! Headers are built only through the client's fallible parsers ([`headers`]): its
+//! infallible conversions panic on a line break, and some values (a copied `traceparent`)
+//! come from events.
 
 use std::time::Duration;
 
+use async_nats::header::{HeaderName, HeaderValue, NATS_MESSAGE_ID};
 use async_nats::jetstream::{self, message::PublishMessage, publish::PublishAck};
 use async_nats::HeaderMap;
 use backon::{ExponentialBuilder, Retryable};
@@ -19,6 +24,22 @@ use tracing::warn;
 pub struct PublishError {
     pub subject: String,
     pub reason: String,
+}
+
+/// Headers from `(name, value)` pairs; a pair NATS cannot carry (a line break in the value,
+/// say) is left out with a warning instead of panicking in the client.
+pub fn headers<'a>(pairs: impl IntoIterator<Item = (&'a str, &'a str)>) -> HeaderMap {
+    let mut headers = HeaderMap::new();
+    for (name, value) in pairs {
+        match (name.parse::<HeaderName>(), value.parse::<HeaderValue>()) {
+            (Ok(name), Ok(value)) => headers.insert(name, value),
+            _ => warn!(
+                header = name,
+                "left out a header NATS cannot carry (control characters in it)"
+            ),
+        }
+    }
+    headers
 }
 
 #[derive(Clone)]
@@ -41,10 +62,14 @@ impl Publisher {
         headers: HeaderMap,
         payload: Bytes,
     ) -> Result<PublishAck, PublishError> {
+        let msg_id: HeaderValue = msg_id.parse().map_err(|_| PublishError {
+            subject: subject.to_owned(),
+            reason: format!("message id {msg_id:?} cannot be a NATS header value"),
+        })?;
         let attempt = || async {
             let publish = PublishMessage::build()
                 .headers(headers.clone())
-                .message_id(msg_id)
+                .header(NATS_MESSAGE_ID, msg_id.clone())
                 .payload(payload.clone());
             let ack_future = self
                 .js
@@ -73,5 +98,27 @@ impl Publisher {
                 subject: subject.to_owned(),
                 reason,
             })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn headers_leave_out_what_nats_cannot_carry_instead_of_panicking() {
+        let built = headers([
+            ("Content-Type", "application/json"),
+            ("traceparent", "00-abc\r\nX-Injected: 1"),
+            ("tracestate", "a=1\n"),
+            ("Bad:Name", "value"),
+        ]);
+        assert_eq!(
+            built.get("Content-Type").map(|v| v.as_str()),
+            Some("application/json")
+        );
+        assert!(built.get("traceparent").is_none());
+        assert!(built.get("tracestate").is_none());
+        assert_eq!(built.iter().count(), 1);
     }
 }

@@ -5,14 +5,13 @@
 //! record names its sequence. Payloads are copied up to a cap so one huge poison
 //! message cannot fill the dead-letter stream.
 
-use async_nats::HeaderMap;
 use bytes::Bytes;
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
 use super::intake::DeadLetterReason;
-use crate::nats::publisher::{PublishError, Publisher};
+use crate::nats::publisher::{headers, PublishError, Publisher};
 
 /// Bytes of the original payload copied into a record.
 pub const PAYLOAD_EXCERPT_BYTES: usize = 64 * 1024;
@@ -93,8 +92,7 @@ impl DeadLetters {
         let subject = format!("{}.{}", self.subject_prefix, letter.reason);
         let msg_id = format!("dlq-{}-{}", letter.stream, letter.stream_sequence);
         let body = Bytes::from(serde_json::to_vec(letter).expect("dead letters serialize"));
-        let mut headers = HeaderMap::new();
-        headers.insert("Content-Type", "application/json");
+        let headers = headers([("Content-Type", "application/json")]);
         self.publisher
             .publish(&subject, &msg_id, headers, body)
             .await

@@ -15,7 +15,6 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use async_nats::jetstream::{self, AckKind};
-use async_nats::HeaderMap;
 use bytes::Bytes;
 use contracts::envelope::KeptnEvent;
 use contracts::reply::ReplyBuilder;
@@ -27,7 +26,7 @@ use super::intake::{classify, DeadLetterReason, Intake, Task, TaskKind, OWN_SOUR
 use super::lease::{HeldLease, LeaseError, ReleaseLeases};
 use crate::handler::{Decision, Outcome, Registry, Steps, TaskError};
 use crate::metrics::Metrics;
-use crate::nats::publisher::Publisher;
+use crate::nats::publisher::{headers, Publisher};
 
 /// Settings of message processing.
 #[derive(Debug, Clone)]
@@ -399,11 +398,9 @@ impl Processor {
     }
 
     async fn publish_event(&self, event: &KeptnEvent) -> Result<(), Retry> {
-        let mut headers = HeaderMap::new();
-        headers.insert("Content-Type", "application/cloudevents+json");
-        if let Some(traceparent) = event.traceparent() {
-            headers.insert("traceparent", traceparent);
-        }
+        let content_type = ("Content-Type", "application/cloudevents+json");
+        let traceparent = event.traceparent().map(|value| ("traceparent", value));
+        let headers = headers([content_type].into_iter().chain(traceparent));
         self.publisher
             .publish(event.ty(), event.id(), headers, Bytes::from(event.encode()))
             .await
