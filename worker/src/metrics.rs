@@ -35,6 +35,8 @@ pub struct Metrics {
     redeliveries: IntCounterVec,
     /// Duplicate or redelivered events whose effects had already happened.
     pub duplicates_suppressed: IntCounter,
+    /// Tasks that panicked: a bug, caught so the message is handed back and the release freed.
+    pub task_panics: IntCounter,
     /// Dead-letter records written, by reason.
     dead_letters: IntCounterVec,
     /// Tasks that had to wait for a release lease held elsewhere.
@@ -108,6 +110,10 @@ impl Metrics {
             duplicates_suppressed: reg.counter(
                 "helm_service_duplicates_suppressed_total",
                 "Duplicate or redelivered events whose effects had already happened.",
+            ),
+            task_panics: reg.counter(
+                "helm_service_task_panics_total",
+                "Tasks that panicked (a bug): each was handed back for redelivery, or dead-lettered after --max-deliveries.",
             ),
             dead_letters: reg.counter_vec(
                 "helm_service_dead_letters_total",

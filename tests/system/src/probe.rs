@@ -5,7 +5,8 @@
 //! - `probe.step-ms`: how long each step takes (default 0);
 //! - `probe.decline`: any value makes the handler decline the task (no events);
 //! - `probe.fail`: any value makes the task fail with that message;
-//! - `probe.transient`: any value makes every attempt fail for a transient reason.
+//! - `probe.transient`: any value makes every attempt fail for a transient reason;
+//! - `probe.panic`: any value makes every attempt panic (a bug in a handler).
 //!
 //! Every begin/end of a run and every step start/done is appended as one JSON line to
 //! the file named by `PROBE_LOG` (O_APPEND, one write per line, so lines from several
@@ -106,6 +107,9 @@ impl TaskHandler for Probe {
         self.record("begin", task, None)?;
         if let Some(reason) = label(task, "probe.transient") {
             return Err(TaskError::Transient(reason.to_owned()));
+        }
+        if let Some(reason) = label(task, "probe.panic") {
+            panic!("probe.panic: {reason}");
         }
         for index in 0..count {
             steps

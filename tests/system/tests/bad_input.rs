@@ -35,7 +35,16 @@ fn undeliverable() -> Vec<(&'static str, Vec<u8>, &'static str)> {
         &[],
     );
     bad_delete["type"] = json!("sh.keptn.event.service.delete.finished");
+    let oversized = |attribute: &str| {
+        let mut event = good(&format!("bad-long-{attribute}"));
+        event[attribute] = json!("x".repeat(1024));
+        (DEPLOYMENT, event.to_string().into_bytes(), "malformed")
+    };
     vec![
+        oversized("id"),
+        oversized("shkeptncontext"),
+        oversized("triggeredid"),
+        oversized("gitcommitid"),
         (
             DEPLOYMENT,
             b"{\"specversion\": \"1.0\", \"id\": ".to_vec(),
@@ -106,6 +115,35 @@ fn answerable() -> Vec<(Value, &'static str)> {
     ]
 }
 
+/// Events that are fine but for their trace context, which would break NATS headers: the
+/// broken attributes are dropped, the task runs. (traceparent, tracestate)
+fn broken_trace_context() -> Vec<(Value, &'static str)> {
+    const PARENT: &str = "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01";
+    let cases = [
+        ("broken-parent-lf", format!("{PARENT}\n"), "congo=1"),
+        (
+            "broken-parent-crlf",
+            format!("{PARENT}\r\nX-Injected: 1"),
+            "congo=1",
+        ),
+        (
+            "broken-state-lf",
+            PARENT.to_owned(),
+            "congo=1\nX-Injected: 1",
+        ),
+        ("broken-parent-garbage", "not a trace".to_owned(), "congo=1"),
+    ];
+    cases
+        .into_iter()
+        .map(|(id, parent, state)| {
+            let mut event = good(id);
+            event["traceparent"] = json!(parent);
+            event["tracestate"] = json!(state);
+            (event, id)
+        })
+        .collect()
+}
+
 #[tokio::test]
 async fn every_kind_of_bad_input_is_dead_lettered_or_answered_and_good_events_flow(
 ) -> anyhow::Result<()> {
@@ -125,6 +163,11 @@ async fn every_kind_of_bad_input_is_dead_lettered_or_answered_and_good_events_fl
     }
     for (event, _) in &answerable {
         publish(&env.js, event).await?;
+    }
+    let broken_trace = broken_trace_context();
+    for (event, id) in &broken_trace {
+        publish(&env.js, event).await?;
+        good_ids.push((*id).to_owned());
     }
 
     let answered_ids: Vec<String> = answerable
@@ -147,6 +190,20 @@ async fn every_kind_of_bad_input_is_dead_lettered_or_answered_and_good_events_fl
             "{id}: {:#}",
             finished[0]
         );
+    }
+    for (_, id) in &broken_trace {
+        for reply in replies
+            .of(id, "started")
+            .iter()
+            .chain(&replies.of(id, "finished"))
+        {
+            let echoed = reply.get("traceparent").or_else(|| reply.get("tracestate"));
+            assert!(
+                id.starts_with("broken-state") || echoed.is_none(),
+                "{id}: a broken trace context must not be echoed: {reply:#}"
+            );
+            assert!(reply.get("tracestate").is_none(), "{id}: {reply:#}");
+        }
     }
     for (event, words) in &answerable {
         let id = event["id"].as_str().unwrap();

@@ -296,6 +296,91 @@ async fn a_task_failing_transiently_is_retried_then_given_up_with_an_answer() ->
     Ok(())
 }
 
+/// A handler that panics (a bug) must not strand its message, its release or the in-flight
+/// gauge: each panic hands the message back at once and frees the release, so another event
+/// of the same service runs meanwhile, and after --max-deliveries the event is answered and
+/// dead-lettered like any failing task.
+#[tokio::test]
+async fn a_panicking_task_is_handed_back_frees_its_release_and_is_given_up_with_an_answer(
+) -> anyhow::Result<()> {
+    let env = TestEnv::start().await?;
+    let mut spec = env.worker(PROBE_WORKER);
+    spec.extra_args = vec!["--max-deliveries".into(), "2".into()];
+    let mut worker = WorkerProcess::start(spec, env.dir.path(), "worker").await?;
+    let service = ("sockshop", "dev", "carts");
+    let bug = "5f1c6a2e-0000-4000-8000-00000000f101";
+    let labels = [("probe.panic", "index out of bounds")];
+    publish(&env.js, &triggered("deployment", bug, service, &labels)).await?;
+    wait_until("the first panic", DEADLINE, POLL, || async {
+        let panics = worker.metric("helm_service_task_panics_total").await.ok()?;
+        (panics >= 1.0).then_some(())
+    })
+    .await?;
+
+    // The release was handed back with the message: a good event of the same service does
+    // not wait out the lease TTL (30s) behind it.
+    let good = "5f1c6a2e-0000-4000-8000-00000000f102";
+    publish(&env.js, &triggered("deployment", good, service, &[])).await?;
+    let published = std::time::Instant::now();
+    let replies = env
+        .wait_replies(DEADLINE, |r| !r.of(good, "finished").is_empty())
+        .await?;
+    let waited = published.elapsed();
+    assert_eq!(
+        replies.of(good, "finished")[0]["data"]["status"],
+        "succeeded"
+    );
+    assert!(
+        waited < Duration::from_secs(15),
+        "the good event waited {waited:?}: the panicking task kept the release"
+    );
+
+    let replies = env
+        .wait_replies(DEADLINE, |r| !r.of(bug, "finished").is_empty())
+        .await?;
+    let finished = replies.of(bug, "finished");
+    assert_eq!(finished.len(), 1);
+    assert_eq!(finished[0]["data"]["status"], "errored");
+    let message = finished[0]["data"]["message"].as_str().unwrap();
+    assert!(message.contains("gave up after 3 deliveries"), "{message}");
+    assert_eq!(replies.of(bug, "started").len(), 1, "started once");
+    assert_eq!(
+        count(&env.probe_records(), "begin", bug, None),
+        2,
+        "two attempts panicked, the third gave up without running"
+    );
+    let letters = env.dead_letters().await?;
+    assert_eq!(letters.len(), 1, "{letters:#?}");
+    assert_eq!(letters[0]["reason"], "exhausted");
+    assert_eq!(letters[0]["event_id"], bug);
+
+    assert_eq!(worker.metric("helm_service_task_panics_total").await?, 2.0);
+    assert_eq!(
+        worker
+            .metric("helm_service_naks_total{reason=\"panic\"}")
+            .await?,
+        2.0
+    );
+    wait_until("no task in flight", DEADLINE, POLL, || async {
+        let in_flight = worker.metric("helm_service_tasks_in_flight").await.ok()?;
+        (in_flight == 0.0).then_some(())
+    })
+    .await?;
+    assert!(
+        worker.process.is_running(),
+        "the worker survives the panics"
+    );
+    assert!(
+        worker
+            .process
+            .log()
+            .contains("probe.panic: index out of bounds"),
+        "the panic is logged: {}",
+        worker.process.log_tail(30)
+    );
+    Ok(())
+}
+
 /// Shutdown frees the releases this replica keeps parked; with NATS gone that cannot
 /// work, and it must not keep the process from exiting.
 #[tokio::test]

@@ -11,6 +11,9 @@
 //!    makes a redelivery send again is dropped by the stream's duplicate window;
 //! 4. the message is acked last. Anything transient hands it back (nak) instead.
 
+use std::any::Any;
+use std::future::Future;
+use std::panic::AssertUnwindSafe;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -18,11 +21,14 @@ use async_nats::jetstream::{self, AckKind};
 use bytes::Bytes;
 use contracts::envelope::KeptnEvent;
 use contracts::reply::ReplyBuilder;
+use futures::FutureExt;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, error, info, info_span, warn, Instrument};
 
 use super::dead_letter::{DeadLetter, DeadLetters, Origin};
-use super::intake::{classify, DeadLetterReason, Intake, Task, TaskKind, OWN_SOURCE};
+use super::intake::{
+    classify, DeadLetterReason, Intake, Task, TaskKind, MAX_ATTRIBUTE_BYTES, OWN_SOURCE,
+};
 use super::lease::{HeldLease, LeaseError, ReleaseLeases};
 use crate::handler::{Decision, Outcome, Registry, Steps, TaskError};
 use crate::metrics::Metrics;
@@ -68,6 +74,9 @@ enum Ending {
     Duplicate,
 }
 
+/// The reason of a [`Retry`] after a caught panic; also its nak metric label.
+const PANIC: &str = "panic";
+
 /// A failure that hands the message back.
 struct Retry {
     reason: &'static str,
@@ -109,8 +118,14 @@ impl Processor {
                 stream_sequence,
                 delivered,
             };
-            match self.dispose(&message.payload, &origin, &hard_stop).await {
+            let disposed = self
+                .catching_panics(self.dispose(&message.payload, &origin, &hard_stop))
+                .await;
+            match disposed {
                 Ok(disposal) => disposal,
+                Err(retry) if retry.reason == PANIC && delivered > i64::from(self.config.max_deliveries) => {
+                    self.give_up_after_panics(&retry, &origin, &message.payload).await
+                }
                 Err(retry) => {
                     warn!(reason = retry.reason, error = %retry.detail, "handing the event back for redelivery");
                     Disposal::Nak {
@@ -149,6 +164,56 @@ impl Processor {
             .record_event_duration(type_label, started.elapsed());
     }
 
+    /// Runs `work`, turning a panic in it into a hand-back: a bug met by one message must
+    /// not leave it unsettled (redelivered only after the ack wait, again and again), its
+    /// release held until the lease TTL, or the in-flight gauge up.
+    async fn catching_panics<T>(
+        &self,
+        work: impl Future<Output = Result<T, Retry>>,
+    ) -> Result<T, Retry> {
+        match AssertUnwindSafe(work).catch_unwind().await {
+            Ok(result) => result,
+            Err(panic) => {
+                self.metrics.task_panics.inc();
+                let message = panic_message(panic.as_ref());
+                error!(panic = %message, "the task panicked (a bug): handing its message back");
+                Err(Retry::new(PANIC, format!("the task panicked: {message}")))
+            }
+        }
+    }
+
+    /// A message that made the worker panic on every delivery, outside a task's own give-up
+    /// path (which answers the event): recorded as a dead letter and acked, so it ends
+    /// after `--max-deliveries` like any other failure. Handed back if even that fails.
+    async fn give_up_after_panics(
+        &self,
+        retry: &Retry,
+        origin: &Origin<'_>,
+        payload: &[u8],
+    ) -> Disposal {
+        let detail = format!(
+            "gave up after {} deliveries: {} (a bug in helm-service; see its logs)",
+            origin.delivered, retry.detail
+        );
+        let event_id = event_id_of(payload);
+        match self
+            .dead_letter(
+                DeadLetterReason::Exhausted,
+                detail,
+                origin,
+                payload,
+                event_id,
+            )
+            .await
+        {
+            Ok(disposal) => disposal,
+            Err(failed) => Disposal::Nak {
+                delay: redelivery_delay(origin.delivered),
+                reason: failed.reason,
+            },
+        }
+    }
+
     async fn dispose(
         &self,
         payload: &[u8],
@@ -157,10 +222,7 @@ impl Processor {
     ) -> Result<Disposal, Retry> {
         match classify(origin.subject, payload, self.config.max_event_bytes) {
             Intake::DeadLetter { reason, detail } => {
-                let event_id = serde_json::from_slice::<serde_json::Value>(payload)
-                    .ok()
-                    .and_then(|v| v.get("id").and_then(|id| id.as_str()).map(str::to_owned));
-                self.dead_letter(reason, detail, origin, payload, event_id)
+                self.dead_letter(reason, detail, origin, payload, event_id_of(payload))
                     .await
             }
             Intake::Ignore { reason } => {
@@ -259,8 +321,10 @@ impl Processor {
             debug!(waited = ?acquired.waited, "release acquired after waiting");
         }
         let held = acquired.lease;
+        let work = self.run_held(task, handler.as_ref(), &held, origin, payload, hard_stop);
+        // Caught under the lease, so a panicking task hands its release back at once.
         let ending = held
-            .hold_while(self.run_held(task, handler.as_ref(), &held, origin, payload, hard_stop))
+            .hold_while(self.catching_panics(work))
             .await
             .unwrap_or_else(|lost| Err(Retry::new(transient_reason(hard_stop), lost)));
         match ending {
@@ -413,6 +477,24 @@ impl Processor {
 /// the `sh.keptn.event.<task>.<phase>` form, so building one cannot fail.
 fn replies(event: &KeptnEvent) -> ReplyBuilder {
     ReplyBuilder::new(event, OWN_SOURCE).expect("handled event types are Keptn task types")
+}
+
+/// The `id` of a message that is JSON with one, for dead letters (best effort; an id too
+/// long to be one of ours is left out, the payload excerpt shows it).
+fn event_id_of(payload: &[u8]) -> Option<String> {
+    serde_json::from_slice::<serde_json::Value>(payload)
+        .ok()
+        .and_then(|v| v.get("id").and_then(|id| id.as_str()).map(str::to_owned))
+        .filter(|id| id.len() <= MAX_ATTRIBUTE_BYTES)
+}
+
+/// What a panic said, when it said it with a string (as `panic!` and `expect` do).
+fn panic_message(panic: &(dyn Any + Send)) -> String {
+    panic
+        .downcast_ref::<&str>()
+        .map(|s| (*s).to_owned())
+        .or_else(|| panic.downcast_ref::<String>().cloned())
+        .unwrap_or_else(|| "(no message)".to_owned())
 }
 
 /// Metric label of a subject: the handled type, or `other` (bounded cardinality).
