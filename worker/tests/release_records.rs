@@ -9,7 +9,7 @@ use futures::StreamExt;
 
 use test_harness::nats::NatsServer;
 use tokio_util::sync::CancellationToken;
-use worker::pipeline::lease::ReleaseLeases;
+use worker::pipeline::lease::{fence_after, LeaseError, ReleaseLeases};
 use worker::pipeline::release_record::{Holder, ReleaseRecord, StepRecord};
 
 const TTL: Duration = Duration::from_secs(1);
@@ -473,6 +473,45 @@ async fn another_replica_gets_a_parked_or_busy_release_without_waiting_out_the_l
     assert!(
         record_of(&store).await?.1.holder.is_none(),
         "free_all_parked left the release held"
+    );
+    Ok(())
+}
+
+/// Fencing: a holder cut off from NATS (but not from the cluster its helm talks to) stops its
+/// work before anybody may take the release over, that is within the TTL of its last
+/// refresh; while NATS is up it keeps the release however long the work takes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_holder_cut_off_from_nats_stops_its_work_before_the_ttl() -> anyhow::Result<()> {
+    let ttl = Duration::from_secs(6);
+    let (mut nats, _js, store) = release_records_bucket().await?;
+    let leases = ReleaseLeases::new(store, ttl, "isolated".into());
+    let held = leases
+        .acquire(KEY, "e1", &CancellationToken::new())
+        .await?
+        .lease;
+    let work = held.hold_while(std::future::pending::<()>());
+    tokio::pin!(work);
+    let kept = tokio::time::timeout(fence_after(ttl) + ttl / 3, &mut work).await;
+    assert!(
+        kept.is_err(),
+        "the work was stopped while NATS was up: {kept:?}"
+    );
+
+    // The last successful refresh was sent before this instant.
+    let cut_off = Instant::now();
+    nats.kill().await?;
+    let ended = tokio::time::timeout(Duration::from_secs(60), &mut work)
+        .await
+        .expect("the fence stops the work");
+    let stopped_after = cut_off.elapsed();
+    eprintln!("work stopped {stopped_after:?} after NATS went away (TTL {ttl:?})");
+    assert!(
+        matches!(&ended, Err(LeaseError::Fenced(key)) if key == KEY),
+        "{ended:?}"
+    );
+    assert!(
+        stopped_after < ttl,
+        "the work ran {stopped_after:?} past the cut-off: another replica may take the release over after {ttl:?}"
     );
     Ok(())
 }

@@ -19,6 +19,7 @@
 
 use std::collections::HashMap;
 use std::future::Future;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -42,6 +43,26 @@ pub enum LeaseError {
     Cancelled(String),
     #[error("release {0} was taken over by another worker")]
     Lost(String),
+    /// The lease could not be refreshed for [`fence_after`] of its TTL (NATS unreachable
+    /// from this replica): the task stops before anybody may take the release over.
+    #[error(
+        "release {0}: its lease could not be refreshed for two thirds of its TTL (NATS unreachable?); the task was stopped before another worker may take the release over"
+    )]
+    Fenced(String),
+}
+
+/// How long a holder goes on without a successful refresh before it stops its task: two
+/// thirds of the TTL, counted from when its last successful write was sent. Nobody takes a
+/// release over before it has been silent a whole TTL after that write landed, so the task
+/// (and the helm it runs, killed with its process group) ends with a third of the TTL to
+/// spare for stopping and for clocks that run apart.
+pub fn fence_after(ttl: Duration) -> Duration {
+    ttl * 2 / 3
+}
+
+/// Between failed refreshes: soon, so a NATS restart shorter than the fence costs nothing.
+fn refresh_retry(ttl: Duration) -> Duration {
+    (ttl / 18).max(Duration::from_millis(50))
 }
 
 /// Hands out leases on release records. One per replica; cheap to clone.
@@ -467,6 +488,8 @@ pub struct HeldLease {
     state: HeldState,
     written_at: Instant,
     lost: CancellationToken,
+    /// Set with `lost` when the lease was fenced rather than taken over.
+    fenced: AtomicBool,
     _local: OwnedMutexGuard<()>,
 }
 
@@ -488,35 +511,54 @@ impl HeldLease {
             state: Arc::new(tokio::sync::Mutex::new(state)),
             written_at,
             lost: CancellationToken::new(),
+            fenced: AtomicBool::new(false),
             _local: local,
         }
     }
 
     /// Rewrites the record every third of the TTL, so waiters see the holder alive.
-    /// Run it alongside the work (it never returns); if a write finds the release
-    /// taken over, `lost()` fires and it stops writing.
+    /// Run it alongside the work (it never returns). If a write finds the release taken
+    /// over, or no write has succeeded for [`fence_after`] of the TTL, `lost()` fires and
+    /// it stops writing. A failed write is retried soon, not a period later.
     pub async fn keep_fresh(&self) -> std::convert::Infallible {
-        let period = self.leases.ttl / 3;
-        let first = tokio::time::Instant::from_std(self.written_at) + period;
-        let mut interval = tokio::time::interval_at(first, period);
+        let ttl = self.leases.ttl;
+        let period = ttl / 3;
+        let mut last_sent = tokio::time::Instant::from_std(self.written_at);
+        let mut next_write = last_sent + period;
         let mut warned = false;
         loop {
-            interval.tick().await;
-            let mut held = self.state.lock().await;
-            match write_held(&self.leases.store, &self.key, &self.token, &mut held).await {
-                Ok(()) => warned = false,
-                Err(LeaseError::Lost(_)) => {
+            let attempt = async {
+                tokio::time::sleep_until(next_write).await;
+                let mut held = self.state.lock().await;
+                let sent = tokio::time::Instant::now();
+                write_held(&self.leases.store, &self.key, &self.token, &mut held)
+                    .await
+                    .map(|()| sent)
+            };
+            match tokio::time::timeout_at(last_sent + fence_after(ttl), attempt).await {
+                Ok(Ok(sent)) => {
+                    warned = false;
+                    last_sent = sent;
+                    next_write = sent + period;
+                }
+                Ok(Err(LeaseError::Lost(_))) => {
                     warn!(key = %self.key, "release lost: another worker took it over");
                     self.lost.cancel();
-                    drop(held);
                     return std::future::pending().await;
                 }
-                // Transient (NATS restarting): try again next period; the release is
-                // only taken over if a whole TTL passes without a write.
-                Err(err) => {
+                // Transient (NATS restarting): try again soon; the fence decides when
+                // it has been too long.
+                Ok(Err(err)) => {
                     if !std::mem::replace(&mut warned, true) {
                         warn!(key = %self.key, error = %err, "refreshing the release failed, retrying");
                     }
+                    next_write = tokio::time::Instant::now() + refresh_retry(ttl);
+                }
+                Err(_fence) => {
+                    warn!(key = %self.key, since_last_refresh = ?last_sent.elapsed(), "could not refresh the release lease for two thirds of its TTL: stopping the task before another worker may take the release over");
+                    self.fenced.store(true, Ordering::SeqCst);
+                    self.lost.cancel();
+                    return std::future::pending().await;
                 }
             }
         }
@@ -535,7 +577,11 @@ impl HeldLease {
         tokio::select! {
             result = work => Ok(result),
             never = self.keep_fresh() => match never {},
-            () = lost.cancelled() => Err(LeaseError::Lost(self.key.clone())),
+            () = lost.cancelled() => Err(if self.fenced.load(Ordering::SeqCst) {
+                LeaseError::Fenced(self.key.clone())
+            } else {
+                LeaseError::Lost(self.key.clone())
+            }),
         }
     }
 
