@@ -12,6 +12,10 @@ use clap::{Args, Parser, Subcommand, ValueEnum};
 use crate::deploy::settings::{Deadlines, DeploySettings};
 use crate::deploy::uris::Ingress;
 
+/// Default of `--scaling-max-replicas`: a remediation action is a nudge, not an autoscaler;
+/// services that run more replicas set their own bound.
+pub const DEFAULT_SCALING_MAX_REPLICAS: u32 = 50;
+
 /// Keptn helm-service: deploys, releases and rolls back Helm charts driven by Keptn
 /// CloudEvents on NATS JetStream.
 #[derive(Debug, Parser)]
@@ -225,10 +229,15 @@ pub struct DeployConfig {
     )]
     pub istio_gateway: String,
 
-    /// Most replicas the scaling remediation action may set; without it, ten times the
-    /// current count caps a runaway value.
-    #[arg(long, env = "SCALING_MAX_REPLICAS")]
-    pub scaling_max_replicas: Option<u32>,
+    /// Most replicas the scaling remediation action may set, however often it is asked to
+    /// add more (a replica count already above it is left as it is).
+    #[arg(
+        long,
+        env = "SCALING_MAX_REPLICAS",
+        default_value_t = DEFAULT_SCALING_MAX_REPLICAS,
+        value_parser = clap::value_parser!(u32).range(1..)
+    )]
+    pub scaling_max_replicas: u32,
 }
 
 fn parse_stage_duration(text: &str) -> Result<(String, Duration), String> {

@@ -254,3 +254,31 @@ async fn scaling_a_direct_service_is_one_helm_revision_and_a_duplicate_scales_on
     assert!(message(&finished).contains("not deployed"), "{finished:#}");
     Ok(())
 }
+
+/// A remediation that fires again and again with a huge value (a runaway rule) never takes a
+/// service past the default bound of --scaling-max-replicas.
+#[tokio::test]
+async fn repeated_huge_scaling_stays_within_the_default_bound() -> anyhow::Result<()> {
+    let env = DeployEnv::start(sim()).await?;
+    env.push_chart(("shop", "dev", "hello"), &example_chart())?;
+    let _worker = env.start_worker(env.worker_spec(), "worker").await?;
+    let deployed = env
+        .deploy(&deployment_event("d1", "hello", "direct", json!({})), WAIT)
+        .await?;
+    assert_eq!(deployed["data"]["status"], "succeeded", "{deployed:#}");
+    let bound = worker::config::DEFAULT_SCALING_MAX_REPLICAS;
+    for index in 0..3 {
+        let id = format!("huge-{index}");
+        let finished = env
+            .deploy(&action_event(&id, "hello", "scaling", json!("+1000")), WAIT)
+            .await?;
+        assert_finished(&finished, "succeeded", "pass");
+        assert!(
+            message(&finished).contains(&format!("maximum of {bound} replicas")),
+            "{finished:#}"
+        );
+        let replicas = env.image_and_replicas(NS, "hello").await?.1;
+        assert_eq!(i64::from(replicas), i64::from(bound), "after {id}");
+    }
+    Ok(())
+}

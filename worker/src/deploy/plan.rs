@@ -166,10 +166,6 @@ fn scale_canary_to_zero(state: &BlueGreenState) -> Action {
     }
 }
 
-/// Runaway guard of the scaling action when the operator set none: ten times the current
-/// count (at least ten).
-pub const DEFAULT_SCALE_FACTOR: u32 = 10;
-
 /// The outcome of a scaling decision.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Scaling {
@@ -179,30 +175,27 @@ pub struct Scaling {
     pub limited: Option<String>,
 }
 
-/// `current + delta`, never below zero and never above `max` (default
-/// [`DEFAULT_SCALE_FACTOR`] × current).
-pub fn scale(current: u32, delta: i64, max: Option<u32>) -> Scaling {
-    let cap = max.unwrap_or_else(|| current.max(1).saturating_mul(DEFAULT_SCALE_FACTOR));
+/// `current + delta`, never below zero and never above `max` (`--scaling-max-replicas`, an
+/// absolute bound: a remediation that fires again and again must not multiply a service).
+/// Adding never removes replicas: a count already above `max` stays as it is.
+pub fn scale(current: u32, delta: i64, max: u32) -> Scaling {
     let wanted = i64::from(current).saturating_add(delta);
     let (to, limited) = if wanted < 0 {
         (
             0,
             Some(format!("{current}{delta:+} is below zero: scaled to 0")),
         )
-    } else if wanted > i64::from(cap) {
-        let source = if max.is_some() {
-            "the configured maximum (--scaling-max-replicas)"
-        } else {
-            "ten times the current count"
-        };
+    } else if wanted > i64::from(max) && delta > 0 {
+        let to = max.max(current);
         (
-            cap,
+            to,
             Some(format!(
-                "{current}{delta:+} exceeds {source}: capped at {cap}"
+                "{current}{delta:+} exceeds the maximum of {max} replicas (--scaling-max-replicas): {}",
+                if to == current { format!("stays at {current}") } else { format!("capped at {max}") }
             )),
         )
     } else {
-        (u32::try_from(wanted).unwrap_or(cap), None)
+        (u32::try_from(wanted).unwrap_or(max), None)
     };
     Scaling {
         from: current,
@@ -329,18 +322,27 @@ mod tests {
 
     #[test]
     fn scaling_clamps_and_caps() {
-        assert_eq!(scale(2, 1, None).to, 3);
-        assert_eq!(scale(2, -1, None).to, 1);
-        let zero = scale(2, -100, None);
+        const MAX: u32 = 50;
+        assert_eq!(scale(2, 1, MAX).to, 3);
+        assert_eq!(scale(2, -1, MAX).to, 1);
+        let zero = scale(2, -100, MAX);
         assert_eq!(zero.to, 0);
         assert!(zero.limited.unwrap().contains("below zero"));
-        let capped = scale(2, 1000, None);
-        assert_eq!(capped.to, 20);
-        assert!(capped.limited.unwrap().contains("ten times"));
-        assert_eq!(scale(0, 3, None).to, 3);
-        assert_eq!(scale(2, 10, Some(5)).to, 5);
-        assert_eq!(scale(2, i64::MAX, None).to, 20);
-        assert_eq!(scale(2, i64::MIN, None).to, 0);
+        let capped = scale(2, 1000, MAX);
+        assert_eq!(capped.to, MAX);
+        assert!(capped.limited.unwrap().contains("capped at 50"));
+        // Again and again: never past the bound.
+        assert_eq!(scale(capped.to, 1000, MAX).to, MAX);
+        assert_eq!(scale(0, 3, MAX).to, 3);
+        assert_eq!(scale(2, 10, 5).to, 5);
+        assert_eq!(scale(2, i64::MAX, MAX).to, MAX);
+        assert_eq!(scale(2, i64::MIN, MAX).to, 0);
+        // Above the bound already (set by hand, or a lower bound configured later): adding
+        // leaves it, removing still works.
+        let above = scale(80, 1, MAX);
+        assert_eq!(above.to, 80);
+        assert!(above.limited.unwrap().contains("stays at 80"));
+        assert_eq!(scale(80, -1, MAX).to, 79);
     }
 
     #[test]

@@ -23,8 +23,8 @@ pub struct DeploySettings {
     rollout_timeout: Duration,
     stage_helm: BTreeMap<String, Duration>,
     stage_rollout: BTreeMap<String, Duration>,
-    /// Cap of the scaling action (`None`: ten times the current count).
-    pub scaling_max_replicas: Option<u32>,
+    /// Most replicas the scaling action sets, however often it is asked to add more.
+    pub scaling_max_replicas: u32,
 }
 
 impl DeploySettings {
@@ -35,7 +35,7 @@ impl DeploySettings {
         defaults: Deadlines,
         stage_helm: BTreeMap<String, Duration>,
         stage_rollout: BTreeMap<String, Duration>,
-        scaling_max_replicas: Option<u32>,
+        scaling_max_replicas: u32,
     ) -> Self {
         DeploySettings {
             ingress,
