@@ -11,6 +11,7 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::{info, warn};
 
+use crate::charts::ChartStoreKind;
 use crate::cluster::Cluster;
 use crate::config::RunConfig;
 use crate::deploy::inventory::Inventory;
@@ -155,6 +156,7 @@ fn topology_config(config: &RunConfig) -> TopologyConfig {
         ack_wait: config.ack_wait,
         state_prefix: config.state_prefix.clone(),
         release_record_ttl: config.release_record_ttl,
+        limits: config.limits.limits(),
     }
 }
 
@@ -317,9 +319,21 @@ async fn production_handlers(
         .await
         .context("opening the chart store (--chart-store)")?;
     info!(store = %charts.describe(), "chart store");
-    let inventory = Inventory::open(js, &format!("{}-inventory", config.state_prefix))
-        .await
-        .context("opening the inventory bucket")?;
+    let limits = config.limits.limits();
+    if config.charts.chart_store == ChartStoreKind::Nats {
+        let stream = format!("OBJ_{}", config.charts.chart_bucket);
+        topology::enforce_limits(js, &stream, limits.chart_bucket)
+            .await
+            .map_err(anyhow::Error::msg)
+            .context("limiting the chart bucket (--chart-bucket-max-bytes)")?;
+    }
+    let inventory = Inventory::open(
+        js,
+        &format!("{}-inventory", config.state_prefix),
+        limits.inventory,
+    )
+    .await
+    .context("opening the inventory bucket")?;
     let platform = Arc::new(Platform {
         helm,
         cluster,

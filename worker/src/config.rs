@@ -11,6 +11,7 @@ use clap::{Args, Parser, Subcommand, ValueEnum};
 
 use crate::deploy::settings::{Deadlines, DeploySettings};
 use crate::deploy::uris::Ingress;
+use crate::nats::topology::{Limit, StorageLimits};
 
 /// Default of `--scaling-max-replicas`: a remediation action is a nudge, not an autoscaler;
 /// services that run more replicas set their own bound.
@@ -160,6 +161,58 @@ pub struct RunConfig {
 
     #[command(flatten)]
     pub deploy: DeployConfig,
+
+    #[command(flatten)]
+    pub limits: StorageLimitsConfig,
+}
+
+/// Size and age limits of the streams and buckets the worker creates, so none grows without
+/// bound. Byte sizes take `KiB`, `MiB`, `GiB` (or `KB`, `MB`, `GB`); durations `d`, `h`, ...
+#[derive(Debug, Clone, Args)]
+pub struct StorageLimitsConfig {
+    /// Age limit of the Keptn stream, applied only when the worker creates it (a Keptn
+    /// control plane owns its own).
+    #[arg(long, env = "KEPTN_STREAM_MAX_AGE", default_value = "14d", value_parser = parse_duration)]
+    pub keptn_stream_max_age: Duration,
+
+    /// Size limit of the Keptn stream, applied only when the worker creates it; the oldest
+    /// events go first.
+    #[arg(long, env = "KEPTN_STREAM_MAX_BYTES", default_value = "10GiB", value_parser = parse_bytes)]
+    pub keptn_stream_max_bytes: u64,
+
+    /// How long dead letters are kept.
+    #[arg(long, env = "DEAD_LETTER_MAX_AGE", default_value = "30d", value_parser = parse_duration)]
+    pub dead_letter_max_age: Duration,
+
+    /// Size limit of the dead-letter stream; the oldest dead letters go first.
+    #[arg(long, env = "DEAD_LETTER_MAX_BYTES", default_value = "1GiB", value_parser = parse_bytes)]
+    pub dead_letter_max_bytes: u64,
+
+    /// Size limit of the release-record bucket (records also expire after --ledger-ttl).
+    /// When it is full, taking a release fails and events are handed back, never lost.
+    #[arg(long, env = "RELEASE_RECORDS_MAX_BYTES", default_value = "256MiB", value_parser = parse_bytes)]
+    pub release_records_max_bytes: u64,
+
+    /// Size limit of the inventory bucket (what is deployed, per service and stage).
+    #[arg(long, env = "INVENTORY_MAX_BYTES", default_value = "64MiB", value_parser = parse_bytes)]
+    pub inventory_max_bytes: u64,
+
+    /// Size limit of the chart bucket (with --chart-store nats).
+    #[arg(long, env = "CHART_BUCKET_MAX_BYTES", default_value = "5GiB", value_parser = parse_bytes)]
+    pub chart_bucket_max_bytes: u64,
+}
+
+impl StorageLimitsConfig {
+    pub fn limits(&self) -> StorageLimits {
+        StorageLimits {
+            keptn_stream: Limit::new(self.keptn_stream_max_age, self.keptn_stream_max_bytes),
+            dead_letters: Limit::new(self.dead_letter_max_age, self.dead_letter_max_bytes),
+            release_records_max_bytes: Limit::new(Duration::ZERO, self.release_records_max_bytes)
+                .max_bytes,
+            inventory: Limit::new(Duration::ZERO, self.inventory_max_bytes),
+            chart_bucket: Limit::new(Duration::ZERO, self.chart_bucket_max_bytes),
+        }
+    }
 }
 
 /// Settings of the deployment tasks: where Helm and the cluster are, how long Helm calls and
@@ -272,6 +325,40 @@ impl DeployConfig {
     }
 }
 
+/// Parses a byte size: a whole number, alone or followed by `B`, `KiB`/`MiB`/`GiB`/`TiB`
+/// (powers of 1024) or `KB`/`MB`/`GB`/`TB` (powers of 1000).
+pub fn parse_bytes(text: &str) -> Result<u64, String> {
+    let text = text.trim();
+    let split = text
+        .find(|c: char| !c.is_ascii_digit())
+        .unwrap_or(text.len());
+    let (number, unit) = text.split_at(split);
+    let value: u64 = number
+        .parse()
+        .map_err(|_| format!("invalid size {text:?}: expected e.g. 1048576, 512MiB, 1GiB"))?;
+    let factor: u64 = match unit.trim() {
+        "" | "B" => 1,
+        "KiB" => 1 << 10,
+        "MiB" => 1 << 20,
+        "GiB" => 1 << 30,
+        "TiB" => 1 << 40,
+        "KB" => 1_000,
+        "MB" => 1_000_000,
+        "GB" => 1_000_000_000,
+        "TB" => 1_000_000_000_000,
+        _ => {
+            return Err(format!(
+                "invalid size unit in {text:?}: use B, KiB, MiB, GiB, TiB, KB, MB, GB or TB"
+            ))
+        }
+    };
+    match value.checked_mul(factor) {
+        Some(0) => Err(format!("size {text:?} must be greater than zero")),
+        Some(bytes) => Ok(bytes),
+        None => Err(format!("size {text:?} is too large")),
+    }
+}
+
 /// Parses `250ms`, `30s`, `5m`, `2h`, `7d` or a bare number of seconds.
 pub fn parse_duration(text: &str) -> Result<Duration, String> {
     let text = text.trim();
@@ -331,6 +418,19 @@ impl RunConfig {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn sizes_parse_with_units() {
+        assert_eq!(parse_bytes("1048576"), Ok(1 << 20));
+        assert_eq!(parse_bytes("512MiB"), Ok(512 << 20));
+        assert_eq!(parse_bytes("1GiB"), Ok(1 << 30));
+        assert_eq!(parse_bytes("2 GB"), Ok(2_000_000_000));
+        assert_eq!(parse_bytes("10B"), Ok(10));
+        assert!(parse_bytes("0MiB").is_err());
+        assert!(parse_bytes("1 PiB").is_err());
+        assert!(parse_bytes("MiB").is_err());
+        assert!(parse_bytes("99999999999TiB").is_err());
+    }
 
     #[test]
     fn durations_parse_with_units() {

@@ -13,6 +13,7 @@ use serde::{Deserialize, Serialize};
 use thiserror::Error;
 
 use super::naming::service_key;
+use crate::nats::topology::{self, Limit};
 
 #[derive(Debug, Error)]
 pub enum InventoryError {
@@ -58,19 +59,30 @@ pub struct Inventory {
 
 impl Inventory {
     /// Opens (creating when absent) the bucket `name`.
-    pub async fn open(js: &jetstream::Context, name: &str) -> Result<Inventory, InventoryError> {
+    /// Opens (or creates) the bucket, within `limit`.
+    pub async fn open(
+        js: &jetstream::Context,
+        name: &str,
+        limit: Limit,
+    ) -> Result<Inventory, InventoryError> {
         let config = kv::Config {
             bucket: name.to_owned(),
             description: "helm-service: what is deployed, per project.stage.service".into(),
             history: 5,
+            max_age: limit.max_age,
+            max_bytes: limit.max_bytes,
             ..Default::default()
         };
-        let store = crate::nats::topology::open_bucket(js, config)
+        let unavailable = |reason: String| InventoryError::Unavailable {
+            bucket: name.to_owned(),
+            reason,
+        };
+        let store = topology::open_bucket(js, config)
             .await
-            .map_err(|err| InventoryError::Unavailable {
-                bucket: name.to_owned(),
-                reason: err.to_string(),
-            })?;
+            .map_err(|err| unavailable(err.to_string()))?;
+        topology::enforce_limits(js, &store.stream_name, limit)
+            .await
+            .map_err(unavailable)?;
         Ok(Inventory {
             store,
             bucket: name.to_owned(),

@@ -5,6 +5,11 @@
 //! "new messages only" (a fresh installation must not replay last month's events and
 //! redeploy them), and its ack wait and filter are brought in line with the flags on
 //! every start so an operator's change takes effect on rollout.
+//!
+//! Nothing the worker creates grows without bound ([`StorageLimits`]): the Keptn stream
+//! gets limits when the worker creates it; the worker's own streams and buckets (dead
+//! letters, release records, inventory, charts) get them at creation and are brought in
+//! line with the flags on every start ([`enforce_limits`]).
 
 use std::time::Duration;
 
@@ -28,6 +33,34 @@ pub enum TopologyError {
     Bucket { bucket: String, reason: String },
 }
 
+/// Age (`ZERO`: none) and size limit of one stream or bucket.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Limit {
+    pub max_age: Duration,
+    pub max_bytes: i64,
+}
+
+impl Limit {
+    pub fn new(max_age: Duration, max_bytes: u64) -> Self {
+        Limit {
+            max_age,
+            max_bytes: i64::try_from(max_bytes).unwrap_or(i64::MAX),
+        }
+    }
+}
+
+/// The limits of everything the worker creates (see the module docs).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct StorageLimits {
+    /// Only when the worker creates the Keptn stream.
+    pub keptn_stream: Limit,
+    pub dead_letters: Limit,
+    /// Its age limit is [`TopologyConfig::release_record_ttl`].
+    pub release_records_max_bytes: i64,
+    pub inventory: Limit,
+    pub chart_bucket: Limit,
+}
+
 /// Names and settings of what the worker binds.
 #[derive(Debug, Clone)]
 pub struct TopologyConfig {
@@ -38,6 +71,7 @@ pub struct TopologyConfig {
     pub state_prefix: String,
     /// How long a release's record is kept after its last change.
     pub release_record_ttl: Duration,
+    pub limits: StorageLimits,
 }
 
 impl TopologyConfig {
@@ -73,12 +107,16 @@ pub async fn bind(
     js: &jetstream::Context,
     config: &TopologyConfig,
 ) -> Result<Topology, TopologyError> {
+    let keptn_limit = config.limits.keptn_stream;
     let keptn = js
         .get_or_create_stream(stream::Config {
             name: config.stream.clone(),
             subjects: vec!["sh.keptn.>".into()],
             storage: stream::StorageType::File,
             duplicate_window: Duration::from_secs(120),
+            max_age: keptn_limit.max_age,
+            max_bytes: keptn_limit.max_bytes,
+            discard: stream::DiscardPolicy::Old,
             ..Default::default()
         })
         .await
@@ -101,6 +139,11 @@ pub async fn bind(
     let consumer = bind_consumer(&keptn, config).await?;
 
     let dlq = config.dead_letter_stream();
+    let dlq_limit = config.limits.dead_letters;
+    let stream_error = |stream: &str| {
+        let stream = stream.to_owned();
+        move |reason: String| TopologyError::Stream { stream, reason }
+    };
     js.get_or_create_stream(stream::Config {
         name: dlq.clone(),
         description: Some(
@@ -109,22 +152,33 @@ pub async fn bind(
         subjects: vec![format!("{}.>", config.dead_letter_subject_prefix())],
         storage: stream::StorageType::File,
         duplicate_window: Duration::from_secs(120),
+        max_age: dlq_limit.max_age,
+        max_bytes: dlq_limit.max_bytes,
+        discard: stream::DiscardPolicy::Old,
         ..Default::default()
     })
     .await
-    .map_err(|err| TopologyError::Stream {
-        stream: dlq,
-        reason: err.to_string(),
-    })?;
+    .map_err(|err| stream_error(&dlq)(err.to_string()))?;
+    enforce_limits(js, &dlq, dlq_limit)
+        .await
+        .map_err(stream_error(&dlq))?;
 
-    let release_records = open_bucket(
-        js,
-        crate::pipeline::lease::ReleaseLeases::bucket_config(
-            config.release_records_bucket(),
-            config.release_record_ttl,
-        ),
-    )
-    .await?;
+    let mut bucket = crate::pipeline::lease::ReleaseLeases::bucket_config(
+        config.release_records_bucket(),
+        config.release_record_ttl,
+    );
+    bucket.max_bytes = config.limits.release_records_max_bytes;
+    let limit = Limit {
+        max_age: bucket.max_age,
+        max_bytes: bucket.max_bytes,
+    };
+    let release_records = open_bucket(js, bucket).await?;
+    enforce_limits(js, &release_records.stream_name, limit)
+        .await
+        .map_err(|reason| TopologyError::Bucket {
+            bucket: release_records.name.clone(),
+            reason,
+        })?;
     Ok(Topology {
         consumer,
         release_records,
@@ -217,6 +271,44 @@ fn ensure_filtered(
     } else {
         Err("the server did not keep the consumer's filter subjects: helm-service needs nats-server 2.10 or newer".into())
     }
+}
+
+/// Brings the age and size limits of `stream` (one the worker owns, or the stream behind one
+/// of its buckets) in line with `limit`, leaving the rest of its configuration as it is. They
+/// are set when the worker creates it; this makes an operator's later change of the flags
+/// take effect on the next start.
+pub async fn enforce_limits(
+    js: &jetstream::Context,
+    stream: &str,
+    limit: Limit,
+) -> Result<(), String> {
+    let mut bound = js
+        .get_stream(stream)
+        .await
+        .map_err(|err| format!("reading stream {stream}: {err}"))?;
+    let current = bound
+        .info()
+        .await
+        .map_err(|err| format!("reading stream {stream}: {err}"))?
+        .config
+        .clone();
+    if current.max_age == limit.max_age && current.max_bytes == limit.max_bytes {
+        return Ok(());
+    }
+    info!(
+        %stream,
+        max_age = ?limit.max_age,
+        max_bytes = limit.max_bytes,
+        "bringing the stream's limits in line with the flags"
+    );
+    js.update_stream(stream::Config {
+        max_age: limit.max_age,
+        max_bytes: limit.max_bytes,
+        ..current
+    })
+    .await
+    .map(|_| ())
+    .map_err(|err| format!("updating the limits of stream {stream}: {err}"))
 }
 
 /// Opens a KV bucket, creating it when absent (racing replicas may both try).
