@@ -6,7 +6,14 @@
 //! task, and permits a pull did not use go back when it ends. So this replica never
 //! holds a message it has no slot for (which would burn its ack wait), and a slot that
 //! frees up is refilled at once, by a new pull running alongside the open ones.
+//!
+//! A task that has to wait for its release (another task holds it) gives its slot back
+//! while it waits, taking one of the pool's *waiting places* instead (see [`Slot`]), and
+//! takes a slot again once it holds the release. So a burst of events on one release
+//! does not stop every other release of the replica; the waiting places (four per slot)
+//! bound how many messages a replica holds.
 
+use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -18,6 +25,7 @@ use tokio_util::task::TaskTracker;
 use tracing::{debug, info, warn};
 
 use super::processor::Processor;
+use crate::metrics::Metrics;
 
 pub type PullConsumer = consumer::Consumer<consumer::pull::Config>;
 
@@ -30,10 +38,64 @@ const PULL_EXPIRY: Duration = Duration::from_secs(2);
 /// one has a pull open already, which takes new messages at once.
 const REFILL_LINGER: Duration = Duration::from_millis(2);
 
+/// Waiting places per slot: how many messages may wait for busy releases without a slot.
+const WAITING_PER_SLOT: usize = 4;
+
+/// A wait for a release shorter than this keeps its slot (the common case: a release
+/// handed over or freed moments later); a longer one gives the slot to other releases.
+const YIELD_AFTER: Duration = Duration::from_millis(50);
+
+/// The slots and waiting places of a replica.
+struct Pool {
+    slots: Arc<Semaphore>,
+    waiting: Arc<Semaphore>,
+}
+
+/// A message's place in the pool: a slot while it runs; while it waits for its release, a
+/// waiting place when one is free (else it keeps the slot).
+pub struct Slot {
+    slot: Option<OwnedSemaphorePermit>,
+    pool: Arc<Pool>,
+}
+
+impl Slot {
+    /// Runs `wait` (taking the release), giving the slot to other messages if it takes
+    /// longer than [`YIELD_AFTER`] and a waiting place is free; takes a slot again when
+    /// `wait` is done, unless `hard_stop` fires first (the task is stopping anyway).
+    pub async fn yield_while<T>(
+        &mut self,
+        wait: impl Future<Output = T>,
+        metrics: &Metrics,
+        hard_stop: &CancellationToken,
+    ) -> T {
+        tokio::pin!(wait);
+        tokio::select! {
+            biased;
+            done = &mut wait => return done,
+            () = tokio::time::sleep(YIELD_AFTER) => {}
+        }
+        let Ok(waiting) = self.pool.waiting.clone().try_acquire_owned() else {
+            return wait.await;
+        };
+        self.slot = None;
+        metrics.waiting.inc();
+        let done = wait.await;
+        metrics.waiting.dec();
+        tokio::select! {
+            slot = self.pool.slots.clone().acquire_owned() => {
+                self.slot = Some(slot.expect("semaphore never closes"));
+            }
+            () = hard_stop.cancelled() => {}
+        }
+        drop(waiting);
+        done
+    }
+}
+
 pub struct Scheduler {
     consumer: PullConsumer,
     processor: Arc<Processor>,
-    slots: Arc<Semaphore>,
+    pool: Arc<Pool>,
     concurrency: usize,
     tracker: TaskTracker,
 }
@@ -49,7 +111,10 @@ impl Scheduler {
         Scheduler {
             consumer,
             processor,
-            slots: Arc::new(Semaphore::new(concurrency)),
+            pool: Arc::new(Pool {
+                slots: Arc::new(Semaphore::new(concurrency)),
+                waiting: Arc::new(Semaphore::new(concurrency * WAITING_PER_SLOT)),
+            }),
             concurrency,
             tracker,
         }
@@ -61,7 +126,7 @@ impl Scheduler {
         let failures = Arc::new(std::sync::atomic::AtomicU32::new(0));
         loop {
             let first = tokio::select! {
-                permit = self.slots.clone().acquire_owned() => permit.expect("semaphore never closes"),
+                permit = self.pool.slots.clone().acquire_owned() => permit.expect("semaphore never closes"),
                 () = stop_pulling.cancelled() => break,
             };
             let mut permits = vec![first];
@@ -69,6 +134,7 @@ impl Scheduler {
             let pull = Pull {
                 consumer: self.consumer.clone(),
                 processor: self.processor.clone(),
+                pool: self.pool.clone(),
                 tracker: self.tracker.clone(),
                 stop_pulling: stop_pulling.clone(),
                 hard_stop: hard_stop.clone(),
@@ -86,11 +152,11 @@ impl Scheduler {
         let linger = tokio::time::sleep(REFILL_LINGER);
         tokio::pin!(linger);
         while permits.len() < self.concurrency {
-            match self.slots.clone().try_acquire_owned() {
+            match self.pool.slots.clone().try_acquire_owned() {
                 Ok(permit) => permits.push(permit),
                 Err(_) if permits.len() >= batch => break,
                 Err(_) => tokio::select! {
-                    permit = self.slots.clone().acquire_owned() => permits.push(permit.expect("semaphore never closes")),
+                    permit = self.pool.slots.clone().acquire_owned() => permits.push(permit.expect("semaphore never closes")),
                     () = &mut linger => break,
                 },
             }
@@ -102,6 +168,7 @@ impl Scheduler {
 struct Pull {
     consumer: PullConsumer,
     processor: Arc<Processor>,
+    pool: Arc<Pool>,
     tracker: TaskTracker,
     stop_pulling: CancellationToken,
     hard_stop: CancellationToken,
@@ -152,9 +219,12 @@ impl Pull {
                     }
                     let processor = self.processor.clone();
                     let hard_stop = self.hard_stop.clone();
+                    let slot = Slot {
+                        slot: Some(permit),
+                        pool: self.pool.clone(),
+                    };
                     self.tracker.spawn(async move {
-                        processor.process(message, hard_stop).await;
-                        drop(permit);
+                        processor.process(message, hard_stop, slot).await;
                     });
                 }
                 Err(err) => {
