@@ -204,9 +204,32 @@ impl ReleaseLeases {
         event_id: &str,
         cancel: &CancellationToken,
     ) -> Result<Acquired, LeaseError> {
+        self.acquire_or_yield(key, event_id, cancel, &mut || {})
+            .await
+    }
+
+    /// [`acquire`](Self::acquire), calling `on_wait` (at most once) when it has to wait
+    /// for another task that holds the release, so the caller can lend out what it holds
+    /// meanwhile (its pool slot).
+    pub async fn acquire_or_yield(
+        &self,
+        key: &str,
+        event_id: &str,
+        cancel: &CancellationToken,
+        on_wait: &mut (dyn FnMut() + Send),
+    ) -> Result<Acquired, LeaseError> {
         let started = Instant::now();
         let local_lock = self.local_lock(key);
         let contended_locally = local_lock.try_lock().is_err();
+        let mut waiting = false;
+        let mut on_wait = || {
+            if !std::mem::replace(&mut waiting, true) {
+                on_wait();
+            }
+        };
+        if contended_locally {
+            on_wait();
+        }
         let local_guard = tokio::select! {
             guard = local_lock.lock_owned() => guard,
             () = cancel.cancelled() => return Err(LeaseError::Cancelled(key.to_owned())),
@@ -234,7 +257,8 @@ impl ReleaseLeases {
         let ((revision, record), contended) = match fast {
             Some(taken) => (taken, contended_locally),
             None => {
-                let (taken, waited_for_holder) = self.wait_and_take(key, &me, cancel).await?;
+                let (taken, waited_for_holder) =
+                    self.wait_and_take(key, &me, cancel, &mut on_wait).await?;
                 (taken, contended_locally || waited_for_holder)
             }
         };
@@ -326,6 +350,7 @@ impl ReleaseLeases {
         key: &str,
         me: &Holder,
         cancel: &CancellationToken,
+        on_wait: &mut (dyn FnMut() + Send),
     ) -> Result<((u64, ReleaseRecord), bool), LeaseError> {
         let waiting_since = Instant::now();
         let mut waited_for_holder = false;
@@ -364,6 +389,7 @@ impl ReleaseLeases {
                 NextAction::Wait => {}
             }
             waited_for_holder = true;
+            on_wait();
             if watch.is_none() && !watch_failed {
                 match self.store.watch(key).await {
                     Ok(opened) => {
@@ -527,15 +553,18 @@ impl HeldLease {
         let mut next_write = last_sent + period;
         let mut warned = false;
         loop {
+            let fence_at = last_sent + fence_after(ttl);
+            // One timer while all is well (the next refresh is due before the fence); a
+            // task shorter than a third of the TTL never sets another.
+            tokio::time::sleep_until(next_write.min(fence_at)).await;
             let attempt = async {
-                tokio::time::sleep_until(next_write).await;
                 let mut held = self.state.lock().await;
                 let sent = tokio::time::Instant::now();
                 write_held(&self.leases.store, &self.key, &self.token, &mut held)
                     .await
                     .map(|()| sent)
             };
-            match tokio::time::timeout_at(last_sent + fence_after(ttl), attempt).await {
+            match tokio::time::timeout_at(fence_at, attempt).await {
                 Ok(Ok(sent)) => {
                     warned = false;
                     last_sent = sent;

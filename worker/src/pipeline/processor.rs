@@ -312,8 +312,14 @@ impl Processor {
             }
         }
         let lease_key = task.release.lease_key();
-        let acquire = self.leases.acquire(&lease_key, task.event.id(), hard_stop);
-        let acquired = match slot.yield_while(acquire, &self.metrics, hard_stop).await {
+        let acquired = {
+            let mut lend_slot = || slot.lend(&self.metrics);
+            self.leases
+                .acquire_or_yield(&lease_key, task.event.id(), hard_stop, &mut lend_slot)
+                .await
+        };
+        slot.take_back(&self.metrics, hard_stop).await;
+        let acquired = match acquired {
             Ok(acquired) => acquired,
             Err(err @ LeaseError::Cancelled(_)) => return Err(Retry::new("shutdown", err)),
             Err(err) => return Err(Retry::new("release", err)),

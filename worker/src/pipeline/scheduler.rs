@@ -7,13 +7,12 @@
 //! holds a message it has no slot for (which would burn its ack wait), and a slot that
 //! frees up is refilled at once, by a new pull running alongside the open ones.
 //!
-//! A task that has to wait for its release (another task holds it) gives its slot back
+//! A task that has to wait for its release (another task holds it) lends its slot out
 //! while it waits, taking one of the pool's *waiting places* instead (see [`Slot`]), and
 //! takes a slot again once it holds the release. So a burst of events on one release
 //! does not stop every other release of the replica; the waiting places (four per slot)
 //! bound how many messages a replica holds.
 
-use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -41,45 +40,40 @@ const REFILL_LINGER: Duration = Duration::from_millis(2);
 /// Waiting places per slot: how many messages may wait for busy releases without a slot.
 const WAITING_PER_SLOT: usize = 4;
 
-/// A wait for a release shorter than this keeps its slot (the common case: a release
-/// handed over or freed moments later); a longer one gives the slot to other releases.
-const YIELD_AFTER: Duration = Duration::from_millis(50);
-
 /// The slots and waiting places of a replica.
 struct Pool {
     slots: Arc<Semaphore>,
     waiting: Arc<Semaphore>,
 }
 
-/// A message's place in the pool: a slot while it runs; while it waits for its release, a
-/// waiting place when one is free (else it keeps the slot).
+/// A message's place in the pool: a slot while it runs; while it waits for a release held
+/// by another task, a waiting place when one is free (else it keeps the slot).
 pub struct Slot {
     slot: Option<OwnedSemaphorePermit>,
+    waiting: Option<OwnedSemaphorePermit>,
     pool: Arc<Pool>,
 }
 
 impl Slot {
-    /// Runs `wait` (taking the release), giving the slot to other messages if it takes
-    /// longer than [`YIELD_AFTER`] and a waiting place is free; takes a slot again when
-    /// `wait` is done, unless `hard_stop` fires first (the task is stopping anyway).
-    pub async fn yield_while<T>(
-        &mut self,
-        wait: impl Future<Output = T>,
-        metrics: &Metrics,
-        hard_stop: &CancellationToken,
-    ) -> T {
-        tokio::pin!(wait);
-        tokio::select! {
-            biased;
-            done = &mut wait => return done,
-            () = tokio::time::sleep(YIELD_AFTER) => {}
+    /// Lends the slot to other messages while this one waits for its release, if a
+    /// waiting place is free. Called when the wait begins (no timer: the lease knows).
+    pub fn lend(&mut self, metrics: &Metrics) {
+        if self.waiting.is_some() {
+            return;
         }
-        let Ok(waiting) = self.pool.waiting.clone().try_acquire_owned() else {
-            return wait.await;
+        if let Ok(waiting) = self.pool.waiting.clone().try_acquire_owned() {
+            self.waiting = Some(waiting);
+            self.slot = None;
+            metrics.waiting.inc();
+        }
+    }
+
+    /// Takes a slot again after [`lend`](Self::lend), unless `hard_stop` fires first (the
+    /// task is stopping anyway).
+    pub async fn take_back(&mut self, metrics: &Metrics, hard_stop: &CancellationToken) {
+        let Some(waiting) = self.waiting.take() else {
+            return;
         };
-        self.slot = None;
-        metrics.waiting.inc();
-        let done = wait.await;
         metrics.waiting.dec();
         tokio::select! {
             slot = self.pool.slots.clone().acquire_owned() => {
@@ -88,7 +82,6 @@ impl Slot {
             () = hard_stop.cancelled() => {}
         }
         drop(waiting);
-        done
     }
 }
 
@@ -221,6 +214,7 @@ impl Pull {
                     let hard_stop = self.hard_stop.clone();
                     let slot = Slot {
                         slot: Some(permit),
+                        waiting: None,
                         pool: self.pool.clone(),
                     };
                     self.tracker.spawn(async move {
