@@ -31,8 +31,6 @@ pub struct Metrics {
     pub in_flight: IntGauge,
     /// Concurrency slots of this replica.
     pub pool_capacity: IntGauge,
-    /// Tasks waiting for a busy release without holding a slot.
-    pub waiting: IntGauge,
     /// Messages delivered more than once, by event type.
     redeliveries: IntCounterVec,
     /// Duplicate or redelivered events whose effects had already happened.
@@ -103,10 +101,6 @@ impl Metrics {
             pool_capacity: reg.gauge(
                 "helm_service_pool_capacity",
                 "Concurrency slots of this replica.",
-            ),
-            waiting: reg.gauge(
-                "helm_service_tasks_waiting",
-                "Tasks waiting for a busy release without holding a slot.",
             ),
             redeliveries: reg.counter_vec(
                 "helm_service_redeliveries_total",

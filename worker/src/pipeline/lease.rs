@@ -204,32 +204,9 @@ impl ReleaseLeases {
         event_id: &str,
         cancel: &CancellationToken,
     ) -> Result<Acquired, LeaseError> {
-        self.acquire_or_yield(key, event_id, cancel, &mut || {})
-            .await
-    }
-
-    /// [`acquire`](Self::acquire), calling `on_wait` (at most once) when it has to wait
-    /// for another task that holds the release, so the caller can lend out what it holds
-    /// meanwhile (its pool slot).
-    pub async fn acquire_or_yield(
-        &self,
-        key: &str,
-        event_id: &str,
-        cancel: &CancellationToken,
-        on_wait: &mut (dyn FnMut() + Send),
-    ) -> Result<Acquired, LeaseError> {
         let started = Instant::now();
         let local_lock = self.local_lock(key);
         let contended_locally = local_lock.try_lock().is_err();
-        let mut waiting = false;
-        let mut on_wait = || {
-            if !std::mem::replace(&mut waiting, true) {
-                on_wait();
-            }
-        };
-        if contended_locally {
-            on_wait();
-        }
         let local_guard = tokio::select! {
             guard = local_lock.lock_owned() => guard,
             () = cancel.cancelled() => return Err(LeaseError::Cancelled(key.to_owned())),
@@ -257,8 +234,7 @@ impl ReleaseLeases {
         let ((revision, record), contended) = match fast {
             Some(taken) => (taken, contended_locally),
             None => {
-                let (taken, waited_for_holder) =
-                    self.wait_and_take(key, &me, cancel, &mut on_wait).await?;
+                let (taken, waited_for_holder) = self.wait_and_take(key, &me, cancel).await?;
                 (taken, contended_locally || waited_for_holder)
             }
         };
@@ -350,7 +326,6 @@ impl ReleaseLeases {
         key: &str,
         me: &Holder,
         cancel: &CancellationToken,
-        on_wait: &mut (dyn FnMut() + Send),
     ) -> Result<((u64, ReleaseRecord), bool), LeaseError> {
         let waiting_since = Instant::now();
         let mut waited_for_holder = false;
@@ -389,7 +364,6 @@ impl ReleaseLeases {
                 NextAction::Wait => {}
             }
             waited_for_holder = true;
-            on_wait();
             if watch.is_none() && !watch_failed {
                 match self.store.watch(key).await {
                     Ok(opened) => {

@@ -30,7 +30,6 @@ use super::intake::{
     classify, DeadLetterReason, Intake, Task, TaskKind, MAX_ATTRIBUTE_BYTES, OWN_SOURCE,
 };
 use super::lease::{HeldLease, LeaseError, ReleaseLeases};
-use super::scheduler::Slot;
 use crate::handler::{Decision, Outcome, Registry, Steps, TaskError};
 use crate::metrics::Metrics;
 use crate::nats::publisher::{headers, Publisher};
@@ -95,13 +94,11 @@ impl Retry {
 
 impl Processor {
     /// Processes one message to its end. `hard_stop` fires when shutdown's grace
-    /// period is over: the task stops where it is and the message is handed back. `slot`
-    /// is the message's place in the pool, given up while it waits for its release.
+    /// period is over: the task stops where it is and the message is handed back.
     pub async fn process(
         self: Arc<Self>,
         message: jetstream::Message,
         hard_stop: CancellationToken,
-        mut slot: Slot,
     ) {
         let started = Instant::now();
         let subject = message.subject.to_string();
@@ -122,7 +119,7 @@ impl Processor {
                 delivered,
             };
             let disposed = self
-                .catching_panics(self.dispose(&message.payload, &origin, &hard_stop, &mut slot))
+                .catching_panics(self.dispose(&message.payload, &origin, &hard_stop))
                 .await;
             match disposed {
                 Ok(disposal) => disposal,
@@ -222,7 +219,6 @@ impl Processor {
         payload: &[u8],
         origin: &Origin<'_>,
         hard_stop: &CancellationToken,
-        slot: &mut Slot,
     ) -> Result<Disposal, Retry> {
         match classify(origin.subject, payload, self.config.max_event_bytes) {
             Intake::DeadLetter { reason, detail } => {
@@ -243,7 +239,7 @@ impl Processor {
             }
             Intake::Accept(task) => {
                 let span = info_span!("task", id = task.event.id(), release = %task.release);
-                self.run_task(&task, origin, payload, hard_stop, slot)
+                self.run_task(&task, origin, payload, hard_stop)
                     .instrument(span)
                     .await
             }
@@ -295,7 +291,6 @@ impl Processor {
         origin: &Origin<'_>,
         payload: &[u8],
         hard_stop: &CancellationToken,
-        slot: &mut Slot,
     ) -> Result<Disposal, Retry> {
         let handler = self.registry.get(task.kind);
         match handler.decide(task) {
@@ -311,15 +306,11 @@ impl Processor {
                     .await;
             }
         }
-        let lease_key = task.release.lease_key();
-        let acquired = {
-            let mut lend_slot = || slot.lend(&self.metrics);
-            self.leases
-                .acquire_or_yield(&lease_key, task.event.id(), hard_stop, &mut lend_slot)
-                .await
-        };
-        slot.take_back(&self.metrics, hard_stop).await;
-        let acquired = match acquired {
+        let acquired = match self
+            .leases
+            .acquire(&task.release.lease_key(), task.event.id(), hard_stop)
+            .await
+        {
             Ok(acquired) => acquired,
             Err(err @ LeaseError::Cancelled(_)) => return Err(Retry::new("shutdown", err)),
             Err(err) => return Err(Retry::new("release", err)),

@@ -6,12 +6,6 @@
 //! task, and permits a pull did not use go back when it ends. So this replica never
 //! holds a message it has no slot for (which would burn its ack wait), and a slot that
 //! frees up is refilled at once, by a new pull running alongside the open ones.
-//!
-//! A task that has to wait for its release (another task holds it) lends its slot out
-//! while it waits, taking one of the pool's *waiting places* instead (see [`Slot`]), and
-//! takes a slot again once it holds the release. So a burst of events on one release
-//! does not stop every other release of the replica; the waiting places (four per slot)
-//! bound how many messages a replica holds.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -24,7 +18,6 @@ use tokio_util::task::TaskTracker;
 use tracing::{debug, info, warn};
 
 use super::processor::Processor;
-use crate::metrics::Metrics;
 
 pub type PullConsumer = consumer::Consumer<consumer::pull::Config>;
 
@@ -37,58 +30,10 @@ const PULL_EXPIRY: Duration = Duration::from_secs(2);
 /// one has a pull open already, which takes new messages at once.
 const REFILL_LINGER: Duration = Duration::from_millis(2);
 
-/// Waiting places per slot: how many messages may wait for busy releases without a slot.
-const WAITING_PER_SLOT: usize = 4;
-
-/// The slots and waiting places of a replica.
-struct Pool {
-    slots: Arc<Semaphore>,
-    waiting: Arc<Semaphore>,
-}
-
-/// A message's place in the pool: a slot while it runs; while it waits for a release held
-/// by another task, a waiting place when one is free (else it keeps the slot).
-pub struct Slot {
-    slot: Option<OwnedSemaphorePermit>,
-    waiting: Option<OwnedSemaphorePermit>,
-    pool: Arc<Pool>,
-}
-
-impl Slot {
-    /// Lends the slot to other messages while this one waits for its release, if a
-    /// waiting place is free. Called when the wait begins (no timer: the lease knows).
-    pub fn lend(&mut self, metrics: &Metrics) {
-        if self.waiting.is_some() {
-            return;
-        }
-        if let Ok(waiting) = self.pool.waiting.clone().try_acquire_owned() {
-            self.waiting = Some(waiting);
-            self.slot = None;
-            metrics.waiting.inc();
-        }
-    }
-
-    /// Takes a slot again after [`lend`](Self::lend), unless `hard_stop` fires first (the
-    /// task is stopping anyway).
-    pub async fn take_back(&mut self, metrics: &Metrics, hard_stop: &CancellationToken) {
-        let Some(waiting) = self.waiting.take() else {
-            return;
-        };
-        metrics.waiting.dec();
-        tokio::select! {
-            slot = self.pool.slots.clone().acquire_owned() => {
-                self.slot = Some(slot.expect("semaphore never closes"));
-            }
-            () = hard_stop.cancelled() => {}
-        }
-        drop(waiting);
-    }
-}
-
 pub struct Scheduler {
     consumer: PullConsumer,
     processor: Arc<Processor>,
-    pool: Arc<Pool>,
+    slots: Arc<Semaphore>,
     concurrency: usize,
     tracker: TaskTracker,
 }
@@ -104,10 +49,7 @@ impl Scheduler {
         Scheduler {
             consumer,
             processor,
-            pool: Arc::new(Pool {
-                slots: Arc::new(Semaphore::new(concurrency)),
-                waiting: Arc::new(Semaphore::new(concurrency * WAITING_PER_SLOT)),
-            }),
+            slots: Arc::new(Semaphore::new(concurrency)),
             concurrency,
             tracker,
         }
@@ -119,7 +61,7 @@ impl Scheduler {
         let failures = Arc::new(std::sync::atomic::AtomicU32::new(0));
         loop {
             let first = tokio::select! {
-                permit = self.pool.slots.clone().acquire_owned() => permit.expect("semaphore never closes"),
+                permit = self.slots.clone().acquire_owned() => permit.expect("semaphore never closes"),
                 () = stop_pulling.cancelled() => break,
             };
             let mut permits = vec![first];
@@ -127,7 +69,6 @@ impl Scheduler {
             let pull = Pull {
                 consumer: self.consumer.clone(),
                 processor: self.processor.clone(),
-                pool: self.pool.clone(),
                 tracker: self.tracker.clone(),
                 stop_pulling: stop_pulling.clone(),
                 hard_stop: hard_stop.clone(),
@@ -145,11 +86,11 @@ impl Scheduler {
         let linger = tokio::time::sleep(REFILL_LINGER);
         tokio::pin!(linger);
         while permits.len() < self.concurrency {
-            match self.pool.slots.clone().try_acquire_owned() {
+            match self.slots.clone().try_acquire_owned() {
                 Ok(permit) => permits.push(permit),
                 Err(_) if permits.len() >= batch => break,
                 Err(_) => tokio::select! {
-                    permit = self.pool.slots.clone().acquire_owned() => permits.push(permit.expect("semaphore never closes")),
+                    permit = self.slots.clone().acquire_owned() => permits.push(permit.expect("semaphore never closes")),
                     () = &mut linger => break,
                 },
             }
@@ -161,7 +102,6 @@ impl Scheduler {
 struct Pull {
     consumer: PullConsumer,
     processor: Arc<Processor>,
-    pool: Arc<Pool>,
     tracker: TaskTracker,
     stop_pulling: CancellationToken,
     hard_stop: CancellationToken,
@@ -212,13 +152,9 @@ impl Pull {
                     }
                     let processor = self.processor.clone();
                     let hard_stop = self.hard_stop.clone();
-                    let slot = Slot {
-                        slot: Some(permit),
-                        waiting: None,
-                        pool: self.pool.clone(),
-                    };
                     self.tracker.spawn(async move {
-                        processor.process(message, hard_stop, slot).await;
+                        processor.process(message, hard_stop).await;
+                        drop(permit);
                     });
                 }
                 Err(err) => {
