@@ -325,17 +325,22 @@ impl DeployConfig {
     }
 }
 
-/// Parses a byte size: a whole number, alone or followed by `B`, `KiB`/`MiB`/`GiB`/`TiB`
-/// (powers of 1024) or `KB`/`MB`/`GB`/`TB` (powers of 1000).
-pub fn parse_bytes(text: &str) -> Result<u64, String> {
-    let text = text.trim();
+/// The whole number a quantity starts with and the unit after it (`"30s"`: `(30, "s")`);
+/// `None` when it does not start with a number that fits a `u64`.
+fn number_and_unit(text: &str) -> Option<(u64, &str)> {
     let split = text
         .find(|c: char| !c.is_ascii_digit())
         .unwrap_or(text.len());
     let (number, unit) = text.split_at(split);
-    let value: u64 = number
-        .parse()
-        .map_err(|_| format!("invalid size {text:?}: expected e.g. 1048576, 512MiB, 1GiB"))?;
+    Some((number.parse().ok()?, unit))
+}
+
+/// Parses a byte size: a whole number, alone or followed by `B`, `KiB`/`MiB`/`GiB`/`TiB`
+/// (powers of 1024) or `KB`/`MB`/`GB`/`TB` (powers of 1000).
+pub fn parse_bytes(text: &str) -> Result<u64, String> {
+    let text = text.trim();
+    let (value, unit) = number_and_unit(text)
+        .ok_or_else(|| format!("invalid size {text:?}: expected e.g. 1048576, 512MiB, 1GiB"))?;
     let factor: u64 = match unit.trim() {
         "" | "B" => 1,
         "KiB" => 1 << 10,
@@ -362,13 +367,9 @@ pub fn parse_bytes(text: &str) -> Result<u64, String> {
 /// Parses `250ms`, `30s`, `5m`, `2h`, `7d` or a bare number of seconds.
 pub fn parse_duration(text: &str) -> Result<Duration, String> {
     let text = text.trim();
-    let split = text
-        .find(|c: char| !c.is_ascii_digit())
-        .unwrap_or(text.len());
-    let (number, unit) = text.split_at(split);
-    let value: u64 = number
-        .parse()
-        .map_err(|_| format!("invalid duration {text:?}: expected e.g. 500ms, 30s, 5m, 2h, 7d"))?;
+    let (value, unit) = number_and_unit(text).ok_or_else(|| {
+        format!("invalid duration {text:?}: expected e.g. 500ms, 30s, 5m, 2h, 7d")
+    })?;
     let duration = match unit {
         "ms" => Duration::from_millis(value),
         "" | "s" => Duration::from_secs(value),
