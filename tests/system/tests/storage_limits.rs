@@ -18,7 +18,7 @@ async fn limits_of(js: &jetstream::Context, stream: &str) -> anyhow::Result<(Dur
     Ok((config.max_age, config.max_bytes))
 }
 
-fn flags(dead_letter_days: u64, mib: i64) -> Vec<String> {
+fn flags(dead_letter_days: u32, mib: i64) -> Vec<String> {
     [
         ("--keptn-stream-max-age", "3d".to_owned()),
         ("--keptn-stream-max-bytes", "100MiB".to_owned()),
@@ -33,6 +33,28 @@ fn flags(dead_letter_days: u64, mib: i64) -> Vec<String> {
     .collect()
 }
 
+/// The worker's own streams and buckets carry what `flags(dead_letter_days, mib)` set
+/// (release records also expire after the default --ledger-ttl of 7 days).
+async fn assert_own_limits(
+    js: &jetstream::Context,
+    dead_letter_days: u32,
+    mib: i64,
+) -> anyhow::Result<()> {
+    let expected = [
+        ("helm-service-dlq", (dead_letter_days * DAY, mib * MIB)),
+        ("KV_helm-service-releases", (7 * DAY, (mib + 1) * MIB)),
+        (
+            "KV_helm-service-inventory",
+            (Duration::ZERO, (mib + 2) * MIB),
+        ),
+        ("OBJ_helm-service-charts", (Duration::ZERO, (mib + 3) * MIB)),
+    ];
+    for (stream, limits) in expected {
+        assert_eq!(limits_of(js, stream).await?, limits, "{stream}");
+    }
+    Ok(())
+}
+
 #[tokio::test]
 async fn every_stream_and_bucket_the_worker_creates_is_limited_and_follows_the_flags(
 ) -> anyhow::Result<()> {
@@ -44,23 +66,7 @@ async fn every_stream_and_bucket_the_worker_creates_is_limited_and_follows_the_f
 
     let keptn = (3 * DAY, 100 * MIB);
     assert_eq!(limits_of(js, "keptn").await?, keptn, "Keptn stream");
-    assert_eq!(
-        limits_of(js, "helm-service-dlq").await?,
-        (2 * DAY, 10 * MIB)
-    );
-    assert_eq!(
-        limits_of(js, "KV_helm-service-releases").await?,
-        (7 * DAY, 11 * MIB),
-        "release records expire after --ledger-ttl"
-    );
-    assert_eq!(
-        limits_of(js, "KV_helm-service-inventory").await?,
-        (Duration::ZERO, 12 * MIB)
-    );
-    assert_eq!(
-        limits_of(js, "OBJ_helm-service-charts").await?,
-        (Duration::ZERO, 13 * MIB)
-    );
+    assert_own_limits(js, 2, 10).await?;
 
     // New flags: the worker's own streams and buckets follow at the next start; the Keptn
     // stream, which exists now, is left as it is (a control plane may own it).
@@ -72,21 +78,6 @@ async fn every_stream_and_bucket_the_worker_creates_is_limited_and_follows_the_f
         keptn,
         "Keptn stream untouched"
     );
-    assert_eq!(
-        limits_of(js, "helm-service-dlq").await?,
-        (5 * DAY, 20 * MIB)
-    );
-    assert_eq!(
-        limits_of(js, "KV_helm-service-releases").await?,
-        (7 * DAY, 21 * MIB)
-    );
-    assert_eq!(
-        limits_of(js, "KV_helm-service-inventory").await?,
-        (Duration::ZERO, 22 * MIB)
-    );
-    assert_eq!(
-        limits_of(js, "OBJ_helm-service-charts").await?,
-        (Duration::ZERO, 23 * MIB)
-    );
+    assert_own_limits(js, 5, 20).await?;
     Ok(())
 }
