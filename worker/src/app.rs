@@ -25,7 +25,7 @@ use crate::helm::{Helm, HelmConfig};
 use crate::http::{self, Health};
 use crate::metrics::Metrics;
 use crate::nats::publisher::Publisher;
-use crate::nats::topology::{self, Topology, TopologyConfig};
+use crate::nats::topology::{self, StorageLimits, Topology, TopologyConfig};
 use crate::pipeline::dead_letter::DeadLetters;
 use crate::pipeline::intake::TaskKind;
 use crate::pipeline::lease::ReleaseLeases;
@@ -155,8 +155,7 @@ fn topology_config(config: &RunConfig) -> TopologyConfig {
         consumer: config.consumer.clone(),
         ack_wait: config.ack_wait,
         state_prefix: config.state_prefix.clone(),
-        release_record_ttl: config.release_record_ttl,
-        limits: config.limits.limits(),
+        limits: config.limits.limits(config.release_record_ttl),
     }
 }
 
@@ -183,7 +182,10 @@ impl Worker {
         } = topology;
         let registry = match handlers {
             Handlers::Given(registry) => registry,
-            Handlers::Production => production_handlers(config, &connection.js, metrics).await?,
+            Handlers::Production => {
+                production_handlers(config, &topology_config.limits, &connection.js, metrics)
+                    .await?
+            }
         };
         connection.health.bound.store(true, Ordering::SeqCst);
         info!(stream = %config.stream, consumer = %config.consumer, concurrency = config.concurrency, "bound; processing events");
@@ -295,6 +297,7 @@ impl Stopping {
 /// unusable: better to refuse to start than to answer every event with an error.
 async fn production_handlers(
     config: &RunConfig,
+    limits: &StorageLimits,
     js: &async_nats::jetstream::Context,
     metrics: &Metrics,
 ) -> anyhow::Result<Registry> {
@@ -319,7 +322,6 @@ async fn production_handlers(
         .await
         .context("opening the chart store (--chart-store)")?;
     info!(store = %charts.describe(), "chart store");
-    let limits = config.limits.limits();
     if config.charts.chart_store == ChartStoreKind::Nats {
         let stream = format!("OBJ_{}", config.charts.chart_bucket);
         topology::enforce_limits(js, &stream, limits.chart_bucket)

@@ -203,12 +203,13 @@ pub struct StorageLimitsConfig {
 }
 
 impl StorageLimitsConfig {
-    pub fn limits(&self) -> StorageLimits {
+    /// The limits; release records expire `release_record_ttl` (`--ledger-ttl`) after their
+    /// last change.
+    pub fn limits(&self, release_record_ttl: Duration) -> StorageLimits {
         StorageLimits {
             keptn_stream: Limit::new(self.keptn_stream_max_age, self.keptn_stream_max_bytes),
             dead_letters: Limit::new(self.dead_letter_max_age, self.dead_letter_max_bytes),
-            release_records_max_bytes: Limit::new(Duration::ZERO, self.release_records_max_bytes)
-                .max_bytes,
+            release_records: Limit::new(release_record_ttl, self.release_records_max_bytes),
             inventory: Limit::new(Duration::ZERO, self.inventory_max_bytes),
             chart_bucket: Limit::new(Duration::ZERO, self.chart_bucket_max_bytes),
         }

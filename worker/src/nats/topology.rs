@@ -55,8 +55,8 @@ pub struct StorageLimits {
     /// Only when the worker creates the Keptn stream.
     pub keptn_stream: Limit,
     pub dead_letters: Limit,
-    /// Its age limit is [`TopologyConfig::release_record_ttl`].
-    pub release_records_max_bytes: i64,
+    /// Its age limit is how long a release's record is kept after its last change.
+    pub release_records: Limit,
     pub inventory: Limit,
     pub chart_bucket: Limit,
 }
@@ -69,8 +69,6 @@ pub struct TopologyConfig {
     pub ack_wait: Duration,
     /// Prefix of our own buckets and streams.
     pub state_prefix: String,
-    /// How long a release's record is kept after its last change.
-    pub release_record_ttl: Duration,
     pub limits: StorageLimits,
 }
 
@@ -163,15 +161,12 @@ pub async fn bind(
         .await
         .map_err(stream_error(&dlq))?;
 
+    let limit = config.limits.release_records;
     let mut bucket = crate::pipeline::lease::ReleaseLeases::bucket_config(
         config.release_records_bucket(),
-        config.release_record_ttl,
+        limit.max_age,
     );
-    bucket.max_bytes = config.limits.release_records_max_bytes;
-    let limit = Limit {
-        max_age: bucket.max_age,
-        max_bytes: bucket.max_bytes,
-    };
+    bucket.max_bytes = limit.max_bytes;
     let release_records = open_bucket(js, bucket).await?;
     enforce_limits(js, &release_records.stream_name, limit)
         .await
@@ -282,16 +277,12 @@ pub async fn enforce_limits(
     stream: &str,
     limit: Limit,
 ) -> Result<(), String> {
-    let mut bound = js
+    let bound = js
         .get_stream(stream)
         .await
         .map_err(|err| format!("reading stream {stream}: {err}"))?;
-    let current = bound
-        .info()
-        .await
-        .map_err(|err| format!("reading stream {stream}: {err}"))?
-        .config
-        .clone();
+    // Fetched with the stream: no second request.
+    let current = bound.cached_info().config.clone();
     if current.max_age == limit.max_age && current.max_bytes == limit.max_bytes {
         return Ok(());
     }
