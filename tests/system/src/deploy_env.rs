@@ -287,6 +287,27 @@ pub fn action_event(id: &str, service: &str, action: &str, value: Value) -> Valu
 }
 
 impl DeployEnv {
+    /// The start of many tests: the example chart pushed as service `hello` of `shop` in
+    /// stage `dev`, a production worker, and deployment `d1` of it with `strategy`, which
+    /// must succeed. Waits up to `deadline` for it.
+    pub async fn with_hello_deployed(
+        sim_config: SimConfig,
+        strategy: &str,
+        deadline: Duration,
+    ) -> anyhow::Result<(DeployEnv, WorkerProcess)> {
+        let env = DeployEnv::start(sim_config).await?;
+        env.push_chart(("shop", "dev", "hello"), &example_chart())?;
+        let worker = env.start_worker(env.worker_spec(), "worker").await?;
+        let deployed = env
+            .deploy(
+                &deployment_event("d1", "hello", strategy, serde_json::json!({})),
+                deadline,
+            )
+            .await?;
+        assert_eq!(deployed["data"]["status"], "succeeded", "{deployed:#}");
+        Ok((env, worker))
+    }
+
     /// Publishes `event` and returns its one `.finished` reply (asserting one `.started`).
     pub async fn deploy(&self, event: &Value, deadline: Duration) -> anyhow::Result<Value> {
         crate::events::publish(&self.env.js, event).await?;

@@ -150,13 +150,7 @@ async fn release_fail_and_rollback_keep_the_primary() -> anyhow::Result<()> {
 
 #[tokio::test]
 async fn release_of_direct_changes_nothing_and_of_nothing_deployed_errs() -> anyhow::Result<()> {
-    let env = DeployEnv::start(sim()).await?;
-    env.push_chart(("shop", "dev", "hello"), &example_chart())?;
-    let _worker = env.start_worker(env.worker_spec(), "worker").await?;
-    let deployed = env
-        .deploy(&deployment_event("d1", "hello", "direct", json!({})), WAIT)
-        .await?;
-    assert_eq!(deployed["data"]["status"], "succeeded", "{deployed:#}");
+    let (env, _worker) = DeployEnv::with_hello_deployed(sim(), "direct", WAIT).await?;
 
     let finished = env
         .deploy(&release_event("r1", "hello", "direct", "warning"), WAIT)

@@ -7,9 +7,7 @@ use std::time::Duration;
 
 use kube_sim::Config as SimConfig;
 use serde_json::{json, Value};
-use system_tests::deploy_env::{
-    action_event, deployment_event, example_chart, helm_operations, DeployEnv,
-};
+use system_tests::deploy_env::{action_event, helm_operations, DeployEnv};
 use system_tests::events::publish;
 
 const WAIT: Duration = Duration::from_secs(90);
@@ -40,16 +38,7 @@ fn assert_finished(finished: &Value, status: &str, result: &str) {
 
 #[tokio::test]
 async fn scaling_a_blue_green_primary_adds_clamps_and_refuses_bad_values() -> anyhow::Result<()> {
-    let env = DeployEnv::start(sim()).await?;
-    env.push_chart(("shop", "dev", "hello"), &example_chart())?;
-    let worker = env.start_worker(env.worker_spec(), "worker").await?;
-    let deployed = env
-        .deploy(
-            &deployment_event("d1", "hello", "blue_green_service", json!({})),
-            WAIT,
-        )
-        .await?;
-    assert_eq!(deployed["data"]["status"], "succeeded", "{deployed:#}");
+    let (env, worker) = DeployEnv::with_hello_deployed(sim(), "blue_green_service", WAIT).await?;
     assert_eq!(env.image_and_replicas(NS, "hello-primary").await?.1, 1);
     let generated = "shop-dev-hello-generated";
     let revisions = env.helm_history(generated, NS).await?.len();
@@ -176,13 +165,7 @@ async fn scaling_a_blue_green_primary_adds_clamps_and_refuses_bad_values() -> an
 #[tokio::test]
 async fn scaling_a_direct_service_is_one_helm_revision_and_a_duplicate_scales_once(
 ) -> anyhow::Result<()> {
-    let env = DeployEnv::start(sim()).await?;
-    env.push_chart(("shop", "dev", "hello"), &example_chart())?;
-    let worker = env.start_worker(env.worker_spec(), "worker").await?;
-    let deployed = env
-        .deploy(&deployment_event("d1", "hello", "direct", json!({})), WAIT)
-        .await?;
-    assert_eq!(deployed["data"]["status"], "succeeded", "{deployed:#}");
+    let (env, worker) = DeployEnv::with_hello_deployed(sim(), "direct", WAIT).await?;
     let user = "shop-dev-hello";
     assert_eq!(env.helm_history(user, NS).await?.len(), 1);
     let generated = env.helm_history("shop-dev-hello-generated", NS).await?;
@@ -259,13 +242,7 @@ async fn scaling_a_direct_service_is_one_helm_revision_and_a_duplicate_scales_on
 /// service past the default bound of --scaling-max-replicas.
 #[tokio::test]
 async fn repeated_huge_scaling_stays_within_the_default_bound() -> anyhow::Result<()> {
-    let env = DeployEnv::start(sim()).await?;
-    env.push_chart(("shop", "dev", "hello"), &example_chart())?;
-    let _worker = env.start_worker(env.worker_spec(), "worker").await?;
-    let deployed = env
-        .deploy(&deployment_event("d1", "hello", "direct", json!({})), WAIT)
-        .await?;
-    assert_eq!(deployed["data"]["status"], "succeeded", "{deployed:#}");
+    let (env, _worker) = DeployEnv::with_hello_deployed(sim(), "direct", WAIT).await?;
     let bound = worker::config::DEFAULT_SCALING_MAX_REPLICAS;
     for index in 0..3 {
         let id = format!("huge-{index}");
