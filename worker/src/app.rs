@@ -343,6 +343,7 @@ async fn production_handlers(
         chart_limits: config.charts.limits(),
         inventory,
         settings: deploy.settings(),
+        namespaces: deploy.namespace_policy(),
         use_commit_id: config.charts.use_commit_id,
         metrics: metrics.clone(),
     });

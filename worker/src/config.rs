@@ -9,6 +9,7 @@ use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
+use crate::deploy::ownership::{NamespacePattern, NamespacePolicy};
 use crate::deploy::settings::{Deadlines, DeploySettings};
 use crate::deploy::uris::Ingress;
 use crate::nats::topology::{Limit, StorageLimits};
@@ -168,6 +169,8 @@ pub struct RunConfig {
 
 /// Size and age limits of the streams and buckets the worker creates, so none grows without
 /// bound. Byte sizes take `KiB`, `MiB`, `GiB` (or `KB`, `MB`, `GB`); durations `d`, `h`, ...
+/// JetStream reserves each size limit up front, so the defaults together (about 2.8 GiB) fit
+/// a small NATS server's file store (the NATS chart's default volume is 10 GiB).
 #[derive(Debug, Clone, Args)]
 pub struct StorageLimitsConfig {
     /// Age limit of the Keptn stream, applied only when the worker creates it (a Keptn
@@ -177,7 +180,7 @@ pub struct StorageLimitsConfig {
 
     /// Size limit of the Keptn stream, applied only when the worker creates it; the oldest
     /// events go first.
-    #[arg(long, env = "KEPTN_STREAM_MAX_BYTES", default_value = "10GiB", value_parser = parse_bytes)]
+    #[arg(long, env = "KEPTN_STREAM_MAX_BYTES", default_value = "1GiB", value_parser = parse_bytes)]
     pub keptn_stream_max_bytes: u64,
 
     /// How long dead letters are kept.
@@ -185,7 +188,7 @@ pub struct StorageLimitsConfig {
     pub dead_letter_max_age: Duration,
 
     /// Size limit of the dead-letter stream; the oldest dead letters go first.
-    #[arg(long, env = "DEAD_LETTER_MAX_BYTES", default_value = "1GiB", value_parser = parse_bytes)]
+    #[arg(long, env = "DEAD_LETTER_MAX_BYTES", default_value = "512MiB", value_parser = parse_bytes)]
     pub dead_letter_max_bytes: u64,
 
     /// Size limit of the release-record bucket (records also expire after --ledger-ttl).
@@ -198,7 +201,7 @@ pub struct StorageLimitsConfig {
     pub inventory_max_bytes: u64,
 
     /// Size limit of the chart bucket (with --chart-store nats).
-    #[arg(long, env = "CHART_BUCKET_MAX_BYTES", default_value = "5GiB", value_parser = parse_bytes)]
+    #[arg(long, env = "CHART_BUCKET_MAX_BYTES", default_value = "1GiB", value_parser = parse_bytes)]
     pub chart_bucket_max_bytes: u64,
 }
 
@@ -292,7 +295,27 @@ pub struct DeployConfig {
         value_parser = clap::value_parser!(u32).range(1..)
     )]
     pub scaling_max_replicas: u32,
+
+    /// Namespaces never deployed to, besides the always protected `kube-*`, `default` and
+    /// the worker's own: names, or prefixes ending in `*`, comma separated.
+    #[arg(long, env = "PROTECTED_NAMESPACES", value_delimiter = ',',
+          default_value = "istio-system", value_parser = NamespacePattern::parse)]
+    pub protected_namespaces: Vec<NamespacePattern>,
+
+    /// Existing namespaces without helm-service's ownership labels (`keptn.sh/project`,
+    /// `keptn.sh/stage`) that it may deploy into, labelling them: names, or prefixes ending
+    /// in `*` (`*` for any), comma separated. By default only namespaces it created are used.
+    #[arg(long, env = "ADOPT_NAMESPACES", value_delimiter = ',', value_parser = NamespacePattern::parse)]
+    pub adopt_namespaces: Vec<NamespacePattern>,
+
+    /// The namespace the worker runs in, which it never deploys to (in a pod: from the
+    /// downward API, else the service account's namespace file).
+    #[arg(long, env = "POD_NAMESPACE")]
+    pub own_namespace: Option<String>,
 }
+
+/// Where a pod's service account token says the pod runs.
+const SERVICE_ACCOUNT_NAMESPACE: &str = "/var/run/secrets/kubernetes.io/serviceaccount/namespace";
 
 fn parse_stage_duration(text: &str) -> Result<(String, Duration), String> {
     let (stage, duration) = text
@@ -323,6 +346,22 @@ impl DeployConfig {
             self.stage_rollout_timeout.iter().cloned().collect(),
             self.scaling_max_replicas,
         )
+    }
+
+    /// Where tasks may deploy: `--protected-namespaces`, `--adopt-namespaces`, and the
+    /// worker's own namespace (`--own-namespace`, else the pod's service account's).
+    pub fn namespace_policy(&self) -> NamespacePolicy {
+        let own = self.own_namespace.clone().or_else(|| {
+            std::fs::read_to_string(SERVICE_ACCOUNT_NAMESPACE)
+                .ok()
+                .map(|text| text.trim().to_owned())
+                .filter(|namespace| !namespace.is_empty())
+        });
+        NamespacePolicy {
+            protected: self.protected_namespaces.clone(),
+            adopt: self.adopt_namespaces.clone(),
+            own,
+        }
     }
 }
 

@@ -50,10 +50,42 @@ fn writes(sim: &KubeSim) -> Vec<String> {
         .collect()
 }
 
+/// `ensure_namespace` deciding as the worker does for a namespace it owns: add the `wanted`
+/// labels that are absent or different, refuse nothing.
+trait EnsureLabels {
+    async fn ensure_labels(
+        &self,
+        name: &str,
+        wanted: &BTreeMap<String, String>,
+    ) -> Result<(), worker::cluster::ClusterError>;
+}
+
+impl EnsureLabels for Cluster {
+    async fn ensure_labels(
+        &self,
+        name: &str,
+        wanted: &BTreeMap<String, String>,
+    ) -> Result<(), worker::cluster::ClusterError> {
+        let decided = self
+            .ensure_namespace(name, |existing| {
+                let mut add = wanted.clone();
+                if let Some(existing) = existing {
+                    add.retain(|key, value| existing.get(key) != Some(value));
+                }
+                Ok::<_, std::convert::Infallible>(add)
+            })
+            .await?;
+        match decided {
+            Ok(()) => Ok(()),
+            Err(never) => match never {},
+        }
+    }
+}
+
 async fn create_namespace(cluster: &Cluster, name: &str) {
     bounded(
         "ensure namespace",
-        cluster.ensure_namespace(name, &BTreeMap::new()),
+        cluster.ensure_labels(name, &BTreeMap::new()),
     )
     .await
     .expect("namespace");
@@ -126,7 +158,7 @@ async fn namespace_is_created_labelled_and_then_left_alone() {
     let api: Api<Namespace> = Api::all(cluster.client());
     let wanted = labels(&[("keptn.sh/managed-by", "helm-service")]);
 
-    bounded("create", cluster.ensure_namespace("shop-dev", &wanted))
+    bounded("create", cluster.ensure_labels("shop-dev", &wanted))
         .await
         .expect("create namespace");
     let ns = bounded("get", api.get("shop-dev")).await.unwrap();
@@ -151,7 +183,7 @@ async fn namespace_is_created_labelled_and_then_left_alone() {
         ("istio-injection", "enabled"),
     ]);
     sim.clear_audit();
-    bounded("label", cluster.ensure_namespace("shop-dev", &more))
+    bounded("label", cluster.ensure_labels("shop-dev", &more))
         .await
         .expect("label namespace");
     let w = writes(&sim);
@@ -168,7 +200,7 @@ async fn namespace_is_created_labelled_and_then_left_alone() {
 
     // Nothing to change: one read, no write.
     sim.clear_audit();
-    bounded("again", cluster.ensure_namespace("shop-dev", &more))
+    bounded("again", cluster.ensure_labels("shop-dev", &more))
         .await
         .expect("idempotent");
     assert_eq!(writes(&sim), Vec::<String>::new());
@@ -177,8 +209,8 @@ async fn namespace_is_created_labelled_and_then_left_alone() {
     // Two replicas racing to create the same namespace both succeed.
     let (a, b) = bounded("race", async {
         tokio::join!(
-            cluster.ensure_namespace("shop-prod", &more),
-            cluster.ensure_namespace("shop-prod", &more)
+            cluster.ensure_labels("shop-prod", &more),
+            cluster.ensure_labels("shop-prod", &more)
         )
     })
     .await;
@@ -644,7 +676,7 @@ async fn unreachable_api_is_a_transient_cluster_error() {
         .await
         .expect("connect makes no request");
 
-    let err = bounded("ns", cluster.ensure_namespace("a", &BTreeMap::new()))
+    let err = bounded("ns", cluster.ensure_labels("a", &BTreeMap::new()))
         .await
         .expect_err("refused");
     assert!(err.is_transient(), "{err:?}");
@@ -718,7 +750,7 @@ async fn server_errors_are_transient_and_client_errors_are_not() {
         error_rate: 1.0,
         ..FaultConfig::default()
     });
-    let err = bounded("ns", cluster.ensure_namespace("a", &BTreeMap::new()))
+    let err = bounded("ns", cluster.ensure_labels("a", &BTreeMap::new()))
         .await
         .expect_err("injected 5xx");
     assert!(err.is_transient(), "{err:?}");
@@ -726,12 +758,9 @@ async fn server_errors_are_transient_and_client_errors_are_not() {
     sim.faults().set(FaultConfig::default());
 
     // An invalid name is the caller's fault: 422 from the server, not worth retrying.
-    let err = bounded(
-        "ns",
-        cluster.ensure_namespace("Not_A_Name", &BTreeMap::new()),
-    )
-    .await
-    .expect_err("invalid name");
+    let err = bounded("ns", cluster.ensure_labels("Not_A_Name", &BTreeMap::new()))
+        .await
+        .expect_err("invalid name");
     assert!(!err.is_transient(), "{err:?}");
     sim.shutdown().await;
 }

@@ -43,6 +43,22 @@ pub struct NatsServer {
     dir: TempDir,
 }
 
+/// The server's configuration file, in its temp dir.
+const CONFIG_FILE: &str = "nats-server.conf";
+
+/// JetStream with its store in `store_dir` and an explicit storage size. Without one, the
+/// server offers 75% of the disk space free at start, and creating a stream whose size limit
+/// exceeds what is left fails (`insufficient storage resources`): the worker's default
+/// limits would then depend on how full the test machine's disk happens to be. Limits only
+/// reserve space; the tests write little.
+fn write_config(path: &Path, store_dir: &Path) -> anyhow::Result<()> {
+    let store_dir = serde_json::to_string(&store_dir.to_string_lossy())?;
+    let config = format!(
+        "jetstream {{\n  store_dir: {store_dir}\n  max_file_store: 1TB\n  max_memory_store: 1GB\n}}\n"
+    );
+    std::fs::write(path, config).context("writing the nats-server configuration")
+}
+
 impl NatsServer {
     /// Starts a server on free ports and waits until JetStream answers.
     pub async fn start() -> anyhow::Result<Self> {
@@ -56,6 +72,7 @@ impl NatsServer {
         let dir = harness_tempdir("nats-")?;
         let store_dir = dir.path().join("store");
         std::fs::create_dir_all(&store_dir).context("creating the JetStream store dir")?;
+        write_config(&dir.path().join(CONFIG_FILE), &store_dir)?;
         let mut server = Self {
             bin,
             extra_args: extra_args.iter().map(|a| a.to_string()).collect(),
@@ -190,9 +207,8 @@ impl NatsServer {
             .arg(self.port.to_string())
             .arg("-m")
             .arg(self.http_port.to_string())
-            .arg("-js")
-            .arg("-sd")
-            .arg(&self.store_dir)
+            .arg("-c")
+            .arg(self.dir.path().join(CONFIG_FILE))
             .args(&self.extra_args)
             .stdin(Stdio::null())
             .stdout(stdout)

@@ -53,7 +53,7 @@ impl Probe {
         let record = ProbeRecord {
             what: what.to_owned(),
             event_id: task.event.id().to_owned(),
-            release: task.release.lease_key(),
+            release: task.release.lease_key().to_owned(),
             step,
             pid: std::process::id(),
             at_ns: now_ns(),

@@ -28,6 +28,9 @@ pub struct StoredRevision {
     pub revision: u32,
     /// Helm's status string, e.g. `deployed`, `failed`, `pending-upgrade`.
     pub status: String,
+    /// The record's labels: Helm's own (`name`, `owner`, `status`, `version`) and the
+    /// release's custom labels (`helm upgrade --labels`), which say whose release it is.
+    pub labels: std::collections::BTreeMap<String, String>,
 }
 
 impl StoredRevision {
@@ -211,6 +214,7 @@ fn stored_revision(
     Some(StoredRevision {
         revision: from_name,
         status: label("status").unwrap_or("unknown").to_string(),
+        labels: labels.cloned().unwrap_or_default(),
     })
 }
 
@@ -374,7 +378,8 @@ mod tests {
             got,
             Some(StoredRevision {
                 revision: 12,
-                status: "deployed".into()
+                status: "deployed".into(),
+                labels: labels("12", "deployed"),
             })
         );
         assert!(got.unwrap().is_deployed());

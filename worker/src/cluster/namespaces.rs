@@ -1,7 +1,8 @@
-//! The release namespace (`<project>-<stage>`) must exist before `helm upgrade --install`, and
-//! blue/green needs it labelled `istio-injection=enabled`. Other tools (Istio, policy
-//! engines, people) label namespaces too, so we only ever add or correct *our* labels and
-//! never write when nothing changes: an unchanged redeploy must not touch the namespace.
+//! The release namespace (`<project>-<stage>`) must exist before `helm upgrade --install`,
+//! carry the ownership labels of its Keptn stage (see [`crate::deploy::ownership`], which
+//! decides), and for blue/green be labelled `istio-injection=enabled`. Other tools (Istio,
+//! policy engines, people) label namespaces too, so we only ever add or correct *our* labels
+//! and never write when nothing changes: an unchanged redeploy must not touch the namespace.
 
 use std::collections::BTreeMap;
 
@@ -17,17 +18,21 @@ use super::{Cluster, ClusterError};
 const FIELD_MANAGER: &str = "helm-service";
 
 impl Cluster {
-    /// Makes sure namespace `name` exists and carries `labels` (other labels are left alone).
+    /// Makes sure namespace `name` exists and carries the labels `labels_to_add` asks for,
+    /// given the namespace's current labels (`None`: it does not exist yet). That decision
+    /// may refuse the namespace (someone else's, protected): then nothing is written and
+    /// the refusal comes back as the inner error.
     ///
     /// One GET when everything is already in place; a create when missing (losing a create
-    /// race to another replica is fine); a JSON merge patch of only the missing or different
-    /// labels otherwise. A namespace being deleted is a transient
-    /// [`ClusterError::NamespaceTerminating`]: creating into it would fail anyway.
-    pub async fn ensure_namespace(
+    /// race to another replica is fine: the winner's namespace is judged instead); a JSON
+    /// merge patch of only the labels asked for otherwise, so other tools' labels stay. A
+    /// namespace being deleted is a transient [`ClusterError::NamespaceTerminating`]:
+    /// creating into it would fail anyway.
+    pub async fn ensure_namespace<E>(
         &self,
         name: &str,
-        labels: &BTreeMap<String, String>,
-    ) -> Result<(), ClusterError> {
+        labels_to_add: impl Fn(Option<&BTreeMap<String, String>>) -> Result<BTreeMap<String, String>, E>,
+    ) -> Result<Result<(), E>, ClusterError> {
         let api: Api<Namespace> = Api::all(self.client());
         let existing = self
             .call(|| format!("get Namespace {name}"), api.get_opt(name))
@@ -35,10 +40,14 @@ impl Cluster {
         let existing = match existing {
             Some(ns) => ns,
             None => {
+                let labels = match labels_to_add(None) {
+                    Ok(labels) => labels,
+                    Err(refused) => return Ok(Err(refused)),
+                };
                 let ns = Namespace {
                     metadata: ObjectMeta {
                         name: Some(name.to_string()),
-                        labels: (!labels.is_empty()).then(|| labels.clone()),
+                        labels: (!labels.is_empty()).then_some(labels),
                         ..ObjectMeta::default()
                     },
                     ..Namespace::default()
@@ -56,9 +65,9 @@ impl Cluster {
                 {
                     Ok(_) => {
                         tracing::info!(namespace = name, "created namespace");
-                        return Ok(());
+                        return Ok(Ok(()));
                     }
-                    // Another replica (or a person) created it meanwhile: check its labels.
+                    // Another replica (or a person) created it meanwhile: judge theirs.
                     Err(e) if e.status_code() == Some(409) => {
                         self.call(|| format!("get Namespace {name}"), api.get(name))
                             .await?
@@ -78,9 +87,12 @@ impl Cluster {
                 namespace: name.to_string(),
             });
         }
-        let missing = missing_labels(existing.metadata.labels.as_ref(), labels);
+        let missing = match labels_to_add(Some(&existing.metadata.labels.unwrap_or_default())) {
+            Ok(missing) => missing,
+            Err(refused) => return Ok(Err(refused)),
+        };
         if missing.is_empty() {
-            return Ok(());
+            return Ok(Ok(()));
         }
         let patch = json!({ "metadata": { "labels": missing } });
         self.call(
@@ -96,43 +108,6 @@ impl Cluster {
         )
         .await?;
         tracing::info!(namespace = name, labels = ?missing, "labelled namespace");
-        Ok(())
-    }
-}
-
-/// The wanted labels that are absent or carry another value.
-fn missing_labels<'a>(
-    current: Option<&BTreeMap<String, String>>,
-    wanted: &'a BTreeMap<String, String>,
-) -> BTreeMap<&'a str, &'a str> {
-    wanted
-        .iter()
-        .filter(|(k, v)| current.and_then(|c| c.get(*k)) != Some(*v))
-        .map(|(k, v)| (k.as_str(), v.as_str()))
-        .collect()
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn map(pairs: &[(&str, &str)]) -> BTreeMap<String, String> {
-        pairs
-            .iter()
-            .map(|(k, v)| (k.to_string(), v.to_string()))
-            .collect()
-    }
-
-    #[test]
-    fn only_absent_or_different_labels_are_missing() {
-        let current = map(&[("team", "a"), ("istio-injection", "disabled")]);
-        let wanted = map(&[("istio-injection", "enabled"), ("team", "a"), ("x", "1")]);
-        let missing = missing_labels(Some(&current), &wanted);
-        assert_eq!(
-            missing.into_iter().collect::<Vec<_>>(),
-            vec![("istio-injection", "enabled"), ("x", "1")]
-        );
-        assert!(missing_labels(Some(&current), &map(&[("team", "a")])).is_empty());
-        assert_eq!(missing_labels(None, &map(&[("a", "b")])).len(), 1);
+        Ok(Ok(()))
     }
 }

@@ -10,6 +10,7 @@ pub mod inventory;
 pub mod manifest;
 pub mod manifest_chart;
 pub mod naming;
+pub mod ownership;
 pub mod plan;
 pub mod replicas;
 pub mod settings;
@@ -49,5 +50,16 @@ impl KeptnValues {
     /// `{"keptn": {...}}`, the values file handed to helm for the user chart.
     pub fn to_values(&self) -> Value {
         json!({ "keptn": self })
+    }
+}
+
+/// A target with the given names, for unit tests of the pure pieces (real targets come from
+/// validation).
+#[cfg(test)]
+pub(crate) fn test_target(project: &str, stage: &str, service: &str) -> Target {
+    Target {
+        project: project.into(),
+        stage: stage.into(),
+        service: service.into(),
     }
 }

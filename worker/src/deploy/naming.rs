@@ -28,6 +28,17 @@ pub enum NameError {
         source_name: String,
         len: usize,
     },
+    #[error(
+        "service name {service:?} is refused: its release would be named {release:?}, which \
+         is the name of the routing release helm-service generates for the service released as \
+         {base:?} (names ending in {GENERATED_SUFFIX:?} are reserved for those); rename the \
+         service"
+    )]
+    ReservedSuffix {
+        service: String,
+        release: String,
+        base: String,
+    },
 }
 
 /// The key of a service in a stage in helm-service's KV buckets (the inventory, the release
@@ -56,7 +67,37 @@ impl ReleaseNames {
     pub fn new(project: &str, stage: &str, service: &str) -> Result<Self, NameError> {
         let namespace = contracts::names::namespace(project, stage)?;
         contracts::names::validate_keptn_name(contracts::names::NameKind::Service, service)?;
-        Ok(Self::named(namespace, project, stage, service))
+        let names = Self::named(namespace, project, stage, service);
+        names.check_not_generated(service)?;
+        Ok(names)
+    }
+
+    /// A user release ending in [`GENERATED_SUFFIX`] would be another service's generated
+    /// release (`carts-generated` is the routing of `carts`): two services on one Helm
+    /// release, under two lease keys. Refused for every task, so it never gets deployed.
+    fn check_not_generated(&self, service: &str) -> Result<(), NameError> {
+        match self.user.strip_suffix(GENERATED_SUFFIX) {
+            Some(base) => Err(NameError::ReservedSuffix {
+                service: service.to_owned(),
+                release: self.user.clone(),
+                base: base.to_owned(),
+            }),
+            None => Ok(()),
+        }
+    }
+
+    /// Whether the user release is not the plain `<project>-<stage>-<service>`, so names of
+    /// two services may have met in it.
+    pub fn is_shortened(&self, target: &Target) -> bool {
+        self.user != format!("{}-{}-{}", target.project, target.stage, target.service)
+    }
+
+    /// The key of the release lease: `<namespace>.<user release>`, what a task changes, so
+    /// every two tasks that could touch one Helm release serialise whatever their Keptn
+    /// names (the generated release is `<user>-generated`, and a user release cannot end
+    /// like that). Valid names hold only characters KV keys allow, and no `.`.
+    pub fn lease_key(&self) -> String {
+        format!("{}.{}", self.namespace, self.user)
     }
 
     /// Names for a validated target, whose names passed the checks [`ReleaseNames::new`]

@@ -99,14 +99,7 @@ impl Endpoints {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn target(project: &str, stage: &str, service: &str) -> Target {
-        Target {
-            project: project.into(),
-            stage: stage.into(),
-            service: service.into(),
-        }
-    }
+    use crate::deploy::test_target as target;
 
     #[test]
     fn default_public_uri_matches_the_reference() {

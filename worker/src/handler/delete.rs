@@ -6,9 +6,12 @@
 //! show a release named the way helm-service names this service's releases, because the
 //! inventory can miss some (a lost entry, a deployment killed before it wrote one). Then each
 //! stage is one recorded step `uninstall-<stage>`, run while also holding that stage's release
-//! lease, so it never overlaps a deployment, release or scaling of the service there, and a
-//! redelivered event skips the stages already done. A stage that fails does not stop the
-//! others; the report names what was removed and what was not.
+//! lease (`<namespace>.<release>`), so it never overlaps a deployment, release or scaling of
+//! the service there, and a redelivered event skips the stages already done. A release that
+//! carries the service's name but another service's ownership labels (two Keptn names that
+//! map to one Kubernetes name), and anything in a protected namespace, is left alone and
+//! named in the report. A stage that fails does not stop the others; the report names what
+//! was removed and what was not.
 //!
 //! The event is itself a report, so the pipeline sends no `.started`; our answer is a
 //! `service.delete.finished` from source `helm-service`, which intake ignores when it comes
@@ -28,6 +31,7 @@ use super::platform::Platform;
 use super::{Outcome, Steps, TaskError, TaskHandler};
 use crate::deploy::inventory::InventoryError;
 use crate::deploy::naming::ReleaseNames;
+use crate::deploy::ownership;
 use crate::helm::{ReleaseRef, Uninstalled};
 use crate::pipeline::intake::{ReleaseKey, Task, TaskPayload};
 
@@ -60,6 +64,10 @@ struct StageRemoval {
     uninstalled: Vec<String>,
     /// Whether the stage's inventory entry existed and was removed.
     inventory_entry: bool,
+    /// Why releases named like the service's were not uninstalled: another service's (by
+    /// their ownership labels), or in a protected namespace.
+    #[serde(default)]
+    left_alone: Vec<String>,
 }
 
 /// How one stage ended in this attempt.
@@ -174,15 +182,21 @@ impl Deletion<'_> {
     /// uninstalled while holding its release lease. Only a completed stage is recorded, so a
     /// failed one is tried again by a later delivery.
     async fn remove_stage_once(&self, stage: &str, steps: &mut Steps<'_>) -> StageEnd {
+        let names = match ReleaseNames::new(self.project, stage, self.service) {
+            Ok(names) => names,
+            Err(err) => return StageEnd::Failed(err.to_string()),
+        };
         let leases = steps.leases();
         // The key a deployment, release or scaling of the service in `stage` holds.
-        let lease = ReleaseKey::from(self.target(stage)).lease_key();
+        let lease = ReleaseKey::of(&names);
         let recorded = steps
             .step(&format!("uninstall-{stage}"), || async {
                 if self.stage_lease_held {
-                    self.remove_stage(stage).await
+                    self.remove_stage(stage, &names).await
                 } else {
-                    leases.exclusive(&lease, self.remove_stage(stage)).await
+                    leases
+                        .exclusive(lease.lease_key(), self.remove_stage(stage, &names))
+                        .await
                 }
             })
             .await;
@@ -194,25 +208,35 @@ impl Deletion<'_> {
     }
 
     /// Uninstalls the generated and the user release of the service in `stage` (absent ones
-    /// are fine) and removes its inventory entry.
+    /// are fine) and removes its inventory entry. Releases of another service that carry the
+    /// same names (their ownership labels say whose they are) and anything in a protected
+    /// namespace are left alone.
     ///
     /// A release left `pending-*` by a killed helm needs no recovery first: `helm uninstall`
     /// (Helm 3 and 4) refuses only a release that is already uninstalled, and removes the
     /// objects of the latest revision whatever its status.
-    async fn remove_stage(&self, stage: &str) -> Result<StageRemoval, TaskError> {
-        let names = ReleaseNames::new(self.project, stage, self.service)
-            .map_err(|err| TaskError::Failed(err.to_string()))?;
+    async fn remove_stage(
+        &self,
+        stage: &str,
+        names: &ReleaseNames,
+    ) -> Result<StageRemoval, TaskError> {
         let target = self.target(stage);
         let mut uninstalled = Vec::new();
-        for release in [&names.generated, &names.user] {
-            let found = self
-                .platform
-                .helm
-                .uninstall(release, &names.namespace, None)
-                .await?;
-            if found == Uninstalled::Removed {
-                info!(release, namespace = %names.namespace, "uninstalled");
-                uninstalled.push(release.clone());
+        let mut left_alone = Vec::new();
+        match self
+            .platform
+            .namespaces
+            .check_protected(&names.namespace, &target)
+        {
+            Err(protected) => left_alone.push(protected.to_string()),
+            Ok(()) => {
+                for release in [&names.generated, &names.user] {
+                    match self.uninstall_if_ours(names, release, &target).await? {
+                        Ok(true) => uninstalled.push(release.clone()),
+                        Ok(false) => {}
+                        Err(why) => left_alone.push(why),
+                    }
+                }
             }
         }
         let inventory = &self.platform.inventory;
@@ -226,10 +250,43 @@ impl Deletion<'_> {
             inventory.delete(&target).await?;
         }
         Ok(StageRemoval {
-            namespace: names.namespace,
+            namespace: names.namespace.clone(),
             uninstalled,
             inventory_entry,
+            left_alone,
         })
+    }
+
+    /// Uninstalls `release` unless its latest revision belongs to another service: whether
+    /// it was there to uninstall, or why it was left alone.
+    async fn uninstall_if_ours(
+        &self,
+        names: &ReleaseNames,
+        release: &str,
+        target: &Target,
+    ) -> Result<Result<bool, String>, TaskError> {
+        let namespace = &names.namespace;
+        let history = self
+            .platform
+            .cluster
+            .release_revisions(namespace, release)
+            .await?;
+        let latest = history.last().map(|revision| &revision.labels);
+        if let Some(owner) = ownership::foreign_owner(latest, target) {
+            warn!(release, namespace = %namespace, %owner, "not uninstalling another service's release that carries this service's name");
+            return Ok(Err(format!(
+                "release {release} in namespace {namespace} belongs to {owner}"
+            )));
+        }
+        let found = self
+            .platform
+            .helm
+            .uninstall(release, namespace, None)
+            .await?;
+        if found == Uninstalled::Removed {
+            info!(release, namespace = %namespace, "uninstalled");
+        }
+        Ok(Ok(found == Uninstalled::Removed))
     }
 }
 
@@ -250,7 +307,16 @@ fn report(
     let who = who(project, service);
     let mut removed = Vec::new();
     let mut failed = Vec::new();
+    let mut left_alone = Vec::new();
     for (stage, end) in ends {
+        if let StageEnd::Removed(removal) = end {
+            left_alone.extend(
+                removal
+                    .left_alone
+                    .iter()
+                    .map(|why| format!("stage {stage}: {why}")),
+            );
+        }
         match end {
             StageEnd::Removed(removal) if !removal.uninstalled.is_empty() => {
                 removed.push(format!(
@@ -278,6 +344,15 @@ fn report(
             )
         })
         .unwrap_or_default();
+    let left_alone = if left_alone.is_empty() {
+        String::new()
+    } else {
+        format!(
+            " (left alone, not this service's to delete: {})",
+            left_alone.join("; ")
+        )
+    };
+    let unsearched = format!("{left_alone}{unsearched}");
     if !failed.is_empty() {
         let removed = if removed.is_empty() {
             "nothing was removed".to_owned()
@@ -293,10 +368,10 @@ fn report(
         let message = match named_stage {
             Some(stage) => match ReleaseNames::new(project, stage, service) {
                 Ok(names) => format!(
-                    "{who} is not deployed in stage {stage} (no release {} or {} in namespace {}, no inventory entry): nothing to delete",
+                    "{who} is not deployed in stage {stage} (no release {} or {} of it in namespace {}, no inventory entry): nothing to delete{unsearched}",
                     names.user, names.generated, names.namespace
                 ),
-                Err(_) => format!("{who} is not deployed in stage {stage}: nothing to delete"),
+                Err(_) => format!("{who} is not deployed in stage {stage}: nothing to delete{unsearched}"),
             },
             None => format!(
                 "{who} is not deployed in any stage (no Helm release of it and no inventory entry): nothing to delete{unsearched}"
@@ -391,7 +466,39 @@ mod tests {
             namespace: namespace.into(),
             uninstalled: releases.iter().map(|r| r.to_string()).collect(),
             inventory_entry,
+            left_alone: Vec::new(),
         })
+    }
+
+    #[test]
+    fn releases_left_alone_are_named() {
+        let kept = StageEnd::Removed(StageRemoval {
+            namespace: "shop-prod-eu".into(),
+            uninstalled: Vec::new(),
+            inventory_entry: false,
+            left_alone: vec![
+                "release shop-prod-eu-carts in namespace shop-prod-eu belongs to service carts \
+                 in stage prod-eu of project shop"
+                    .into(),
+            ],
+        });
+        let outcome = report(
+            "shop-prod",
+            "carts",
+            Some("eu"),
+            &discovered(&["eu"], None),
+            &[("eu", kept)],
+        );
+        assert_eq!(outcome.status, contracts::data::Status::Succeeded);
+        assert!(
+            outcome.message.ends_with(
+                "nothing to delete (left alone, not this service's to delete: stage eu: release \
+                 shop-prod-eu-carts in namespace shop-prod-eu belongs to service carts in stage \
+                 prod-eu of project shop)"
+            ),
+            "{}",
+            outcome.message
+        );
     }
 
     #[test]
@@ -444,7 +551,7 @@ mod tests {
         assert_eq!(outcome.result, Some(TaskResult::Pass));
         assert_eq!(
             outcome.message,
-            "service ghost of project shop is not deployed in stage dev (no release shop-dev-ghost or shop-dev-ghost-generated in namespace shop-dev, no inventory entry): nothing to delete"
+            "service ghost of project shop is not deployed in stage dev (no release shop-dev-ghost or shop-dev-ghost-generated of it in namespace shop-dev, no inventory entry): nothing to delete"
         );
         // Without the cluster's view the message says what was not checked, and how to fix it.
         let outcome = report(

@@ -26,6 +26,7 @@ use crate::cluster::{RolloutFailure, StoredRelease, StoredRevision};
 use crate::deploy::generated::{self, BlueGreenModel, GeneratedModel, GeneratedValues};
 use crate::deploy::manifest::{name_of, Manifest};
 use crate::deploy::naming::ReleaseNames;
+use crate::deploy::ownership;
 use crate::deploy::plan::{Action, BlueGreenState, Plan};
 use crate::deploy::replicas::{self, ReplicaOverride};
 use crate::deploy::settings::Deadlines;
@@ -132,18 +133,40 @@ impl Deployed {
 impl<'a> DeployedService<'a> {
     /// The service of a task that names one stage (deployment, release, rollback, action),
     /// by the names intake validated.
+    /// Refused when the stage's namespace is protected, before anything reads or changes
+    /// it.
     pub fn of_task(platform: &'a Platform, task: &'a Task) -> Result<Self, TaskError> {
         let target = task
             .payload
             .target()
             .ok_or_else(|| TaskError::misrouted("a handler of one stage", task))?;
+        let names = ReleaseNames::of(target);
+        platform
+            .namespaces
+            .check_protected(&names.namespace, target)
+            .map_err(|refused| TaskError::Failed(refused.to_string()))?;
         Ok(DeployedService {
             platform,
             deadlines: platform.settings.deadlines(&target.stage),
             cause: format!("{} {}", task.kind.event_type(), task.event.id()),
-            names: ReleaseNames::of(target),
+            names,
             target,
         })
+    }
+
+    /// Makes sure the stage's namespace exists, is the stage's (created, or adopted when
+    /// allowed, with its ownership labels) and carries `extra` labels; refused when it
+    /// belongs to another stage or may not be adopted.
+    pub async fn claim_namespace(&self, extra: &ownership::Labels) -> Result<(), TaskError> {
+        let namespace = &self.names.namespace;
+        let policy = &self.platform.namespaces;
+        self.platform
+            .cluster
+            .ensure_namespace(namespace, |existing| {
+                policy.labels_to_add(namespace, existing, self.target, extra)
+            })
+            .await?
+            .map_err(|refused| TaskError::Failed(refused.to_string()))
     }
 
     /// `carts in stage dev of project shop`, for messages.
@@ -281,17 +304,28 @@ impl<'a> DeployedService<'a> {
         Ok(histories)
     }
 
+    /// Refused when the latest revision of either release says it belongs to another
+    /// service (see [`ownership::check_release`]): nothing is recovered or changed then.
     async fn release_histories(&self) -> Result<ReleaseHistories, TaskError> {
         let cluster = &self.platform.cluster;
         let namespace = &self.names.namespace;
-        Ok(ReleaseHistories {
+        let histories = ReleaseHistories {
             user: cluster
                 .release_revisions(namespace, &self.names.user)
                 .await?,
             generated: cluster
                 .release_revisions(namespace, &self.names.generated)
                 .await?,
-        })
+        };
+        for (release, history) in [
+            (&self.names.user, &histories.user),
+            (&self.names.generated, &histories.generated),
+        ] {
+            let latest = history.last().map(|revision| &revision.labels);
+            ownership::check_release(&self.names, release, latest, self.target)
+                .map_err(|refused| TaskError::Failed(refused.to_string()))?;
+        }
+        Ok(histories)
     }
 
     /// Recovers either release when a killed helm left it pending; whether anything was
@@ -328,11 +362,13 @@ impl<'a> DeployedService<'a> {
         values: &Value,
         description: Option<&str>,
     ) -> Result<ReleaseStatus, HelmError> {
+        let labels = ownership::release_labels(self.target);
         self.platform
             .helm
             .upgrade_install(&UpgradeRequest {
                 timeout: Some(self.deadlines.helm),
                 description,
+                labels: Some(&labels),
                 ..UpgradeRequest::new(release, &self.names.namespace, chart_dir, values)
             })
             .await

@@ -119,11 +119,7 @@ impl Deployment<'_> {
         if self.strategy == DeploymentStrategy::BlueGreenService {
             labels.insert(ISTIO_INJECTION.0.to_owned(), ISTIO_INJECTION.1.to_owned());
         }
-        self.service
-            .platform
-            .cluster
-            .ensure_namespace(&self.service.names.namespace, &labels)
-            .await?;
+        self.service.claim_namespace(&labels).await?;
 
         if let Some(entry) = self.unchanged(&digest, &stored).await? {
             info!(release = %self.service.names.user, revision = entry.user_revision, "chart and values unchanged and the release is healthy: not running helm");

@@ -11,6 +11,7 @@ use crate::charts::archive::ArchiveLimits;
 use crate::charts::{ChartStore, ChartStoreError};
 use crate::cluster::{Cluster, ClusterError};
 use crate::deploy::inventory::{Inventory, InventoryError};
+use crate::deploy::ownership::NamespacePolicy;
 use crate::deploy::settings::DeploySettings;
 use crate::helm::{Helm, HelmError};
 use crate::metrics::Metrics;
@@ -26,6 +27,8 @@ pub struct Platform {
     pub chart_limits: ArchiveLimits,
     pub inventory: Inventory,
     pub settings: DeploySettings,
+    /// Where tasks may deploy (protected namespaces, which may be adopted).
+    pub namespaces: NamespacePolicy,
     /// Read `helm/<service>.tgz` at the event's `gitcommitid` (resource-service).
     pub use_commit_id: bool,
     pub metrics: Metrics,

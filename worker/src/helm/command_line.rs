@@ -79,6 +79,11 @@ pub(crate) fn upgrade(
         args.push("--description".into());
         args.push(description.into());
     }
+    if let Some(labels) = req.labels.filter(|labels| !labels.is_empty()) {
+        let pairs: Vec<String> = labels.iter().map(|(k, v)| format!("{k}={v}")).collect();
+        args.push("--labels".into());
+        args.push(pairs.join(",").into());
+    }
     args.extend(os(&["--output", "json"]));
     // A failed wait is followed by a rollback that waits again.
     let factor = if req.rollback_on_failure { 2 } else { 1 };
@@ -318,6 +323,33 @@ mod tests {
         );
         // The description is one argument, whatever it holds.
         assert_eq!(text(&line.args)[14], "scaled down");
+    }
+
+    #[test]
+    fn upgrade_labels_the_release() {
+        let values = some_values();
+        let labels = std::collections::BTreeMap::from([
+            ("keptn.sh/service".to_owned(), "carts".to_owned()),
+            ("keptn.sh/project".to_owned(), "shop".to_owned()),
+        ]);
+        let req = UpgradeRequest {
+            labels: Some(&labels),
+            ..UpgradeRequest::new("rel", "ns", Path::new("carts"), &values)
+        };
+        let line = upgrade_of(&req, &v4());
+        let args = text(&line.args);
+        let at = args
+            .iter()
+            .position(|a| *a == "--labels")
+            .expect("--labels");
+        assert_eq!(args[at + 1], "keptn.sh/project=shop,keptn.sh/service=carts");
+        let empty = std::collections::BTreeMap::new();
+        let req = UpgradeRequest {
+            labels: Some(&empty),
+            ..req
+        };
+        let line = upgrade_of(&req, &v4());
+        assert!(!text(&line.args).contains(&"--labels"));
     }
 
     #[test]

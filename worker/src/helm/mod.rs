@@ -145,6 +145,10 @@ pub struct UpgradeRequest<'a> {
     /// What `helm history` shows for the new revision (helm's default when `None`), so
     /// operators can tell helm-service's own revisions (scaled down, promoted) apart.
     pub description: Option<&'a str>,
+    /// Custom labels stored with the new revision (`--labels`, Helm 3.13 and newer): whose
+    /// release it is. Keys and values must not hold `,` or `=` (validated Keptn names and
+    /// label keys do not).
+    pub labels: Option<&'a std::collections::BTreeMap<String, String>>,
 }
 
 impl<'a> UpgradeRequest<'a> {
@@ -164,6 +168,7 @@ impl<'a> UpgradeRequest<'a> {
             rollback_on_failure: false,
             timeout: None,
             description: None,
+            labels: None,
         }
     }
 }

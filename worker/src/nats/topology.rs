@@ -21,7 +21,7 @@ use crate::pipeline::intake::TaskKind;
 
 #[derive(Debug, Error)]
 pub enum TopologyError {
-    #[error("cannot bind the Keptn stream {stream:?}: {reason}")]
+    #[error("cannot bind the stream {stream:?}: {reason}")]
     Stream { stream: String, reason: String },
     #[error("cannot bind the durable consumer {consumer:?} on stream {stream:?}: {reason}")]
     Consumer {
@@ -31,6 +31,23 @@ pub enum TopologyError {
     },
     #[error("cannot open the key-value bucket {bucket:?}: {reason}")]
     Bucket { bucket: String, reason: String },
+}
+
+/// The error's text, with what to do when the server lacks the storage a size limit reserves
+/// (JetStream reserves each stream's `max_bytes` up front, and by default offers 75% of the
+/// disk space that was free when it started).
+fn reason(err: impl std::fmt::Display) -> String {
+    let text = err.to_string();
+    if text.contains("10047") || text.contains("insufficient storage") {
+        format!(
+            "{text}: the NATS server has less JetStream storage left than the size limits \
+             helm-service reserves (--keptn-stream-max-bytes, --dead-letter-max-bytes, \
+             --release-records-max-bytes, --inventory-max-bytes, --chart-bucket-max-bytes): \
+             lower them, or give the server more (jetstream max_file_store)"
+        )
+    } else {
+        text
+    }
 }
 
 /// Age (`ZERO`: none) and size limit of one stream or bucket.
@@ -120,7 +137,7 @@ pub async fn bind(
         .await
         .map_err(|err| TopologyError::Stream {
             stream: config.stream.clone(),
-            reason: err.to_string(),
+            reason: reason(err),
         })?;
 
     // Re-sent replies rely on the stream's duplicate window to be dropped; a window
@@ -156,7 +173,7 @@ pub async fn bind(
         ..Default::default()
     })
     .await
-    .map_err(|err| stream_error(&dlq)(err.to_string()))?;
+    .map_err(|err| stream_error(&dlq)(reason(err)))?;
     enforce_limits(js, &dlq, dlq_limit)
         .await
         .map_err(stream_error(&dlq))?;
@@ -299,7 +316,7 @@ pub async fn enforce_limits(
     })
     .await
     .map(|_| ())
-    .map_err(|err| format!("updating the limits of stream {stream}: {err}"))
+    .map_err(|err| format!("updating the limits of stream {stream}: {}", reason(err)))
 }
 
 /// Opens a KV bucket, creating it when absent (racing replicas may both try).
@@ -319,7 +336,7 @@ pub(crate) async fn open_bucket(
             .await
             .map_err(|_| TopologyError::Bucket {
                 bucket: bucket.clone(),
-                reason: create_err.to_string(),
+                reason: reason(create_err),
             }),
     }
 }

@@ -16,7 +16,7 @@ use contracts::trace_context::{is_valid_traceparent, is_valid_tracestate};
 use contracts::validate::{DeploymentTask, ServiceRef, Target, ValidationError};
 use serde::de::DeserializeOwned;
 
-use crate::deploy::naming::service_key;
+use crate::deploy::naming::ReleaseNames;
 
 /// `source` of every event this service publishes; events from it are never consumed.
 pub const OWN_SOURCE: &str = "helm-service";
@@ -128,42 +128,36 @@ impl TaskPayload {
     }
 }
 
-/// What a task works on, as intake checked it: at most one task per release runs at a
-/// time, cluster-wide. A service in one stage, or in all of them (service deletion).
+/// What a task works on, as intake checked it: at most one task per key runs at a time,
+/// cluster-wide. The key is what the task changes — a namespace and Helm release — rather
+/// than the Keptn names, because two services' names can map to one release (see
+/// [`crate::deploy::ownership`]); such tasks must serialise so the second can be refused.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
-pub struct ReleaseKey(ServiceRef);
+pub struct ReleaseKey(String);
 
 impl ReleaseKey {
-    /// The key of the release lease (see [`service_key`]); `_` stands for "all stages".
-    pub fn lease_key(&self) -> String {
-        let ServiceRef {
-            project,
-            stage,
-            service,
-        } = &self.0;
-        service_key(project, stage.as_deref().unwrap_or("_"), service)
+    /// The releases of one service in one stage: `<namespace>.<user release>` (see
+    /// [`ReleaseNames::lease_key`]).
+    pub fn of(names: &ReleaseNames) -> Self {
+        ReleaseKey(names.lease_key())
     }
-}
 
-impl From<Target> for ReleaseKey {
-    fn from(target: Target) -> Self {
-        ReleaseKey(ServiceRef {
-            project: target.project,
-            stage: Some(target.stage),
-            service: target.service,
-        })
+    /// A service in every stage (service deletion without a stage): `<project>._.<service>`,
+    /// which no release key equals (those have one `.`). Each stage is then changed under
+    /// its own release key as well.
+    pub fn all_stages(project: &str, service: &str) -> Self {
+        ReleaseKey(format!("{project}._.{service}"))
     }
-}
 
-impl From<ServiceRef> for ReleaseKey {
-    fn from(service: ServiceRef) -> Self {
-        ReleaseKey(service)
+    /// The key of the release lease.
+    pub fn lease_key(&self) -> &str {
+        &self.0
     }
 }
 
 impl std::fmt::Display for ReleaseKey {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(&self.lease_key())
+        f.write_str(&self.0)
     }
 }
 
@@ -385,7 +379,7 @@ fn validate(kind: TaskKind, event: &KeptnEvent) -> Result<Validated, String> {
         TaskKind::Deployment => {
             let data: DeploymentTriggeredData = typed(event)?;
             let DeploymentTask { target, strategy } = data.validate().map_err(invalid)?;
-            let release = target.clone().into();
+            let release = release_of(&target)?;
             let payload = TaskPayload::Deployment {
                 data,
                 target,
@@ -396,7 +390,7 @@ fn validate(kind: TaskKind, event: &KeptnEvent) -> Result<Validated, String> {
         TaskKind::Release => {
             let data: ReleaseTriggeredData = typed(event)?;
             let DeploymentTask { target, strategy } = data.validate().map_err(invalid)?;
-            let release = target.clone().into();
+            let release = release_of(&target)?;
             let payload = TaskPayload::Release {
                 data,
                 target,
@@ -407,23 +401,39 @@ fn validate(kind: TaskKind, event: &KeptnEvent) -> Result<Validated, String> {
         TaskKind::Rollback => {
             let data: RollbackTriggeredData = typed(event)?;
             let target = data.validate().map_err(invalid)?;
-            let release = target.clone().into();
+            let release = release_of(&target)?;
             (TaskPayload::Rollback { data, target }, release)
         }
         TaskKind::Action => {
             let data: ActionTriggeredData = typed(event)?;
             let target = data.validate().map_err(invalid)?.target;
-            let release = target.clone().into();
+            let release = release_of(&target)?;
             (TaskPayload::Action { data, target }, release)
         }
         TaskKind::ServiceDelete => {
             let data: ServiceDeleteData = typed(event)?;
             let service = data.validate().map_err(invalid)?;
-            let release = service.clone().into();
+            let release = match &service.stage {
+                // The stage's own release key, so the deletion never overlaps a task there.
+                Some(stage) => release_of(&Target {
+                    project: service.project.clone(),
+                    stage: stage.clone(),
+                    service: service.service.clone(),
+                })?,
+                None => ReleaseKey::all_stages(&service.project, &service.service),
+            };
             (TaskPayload::ServiceDelete { data, service }, release)
         }
     };
     Ok((payload, release))
+}
+
+/// The lease key of a service in a stage, refused when its release name is reserved (see
+/// [`ReleaseNames::new`]) or the namespace would be too long.
+fn release_of(target: &Target) -> Result<ReleaseKey, String> {
+    ReleaseNames::new(&target.project, &target.stage, &target.service)
+        .map(|names| ReleaseKey::of(&names))
+        .map_err(|err| err.to_string())
 }
 
 fn typed<T: DeserializeOwned>(event: &KeptnEvent) -> Result<T, String> {
@@ -468,7 +478,7 @@ mod tests {
             panic!("expected accept")
         };
         assert_eq!(task.kind, TaskKind::Deployment);
-        assert_eq!(task.release.lease_key(), "sockshop.dev.carts");
+        assert_eq!(task.release.lease_key(), "sockshop-dev.sockshop-dev-carts");
         assert!(matches!(
             task.payload,
             TaskPayload::Deployment {
@@ -511,6 +521,53 @@ mod tests {
         };
         assert_eq!(task.release.lease_key(), "sockshop._.carts");
         assert!(!task.kind.sends_started());
+    }
+
+    #[test]
+    fn services_whose_names_meet_in_one_release_share_its_lease() {
+        let key = |project: &str, stage: &str, service: &str| {
+            let mut value = event("deployment");
+            value["data"]["project"] = json!(project);
+            value["data"]["stage"] = json!(stage);
+            value["data"]["service"] = json!(service);
+            match classify_value(&value) {
+                Intake::Accept(task) => task.release.lease_key().to_owned(),
+                other => panic!("{other:?}"),
+            }
+        };
+        assert_eq!(
+            key("shop", "prod-eu", "carts"),
+            key("shop-prod", "eu", "carts")
+        );
+        assert_eq!(
+            key("shop", "prod-eu", "carts"),
+            "shop-prod-eu.shop-prod-eu-carts"
+        );
+        assert_ne!(key("shop", "dev", "carts"), key("shop", "dev", "orders"));
+        let mut named_stage = event("x");
+        named_stage["type"] = json!("sh.keptn.event.service.delete.finished");
+        let Intake::Accept(delete) = classify_value(&named_stage) else {
+            panic!()
+        };
+        assert_eq!(delete.release, key_of_carts_in_dev());
+    }
+
+    fn key_of_carts_in_dev() -> ReleaseKey {
+        ReleaseKey::of(&ReleaseNames::new("sockshop", "dev", "carts").unwrap())
+    }
+
+    #[test]
+    fn a_service_named_like_a_generated_release_is_refused() {
+        let mut value = event("deployment");
+        value["data"]["service"] = json!("carts-generated");
+        let Intake::Reject { reason, .. } = classify_value(&value) else {
+            panic!("expected reject")
+        };
+        assert!(
+            reason.contains("\"sockshop-dev-carts-generated\"")
+                && reason.contains("rename the service"),
+            "{reason}"
+        );
     }
 
     #[test]

@@ -308,7 +308,7 @@ impl Processor {
         }
         let acquired = match self
             .leases
-            .acquire(&task.release.lease_key(), task.event.id(), hard_stop)
+            .acquire(task.release.lease_key(), task.event.id(), hard_stop)
             .await
         {
             Ok(acquired) => acquired,
