@@ -484,26 +484,28 @@ async fn another_replica_gets_a_parked_or_busy_release_without_waiting_out_the_l
 async fn a_holder_cut_off_from_nats_stops_its_work_before_the_ttl() -> anyhow::Result<()> {
     let ttl = Duration::from_secs(6);
     let (mut nats, _js, store) = release_records_bucket().await?;
-    let leases = ReleaseLeases::new(store, ttl, "isolated".into());
+    let leases = ReleaseLeases::new(store.clone(), ttl, "isolated".into());
     let held = leases
         .acquire(KEY, "e1", &CancellationToken::new())
         .await?
         .lease;
-    let work = held.hold_while(std::future::pending::<()>());
-    tokio::pin!(work);
-    let kept = tokio::time::timeout(fence_after(ttl) + ttl / 3, &mut work).await;
-    assert!(
-        kept.is_err(),
-        "the work was stopped while NATS was up: {kept:?}"
-    );
+    let (ended, stopped_after) = {
+        let work = held.hold_while(std::future::pending::<()>());
+        tokio::pin!(work);
+        let kept = tokio::time::timeout(fence_after(ttl) + ttl / 3, &mut work).await;
+        assert!(
+            kept.is_err(),
+            "the work was stopped while NATS was up: {kept:?}"
+        );
 
-    // The last successful refresh was sent before this instant.
-    let cut_off = Instant::now();
-    nats.kill().await?;
-    let ended = tokio::time::timeout(Duration::from_secs(60), &mut work)
-        .await
-        .expect("the fence stops the work");
-    let stopped_after = cut_off.elapsed();
+        // The last successful refresh was sent before this instant.
+        let cut_off = Instant::now();
+        nats.kill().await?;
+        let ended = tokio::time::timeout(Duration::from_secs(60), &mut work)
+            .await
+            .expect("the fence stops the work");
+        (ended, cut_off.elapsed())
+    };
     eprintln!("work stopped {stopped_after:?} after NATS went away (TTL {ttl:?})");
     assert!(
         matches!(&ended, Err(LeaseError::Fenced(key)) if key == KEY),
@@ -513,5 +515,16 @@ async fn a_holder_cut_off_from_nats_stops_its_work_before_the_ttl() -> anyhow::R
         stopped_after < ttl,
         "the work ran {stopped_after:?} past the cut-off: another replica may take the release over after {ttl:?}"
     );
+
+    // NATS back: the fenced holder still writes nothing (no refresh, no hand-back), so
+    // the release runs out its TTL before anybody else takes it.
+    nats.restart().await?;
+    let handed_back = held.hand_back(|_| {}).await;
+    assert!(
+        matches!(&handed_back, Err(LeaseError::Fenced(key)) if key == KEY),
+        "{handed_back:?}"
+    );
+    let holder = record_of(&store).await?.1.holder;
+    assert_eq!(holder.map(|h| h.owner).as_deref(), Some("isolated"));
     Ok(())
 }

@@ -1,7 +1,8 @@
 //! Shared helpers for the system tests and benchmarks.
 //!
 //! Everything here runs *real* processes on loopback: a `nats-server` with JetStream
-//! ([`nats::NatsServer`]), the worker and other binaries ([`process::ChildProcess`]). The
+//! ([`nats::NatsServer`]), the worker and other binaries ([`process::ChildProcess`]), and a
+//! proxy a test can partition to cut one process off from a server ([`proxy::TcpProxy`]). The
 //! external tools come from `<repo>/.tools/bin`, installed by `ops/setup.sh` ([`tools`]).
 //!
 //! Synchronisation is always by observing state (a port accepts, JetStream answers, a message
@@ -9,12 +10,14 @@
 
 pub mod nats;
 pub mod process;
+pub mod proxy;
 pub mod stream;
 pub mod tools;
 pub mod wait;
 
 pub use nats::NatsServer;
-pub use process::{free_port, ChildProcess, ProcessBuilder};
+pub use process::{free_port, ChildProcess, ProcessBuilder, ProcessInfo};
+pub use proxy::TcpProxy;
 pub use stream::{body_json, collect_stream_json, stream_json, stream_messages, StoredMessage};
 pub use tools::{path_with_tools, repo_root, tool_path, tools_bin_dir};
 pub use wait::{wait_until, wait_until_ok};

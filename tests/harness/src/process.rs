@@ -115,6 +115,77 @@ pub(crate) fn send_signal(pid: u32, sig: Signal) -> anyhow::Result<()> {
     }
 }
 
+/// A process as `/proc` shows it (Linux), for tests about what a process started and left
+/// behind (the helm a worker runs, in its own process group).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ProcessInfo {
+    pub pid: u32,
+    pub parent: u32,
+    pub group: u32,
+    /// `R`, `S`, `D`, `Z` (a zombie: exited, not reaped yet), ...
+    pub state: char,
+    /// The command line (empty for a zombie).
+    pub argv: Vec<String>,
+}
+
+impl ProcessInfo {
+    /// Still running: it exists and is not a zombie.
+    pub fn is_live(&self) -> bool {
+        self.state != 'Z' && self.state != 'X'
+    }
+
+    /// Reads `/proc/<pid>`; `None` when there is no such process (any more).
+    pub fn of(pid: u32) -> Option<ProcessInfo> {
+        let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+        // `pid (comm) state ppid pgrp ...`; comm may hold spaces and parentheses.
+        let rest = &stat[stat.rfind(')')? + 1..];
+        let mut fields = rest.split_whitespace();
+        let state = fields.next()?.chars().next()?;
+        let parent = fields.next()?.parse().ok()?;
+        let group = fields.next()?.parse().ok()?;
+        let argv = std::fs::read(format!("/proc/{pid}/cmdline"))
+            .unwrap_or_default()
+            .split(|b| *b == 0)
+            .filter(|arg| !arg.is_empty())
+            .map(|arg| String::from_utf8_lossy(arg).into_owned())
+            .collect();
+        Some(ProcessInfo {
+            pid,
+            parent,
+            group,
+            state,
+            argv,
+        })
+    }
+
+    /// Every process on the machine (those that vanish while listed are left out).
+    pub fn all() -> Vec<ProcessInfo> {
+        let Ok(entries) = std::fs::read_dir("/proc") else {
+            return Vec::new();
+        };
+        entries
+            .filter_map(|entry| entry.ok()?.file_name().to_str()?.parse().ok())
+            .filter_map(ProcessInfo::of)
+            .collect()
+    }
+
+    /// The live children of `parent`.
+    pub fn live_children(parent: u32) -> Vec<ProcessInfo> {
+        Self::all()
+            .into_iter()
+            .filter(|p| p.parent == parent && p.is_live())
+            .collect()
+    }
+
+    /// The live members of process group `group`.
+    pub fn live_group(group: u32) -> Vec<ProcessInfo> {
+        Self::all()
+            .into_iter()
+            .filter(|p| p.group == group && p.is_live())
+            .collect()
+    }
+}
+
 /// Opens `path` for appending, for a child's stdout and stderr.
 pub(crate) fn log_stdio(path: &Path) -> anyhow::Result<(Stdio, Stdio)> {
     let file = OpenOptions::new()
@@ -496,5 +567,30 @@ mod tests {
             .await
             .unwrap_err();
         assert!(err.to_string().contains("exited"), "{err}");
+    }
+
+    #[tokio::test]
+    async fn process_info_sees_a_child_its_group_and_its_end() {
+        let mut child = tokio::process::Command::new("/bin/sleep")
+            .arg("30")
+            .process_group(0)
+            .kill_on_drop(true)
+            .spawn()
+            .unwrap();
+        let pid = child.id().unwrap();
+        let me = std::process::id();
+        let info = ProcessInfo::live_children(me)
+            .into_iter()
+            .find(|p| p.pid == pid)
+            .expect("the child is listed");
+        assert_eq!(info.argv, ["/bin/sleep", "30"]);
+        assert_eq!(info.group, pid, "leads its own group");
+        assert!(info.is_live());
+        assert_eq!(ProcessInfo::live_group(pid), [info]);
+
+        child.start_kill().unwrap();
+        child.wait().await.unwrap();
+        assert_eq!(ProcessInfo::of(pid), None, "reaped");
+        assert!(ProcessInfo::live_group(pid).is_empty());
     }
 }

@@ -580,11 +580,16 @@ impl HeldLease {
         tokio::select! {
             result = work => Ok(result),
             never = self.keep_fresh() => match never {},
-            () = lost.cancelled() => Err(if self.fenced.load(Ordering::SeqCst) {
-                LeaseError::Fenced(self.key.clone())
-            } else {
-                LeaseError::Lost(self.key.clone())
-            }),
+            () = lost.cancelled() => Err(self.lost_error()),
+        }
+    }
+
+    /// Why `lost()` fired: fenced (this replica could not refresh) or taken over.
+    fn lost_error(&self) -> LeaseError {
+        if self.fenced.load(Ordering::SeqCst) {
+            LeaseError::Fenced(self.key.clone())
+        } else {
+            LeaseError::Lost(self.key.clone())
         }
     }
 
@@ -655,13 +660,15 @@ impl HeldLease {
     }
 
     /// Applies `change`, then frees the release (or hands it to a claimant) in the
-    /// same write. Nothing is written if the release was lost.
+    /// same write. Nothing is written if the release was lost or fenced: a fenced holder
+    /// leaves the release to run out its TTL, which is the time its stopped helm gets to
+    /// be gone before anybody else works on the release.
     pub async fn hand_back(
         self,
         change: impl FnOnce(&mut ReleaseRecord),
     ) -> Result<(), LeaseError> {
         if self.lost.is_cancelled() {
-            return Err(LeaseError::Lost(self.key.clone()));
+            return Err(self.lost_error());
         }
         let mut state = self.state.lock().await;
         change(&mut state.1);
