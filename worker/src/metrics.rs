@@ -31,6 +31,8 @@ pub struct Metrics {
     pub in_flight: IntGauge,
     /// Concurrency slots of this replica.
     pub pool_capacity: IntGauge,
+    /// Tasks holding a message without a slot: waiting for a busy release, or for a slot.
+    pub waiting: IntGauge,
     /// Messages delivered more than once, by event type.
     redeliveries: IntCounterVec,
     /// Duplicate or redelivered events whose effects had already happened.
@@ -101,6 +103,10 @@ impl Metrics {
             pool_capacity: reg.gauge(
                 "helm_service_pool_capacity",
                 "Concurrency slots of this replica.",
+            ),
+            waiting: reg.gauge(
+                "helm_service_tasks_waiting",
+                "Tasks in flight that hold no slot: waiting for a release another task holds, or for a slot.",
             ),
             redeliveries: reg.counter_vec(
                 "helm_service_redeliveries_total",

@@ -11,6 +11,7 @@ use tracing::{info, warn};
 use super::TaskError;
 use crate::metrics::Metrics;
 use crate::pipeline::lease::{HeldLease, LeaseError, ReleaseLeases};
+use crate::pipeline::pool::Place;
 use crate::pipeline::release_record::StepRecord;
 
 /// Handed to a handler's `run`; records each completed step in the release record.
@@ -20,9 +21,8 @@ pub struct Steps<'a> {
     event_id: &'a str,
     event_type: &'a str,
     metrics: &'a Metrics,
-    /// For tasks that span releases: [`Steps::leases`] takes the others.
-    leases: &'a ReleaseLeases,
-    stop: &'a CancellationToken,
+    /// For tasks that span releases: [`Steps::leases`] hands it out to take the others.
+    others: OtherLeases<'a>,
     /// Test hook (`--test-crash-after-step`): the process kills itself right after this
     /// step is recorded, to prove a redelivery resumes at the next one.
     crash_after: Option<&'a str>,
@@ -38,8 +38,7 @@ impl<'a> Steps<'a> {
         event_id: &'a str,
         event_type: &'a str,
         metrics: &'a Metrics,
-        leases: &'a ReleaseLeases,
-        stop: &'a CancellationToken,
+        others: OtherLeases<'a>,
         crash_after: Option<&'a str>,
     ) -> Self {
         Steps {
@@ -47,8 +46,7 @@ impl<'a> Steps<'a> {
             event_id,
             event_type,
             metrics,
-            leases,
-            stop,
+            others,
             crash_after,
             written: false,
         }
@@ -57,12 +55,7 @@ impl<'a> Steps<'a> {
     /// A handle to take other releases while a step runs (the journal itself stays
     /// borrowed by [`Steps::step`]).
     pub fn leases(&self) -> OtherLeases<'a> {
-        OtherLeases {
-            leases: self.leases,
-            event_id: self.event_id,
-            stop: self.stop,
-            metrics: self.metrics,
-        }
+        self.others
     }
 
     /// The output recorded for a step, if it completed in this or an earlier attempt.
@@ -160,29 +153,60 @@ fn crash_for_test(step: &str) {
 pub struct OtherLeases<'a> {
     leases: &'a ReleaseLeases,
     event_id: &'a str,
+    /// The task's place in the pool: its slot is lent out while it waits for a release.
+    place: &'a Place,
     stop: &'a CancellationToken,
     metrics: &'a Metrics,
 }
 
-impl OtherLeases<'_> {
+impl<'a> OtherLeases<'a> {
+    pub(crate) fn new(
+        leases: &'a ReleaseLeases,
+        event_id: &'a str,
+        place: &'a Place,
+        stop: &'a CancellationToken,
+        metrics: &'a Metrics,
+    ) -> Self {
+        OtherLeases {
+            leases,
+            event_id,
+            place,
+            stop,
+            metrics,
+        }
+    }
+
     /// Runs `work` while also holding release `key`, so no task on that release overlaps it
     /// on any replica. The release is handed back unchanged afterwards; progress stays in
     /// the task's own record. Never call it for the task's own release (it would wait on
-    /// itself).
+    /// itself), and one at a time.
+    ///
+    /// While it waits for the release the task lends its slot out, like a task waiting for
+    /// its own release: the holder may be a task of this replica that waits for a slot, and
+    /// with every slot held by tasks waiting on releases none would ever run again.
     pub async fn exclusive<T, Fut>(&self, key: &str, work: Fut) -> Result<T, TaskError>
     where
         Fut: Future<Output = Result<T, TaskError>>,
     {
         let transient = |err: LeaseError| TaskError::Transient(err.to_string());
+        let lend_slot = || self.place.lend_slot();
         let acquired = self
             .leases
-            .acquire(key, self.event_id, self.stop)
+            .acquire_or_wait(key, self.event_id, self.stop, &lend_slot)
             .await
             .map_err(transient)?;
         self.metrics
             .record_lease_wait(acquired.contended, acquired.waited);
         let held = acquired.lease;
-        let result = held.hold_while(work).await;
+        let result = held
+            .hold_while(async {
+                self.place
+                    .take_slot(self.stop)
+                    .await
+                    .map_err(|stopped| TaskError::Transient(stopped.to_string()))?;
+                work.await
+            })
+            .await;
         held.hand_back_unchanged().await;
         result.map_err(transient)?
     }

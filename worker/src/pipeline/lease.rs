@@ -204,9 +204,25 @@ impl ReleaseLeases {
         event_id: &str,
         cancel: &CancellationToken,
     ) -> Result<Acquired, LeaseError> {
+        self.acquire_or_wait(key, event_id, cancel, &|| {}).await
+    }
+
+    /// [`acquire`](Self::acquire), calling `on_wait` when it has to wait for another task
+    /// that holds the release (this replica's or another's), so the caller can give up
+    /// what it holds meanwhile (its pool slot). It may be called more than once.
+    pub async fn acquire_or_wait(
+        &self,
+        key: &str,
+        event_id: &str,
+        cancel: &CancellationToken,
+        on_wait: &(dyn Fn() + Sync),
+    ) -> Result<Acquired, LeaseError> {
         let started = Instant::now();
         let local_lock = self.local_lock(key);
         let contended_locally = local_lock.try_lock().is_err();
+        if contended_locally {
+            on_wait();
+        }
         let local_guard = tokio::select! {
             guard = local_lock.lock_owned() => guard,
             () = cancel.cancelled() => return Err(LeaseError::Cancelled(key.to_owned())),
@@ -234,7 +250,8 @@ impl ReleaseLeases {
         let ((revision, record), contended) = match fast {
             Some(taken) => (taken, contended_locally),
             None => {
-                let (taken, waited_for_holder) = self.wait_and_take(key, &me, cancel).await?;
+                let (taken, waited_for_holder) =
+                    self.wait_and_take(key, &me, cancel, on_wait).await?;
                 (taken, contended_locally || waited_for_holder)
             }
         };
@@ -326,6 +343,7 @@ impl ReleaseLeases {
         key: &str,
         me: &Holder,
         cancel: &CancellationToken,
+        on_wait: &(dyn Fn() + Sync),
     ) -> Result<((u64, ReleaseRecord), bool), LeaseError> {
         let waiting_since = Instant::now();
         let mut waited_for_holder = false;
@@ -363,7 +381,10 @@ impl ReleaseLeases {
                 }
                 NextAction::Wait => {}
             }
-            waited_for_holder = true;
+            if !waited_for_holder {
+                waited_for_holder = true;
+                on_wait();
+            }
             if watch.is_none() && !watch_failed {
                 match self.store.watch(key).await {
                     Ok(opened) => {

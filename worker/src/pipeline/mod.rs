@@ -5,6 +5,7 @@ pub mod dead_letter;
 pub mod intake;
 pub mod lease;
 mod parking;
+pub mod pool;
 pub mod processor;
 pub mod release_record;
 pub mod scheduler;

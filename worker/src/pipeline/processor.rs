@@ -30,7 +30,8 @@ use super::intake::{
     classify, DeadLetterReason, Intake, Task, TaskKind, MAX_ATTRIBUTE_BYTES, OWN_SOURCE,
 };
 use super::lease::{HeldLease, LeaseError, ReleaseLeases};
-use crate::handler::{Decision, Outcome, Registry, Steps, TaskError};
+use super::pool::Place;
+use crate::handler::{Decision, OtherLeases, Outcome, Registry, Steps, TaskError};
 use crate::metrics::Metrics;
 use crate::nats::publisher::{headers, Publisher};
 
@@ -95,10 +96,13 @@ impl Retry {
 impl Processor {
     /// Processes one message to its end. `hard_stop` fires when shutdown's grace
     /// period is over: the task stops where it is and the message is handed back.
+    /// `place` is the message's place in the pool; its slot is lent out while the task
+    /// waits for a busy release.
     pub async fn process(
         self: Arc<Self>,
         message: jetstream::Message,
         hard_stop: CancellationToken,
+        place: Place,
     ) {
         let started = Instant::now();
         let subject = message.subject.to_string();
@@ -119,7 +123,7 @@ impl Processor {
                 delivered,
             };
             let disposed = self
-                .catching_panics(self.dispose(&message.payload, &origin, &hard_stop))
+                .catching_panics(self.dispose(&message.payload, &origin, &hard_stop, &place))
                 .await;
             match disposed {
                 Ok(disposal) => disposal,
@@ -219,7 +223,11 @@ impl Processor {
         payload: &[u8],
         origin: &Origin<'_>,
         hard_stop: &CancellationToken,
+        place: &Place,
     ) -> Result<Disposal, Retry> {
+        // A message received by a pull whose slot a waiting task took: it waits its turn
+        // (its message kept alive meanwhile).
+        take_slot(place, hard_stop).await?;
         match classify(origin.subject, payload, self.config.max_event_bytes) {
             Intake::DeadLetter { reason, detail } => {
                 self.dead_letter(reason, detail, origin, payload, event_id_of(payload))
@@ -239,7 +247,7 @@ impl Processor {
             }
             Intake::Accept(task) => {
                 let span = info_span!("task", id = task.event.id(), release = %task.release);
-                self.run_task(&task, origin, payload, hard_stop)
+                self.run_task(&task, origin, payload, hard_stop, place)
                     .instrument(span)
                     .await
             }
@@ -291,6 +299,7 @@ impl Processor {
         origin: &Origin<'_>,
         payload: &[u8],
         hard_stop: &CancellationToken,
+        place: &Place,
     ) -> Result<Disposal, Retry> {
         let handler = self.registry.get(task.kind);
         match handler.decide(task) {
@@ -306,9 +315,17 @@ impl Processor {
                     .await;
             }
         }
+        // Waiting for a release another task holds, the task lends its slot to other
+        // releases (no head-of-line blocking).
+        let lend_slot = || place.lend_slot();
         let acquired = match self
             .leases
-            .acquire(task.release.lease_key(), task.event.id(), hard_stop)
+            .acquire_or_wait(
+                task.release.lease_key(),
+                task.event.id(),
+                hard_stop,
+                &lend_slot,
+            )
             .await
         {
             Ok(acquired) => acquired,
@@ -321,7 +338,13 @@ impl Processor {
             debug!(waited = ?acquired.waited, "release acquired after waiting");
         }
         let held = acquired.lease;
-        let work = self.run_held(task, handler.as_ref(), &held, origin, payload, hard_stop);
+        let work = async {
+            // A slot again before any work, first among all that want one; the lease is
+            // kept fresh meanwhile.
+            take_slot(place, hard_stop).await?;
+            self.run_held(task, &held, origin, payload, place, hard_stop)
+                .await
+        };
         // Caught under the lease, so a panicking task hands its release back at once.
         let ending = held
             .hold_while(self.catching_panics(work))
@@ -351,10 +374,10 @@ impl Processor {
     async fn run_held(
         &self,
         task: &Task,
-        handler: &dyn crate::handler::TaskHandler,
         held: &HeldLease,
         origin: &Origin<'_>,
         payload: &[u8],
+        place: &Place,
         hard_stop: &CancellationToken,
     ) -> Result<Ending, Retry> {
         let id = task.event.id();
@@ -389,13 +412,14 @@ impl Processor {
         .await;
 
         let outcome = {
+            let handler = self.registry.get(task.kind);
+            let others = OtherLeases::new(&self.leases, id, place, hard_stop, &self.metrics);
             let mut steps = Steps::new(
                 held,
                 id,
                 event_type,
                 &self.metrics,
-                &self.leases,
-                hard_stop,
+                others,
                 self.config.crash_after_step.as_deref(),
             );
             tokio::select! {
@@ -471,6 +495,15 @@ impl Processor {
             .map(|_| ())
             .map_err(|err| Retry::new("publish", err))
     }
+}
+
+/// Takes a slot for the message (at once when it holds one); handed back when shutdown's
+/// grace period ends first.
+async fn take_slot(place: &Place, hard_stop: &CancellationToken) -> Result<(), Retry> {
+    place
+        .take_slot(hard_stop)
+        .await
+        .map_err(|stopped| Retry::new("shutdown", stopped))
 }
 
 /// Reply builder for a task event. Intake only accepts the handled task types, all of

@@ -1,22 +1,24 @@
 //! The scheduler: pulls exactly as many messages as there are free slots.
 //!
-//! A semaphore holds one permit per concurrency slot. The pull loop waits for at
-//! least one free permit, takes every other free one too, and issues one pull request
-//! for that many messages; each delivered message takes one of those permits into its
-//! task, and permits a pull did not use go back when it ends. So this replica never
-//! holds a message it has no slot for (which would burn its ack wait), and a slot that
-//! frees up is refilled at once, by a new pull running alongside the open ones.
+//! The pool ([`super::pool`]) holds the replica's slots and places. The pull loop waits
+//! for a free slot (and a place), takes every other free one too, and issues one pull
+//! request for that many messages; each delivered message takes one of those places and
+//! slots into its task, and what a pull did not use goes back when it ends. So this
+//! replica never asks for a message it has no slot for (which would burn its ack wait),
+//! and a slot that frees up is refilled at once, by a new pull running alongside the open
+//! ones. A task that waits for a busy release lends its slot out meanwhile, and tasks
+//! get slots back before pulls do (see the pool).
 
 use std::sync::Arc;
 use std::time::Duration;
 
 use async_nats::jetstream::{consumer, AckKind};
 use futures::StreamExt;
-use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::{debug, info, warn};
 
+use super::pool::{Full, Pool, Reservation};
 use super::processor::Processor;
 
 pub type PullConsumer = consumer::Consumer<consumer::pull::Config>;
@@ -33,8 +35,7 @@ const REFILL_LINGER: Duration = Duration::from_millis(2);
 pub struct Scheduler {
     consumer: PullConsumer,
     processor: Arc<Processor>,
-    slots: Arc<Semaphore>,
-    concurrency: usize,
+    pool: Arc<Pool>,
     tracker: TaskTracker,
 }
 
@@ -46,11 +47,11 @@ impl Scheduler {
         tracker: TaskTracker,
     ) -> Self {
         processor.metrics.pool_capacity.set(concurrency as i64);
+        let pool = Pool::new(concurrency, processor.metrics.waiting.clone());
         Scheduler {
             consumer,
             processor,
-            slots: Arc::new(Semaphore::new(concurrency)),
-            concurrency,
+            pool,
             tracker,
         }
     }
@@ -60,12 +61,11 @@ impl Scheduler {
     pub async fn run(self, stop_pulling: CancellationToken, hard_stop: CancellationToken) {
         let failures = Arc::new(std::sync::atomic::AtomicU32::new(0));
         loop {
-            let first = tokio::select! {
-                permit = self.slots.clone().acquire_owned() => permit.expect("semaphore never closes"),
+            let mut reservation = tokio::select! {
+                reservation = self.pool.reserve() => reservation,
                 () = stop_pulling.cancelled() => break,
             };
-            let mut permits = vec![first];
-            self.gather_more(&mut permits).await;
+            self.gather_more(&mut reservation).await;
             let pull = Pull {
                 consumer: self.consumer.clone(),
                 processor: self.processor.clone(),
@@ -74,23 +74,26 @@ impl Scheduler {
                 hard_stop: hard_stop.clone(),
                 failures: failures.clone(),
             };
-            self.tracker.spawn(pull.run(permits));
+            self.tracker.spawn(pull.run(reservation));
         }
         info!("stopped pulling new messages");
     }
 
-    /// Adds every free slot to `permits`; lingers briefly for a quarter of the pool
+    /// Adds every free slot to `reservation`; lingers briefly for a quarter of the pool
     /// to be free, so a busy replica pulls in batches.
-    async fn gather_more(&self, permits: &mut Vec<OwnedSemaphorePermit>) {
-        let batch = (self.concurrency / 4).max(1);
+    async fn gather_more(&self, reservation: &mut Reservation) {
+        let concurrency = self.pool.concurrency();
+        let batch = (concurrency / 4).max(1);
         let linger = tokio::time::sleep(REFILL_LINGER);
         tokio::pin!(linger);
-        while permits.len() < self.concurrency {
-            match self.slots.clone().try_acquire_owned() {
-                Ok(permit) => permits.push(permit),
-                Err(_) if permits.len() >= batch => break,
-                Err(_) => tokio::select! {
-                    permit = self.slots.clone().acquire_owned() => permits.push(permit.expect("semaphore never closes")),
+        while reservation.messages() < concurrency {
+            match reservation.try_grow() {
+                Ok(()) => {}
+                Err(_) if reservation.messages() >= batch => break,
+                // Places come back only as messages are settled.
+                Err(Full::NoPlace) => break,
+                Err(Full::NoSlot) => tokio::select! {
+                    () = self.pool.slot_freed() => {}
                     () = &mut linger => break,
                 },
             }
@@ -110,9 +113,9 @@ struct Pull {
 }
 
 impl Pull {
-    async fn run(self, mut permits: Vec<OwnedSemaphorePermit>) {
+    async fn run(self, mut reservation: Reservation) {
         use std::sync::atomic::Ordering;
-        let wanted = permits.len();
+        let wanted = reservation.messages();
         let batch = self
             .consumer
             .batch()
@@ -127,7 +130,8 @@ impl Pull {
                 let delay = Duration::from_millis(100 * 2u64.pow(failures.min(5)))
                     .min(Duration::from_secs(2));
                 warn!(error = %err, retry_in = ?delay, "pull request failed");
-                // Keep the permits while backing off, so the loop does not spin.
+                // Keep the reservation while backing off, so the loop does not spin (tasks
+                // may still take its slots).
                 tokio::select! {
                     () = tokio::time::sleep(delay) => {},
                     () = self.stop_pulling.cancelled() => {},
@@ -139,7 +143,7 @@ impl Pull {
         while let Some(item) = batch.next().await {
             match item {
                 Ok(message) => {
-                    let Some(permit) = permits.pop() else {
+                    let Some(place) = reservation.take() else {
                         // The server never sends more than asked; be safe anyway.
                         let _ = message.ack_with(AckKind::Nak(None)).await;
                         continue;
@@ -152,10 +156,8 @@ impl Pull {
                     }
                     let processor = self.processor.clone();
                     let hard_stop = self.hard_stop.clone();
-                    self.tracker.spawn(async move {
-                        processor.process(message, hard_stop).await;
-                        drop(permit);
-                    });
+                    self.tracker
+                        .spawn(async move { processor.process(message, hard_stop, place).await });
                 }
                 Err(err) => {
                     warn!(error = %err, "pull request ended with an error");
