@@ -124,3 +124,71 @@ async fn a_burst_on_one_release_does_not_hold_up_another() -> anyhow::Result<()>
     eprintln!("the other service finished {took:?} after it was published");
     Ok(())
 }
+
+/// A waiter takes its slot back before any pull: with every other slot in an idle pull
+/// request (which keeps its slots up to the 2s pull expiry) and a lease TTL of 2s, each
+/// event of a burst on one release starts right after the one before it ends, and none is
+/// fenced or handed back.
+#[tokio::test]
+async fn a_waiting_task_gets_a_slot_before_idle_pulls_and_keeps_its_lease() -> anyhow::Result<()> {
+    let env = TestEnv::start().await?;
+    let mut spec = env.worker(PROBE_WORKER);
+    spec.concurrency = 2;
+    spec.lease_ttl = "2s";
+    spec.ack_wait = "3s";
+    let worker = WorkerProcess::start(spec, env.dir.path(), "worker").await?;
+
+    let burst: Vec<String> = (1..=4)
+        .map(|i| format!("5f1c6a2e-0000-4000-8000-0000000c000{i}"))
+        .collect();
+    for id in &burst {
+        let labels = [("probe.step-ms", "1000")];
+        publish(
+            &env.js,
+            &triggered("deployment", id, ("sockshop", "dev", "carts"), &labels),
+        )
+        .await?;
+    }
+    let replies = env
+        .wait_replies(DEADLINE, |r| {
+            burst.iter().all(|id| !r.of(id, "finished").is_empty())
+        })
+        .await?;
+    for id in &burst {
+        let finished = replies.of(id, "finished");
+        assert_eq!(finished.len(), 1, "{id}");
+        assert_eq!(finished[0]["data"]["status"], "succeeded", "{id}");
+    }
+    let records = env.probe_records();
+    let mut spans: Vec<(u64, u64)> = burst
+        .iter()
+        .map(|id| {
+            let at = |what: &str| {
+                let times: Vec<u64> = records
+                    .iter()
+                    .filter(|r| r.what == what && &r.event_id == id)
+                    .map(|r| r.at_ns)
+                    .collect();
+                assert_eq!(times.len(), 1, "{id} ran once: {what} {times:?}");
+                times[0]
+            };
+            (at("begin"), at("end"))
+        })
+        .collect();
+    spans.sort();
+    for pair in spans.windows(2) {
+        let gap = Duration::from_nanos(pair[1].0.saturating_sub(pair[0].1));
+        assert!(
+            pair[0].1 <= pair[1].0 && gap < Duration::from_secs(1),
+            "the next event starts {gap:?} after the one before it ends (an idle pull keeps a slot up to 2s): {spans:?}"
+        );
+    }
+    let metrics = worker.metrics().await?;
+    let naks: f64 = metrics
+        .lines()
+        .filter(|line| line.starts_with("helm_service_naks_total"))
+        .filter_map(|line| line.rsplit_once(' ')?.1.parse::<f64>().ok())
+        .sum();
+    assert_eq!(naks, 0.0, "nothing handed back (fenced, lost):\n{metrics}");
+    Ok(())
+}
