@@ -14,7 +14,9 @@
 //! ```
 
 pub mod audit;
+pub mod bootstrap;
 pub mod controller;
+pub mod defaults;
 pub mod discovery;
 pub mod events;
 pub mod faults;
@@ -55,8 +57,21 @@ pub struct Config {
     pub kubeconfig_path: Option<PathBuf>,
     /// How long a Deployment's pods take to become ready (see `controller`).
     pub rollout_delay: Duration,
-    /// Image substrings whose pods never become ready (fault injection for rollout failures).
+    /// Image substrings whose pods never become ready (fault injection for rollout failures),
+    /// whatever owns them.
     pub never_ready_images: Vec<String>,
+    /// How long a pod that runs to completion (a Job's, a `helm test` pod) runs once ready.
+    pub job_duration: Duration,
+    /// Image substrings whose run-to-completion pods exit 1, so their Jobs (and `helm test`)
+    /// fail.
+    pub failing_job_images: Vec<String>,
+    /// Claim-name substrings whose PersistentVolumeClaims never bind.
+    pub never_bound_claims: Vec<String>,
+    /// The simulated Nodes (DaemonSets run one pod on each); see `bootstrap`.
+    pub nodes: Vec<String>,
+    /// The default StorageClass a fresh cluster has (`None`: no class, so claims without one
+    /// stay `Pending`).
+    pub default_storage_class: Option<String>,
     /// Also append every audit entry as a JSON line to this file (truncated at start), for
     /// processes other than this one (see `audit::read_log`).
     pub audit_log_path: Option<PathBuf>,
@@ -73,6 +88,11 @@ impl Default for Config {
             kubeconfig_path: None,
             rollout_delay: Duration::from_millis(200),
             never_ready_images: Vec::new(),
+            job_duration: Duration::from_millis(200),
+            failing_job_images: Vec::new(),
+            never_bound_claims: Vec::new(),
+            nodes: vec![bootstrap::DEFAULT_NODE.to_string()],
+            default_storage_class: Some(bootstrap::DEFAULT_STORAGE_CLASS.to_string()),
             audit_log_path: None,
             audit_capacity: audit::DEFAULT_CAPACITY,
             faults: FaultConfig::default(),
@@ -116,6 +136,11 @@ impl KubeSim {
         kubeconfig::write(&kubeconfig_path, &url)
             .with_context(|| format!("writing kubeconfig {}", kubeconfig_path.display()))?;
         let store = Arc::new(Store::new());
+        bootstrap::populate(
+            &store,
+            &config.nodes,
+            config.default_storage_class.as_deref(),
+        )?;
         let audit = Arc::new(audit::AuditLog::new(
             config.audit_capacity,
             config.audit_log_path.as_deref(),
@@ -131,6 +156,9 @@ impl KubeSim {
             controller::Settings {
                 rollout_delay: config.rollout_delay,
                 never_ready_images: config.never_ready_images,
+                job_duration: config.job_duration,
+                failing_job_images: config.failing_job_images,
+                never_bound_claims: config.never_bound_claims,
             },
         );
         let (stop, stopped) = oneshot::channel::<()>();

@@ -21,6 +21,21 @@ struct Args {
     /// Pods whose image contains this never become ready (repeatable).
     #[arg(long)]
     never_ready_image: Vec<String>,
+    /// Milliseconds a run-to-completion pod (a Job's, a `helm test` pod) runs once ready.
+    #[arg(long, default_value_t = 200)]
+    job_duration_ms: u64,
+    /// Run-to-completion pods whose image contains this exit 1, failing their Job (repeatable).
+    #[arg(long)]
+    failing_job_image: Vec<String>,
+    /// PersistentVolumeClaims whose name contains this never bind (repeatable).
+    #[arg(long)]
+    never_bound_claim: Vec<String>,
+    /// Simulated Node names, one DaemonSet pod each (repeatable; default one node).
+    #[arg(long = "node")]
+    nodes: Vec<String>,
+    /// Start without the default StorageClass (claims without a class then stay Pending).
+    #[arg(long)]
+    no_default_storage_class: bool,
     /// Append every request as a JSON line to FILE (see `kube_sim::audit::read_log`).
     #[arg(long, value_name = "FILE")]
     audit_log: Option<PathBuf>,
@@ -90,6 +105,16 @@ async fn main() -> anyhow::Result<()> {
         kubeconfig_path: Some(args.kubeconfig_out),
         rollout_delay: std::time::Duration::from_millis(args.rollout_delay_ms),
         never_ready_images: args.never_ready_image,
+        job_duration: std::time::Duration::from_millis(args.job_duration_ms),
+        failing_job_images: args.failing_job_image,
+        never_bound_claims: args.never_bound_claim,
+        nodes: if args.nodes.is_empty() {
+            kube_sim::Config::default().nodes
+        } else {
+            args.nodes
+        },
+        default_storage_class: (!args.no_default_storage_class)
+            .then(|| kube_sim::bootstrap::DEFAULT_STORAGE_CLASS.to_string()),
         audit_log_path: args.audit_log,
         faults,
         ..kube_sim::Config::default()

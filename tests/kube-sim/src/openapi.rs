@@ -215,6 +215,30 @@ fn kind_fields(kind: &str) -> Vec<(&'static str, Value)> {
             ("source", open_object()),
             ("type", string()),
         ],
+        "Role" => vec![("rules", open_array())],
+        "ClusterRole" => vec![("rules", open_array()), ("aggregationRule", open_object())],
+        "RoleBinding" | "ClusterRoleBinding" => {
+            vec![("roleRef", open_object()), ("subjects", open_array())]
+        }
+        "Endpoints" => vec![("subsets", open_array())],
+        "EndpointSlice" => vec![
+            ("addressType", string()),
+            ("endpoints", open_array()),
+            ("ports", open_array()),
+        ],
+        "StorageClass" => vec![
+            ("provisioner", string()),
+            ("parameters", string_map()),
+            ("reclaimPolicy", string()),
+            ("mountOptions", json!({"type": "array", "items": string()})),
+            ("allowVolumeExpansion", json!({"type": "boolean"})),
+            ("volumeBindingMode", string()),
+            ("allowedTopologies", open_array()),
+        ],
+        // Kinds whose real schema has a spec and no status.
+        "LimitRange" | "IngressClass" | "NetworkPolicy" | "Lease" => {
+            vec![("spec", open_object())]
+        }
         _ => vec![("spec", open_object()), ("status", open_object())],
     }
 }

@@ -85,9 +85,23 @@ const fn core(
     namespaced: bool,
     short_names: &'static [&'static str],
 ) -> Resource {
+    builtin("", "v1", kind, plural, singular, namespaced, short_names)
+}
+
+/// A built-in type of `group/version` with the plain verbs and nothing else; entries add
+/// categories, generation and subresources with struct update syntax.
+const fn builtin(
+    group: &'static str,
+    version: &'static str,
+    kind: &'static str,
+    plural: &'static str,
+    singular: &'static str,
+    namespaced: bool,
+    short_names: &'static [&'static str],
+) -> Resource {
     Resource {
-        group: "",
-        version: "v1",
+        group,
+        version,
         kind,
         plural,
         singular,
@@ -123,6 +137,24 @@ const fn istio(
         generation: true,
         extra_fields: &[],
         subresources: &[],
+    }
+}
+
+/// HorizontalPodAutoscaler in one of its served versions (they share storage).
+const fn hpa(version: &'static str) -> Resource {
+    Resource {
+        categories: &["all"],
+        generation: true,
+        subresources: &["status"],
+        ..builtin(
+            "autoscaling",
+            version,
+            "HorizontalPodAutoscaler",
+            "horizontalpodautoscalers",
+            "horizontalpodautoscaler",
+            true,
+            &["hpa"],
+        )
     }
 }
 
@@ -179,6 +211,42 @@ pub static RESOURCES: &[Resource] = &[
         ..core("Pod", "pods", "pod", true, &["po"])
     },
     Resource {
+        subresources: &["status"],
+        ..core(
+            "PersistentVolumeClaim",
+            "persistentvolumeclaims",
+            "persistentvolumeclaim",
+            true,
+            &["pvc"],
+        )
+    },
+    Resource {
+        subresources: &["status"],
+        ..core(
+            "PersistentVolume",
+            "persistentvolumes",
+            "persistentvolume",
+            false,
+            &["pv"],
+        )
+    },
+    Resource {
+        subresources: &["status"],
+        ..core(
+            "ResourceQuota",
+            "resourcequotas",
+            "resourcequota",
+            true,
+            &["quota"],
+        )
+    },
+    core("LimitRange", "limitranges", "limitrange", true, &["limits"]),
+    core("Endpoints", "endpoints", "endpoints", true, &["ep"]),
+    Resource {
+        subresources: &["status"],
+        ..core("Node", "nodes", "node", false, &["no"])
+    },
+    Resource {
         group: "apps",
         categories: &["all"],
         generation: true,
@@ -192,6 +260,170 @@ pub static RESOURCES: &[Resource] = &[
         subresources: &["status", "scale"],
         ..core("ReplicaSet", "replicasets", "replicaset", true, &["rs"])
     },
+    Resource {
+        categories: &["all"],
+        generation: true,
+        subresources: &["status", "scale"],
+        ..builtin(
+            "apps",
+            "v1",
+            "StatefulSet",
+            "statefulsets",
+            "statefulset",
+            true,
+            &["sts"],
+        )
+    },
+    Resource {
+        categories: &["all"],
+        generation: true,
+        subresources: &["status"],
+        ..builtin(
+            "apps",
+            "v1",
+            "DaemonSet",
+            "daemonsets",
+            "daemonset",
+            true,
+            &["ds"],
+        )
+    },
+    // autoscaling/v2 is preferred; v1 reads and writes the same objects.
+    hpa("v2"),
+    hpa("v1"),
+    Resource {
+        categories: &["all"],
+        generation: true,
+        subresources: &["status"],
+        ..builtin("batch", "v1", "Job", "jobs", "job", true, &[])
+    },
+    Resource {
+        categories: &["all"],
+        generation: true,
+        subresources: &["status"],
+        ..builtin(
+            "batch",
+            "v1",
+            "CronJob",
+            "cronjobs",
+            "cronjob",
+            true,
+            &["cj"],
+        )
+    },
+    Resource {
+        generation: true,
+        subresources: &["status"],
+        ..builtin(
+            "networking.k8s.io",
+            "v1",
+            "Ingress",
+            "ingresses",
+            "ingress",
+            true,
+            &["ing"],
+        )
+    },
+    Resource {
+        generation: true,
+        ..builtin(
+            "networking.k8s.io",
+            "v1",
+            "IngressClass",
+            "ingressclasses",
+            "ingressclass",
+            false,
+            &[],
+        )
+    },
+    Resource {
+        generation: true,
+        ..builtin(
+            "networking.k8s.io",
+            "v1",
+            "NetworkPolicy",
+            "networkpolicies",
+            "networkpolicy",
+            true,
+            &["netpol"],
+        )
+    },
+    Resource {
+        generation: true,
+        subresources: &["status"],
+        ..builtin(
+            "policy",
+            "v1",
+            "PodDisruptionBudget",
+            "poddisruptionbudgets",
+            "poddisruptionbudget",
+            true,
+            &["pdb"],
+        )
+    },
+    builtin(
+        "rbac.authorization.k8s.io",
+        "v1",
+        "ClusterRoleBinding",
+        "clusterrolebindings",
+        "clusterrolebinding",
+        false,
+        &[],
+    ),
+    builtin(
+        "rbac.authorization.k8s.io",
+        "v1",
+        "ClusterRole",
+        "clusterroles",
+        "clusterrole",
+        false,
+        &[],
+    ),
+    builtin(
+        "rbac.authorization.k8s.io",
+        "v1",
+        "RoleBinding",
+        "rolebindings",
+        "rolebinding",
+        true,
+        &[],
+    ),
+    builtin(
+        "rbac.authorization.k8s.io",
+        "v1",
+        "Role",
+        "roles",
+        "role",
+        true,
+        &[],
+    ),
+    builtin(
+        "storage.k8s.io",
+        "v1",
+        "StorageClass",
+        "storageclasses",
+        "storageclass",
+        false,
+        &["sc"],
+    ),
+    builtin(
+        "coordination.k8s.io",
+        "v1",
+        "Lease",
+        "leases",
+        "lease",
+        true,
+        &[],
+    ),
+    builtin(
+        "discovery.k8s.io",
+        "v1",
+        "EndpointSlice",
+        "endpointslices",
+        "endpointslice",
+        true,
+        &[],
+    ),
     istio(
         "v1beta1",
         "VirtualService",

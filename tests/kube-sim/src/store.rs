@@ -10,6 +10,7 @@ use std::time::Instant;
 
 use serde_json::{json, Map, Value};
 
+use crate::defaults;
 use crate::events::{Event, EventType, History, TooOld};
 use crate::resources::{self, Resource};
 use crate::selector::{FieldSelector, LabelSelector};
@@ -460,6 +461,7 @@ impl Store {
             ));
         }
         check_type(res, &obj)?;
+        defaults::apply(res, &mut obj);
         let body_ns = meta_str(&obj, "namespace").to_string();
         if res.namespaced {
             if !body_ns.is_empty() && body_ns != ns {
@@ -655,6 +657,7 @@ impl Store {
             ));
         }
         check_type(res, &new)?;
+        defaults::apply(res, &mut new);
         let body_name = meta_str(&new, "name");
         if !body_name.is_empty() && body_name != name {
             return Err(ApiError::bad_request(format!(

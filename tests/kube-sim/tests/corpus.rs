@@ -1,0 +1,615 @@
+//! The chart corpus (`charts/`, see its README) through a user's life cycle with the real
+//! helm 4 and kubectl: `install --wait`, `upgrade --wait`, `rollback --wait`, `helm test`,
+//! `uninstall`, with `kubectl get` of every kind and `kubectl rollout status` on the
+//! workloads — and the knobs that make workloads fail, each against the chart that shows it.
+
+mod common;
+
+use std::path::Path;
+use std::time::Duration;
+
+use common::*;
+use kube_sim::Config;
+
+fn chart(name: &str) -> String {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("charts")
+        .join(name)
+        .to_string_lossy()
+        .into_owned()
+}
+
+/// Fast pods, so a life cycle takes seconds.
+fn quick() -> Config {
+    Config {
+        rollout_delay: Duration::from_millis(100),
+        job_duration: Duration::from_millis(100),
+        ..Config::default()
+    }
+}
+
+const WAIT: &[&str] = &["-n", "demo", "--wait", "--timeout", "60s"];
+
+fn helm_ok(c: &Cluster, args: &[&str]) -> String {
+    let mut all = args.to_vec();
+    all.extend_from_slice(WAIT);
+    c.helm(&all).success()
+}
+
+fn last_revision(c: &Cluster) -> serde_json::Value {
+    let history = c
+        .helm(&["history", "rel", "-n", "demo", "-o", "json"])
+        .success();
+    let history: serde_json::Value = serde_json::from_str(&history).unwrap();
+    history.as_array().unwrap().last().unwrap().clone()
+}
+
+fn jsonpath(c: &Cluster, what: &[&str], path: &str) -> String {
+    let mut args = vec!["get"];
+    args.extend_from_slice(what);
+    let p = format!("jsonpath={path}");
+    args.extend_from_slice(&["-n", "demo", "-o", &p]);
+    c.kubectl(&args).success()
+}
+
+/// `helm rollback rel 1 --wait`, and that it deployed.
+fn rollback_to_first(c: &Cluster) {
+    helm_ok(c, &["rollback", "rel", "1"]);
+    assert_eq!(last_revision(c)["status"], "deployed");
+}
+
+/// `helm uninstall rel --wait`.
+fn uninstall(c: &Cluster) {
+    c.helm(&["uninstall", "rel", "-n", "demo", "--wait"])
+        .success();
+}
+
+/// `kubectl rollout status` of `what` in `demo`, which must finish within 30 s.
+fn rollout_status(c: &Cluster, what: &str) -> String {
+    c.kubectl(&["rollout", "status", what, "-n", "demo", "--timeout=30s"])
+        .success()
+}
+
+/// What `kubectl get` finds in `demo` of `kinds` (`-o name` lines), sorted.
+fn names(c: &Cluster, kinds: &str) -> Vec<String> {
+    let out = c
+        .kubectl(&["get", kinds, "-n", "demo", "-o", "name"])
+        .success();
+    let mut v: Vec<String> = out.lines().map(str::to_string).collect();
+    v.sort();
+    v
+}
+
+#[test]
+fn database_statefulset_with_claims_through_its_life_cycle() {
+    let c = Cluster::start_with(quick());
+    c.kubectl(&["create", "namespace", "demo"]).success();
+    let db = chart("database");
+    let out = helm_ok(&c, &["install", "rel", &db]);
+    assert!(out.contains("STATUS: deployed"), "{out}");
+    let sts = c.json(&["get", "sts", "rel-database", "-n", "demo", "-o", "json"]);
+    let status = &sts["status"];
+    assert_eq!(status["readyReplicas"], 3, "{sts:#}");
+    assert_eq!(status["availableReplicas"], 3);
+    assert_eq!(status["observedGeneration"], sts["metadata"]["generation"]);
+    assert_eq!(status["currentRevision"], status["updateRevision"]);
+    // Ordered pods with stable names, hostnames and claims bound to provisioned volumes.
+    assert_eq!(
+        names(&c, "pods"),
+        [
+            "pod/rel-database-0",
+            "pod/rel-database-1",
+            "pod/rel-database-2"
+        ]
+    );
+    assert_eq!(
+        jsonpath(
+            &c,
+            &["pod", "rel-database-1"],
+            "{.spec.hostname}.{.spec.subdomain}"
+        ),
+        "rel-database-1.rel-database-headless"
+    );
+    assert_eq!(
+        jsonpath(
+            &c,
+            &["pvc"],
+            "{range .items[*]}{.metadata.name}={.status.phase} {end}"
+        ),
+        "data-rel-database-0=Bound data-rel-database-1=Bound data-rel-database-2=Bound "
+    );
+    let pv = c
+        .kubectl(&["get", "pv", "-o", "jsonpath={.items[*].spec.claimRef.name}"])
+        .success();
+    assert_eq!(pv.split_whitespace().count(), 3, "{pv}");
+    assert_eq!(
+        jsonpath(&c, &["svc", "rel-database-headless"], "{.spec.clusterIP}"),
+        "None"
+    );
+    let rollout = rollout_status(&c, "sts/rel-database");
+    assert!(rollout.contains("roll out complete"), "{rollout}");
+
+    // An upgrade changes the template: a rolling update to a new revision.
+    let before = jsonpath(&c, &["sts", "rel-database"], "{.status.updateRevision}");
+    helm_ok(&c, &["upgrade", "rel", &db, "--set", "image.tag=16.3"]);
+    let sts = c.json(&["get", "sts", "rel-database", "-n", "demo", "-o", "json"]);
+    let status = &sts["status"];
+    assert_ne!(status["updateRevision"], before.as_str(), "{sts:#}");
+    assert_eq!(
+        status["currentRevision"], status["updateRevision"],
+        "{sts:#}"
+    );
+    assert_eq!(status["updatedReplicas"], 3, "{sts:#}");
+    assert_eq!(status["readyReplicas"], 3, "{sts:#}");
+    let images = jsonpath(&c, &["pods"], "{.items[*].spec.containers[0].image}");
+    assert_eq!(images, ["registry.example/db:16.3"; 3].join(" "));
+
+    rollback_to_first(&c);
+    assert_eq!(last_revision(&c)["status"], "deployed");
+    assert_eq!(
+        jsonpath(&c, &["sts", "rel-database"], "{.status.updateRevision}"),
+        before
+    );
+    let images = jsonpath(&c, &["pods"], "{.items[*].spec.containers[0].image}");
+    assert_eq!(images, ["registry.example/db:16.2"; 3].join(" "));
+
+    uninstall(&c);
+    // As on a cluster: the claims of volumeClaimTemplates outlive the StatefulSet
+    // (retention policy Retain); everything the chart created is gone.
+    assert_eq!(
+        names(&c, "all,cm,secrets,sa,pvc"),
+        [
+            "persistentvolumeclaim/data-rel-database-0",
+            "persistentvolumeclaim/data-rel-database-1",
+            "persistentvolumeclaim/data-rel-database-2",
+        ]
+    );
+}
+
+#[test]
+fn statefulset_partition_scale_and_rollout_status() {
+    let c = Cluster::start_with(quick());
+    c.kubectl(&["create", "namespace", "demo"]).success();
+    let db = chart("database");
+    helm_ok(&c, &["install", "rel", &db, "--set", "replicaCount=2"]);
+    // A partition keeps ordinals below it at the old revision.
+    c.kubectl(&[
+        "patch",
+        "sts",
+        "rel-database",
+        "-n",
+        "demo",
+        "--type=merge",
+        "-p",
+        r#"{"spec":{"updateStrategy":{"rollingUpdate":{"partition":1}},"template":{"spec":{"containers":[{"name":"db","image":"registry.example/db:17"}]}}}}"#,
+    ])
+    .success();
+    let out = rollout_status(&c, "sts/rel-database");
+    assert!(
+        out.contains("partitioned roll out complete: 1 new pods"),
+        "{out}"
+    );
+    let images = jsonpath(&c, &["pods"], "{.items[*].spec.containers[0].image}");
+    assert_eq!(images, "registry.example/db:16.2 registry.example/db:17");
+    let status =
+        c.json(&["get", "sts", "rel-database", "-n", "demo", "-o", "json"])["status"].clone();
+    assert_ne!(
+        status["currentRevision"], status["updateRevision"],
+        "{status:#}"
+    );
+    assert_eq!(status["updatedReplicas"], 1, "{status:#}");
+    c.kubectl(&["scale", "sts", "rel-database", "-n", "demo", "--replicas=4"])
+        .success();
+    rollout_status(&c, "sts/rel-database");
+    assert_eq!(
+        jsonpath(&c, &["sts", "rel-database"], "{.status.readyReplicas}"),
+        "4"
+    );
+    c.kubectl(&["scale", "sts", "rel-database", "-n", "demo", "--replicas=1"])
+        .success();
+    rollout_status(&c, "sts/rel-database");
+    assert_eq!(names(&c, "pods"), ["pod/rel-database-0"]);
+}
+
+#[test]
+fn hook_jobs_and_helm_test() {
+    let c = Cluster::start_with(quick());
+    c.kubectl(&["create", "namespace", "demo"]).success();
+    let hooks = chart("hooks");
+    let out = helm_ok(&c, &["install", "rel", &hooks]);
+    assert!(out.contains("STATUS: deployed"), "{out}");
+    // The pre-install Job ran to completion and was deleted (hook-succeeded).
+    assert_eq!(names(&c, "jobs"), Vec::<String>::new());
+    let out = helm_ok(
+        &c,
+        &[
+            "upgrade",
+            "rel",
+            &hooks,
+            "--set",
+            "image=registry.example/api:2.5",
+        ],
+    );
+    assert!(out.contains("REVISION: 2"), "{out}");
+    // The post-upgrade Job stays (before-hook-creation only), Complete.
+    let job = c.json(&["get", "job", "rel-api-notify", "-n", "demo", "-o", "json"]);
+    let conditions: Vec<&str> = job["status"]["conditions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| c["type"].as_str().unwrap())
+        .collect();
+    assert_eq!(conditions, ["SuccessCriteriaMet", "Complete"], "{job:#}");
+    assert_eq!(job["status"]["succeeded"], 1, "{job:#}");
+    let out = c
+        .helm(&["test", "rel", "-n", "demo", "--timeout", "60s"])
+        .success();
+    assert!(out.contains("Phase:          Succeeded"), "{out}");
+    assert_eq!(
+        jsonpath(&c, &["pod", "rel-api-test-connection"], "{.status.phase}"),
+        "Succeeded"
+    );
+    rollback_to_first(&c);
+    assert_eq!(
+        jsonpath(
+            &c,
+            &["deploy", "rel-api"],
+            "{.spec.template.spec.containers[0].image}"
+        ),
+        "registry.example/api:2.4.1"
+    );
+    uninstall(&c);
+    // Hook resources are not part of the release's manifest: helm leaves the post-upgrade Job
+    // and the test pod, as on a cluster; everything else is gone.
+    assert_eq!(names(&c, "deploy,rs,svc,cm,secrets"), Vec::<String>::new());
+}
+
+#[test]
+fn failing_hook_job_fails_the_install_after_its_backoff_limit() {
+    let c = Cluster::start_with(Config {
+        failing_job_images: vec!["api-migrate".into()],
+        ..quick()
+    });
+    c.kubectl(&["create", "namespace", "demo"]).success();
+    let hooks = chart("hooks");
+    let mut args = vec!["install", "rel", hooks.as_str()];
+    args.extend_from_slice(WAIT);
+    let err = c.helm(&args).failure();
+    assert!(err.contains("rel-api-migrate"), "{err}");
+    let job = c.json(&["get", "job", "rel-api-migrate", "-n", "demo", "-o", "json"]);
+    assert_eq!(
+        job["status"]["failed"], 2,
+        "backoffLimit 1 allows two pods: {job:#}"
+    );
+    let failed = job["status"]["conditions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["type"] == "Failed")
+        .cloned()
+        .unwrap_or_else(|| panic!("{job:#}"));
+    assert_eq!(failed["reason"], "BackoffLimitExceeded");
+    assert_eq!(
+        jsonpath(&c, &["pods"], "{range .items[*]}{.status.phase} {.status.containerStatuses[0].state.terminated.exitCode};{end}"),
+        "Failed 1;Failed 1;"
+    );
+}
+
+#[test]
+fn failing_test_image_fails_helm_test() {
+    let c = Cluster::start_with(Config {
+        failing_job_images: vec!["curl".into()],
+        ..quick()
+    });
+    c.kubectl(&["create", "namespace", "demo"]).success();
+    let hooks = chart("hooks");
+    helm_ok(&c, &["install", "rel", &hooks]);
+    let err = c
+        .helm(&["test", "rel", "-n", "demo", "--timeout", "60s"])
+        .failure();
+    assert!(
+        err.contains("rel-api-test-connection") && err.to_lowercase().contains("failed"),
+        "{err}"
+    );
+}
+
+#[test]
+fn job_pods_run_for_the_configured_time() {
+    let run = Duration::from_millis(1500);
+    let c = Cluster::start_with(Config {
+        rollout_delay: Duration::from_millis(100),
+        job_duration: run,
+        ..Config::default()
+    });
+    c.kubectl(&["create", "namespace", "demo"]).success();
+    let rev = c.sim().store().revision();
+    // `kubectl create job` would send protobuf, which kube-sim decodes for few kinds yet.
+    let job = c.manifest(
+        "job.json",
+        &serde_json::json!({
+            "apiVersion": "batch/v1", "kind": "Job",
+            "metadata": {"name": "once", "namespace": "demo"},
+            "spec": {"template": {"spec": {
+                "restartPolicy": "Never",
+                "containers": [{"name": "task", "image": "registry.example/task:1"}],
+            }}},
+        }),
+    );
+    c.kubectl(&["apply", "-f", &job]).success();
+    c.kubectl(&[
+        "wait",
+        "job/once",
+        "-n",
+        "demo",
+        "--for=condition=Complete",
+        "--timeout=60s",
+    ])
+    .success();
+    let jobs = kube_sim::resources::find("batch", "v1", "jobs").unwrap();
+    let writes = c
+        .sim()
+        .store()
+        .writes_since(jobs, Some("demo"), rev)
+        .unwrap();
+    let created = writes.first().unwrap().0;
+    let completed = writes
+        .iter()
+        .find(|(_, j)| j["status"]["completionTime"].is_string())
+        .unwrap()
+        .0;
+    let took = completed - created;
+    assert!(
+        took >= run,
+        "completed after {took:?}, before its pod could have run {run:?}"
+    );
+}
+
+#[test]
+fn webapp_with_hpa_ingress_pdb_and_network_policy() {
+    let c = Cluster::start_with(quick());
+    c.kubectl(&["create", "namespace", "demo"]).success();
+    let web = chart("webapp");
+    helm_ok(&c, &["install", "rel", &web]);
+    assert_eq!(
+        names(&c, "sa,hpa,ing,pdb,netpol,deploy,svc,cm"),
+        [
+            "configmap/rel-webapp",
+            "deployment.apps/rel-webapp",
+            "horizontalpodautoscaler.autoscaling/rel-webapp",
+            "ingress.networking.k8s.io/rel-webapp",
+            "networkpolicy.networking.k8s.io/rel-webapp",
+            "poddisruptionbudget.policy/rel-webapp",
+            "service/rel-webapp",
+            "serviceaccount/rel-webapp",
+        ]
+    );
+    // The same HPA through autoscaling/v1.
+    let v1 = c.json(&[
+        "get",
+        "horizontalpodautoscalers.v1.autoscaling",
+        "rel-webapp",
+        "-n",
+        "demo",
+        "-o",
+        "json",
+    ]);
+    assert_eq!(v1["apiVersion"], "autoscaling/v1");
+    let before = jsonpath(
+        &c,
+        &["deploy", "rel-webapp"],
+        "{.spec.template.metadata.annotations.checksum/config}",
+    );
+    helm_ok(
+        &c,
+        &["upgrade", "rel", &web, "--set", "config.logLevel=debug"],
+    );
+    let after = jsonpath(
+        &c,
+        &["deploy", "rel-webapp"],
+        "{.spec.template.metadata.annotations.checksum/config}",
+    );
+    assert_ne!(before, after, "the checksum annotation rolls the pods");
+    rollout_status(&c, "deploy/rel-webapp");
+    rollback_to_first(&c);
+    uninstall(&c);
+    assert_eq!(
+        names(&c, "all,sa,hpa,ing,pdb,netpol,cm,secrets"),
+        Vec::<String>::new()
+    );
+}
+
+#[test]
+fn agent_daemonset_on_every_node_with_rbac_and_cronjob() {
+    let c = Cluster::start_with(Config {
+        nodes: vec!["node-a".into(), "node-b".into(), "node-c".into()],
+        ..quick()
+    });
+    c.kubectl(&["create", "namespace", "demo"]).success();
+    let agent = chart("agent");
+    helm_ok(&c, &["install", "rel", &agent]);
+    let ds = c.json(&["get", "ds", "rel-agent", "-n", "demo", "-o", "json"]);
+    let st = &ds["status"];
+    assert_eq!(st["desiredNumberScheduled"], 3, "{ds:#}");
+    assert_eq!(st["numberReady"], 3, "{ds:#}");
+    assert_eq!(st["updatedNumberScheduled"], 3, "{ds:#}");
+    assert_eq!(
+        jsonpath(&c, &["pods"], "{.items[*].spec.nodeName}")
+            .split_whitespace()
+            .collect::<std::collections::BTreeSet<_>>()
+            .into_iter()
+            .collect::<Vec<_>>(),
+        ["node-a", "node-b", "node-c"]
+    );
+    helm_ok(
+        &c,
+        &[
+            "upgrade",
+            "rel",
+            &agent,
+            "--set",
+            "image=registry.example/node-agent:0.6.0",
+        ],
+    );
+    let out = rollout_status(&c, "ds/rel-agent");
+    assert!(out.contains("successfully rolled out"), "{out}");
+    assert_eq!(
+        jsonpath(&c, &["pods"], "{.items[*].spec.containers[0].image}"),
+        ["registry.example/node-agent:0.6.0"; 3].join(" ")
+    );
+    for kind in ["cronjob", "role", "rolebinding", "lease", "sa"] {
+        assert_eq!(names(&c, kind).len(), 1, "{kind}");
+    }
+    let cluster_wide = c
+        .kubectl(&["get", "clusterrole,clusterrolebinding", "-o", "name"])
+        .success();
+    assert_eq!(
+        cluster_wide.lines().collect::<Vec<_>>(),
+        [
+            "clusterrole.rbac.authorization.k8s.io/rel-agent",
+            "clusterrolebinding.rbac.authorization.k8s.io/rel-agent"
+        ]
+    );
+    rollback_to_first(&c);
+    uninstall(&c);
+    assert_eq!(
+        names(&c, "all,sa,cronjob,role,rolebinding,lease,cm,secrets"),
+        Vec::<String>::new()
+    );
+    assert_eq!(
+        c.kubectl(&["get", "clusterrole,clusterrolebinding", "-o", "name"])
+            .success()
+            .trim(),
+        ""
+    );
+}
+
+#[test]
+fn never_bound_claim_keeps_the_statefulset_waiting() {
+    let c = Cluster::start_with(Config {
+        never_bound_claims: vec!["data-rel-database-0".into()],
+        ..quick()
+    });
+    c.kubectl(&["create", "namespace", "demo"]).success();
+    let db = chart("database");
+    let err = c
+        .helm(&[
+            "install",
+            "rel",
+            &db,
+            "-n",
+            "demo",
+            "--wait",
+            "--timeout",
+            "3s",
+        ])
+        .failure();
+    assert!(err.contains("rel-database"), "{err}");
+    assert_eq!(
+        jsonpath(&c, &["pvc", "data-rel-database-0"], "{.status.phase}"),
+        "Pending"
+    );
+    let pod = c.json(&["get", "pod", "rel-database-0", "-n", "demo", "-o", "json"]);
+    assert_eq!(pod["status"]["phase"], "Pending");
+    assert_eq!(
+        pod["status"]["conditions"][0]["reason"], "Unschedulable",
+        "{pod:#}"
+    );
+    // OrderedReady: the next ordinal waits for the first.
+    assert_eq!(names(&c, "pods"), ["pod/rel-database-0"]);
+}
+
+#[test]
+fn claims_wait_for_a_storage_class() {
+    let c = Cluster::start_with(Config {
+        default_storage_class: None,
+        ..quick()
+    });
+    c.kubectl(&["create", "namespace", "demo"]).success();
+    let claim = c.manifest(
+        "claim.json",
+        &serde_json::json!({
+            "apiVersion": "v1", "kind": "PersistentVolumeClaim",
+            "metadata": {"name": "data", "namespace": "demo"},
+            "spec": {"accessModes": ["ReadWriteOnce"], "resources": {"requests": {"storage": "2Gi"}}},
+        }),
+    );
+    c.kubectl(&["apply", "-f", &claim]).success();
+    assert_eq!(jsonpath(&c, &["pvc", "data"], "{.status.phase}"), "Pending");
+    let class = c.manifest(
+        "class.json",
+        &serde_json::json!({
+            "apiVersion": "storage.k8s.io/v1", "kind": "StorageClass",
+            "metadata": {"name": "fast", "annotations": {"storageclass.kubernetes.io/is-default-class": "true"}},
+            "provisioner": "example.com/fast",
+        }),
+    );
+    c.kubectl(&["apply", "-f", &class]).success();
+    c.kubectl(&[
+        "wait",
+        "pvc/data",
+        "-n",
+        "demo",
+        "--for=jsonpath={.status.phase}=Bound",
+        "--timeout=30s",
+    ])
+    .success();
+    let volume = jsonpath(&c, &["pvc", "data"], "{.spec.volumeName}");
+    let pv = c.json(&["get", "pv", &volume, "-o", "json"]);
+    assert_eq!(pv["spec"]["capacity"]["storage"], "2Gi");
+    assert_eq!(pv["spec"]["storageClassName"], "fast");
+    assert_eq!(pv["status"]["phase"], "Bound");
+    c.kubectl(&["delete", "pvc", "data", "-n", "demo"])
+        .success();
+    c.kubectl(&[
+        "wait",
+        &format!("pv/{volume}"),
+        "--for=delete",
+        "--timeout=30s",
+    ])
+    .success();
+}
+
+#[test]
+fn never_ready_image_stalls_a_statefulset_rollout() {
+    let c = Cluster::start_with(Config {
+        never_ready_images: vec!["db:broken".into()],
+        ..quick()
+    });
+    c.kubectl(&["create", "namespace", "demo"]).success();
+    let db = chart("database");
+    helm_ok(&c, &["install", "rel", &db, "--set", "replicaCount=2"]);
+    let err = c
+        .helm(&[
+            "upgrade",
+            "rel",
+            &db,
+            "-n",
+            "demo",
+            "--set",
+            "replicaCount=2",
+            "--set",
+            "image.tag=broken",
+            "--wait",
+            "--timeout",
+            "3s",
+        ])
+        .failure();
+    assert!(err.contains("rel-database"), "{err}");
+    // The highest ordinal was replaced first and never turned ready; the other waits.
+    let images = jsonpath(&c, &["pods"], "{.items[*].spec.containers[0].image}");
+    assert_eq!(
+        images,
+        "registry.example/db:16.2 registry.example/db:broken"
+    );
+    let out = c
+        .kubectl(&[
+            "rollout",
+            "status",
+            "sts/rel-database",
+            "-n",
+            "demo",
+            "--timeout=2s",
+        ])
+        .failure();
+    assert!(out.contains("timed out"), "{out}");
+}
