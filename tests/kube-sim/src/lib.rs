@@ -55,7 +55,8 @@ pub struct Config {
     pub listen: SocketAddr,
     /// Where to write the kubeconfig; `None` writes it into a temp dir owned by the instance.
     pub kubeconfig_path: Option<PathBuf>,
-    /// How long a Deployment's pods take to become ready (see `controller`).
+    /// How long every pod takes from creation (or from its claims being bound) to Ready
+    /// (see `controller::kubelet`).
     pub rollout_delay: Duration,
     /// Image substrings whose pods never become ready (fault injection for rollout failures),
     /// whatever owns them.

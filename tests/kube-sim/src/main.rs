@@ -15,7 +15,7 @@ struct Args {
     /// Where to write the kubeconfig (JSON) pointing at this server.
     #[arg(long)]
     kubeconfig_out: PathBuf,
-    /// Milliseconds a Deployment's pods take to become ready.
+    /// Milliseconds every pod takes to become ready.
     #[arg(long, default_value_t = 200)]
     rollout_delay_ms: u64,
     /// Pods whose image contains this never become ready (repeatable).

@@ -5,7 +5,8 @@
 //! so recomputing it gives the same value (and no write). The phases:
 //!
 //! * waiting for its PersistentVolumeClaims: `Pending`, `PodScheduled=False`
-//!   (`Unschedulable`), no clock started;
+//!   (`Unschedulable`), no clock started; a pod marked `Unschedulable` by anyone else (a
+//!   test playing a scheduler) is left as it is, never started;
 //! * an image listed in `never_ready_images`: `Pending` forever, `ImagePullBackOff`;
 //! * before `rollout_delay`: `Pending`, `ContainerCreating`;
 //! * then `Running` and `Ready`; a pod that runs to completion (restart policy `Never` or
@@ -144,7 +145,25 @@ impl Controller {
     /// What a kubelet would report for `p` now (see the module documentation). Timestamps
     /// derive from the start time, so recomputing gives the same status.
     pub(super) fn pod_status(&mut self, store: &Store, p: &Value, now: Instant) -> PodState {
+        let unschedulable = p
+            .pointer("/status/conditions")
+            .and_then(Value::as_array)
+            .is_some_and(|cs| {
+                cs.iter().any(|c| {
+                    c["type"] == "PodScheduled"
+                        && c["status"] == "False"
+                        && c["reason"] == "Unschedulable"
+                })
+            });
+        if unschedulable && !self.claim_blocked.contains(uid(p)) {
+            // Another scheduler found no node for it: it never starts.
+            return PodState {
+                status: p["status"].clone(),
+                wake: None,
+            };
+        }
         if let Some(claim) = Self::unbound_claim(store, p) {
+            self.claim_blocked.insert(uid(p).to_string());
             // Not scheduled: the clock starts when the claims are bound.
             let status = json!({
                 "phase": "Pending",
@@ -158,6 +177,7 @@ impl Controller {
             });
             return PodState { status, wake: None };
         }
+        self.claim_blocked.remove(uid(p));
         let (started, wall) = self.started(p);
         let delay = self.settings.rollout_delay;
         let ready_at = started + delay;

@@ -23,7 +23,7 @@
 //! placement and claim binding, no events, no ControllerRevision objects (revisions are the
 //! template hash), deletions are immediate (no graceful termination).
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::{BTreeSet, HashMap, HashSet};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -80,6 +80,7 @@ async fn run(store: Arc<Store>, settings: Settings) {
         pod_started: HashMap::new(),
         progress_started: HashMap::new(),
         seen: None,
+        claim_blocked: HashSet::new(),
         wake: HashMap::new(),
     };
     loop {
@@ -109,6 +110,9 @@ pub(crate) struct Controller {
     progress_started: HashMap<String, (i64, Instant)>,
     /// The store revision whose writes have been handled; `None` before the first pass.
     seen: Option<u64>,
+    /// Pods this kubelet marked unschedulable (waiting for claims). A pod marked so by anyone
+    /// else — a test playing a scheduler that found no fitting node — is left as it is.
+    claim_blocked: HashSet<String>,
     /// When each object next changes by itself: a workload when one of its pods turns ready
     /// or exits, a Deployment when its progress deadline passes, a bare pod when it does.
     wake: HashMap<(Kind, ObjectName), Instant>,
@@ -380,6 +384,7 @@ impl Controller {
             2 => {
                 if deleted {
                     self.pod_started.remove(uid(object));
+                    self.claim_blocked.remove(uid(object));
                 }
                 dirty.pods.insert(name.clone());
                 match pod_owner(object) {
