@@ -80,7 +80,7 @@ impl TaskResult {
 
 /// A `status` or `result` string that is not one of the accepted values.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("invalid {field} \"{value}\": expected one of {expected}")]
+#[error("invalid {field} {}: expected one of {expected}", crate::quoted(value))]
 pub struct UnknownValueError {
     /// `status` or `result`.
     pub field: &'static str,
@@ -190,7 +190,8 @@ pub enum StrategyError {
     Missing,
     /// The strategy is not one of the accepted values.
     #[error(
-        "unknown deployment strategy \"{0}\": expected one of {values}",
+        "unknown deployment strategy {}: expected one of {values}",
+        crate::quoted(_0),
         values = DeploymentStrategy::VALUES
     )]
     Unknown(String),
@@ -522,9 +523,28 @@ pub fn from_value<T: DeserializeOwned>(value: &Value) -> Result<T, DataError> {
 
 fn invalid(err: serde_path_to_error::Error<serde_json::Error>) -> DataError {
     DataError::Invalid {
-        path: err.path().to_string(),
+        path: shown_path(&err.path().to_string()),
         message: err.into_inner().to_string(),
     }
+}
+
+/// A path as messages show it: the member names in it come from the event, so control
+/// characters are escaped (`labels.a\nb`) and a path longer than 200 characters is cut.
+fn shown_path(path: &str) -> String {
+    const SHOWN_CHARS: usize = 200;
+    let mut shown = String::with_capacity(path.len().min(SHOWN_CHARS));
+    for (index, c) in path.chars().enumerate() {
+        if index == SHOWN_CHARS {
+            shown.push_str("...");
+            break;
+        }
+        if c.is_control() {
+            shown.extend(c.escape_debug());
+        } else {
+            shown.push(c);
+        }
+    }
+    shown
 }
 
 #[cfg(test)]
@@ -656,6 +676,44 @@ mod tests {
         assert_eq!(
             details.strategy(),
             Err(StrategyError::Unknown("canary".into()))
+        );
+    }
+
+    #[test]
+    fn paths_in_messages_escape_control_characters_and_are_bounded() {
+        let err = from_value::<CommonData>(&json!({"labels": {"a\nb": 1}})).unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "data.labels.a\\nb: invalid type: integer `1`, expected a string"
+        );
+        let long_key = "k".repeat(5000);
+        let err = from_value::<CommonData>(&json!({"labels": {long_key: 1}})).unwrap_err();
+        let DataError::Invalid { path, .. } = &err else {
+            panic!("{err:?}")
+        };
+        assert_eq!(path.len(), 203, "{path}");
+        assert!(path.ends_with("kkk..."), "{path}");
+    }
+
+    #[test]
+    fn values_in_messages_are_quoted_escaped_and_bounded() {
+        let err = "a\u{0}b".parse::<Status>().unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "invalid status \"a\\0b\": expected one of succeeded, errored, unknown, aborted"
+        );
+        let err = "x"
+            .repeat(100_000)
+            .parse::<DeploymentStrategy>()
+            .unwrap_err();
+        let shown = err.to_string();
+        assert!(shown.len() < 300, "{shown}");
+        assert!(
+            shown.starts_with(&format!(
+                "unknown deployment strategy \"{}\"... (100000 bytes)",
+                "x".repeat(64)
+            )),
+            "{shown}"
         );
     }
 

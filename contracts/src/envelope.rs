@@ -5,6 +5,13 @@
 //! - Decoding is strict where Keptn is strict: only `specversion` `"1.0"` (the SDK would also
 //!   take `0.3`), non-empty `id`, `source` and `type`, and errors that name the attribute, so a
 //!   poison message goes to the dead letter with a reason a person can act on.
+//! - Strict where the CloudEvents type system is and the SDK is not: no string attribute or
+//!   extension may hold a control character (U+0000–U+001F, U+007F–U+009F), so a line break
+//!   can never travel from an event into a reply, a log line or a NATS header.
+//! - A member named twice is refused, never resolved by guessing (the private `json` module): at the
+//!   top level the document is not a usable event (`id` twice: which one is answered?); inside
+//!   `data` the event stays addressable and [`KeptnEvent::typed_data`] fails naming the member,
+//!   so the sender gets an errored answer instead of silence.
 //! - Keptn's extensions (`shkeptncontext`, `triggeredid`, ...) get named accessors.
 //! - `data` reads as JSON even when a sender put the JSON object into a string (the Keptn spec
 //!   allows `data` of type string), and typed decoding names the path of a bad field.
@@ -27,6 +34,7 @@ use serde_json::{Map, Value};
 
 use crate::data::DataError;
 use crate::event_type::{EventType, EventTypeError};
+use crate::json::{self, Duplicate};
 
 /// The Keptn spec version helm-service writes into `shkeptnspecversion`.
 pub const KEPTN_SPEC_VERSION: &str = "0.2.4";
@@ -62,7 +70,7 @@ pub enum DecodeError {
     )]
     NotAnObject,
     /// `specversion` is something other than `"1.0"`.
-    #[error("unsupported CloudEvents specversion \"{0}\": only \"1.0\" is accepted")]
+    #[error("unsupported CloudEvents specversion {0:?}: only \"1.0\" is accepted")]
     SpecVersion(String),
     /// A required attribute is absent, `null` or empty.
     #[error("required CloudEvents attribute \"{0}\" is missing or empty")]
@@ -74,7 +82,12 @@ pub enum DecodeError {
 
 /// A decoded Keptn CloudEvent.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct KeptnEvent(Event);
+pub struct KeptnEvent {
+    event: Event,
+    /// A member named twice inside `data` (its path relative to `data`), which makes
+    /// [`KeptnEvent::typed_data`] fail.
+    data_duplicate: Option<Duplicate>,
+}
 
 /// Context attributes of CloudEvents 1.0 and their rank in the encoded document.
 const ATTRIBUTE_ORDER: [&str; 8] = [
@@ -95,38 +108,69 @@ const DATA_MEMBERS: [&str; 2] = ["data", "data_base64"];
 impl KeptnEvent {
     /// Decodes a structured-mode CloudEvent 1.0 JSON document.
     pub fn decode(bytes: &[u8]) -> Result<KeptnEvent, DecodeError> {
-        let value: Value = serde_json::from_slice(bytes).map_err(DecodeError::NotJson)?;
-        let Value::Object(map) = value else {
+        let parsed = json::parse(bytes).map_err(DecodeError::NotJson)?;
+        let Value::Object(map) = parsed.value else {
             return Err(DecodeError::NotAnObject);
         };
+        let duplicate = parsed.duplicate;
+        if let Some(duplicate) = duplicate.as_ref().filter(|d| d.parents.is_empty()) {
+            return Err(DecodeError::Invalid(format!(
+                "member {:?} appears more than once in the event: JSON members must be unique, \
+                 and which one counts would be a guess; send it once",
+                duplicate.key
+            )));
+        }
         check_document(&map)?;
-        event_from_checked(map).map(KeptnEvent)
+        let (event, base64_duplicate) = event_from_checked(map)?;
+        let data_duplicate = match duplicate {
+            Some(Duplicate { mut parents, key })
+                if parents.first().is_some_and(|p| p == "data") =>
+            {
+                parents.remove(0);
+                Some(Duplicate { parents, key })
+            }
+            // Only `data` can hold objects in a document `check_document` accepted.
+            Some(other) => {
+                return Err(DecodeError::Invalid(format!(
+                    "member {:?} appears more than once",
+                    other.path()
+                )))
+            }
+            None => base64_duplicate,
+        };
+        Ok(KeptnEvent {
+            event,
+            data_duplicate,
+        })
     }
 
     /// Wraps an event this crate built itself (known to be valid).
     pub(crate) fn from_valid(event: Event) -> KeptnEvent {
-        KeptnEvent(event)
+        KeptnEvent {
+            event,
+            data_duplicate: None,
+        }
     }
 
     /// Encodes the event as structured-mode CloudEvent JSON, deterministically ordered.
     pub fn encode(&self) -> Vec<u8> {
-        serde_json::to_vec(&Canonical(&self.0))
+        serde_json::to_vec(&Canonical(&self.event))
             .expect("a CloudEvent always serializes to JSON: its map keys are strings")
     }
 
     /// The SDK event.
     pub fn inner(&self) -> &Event {
-        &self.0
+        &self.event
     }
 
     /// `id`.
     pub fn id(&self) -> &str {
-        self.0.id()
+        self.event.id()
     }
 
     /// `type`, e.g. `sh.keptn.event.deployment.triggered`.
     pub fn ty(&self) -> &str {
-        self.0.ty()
+        self.event.ty()
     }
 
     /// `type` parsed as a Keptn task event type.
@@ -136,22 +180,22 @@ impl KeptnEvent {
 
     /// `source`, e.g. `helm-service`.
     pub fn source(&self) -> &str {
-        self.0.source()
+        self.event.source()
     }
 
     /// `time`, when the sender set it.
     pub fn time(&self) -> Option<&chrono::DateTime<chrono::Utc>> {
-        self.0.time()
+        self.event.time()
     }
 
     /// `datacontenttype`, when set (absent means JSON).
     pub fn datacontenttype(&self) -> Option<&str> {
-        self.0.datacontenttype()
+        self.event.datacontenttype()
     }
 
     /// A string extension; `None` when absent or not a string.
     pub fn extension_str(&self, name: &str) -> Option<&str> {
-        match self.0.extension(name)? {
+        match self.event.extension(name)? {
             ExtensionValue::String(s) => Some(s),
             _ => None,
         }
@@ -190,7 +234,7 @@ impl KeptnEvent {
     /// Removes an extension attribute (e.g. a `traceparent` that fails its grammar), so
     /// nothing built from the event echoes it.
     pub fn remove_extension(&mut self, name: &str) {
-        self.0.remove_extension(name);
+        self.event.remove_extension(name);
     }
 
     /// `data` as JSON; `None` when there is no data, it is `null`, or it is binary that is not
@@ -201,26 +245,44 @@ impl KeptnEvent {
     ///
     /// Borrowed when `data` is already JSON (the usual case): reading a few fields then
     /// costs no copy of the whole payload.
+    ///
+    /// A member named twice reads as its last occurrence here (as in Go's `encoding/json`);
+    /// only [`KeptnEvent::typed_data`], which decides what the worker does, refuses it.
     pub fn data_json(&self) -> Option<Cow<'_, Value>> {
-        self.data_value().ok()
+        self.data_value().ok().map(|(value, _)| value)
     }
 
     /// `data` decoded into a payload type; the error names the path of the offending field,
     /// e.g. `data.deployment.deploymentURIsLocal: invalid type: string "x", expected a sequence`.
+    ///
+    /// A member named twice anywhere in `data` fails too (`data.project: member "project"
+    /// appears more than once ...`), whatever the payload type.
     pub fn typed_data<T: DeserializeOwned>(&self) -> Result<T, DataError> {
-        crate::data::from_value(self.data_value()?.as_ref())
+        let (value, duplicate) = self.data_value()?;
+        if let Some(duplicate) = duplicate {
+            return Err(DataError::Invalid {
+                path: duplicate.path(),
+                message: format!(
+                    "member {:?} appears more than once: JSON members must be unique, and \
+                     which one counts would be a guess; send it once",
+                    duplicate.key
+                ),
+            });
+        }
+        crate::data::from_value(value.as_ref())
     }
 
-    fn data_value(&self) -> Result<Cow<'_, Value>, DataError> {
-        match self.0.data() {
+    /// `data` as JSON, and a member it names twice (path relative to `data`).
+    fn data_value(&self) -> Result<(Cow<'_, Value>, Option<Duplicate>), DataError> {
+        match self.event.data() {
             None | Some(Data::Json(Value::Null)) => Err(DataError::Missing),
-            Some(Data::Json(Value::String(s))) | Some(Data::String(s)) => {
-                Ok(Cow::Owned(embedded_json(s)))
-            }
-            Some(Data::Json(v)) => Ok(Cow::Borrowed(v)),
-            Some(Data::Binary(bytes)) => match serde_json::from_slice::<Value>(bytes) {
-                Ok(Value::Null) => Err(DataError::Missing),
-                Ok(v) => Ok(Cow::Owned(v)),
+            Some(Data::Json(Value::String(s))) | Some(Data::String(s)) => Ok(embedded_json(s)),
+            Some(Data::Json(v)) => Ok((Cow::Borrowed(v), self.data_duplicate.clone())),
+            Some(Data::Binary(bytes)) => match json::parse(bytes) {
+                Ok(json::Parsed {
+                    value: Value::Null, ..
+                }) => Err(DataError::Missing),
+                Ok(parsed) => Ok((Cow::Owned(parsed.value), parsed.duplicate)),
                 Err(e) => Err(DataError::NotJson(e.to_string())),
             },
         }
@@ -228,10 +290,15 @@ impl KeptnEvent {
 }
 
 /// A string holding a JSON object reads as the object; anything else stays a string.
-fn embedded_json(s: &str) -> Value {
-    match serde_json::from_str::<Value>(s) {
-        Ok(v @ Value::Object(_)) => v,
-        _ => Value::String(s.to_owned()),
+fn embedded_json(s: &str) -> (Cow<'_, Value>, Option<Duplicate>) {
+    match json::parse(s.as_bytes()) {
+        Ok(
+            parsed @ json::Parsed {
+                value: Value::Object(_),
+                ..
+            },
+        ) => (Cow::Owned(parsed.value), parsed.duplicate),
+        _ => (Cow::Owned(Value::String(s.to_owned())), None),
     }
 }
 
@@ -324,6 +391,20 @@ fn check_document(map: &Map<String, Value>) -> Result<(), DecodeError> {
             }
         }
     }
+    for (name, value) in map {
+        let Value::String(text) = value else { continue };
+        if DATA_MEMBERS.contains(&name.as_str()) {
+            continue;
+        }
+        if let Some(control) = text.chars().find(|c| c.is_control()) {
+            return Err(DecodeError::Invalid(format!(
+                "attribute {name:?} contains the control character U+{:04X}: CloudEvents \
+                 string attributes must not contain control characters (U+0000-U+001F, \
+                 U+007F-U+009F)",
+                u32::from(control)
+            )));
+        }
+    }
     if let Some(Value::String(time)) = map.get("time") {
         chrono::DateTime::parse_from_rfc3339(time).map_err(|e| {
             DecodeError::Invalid(format!(
@@ -347,7 +428,7 @@ fn check_document(map: &Map<String, Value>) -> Result<(), DecodeError> {
         };
         if !valid {
             return Err(DecodeError::Invalid(format!(
-                "extension attribute \"{name}\" is {}: CloudEvents extension values must be \
+                "extension attribute {name:?} is {}: CloudEvents extension values must be \
                  strings, booleans or integers",
                 json_kind(value)
             )));
@@ -360,7 +441,9 @@ fn check_document(map: &Map<String, Value>) -> Result<(), DecodeError> {
 /// into place. Does what the SDK's own deserializer does for a 1.0 document (same
 /// attributes, `data` rules and extensions), without rebuilding the JSON tree three
 /// more times on the way, which made decoding the costliest step of the pipeline.
-fn event_from_checked(mut map: Map<String, Value>) -> Result<Event, DecodeError> {
+fn event_from_checked(
+    mut map: Map<String, Value>,
+) -> Result<(Event, Option<Duplicate>), DecodeError> {
     use cloudevents::event::AttributesWriter;
     use cloudevents::{EventBuilder as _, EventBuilderV10};
 
@@ -413,6 +496,7 @@ fn event_from_checked(mut map: Map<String, Value>) -> Result<Event, DecodeError>
             .decode(text)
             .map_err(|e| DecodeError::Invalid(format!("\"data_base64\" is not base64: {e}")))
     };
+    let mut base64_duplicate = None;
     let data = match (map.remove("data"), map.remove("data_base64")) {
         (Some(data), None) if is_json => Some(Data::Json(data)),
         (Some(Value::String(text)), None) => Some(Data::String(text)),
@@ -425,8 +509,11 @@ fn event_from_checked(mut map: Map<String, Value>) -> Result<Event, DecodeError>
         }
         (None, Some(encoded)) => {
             let bytes = base64_bytes(encoded)?;
-            match serde_json::from_slice::<Value>(&bytes) {
-                Ok(json) if is_json => Some(Data::Json(json)),
+            match json::parse(&bytes) {
+                Ok(parsed) if is_json => {
+                    base64_duplicate = parsed.duplicate;
+                    Some(Data::Json(parsed.value))
+                }
                 _ => Some(Data::Binary(bytes)),
             }
         }
@@ -452,7 +539,7 @@ fn event_from_checked(mut map: Map<String, Value>) -> Result<Event, DecodeError>
         };
         event.set_extension(&name, value);
     }
-    Ok(event)
+    Ok((event, base64_duplicate))
 }
 
 #[cfg(test)]
@@ -692,6 +779,123 @@ mod tests {
             ev.inner().extension("count"),
             Some(&ExtensionValue::Integer(3))
         );
+    }
+
+    #[test]
+    fn rejects_control_characters_in_every_string_attribute() {
+        for (name, value) in [
+            ("id", "a\nb"),
+            ("source", "shipyard\r\nX-Injected: 1"),
+            ("type", "sh.keptn.event.deployment.triggered\n"),
+            ("subject", "\u{0}"),
+            ("datacontenttype", "application/json\u{7f}"),
+            ("shkeptncontext", "ctx\n"),
+            ("triggeredid", "\u{85}"),
+            ("gitcommitid", "abc\t"),
+            (
+                "traceparent",
+                "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01\n",
+            ),
+            ("tracestate", "congo=1\r\n"),
+            ("anyextension", "x\u{1b}[31m"),
+        ] {
+            let err = decode(&with(base(), name, json!(value))).unwrap_err();
+            assert!(matches!(err, DecodeError::Invalid(_)), "{name}: {err:?}");
+            let message = err.to_string();
+            assert!(
+                message.starts_with(&format!(
+                    "invalid CloudEvent: attribute \"{name}\" contains the control character U+"
+                )),
+                "{message}"
+            );
+            assert!(!message.chars().any(char::is_control), "{message:?}");
+        }
+        // Inside data, control characters are data (a message may have line breaks).
+        let ev = decode(&with(base(), "data", json!({"message": "line\nbreak"}))).unwrap();
+        assert_eq!(ev.data_json().unwrap()["message"], "line\nbreak");
+        // Non-ASCII that is not a control character is fine.
+        assert!(decode(&with(base(), "source", json!("shipyard-é-\u{2028}"))).is_ok());
+    }
+
+    #[test]
+    fn a_member_named_twice_at_the_top_level_is_refused() {
+        let text = r#"{"specversion": "1.0", "id": "a", "type": "t", "source": "s", "id": "b"}"#;
+        let err = KeptnEvent::decode(text.as_bytes()).unwrap_err();
+        assert!(matches!(err, DecodeError::Invalid(_)), "{err:?}");
+        assert_eq!(
+            err.to_string(),
+            "invalid CloudEvent: member \"id\" appears more than once in the event: JSON \
+             members must be unique, and which one counts would be a guess; send it once"
+        );
+        // Even when data repeats a member first.
+        let text = r#"{"specversion": "1.0", "data": {"p": 1, "p": 2}, "id": "a", "type": "t",
+            "source": "s", "source": "s"}"#;
+        let err = KeptnEvent::decode(text.as_bytes()).unwrap_err();
+        assert!(err.to_string().contains("member \"source\""), "{err}");
+    }
+
+    #[test]
+    fn a_member_named_twice_in_data_fails_typed_data_naming_it() {
+        let expected = |path: &str, key: &str| {
+            format!(
+                "data.{path}: member \"{key}\" appears more than once: JSON members must be \
+                 unique, and which one counts would be a guess; send it once"
+            )
+        };
+        let text = r#"{"specversion": "1.0", "id": "a", "type": "t", "source": "s",
+            "data": {"project": "a", "stage": "dev", "project": "b"}}"#;
+        let ev = KeptnEvent::decode(text.as_bytes()).unwrap();
+        let err = ev.typed_data::<crate::data::CommonData>().unwrap_err();
+        assert_eq!(err.to_string(), expected("project", "project"));
+        // The last one is what data_json shows (the reply copies it, as Go would read it).
+        assert_eq!(ev.data_json().unwrap()["project"], "b");
+
+        let text = r#"{"specversion": "1.0", "id": "a", "type": "t", "source": "s",
+            "data": {"deployment": {"deploymentstrategy": "direct", "deploymentstrategy": "x"}}}"#;
+        let ev = KeptnEvent::decode(text.as_bytes()).unwrap();
+        let err = ev
+            .typed_data::<crate::data::DeploymentTriggeredData>()
+            .unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            expected("deployment.deploymentstrategy", "deploymentstrategy")
+        );
+
+        // data as a string holding JSON, and as base64.
+        let ev = decode(&with(
+            base(),
+            "data",
+            json!(r#"{"service": "a", "service": "b"}"#),
+        ))
+        .unwrap();
+        let err = ev.typed_data::<crate::data::CommonData>().unwrap_err();
+        assert_eq!(err.to_string(), expected("service", "service"));
+        use base64::Engine as _;
+        let encoded =
+            base64::engine::general_purpose::STANDARD.encode(r#"{"stage": 1, "stage": 2}"#);
+        let ev = decode(&with(
+            without(base(), "data"),
+            "data_base64",
+            json!(encoded),
+        ))
+        .unwrap();
+        let err = ev.typed_data::<crate::data::CommonData>().unwrap_err();
+        assert_eq!(err.to_string(), expected("stage", "stage"));
+    }
+
+    #[test]
+    fn floats_survive_a_round_trip_exactly() {
+        // Found by the property tests: without serde_json's float_roundtrip, re-reading an
+        // encoded event could change the last digit of a float in data.
+        let ev = decode(&with(
+            base(),
+            "data",
+            json!({"values": 1.3075770669438154e-183}),
+        ))
+        .unwrap();
+        let again = KeptnEvent::decode(&ev.encode()).unwrap();
+        assert_eq!(again, ev);
+        assert_eq!(again.encode(), ev.encode());
     }
 
     #[test]

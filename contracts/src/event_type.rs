@@ -47,20 +47,23 @@ pub enum EventTypeError {
     /// The type does not start with [`KEPTN_EVENT_PREFIX`] (e.g. `sh.keptn.events.problem`,
     /// `sh.keptn.log.error`): it is a Keptn event, but not a task event.
     #[error(
-        "event type \"{0}\" is not a Keptn task event: expected \
-         \"sh.keptn.event.<task>.<triggered|started|status.changed|finished>\""
+        "event type {} is not a Keptn task event: expected \
+         \"sh.keptn.event.<task>.<triggered|started|status.changed|finished>\"",
+        crate::quoted(_0)
     )]
     NotATaskEvent(String),
     /// The type does not end with a known phase (e.g. `sh.keptn.event.monitoring.configure`).
     #[error(
-        "event type \"{0}\" has no task phase: it must end with .triggered, .started, \
-         .status.changed or .finished"
+        "event type {} has no task phase: it must end with .triggered, .started, \
+         .status.changed or .finished",
+        crate::quoted(_0)
     )]
     UnknownPhase(String),
     /// The task part is empty or contains characters outside `[a-z0-9-]` and dots.
     #[error(
-        "task name \"{task}\" is invalid: it must be one or more dot-separated segments of \
-         lower-case letters, digits and '-'"
+        "task name {} is invalid: it must be one or more dot-separated segments of \
+         lower-case letters, digits and '-'",
+        crate::quoted(task)
     )]
     InvalidTask {
         /// The offending task name.

@@ -20,7 +20,19 @@
 pub mod data;
 pub mod envelope;
 pub mod event_type;
+mod json;
 pub mod names;
 pub mod reply;
 pub mod trace_context;
 pub mod validate;
+
+/// A value from an event, as error messages show it: quoted and escaped like Rust's `{:?}`
+/// (so a line break or NUL in it cannot break a log line or a reply), and cut after 64
+/// characters (a 100 KB name is shown by its start, not copied into every message).
+pub(crate) fn quoted(value: &str) -> String {
+    const SHOWN_CHARS: usize = 64;
+    match value.char_indices().nth(SHOWN_CHARS) {
+        None => format!("{value:?}"),
+        Some((cut, _)) => format!("{:?}... ({} bytes)", &value[..cut], value.len()),
+    }
+}

@@ -51,8 +51,9 @@ pub enum NameError {
     },
     /// The name does not match `^[a-z][a-z0-9-]*[a-z0-9]$` (or a single lower-case letter).
     #[error(
-        "{kind} name \"{value}\" is invalid: must start with a lower-case letter, contain only \
-         lower-case letters, digits and '-', and end with a letter or digit"
+        "{kind} name {} is invalid: must start with a lower-case letter, contain only \
+         lower-case letters, digits and '-', and end with a letter or digit",
+        crate::quoted(value)
     )]
     Invalid {
         /// Which name.
@@ -62,8 +63,9 @@ pub enum NameError {
     },
     /// The name is longer than [`MAX_NAME_LEN`].
     #[error(
-        "{kind} name \"{value}\" is invalid: it has {len} characters, at most {max} are allowed \
+        "{kind} name {} is invalid: it has {len} characters, at most {max} are allowed \
          because it becomes part of a Kubernetes namespace",
+        crate::quoted(value),
         max = MAX_NAME_LEN
     )]
     TooLong {
@@ -76,8 +78,9 @@ pub enum NameError {
     },
     /// Project and stage are valid alone but `<project>-<stage>` is too long for a namespace.
     #[error(
-        "namespace \"{namespace}\" (<project>-<stage>) has {len} characters, at most {max} are \
+        "namespace {} (<project>-<stage>) has {len} characters, at most {max} are \
          allowed by Kubernetes: use a shorter project or stage name",
+        crate::quoted(namespace),
         max = MAX_NAME_LEN
     )]
     NamespaceTooLong {

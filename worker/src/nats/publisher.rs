@@ -17,6 +17,7 @@ use async_nats::jetstream::{self, message::PublishMessage, publish::PublishAck};
 use async_nats::HeaderMap;
 use backon::{ExponentialBuilder, Retryable};
 use bytes::Bytes;
+use contracts::envelope::KeptnEvent;
 use tracing::warn;
 
 #[derive(Debug, thiserror::Error)]
@@ -27,19 +28,29 @@ pub struct PublishError {
 }
 
 /// Headers from `(name, value)` pairs; a pair NATS cannot carry (a line break in the value,
-/// say) is left out with a warning instead of panicking in the client.
+/// an empty name, say) is left out with a warning instead of panicking in the client. A name
+/// given twice keeps its last value.
 pub fn headers<'a>(pairs: impl IntoIterator<Item = (&'a str, &'a str)>) -> HeaderMap {
     let mut headers = HeaderMap::new();
     for (name, value) in pairs {
         match (name.parse::<HeaderName>(), value.parse::<HeaderValue>()) {
-            (Ok(name), Ok(value)) => headers.insert(name, value),
+            (Ok(parsed), Ok(value)) if !name.is_empty() => headers.insert(parsed, value),
             _ => warn!(
-                header = name,
+                header = ?name,
                 "left out a header NATS cannot carry (control characters in it)"
             ),
         }
     }
     headers
+}
+
+/// The headers of a Keptn event we publish: its content type and, when it has one, its
+/// `traceparent` (the one attribute copied from an incoming event into a header; intake
+/// lets through only values of the W3C grammar, so it is never left out).
+pub fn event_headers(event: &KeptnEvent) -> HeaderMap {
+    let content_type = ("Content-Type", "application/cloudevents+json");
+    let traceparent = event.traceparent().map(|value| ("traceparent", value));
+    headers([content_type].into_iter().chain(traceparent))
 }
 
 #[derive(Clone)]
@@ -112,6 +123,8 @@ mod tests {
             ("traceparent", "00-abc\r\nX-Injected: 1"),
             ("tracestate", "a=1\n"),
             ("Bad:Name", "value"),
+            ("", "empty name"),
+            ("Bad Name", "value"),
         ]);
         assert_eq!(
             built.get("Content-Type").map(|v| v.as_str()),

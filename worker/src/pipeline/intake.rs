@@ -27,6 +27,12 @@ pub const OWN_SOURCE: &str = "helm-service";
 /// release that large.
 pub const MAX_ATTRIBUTE_BYTES: usize = 256;
 
+/// Longest reason or detail intake writes into a reply or a dead letter. The messages quote
+/// what they refuse, and a hostile event can make that arbitrarily long (a 300 KB string
+/// where a list belongs); longer ones keep their start and end (what was wrong, and what was
+/// expected) around a marker.
+pub const MAX_MESSAGE_BYTES: usize = 1024;
+
 /// The one remediation action helm-service runs; every other action belongs to another
 /// integration and gets no reply from us at all.
 pub const SCALING_ACTION: &str = "scaling";
@@ -221,7 +227,63 @@ pub enum Intake {
 }
 
 /// Classifies one message taken from `subject`.
+///
+/// Every `Reject` reason and `DeadLetter` detail is at most [`MAX_MESSAGE_BYTES`] and free of
+/// control characters (see [`for_humans`]), whatever the event held.
 pub fn classify(subject: &str, payload: &[u8], max_event_bytes: usize) -> Intake {
+    match classify_raw(subject, payload, max_event_bytes) {
+        Intake::Reject {
+            kind,
+            event,
+            reason,
+        } => Intake::Reject {
+            kind,
+            event,
+            reason: for_humans(reason),
+        },
+        Intake::DeadLetter { reason, detail } => Intake::DeadLetter {
+            reason,
+            detail: for_humans(detail),
+        },
+        verdict => verdict,
+    }
+}
+
+/// A message for a reply, a dead letter or a log line: control characters escaped (a line
+/// break from an event must not forge a log line), and at most [`MAX_MESSAGE_BYTES`], keeping
+/// its start and its end.
+pub fn for_humans(message: String) -> String {
+    let message = if message.chars().any(char::is_control) {
+        message
+            .chars()
+            .map(|c| {
+                if c.is_control() {
+                    c.escape_debug().to_string()
+                } else {
+                    c.to_string()
+                }
+            })
+            .collect()
+    } else {
+        message
+    };
+    if message.len() <= MAX_MESSAGE_BYTES {
+        return message;
+    }
+    const MARKER: &str = " [...] ";
+    let keep = (MAX_MESSAGE_BYTES - MARKER.len()) / 2;
+    let mut head = keep;
+    while !message.is_char_boundary(head) {
+        head -= 1;
+    }
+    let mut tail = message.len() - keep;
+    while !message.is_char_boundary(tail) {
+        tail += 1;
+    }
+    format!("{}{MARKER}{}", &message[..head], &message[tail..])
+}
+
+fn classify_raw(subject: &str, payload: &[u8], max_event_bytes: usize) -> Intake {
     if payload.len() > max_event_bytes {
         return Intake::DeadLetter {
             reason: DeadLetterReason::TooLarge,
@@ -694,14 +756,72 @@ mod tests {
             accepted(Some(PARENT), Some("congo=t61rcWkgMzE")),
             (Some(PARENT.into()), Some("congo=t61rcWkgMzE".into()))
         );
-        let broken = format!("{PARENT}\r\nX-Injected: 1");
-        assert_eq!(accepted(Some(&broken), Some("congo=1")), (None, None));
+        assert_eq!(accepted(Some("not a trace"), Some("congo=1")), (None, None));
+        let uppercase = PARENT.to_uppercase();
+        assert_eq!(accepted(Some(&uppercase), None), (None, None));
         assert_eq!(
-            accepted(Some(PARENT), Some("congo=1\n")),
+            accepted(Some(PARENT), Some("congo=a=b")),
             (Some(PARENT.into()), None)
         );
         assert_eq!(accepted(None, Some("congo=1")), (None, None));
         assert_eq!(accepted(None, None), (None, None));
+    }
+
+    #[test]
+    fn control_characters_in_any_attribute_make_a_dead_letter() {
+        // A line break in an attribute copied into replies or NATS headers is refused by the
+        // envelope (CloudEvents strings hold no control characters): the event is not
+        // answered, since the answer would have to carry it.
+        const PARENT: &str = "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01";
+        for (attribute, value) in [
+            ("id", "id-1\n".to_owned()),
+            ("shkeptncontext", "ctx-1\r\nX-Injected: 1".to_owned()),
+            ("triggeredid", "t\n".to_owned()),
+            ("gitcommitid", "abc\u{0}".to_owned()),
+            ("traceparent", format!("{PARENT}\r\nX-Injected: 1")),
+            ("tracestate", "congo=1\n".to_owned()),
+            ("source", "shipyard\ncontroller".to_owned()),
+        ] {
+            let mut value_json = event("deployment");
+            value_json[attribute] = json!(value);
+            match classify_value(&value_json) {
+                Intake::DeadLetter {
+                    reason: DeadLetterReason::Malformed,
+                    detail,
+                } => {
+                    assert!(
+                        detail.contains(&format!(
+                            "attribute \"{attribute}\" contains the control character"
+                        )),
+                        "{detail}"
+                    );
+                }
+                other => panic!("{attribute}: expected a dead letter, got {other:?}"),
+            }
+        }
+    }
+
+    #[test]
+    fn messages_are_bounded_and_escaped() {
+        let mut long = event("deployment");
+        long["data"]["deployment"]["deploymentURIsLocal"] = json!("x".repeat(30_000));
+        let Intake::Reject { reason, .. } = classify_value(&long) else {
+            panic!("expected reject")
+        };
+        assert!(reason.len() <= MAX_MESSAGE_BYTES, "{}", reason.len());
+        assert!(
+            reason.starts_with("invalid event data: data.deployment.deploymentURIsLocal: invalid type: string \"xxx"),
+            "{reason}"
+        );
+        assert!(reason.ends_with("xxx\", expected a sequence"), "{reason}");
+        assert!(reason.contains(" [...] "), "{reason}");
+
+        assert_eq!(for_humans("a\nb\u{0}".into()), "a\\nb\\0");
+        let multibyte = "é".repeat(2000);
+        let shown = for_humans(multibyte);
+        assert!(shown.len() <= MAX_MESSAGE_BYTES);
+        assert!(shown.starts_with('é') && shown.ends_with('é'));
+        assert_eq!(for_humans("short".into()), "short");
     }
 
     #[test]

@@ -33,7 +33,7 @@ use super::lease::{HeldLease, LeaseError, ReleaseLeases};
 use super::pool::Place;
 use crate::handler::{Decision, OtherLeases, Outcome, Registry, Steps, TaskError};
 use crate::metrics::Metrics;
-use crate::nats::publisher::{headers, Publisher};
+use crate::nats::publisher::{event_headers, Publisher};
 
 /// Settings of message processing.
 #[derive(Debug, Clone)]
@@ -486,11 +486,13 @@ impl Processor {
     }
 
     async fn publish_event(&self, event: &KeptnEvent) -> Result<(), Retry> {
-        let content_type = ("Content-Type", "application/cloudevents+json");
-        let traceparent = event.traceparent().map(|value| ("traceparent", value));
-        let headers = headers([content_type].into_iter().chain(traceparent));
         self.publisher
-            .publish(event.ty(), event.id(), headers, Bytes::from(event.encode()))
+            .publish(
+                event.ty(),
+                event.id(),
+                event_headers(event),
+                Bytes::from(event.encode()),
+            )
             .await
             .map(|_| ())
             .map_err(|err| Retry::new("publish", err))
@@ -513,12 +515,13 @@ fn replies(event: &KeptnEvent) -> ReplyBuilder {
 }
 
 /// The `id` of a message that is JSON with one, for dead letters (best effort; an id too
-/// long to be one of ours is left out, the payload excerpt shows it).
+/// long to be one of ours, or holding control characters, is left out, the payload excerpt
+/// shows it).
 fn event_id_of(payload: &[u8]) -> Option<String> {
     serde_json::from_slice::<serde_json::Value>(payload)
         .ok()
         .and_then(|v| v.get("id").and_then(|id| id.as_str()).map(str::to_owned))
-        .filter(|id| id.len() <= MAX_ATTRIBUTE_BYTES)
+        .filter(|id| id.len() <= MAX_ATTRIBUTE_BYTES && !id.chars().any(char::is_control))
 }
 
 /// What a panic said, when it said it with a string (as `panic!` and `expect` do).
