@@ -530,7 +530,7 @@ fn invalid(err: serde_path_to_error::Error<serde_json::Error>) -> DataError {
 
 /// A path as messages show it: the member names in it come from the event, so control
 /// characters are escaped (`labels.a\nb`) and a path longer than 200 characters is cut.
-fn shown_path(path: &str) -> String {
+pub(crate) fn shown_path(path: &str) -> String {
     const SHOWN_CHARS: usize = 200;
     let mut shown = String::with_capacity(path.len().min(SHOWN_CHARS));
     for (index, c) in path.chars().enumerate() {

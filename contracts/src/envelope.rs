@@ -8,10 +8,10 @@
 //! - Strict where the CloudEvents type system is and the SDK is not: no string attribute or
 //!   extension may hold a control character (U+0000–U+001F, U+007F–U+009F), so a line break
 //!   can never travel from an event into a reply, a log line or a NATS header.
-//! - A member named twice is refused, never resolved by guessing (the private `json` module): at the
-//!   top level the document is not a usable event (`id` twice: which one is answered?); inside
-//!   `data` the event stays addressable and [`KeptnEvent::typed_data`] fails naming the member,
-//!   so the sender gets an errored answer instead of silence.
+//! - A member named twice is refused, never resolved by guessing (the private `json` module):
+//!   at the top level the document is not a usable event (`id` twice: which one is answered?);
+//!   inside `data` the event stays addressable and [`KeptnEvent::typed_data`] fails naming the
+//!   member, so the sender gets an errored answer instead of silence.
 //! - Keptn's extensions (`shkeptncontext`, `triggeredid`, ...) get named accessors.
 //! - `data` reads as JSON even when a sender put the JSON object into a string (the Keptn spec
 //!   allows `data` of type string), and typed decoding names the path of a bad field.
@@ -261,7 +261,7 @@ impl KeptnEvent {
         let (value, duplicate) = self.data_value()?;
         if let Some(duplicate) = duplicate {
             return Err(DataError::Invalid {
-                path: duplicate.path(),
+                path: crate::data::shown_path(&duplicate.path()),
                 message: format!(
                     "member {:?} appears more than once: JSON members must be unique, and \
                      which one counts would be a guess; send it once",
@@ -881,6 +881,15 @@ mod tests {
         .unwrap();
         let err = ev.typed_data::<crate::data::CommonData>().unwrap_err();
         assert_eq!(err.to_string(), expected("stage", "stage"));
+
+        // Found by the `data` fuzz target: the path of a member named twice showed a line
+        // break in its name raw.
+        let text = r#"{"specversion": "1.0", "id": "a", "type": "t", "source": "s",
+            "data": {"servic\ne": "a", "servic\ne": "b"}}"#;
+        let ev = KeptnEvent::decode(text.as_bytes()).unwrap();
+        let err = ev.typed_data::<crate::data::CommonData>().unwrap_err();
+        assert_eq!(err.to_string(), expected("servic\\ne", "servic\\ne"));
+        assert!(!err.to_string().chars().any(char::is_control), "{err}");
     }
 
     #[test]

@@ -669,7 +669,16 @@ async fn every_kind_of_hostile_input_is_dead_lettered_or_answered_and_good_event
 ) -> anyhow::Result<()> {
     let env = TestEnv::start().await?;
     let mut spec = env.worker(PROBE_WORKER);
-    spec.extra_args = vec!["--max-event-bytes".into(), MAX_EVENT_BYTES.to_string()];
+    spec.extra_args = vec![
+        "--max-event-bytes".into(),
+        MAX_EVENT_BYTES.to_string(),
+        // Small stream and bucket limits: JetStream reserves them against free disk, and this
+        // test should not depend on the machine having the default 15 GiB to spare.
+        "--keptn-stream-max-bytes".into(),
+        "256MiB".into(),
+        "--chart-bucket-max-bytes".into(),
+        "64MiB".into(),
+    ];
     let mut worker = WorkerProcess::start(spec, env.dir.path(), "worker").await?;
 
     // Everything the worker publishes, as it is published, stamped on arrival.
