@@ -95,7 +95,8 @@ pub struct RunConfig {
     pub consumer: String,
 
     /// Tasks one replica runs at the same time; the replica pulls only as many
-    /// messages as it has free slots.
+    /// messages as it has free slots. An event waiting for a busy release lends its
+    /// slot to other releases meanwhile; a replica holds at most five events per slot.
     #[arg(long, env = "MAX_CONCURRENT_TASKS", default_value_t = 4,
           value_parser = clap::value_parser!(u32).range(1..=1024))]
     pub concurrency: u32,

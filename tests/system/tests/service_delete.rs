@@ -277,3 +277,76 @@ async fn deleting_a_service_that_was_never_deployed_succeeds_and_says_so() -> an
     assert_eq!(env.env.replies().await?.events.len(), 2);
     Ok(())
 }
+
+/// A deletion that has to wait for a stage's release lends its slot out like any task waiting
+/// for a release, so the deployment ahead of it on that release gets a slot to run in once it
+/// holds the release. Replica B has one slot: its deployment waits for the release replica A
+/// holds (lending the slot), the deletion takes the slot and waits for the deployment; when
+/// A is done, the deployment holds the release and needs a slot. Had the deletion kept the
+/// slot, each would wait for the other for ever.
+#[tokio::test]
+async fn a_deletion_waiting_for_a_stage_lends_its_slot_to_the_deployment_holding_it(
+) -> anyhow::Result<()> {
+    let env = DeployEnv::start(SimConfig {
+        rollout_delay: Duration::from_secs(4),
+        ..SimConfig::default()
+    })
+    .await?;
+    env.push_chart(("shop", "dev", "hello"), &example_chart())?;
+    let one_slot = |mut spec: WorkerSpec| {
+        spec.concurrency = 1;
+        spec
+    };
+    let a = env.start_worker(one_slot(env.worker_spec()), "a").await?;
+    deploy_all(&env, &[("dev", "hello", "direct")]).await?;
+
+    // A's one slot is busy with a slow upgrade (its pods take 4s, longer than B takes to
+    // start): A pulls nothing more, so the next events all go to B.
+    let image = |tag: &str| json!({ "image": format!("ghcr.io/example/hello:{tag}") });
+    let on_a = deployment_event_in("dev", "upgrade-on-a", "hello", "direct", image("2.0"));
+    system_tests::events::publish(&env.env.js, &on_a).await?;
+    env.env
+        .wait_replies(WAIT, |r| !r.of("upgrade-on-a", "started").is_empty())
+        .await?;
+    let b = env.start_worker(one_slot(env.worker_spec()), "b").await?;
+    // Tasks on B waiting for a release without a slot.
+    let waiting = |count: f64| {
+        let b = &b;
+        async move {
+            test_harness::wait::wait_until(
+                "tasks waiting on B",
+                WAIT,
+                Duration::from_millis(20),
+                || async {
+                    let waiting = b.metric("helm_service_tasks_waiting").await.ok()?;
+                    (waiting == count).then_some(())
+                },
+            )
+            .await
+        }
+    };
+    let on_b = deployment_event_in("dev", "upgrade-on-b", "hello", "direct", image("3.0"));
+    system_tests::events::publish(&env.env.js, &on_b).await?;
+    waiting(1.0).await?;
+    let delete = service_delete_event("del-behind", "hello", None);
+    system_tests::events::publish(&env.env.js, &delete).await?;
+    waiting(2.0).await?;
+
+    let (finished, replies) = env.sole_finished("del-behind", WAIT).await?;
+    assert_eq!(finished["data"]["status"], "succeeded", "{finished:#}");
+    for upgrade in ["upgrade-on-a", "upgrade-on-b"] {
+        let finished = replies.of(upgrade, "finished");
+        assert_eq!(finished.len(), 1, "{upgrade} finished before the deletion");
+        assert_eq!(finished[0]["data"]["status"], "succeeded", "{upgrade}");
+    }
+    assert!(env.helm_releases_everywhere().await?.is_empty());
+    assert!(env.inventory_keys().await?.is_empty());
+    assert_eq!(
+        a.metric(
+            "helm_service_events_received_total{type=\"sh.keptn.event.deployment.triggered\"}"
+        )
+        .await?,
+        2.0
+    );
+    Ok(())
+}
