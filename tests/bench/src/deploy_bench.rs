@@ -64,21 +64,8 @@ async fn main() -> anyhow::Result<()> {
         .await?;
         ids.push(id);
     }
-    let replies = env
-        .env
-        .wait_replies(WAIT, |r| {
-            ids.iter().all(|id| !r.of(id, "finished").is_empty())
-        })
-        .await?;
+    env.all_succeeded(&ids, WAIT).await?;
     let worker_wall = started.elapsed();
-    for id in &ids {
-        let finished = replies.of(id, "finished");
-        anyhow::ensure!(
-            finished[0]["data"]["status"] == "succeeded",
-            "{:#}",
-            finished[0]
-        );
-    }
 
     // (b) the sequential helm loop, into its own namespace.
     let chart_dir = env.env.dir.path().join("packaged");

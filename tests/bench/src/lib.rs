@@ -1,3 +1,4 @@
 //! What the bench binaries share.
 
+pub mod finished;
 pub mod stats;

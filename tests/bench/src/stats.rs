@@ -32,17 +32,9 @@ pub fn millis(duration: Duration) -> f64 {
     duration.as_secs_f64() * 1000.0
 }
 
-/// User + system CPU time of a process so far (all threads), from `/proc/<pid>/stat`.
-/// Assumes the usual 100 clock ticks per second. `None` if unreadable.
-pub fn cpu_time(pid: u32) -> Option<Duration> {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-    // Fields after the `(comm)`, which may itself hold spaces.
-    let rest = &stat[stat.rfind(')')? + 2..];
-    let fields: Vec<&str> = rest.split_whitespace().collect();
-    // utime and stime are fields 14 and 15 of the whole line, 12 and 13 after comm.
-    let ticks: u64 = fields.get(11)?.parse::<u64>().ok()? + fields.get(12)?.parse::<u64>().ok()?;
-    Some(Duration::from_millis(ticks * 10))
-}
+/// User + system CPU time of a process so far (`system_tests::process_tree` reads it for
+/// every process of a tree).
+pub use system_tests::process_tree::cpu_time;
 
 #[cfg(test)]
 mod tests {
@@ -65,10 +57,5 @@ mod tests {
         assert_eq!(median(&[3.0, 1.0, 2.0]), 2.0);
         assert_eq!(median(&[4.0, 1.0, 2.0, 3.0]), 2.5);
         assert!(median(&[]).is_nan());
-    }
-
-    #[test]
-    fn own_cpu_time_is_readable() {
-        assert!(cpu_time(std::process::id()).is_some());
     }
 }

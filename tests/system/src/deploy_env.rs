@@ -213,6 +213,23 @@ impl DeployEnv {
     }
 }
 
+/// Worker flags that shrink the size limits of the streams and buckets it creates. JetStream
+/// reserves each stream's maximum size on disk when the stream is made, so the defaults
+/// (10 GiB for the Keptn stream, 5 GiB for charts, ...) do not fit a test's nats-server on a
+/// machine with little free disk; tests whose subject is not storage pass these.
+pub fn small_storage_limits() -> Vec<String> {
+    [
+        ("--keptn-stream-max-bytes", "256MiB"),
+        ("--dead-letter-max-bytes", "64MiB"),
+        ("--release-records-max-bytes", "64MiB"),
+        ("--inventory-max-bytes", "16MiB"),
+        ("--chart-bucket-max-bytes", "256MiB"),
+    ]
+    .into_iter()
+    .flat_map(|(flag, size)| [flag.to_owned(), size.to_owned()])
+    .collect()
+}
+
 /// Runs a command to completion with [`TOOL_TIMEOUT`], killing it when it overruns.
 fn run(command: &mut std::process::Command) -> anyhow::Result<Output> {
     test_harness::process::run_with_timeout(command, TOOL_TIMEOUT)
@@ -520,6 +537,31 @@ impl DeployEnv {
             "no started for the report {id}: {replies:#?}"
         );
         Ok(finished)
+    }
+
+    /// Waits until every event of `ids` has its `.finished` reply; fails unless each has
+    /// exactly one, succeeded. Returns all replies seen.
+    pub async fn all_succeeded(
+        &self,
+        ids: &[String],
+        deadline: Duration,
+    ) -> anyhow::Result<Replies> {
+        let replies = self
+            .env
+            .wait_replies(deadline, |r| {
+                ids.iter().all(|id| !r.of(id, "finished").is_empty())
+            })
+            .await?;
+        for id in ids {
+            let finished = replies.of(id, "finished");
+            anyhow::ensure!(finished.len() == 1, "one reply for {id}: {finished:#?}");
+            anyhow::ensure!(
+                finished[0]["data"]["status"] == "succeeded",
+                "{id} did not succeed: {:#}",
+                finished[0]
+            );
+        }
+        Ok(replies)
     }
 
     /// Waits for the `.finished` reply to `id` and returns it with all replies seen;

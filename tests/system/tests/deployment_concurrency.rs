@@ -82,21 +82,7 @@ async fn services_deploy_concurrently_one_service_serialises_and_memory_stays_sm
     )
     .await?;
     ids.push("par-gamma-2".into());
-    let replies = env
-        .env
-        .wait_replies(WAIT, |r| {
-            ids.iter().all(|id| !r.of(id, "finished").is_empty())
-        })
-        .await?;
-    for id in &ids {
-        let finished = replies.of(id, "finished");
-        assert_eq!(finished.len(), 1, "{id}");
-        assert_eq!(
-            finished[0]["data"]["status"], "succeeded",
-            "{:#}",
-            finished[0]
-        );
-    }
+    env.all_succeeded(&ids, WAIT).await?;
 
     let audit = env.sim.audit();
     let alpha = write_span(&audit, &objects_of("alpha"));

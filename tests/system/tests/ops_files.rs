@@ -4,131 +4,17 @@
 //! Grafana dashboard use only metric names the worker exports; docker-compose and the
 //! Dockerfile match the binary and the tools setup.
 //!
-//! The rendered manifests are checked as text (the workspace has no YAML parser), one
-//! `---`-separated document at a time.
+//! The rendered manifests are checked as text (`system_tests::chart`).
 
 use std::collections::BTreeSet;
-use std::process::Command;
 use std::time::Duration;
 
-use test_harness::tools::{repo_root, tool_path};
-
-const CHART: &str = "ops/chart/helm-service";
+use system_tests::chart::{block, env_value, helm, kinds, only, render, scalar, CHART};
+use test_harness::tools::repo_root;
 
 fn read(relative: &str) -> String {
     let path = repo_root().join(relative);
     std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("reading {}: {e}", path.display()))
-}
-
-/// Runs the pinned helm with `args` from the repository root, isolated from the user's helm
-/// configuration. Returns (success, stdout, stderr).
-fn helm(args: &[&str]) -> (bool, String, String) {
-    let home = tempfile::tempdir().expect("temp dir");
-    let output = Command::new(tool_path("helm"))
-        .args(args)
-        .current_dir(repo_root())
-        .env("HELM_CACHE_HOME", home.path().join("cache"))
-        .env("HELM_CONFIG_HOME", home.path().join("config"))
-        .env("HELM_DATA_HOME", home.path().join("data"))
-        .output()
-        .expect("helm runs");
-    (
-        output.status.success(),
-        String::from_utf8_lossy(&output.stdout).into_owned(),
-        String::from_utf8_lossy(&output.stderr).into_owned(),
-    )
-}
-
-/// `helm template` of the chart with `extra` arguments; panics with helm's output on failure.
-fn render(extra: &[&str]) -> String {
-    let mut args = vec!["template", "hs", CHART, "--namespace", "keptn"];
-    args.extend_from_slice(extra);
-    let (ok, stdout, stderr) = helm(&args);
-    assert!(ok, "helm {args:?} failed:\n{stdout}\n{stderr}");
-    stdout
-}
-
-/// The documents of a multi-document YAML stream.
-fn documents(rendered: &str) -> Vec<String> {
-    let mut docs = vec![String::new()];
-    for line in rendered.lines() {
-        if line.trim_end() == "---" {
-            docs.push(String::new());
-        } else {
-            let doc = docs.last_mut().expect("at least one document");
-            doc.push_str(line);
-            doc.push('\n');
-        }
-    }
-    docs.into_iter()
-        .filter(|doc| doc.lines().any(|l| l.starts_with("kind:")))
-        .collect()
-}
-
-/// The top-level `kind:` of each document, in order.
-fn kinds(rendered: &str) -> Vec<String> {
-    documents(rendered)
-        .iter()
-        .filter_map(|doc| {
-            doc.lines()
-                .find_map(|l| l.strip_prefix("kind:"))
-                .map(|k| k.trim().to_owned())
-        })
-        .collect()
-}
-
-/// The one document of `kind`.
-fn only(rendered: &str, kind: &str) -> String {
-    let line = format!("kind: {kind}");
-    let mut found: Vec<String> = documents(rendered)
-        .into_iter()
-        .filter(|doc| doc.lines().any(|l| l == line))
-        .collect();
-    assert_eq!(
-        found.len(),
-        1,
-        "expected exactly one {kind} in:\n{rendered}"
-    );
-    found.pop().expect("one document")
-}
-
-/// The value of scalar `key` (first occurrence at any depth), without quotes.
-fn scalar(doc: &str, key: &str) -> Option<String> {
-    let prefix = format!("{key}:");
-    doc.lines().find_map(|l| {
-        l.trim()
-            .strip_prefix(&prefix)
-            .map(|v| v.trim().trim_matches('"').to_owned())
-    })
-}
-
-/// The literal `value` of the container environment variable `name`.
-fn env_value(deployment: &str, name: &str) -> Option<String> {
-    let wanted = format!("- name: {name}");
-    let mut lines = deployment.lines();
-    while let Some(line) = lines.next() {
-        if line.trim() == wanted {
-            return lines
-                .next()
-                .and_then(|next| next.trim().strip_prefix("value:"))
-                .map(|v| v.trim().trim_matches('"').to_owned());
-        }
-    }
-    None
-}
-
-/// The block of the container's `key:` (e.g. `livenessProbe`): the lines indented below it.
-fn block(doc: &str, key: &str) -> String {
-    let header = format!("{key}:");
-    let mut lines = doc.lines().skip_while(|l| l.trim() != header);
-    let Some(first) = lines.next() else {
-        panic!("no {key} in:\n{doc}")
-    };
-    let indent = first.len() - first.trim_start().len();
-    lines
-        .take_while(|l| l.len() - l.trim_start().len() > indent || l.trim().is_empty())
-        .map(|l| format!("{}\n", l.trim()))
-        .collect()
 }
 
 /// Environment variables in the README's flag table (`| --flag | ENV | default | meaning |`).
