@@ -23,6 +23,7 @@ use crate::handler::release::{ReleaseHandler, RollbackHandler};
 use crate::handler::Registry;
 use crate::helm::{Helm, HelmConfig};
 use crate::http::{self, Health};
+use crate::memory::{self, Budget};
 use crate::metrics::Metrics;
 use crate::nats::publisher::Publisher;
 use crate::nats::topology::{self, StorageLimits, Topology, TopologyConfig};
@@ -302,11 +303,14 @@ async fn production_handlers(
     metrics: &Metrics,
 ) -> anyhow::Result<Registry> {
     let deploy = &config.deploy;
+    let helm_slots = helm_slots(config, metrics);
     let helm = Helm::detect(HelmConfig {
         bin: deploy.helm_bin.clone(),
         kubeconfig: deploy.kubeconfig.clone(),
         kube_context: deploy.kube_context.clone(),
         timeout: deploy.helm_timeout,
+        go_memory_limit: Some(config.memory.helm_memory_limit),
+        max_processes: Some(helm_slots),
         ..HelmConfig::default()
     })
     .await
@@ -356,6 +360,37 @@ async fn production_handlers(
         .with(TaskKind::Rollback, RollbackHandler::new(platform.clone()))
         .with(TaskKind::Action, ActionHandler::new(platform.clone()))
         .with(TaskKind::ServiceDelete, ServiceDeleteHandler::new(platform)))
+}
+
+/// How many helm processes run at once: what the memory budget holds (see `memory`), at
+/// most --concurrency. Logged, and on `/metrics`.
+fn helm_slots(config: &RunConfig, metrics: &Metrics) -> usize {
+    let budget = Budget::find(config.memory.memory_budget);
+    let limit = config.memory.helm_memory_limit;
+    let slots = memory::helm_slots(budget.map(|b| b.bytes), limit, config.concurrency as usize);
+    let mib = |bytes: u64| bytes >> 20;
+    match budget {
+        Some(budget) if slots.over_budget => warn!(
+            budget_mib = mib(budget.bytes),
+            source = budget.source.as_str(),
+            needs_mib = mib(memory::WORKER_RESERVE + memory::per_helm(limit)),
+            "the memory budget holds the worker but not one helm process beside it; running one at a time anyway"
+        ),
+        Some(budget) => info!(
+            budget_mib = mib(budget.bytes),
+            source = budget.source.as_str(),
+            helm_memory_limit_mib = mib(limit),
+            helm_slots = slots.slots,
+            "memory budget"
+        ),
+        None => info!(
+            helm_memory_limit_mib = mib(limit),
+            helm_slots = slots.slots,
+            "no memory budget (--memory-budget, cgroup limit): helm processes bounded by --concurrency only"
+        ),
+    }
+    metrics.helm_slots.set(slots.slots as i64);
+    slots.slots
 }
 
 /// Binds the JetStream objects, retrying while NATS is unreachable. `None` when

@@ -166,6 +166,26 @@ pub struct RunConfig {
 
     #[command(flatten)]
     pub limits: StorageLimitsConfig,
+
+    #[command(flatten)]
+    pub memory: MemoryConfig,
+}
+
+/// The pod's memory: the worker and the helm processes it starts share one limit (see the
+/// `memory` module for how the budget is counted).
+#[derive(Debug, Clone, Args)]
+pub struct MemoryConfig {
+    /// Memory the worker and its helm processes may use together; it bounds how many helm
+    /// processes run at once. Unset: the limit of the worker's cgroup (a container's memory
+    /// limit), or no bound beyond --concurrency without one. Takes bytes or a size.
+    #[arg(long, env = "MEMORY_BUDGET", value_parser = parse_bytes)]
+    pub memory_budget: Option<u64>,
+
+    /// GOMEMLIMIT of every helm process: helm's Go garbage collector works harder rather
+    /// than grow its heap past it (a soft limit: a chart that needs more still deploys,
+    /// slower). With helm's code, what each helm process counts for in the budget.
+    #[arg(long, env = "HELM_MEMORY_LIMIT", default_value = "32MiB", value_parser = parse_bytes)]
+    pub helm_memory_limit: u64,
 }
 
 /// Size and age limits of the streams and buckets the worker creates, so none grows without
@@ -495,6 +515,31 @@ mod tests {
         assert_eq!(config.consumer, "helm-service");
         assert_eq!(config.http_addr.to_string(), "0.0.0.0:8080");
         assert!(config.validate().is_ok());
+    }
+
+    #[test]
+    fn memory_settings_take_sizes_and_bare_bytes() {
+        let cli = Cli::try_parse_from(["helm-service", "run"]).unwrap();
+        let Command::Run(config) = cli.command else {
+            panic!("run")
+        };
+        assert_eq!(config.memory.memory_budget, None);
+        assert_eq!(config.memory.helm_memory_limit, 32 << 20);
+        // The chart passes the container's limit in bytes (the downward API's form).
+        let cli = Cli::try_parse_from([
+            "helm-service",
+            "run",
+            "--memory-budget",
+            "402653184",
+            "--helm-memory-limit",
+            "48MiB",
+        ])
+        .unwrap();
+        let Command::Run(config) = cli.command else {
+            panic!("run")
+        };
+        assert_eq!(config.memory.memory_budget, Some(384 << 20));
+        assert_eq!(config.memory.helm_memory_limit, 48 << 20);
     }
 
     #[test]

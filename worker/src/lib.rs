@@ -5,7 +5,7 @@
 //! release records, parking, scheduler, dead letters), `handler` holds the task handlers
 //! and the step journal they record progress in, `deploy` is the pure deployment domain,
 //! `charts`, `helm` and `cluster` reach chart stores, the helm CLI and the Kubernetes API,
-//! and `app` wires it all together.
+//! `memory` sizes the helm processes to the pod's memory, and `app` wires it all together.
 
 pub mod allocator;
 pub mod app;
@@ -16,6 +16,7 @@ pub mod deploy;
 pub mod handler;
 pub mod helm;
 pub mod http;
+pub mod memory;
 pub mod metrics;
 pub mod nats;
 pub mod pipeline;

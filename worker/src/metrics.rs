@@ -59,6 +59,10 @@ pub struct Metrics {
     pub consumer_ack_pending: IntGauge,
     /// Duration of helm CLI calls, by operation and outcome.
     helm_operation_seconds: HistogramVec,
+    /// helm processes this replica runs at once (its memory budget).
+    pub helm_slots: IntGauge,
+    /// Time helm calls waited for a helm process slot.
+    helm_slot_wait_seconds: Histogram,
     /// Time from a release upgrade to its Deployments being ready, by outcome.
     rollout_seconds: HistogramVec,
     /// Deployments skipped because the same chart was deployed and healthy.
@@ -175,6 +179,17 @@ impl Metrics {
                 )
                 .buckets(vec![0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 15.0, 60.0, 300.0]),
                 &["operation", "outcome"],
+            ),
+            helm_slots: reg.gauge(
+                "helm_service_helm_slots",
+                "helm processes this replica runs at once: --concurrency, or fewer when the memory budget holds fewer.",
+            ),
+            helm_slot_wait_seconds: reg.histogram(
+                HistogramOpts::new(
+                    "helm_service_helm_slot_wait_seconds",
+                    "Time helm calls waited for a helm process slot (the memory budget).",
+                )
+                .buckets(vec![0.001, 0.01, 0.1, 0.5, 1.0, 5.0, 30.0, 120.0]),
             ),
             rollout_seconds: reg.histogram_vec(
                 HistogramOpts::new(
@@ -299,10 +314,14 @@ impl Default for Metrics {
     }
 }
 
-/// Helm call durations on `/metrics`, by operation and outcome.
+/// Helm call durations on `/metrics`, by operation and outcome, and waits for helm slots.
 impl HelmObserver for Metrics {
     fn observe(&self, operation: Operation, elapsed: Duration, outcome: Result<(), &HelmError>) {
         self.record_helm(operation, outcome, elapsed);
+    }
+
+    fn waited_for_slot(&self, waited: Duration) {
+        self.helm_slot_wait_seconds.observe(waited.as_secs_f64());
     }
 }
 

@@ -38,6 +38,17 @@ pub(crate) fn version() -> Vec<OsString> {
     os(&["version", "--template", "{{.Version}}"])
 }
 
+/// What helm's environment adds to the worker's: the configured variables, and
+/// `GOMEMLIMIT` (in bytes) when a Go memory limit is set, replacing any other.
+pub(crate) fn environment(config: &HelmConfig) -> Vec<(String, String)> {
+    let mut env = config.env.clone();
+    if let Some(limit) = config.go_memory_limit {
+        env.retain(|(name, _)| name != "GOMEMLIMIT");
+        env.push(("GOMEMLIMIT".into(), limit.to_string()));
+    }
+    env
+}
+
 /// The flags that say which cluster to talk to, in front of the command's own arguments.
 pub(crate) fn with_cluster_flags(config: &HelmConfig, args: Vec<OsString>) -> Vec<OsString> {
     let mut argv = Vec::with_capacity(args.len() + 4);
@@ -485,6 +496,24 @@ mod tests {
                 "kind-a",
                 "history",
                 "rel"
+            ]
+        );
+    }
+
+    #[test]
+    fn a_go_memory_limit_reaches_helm_over_any_other() {
+        let mut config = HelmConfig::new("helm");
+        config.env = vec![
+            ("HOME".into(), "/tmp".into()),
+            ("GOMEMLIMIT".into(), "1GiB".into()),
+        ];
+        assert_eq!(environment(&config), config.env);
+        config.go_memory_limit = Some(32 << 20);
+        assert_eq!(
+            environment(&config),
+            [
+                ("HOME".to_owned(), "/tmp".to_owned()),
+                ("GOMEMLIMIT".to_owned(), "33554432".to_owned())
             ]
         );
     }

@@ -32,6 +32,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use tokio::sync::{Semaphore, SemaphorePermit};
 use tracing::Instrument;
 
 pub use error::{FailureKind, HelmError, Operation};
@@ -69,6 +70,13 @@ pub struct HelmConfig {
     pub max_stderr_bytes: usize,
     /// Added to the inherited environment of every helm process.
     pub env: Vec<(String, String)>,
+    /// `GOMEMLIMIT` of every helm process, in bytes (over an inherited one): helm is a Go
+    /// program, and its garbage collector then works harder rather than grow the heap
+    /// past it. `None` leaves helm's own default.
+    pub go_memory_limit: Option<u64>,
+    /// Most helm processes at once (the memory budget); further calls wait for a slot
+    /// before their process starts (and before its deadline runs). `None`: no bound.
+    pub max_processes: Option<usize>,
     /// Where the private values directories are made; `None` is the system temp dir.
     pub temp_dir: Option<PathBuf>,
 }
@@ -84,6 +92,8 @@ impl HelmConfig {
             max_output_bytes: DEFAULT_MAX_OUTPUT_BYTES,
             max_stderr_bytes: DEFAULT_MAX_STDERR_BYTES,
             env: Vec::new(),
+            go_memory_limit: None,
+            max_processes: None,
             temp_dir: None,
         }
     }
@@ -110,6 +120,8 @@ impl fmt::Debug for HelmConfig {
                 "env",
                 &self.env.iter().map(|(k, _)| k.as_str()).collect::<Vec<_>>(),
             )
+            .field("go_memory_limit", &self.go_memory_limit)
+            .field("max_processes", &self.max_processes)
             .field("temp_dir", &self.temp_dir)
             .finish()
     }
@@ -119,6 +131,9 @@ impl fmt::Debug for HelmConfig {
 /// and outcome; `HelmError::label` makes a bounded outcome label).
 pub trait HelmObserver: Send + Sync {
     fn observe(&self, operation: Operation, elapsed: Duration, outcome: Result<(), &HelmError>);
+
+    /// How long a call waited for a helm process slot ([`HelmConfig::max_processes`]).
+    fn waited_for_slot(&self, _waited: Duration) {}
 }
 
 /// An `upgrade --install` into an existing namespace (never `--create-namespace`: the worker
@@ -187,6 +202,8 @@ pub struct Helm {
     config: Arc<HelmConfig>,
     version: HelmVersion,
     observer: Option<Arc<dyn HelmObserver>>,
+    /// Permits for [`HelmConfig::max_processes`] helm processes, shared by the clones.
+    slots: Option<Arc<Semaphore>>,
 }
 
 impl fmt::Debug for Helm {
@@ -195,6 +212,7 @@ impl fmt::Debug for Helm {
             .field("config", &self.config)
             .field("version", &self.version)
             .field("observer", &self.observer.is_some())
+            .field("slots", &self.config.max_processes)
             .finish()
     }
 }
@@ -213,7 +231,7 @@ impl Helm {
         let inv = Invocation {
             program: config.bin.clone(),
             args: command_line::version(),
-            env: config.env.clone(),
+            env: command_line::environment(&config),
             timeout: config.timeout,
             max_stdout: 4096,
             max_stderr: config.max_stderr_bytes,
@@ -269,10 +287,14 @@ impl Helm {
             kube_context = config.kube_context.as_deref(),
             "helm detected"
         );
+        let slots = config
+            .max_processes
+            .map(|n| Arc::new(Semaphore::new(n.clamp(1, Semaphore::MAX_PERMITS))));
         Ok(Helm {
             config,
             version,
             observer: None,
+            slots,
         })
     }
 
@@ -502,6 +524,7 @@ impl Helm {
             namespace = %target.namespace,
         );
         async {
+            let _slot = self.slot().await;
             let started = Instant::now();
             let result = self.run(operation, target, line).await;
             let elapsed = started.elapsed();
@@ -523,6 +546,18 @@ impl Helm {
         .await
     }
 
+    /// A helm process slot, once one is free (`None` without a bound); reports the wait.
+    async fn slot(&self) -> Option<SemaphorePermit<'_>> {
+        let slots = self.slots.as_ref()?;
+        let asked = Instant::now();
+        // Never closed, so never an error.
+        let permit = slots.acquire().await.ok();
+        if let Some(observer) = &self.observer {
+            observer.waited_for_slot(asked.elapsed());
+        }
+        permit
+    }
+
     async fn run(
         &self,
         operation: Operation,
@@ -537,7 +572,7 @@ impl Helm {
         let inv = Invocation {
             program: self.config.bin.clone(),
             args: command_line::with_cluster_flags(&self.config, args),
-            env: self.config.env.clone(),
+            env: command_line::environment(&self.config),
             timeout,
             max_stdout: self.config.max_output_bytes,
             max_stderr: self.config.max_stderr_bytes,
