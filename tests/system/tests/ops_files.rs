@@ -185,6 +185,45 @@ fn default_values_render_a_complete_worker_deployment() {
 }
 
 #[test]
+fn the_default_memory_limit_budgets_a_helm_process_per_task() {
+    let defaults = system_tests::chart::memory_defaults();
+    let setting = |name: &str| defaults.env(name).unwrap_or_else(|| panic!("{name} unset"));
+    let concurrency: usize = setting("MAX_CONCURRENT_TASKS").parse().expect("a number");
+    let helm_memory_limit =
+        worker::config::parse_bytes(setting("HELM_MEMORY_LIMIT")).unwrap_or_else(|e| panic!("{e}"));
+    // The worker's budget is the container's own limit, whatever it is set to.
+    let budget: String = defaults
+        .deployment
+        .lines()
+        .map(str::trim)
+        .skip_while(|l| *l != "- name: MEMORY_BUDGET")
+        .skip(1)
+        .take_while(|l| !l.starts_with("- name:"))
+        .map(|l| format!("{l}\n"))
+        .collect();
+    assert!(
+        budget.contains("resourceFieldRef:\n")
+            && budget.contains("containerName: helm-service\n")
+            && budget.contains("resource: limits.memory\n"),
+        "MEMORY_BUDGET must come from the container's memory limit:\n{budget}"
+    );
+    let slots =
+        worker::memory::helm_slots(Some(defaults.limit_bytes), helm_memory_limit, concurrency);
+    assert_eq!(
+        (slots.slots, slots.over_budget),
+        (concurrency, false),
+        "a limit of {} bytes holds {} helm processes, not the {concurrency} of the default concurrency",
+        defaults.limit_bytes,
+        slots.slots
+    );
+    assert!(defaults.request_bytes <= defaults.limit_bytes);
+    // Without a memory limit, nothing to budget by: no MEMORY_BUDGET (the worker then reads
+    // its cgroup, which has no limit either).
+    let unlimited = only(&render(&["--set", "resources.limits=null"]), "Deployment");
+    assert!(!unlimited.contains("MEMORY_BUDGET"), "{unlimited}");
+}
+
+#[test]
 fn single_replica_without_rbac_with_service_monitor() {
     let rendered = render(&[
         "--set",
