@@ -1,7 +1,8 @@
 //! The helm driver against the real helm CLI (`.tools/bin/helm`, installed by
 //! `ops/setup.sh`) and an in-process kube-sim: version detection, the release life cycle,
-//! uninstall, timeouts, failure classification, rollback on failure and the recovery of
-//! releases a killed helm left pending.
+//! uninstall, timeouts, failure classification, rollback on failure, the recovery of
+//! releases a killed helm left pending, and the helm slots and Go memory limit of the
+//! memory budget.
 
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
@@ -43,6 +44,14 @@ impl Env {
     }
 
     async fn start_with(config: kube_sim::Config) -> Self {
+        Self::start_configured(config, |_| {}).await
+    }
+
+    /// Like [`Env::start_with`], with the driver's configuration adjusted by `adjust`.
+    async fn start_configured(
+        config: kube_sim::Config,
+        adjust: impl FnOnce(&mut HelmConfig),
+    ) -> Self {
         let sim = KubeSim::start(config).await.expect("start kube-sim");
         let namespaces = kube_sim::resources::find("", "v1", "namespaces").unwrap();
         sim.store()
@@ -55,6 +64,7 @@ impl Env {
         config.kubeconfig = Some(sim.kubeconfig_path().to_owned());
         config.timeout = BOUND;
         config.env = helm_env(home.path());
+        adjust(&mut config);
         let helm = Helm::detect(config).await.expect("detect helm");
         Self {
             sim,
@@ -205,6 +215,36 @@ impl HelmObserver for Recorder {
     fn observe(&self, operation: Operation, _elapsed: Duration, outcome: Result<(), &HelmError>) {
         self.0.lock().unwrap().push((operation, outcome.is_ok()));
     }
+}
+
+/// When each helm process ran (from the report at its end) and how long calls waited for a
+/// helm slot.
+#[derive(Default)]
+struct Timeline {
+    ran: Mutex<Vec<(Instant, Instant)>>,
+    slot_waits: Mutex<Vec<Duration>>,
+}
+
+impl HelmObserver for Timeline {
+    fn observe(&self, _operation: Operation, elapsed: Duration, _outcome: Result<(), &HelmError>) {
+        let end = Instant::now();
+        self.ran.lock().unwrap().push((end - elapsed, end));
+    }
+
+    fn waited_for_slot(&self, waited: Duration) {
+        self.slot_waits.lock().unwrap().push(waited);
+    }
+}
+
+/// The parent pid of process `pid`, from `/proc/<pid>/stat`.
+fn parent_of(pid: &str) -> Option<u32> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    stat.rsplit_once(')')?
+        .1
+        .split_whitespace()
+        .nth(1)?
+        .parse()
+        .ok()
 }
 
 /// Live processes (not zombies) whose command line mentions `needle`.
@@ -606,4 +646,70 @@ async fn recovers_a_release_left_pending_install() {
     let st = env.install("fresh", json!({"greeting": "again"})).await;
     assert_eq!((st.revision, &st.status), (1, &ReleaseState::Deployed));
     assert_eq!(env.greeting("fresh"), "again");
+}
+
+/// With one helm slot (the memory budget), two calls at once run their helm processes one
+/// after the other, the second waiting for the slot; each helm gets the Go memory limit.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_helm_slot_runs_helm_processes_one_at_a_time_each_with_its_go_memory_limit() {
+    let env = Env::start_configured(kube_sim::Config::default(), |config| {
+        config.max_processes = Some(1);
+        config.go_memory_limit = Some(32 << 20);
+    })
+    .await;
+    let timeline = Arc::new(Timeline::default());
+    let helm = env.helm.clone().with_observer(timeline.clone());
+    // Applying a ConfigMap takes a second: long enough to overlap, were both let run.
+    env.sim.faults().set(FaultConfig {
+        latency: Duration::from_secs(1),
+        latency_path: Some("/configmaps".into()),
+        ..FaultConfig::default()
+    });
+    let (a, b) = (json!({"greeting": "a"}), json!({"greeting": "b"}));
+    let (first, second) = (env.request("slot-a", &a), env.request("slot-b", &b));
+    let environ = async {
+        // A helm process exists from its spawn to its end; there is no event to await.
+        let end = Instant::now() + BOUND;
+        loop {
+            // This test's own helm: a child of this process.
+            let pid = processes_mentioning("slot-")
+                .iter()
+                .filter_map(|line| line.split(':').next().map(str::to_owned))
+                .find(|pid| parent_of(pid) == Some(std::process::id()));
+            if let Some(environ) =
+                pid.and_then(|pid| std::fs::read(format!("/proc/{pid}/environ")).ok())
+            {
+                if !environ.is_empty() {
+                    return String::from_utf8_lossy(&environ).replace('\0', "\n");
+                }
+            }
+            assert!(Instant::now() < end, "no helm process seen");
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    };
+    let (r1, r2, environ) = tokio::join!(
+        helm.upgrade_install(&first),
+        helm.upgrade_install(&second),
+        environ
+    );
+    r1.unwrap();
+    r2.unwrap();
+    assert!(
+        environ.lines().any(|l| l == "GOMEMLIMIT=33554432"),
+        "helm's environment: {environ}"
+    );
+    let ran = timeline.ran.lock().unwrap().clone();
+    assert_eq!(ran.len(), 2, "{ran:?}");
+    let (x, y) = (ran[0], ran[1]);
+    assert!(
+        x.1 <= y.0 || y.1 <= x.0,
+        "the helm processes overlapped: {ran:?}"
+    );
+    let waits = timeline.slot_waits.lock().unwrap().clone();
+    assert_eq!(waits.len(), 2, "{waits:?}");
+    let longest = waits.iter().max().copied().unwrap_or_default();
+    assert!(
+        longest >= Duration::from_secs(1),
+        "one call waited for the other's helm (with its one-second apply): {waits:?}"
+    );
 }
