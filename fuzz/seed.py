@@ -1,8 +1,9 @@
 #!/usr/bin/env python3
 """Writes the seed corpus of every fuzz target from the project's own example events.
 
-Sources: the Keptn spec examples the contract is tested against
-(contracts/tests/fixtures/spec/*.json) and the example event of ops/ (ops/examples/*.json).
+Sources: the example events of the Keptn spec, read from ../shared/reference/ beside the checkout
+(as contracts/tests/support/keptn_spec.rs reads them; $KEPTN_SPEC overrides the path), and the
+example event of ops/ (ops/examples/*.json).
 Seeds are written as corpus/<target>/seed-<name>; what libFuzzer adds to the corpus beside
 them is kept between runs (corpus/ is git-ignored).
 
@@ -10,7 +11,9 @@ Usage: fuzz/seed.py   (from anywhere)
 """
 
 import json
+import os
 import pathlib
+import sys
 
 FUZZ = pathlib.Path(__file__).resolve().parent
 ROOT = FUZZ.parent
@@ -28,10 +31,38 @@ SUBJECTS = [
 ]
 
 
+def spec_path():
+    override = os.environ.get("KEPTN_SPEC")
+    if override:
+        return pathlib.Path(override)
+    for directory in ROOT.parents:
+        candidate = directory / "shared/reference/keptn-spec-cloudevents.md"
+        if candidate.is_file():
+            return candidate
+    sys.exit("seed.py: the Keptn spec (shared/reference/) is not beside the checkout; set KEPTN_SPEC")
+
+
+def spec_examples():
+    """The ```json block after each '##### Example Cloud Event' heading of the spec."""
+    lines = iter(spec_path().read_text().splitlines())
+    for line in lines:
+        if line.strip() != "##### Example Cloud Event":
+            continue
+        for line in lines:
+            if line.strip().startswith("```json"):
+                break
+        block = []
+        for line in lines:
+            if line.strip() == "```":
+                break
+            block.append(line)
+        yield json.loads("\n".join(block))
+
+
 def examples():
-    files = sorted((ROOT / "contracts/tests/fixtures/spec").glob("*.json"))
-    files += sorted((ROOT / "ops/examples").glob("*.json"))
-    for path in files:
+    for index, event in enumerate(spec_examples()):
+        yield f"{event['type']}-{index}", event
+    for path in sorted((ROOT / "ops/examples").glob("*.json")):
         yield path.stem, json.loads(path.read_text())
 
 

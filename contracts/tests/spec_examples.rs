@@ -1,12 +1,15 @@
-//! Every example event of the Keptn CloudEvents spec (`tests/fixtures/spec/`, copied verbatim
-//! from `keptn-spec-cloudevents.md`, one file per "Example Cloud Event") must survive
+//! Every example event of the Keptn CloudEvents spec (read from `../shared/reference/` at test
+//! time by `support/keptn_spec.rs`, one per "Example Cloud Event") must survive
 //! decode → encode → decode unchanged, and the payloads helm-service reads must survive a typed
 //! round trip unchanged.
 //!
 //! The examples carry `datacontenttype` and no `time`, so none of the documented envelope
 //! canonicalisations applies: the comparison is exact JSON equality.
 
-use std::path::PathBuf;
+#[path = "support/keptn_spec.rs"]
+mod keptn_spec;
+
+use std::path::Path;
 
 use contracts::data::{
     ActionTriggeredData, DeploymentFinishedData, DeploymentStrategy, DeploymentTriggeredData,
@@ -23,30 +26,23 @@ use serde_json::{Map, Value};
 const SPEC_EXAMPLE_COUNT: usize = 42;
 
 struct Fixture {
+    /// Where the example is, for messages: its type and its place among the spec's examples.
     name: String,
     bytes: Vec<u8>,
     json: Value,
 }
 
 fn fixtures() -> Vec<Fixture> {
-    let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/spec");
-    let mut out: Vec<Fixture> = std::fs::read_dir(&dir)
-        .unwrap_or_else(|e| panic!("reading {}: {e}", dir.display()))
-        .map(|entry| entry.unwrap().path())
-        .filter(|p| p.extension().is_some_and(|e| e == "json"))
-        .map(|path| {
-            let bytes = std::fs::read(&path).unwrap();
-            let json = serde_json::from_slice(&bytes)
-                .unwrap_or_else(|e| panic!("{}: {e}", path.display()));
-            Fixture {
-                name: path.file_name().unwrap().to_string_lossy().into_owned(),
-                bytes,
-                json,
-            }
+    keptn_spec::load(Path::new(env!("CARGO_MANIFEST_DIR")))
+        .examples
+        .into_iter()
+        .enumerate()
+        .map(|(index, example)| Fixture {
+            name: format!("{} (example {} of the spec)", example.event_type, index + 1),
+            bytes: example.bytes,
+            json: example.json,
         })
-        .collect();
-    out.sort_by(|a, b| a.name.cmp(&b.name));
-    out
+        .collect()
 }
 
 fn decode(f: &Fixture) -> KeptnEvent {
@@ -61,12 +57,22 @@ fn every_spec_example_is_present() {
         "expected at least {SPEC_EXAMPLE_COUNT} fixtures, found {}",
         all.len()
     );
-    for f in &all {
-        let ty = f.json["type"].as_str().unwrap();
+    assert_eq!(
+        all.len(),
+        SPEC_EXAMPLE_COUNT,
+        "the spec's example count changed: check the new examples"
+    );
+}
+
+#[test]
+fn every_data_schema_of_the_spec_is_read() {
+    let spec = keptn_spec::load(Path::new(env!("CARGO_MANIFEST_DIR")));
+    for example in &spec.examples {
+        let schema = spec.data_schemas.get(&example.event_type);
         assert!(
-            f.name.starts_with(&format!("{ty}.")),
-            "{} holds an event of type {ty}",
-            f.name
+            schema.is_some_and(|s| s.get("$schema").is_some()),
+            "{} has an example but no data schema was read",
+            example.event_type
         );
     }
 }
