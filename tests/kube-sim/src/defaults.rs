@@ -84,6 +84,9 @@ pub fn apply(res: &Resource, obj: &mut Value) {
             or_insert(&mut obj["spec"], "volumeMode", json!("Filesystem"));
             or_insert(obj, "status", json!({"phase": "Pending"}));
         }
+        ("", "Service") => {
+            or_insert(obj, "status", json!({"loadBalancer": {}}));
+        }
         ("storage.k8s.io", "StorageClass") => {
             or_insert(obj, "reclaimPolicy", json!("Delete"));
             or_insert(obj, "volumeBindingMode", json!("Immediate"));

@@ -68,6 +68,10 @@ pub struct Config {
     pub failing_job_images: Vec<String>,
     /// Claim-name substrings whose PersistentVolumeClaims never bind.
     pub never_bound_claims: Vec<String>,
+    /// How long a `type: LoadBalancer` Service waits for `status.loadBalancer.ingress`.
+    pub load_balancer_delay: Duration,
+    /// Name substrings of LoadBalancer Services that never get an address (`<pending>`).
+    pub pending_load_balancers: Vec<String>,
     /// The simulated Nodes (DaemonSets run one pod on each); see `bootstrap`.
     pub nodes: Vec<String>,
     /// The default StorageClass a fresh cluster has (`None`: no class, so claims without one
@@ -92,6 +96,8 @@ impl Default for Config {
             job_duration: Duration::from_millis(200),
             failing_job_images: Vec::new(),
             never_bound_claims: Vec::new(),
+            load_balancer_delay: Duration::from_millis(200),
+            pending_load_balancers: Vec::new(),
             nodes: vec![bootstrap::DEFAULT_NODE.to_string()],
             default_storage_class: Some(bootstrap::DEFAULT_STORAGE_CLASS.to_string()),
             audit_log_path: None,
@@ -160,6 +166,8 @@ impl KubeSim {
                 job_duration: config.job_duration,
                 failing_job_images: config.failing_job_images,
                 never_bound_claims: config.never_bound_claims,
+                load_balancer_delay: config.load_balancer_delay,
+                pending_load_balancers: config.pending_load_balancers,
             },
         );
         let (stop, stopped) = oneshot::channel::<()>();

@@ -30,6 +30,12 @@ struct Args {
     /// PersistentVolumeClaims whose name contains this never bind (repeatable).
     #[arg(long)]
     never_bound_claim: Vec<String>,
+    /// Milliseconds a `type: LoadBalancer` Service waits for its ingress address.
+    #[arg(long, default_value_t = 200)]
+    load_balancer_delay_ms: u64,
+    /// LoadBalancer Services whose name contains this never get an address (repeatable).
+    #[arg(long)]
+    pending_load_balancer: Vec<String>,
     /// Simulated Node names, one DaemonSet pod each (repeatable; default one node).
     #[arg(long = "node")]
     nodes: Vec<String>,
@@ -108,6 +114,8 @@ async fn main() -> anyhow::Result<()> {
         job_duration: std::time::Duration::from_millis(args.job_duration_ms),
         failing_job_images: args.failing_job_image,
         never_bound_claims: args.never_bound_claim,
+        load_balancer_delay: std::time::Duration::from_millis(args.load_balancer_delay_ms),
+        pending_load_balancers: args.pending_load_balancer,
         nodes: if args.nodes.is_empty() {
             kube_sim::Config::default().nodes
         } else {

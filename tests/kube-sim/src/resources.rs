@@ -172,6 +172,7 @@ pub static RESOURCES: &[Resource] = &[
     },
     Resource {
         categories: &["all"],
+        subresources: &["status"],
         ..core("Service", "services", "service", true, &["svc"])
     },
     core(

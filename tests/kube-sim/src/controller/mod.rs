@@ -1,5 +1,5 @@
 //! The controllers (Deployment, ReplicaSet, StatefulSet, DaemonSet, Job, the PersistentVolume
-//! binder) plus the kubelet and garbage collector parts they need, so `kubectl rollout
+//! binder, Endpoints/EndpointSlices, load balancers) plus the kubelet and garbage collector parts they need, so `kubectl rollout
 //! status`, `kubectl scale`, `helm --wait`, Helm hooks and `helm test` see workloads converge
 //! (or fail) the way they do on a cluster. One submodule per controller; this one holds the
 //! loop that drives them and what they share.
@@ -32,8 +32,10 @@ use serde_json::{json, Value};
 
 mod daemonset;
 mod deployment;
+mod endpoints;
 mod job;
 mod kubelet;
+mod load_balancer;
 mod statefulset;
 mod volumes;
 
@@ -65,6 +67,11 @@ pub struct Settings {
     /// PersistentVolumeClaims whose name contains one of these never bind (no volume can be
     /// provisioned), so the pods mounting them stay unschedulable.
     pub never_bound_claims: Vec<String>,
+    /// How long a `type: LoadBalancer` Service waits for its ingress address.
+    pub load_balancer_delay: Duration,
+    /// Services of `type: LoadBalancer` whose name contains one of these never get an
+    /// address.
+    pub pending_load_balancers: Vec<String>,
 }
 
 /// Starts the controller; it ends when the store closes.
@@ -81,6 +88,7 @@ async fn run(store: Arc<Store>, settings: Settings) {
         progress_started: HashMap::new(),
         seen: None,
         claim_blocked: HashSet::new(),
+        lb_requested: HashMap::new(),
         wake: HashMap::new(),
     };
     loop {
@@ -113,6 +121,8 @@ pub(crate) struct Controller {
     /// Pods this kubelet marked unschedulable (waiting for claims). A pod marked so by anyone
     /// else — a test playing a scheduler that found no fitting node — is left as it is.
     claim_blocked: HashSet<String>,
+    /// LoadBalancer Service uid → when its load balancer was first asked for.
+    lb_requested: HashMap<String, Instant>,
     /// When each object next changes by itself: a workload when one of its pods turns ready
     /// or exits, a Deployment when its progress deadline passes, a bare pod when it does.
     wake: HashMap<(Kind, ObjectName), Instant>,
@@ -126,6 +136,8 @@ enum Kind {
     StatefulSet,
     DaemonSet,
     Job,
+    /// A Service (its load balancer and endpoints).
+    Service,
     /// A pod without a controlling owner kube-sim simulates (e.g. a `helm test` pod).
     Pod,
 }
@@ -141,6 +153,7 @@ const WATCHED: &[(&str, &str)] = &[
     ("", "persistentvolumeclaims"),
     ("storage.k8s.io", "storageclasses"),
     ("", "nodes"),
+    ("", "services"),
 ];
 
 /// `(namespace, name)` of a namespaced object.
@@ -161,6 +174,10 @@ struct Dirty {
     all_claims: bool,
     /// A Node was written: every DaemonSet's placement may change.
     all_daemon_sets: bool,
+    /// Namespaces where a pod or Service was written: their endpoints are recomputed.
+    endpoint_namespaces: BTreeSet<String>,
+    /// Services deleted: their Endpoints go.
+    deleted_services: Vec<Value>,
 }
 
 impl Dirty {
@@ -386,6 +403,7 @@ impl Controller {
                     self.pod_started.remove(uid(object));
                     self.claim_blocked.remove(uid(object));
                 }
+                dirty.endpoint_namespaces.insert(name.0.clone());
                 dirty.pods.insert(name.clone());
                 match pod_owner(object) {
                     Some((kind, owner)) => dirty.add(kind, owner),
@@ -403,7 +421,15 @@ impl Controller {
                 dirty.claims.insert(name);
             }
             7 => dirty.all_claims = true,
-            _ => dirty.all_daemon_sets = true,
+            8 => dirty.all_daemon_sets = true,
+            _ => {
+                if deleted {
+                    self.lb_requested.remove(uid(object));
+                    dirty.deleted_services.push(object.clone());
+                }
+                dirty.endpoint_namespaces.insert(name.0.clone());
+                dirty.add(Kind::Service, name);
+            }
         }
     }
 
@@ -447,6 +473,7 @@ impl Controller {
                 Kind::StatefulSet => self.sync_stateful_set(store, &name, now),
                 Kind::DaemonSet => self.sync_daemon_set(store, &name, now),
                 Kind::Job => self.sync_job(store, &name, now),
+                Kind::Service => self.sync_load_balancer(store, &name, now),
                 Kind::Pod => match store.get(pod, &name.0, &name.1) {
                     Ok(p) if pod_owner(&p).is_none() => self.run_pods(store, vec![p], now).1,
                     _ => None,
@@ -456,6 +483,13 @@ impl Controller {
                 Some(at) => self.wake.insert((kind, name), at),
                 None => self.wake.remove(&(kind, name)),
             };
+        }
+        for svc in std::mem::take(&mut dirty.deleted_services) {
+            self.drop_endpoints(store, &svc);
+        }
+        // After the workloads, so the pods they just wrote are listed.
+        for ns in std::mem::take(&mut dirty.endpoint_namespaces) {
+            self.sync_endpoints_in(store, &ns);
         }
         for d in status_of {
             let Ok(obj) = store.get(deploy, &d.0, &d.1) else {

@@ -111,6 +111,34 @@ impl Cluster {
         self.sim.as_ref().expect("running")
     }
 
+    /// Waits until `ready` holds for the store, checking after every write (no polling);
+    /// fails the test naming `what` after `timeout`.
+    #[track_caller]
+    pub fn wait_for_store(
+        &self,
+        what: &str,
+        timeout: Duration,
+        mut ready: impl FnMut(&kube_sim::Store) -> bool,
+    ) {
+        let store = self.sim().store().clone();
+        let mut changes = store.subscribe();
+        let waited = self.runtime.block_on(async {
+            tokio::time::timeout(timeout, async {
+                loop {
+                    changes.borrow_and_update();
+                    if ready(&store) {
+                        return;
+                    }
+                    if changes.changed().await.is_err() {
+                        return;
+                    }
+                }
+            })
+            .await
+        });
+        assert!(waited.is_ok(), "{what}: not within {timeout:?}");
+    }
+
     /// Runs the real helm against this cluster, with its caches in the test's temp home.
     pub fn helm(&self, args: &[&str]) -> Run {
         let home = self.home.path();
