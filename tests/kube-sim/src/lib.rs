@@ -21,6 +21,7 @@ pub mod discovery;
 pub mod events;
 pub mod faults;
 pub mod fields;
+pub mod immutable;
 pub mod kubeconfig;
 pub mod managed;
 pub mod metadata;

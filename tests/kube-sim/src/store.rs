@@ -680,6 +680,7 @@ impl Store {
             ));
         }
         validate_meta(res, &new, name)?;
+        crate::immutable::check(res, &old, &new, name)?;
         if res.group.is_empty() && res.plural == "services" {
             keep_cluster_ip(&old, &mut new, name)?;
         }

@@ -5,43 +5,20 @@
 
 mod common;
 
-use std::path::Path;
 use std::time::Duration;
 
+use common::life_cycle::{chart, Release, WAIT};
 use common::*;
 use kube_sim::Config;
-
-fn chart(name: &str) -> String {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("charts")
-        .join(name)
-        .to_string_lossy()
-        .into_owned()
-}
 
 /// Fast pods, so a life cycle takes seconds.
 fn quick() -> Config {
     Config {
         rollout_delay: Duration::from_millis(100),
         job_duration: Duration::from_millis(100),
+        load_balancer_delay: Duration::from_millis(100),
         ..Config::default()
     }
-}
-
-const WAIT: &[&str] = &["-n", "demo", "--wait", "--timeout", "60s"];
-
-fn helm_ok(c: &Cluster, args: &[&str]) -> String {
-    let mut all = args.to_vec();
-    all.extend_from_slice(WAIT);
-    c.helm(&all).success()
-}
-
-fn last_revision(c: &Cluster) -> serde_json::Value {
-    let history = c
-        .helm(&["history", "rel", "-n", "demo", "-o", "json"])
-        .success();
-    let history: serde_json::Value = serde_json::from_str(&history).unwrap();
-    history.as_array().unwrap().last().unwrap().clone()
 }
 
 fn jsonpath(c: &Cluster, what: &[&str], path: &str) -> String {
@@ -50,18 +27,6 @@ fn jsonpath(c: &Cluster, what: &[&str], path: &str) -> String {
     let p = format!("jsonpath={path}");
     args.extend_from_slice(&["-n", "demo", "-o", &p]);
     c.kubectl(&args).success()
-}
-
-/// `helm rollback rel 1 --wait`, and that it deployed.
-fn rollback_to_first(c: &Cluster) {
-    helm_ok(c, &["rollback", "rel", "1"]);
-    assert_eq!(last_revision(c)["status"], "deployed");
-}
-
-/// `helm uninstall rel --wait`.
-fn uninstall(c: &Cluster) {
-    c.helm(&["uninstall", "rel", "-n", "demo", "--wait"])
-        .success();
 }
 
 /// `kubectl rollout status` of `what` in `demo`, which must finish within 30 s.
@@ -83,10 +48,8 @@ fn names(c: &Cluster, kinds: &str) -> Vec<String> {
 #[test]
 fn database_statefulset_with_claims_through_its_life_cycle() {
     let c = Cluster::start_with(quick());
-    c.kubectl(&["create", "namespace", "demo"]).success();
-    let db = chart("database");
-    let out = helm_ok(&c, &["install", "rel", &db]);
-    assert!(out.contains("STATUS: deployed"), "{out}");
+    let rel = Release::new(&c, "database");
+    rel.install(&[]);
     let sts = c.json(&["get", "sts", "rel-database", "-n", "demo", "-o", "json"]);
     let status = &sts["status"];
     assert_eq!(status["readyReplicas"], 3, "{sts:#}");
@@ -131,7 +94,7 @@ fn database_statefulset_with_claims_through_its_life_cycle() {
 
     // An upgrade changes the template: a rolling update to a new revision.
     let before = jsonpath(&c, &["sts", "rel-database"], "{.status.updateRevision}");
-    helm_ok(&c, &["upgrade", "rel", &db, "--set", "image.tag=16.3"]);
+    rel.upgrade(&["--set", "image.tag=16.3"]);
     let sts = c.json(&["get", "sts", "rel-database", "-n", "demo", "-o", "json"]);
     let status = &sts["status"];
     assert_ne!(status["updateRevision"], before.as_str(), "{sts:#}");
@@ -144,8 +107,7 @@ fn database_statefulset_with_claims_through_its_life_cycle() {
     let images = jsonpath(&c, &["pods"], "{.items[*].spec.containers[0].image}");
     assert_eq!(images, ["registry.example/db:16.3"; 3].join(" "));
 
-    rollback_to_first(&c);
-    assert_eq!(last_revision(&c)["status"], "deployed");
+    rel.rollback();
     assert_eq!(
         jsonpath(&c, &["sts", "rel-database"], "{.status.updateRevision}"),
         before
@@ -153,25 +115,34 @@ fn database_statefulset_with_claims_through_its_life_cycle() {
     let images = jsonpath(&c, &["pods"], "{.items[*].spec.containers[0].image}");
     assert_eq!(images, ["registry.example/db:16.2"; 3].join(" "));
 
-    uninstall(&c);
     // As on a cluster: the claims of volumeClaimTemplates outlive the StatefulSet
-    // (retention policy Retain); everything the chart created is gone.
+    // (retention policy Retain), and so do their volumes; nothing else is left.
+    let left = rel.uninstall();
+    let (claims, volumes): (Vec<&String>, Vec<&String>) = left
+        .iter()
+        .partition(|o| o.starts_with("persistentvolumeclaim/"));
     assert_eq!(
-        names(&c, "all,cm,secrets,sa,pvc"),
+        claims,
         [
             "persistentvolumeclaim/data-rel-database-0",
             "persistentvolumeclaim/data-rel-database-1",
             "persistentvolumeclaim/data-rel-database-2",
         ]
     );
+    assert_eq!(volumes.len(), 3, "{left:?}");
+    assert!(
+        volumes
+            .iter()
+            .all(|v| v.starts_with("persistentvolume/pvc-")),
+        "{left:?}"
+    );
 }
 
 #[test]
 fn statefulset_partition_scale_and_rollout_status() {
     let c = Cluster::start_with(quick());
-    c.kubectl(&["create", "namespace", "demo"]).success();
-    let db = chart("database");
-    helm_ok(&c, &["install", "rel", &db, "--set", "replicaCount=2"]);
+    let rel = Release::new(&c, "database");
+    rel.install(&["--set", "replicaCount=2"]);
     // A partition keeps ordinals below it at the old revision.
     c.kubectl(&[
         "patch",
@@ -211,45 +182,73 @@ fn statefulset_partition_scale_and_rollout_status() {
     assert_eq!(names(&c, "pods"), ["pod/rel-database-0"]);
 }
 
+/// The Jobs in `demo` that turned `Complete` after store revision `since`, with the revision
+/// of that write, in the order they completed (hook Jobs deleted since included).
+fn completed_jobs(c: &Cluster, since: u64) -> Vec<(String, u64)> {
+    let jobs = kube_sim::resources::find("batch", "v1", "jobs").unwrap();
+    let (events, _) = c
+        .sim()
+        .store()
+        .events_since(jobs, Some("demo"), since)
+        .unwrap();
+    let mut out: Vec<(String, u64)> = Vec::new();
+    for (_, job, _) in events {
+        let complete = job["status"]["conditions"]
+            .as_array()
+            .is_some_and(|cs| cs.iter().any(|c| c["type"] == "Complete"));
+        let name = job["metadata"]["name"].as_str().unwrap().to_string();
+        if complete && !out.iter().any(|(n, _)| *n == name) {
+            let rv = job["metadata"]["resourceVersion"].as_str().unwrap();
+            out.push((name, rv.parse().unwrap()));
+        }
+    }
+    out
+}
+
+/// The revision at which `kind/name` in `demo` was deleted after `since`.
+fn deleted_at(c: &Cluster, group: &str, plural: &str, name: &str, since: u64) -> u64 {
+    let res = kube_sim::resources::find(group, "v1", plural).unwrap();
+    let (events, _) = c
+        .sim()
+        .store()
+        .events_since(res, Some("demo"), since)
+        .unwrap();
+    events
+        .iter()
+        .find(|(t, o, _)| {
+            *t == kube_sim::events::EventType::Deleted && o["metadata"]["name"] == name
+        })
+        .and_then(|(_, o, _)| o["metadata"]["resourceVersion"].as_str()?.parse().ok())
+        .unwrap_or_else(|| panic!("{plural}/{name} was not deleted"))
+}
+
 #[test]
 fn hook_jobs_and_helm_test() {
     let c = Cluster::start_with(quick());
-    c.kubectl(&["create", "namespace", "demo"]).success();
-    let hooks = chart("hooks");
-    let out = helm_ok(&c, &["install", "rel", &hooks]);
-    assert!(out.contains("STATUS: deployed"), "{out}");
+    let rel = Release::new(&c, "hooks");
+    let names_of =
+        |runs: Vec<(String, u64)>| -> Vec<String> { runs.into_iter().map(|r| r.0).collect() };
+    let since = c.sim().store().revision();
+    rel.install(&[]);
     // The pre-install Job ran to completion and was deleted (hook-succeeded).
+    assert_eq!(names_of(completed_jobs(&c, since)), ["rel-api-migrate"]);
     assert_eq!(names(&c, "jobs"), Vec::<String>::new());
-    let out = helm_ok(
-        &c,
-        &[
-            "upgrade",
-            "rel",
-            &hooks,
-            "--set",
-            "image=registry.example/api:2.5",
-        ],
-    );
+    let since = c.sim().store().revision();
+    let out = rel.upgrade(&["--set", "image=registry.example/api:2.5"]);
     assert!(out.contains("REVISION: 2"), "{out}");
-    // The post-upgrade Job stays (before-hook-creation only), Complete.
-    let job = c.json(&["get", "job", "rel-api-notify", "-n", "demo", "-o", "json"]);
-    let conditions: Vec<&str> = job["status"]["conditions"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|c| c["type"].as_str().unwrap())
-        .collect();
-    assert_eq!(conditions, ["SuccessCriteriaMet", "Complete"], "{job:#}");
-    assert_eq!(job["status"]["succeeded"], 1, "{job:#}");
-    let out = c
-        .helm(&["test", "rel", "-n", "demo", "--timeout", "60s"])
-        .success();
-    assert!(out.contains("Phase:          Succeeded"), "{out}");
+    // pre-upgrade, then post-upgrade, each completed and deleted.
     assert_eq!(
-        jsonpath(&c, &["pod", "rel-api-test-connection"], "{.status.phase}"),
-        "Succeeded"
+        names_of(completed_jobs(&c, since)),
+        ["rel-api-migrate", "rel-api-notify"]
     );
-    rollback_to_first(&c);
+    assert_eq!(names(&c, "jobs"), Vec::<String>::new());
+    let out = rel.test();
+    assert!(out.contains("Phase:          Succeeded"), "{out}");
+    assert!(
+        !names(&c, "pods").contains(&"pod/rel-api-test-connection".to_string()),
+        "the test pod is deleted once it succeeded (hook-succeeded)"
+    );
+    rel.rollback();
     assert_eq!(
         jsonpath(
             &c,
@@ -258,10 +257,42 @@ fn hook_jobs_and_helm_test() {
         ),
         "registry.example/api:2.4.1"
     );
-    uninstall(&c);
-    // Hook resources are not part of the release's manifest: helm leaves the post-upgrade Job
-    // and the test pod, as on a cluster; everything else is gone.
-    assert_eq!(names(&c, "deploy,rs,svc,cm,secrets"), Vec::<String>::new());
+    let since = c.sim().store().revision();
+    rel.uninstall_clean();
+    // pre-delete ran before the release's objects went, post-delete after.
+    let runs = completed_jobs(&c, since);
+    assert_eq!(names_of(runs.clone()), ["rel-api-drain", "rel-api-cleanup"]);
+    let deployment_gone = deleted_at(&c, "apps", "deployments", "rel-api", since);
+    assert!(runs[0].1 < deployment_gone, "{runs:?} vs {deployment_gone}");
+    assert!(runs[1].1 > deployment_gone, "{runs:?} vs {deployment_gone}");
+}
+
+#[test]
+fn failing_pre_delete_hook_fails_the_uninstall() {
+    let c = Cluster::start_with(Config {
+        failing_job_images: vec!["api-admin".into()],
+        ..quick()
+    });
+    let rel = Release::new(&c, "hooks");
+    rel.install(&[]);
+    let err = c
+        .helm(&[
+            "uninstall",
+            "rel",
+            "-n",
+            "demo",
+            "--wait",
+            "--timeout",
+            "60s",
+        ])
+        .failure();
+    assert!(err.contains("rel-api-drain"), "{err}");
+    // The release and its objects stay; the failed hook Job is kept for inspection.
+    assert_eq!(names(&c, "deploy"), ["deployment.apps/rel-api"]);
+    assert_eq!(
+        jsonpath(&c, &["job", "rel-api-drain"], "{.status.failed}"),
+        "1"
+    );
 }
 
 #[test]
@@ -301,9 +332,7 @@ fn failing_test_image_fails_helm_test() {
         failing_job_images: vec!["curl".into()],
         ..quick()
     });
-    c.kubectl(&["create", "namespace", "demo"]).success();
-    let hooks = chart("hooks");
-    helm_ok(&c, &["install", "rel", &hooks]);
+    Release::new(&c, "hooks").install(&[]);
     let err = c
         .helm(&["test", "rel", "-n", "demo", "--timeout", "60s"])
         .failure();
@@ -367,9 +396,8 @@ fn job_pods_run_for_the_configured_time() {
 #[test]
 fn webapp_with_hpa_ingress_pdb_and_network_policy() {
     let c = Cluster::start_with(quick());
-    c.kubectl(&["create", "namespace", "demo"]).success();
-    let web = chart("webapp");
-    helm_ok(&c, &["install", "rel", &web]);
+    let rel = Release::new(&c, "webapp");
+    rel.install(&[]);
     assert_eq!(
         names(&c, "sa,hpa,ing,pdb,netpol,deploy,svc,cm"),
         [
@@ -399,10 +427,7 @@ fn webapp_with_hpa_ingress_pdb_and_network_policy() {
         &["deploy", "rel-webapp"],
         "{.spec.template.metadata.annotations.checksum/config}",
     );
-    helm_ok(
-        &c,
-        &["upgrade", "rel", &web, "--set", "config.logLevel=debug"],
-    );
+    rel.upgrade(&["--set", "config.logLevel=debug"]);
     let after = jsonpath(
         &c,
         &["deploy", "rel-webapp"],
@@ -410,12 +435,8 @@ fn webapp_with_hpa_ingress_pdb_and_network_policy() {
     );
     assert_ne!(before, after, "the checksum annotation rolls the pods");
     rollout_status(&c, "deploy/rel-webapp");
-    rollback_to_first(&c);
-    uninstall(&c);
-    assert_eq!(
-        names(&c, "all,sa,hpa,ing,pdb,netpol,cm,secrets"),
-        Vec::<String>::new()
-    );
+    rel.rollback();
+    rel.uninstall_clean();
 }
 
 #[test]
@@ -424,9 +445,8 @@ fn agent_daemonset_on_every_node_with_rbac_and_cronjob() {
         nodes: vec!["node-a".into(), "node-b".into(), "node-c".into()],
         ..quick()
     });
-    c.kubectl(&["create", "namespace", "demo"]).success();
-    let agent = chart("agent");
-    helm_ok(&c, &["install", "rel", &agent]);
+    let rel = Release::new(&c, "agent");
+    rel.install(&[]);
     let ds = c.json(&["get", "ds", "rel-agent", "-n", "demo", "-o", "json"]);
     let st = &ds["status"];
     assert_eq!(st["desiredNumberScheduled"], 3, "{ds:#}");
@@ -440,16 +460,7 @@ fn agent_daemonset_on_every_node_with_rbac_and_cronjob() {
             .collect::<Vec<_>>(),
         ["node-a", "node-b", "node-c"]
     );
-    helm_ok(
-        &c,
-        &[
-            "upgrade",
-            "rel",
-            &agent,
-            "--set",
-            "image=registry.example/node-agent:0.6.0",
-        ],
-    );
+    rel.upgrade(&["--set", "image=registry.example/node-agent:0.6.0"]);
     let out = rollout_status(&c, "ds/rel-agent");
     assert!(out.contains("successfully rolled out"), "{out}");
     assert_eq!(
@@ -469,18 +480,8 @@ fn agent_daemonset_on_every_node_with_rbac_and_cronjob() {
             "clusterrolebinding.rbac.authorization.k8s.io/rel-agent"
         ]
     );
-    rollback_to_first(&c);
-    uninstall(&c);
-    assert_eq!(
-        names(&c, "all,sa,cronjob,role,rolebinding,lease,cm,secrets"),
-        Vec::<String>::new()
-    );
-    assert_eq!(
-        c.kubectl(&["get", "clusterrole,clusterrolebinding", "-o", "name"])
-            .success()
-            .trim(),
-        ""
-    );
+    rel.rollback();
+    rel.uninstall_clean();
 }
 
 #[test]
@@ -575,9 +576,9 @@ fn never_ready_image_stalls_a_statefulset_rollout() {
         never_ready_images: vec!["db:broken".into()],
         ..quick()
     });
-    c.kubectl(&["create", "namespace", "demo"]).success();
-    let db = chart("database");
-    helm_ok(&c, &["install", "rel", &db, "--set", "replicaCount=2"]);
+    let rel = Release::new(&c, "database");
+    rel.install(&["--set", "replicaCount=2"]);
+    let db = rel.chart.clone();
     let err = c
         .helm(&[
             "upgrade",
@@ -612,4 +613,45 @@ fn never_ready_image_stalls_a_statefulset_rollout() {
         ])
         .failure();
     assert!(out.contains("timed out"), "{out}");
+}
+
+#[test]
+fn upgrading_an_immutable_statefulset_field_fails_as_on_a_cluster() {
+    let c = Cluster::start_with(quick());
+    let rel = Release::new(&c, "database");
+    rel.install(&["--set", "replicaCount=1"]);
+    let err = rel.upgrade_fails(&["--set", "replicaCount=1", "--set", "persistence.size=2Gi"]);
+    assert!(
+        err.contains(
+            "StatefulSet.apps \"rel-database\" is invalid: spec: Forbidden: updates to statefulset spec for fields other than 'replicas', 'ordinals', 'template', 'updateStrategy', 'revisionHistoryLimit', 'persistentVolumeClaimRetentionPolicy' and 'minReadySeconds' are forbidden"
+        ),
+        "{err}"
+    );
+    assert_eq!(rel.last_revision()["status"], "failed");
+    // What may change still does.
+    rel.upgrade(&["--set", "replicaCount=2"]);
+}
+
+#[test]
+fn upgrading_a_job_template_fails_as_on_a_cluster() {
+    let c = Cluster::start_with(quick());
+    let dir = c.home.path().join("batch");
+    write_chart(
+        &dir,
+        "batch",
+        &[(
+            "templates/job.yaml",
+            "apiVersion: batch/v1\nkind: Job\nmetadata:\n  name: {{ .Release.Name }}-import\nspec:\n  template:\n    spec:\n      restartPolicy: Never\n      containers:\n        - name: import\n          image: registry.example/import:{{ .Values.tag }}\n",
+        )],
+    );
+    let dir = dir.to_string_lossy().into_owned();
+    let rel = Release::new(&c, &dir);
+    rel.install(&["--set", "tag=1"]);
+    let err = rel.upgrade_fails(&["--set", "tag=2"]);
+    assert!(
+        err.contains(
+            "Job.batch \"rel-import\" is invalid: spec.template: Invalid value: core.PodTemplateSpec{...}: field is immutable"
+        ),
+        "{err}"
+    );
 }

@@ -13,6 +13,8 @@ use std::time::Instant;
 
 use kube_sim::{Config, KubeSim};
 
+pub mod life_cycle;
+
 /// Writes a chart directory: `Chart.yaml` for `name`, and each `(path, content)` below it
 /// (template paths like `templates/service.yaml`).
 pub fn write_chart(dir: &Path, name: &str, files: &[(&str, &str)]) {
