@@ -87,6 +87,17 @@ pub fn apply(res: &Resource, obj: &mut Value) {
         ("", "Service") => {
             or_insert(obj, "status", json!({"loadBalancer": {}}));
         }
+        ("autoscaling", "HorizontalPodAutoscaler") => {
+            // Defaulted in the storage version (autoscaling/v2): a v1 object without a CPU
+            // target reads back with the 80% every HPA without metrics gets.
+            let spec = &mut obj["spec"];
+            or_insert(spec, "minReplicas", json!(1));
+            let no_metrics = spec["metrics"].as_array().is_none_or(Vec::is_empty);
+            if no_metrics {
+                spec["metrics"] = json!([{"type": "Resource", "resource": {"name": "cpu",
+                    "target": {"type": "Utilization", "averageUtilization": 80}}}]);
+            }
+        }
         ("storage.k8s.io", "StorageClass") => {
             or_insert(obj, "reclaimPolicy", json!("Delete"));
             or_insert(obj, "volumeBindingMode", json!("Immediate"));

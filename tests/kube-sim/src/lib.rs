@@ -16,6 +16,7 @@
 pub mod audit;
 pub mod bootstrap;
 pub mod controller;
+pub mod convert;
 pub mod defaults;
 pub mod discovery;
 pub mod events;

@@ -10,6 +10,7 @@ use std::time::Instant;
 
 use serde_json::{json, Map, Value};
 
+use crate::convert;
 use crate::defaults;
 use crate::events::{Event, EventType, History, TooOld};
 use crate::resources::{self, Resource};
@@ -394,9 +395,9 @@ impl Store {
             .filter(move |e| e.group == g && e.plural == p && ns.is_none_or(|n| n == e.namespace)))
     }
 
-    /// Returns a stored object stamped for the requested version.
+    /// Returns a stored object converted to and stamped for the requested version.
     fn present(res: &Resource, obj: &Value) -> Value {
-        let mut out = obj.clone();
+        let mut out = convert::from_storage(res, obj.clone());
         out["apiVersion"] = json!(res.api_version());
         out["kind"] = json!(res.kind);
         out
@@ -453,7 +454,7 @@ impl Store {
         state: &mut State,
         res: &Resource,
         ns: &str,
-        mut obj: Value,
+        obj: Value,
     ) -> Result<Value, ApiError> {
         if !obj.is_object() {
             return Err(ApiError::bad_request(
@@ -461,6 +462,9 @@ impl Store {
             ));
         }
         check_type(res, &obj)?;
+        let requested = res;
+        let res = convert::storage(res);
+        let mut obj = convert::to_storage(requested, obj);
         defaults::apply(res, &mut obj);
         let body_ns = meta_str(&obj, "namespace").to_string();
         if res.namespaced {
@@ -534,7 +538,11 @@ impl Store {
         if resources::is_crd(res) {
             state.refresh_custom();
         }
-        Ok(stored)
+        if std::ptr::eq(requested, res) {
+            Ok(stored)
+        } else {
+            Ok(Self::present(requested, &stored))
+        }
     }
 
     /// The objects of `res`'s storage in `ns` whose `metadata.ownerReferences` name
@@ -645,18 +653,23 @@ impl Store {
         change: impl FnOnce(&Value) -> Result<Value, ApiError>,
     ) -> Result<Value, ApiError> {
         let k = key(res, ns, name);
-        let old = state
+        // The stored object (in the storage version) and as the client's version shows it.
+        let stored_old = state
             .objects
             .get(&k)
-            .map(|o| Self::present(res, o))
+            .cloned()
             .ok_or_else(|| ApiError::not_found(res.plural, res.group, name))?;
-        let mut new = change(&old)?;
+        let old = Self::present(res, &stored_old);
+        let new = change(&old)?;
         if !new.is_object() {
             return Err(ApiError::bad_request(
                 "the request body is not a JSON object",
             ));
         }
         check_type(res, &new)?;
+        let requested = res;
+        let res = convert::storage(res);
+        let mut new = convert::to_storage(requested, new);
         defaults::apply(res, &mut new);
         let body_name = meta_str(&new, "name");
         if !body_name.is_empty() && body_name != name {
@@ -680,7 +693,7 @@ impl Store {
             ));
         }
         validate_meta(res, &new, name)?;
-        crate::immutable::check(res, &old, &new, name)?;
+        crate::immutable::check(res, &stored_old, &new, name)?;
         if res.group.is_empty() && res.plural == "services" {
             keep_cluster_ip(&old, &mut new, name)?;
         }
@@ -706,22 +719,26 @@ impl Store {
             old_meta["resourceVersion"].clone(),
         );
         let mut new = Self::present(res, &new);
-        if comparable(&new) == comparable(&old) {
+        if comparable(&new) == comparable(&stored_old) {
             return Ok(old);
         }
-        if res.generation && spec_part(&new) != spec_part(&old) {
+        if res.generation && spec_part(&new) != spec_part(&stored_old) {
             let g = old_meta
                 .get("generation")
                 .and_then(Value::as_i64)
                 .unwrap_or(0);
             new["metadata"]["generation"] = json!(g + 1);
         }
-        state.record(EventType::Modified, &k, &mut new, Some(old));
+        state.record(EventType::Modified, &k, &mut new, Some(stored_old));
         state.put(k, new.clone());
         if resources::is_crd(res) {
             state.refresh_custom();
         }
-        Ok(new)
+        if std::ptr::eq(requested, res) {
+            Ok(new)
+        } else {
+            Ok(Self::present(requested, &new))
+        }
     }
 
     /// DELETE: removes the object immediately (no finalizers or grace periods) and returns it.
