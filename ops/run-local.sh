@@ -48,9 +48,10 @@ while True:
             raise
         time.sleep(0.05)
 PY
-# kube-sim stands in for a cluster; helm and the worker reach it through its kubeconfig.
+# kube-sim stands in for a cluster (with the Gateway API CRDs, so charts with HTTPRoutes
+# install); helm and the worker reach it through its kubeconfig.
 KUBECONFIG="$WORK/kubeconfig.json"
-"$SIM" --kubeconfig-out "$KUBECONFIG" --rollout-delay-ms 500 >"$WORK/kube-sim.log" 2>&1 &
+"$SIM" --kubeconfig-out "$KUBECONFIG" --rollout-delay-ms 500 --gateway-api >"$WORK/kube-sim.log" 2>&1 &
 PIDS+=($!)
 for _ in $(seq 1 150); do [ -s "$KUBECONFIG" ] && break; sleep 0.1; done
 [ -s "$KUBECONFIG" ] || { echo "kube-sim did not start:" >&2; tail -n 20 "$WORK/kube-sim.log" >&2; exit 1; }

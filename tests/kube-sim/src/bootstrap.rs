@@ -1,6 +1,8 @@
-//! What a fresh cluster holds besides its namespaces: Nodes for DaemonSets to run on, and a
+//! What a fresh cluster holds besides its namespaces: Nodes for DaemonSets to run on, a
 //! default StorageClass for claims to be provisioned from (as kind and minikube clusters
-//! have one).
+//! have one), and optionally CustomResourceDefinition bundles — such as the project's own
+//! Gateway API CRDs (`crds/gateway-api.yaml`) — installed before the first client connects,
+//! the way a cluster gets Gateway API.
 
 use serde_json::json;
 
@@ -13,6 +15,41 @@ pub const DEFAULT_NODE: &str = "kube-sim-node";
 pub const DEFAULT_STORAGE_CLASS: &str = "standard";
 /// The provisioner named by the default StorageClass and the volumes it provisions.
 pub const PROVISIONER: &str = "kube-sim.io/hostpath";
+
+/// The project's Gateway API CRDs (GatewayClass, Gateway, HTTPRoute at
+/// `gateway.networking.k8s.io/v1`), written for kube-sim after the upstream standard channel.
+pub const GATEWAY_API_CRDS: &str = include_str!("../crds/gateway-api.yaml");
+
+/// Creates the CustomResourceDefinitions of a multi-document YAML bundle (documents of other
+/// kinds are refused); returns their names.
+pub fn install_crds(store: &Store, bundle: &str) -> anyhow::Result<Vec<String>> {
+    use serde::Deserialize;
+    let crd = resources::find("apiextensions.k8s.io", "v1", "customresourcedefinitions")
+        .expect("CRDs in the table");
+    let mut names = Vec::new();
+    for doc in serde_yaml_ng::Deserializer::from_str(bundle) {
+        let value = serde_json::Value::deserialize(doc)
+            .map_err(|e| anyhow::anyhow!("a CRD bundle document is not valid YAML: {e}"))?;
+        if value.is_null() {
+            continue;
+        }
+        anyhow::ensure!(
+            value["kind"] == "CustomResourceDefinition",
+            "a CRD bundle holds only CustomResourceDefinitions, not {}",
+            value["kind"]
+        );
+        let created = store
+            .create(crd, "", value)
+            .map_err(|e| anyhow::anyhow!("installing a CRD: {e}"))?;
+        names.push(
+            created["metadata"]["name"]
+                .as_str()
+                .unwrap_or_default()
+                .to_string(),
+        );
+    }
+    Ok(names)
+}
 
 /// Creates the Nodes (Ready, labelled with their hostname) and the default StorageClass.
 pub fn populate(

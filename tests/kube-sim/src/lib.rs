@@ -79,6 +79,12 @@ pub struct Config {
     /// The default StorageClass a fresh cluster has (`None`: no class, so claims without one
     /// stay `Pending`).
     pub default_storage_class: Option<String>,
+    /// Install the project's Gateway API CRDs (`crds/gateway-api.yaml`: GatewayClass,
+    /// Gateway, HTTPRoute) at start, as a cluster with Gateway API has them.
+    pub gateway_api: bool,
+    /// Further CRD bundles (multi-document YAML files of CustomResourceDefinitions) to
+    /// install at start.
+    pub crd_bundles: Vec<PathBuf>,
     /// Also append every audit entry as a JSON line to this file (truncated at start), for
     /// processes other than this one (see `audit::read_log`).
     pub audit_log_path: Option<PathBuf>,
@@ -102,6 +108,8 @@ impl Default for Config {
             pending_load_balancers: Vec::new(),
             nodes: vec![bootstrap::DEFAULT_NODE.to_string()],
             default_storage_class: Some(bootstrap::DEFAULT_STORAGE_CLASS.to_string()),
+            gateway_api: false,
+            crd_bundles: Vec::new(),
             audit_log_path: None,
             audit_capacity: audit::DEFAULT_CAPACITY,
             faults: FaultConfig::default(),
@@ -150,6 +158,16 @@ impl KubeSim {
             &config.nodes,
             config.default_storage_class.as_deref(),
         )?;
+        if config.gateway_api {
+            bootstrap::install_crds(&store, bootstrap::GATEWAY_API_CRDS)
+                .context("installing the Gateway API CRDs")?;
+        }
+        for bundle in &config.crd_bundles {
+            let text = std::fs::read_to_string(bundle)
+                .with_context(|| format!("reading CRD bundle {}", bundle.display()))?;
+            bootstrap::install_crds(&store, &text)
+                .with_context(|| format!("installing CRD bundle {}", bundle.display()))?;
+        }
         let audit = Arc::new(audit::AuditLog::new(
             config.audit_capacity,
             config.audit_log_path.as_deref(),

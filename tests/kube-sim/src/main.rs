@@ -42,6 +42,13 @@ struct Args {
     /// Start without the default StorageClass (claims without a class then stay Pending).
     #[arg(long)]
     no_default_storage_class: bool,
+    /// Install the project's Gateway API CRDs (GatewayClass, Gateway, HTTPRoute) at start.
+    #[arg(long)]
+    gateway_api: bool,
+    /// Install the CustomResourceDefinitions of this multi-document YAML file at start
+    /// (repeatable).
+    #[arg(long = "crds", value_name = "FILE")]
+    crd_bundles: Vec<PathBuf>,
     /// Append every request as a JSON line to FILE (see `kube_sim::audit::read_log`).
     #[arg(long, value_name = "FILE")]
     audit_log: Option<PathBuf>,
@@ -123,6 +130,8 @@ async fn main() -> anyhow::Result<()> {
         },
         default_storage_class: (!args.no_default_storage_class)
             .then(|| kube_sim::bootstrap::DEFAULT_STORAGE_CLASS.to_string()),
+        gateway_api: args.gateway_api,
+        crd_bundles: args.crd_bundles,
         audit_log_path: args.audit_log,
         faults,
         ..kube_sim::Config::default()

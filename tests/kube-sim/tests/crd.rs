@@ -217,3 +217,68 @@ fn crd_names_are_validated() {
         "{err}"
     );
 }
+
+#[test]
+fn gateway_api_crds_are_installed_at_start_and_serve_their_kinds() {
+    let c = Cluster::start_with(kube_sim::Config {
+        gateway_api: true,
+        ..kube_sim::Config::default()
+    });
+    let crds = c.kubectl(&["get", "crd", "-o", "name"]).success();
+    assert_eq!(
+        crds.lines().collect::<Vec<_>>(),
+        [
+            "customresourcedefinition.apiextensions.k8s.io/gatewayclasses.gateway.networking.k8s.io",
+            "customresourcedefinition.apiextensions.k8s.io/gateways.gateway.networking.k8s.io",
+            "customresourcedefinition.apiextensions.k8s.io/httproutes.gateway.networking.k8s.io",
+        ]
+    );
+    let kinds = c
+        .kubectl(&[
+            "api-resources",
+            "--api-group=gateway.networking.k8s.io",
+            "-o",
+            "wide",
+        ])
+        .success();
+    for expected in ["gatewayclasses", "gc", "gateways", "gtw", "httproutes"] {
+        assert!(kinds.contains(expected), "{expected} in {kinds}");
+    }
+    let objects = [
+        json!({"apiVersion": "gateway.networking.k8s.io/v1", "kind": "GatewayClass",
+               "metadata": {"name": "sim"}, "spec": {"controllerName": "example.com/gateway"}}),
+        json!({"apiVersion": "gateway.networking.k8s.io/v1", "kind": "Gateway",
+               "metadata": {"name": "edge", "namespace": "default"},
+               "spec": {"gatewayClassName": "sim",
+                        "listeners": [{"name": "http", "port": 80, "protocol": "HTTP"}]}}),
+        json!({"apiVersion": "gateway.networking.k8s.io/v1", "kind": "HTTPRoute",
+               "metadata": {"name": "web", "namespace": "default"},
+               "spec": {"parentRefs": [{"name": "edge"}], "hostnames": ["web.example"],
+                        "rules": [{"backendRefs": [{"name": "web", "port": 80}]}]}}),
+    ];
+    for (i, o) in objects.iter().enumerate() {
+        let f = c.manifest(&format!("gateway-{i}.json"), o);
+        c.kubectl(&["apply", "-f", &f]).success();
+    }
+    let names = c
+        .kubectl(&["get", "gc,gtw,httproute", "-A", "-o", "name"])
+        .success();
+    assert_eq!(
+        names.lines().collect::<Vec<_>>(),
+        [
+            "gatewayclass.gateway.networking.k8s.io/sim",
+            "gateway.gateway.networking.k8s.io/edge",
+            "httproute.gateway.networking.k8s.io/web",
+        ]
+    );
+}
+
+#[test]
+fn without_the_knob_there_is_no_gateway_api() {
+    let c = Cluster::start();
+    let err = c.kubectl(&["get", "httproutes"]).failure();
+    assert!(
+        err.contains("the server doesn't have a resource type"),
+        "{err}"
+    );
+}
