@@ -655,3 +655,218 @@ fn upgrading_a_job_template_fails_as_on_a_cluster() {
         "{err}"
     );
 }
+
+#[test]
+fn umbrella_chart_with_a_subchart_and_a_load_balancer() {
+    let c = Cluster::start_with(quick());
+    let rel = Release::new(&c, "umbrella");
+    rel.install(&[]);
+    assert_eq!(
+        names(&c, "deploy"),
+        [
+            "deployment.apps/rel-cache",
+            "deployment.apps/rel-storefront"
+        ]
+    );
+    assert_eq!(
+        jsonpath(
+            &c,
+            &["deploy", "rel-cache"],
+            "{.spec.template.spec.containers[0].image}"
+        ),
+        "registry.example/cache:7.2",
+        "the subchart sees the parent's globals"
+    );
+    assert_eq!(
+        jsonpath(&c, &["cm", "rel-storefront"], "{.data.CACHE_URL}"),
+        "redis://rel-cache:6379"
+    );
+    c.kubectl(&[
+        "wait",
+        "svc/rel-storefront",
+        "-n",
+        "demo",
+        "--for=jsonpath={.status.loadBalancer.ingress[0].ipMode}=VIP",
+        "--timeout=30s",
+    ])
+    .success();
+    rel.upgrade(&["--set", "cache.replicaCount=2"]);
+    assert_eq!(
+        jsonpath(&c, &["deploy", "rel-cache"], "{.status.readyReplicas}"),
+        "2"
+    );
+    rel.upgrade(&["--set", "cache.enabled=false"]);
+    assert_eq!(names(&c, "deploy"), ["deployment.apps/rel-storefront"]);
+    rel.rollback();
+    assert_eq!(
+        jsonpath(&c, &["deploy", "rel-cache"], "{.status.readyReplicas}"),
+        "1"
+    );
+    rel.uninstall_clean();
+}
+
+#[test]
+fn chart_with_a_crd_in_crds_and_a_custom_resource() {
+    let c = Cluster::start_with(quick());
+    let rel = Release::new(&c, "operator");
+    rel.install(&[]);
+    let schedule = c.json(&["get", "bks", "rel-nightly", "-n", "demo", "-o", "json"]);
+    assert_eq!(schedule["apiVersion"], "backup.example.com/v1alpha1");
+    assert_eq!(schedule["spec"]["retentionDays"], 7);
+    rel.upgrade(&["--set", "schedule.retention=14"]);
+    assert_eq!(
+        jsonpath(
+            &c,
+            &["backupschedule", "rel-nightly"],
+            "{.spec.retentionDays}"
+        ),
+        "14"
+    );
+    rel.rollback();
+    assert_eq!(
+        jsonpath(
+            &c,
+            &["backupschedule", "rel-nightly"],
+            "{.spec.retentionDays}"
+        ),
+        "7"
+    );
+    // Helm never deletes what crds/ installed: the definition stays, as on a cluster.
+    assert_eq!(
+        rel.uninstall(),
+        ["customresourcedefinition.apiextensions.k8s.io/backupschedules.backup.example.com"]
+    );
+}
+
+#[test]
+fn helm_2_format_chart_with_requirements_yaml() {
+    let c = Cluster::start_with(quick());
+    let rel = Release::new(&c, "legacy");
+    rel.install(&[]);
+    let chart = c.helm(&["show", "chart", &rel.chart]).success();
+    assert!(chart.starts_with("apiVersion: v1"), "{chart}");
+    assert_eq!(
+        names(&c, "deploy,svc"),
+        [
+            "deployment.apps/rel-exporter",
+            "deployment.apps/rel-legacy",
+            "service/rel-exporter"
+        ]
+    );
+    // The requirements.yaml condition turns the dependency off.
+    rel.upgrade(&["--set", "exporter.enabled=false"]);
+    assert_eq!(names(&c, "deploy,svc"), ["deployment.apps/rel-legacy"]);
+    rel.rollback();
+    assert_eq!(names(&c, "deploy").len(), 2);
+    rel.uninstall_clean();
+}
+
+#[test]
+fn lookup_keeps_a_generated_secret_and_capabilities_pick_api_versions() {
+    let c = Cluster::start_with(quick());
+    let rel = Release::new(&c, "lookup");
+    rel.install(&[]);
+    let password = || jsonpath(&c, &["secret", "rel-notes"], "{.data.password}");
+    let first = password();
+    assert_eq!(first.len(), 32, "24 characters, base64: {first}");
+    rel.upgrade(&["--set", "replicaCount=3"]);
+    assert_eq!(
+        password(),
+        first,
+        "lookup found the Secret and kept its password"
+    );
+    assert_eq!(
+        names(&c, "pdb,hpa"),
+        [
+            "horizontalpodautoscaler.autoscaling/rel-notes",
+            "poddisruptionbudget.policy/rel-notes"
+        ],
+        "policy/v1 and autoscaling/v2 are served; monitoring.coreos.com is not"
+    );
+    rel.rollback();
+    assert_eq!(password(), first);
+    rel.uninstall_clean();
+}
+
+#[test]
+fn cronjob_with_role_binding_and_a_test_job() {
+    let c = Cluster::start_with(quick());
+    let rel = Release::new(&c, "cron");
+    rel.install(&[]);
+    assert_eq!(
+        names(&c, "cronjob,sa,role,rolebinding"),
+        [
+            "cronjob.batch/rel-report",
+            "role.rbac.authorization.k8s.io/rel-reporter",
+            "rolebinding.rbac.authorization.k8s.io/rel-reporter",
+            "serviceaccount/rel-reporter",
+        ]
+    );
+    let out = rel.test();
+    assert!(
+        out.contains("rel-check") && out.contains("Succeeded"),
+        "{out}"
+    );
+    rel.upgrade(&["--set", "schedule=0 * * * *"]);
+    assert_eq!(
+        jsonpath(&c, &["cronjob", "rel-report"], "{.spec.schedule}"),
+        "0 * * * *"
+    );
+    rel.rollback();
+    assert_eq!(
+        jsonpath(&c, &["cronjob", "rel-report"], "{.spec.schedule}"),
+        "*/30 * * * *"
+    );
+    rel.uninstall_clean();
+}
+
+#[test]
+fn failing_test_job_fails_helm_test() {
+    let c = Cluster::start_with(Config {
+        failing_job_images: vec!["reporter-check".into()],
+        ..quick()
+    });
+    Release::new(&c, "cron").install(&[]);
+    let err = c
+        .helm(&["test", "rel", "-n", "demo", "--timeout", "60s"])
+        .failure();
+    assert!(err.contains("rel-check"), "{err}");
+    let job = c.json(&["get", "job", "rel-check", "-n", "demo", "-o", "json"]);
+    assert_eq!(job["status"]["failed"], 1, "{job:#}");
+}
+
+#[test]
+fn gateway_api_httproute_when_the_cluster_has_it() {
+    let c = Cluster::start_with(Config {
+        gateway_api: true,
+        ..quick()
+    });
+    let rel = Release::new(&c, "gateway");
+    rel.install(&[]);
+    assert_eq!(
+        names(&c, "gateway,httproute,ingress"),
+        [
+            "gateway.gateway.networking.k8s.io/edge",
+            "httproute.gateway.networking.k8s.io/rel-docs"
+        ]
+    );
+    rel.upgrade(&["--set", "hostname=docs.example.org"]);
+    assert_eq!(
+        jsonpath(&c, &["httproute", "rel-docs"], "{.spec.hostnames[0]}"),
+        "docs.example.org"
+    );
+    rel.rollback();
+    assert_eq!(
+        jsonpath(&c, &["httproute", "rel-docs"], "{.spec.hostnames[0]}"),
+        "docs.example.com"
+    );
+    rel.uninstall_clean();
+
+    // Without Gateway API the same chart falls back to an Ingress.
+    let plain = Cluster::start_with(quick());
+    Release::new(&plain, "gateway").install(&[]);
+    assert_eq!(
+        names(&plain, "ingress"),
+        ["ingress.networking.k8s.io/rel-docs"]
+    );
+}
