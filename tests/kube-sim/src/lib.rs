@@ -35,6 +35,7 @@ pub mod server;
 pub mod status;
 pub mod store;
 pub mod subresource;
+pub mod table;
 pub mod watch;
 
 use std::net::SocketAddr;

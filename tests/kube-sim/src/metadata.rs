@@ -8,9 +8,9 @@
 //! must not travel, as on a real cluster.
 //!
 //! The Accept header may list several media types in order of preference; the first one this
-//! server can produce wins. Entries it cannot produce (`as=Table`) are skipped, and when none
-//! fits, the full object is sent, which is what kube-sim always did (a real server would
-//! answer 406, but kubectl always offers plain JSON as the last choice anyway).
+//! server can produce wins (`as=Table` is answered by `table`). When none fits, the full
+//! object is sent (a real server would answer 406, but kubectl always offers plain JSON as
+//! the last choice anyway).
 
 use axum::http::{header, HeaderMap};
 use serde_json::{json, Value};
@@ -19,10 +19,13 @@ use serde_json::{json, Value};
 pub const API_VERSION: &str = "meta.k8s.io/v1";
 
 /// What shape the client asked the answer to have.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum View {
+    #[default]
     Full,
     Metadata,
+    /// `as=Table` (see `table`), for lists, objects and watches alike.
+    Table,
 }
 
 /// Picks the view for a request. `list` says whether the answer is a list (then
@@ -62,7 +65,12 @@ pub fn requested(headers: &HeaderMap, list: bool) -> View {
             {
                 return View::Metadata
             }
-            // Table, or the list/object form that does not fit this request.
+            Some("Table")
+                if group == Some("meta.k8s.io") && matches!(version, Some("v1" | "v1beta1")) =>
+            {
+                return View::Table
+            }
+            // The list/object form that does not fit this request.
             Some(_) => continue,
         }
     }
@@ -108,9 +116,10 @@ mod tests {
         // The list form does not apply to one object and vice versa.
         assert_eq!(requested(&accept(list_meta), false), View::Full);
         assert_eq!(requested(&accept(one_meta), true), View::Full);
-        // kubectl's Table preference falls through to plain JSON.
+        // kubectl's first choice, a Table.
         let kubectl = "application/json;as=Table;v=v1;g=meta.k8s.io,application/json";
-        assert_eq!(requested(&accept(kubectl), true), View::Full);
+        assert_eq!(requested(&accept(kubectl), true), View::Table);
+        assert_eq!(requested(&accept(kubectl), false), View::Table);
         let metadata_then_json = format!("{list_meta}, application/json");
         assert_eq!(
             requested(&accept(&metadata_then_json), true),

@@ -27,6 +27,7 @@ use crate::selector::{FieldSelector, LabelSelector};
 use crate::status::{self, json_response, ApiError};
 use crate::store::{Preconditions, Store};
 use crate::subresource;
+use crate::table;
 use crate::watch;
 
 /// Helm release Secrets and ConfigMaps can approach etcd's 1.5 MiB object limit.
@@ -129,6 +130,8 @@ struct Query {
     force: bool,
     /// `fieldValidation`: `Strict`, `Warn` (the server default) or `Ignore`.
     field_validation: Option<String>,
+    /// `includeObject` of a Table answer.
+    include_object: Option<String>,
 }
 
 fn parse_query(uri: &Uri) -> Query {
@@ -143,6 +146,7 @@ fn parse_query(uri: &Uri) -> Query {
             "propagationPolicy" => q.propagation_policy = Some(v.into_owned()),
             "force" => q.force = v == "true" || v == "1",
             "fieldValidation" => q.field_validation = Some(v.into_owned()),
+            "includeObject" => q.include_object = Some(v.into_owned()),
             _ => {}
         }
     }
@@ -453,17 +457,29 @@ fn collection(
             let fields =
                 FieldSelector::parse(&query.field_selector).map_err(ApiError::bad_request)?;
             let mut params = watch::WatchParams::parse(uri.query().unwrap_or(""))?;
-            params.metadata_only = metadata::requested(headers, false) == metadata::View::Metadata;
+            params.view = metadata::requested(headers, false);
+            params.include = table::Include::parse(query.include_object.as_deref());
             let scope = ns.filter(|n| !n.is_empty());
             watch::start(store.clone(), res, scope, labels, fields, &params)
         }
         Method::GET => {
             let (items, revision) = list(store)?;
-            if metadata::requested(headers, true) == metadata::View::Metadata {
-                return Ok(json_response(
-                    200,
-                    &metadata::list(&items, &revision.to_string()),
-                ));
+            match metadata::requested(headers, true) {
+                metadata::View::Metadata => {
+                    return Ok(json_response(
+                        200,
+                        &metadata::list(&items, &revision.to_string()),
+                    ))
+                }
+                metadata::View::Table => {
+                    let include = table::Include::parse(query.include_object.as_deref());
+                    let printer = table::Printer::new(store, res, include);
+                    return Ok(json_response(
+                        200,
+                        &printer.table(&items, &revision.to_string()),
+                    ));
+                }
+                metadata::View::Full => {}
             }
             Ok(json_response(
                 200,
@@ -611,10 +627,19 @@ fn object(
     match *method {
         Method::GET => {
             let obj = store.get(res, ns, name)?;
-            if metadata::requested(headers, false) == metadata::View::Metadata {
-                return Ok(json_response(200, &metadata::object(&obj)));
+            match metadata::requested(headers, false) {
+                metadata::View::Metadata => Ok(json_response(200, &metadata::object(&obj))),
+                metadata::View::Table => {
+                    let include = table::Include::parse(query.include_object.as_deref());
+                    let printer = table::Printer::new(store, res, include);
+                    let rv = obj["metadata"]["resourceVersion"].as_str().unwrap_or("");
+                    Ok(json_response(
+                        200,
+                        &printer.table(std::slice::from_ref(&obj), rv),
+                    ))
+                }
+                metadata::View::Full => Ok(json_response(200, &obj)),
             }
-            Ok(json_response(200, &obj))
         }
         Method::PUT => {
             let obj = parse_body(headers, body)?;

@@ -19,10 +19,12 @@ use serde_json::{json, Value};
 use tokio::time::Instant;
 
 use crate::events::{EventType, TooOld};
+use crate::metadata::View;
 use crate::resources::Resource;
 use crate::selector::{FieldSelector, LabelSelector};
 use crate::status::ApiError;
 use crate::store::{labels, Store};
+use crate::table::{Include, Printer};
 
 /// How often BOOKMARK events are sent when asked for (the real server: about a minute).
 /// Short here so tests and clients see them without long waits; they are cheap.
@@ -35,8 +37,11 @@ pub struct WatchParams {
     pub send_initial_events: Option<bool>,
     pub allow_bookmarks: bool,
     pub timeout: Option<Duration>,
-    /// Send objects as `PartialObjectMetadata` (from the Accept header, see `metadata`).
-    pub metadata_only: bool,
+    /// The shape of the objects sent (from the Accept header, see `metadata`): whole,
+    /// `PartialObjectMetadata`, or a one-row Table each.
+    pub view: View,
+    /// `includeObject` of Table rows.
+    pub include: Include,
 }
 
 impl WatchParams {
@@ -80,12 +85,23 @@ fn line(kind: &str, object: &Value) -> Bytes {
     Bytes::from(bytes)
 }
 
+/// The shape events carry their object in.
+#[derive(Clone)]
+enum Shape {
+    Full,
+    Metadata,
+    Table(Printer),
+}
+
 /// An event about an object, in the shape the client asked for.
-fn object_line(kind: &str, object: &Value, metadata_only: bool) -> Bytes {
-    if metadata_only {
-        line(kind, &crate::metadata::object(object))
-    } else {
-        line(kind, object)
+fn object_line(kind: &str, object: &Value, shape: &Shape) -> Bytes {
+    match shape {
+        Shape::Full => line(kind, object),
+        Shape::Metadata => line(kind, &crate::metadata::object(object)),
+        Shape::Table(printer) => {
+            let rv = object["metadata"]["resourceVersion"].as_str().unwrap_or("");
+            line(kind, &printer.table(std::slice::from_ref(object), rv))
+        }
     }
 }
 
@@ -116,7 +132,7 @@ struct Watcher {
     res: &'static Resource,
     ns: Option<String>,
     filter: Filter,
-    metadata_only: bool,
+    shape: Shape,
     pending: VecDeque<Bytes>,
     /// Everything up to this revision has been considered.
     cursor: u64,
@@ -150,7 +166,7 @@ impl Watcher {
                         _ => continue,
                     };
                     self.pending
-                        .push_back(object_line(kind.as_str(), &obj, self.metadata_only));
+                        .push_back(object_line(kind.as_str(), &obj, &self.shape));
                 }
                 self.cursor = revision;
             }
@@ -212,6 +228,11 @@ pub fn start(
         labels: labels_sel,
         fields,
     };
+    let shape = match params.view {
+        View::Full => Shape::Full,
+        View::Metadata => Shape::Metadata,
+        View::Table => Shape::Table(Printer::new(&store, res, params.include)),
+    };
     // Subscribe before reading state so no write between the two is missed.
     let changes = store.subscribe();
     let mut pending = VecDeque::new();
@@ -223,7 +244,7 @@ pub fn start(
             &FieldSelector::default(),
         )?;
         for item in items.iter().filter(|o| filter.matches(o)) {
-            pending.push_back(object_line("ADDED", item, params.metadata_only));
+            pending.push_back(object_line("ADDED", item, &shape));
         }
         if params.send_initial_events == Some(true) && params.allow_bookmarks {
             pending.push_back(bookmark(res, revision, true));
@@ -240,7 +261,7 @@ pub fn start(
         res,
         ns: ns.map(String::from),
         filter,
-        metadata_only: params.metadata_only,
+        shape,
         pending,
         cursor,
         deadline: params.timeout.map(|t| now + t),
