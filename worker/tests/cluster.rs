@@ -660,7 +660,7 @@ async fn unschedulable_pod_is_part_of_the_diagnosis() {
 fn kubeconfig_for(url: &str) -> (tempfile::TempDir, std::path::PathBuf) {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("kubeconfig.json");
-    kube_sim::kubeconfig::write(&path, url).unwrap();
+    kube_sim::kubeconfig::write(&path, url, &[]).unwrap();
     (dir, path)
 }
 

@@ -14,6 +14,7 @@
 //! ```
 
 pub mod audit;
+pub mod authz;
 pub mod bootstrap;
 pub mod controller;
 pub mod convert;
@@ -86,6 +87,10 @@ pub struct Config {
     /// Further CRD bundles (multi-document YAML files of CustomResourceDefinitions) to
     /// install at start.
     pub crd_bundles: Vec<PathBuf>,
+    /// The authorization mode (`authz`): `None` allows every request; `Some(users)` requires
+    /// a bearer token of one of `users` or of the built-in admin (the default kubeconfig's)
+    /// and evaluates RBAC for everyone but the admin. The kubeconfig gets a context per user.
+    pub rbac: Option<Vec<authz::User>>,
     /// Also append every audit entry as a JSON line to this file (truncated at start), for
     /// processes other than this one (see `audit::read_log`).
     pub audit_log_path: Option<PathBuf>,
@@ -110,6 +115,7 @@ impl Default for Config {
             nodes: vec![bootstrap::DEFAULT_NODE.to_string()],
             default_storage_class: Some(bootstrap::DEFAULT_STORAGE_CLASS.to_string()),
             gateway_api: false,
+            rbac: None,
             crd_bundles: Vec::new(),
             audit_log_path: None,
             audit_capacity: audit::DEFAULT_CAPACITY,
@@ -127,6 +133,8 @@ pub struct KubeSim {
     audit: Arc<audit::AuditLog>,
     faults: Faults,
     kubeconfig_path: PathBuf,
+    /// The authorization mode's users (their kubeconfig contexts).
+    users: Vec<authz::User>,
     /// Keeps the default kubeconfig's directory alive as long as the server.
     _tempdir: Option<tempfile::TempDir>,
     stop: Option<oneshot::Sender<()>>,
@@ -151,7 +159,8 @@ impl KubeSim {
             }
         };
         let url = format!("http://{addr}");
-        kubeconfig::write(&kubeconfig_path, &url)
+        let users = config.rbac.clone().unwrap_or_default();
+        kubeconfig::write(&kubeconfig_path, &url, &users)
             .with_context(|| format!("writing kubeconfig {}", kubeconfig_path.display()))?;
         let store = Arc::new(Store::new());
         bootstrap::populate(
@@ -178,6 +187,9 @@ impl KubeSim {
             store: store.clone(),
             audit: audit.clone(),
             faults: faults.clone(),
+            authz: config
+                .rbac
+                .map(|users| Arc::new(authz::Authorizer::new(users, kubeconfig::TOKEN))),
         });
         let controller = controller::spawn(
             store.clone(),
@@ -207,6 +219,7 @@ impl KubeSim {
             audit,
             faults,
             kubeconfig_path,
+            users,
             _tempdir: tempdir,
             stop: Some(stop),
             task: Some(task),
@@ -230,7 +243,7 @@ impl KubeSim {
 
     /// Writes another copy of the kubeconfig (e.g. where a child process expects it).
     pub fn write_kubeconfig(&self, path: &Path) -> anyhow::Result<()> {
-        kubeconfig::write(path, &self.url())
+        kubeconfig::write(path, &self.url(), &self.users)
             .with_context(|| format!("writing kubeconfig {}", path.display()))
     }
 

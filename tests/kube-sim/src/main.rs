@@ -49,6 +49,14 @@ struct Args {
     /// (repeatable).
     #[arg(long = "crds", value_name = "FILE")]
     crd_bundles: Vec<PathBuf>,
+    /// Authorization mode: require bearer tokens and evaluate RBAC (the kubeconfig's own
+    /// token is the admin's; see --rbac-user for others).
+    #[arg(long)]
+    rbac: bool,
+    /// A user of the authorization mode, `TOKEN,NAME[,GROUP...]`, with a kubeconfig context
+    /// of its name (repeatable; implies --rbac).
+    #[arg(long, value_name = "TOKEN,NAME[,GROUP...]")]
+    rbac_user: Vec<String>,
     /// Append every request as a JSON line to FILE (see `kube_sim::audit::read_log`).
     #[arg(long, value_name = "FILE")]
     audit_log: Option<PathBuf>,
@@ -113,6 +121,12 @@ async fn main() -> anyhow::Result<()> {
             .into_iter()
             .collect(),
     };
+    let users = args
+        .rbac_user
+        .iter()
+        .map(|u| kube_sim::authz::User::parse(u).map_err(|e| anyhow::anyhow!("--rbac-user: {e}")))
+        .collect::<anyhow::Result<Vec<_>>>()?;
+    let rbac = (args.rbac || !users.is_empty()).then_some(users);
     let sim = kube_sim::KubeSim::start(kube_sim::Config {
         listen: args.listen,
         kubeconfig_path: Some(args.kubeconfig_out),
@@ -131,6 +145,7 @@ async fn main() -> anyhow::Result<()> {
         default_storage_class: (!args.no_default_storage_class)
             .then(|| kube_sim::bootstrap::DEFAULT_STORAGE_CLASS.to_string()),
         gateway_api: args.gateway_api,
+        rbac,
         crd_bundles: args.crd_bundles,
         audit_log_path: args.audit_log,
         faults,

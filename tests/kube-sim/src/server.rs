@@ -39,6 +39,8 @@ pub struct Shared {
     pub store: Arc<Store>,
     pub audit: Arc<AuditLog>,
     pub faults: Faults,
+    /// The authorization mode, when on (see `authz`).
+    pub authz: Option<Arc<crate::authz::Authorizer>>,
 }
 
 /// The axum application serving `shared.store`.
@@ -69,15 +71,20 @@ async fn handle(
     if !decision.delay.is_zero() {
         tokio::time::sleep(decision.delay).await;
     }
-    let response = match decision.reject {
-        Some(Rejection::Throttle(e)) => {
+    let denied = shared
+        .authz
+        .as_ref()
+        .and_then(|a| a.check(&shared.store, &headers, path, &info).err());
+    let response = match (denied, decision.reject) {
+        (Some(e), _) => e.into_response(),
+        (None, Some(Rejection::Throttle(e))) => {
             let mut r = e.into_response();
             r.headers_mut()
                 .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
             r
         }
-        Some(Rejection::Error(e)) => e.into_response(),
-        None => match route(&shared.store, &method, &uri, &headers, &body) {
+        (None, Some(Rejection::Error(e))) => e.into_response(),
+        (None, None) => match route(&shared.store, &method, &uri, &headers, &body) {
             Ok(r) => r,
             Err(e) => e.into_response(),
         },

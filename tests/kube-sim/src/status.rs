@@ -17,9 +17,19 @@ pub struct ApiError {
     pub message: String,
     /// `details` of the Status: the object's name and the resource plural (`kind` in Status
     /// details is the plural, as on the real server).
-    pub details: Option<(String, String)>,
+    pub details: Option<Box<Details>>,
     /// `details.causes`: which fields failed and why (server-side apply conflicts).
     pub causes: Vec<Value>,
+}
+
+/// The object a failure is about, as a Status's `details` names it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Details {
+    pub name: String,
+    /// The resource plural.
+    pub kind: String,
+    /// The API group (Forbidden answers name it).
+    pub group: Option<String>,
 }
 
 impl ApiError {
@@ -34,7 +44,11 @@ impl ApiError {
     }
 
     fn with_details(mut self, plural: &str, name: &str) -> Self {
-        self.details = Some((name.to_string(), plural.to_string()));
+        self.details = Some(Box::new(Details {
+            name: name.to_string(),
+            kind: plural.to_string(),
+            group: None,
+        }));
         self
     }
 
@@ -137,6 +151,21 @@ impl ApiError {
         Self::new(429, "TooManyRequests", message.into())
     }
 
+    /// `401 Unauthorized`: no or an unknown bearer token (authorization mode, `authz`).
+    pub fn unauthorized() -> Self {
+        Self::new(401, "Unauthorized", "Unauthorized".into())
+    }
+
+    /// `403 Forbidden` with the authorizer's message; details name the resource as the real
+    /// server's do (`kind` is the plural, `group` the API group).
+    pub fn forbidden(plural: &str, group: &str, name: &str, message: String) -> Self {
+        let mut e = Self::new(403, "Forbidden", message).with_details(plural, name);
+        if let Some(d) = e.details.as_mut() {
+            d.group = (!group.is_empty()).then(|| group.to_string());
+        }
+        e
+    }
+
     pub fn bad_request(message: impl Into<String>) -> Self {
         Self::new(400, "BadRequest", message.into())
     }
@@ -191,8 +220,11 @@ impl ApiError {
             "reason": self.reason,
             "code": self.code,
         });
-        if let Some((name, kind)) = &self.details {
-            s["details"] = json!({ "name": name, "kind": kind });
+        if let Some(d) = &self.details {
+            s["details"] = json!({ "name": d.name, "kind": d.kind });
+            if let Some(group) = &d.group {
+                s["details"]["group"] = json!(group);
+            }
         }
         if !self.causes.is_empty() {
             s["details"]["causes"] = json!(self.causes);
