@@ -25,6 +25,7 @@ use crate::helm::{Helm, HelmConfig};
 use crate::http::{self, Health};
 use crate::memory::{self, Budget};
 use crate::metrics::Metrics;
+use crate::nats::connect::ConnectionEvents;
 use crate::nats::publisher::Publisher;
 use crate::nats::topology::{self, StorageLimits, Topology, TopologyConfig};
 use crate::pipeline::dead_letter::DeadLetters;
@@ -106,14 +107,11 @@ struct Connection {
 impl Connection {
     /// Connects to NATS (retrying until it is reachable) and starts serving HTTP.
     async fn open(config: &RunConfig, metrics: &Metrics) -> anyhow::Result<Connection> {
-        let client = async_nats::ConnectOptions::new()
-            .name("helm-service")
-            .retry_on_initial_connect()
-            .max_reconnects(None)
-            .connect(config.nats_url.as_str())
-            .await
-            .with_context(|| format!("connecting to NATS at {} (--nats-url)", config.nats_url))?;
-        let health = Arc::new(Health::new(client.clone()));
+        let nats = config.nats.resolve()?;
+        let events = Arc::new(ConnectionEvents::default());
+        let client = nats.connect_worker("helm-service", events.clone()).await?;
+        info!(servers = %nats.servers(), "NATS client started");
+        let health = Arc::new(Health::new(client.clone(), events));
         let http_stop = CancellationToken::new();
         let http_server = http::serve(
             config.http_addr,

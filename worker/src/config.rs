@@ -12,6 +12,7 @@ use clap::{Args, Parser, Subcommand, ValueEnum};
 use crate::deploy::ownership::{NamespacePattern, NamespacePolicy};
 use crate::deploy::settings::{Deadlines, DeploySettings};
 use crate::deploy::uris::Ingress;
+use crate::nats::connect::NatsArgs;
 use crate::nats::topology::{Limit, StorageLimits};
 
 /// Default of `--scaling-max-replicas`: a remediation action is a nudge, not an autoscaler;
@@ -41,9 +42,8 @@ pub enum Command {
 /// Settings of `helm-service send`.
 #[derive(Debug, Clone, Args)]
 pub struct SendConfig {
-    /// NATS server URL(s), comma separated.
-    #[arg(long, env = "NATS_URL", default_value = "nats://127.0.0.1:4222")]
-    pub nats_url: String,
+    #[command(flatten)]
+    pub nats: NatsArgs,
 
     /// The event to publish: a structured-mode CloudEvent JSON file (`-` for stdin).
     #[arg(long)]
@@ -77,9 +77,8 @@ pub enum LogFormat {
 /// Settings of `helm-service run`.
 #[derive(Debug, Clone, Args)]
 pub struct RunConfig {
-    /// NATS server URL(s), comma separated.
-    #[arg(long, env = "NATS_URL", default_value = "nats://127.0.0.1:4222")]
-    pub nats_url: String,
+    #[command(flatten)]
+    pub nats: NatsArgs,
 
     /// Name of the JetStream stream holding Keptn events (subjects `sh.keptn.>`);
     /// created when absent.

@@ -13,10 +13,13 @@ use axum::Router;
 use tokio_util::sync::CancellationToken;
 
 use crate::metrics::Metrics;
+use crate::nats::connect::ConnectionEvents;
 
 /// What readiness depends on.
 pub struct Health {
     pub nats: async_nats::Client,
+    /// What the client last said about its connection (the reason it is not connected).
+    pub nats_events: Arc<ConnectionEvents>,
     /// Set once the stream, consumer and buckets are bound.
     pub bound: AtomicBool,
     /// Cleared when shutdown begins, so load balancers stop counting on us.
@@ -24,24 +27,29 @@ pub struct Health {
 }
 
 impl Health {
-    pub fn new(nats: async_nats::Client) -> Self {
+    pub fn new(nats: async_nats::Client, nats_events: Arc<ConnectionEvents>) -> Self {
         Health {
             nats,
+            nats_events,
             bound: AtomicBool::new(false),
             accepting: AtomicBool::new(true),
         }
     }
 
-    /// Why the worker is not ready, or `None` when it is.
-    pub fn not_ready_reason(&self) -> Option<&'static str> {
+    /// Why the worker is not ready, or `None` when it is. Connection errors are the
+    /// client's own words, URLs redacted (they name no credentials).
+    pub fn not_ready_reason(&self) -> Option<String> {
         if self.nats.connection_state() != async_nats::connection::State::Connected {
-            return Some("not connected to NATS");
+            return Some(match self.nats_events.last_error() {
+                Some(error) => format!("not connected to NATS ({error})"),
+                None => "not connected to NATS".into(),
+            });
         }
         if !self.bound.load(Ordering::SeqCst) {
-            return Some("stream and consumer not bound yet");
+            return Some("stream and consumer not bound yet".into());
         }
         if !self.accepting.load(Ordering::SeqCst) {
-            return Some("shutting down");
+            return Some("shutting down".into());
         }
         None
     }

@@ -18,9 +18,7 @@ pub async fn send(config: SendConfig) -> anyhow::Result<()> {
     };
     let event = KeptnEvent::decode(&bytes)
         .with_context(|| format!("{} is not a valid CloudEvent", config.file))?;
-    let client = async_nats::connect(config.nats_url.as_str())
-        .await
-        .with_context(|| format!("connecting to NATS at {}", config.nats_url))?;
+    let client = config.nats.resolve()?.connect("helm-service send").await?;
     // Subscribe before publishing so no reply can be missed.
     let mut replies = client.subscribe("sh.keptn.event.>").await?;
     let js = async_nats::jetstream::new(client.clone());

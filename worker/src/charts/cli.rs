@@ -15,18 +15,14 @@ use clap::{Args, Subcommand};
 use super::archive::{ArchiveLimits, Chart};
 use super::config::{ChartStoreConfig, ChartStoreKind};
 use super::{ChartLocation, ChartStore, ProjectName, SizeCap};
+use crate::nats::connect::NatsArgs;
 
 /// Settings of `helm-service charts`.
 #[derive(Debug, Args)]
 pub struct ChartsArgs {
-    /// NATS server URL(s), comma separated (used with --chart-store nats).
-    #[arg(
-        long,
-        env = "NATS_URL",
-        default_value = "nats://127.0.0.1:4222",
-        global = true
-    )]
-    pub nats_url: String,
+    /// How to reach NATS (used with --chart-store nats).
+    #[command(flatten)]
+    pub nats: NatsArgs,
 
     #[command(flatten)]
     pub store: ChartStoreConfig,
@@ -126,9 +122,7 @@ async fn open(args: &ChartsArgs) -> anyhow::Result<Arc<dyn ChartStore>> {
     if args.store.chart_store != ChartStoreKind::Nats {
         return Ok(args.store.open_without_nats()?);
     }
-    let client = async_nats::connect(args.nats_url.as_str())
-        .await
-        .with_context(|| format!("connecting to NATS at {}", args.nats_url))?;
+    let client = args.nats.resolve()?.connect("helm-service charts").await?;
     let js = async_nats::jetstream::new(client);
     Ok(args.store.open(&js).await?)
 }
@@ -244,7 +238,9 @@ mod tests {
         )
         .unwrap();
         let args = |command| ChartsArgs {
-            nats_url: "nats://127.0.0.1:1".into(),
+            nats: NatsArgs {
+                url: "nats://127.0.0.1:1".into(),
+            },
             store: ChartStoreConfig {
                 chart_store: ChartStoreKind::LocalDir,
                 chart_bucket: "unused".into(),

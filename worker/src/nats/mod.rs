@@ -1,4 +1,7 @@
-//! NATS plumbing: what the worker binds at start-up and how it publishes.
+//! NATS plumbing: how the worker reaches NATS (seed list, credentials, TLS), what it binds at
+//! start-up and how it publishes.
 
+pub mod connect;
 pub mod publisher;
+pub mod seeds;
 pub mod topology;
