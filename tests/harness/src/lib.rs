@@ -9,13 +9,15 @@
 //! is in a stream) inside a bounded deadline ([`wait`]), never by sleeping a guessed time.
 
 pub mod nats;
+pub mod operator;
+pub mod pki;
 pub mod process;
 pub mod proxy;
 pub mod stream;
 pub mod tools;
 pub mod wait;
 
-pub use nats::NatsServer;
+pub use nats::{ClientOptions, NatsServer, ServerConfig};
 pub use process::{free_port, ChildProcess, ProcessBuilder, ProcessInfo};
 pub use proxy::TcpProxy;
 pub use stream::{body_json, collect_stream_json, stream_json, stream_messages, StoredMessage};

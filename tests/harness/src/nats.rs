@@ -2,6 +2,7 @@
 
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
+use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{anyhow, bail, Context as _};
@@ -34,6 +35,7 @@ const RETRY_INTERVAL: Duration = Duration::from_millis(20);
 pub struct NatsServer {
     bin: PathBuf,
     extra_args: Vec<String>,
+    client: ClientOptions,
     port: u16,
     http_port: u16,
     store_dir: PathBuf,
@@ -50,13 +52,49 @@ const CONFIG_FILE: &str = "nats-server.conf";
 /// server offers 75% of the disk space free at start, and creating a stream whose size limit
 /// exceeds what is left fails (`insufficient storage resources`): the worker's default
 /// limits would then depend on how full the test machine's disk happens to be. Limits only
-/// reserve space; the tests write little.
-fn write_config(path: &Path, store_dir: &Path) -> anyhow::Result<()> {
+/// reserve space; the tests write little. `extra` (authorization, TLS, accounts, cluster) is
+/// appended as it is.
+fn write_config(path: &Path, store_dir: &Path, extra: &str) -> anyhow::Result<()> {
     let store_dir = serde_json::to_string(&store_dir.to_string_lossy())?;
     let config = format!(
-        "jetstream {{\n  store_dir: {store_dir}\n  max_file_store: 1TB\n  max_memory_store: 1GB\n}}\n"
+        "jetstream {{\n  store_dir: {store_dir}\n  max_file_store: 1TB\n  max_memory_store: 1GB\n}}\n{extra}\n"
     );
     std::fs::write(path, config).context("writing the nats-server configuration")
+}
+
+/// How the harness's own clients (the readiness probe, [`NatsServer::connect`]) authenticate
+/// to a server configured with credentials or TLS.
+#[derive(Clone)]
+pub struct ClientOptions(Arc<dyn Fn() -> async_nats::ConnectOptions + Send + Sync>);
+
+impl ClientOptions {
+    pub fn new(make: impl Fn() -> async_nats::ConnectOptions + Send + Sync + 'static) -> Self {
+        ClientOptions(Arc::new(make))
+    }
+
+    fn make(&self) -> async_nats::ConnectOptions {
+        (self.0)()
+    }
+}
+
+impl Default for ClientOptions {
+    fn default() -> Self {
+        ClientOptions::new(async_nats::ConnectOptions::new)
+    }
+}
+
+impl std::fmt::Debug for ClientOptions {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("ClientOptions")
+    }
+}
+
+/// A server's configuration beyond the harness's defaults: text appended to its configuration
+/// file, and how the harness's clients connect to it.
+#[derive(Debug, Clone, Default)]
+pub struct ServerConfig {
+    pub extra: String,
+    pub client: ClientOptions,
 }
 
 impl NatsServer {
@@ -68,23 +106,38 @@ impl NatsServer {
     /// Like [`start`](Self::start), passing extra command-line arguments to `nats-server`
     /// (kept for restarts).
     pub async fn start_with_args(extra_args: &[&str]) -> anyhow::Result<Self> {
+        let mut server = Self::prepare(free_port(), ServerConfig::default())?;
+        server.extra_args = extra_args.iter().map(|a| a.to_string()).collect();
+        server.spawn_until_ready().await?;
+        Ok(server)
+    }
+
+    /// Starts a server with `config` (credentials, TLS, ...) and waits until JetStream answers
+    /// the harness's client made with `config.client`.
+    pub async fn start_configured(config: ServerConfig) -> anyhow::Result<Self> {
+        let mut server = Self::prepare(free_port(), config)?;
+        server.spawn_until_ready().await?;
+        Ok(server)
+    }
+
+    /// A server on `port` with its temp dir and configuration written, not started yet.
+    pub(crate) fn prepare(port: u16, config: ServerConfig) -> anyhow::Result<Self> {
         let bin = tool_path("nats-server");
         let dir = harness_tempdir("nats-")?;
         let store_dir = dir.path().join("store");
         std::fs::create_dir_all(&store_dir).context("creating the JetStream store dir")?;
-        write_config(&dir.path().join(CONFIG_FILE), &store_dir)?;
-        let mut server = Self {
+        write_config(&dir.path().join(CONFIG_FILE), &store_dir, &config.extra)?;
+        Ok(Self {
             bin,
-            extra_args: extra_args.iter().map(|a| a.to_string()).collect(),
-            port: free_port(),
+            extra_args: Vec::new(),
+            client: config.client,
+            port,
             http_port: free_port(),
             store_dir,
             log_path: dir.path().join("nats-server.log"),
             child: None,
             dir,
-        };
-        server.spawn_until_ready().await?;
-        Ok(server)
+        })
     }
 
     /// `nats://127.0.0.1:<port>`.
@@ -142,9 +195,15 @@ impl NatsServer {
             })
     }
 
-    /// A client connected with [`connect_options`](Self::connect_options).
+    /// A client connected like [`connect_options`](Self::connect_options), with the
+    /// credentials and TLS settings of the server's [`ServerConfig::client`].
     pub async fn connect(&self) -> anyhow::Result<async_nats::Client> {
-        Self::connect_options()
+        self.client
+            .make()
+            .connection_timeout(Duration::from_secs(2))
+            .reconnect_delay_callback(|attempts| {
+                Duration::from_millis((attempts as u64).saturating_mul(10).min(100))
+            })
             .connect(self.url())
             .await
             .with_context(|| format!("connecting to {}", self.url()))
@@ -220,14 +279,14 @@ impl NatsServer {
 
     /// Spawns the server and waits for readiness. If it exits at once because a port is still
     /// taken (just after a kill), spawns it again until the deadline.
-    async fn spawn_until_ready(&mut self) -> anyhow::Result<()> {
+    pub(crate) async fn spawn_until_ready(&mut self) -> anyhow::Result<()> {
         let end = Instant::now() + READY_DEADLINE;
         loop {
             let log_start = std::fs::metadata(&self.log_path)
                 .map(|m| m.len())
                 .unwrap_or(0);
             let mut child = self.spawn()?;
-            match wait_ready(&mut child, &self.url(), end).await {
+            match wait_ready(&mut child, &self.url(), &self.client, end).await {
                 Ok(()) => {
                     self.child = Some(child);
                     return Ok(());
@@ -267,14 +326,19 @@ enum Probe {
 }
 
 /// Polls until a TCP connect, a NATS connect and a JetStream account-info request succeed.
-async fn wait_ready(child: &mut Child, url: &str, end: Instant) -> Result<(), Probe> {
+async fn wait_ready(
+    child: &mut Child,
+    url: &str,
+    client: &ClientOptions,
+    end: Instant,
+) -> Result<(), Probe> {
     let addr = url.trim_start_matches("nats://").to_string();
     loop {
         if let Ok(Some(status)) = child.try_wait() {
             return Err(Probe::Exited(status));
         }
         let remaining = end.saturating_duration_since(Instant::now());
-        let last = match tokio::time::timeout(remaining, probe(&addr, url)).await {
+        let last = match tokio::time::timeout(remaining, probe(&addr, url, client)).await {
             Ok(Ok(())) => return Ok(()),
             Ok(Err(err)) => err,
             Err(_) => anyhow!("probe still running at the deadline"),
@@ -290,14 +354,15 @@ async fn wait_ready(child: &mut Child, url: &str, end: Instant) -> Result<(), Pr
     }
 }
 
-async fn probe(addr: &str, url: &str) -> anyhow::Result<()> {
+async fn probe(addr: &str, url: &str, client: &ClientOptions) -> anyhow::Result<()> {
     // A cheap check first, so that the common "not listening yet" case costs no NATS client.
     drop(
         TcpStream::connect(addr)
             .await
             .with_context(|| format!("TCP connect to {addr}"))?,
     );
-    let client = async_nats::ConnectOptions::new()
+    let client = client
+        .make()
         .connection_timeout(Duration::from_secs(2))
         .connect(url)
         .await

@@ -20,7 +20,11 @@ pub struct TestEnv {
 
 impl TestEnv {
     pub async fn start() -> anyhow::Result<TestEnv> {
-        let nats = NatsServer::start().await?;
+        Self::with_server(NatsServer::start().await?).await
+    }
+
+    /// A world around `nats`, a server the test started (with credentials, TLS, ...).
+    pub async fn with_server(nats: NatsServer) -> anyhow::Result<TestEnv> {
         let js = nats.jetstream().await?;
         let mut dir = tempfile::Builder::new()
             .prefix("helm-service-test-")

@@ -62,8 +62,9 @@ impl WorkerProcess {
             .args(["--lease-ttl", spec.lease_ttl])
             .args(["--shutdown-grace", spec.shutdown_grace])
             .args(&spec.extra_args)
-            .envs(spec.env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
             .env("RUST_LOG", "info,async_nats=warn")
+            // Set after the default, so a spec's own RUST_LOG wins.
+            .envs(spec.env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
             .log_file(log_dir.join(format!("{name}.log")));
         if let Some(probe_log) = &spec.probe_log {
             builder = builder.env("PROBE_LOG", probe_log);

@@ -238,9 +238,7 @@ mod tests {
         )
         .unwrap();
         let args = |command| ChartsArgs {
-            nats: NatsArgs {
-                url: "nats://127.0.0.1:1".into(),
-            },
+            nats: NatsArgs::with_url("nats://127.0.0.1:1"),
             store: ChartStoreConfig {
                 chart_store: ChartStoreKind::LocalDir,
                 chart_bucket: "unused".into(),

@@ -5,21 +5,28 @@
 //! "not yet" (no server reachable): the first is a start-up error naming the cause, the
 //! second makes the worker wait for NATS as it always did (`/readyz` says why it is not ready).
 
+use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
+use async_nats::rustls::pki_types::pem::PemObject;
+use async_nats::rustls::pki_types::{CertificateDer, PrivateKeyDer};
+use async_nats::rustls::{ClientConfig, RootCertStore};
 use async_nats::{ConnectErrorKind, ConnectOptions};
 use clap::Args;
 use thiserror::Error;
 use tracing::warn;
 
-use super::seeds::{NatsUrlText, SeedList, SeedListError};
-use crate::secret::redact_user_info;
+use super::seeds::{NatsUrlText, SeedList, SeedListError, UrlCredentials};
+use crate::secret::{read_file, read_secret_file, redact_user_info, Secret, SecretFileError};
 
 /// NATS connection flags of `run`, `send` and `charts` (defined once, flattened into each).
+/// Secrets are read from files, never taken as flag values, and no environment value is
+/// shown by `--help`.
 #[derive(Debug, Clone, Args)]
 pub struct NatsArgs {
     /// NATS server URL(s), comma separated: a cluster's seed list, e.g.
     /// `nats://nats-0:4222,nats://nats-1:4222`; the client learns the other servers from them.
+    /// `tls://` requires TLS. Credentials in a URL work but are better given as files.
     #[arg(
         long = "nats-url",
         env = "NATS_URL",
@@ -28,7 +35,105 @@ pub struct NatsArgs {
         global = true,
         value_parser = NatsUrlText::from_arg
     )]
-    pub url: NatsUrlText,
+    pub nats_url: NatsUrlText,
+
+    /// A NATS credentials file (`.creds`: a user JWT and its nkey seed), for servers in
+    /// operator (JWT) mode.
+    #[arg(long, env = "NATS_CREDS", value_name = "FILE", hide_env_values = true, global = true,
+          conflicts_with_all = ["nats_nkey", "nats_user", "nats_token_file"])]
+    pub nats_creds: Option<PathBuf>,
+
+    /// A file holding an nkey seed (`SU...`): the worker signs the server's challenge with it.
+    #[arg(long, env = "NATS_NKEY", value_name = "FILE", hide_env_values = true, global = true,
+          conflicts_with_all = ["nats_user", "nats_token_file"])]
+    pub nats_nkey: Option<PathBuf>,
+
+    /// User name for user/password authentication, with --nats-password-file.
+    #[arg(
+        long,
+        env = "NATS_USER",
+        hide_env_values = true,
+        global = true,
+        requires = "nats_password_file",
+        conflicts_with = "nats_token_file"
+    )]
+    pub nats_user: Option<String>,
+
+    /// A file holding the password of --nats-user.
+    #[arg(
+        long,
+        env = "NATS_PASSWORD_FILE",
+        value_name = "FILE",
+        hide_env_values = true,
+        global = true,
+        requires = "nats_user"
+    )]
+    pub nats_password_file: Option<PathBuf>,
+
+    /// A file holding an authentication token.
+    #[arg(
+        long,
+        env = "NATS_TOKEN_FILE",
+        value_name = "FILE",
+        hide_env_values = true,
+        global = true
+    )]
+    pub nats_token_file: Option<PathBuf>,
+
+    /// PEM file of the CA(s) that signed the servers' certificates (a private CA); the only
+    /// ones trusted then. Implies --nats-tls-required.
+    #[arg(
+        long,
+        env = "NATS_CA",
+        value_name = "FILE",
+        hide_env_values = true,
+        global = true
+    )]
+    pub nats_ca: Option<PathBuf>,
+
+    /// PEM client certificate for mutual TLS, with --nats-key. Implies --nats-tls-required.
+    #[arg(
+        long,
+        env = "NATS_CERT",
+        value_name = "FILE",
+        hide_env_values = true,
+        global = true,
+        requires = "nats_key"
+    )]
+    pub nats_cert: Option<PathBuf>,
+
+    /// PEM private key of --nats-cert.
+    #[arg(
+        long,
+        env = "NATS_KEY",
+        value_name = "FILE",
+        hide_env_values = true,
+        global = true,
+        requires = "nats_cert"
+    )]
+    pub nats_key: Option<PathBuf>,
+
+    /// Refuse to talk to a server without TLS.
+    #[arg(long, env = "NATS_TLS_REQUIRED", global = true)]
+    pub nats_tls_required: bool,
+}
+
+impl NatsArgs {
+    /// Just a server list, no credentials, no TLS settings (tests, tools).
+    pub fn with_url(url: &str) -> NatsArgs {
+        NatsArgs {
+            nats_url: url.into(),
+            nats_creds: None,
+            nats_nkey: None,
+            nats_user: None,
+            nats_password_file: None,
+            nats_token_file: None,
+            nats_ca: None,
+            nats_cert: None,
+            nats_key: None,
+            nats_tls_required: false,
+        }
+    }
 }
 
 /// Why the settings cannot be used, found before connecting.
@@ -36,16 +141,48 @@ pub struct NatsArgs {
 pub enum NatsSetupError {
     #[error(transparent)]
     SeedList(#[from] SeedListError),
+    #[error(transparent)]
+    File(#[from] SecretFileError),
+    #[error("credentials are given both in --nats-url and by {flag}: give them once")]
+    CredentialsTwice { flag: &'static str },
+    #[error("--nats-cert and --nats-key cannot be used together: {reason}")]
+    ClientCertificate { reason: String },
+}
+
+/// How the client proves who it is.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Auth {
+    None,
+    UserPassword {
+        user: String,
+        password: Secret,
+    },
+    Token(Secret),
+    /// An nkey seed.
+    Nkey(Secret),
+    /// The text of a `.creds` file (user JWT and seed).
+    Creds(Secret),
+}
+
+/// TLS settings beyond what the URLs say.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+struct Tls {
+    required: bool,
+    ca: Option<PathBuf>,
+    /// Certificate and key, for mutual TLS.
+    client: Option<(PathBuf, PathBuf)>,
 }
 
 /// Why connecting failed.
 #[derive(Debug, Error)]
 pub enum NatsConnectError {
     /// Nothing can work until an operator changes the credentials.
-    #[error("NATS at {servers} refused the credentials: {reason}")]
+    #[error("NATS at {servers} refused the credentials: {reason} (check --nats-creds, --nats-nkey, --nats-user with --nats-password-file, --nats-token-file or the user info of --nats-url)")]
     Refused { servers: String, reason: String },
     /// Nothing can work until an operator changes the TLS settings (or the server's).
-    #[error("TLS with NATS at {servers} failed: {reason}")]
+    #[error(
+        "TLS with NATS at {servers} failed: {reason} (check --nats-ca, --nats-cert and --nats-key)"
+    )]
     Tls { servers: String, reason: String },
     /// No server answered (yet).
     #[error("cannot reach NATS at {servers}: {reason}")]
@@ -64,16 +201,139 @@ impl NatsConnectError {
 #[derive(Debug, Clone)]
 pub struct NatsClient {
     seeds: SeedList,
+    auth: Auth,
+    tls: Tls,
 }
 
 impl NatsArgs {
     /// Parses the seed list and reads every file named by the flags, so that a mistake is an
     /// error at start-up naming the flag, before any connection attempt.
     pub fn resolve(&self) -> Result<NatsClient, NatsSetupError> {
+        let seeds = SeedList::parse(self.nats_url.as_str())?;
+        let (auth, flag) = self.auth()?;
+        let auth = match (seeds.credentials(), auth) {
+            (None, auth) => auth,
+            (Some(in_url), Auth::None) => match in_url.clone() {
+                UrlCredentials::UserPassword { user, password } => {
+                    Auth::UserPassword { user, password }
+                }
+                UrlCredentials::Token(token) => Auth::Token(token),
+            },
+            (Some(_), _) => return Err(NatsSetupError::CredentialsTwice { flag }),
+        };
         Ok(NatsClient {
-            seeds: SeedList::parse(self.url.as_str())?,
+            seeds,
+            auth,
+            tls: self.tls()?,
         })
     }
+
+    /// The credentials the flags give, and the flag that gave them (clap keeps them exclusive).
+    fn auth(&self) -> Result<(Auth, &'static str), NatsSetupError> {
+        if let Some(path) = &self.nats_creds {
+            let flag = "--nats-creds";
+            let text = read_file(flag, path)?;
+            ConnectOptions::new()
+                .credentials(&text)
+                .map_err(|_| SecretFileError::Invalid {
+                    flag,
+                    path: path.clone(),
+                    problem: "is not a NATS credentials file (a user JWT and an nkey seed)".into(),
+                })?;
+            return Ok((Auth::Creds(Secret::new(text)), flag));
+        }
+        if let Some(path) = &self.nats_nkey {
+            let flag = "--nats-nkey";
+            let seed = read_secret_file(flag, path)?;
+            let seed = Secret::new(seed.expose().trim());
+            if nkeys::KeyPair::from_seed(seed.expose()).is_err() {
+                return Err(SecretFileError::Invalid {
+                    flag,
+                    path: path.clone(),
+                    problem: "does not hold an nkey seed (one line starting with S)".into(),
+                }
+                .into());
+            }
+            return Ok((Auth::Nkey(seed), flag));
+        }
+        if let (Some(user), Some(path)) = (&self.nats_user, &self.nats_password_file) {
+            let password = read_secret_file("--nats-password-file", path)?;
+            return Ok((
+                Auth::UserPassword {
+                    user: user.clone(),
+                    password,
+                },
+                "--nats-user",
+            ));
+        }
+        if let Some(path) = &self.nats_token_file {
+            let flag = "--nats-token-file";
+            return Ok((Auth::Token(read_secret_file(flag, path)?), flag));
+        }
+        Ok((Auth::None, ""))
+    }
+
+    /// Checks the CA, certificate and key files now; the client reads them again on every
+    /// connection, so renewed files (a Secret updated in place) are picked up on reconnect.
+    fn tls(&self) -> Result<Tls, NatsSetupError> {
+        let mut roots = RootCertStore::empty();
+        if let Some(path) = &self.nats_ca {
+            for cert in pem_certificates("--nats-ca", path)? {
+                roots.add(cert).map_err(|err| SecretFileError::Invalid {
+                    flag: "--nats-ca",
+                    path: path.clone(),
+                    problem: format!("holds a certificate that cannot be a CA: {err}"),
+                })?;
+            }
+        }
+        let client = match (&self.nats_cert, &self.nats_key) {
+            (Some(cert), Some(key)) => {
+                let chain = pem_certificates("--nats-cert", cert)?;
+                let text = read_file("--nats-key", key)?;
+                let private_key = PrivateKeyDer::from_pem_slice(text.as_bytes()).map_err(|_| {
+                    SecretFileError::Invalid {
+                        flag: "--nats-key",
+                        path: key.clone(),
+                        problem: "holds no PEM private key".into(),
+                    }
+                })?;
+                // The same check the client makes when it connects, made now.
+                ClientConfig::builder()
+                    .with_root_certificates(roots)
+                    .with_client_auth_cert(chain, private_key)
+                    .map_err(|err| NatsSetupError::ClientCertificate {
+                        reason: err.to_string(),
+                    })?;
+                Some((cert.clone(), key.clone()))
+            }
+            _ => None,
+        };
+        Ok(Tls {
+            required: self.nats_tls_required || self.nats_ca.is_some() || client.is_some(),
+            ca: self.nats_ca.clone(),
+            client,
+        })
+    }
+}
+
+/// The certificates of a PEM file; at least one.
+fn pem_certificates(
+    flag: &'static str,
+    path: &Path,
+) -> Result<Vec<CertificateDer<'static>>, SecretFileError> {
+    let text = read_file(flag, path)?;
+    let invalid = |problem: &str| SecretFileError::Invalid {
+        flag,
+        path: path.to_owned(),
+        problem: problem.to_owned(),
+    };
+    let certs = CertificateDer::pem_slice_iter(text.as_bytes())
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|_| invalid("is not a PEM file"))?;
+    if certs.is_empty() {
+        return Err(invalid("holds no PEM certificate"));
+    }
+    Ok(certs)
 }
 
 /// What the client last reported about its connection, for `/readyz`.
@@ -112,7 +372,26 @@ impl NatsClient {
     /// Connect options with the credentials and TLS settings; `name` is the client's name
     /// on the server (monitoring shows it).
     pub fn options(&self, name: &str) -> ConnectOptions {
-        ConnectOptions::new().name(name)
+        let options = ConnectOptions::new().name(name);
+        let mut options = match &self.auth {
+            Auth::None => options,
+            Auth::UserPassword { user, password } => {
+                options.user_and_password(user.clone(), password.expose().to_owned())
+            }
+            Auth::Token(token) => options.token(token.expose().to_owned()),
+            Auth::Nkey(seed) => options.nkey(seed.expose().to_owned()),
+            Auth::Creds(text) => options
+                .credentials(text.expose())
+                // Checked by `resolve`.
+                .unwrap_or_else(|_| ConnectOptions::new().name(name)),
+        };
+        if let Some(ca) = &self.tls.ca {
+            options = options.add_root_certificates(ca.clone());
+        }
+        if let Some((cert, key)) = &self.tls.client {
+            options = options.add_client_certificate(cert.clone(), key.clone());
+        }
+        options.require_tls(self.tls.required)
     }
 
     /// One attempt over every server of the seed list: for `send` and `charts`, which report
@@ -206,4 +485,123 @@ fn error_chain(err: &(dyn std::error::Error + 'static)) -> String {
         source = cause.source();
     }
     text
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::{CommandFactory, Parser};
+
+    #[derive(Debug, Parser)]
+    struct Probe {
+        #[command(flatten)]
+        nats: NatsArgs,
+    }
+
+    fn parse(args: &[&str]) -> Result<NatsArgs, clap::Error> {
+        let mut argv = vec!["probe"];
+        argv.extend_from_slice(args);
+        Probe::try_parse_from(argv).map(|probe| probe.nats)
+    }
+
+    #[test]
+    fn credentials_are_one_kind_at_a_time_and_come_in_pairs() {
+        assert!(parse(&["--nats-creds", "a", "--nats-nkey", "b"]).is_err());
+        assert!(parse(&["--nats-creds", "a", "--nats-token-file", "b"]).is_err());
+        assert!(
+            parse(&["--nats-user", "u"]).is_err(),
+            "needs a password file"
+        );
+        assert!(
+            parse(&["--nats-password-file", "p"]).is_err(),
+            "needs a user"
+        );
+        assert!(parse(&["--nats-cert", "c"]).is_err(), "needs a key");
+        assert!(parse(&["--nats-user", "u", "--nats-password-file", "p"]).is_ok());
+    }
+
+    #[test]
+    fn resolving_reads_and_checks_every_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = |name: &str, text: &str| {
+            let path = dir.path().join(name);
+            std::fs::write(&path, text).unwrap();
+            path.display().to_string()
+        };
+        let password = file("password", "hunter2\n");
+        let nats = parse(&["--nats-user", "u", "--nats-password-file", &password])
+            .unwrap()
+            .resolve()
+            .unwrap();
+        assert_eq!(
+            nats.auth,
+            Auth::UserPassword {
+                user: "u".into(),
+                password: Secret::new("hunter2")
+            }
+        );
+        assert!(!format!("{nats:?}").contains("hunter2"));
+
+        let twice = parse(&["--nats-url", "nats://a:b@h", "--nats-token-file", &password])
+            .unwrap()
+            .resolve()
+            .unwrap_err();
+        assert!(twice
+            .to_string()
+            .contains("both in --nats-url and by --nats-token-file"));
+
+        let not_a_seed = file("seed", "SUnot-a-seed\n");
+        let err = parse(&["--nats-nkey", &not_a_seed])
+            .unwrap()
+            .resolve()
+            .unwrap_err();
+        assert!(
+            err.to_string().contains("does not hold an nkey seed"),
+            "{err}"
+        );
+        assert!(!err.to_string().contains("SUnot"), "{err}");
+
+        let not_creds = file("creds", "hello\n");
+        let err = parse(&["--nats-creds", &not_creds])
+            .unwrap()
+            .resolve()
+            .unwrap_err();
+        assert!(
+            err.to_string().contains("is not a NATS credentials file"),
+            "{err}"
+        );
+
+        let not_pem = file("ca", "hello\n");
+        let err = parse(&["--nats-ca", &not_pem])
+            .unwrap()
+            .resolve()
+            .unwrap_err();
+        assert!(
+            err.to_string().contains("holds no PEM certificate"),
+            "{err}"
+        );
+
+        let seed = nkeys::KeyPair::new_user().seed().unwrap();
+        let seed_file = file("user.nk", &format!("{seed}\n"));
+        let nats = parse(&["--nats-nkey", &seed_file])
+            .unwrap()
+            .resolve()
+            .unwrap();
+        assert_eq!(nats.auth, Auth::Nkey(Secret::new(seed)));
+        assert!(!nats.tls.required);
+    }
+
+    #[test]
+    fn help_never_shows_environment_values() {
+        let command = Probe::command();
+        for arg in command.get_arguments() {
+            if arg.get_env().is_some() && arg.get_id() != "nats_tls_required" {
+                assert!(
+                    arg.is_hide_env_values_set(),
+                    "--help would show the value of {:?}",
+                    arg.get_env()
+                );
+            }
+        }
+    }
 }

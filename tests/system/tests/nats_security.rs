@@ -1,0 +1,325 @@
+//! Production NATS: every way of proving who the worker is, against a real nats-server
+//! configured for it (user/password, token, nkey, a `.creds` file on an operator-mode server
+//! with JWTs the test mints), TLS with a private CA and mutual TLS. Each worker answers an event
+//! through its authenticated connection; a wrong password and an untrusted CA are start-up
+//! errors that say so. No secret is ever in the worker's output (logged at debug level, the
+//! NATS client's too), `/metrics` or `/readyz`.
+
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Duration;
+
+use system_tests::deploy_env::helm_service_bin;
+use system_tests::env::TestEnv;
+use system_tests::events::{publish, triggered};
+use system_tests::worker_process::{http_get, WorkerProcess};
+use test_harness::operator::OperatorMode;
+use test_harness::pki::TestPki;
+use test_harness::process::ChildProcess;
+use test_harness::{ClientOptions, NatsServer, ServerConfig};
+
+const PROBE_WORKER: &str = env!("CARGO_BIN_EXE_probe-worker");
+
+/// Written to a file of the test's dir; its path.
+fn secret_file(env_dir: &Path, name: &str, content: &str) -> PathBuf {
+    let path = env_dir.join(name);
+    std::fs::write(&path, format!("{content}\n")).expect("writing a secret file");
+    path
+}
+
+/// A probe worker with `args`, logging at debug level (the NATS client's debug lines too),
+/// ready to work.
+async fn worker(env: &TestEnv, args: Vec<String>, name: &str) -> anyhow::Result<WorkerProcess> {
+    let mut spec = env.worker(PROBE_WORKER);
+    spec.extra_args = args;
+    spec.env.push(("RUST_LOG".into(), "debug".into()));
+    WorkerProcess::start(spec, env.dir.path(), name).await
+}
+
+/// One deployment event answered through the worker's connection.
+async fn answers_an_event(env: &TestEnv, id: &str) -> anyhow::Result<()> {
+    publish(
+        &env.js,
+        &triggered("deployment", id, ("sockshop", "dev", "carts"), &[]),
+    )
+    .await?;
+    let replies = env
+        .wait_replies(Duration::from_secs(30), |r| {
+            !r.of(id, "finished").is_empty()
+        })
+        .await?;
+    assert_eq!(replies.of(id, "finished")[0]["data"]["status"], "succeeded");
+    Ok(())
+}
+
+/// The worker's log, `/metrics` and `/readyz` never show `secret`.
+async fn never_shown(worker: &WorkerProcess, secret: &str) -> anyhow::Result<()> {
+    let log = worker.process.log();
+    assert!(
+        log.contains("DEBUG"),
+        "the worker logged at debug level:\n{log}"
+    );
+    assert!(!log.contains(secret), "the secret is in the worker's log");
+    assert!(!worker.metrics().await?.contains(secret));
+    let (_, ready) = http_get(worker.http_port, "/readyz").await?;
+    assert!(!ready.contains(secret));
+    Ok(())
+}
+
+/// Runs a worker that must fail at start-up: its exit status is failure, its output (which
+/// must not hold `secret`) contains `expected`.
+async fn fails_to_start(
+    env: &TestEnv,
+    args: Vec<String>,
+    expected: &str,
+    secret: &str,
+) -> anyhow::Result<()> {
+    static RUNS: AtomicUsize = AtomicUsize::new(0);
+    let name = format!("refused-{}", RUNS.fetch_add(1, Ordering::Relaxed));
+    let mut process = ChildProcess::builder(PROBE_WORKER)
+        .name(&name)
+        .arg("run")
+        .args(["--nats-url", &env.nats.url()])
+        .args(["--http-addr", "127.0.0.1:0"])
+        .args(args)
+        .env("RUST_LOG", "debug")
+        .log_file(env.dir.path().join(format!("{name}.log")))
+        .spawn()?;
+    let status = process.wait_exit(Duration::from_secs(30)).await?;
+    let log = process.log();
+    assert!(!status.success(), "the worker must not start:\n{log}");
+    assert!(log.contains(expected), "expected {expected:?} in:\n{log}");
+    assert!(!log.contains(secret), "the secret is in the output:\n{log}");
+    Ok(())
+}
+
+fn args(items: &[&str]) -> Vec<String> {
+    items.iter().map(|item| item.to_string()).collect()
+}
+
+fn path_arg(path: &Path) -> String {
+    path.display().to_string()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn user_and_password_from_flags_env_and_url() -> anyhow::Result<()> {
+    const PASSWORD: &str = "pw-4f1e9c0d-secret";
+    let user =
+        || async_nats::ConnectOptions::new().user_and_password("helm".into(), PASSWORD.into());
+    let nats = NatsServer::start_configured(ServerConfig {
+        extra: format!("authorization {{\n  user: helm\n  password: \"{PASSWORD}\"\n}}\n"),
+        client: ClientOptions::new(user),
+    })
+    .await?;
+    let env = TestEnv::with_server(nats).await?;
+    let password = secret_file(env.dir.path(), "password", PASSWORD);
+
+    let flags = worker(
+        &env,
+        args(&[
+            "--nats-user",
+            "helm",
+            "--nats-password-file",
+            &path_arg(&password),
+        ]),
+        "flags",
+    )
+    .await?;
+    answers_an_event(&env, "5f1c6a2e-0000-4000-8000-0000000a0001").await?;
+    never_shown(&flags, PASSWORD).await?;
+    drop(flags);
+
+    // The same from the environment, for `charts` (which connects and lists nothing).
+    let output = tokio::process::Command::new(helm_service_bin())
+        .args(["charts", "list", "--nats-url", &env.nats.url()])
+        .env("NATS_USER", "helm")
+        .env("NATS_PASSWORD_FILE", &password)
+        .env("RUST_LOG", "debug")
+        .kill_on_drop(true)
+        .output()
+        .await?;
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(output.status.success(), "charts list: {stderr}");
+    assert!(stderr.contains("no charts in the"), "{stderr}");
+
+    // In the URL (the seed list carries them): works, and the URL is shown without them.
+    let mut in_url = env.worker(PROBE_WORKER);
+    in_url.nats_url = format!(
+        "nats://helm:{PASSWORD}@127.0.0.1:{port},nats://helm:{PASSWORD}@127.0.0.1:{port}",
+        port = env.nats.port()
+    );
+    in_url.env.push(("RUST_LOG".into(), "debug".into()));
+    let in_url = WorkerProcess::start(in_url, env.dir.path(), "in-url").await?;
+    answers_an_event(&env, "5f1c6a2e-0000-4000-8000-0000000a0002").await?;
+    never_shown(&in_url, PASSWORD).await?;
+    assert!(in_url
+        .process
+        .log()
+        .contains(&format!("nats://127.0.0.1:{}", env.nats.port())));
+    drop(in_url);
+
+    // A wrong password: nothing can work, so the worker says so and stops.
+    let wrong = secret_file(env.dir.path(), "wrong", "wrong-7d2a-secret");
+    fails_to_start(
+        &env,
+        args(&[
+            "--nats-user",
+            "helm",
+            "--nats-password-file",
+            &path_arg(&wrong),
+        ]),
+        "refused the credentials",
+        "wrong-7d2a-secret",
+    )
+    .await?;
+    // A password file that cannot be read names the flag and the file.
+    fails_to_start(
+        &env,
+        args(&[
+            "--nats-user",
+            "helm",
+            "--nats-password-file",
+            "/nonexistent/password",
+        ]),
+        "cannot read --nats-password-file /nonexistent/password",
+        PASSWORD,
+    )
+    .await?;
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn token_and_nkey() -> anyhow::Result<()> {
+    const TOKEN: &str = "token-9b3c51e2-secret";
+    let nats = NatsServer::start_configured(ServerConfig {
+        extra: format!("authorization {{\n  token: \"{TOKEN}\"\n}}\n"),
+        client: ClientOptions::new(|| async_nats::ConnectOptions::new().token(TOKEN.into())),
+    })
+    .await?;
+    let env = TestEnv::with_server(nats).await?;
+    let token = secret_file(env.dir.path(), "token", TOKEN);
+    let worker_process = worker(
+        &env,
+        args(&["--nats-token-file", &path_arg(&token)]),
+        "token",
+    )
+    .await?;
+    answers_an_event(&env, "5f1c6a2e-0000-4000-8000-0000000b0001").await?;
+    never_shown(&worker_process, TOKEN).await?;
+    drop(worker_process);
+    drop(env);
+
+    let user = nkeys::KeyPair::new_user();
+    let seed = user.seed().map_err(|err| anyhow::anyhow!("{err}"))?;
+    let client_seed = seed.clone();
+    let nats = NatsServer::start_configured(ServerConfig {
+        extra: format!(
+            "authorization {{\n  users = [ {{ nkey: {} }} ]\n}}\n",
+            user.public_key()
+        ),
+        client: ClientOptions::new(move || {
+            async_nats::ConnectOptions::new().nkey(client_seed.clone())
+        }),
+    })
+    .await?;
+    let env = TestEnv::with_server(nats).await?;
+    let seed_file = secret_file(env.dir.path(), "user.nk", &seed);
+    let worker_process =
+        worker(&env, args(&["--nats-nkey", &path_arg(&seed_file)]), "nkey").await?;
+    answers_an_event(&env, "5f1c6a2e-0000-4000-8000-0000000b0002").await?;
+    never_shown(&worker_process, &seed).await?;
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn creds_file_on_an_operator_mode_server() -> anyhow::Result<()> {
+    let operator = OperatorMode::mint()?;
+    let nats = NatsServer::start_configured(operator.server("")).await?;
+    let env = TestEnv::with_server(nats).await?;
+    let creds = secret_file(env.dir.path(), "user.creds", &operator.user_creds);
+    let worker_process = worker(&env, args(&["--nats-creds", &path_arg(&creds)]), "creds").await?;
+    answers_an_event(&env, "5f1c6a2e-0000-4000-8000-0000000c0001").await?;
+    never_shown(&worker_process, &operator.user_seed).await?;
+    // Without the credentials the server refuses the worker.
+    fails_to_start(
+        &env,
+        Vec::new(),
+        "refused the credentials",
+        &operator.user_seed,
+    )
+    .await?;
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tls_with_a_private_ca_and_mutual_tls() -> anyhow::Result<()> {
+    let pki = TestPki::generate("helm-service-test-ca")?;
+    let other = TestPki::generate("someone-else")?;
+    let ca = pki.ca();
+    let nats = NatsServer::start_configured(ServerConfig {
+        extra: pki.server_tls_block(false),
+        client: ClientOptions::new(move || {
+            async_nats::ConnectOptions::new().add_root_certificates(ca.clone())
+        }),
+    })
+    .await?;
+    let env = TestEnv::with_server(nats).await?;
+    let worker_process = worker(&env, args(&["--nats-ca", &path_arg(&pki.ca())]), "tls").await?;
+    answers_an_event(&env, "5f1c6a2e-0000-4000-8000-0000000d0001").await?;
+    drop(worker_process);
+    // A CA that did not sign the server's certificate: a start-up error naming TLS.
+    fails_to_start(
+        &env,
+        args(&["--nats-ca", &path_arg(&other.ca())]),
+        "TLS with NATS at",
+        "-----BEGIN",
+    )
+    .await?;
+    drop(env);
+
+    // Mutual TLS: the server asks for a certificate its CA signed.
+    let (ca, cert, key) = (pki.ca(), pki.client_cert(), pki.client_key());
+    let nats = NatsServer::start_configured(ServerConfig {
+        extra: pki.server_tls_block(true),
+        client: ClientOptions::new(move || {
+            async_nats::ConnectOptions::new()
+                .add_root_certificates(ca.clone())
+                .add_client_certificate(cert.clone(), key.clone())
+        }),
+    })
+    .await?;
+    let env = TestEnv::with_server(nats).await?;
+    let key_text = std::fs::read_to_string(pki.client_key())?;
+    let key_body = key_text.lines().nth(1).expect("a PEM body line").to_owned();
+    let worker_process = worker(
+        &env,
+        args(&[
+            "--nats-ca",
+            &path_arg(&pki.ca()),
+            "--nats-cert",
+            &path_arg(&pki.client_cert()),
+            "--nats-key",
+            &path_arg(&pki.client_key()),
+        ]),
+        "mtls",
+    )
+    .await?;
+    answers_an_event(&env, "5f1c6a2e-0000-4000-8000-0000000d0002").await?;
+    never_shown(&worker_process, &key_body).await?;
+    // A key that is not the certificate's: refused before connecting.
+    fails_to_start(
+        &env,
+        args(&[
+            "--nats-ca",
+            &path_arg(&pki.ca()),
+            "--nats-cert",
+            &path_arg(&pki.client_cert()),
+            "--nats-key",
+            &path_arg(&other.client_key()),
+        ]),
+        "--nats-cert and --nats-key cannot be used together",
+        "-----BEGIN",
+    )
+    .await?;
+    Ok(())
+}
