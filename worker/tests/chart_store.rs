@@ -139,6 +139,8 @@ async fn object_store_backend() -> anyhow::Result<()> {
         chart_store: ChartStoreKind::Nats,
         chart_bucket: "charts-test".into(),
         resource_service_url: "http://unused".into(),
+        resource_service_token_file: None,
+        resource_service_ca: None,
         charts_dir: None,
         use_commit_id: false,
         max_chart_bytes: MAX,
@@ -668,5 +670,154 @@ async fn resource_service_backend() -> anyhow::Result<()> {
         .await
         .expect_err("server down");
     assert!(err.is_transient(), "{err:?}");
+    Ok(())
+}
+
+/// The double behind a gateway that answers 401 unless `x-token` is `token`.
+async fn resource_service_behind_a_gateway(
+    token: &'static str,
+) -> anyhow::Result<(String, tokio::task::JoinHandle<()>)> {
+    let (inner, _state, inner_server) = resource_service().await?;
+    let client = reqwest::Client::new();
+    let gateway = Router::new().fallback(
+        move |method: axum::http::Method,
+              uri: axum::http::Uri,
+              headers: axum::http::HeaderMap,
+              body: Bytes| {
+            let client = client.clone();
+            let inner = inner.clone();
+            async move {
+                if headers.get("x-token").and_then(|v| v.to_str().ok()) != Some(token) {
+                    return StatusCode::UNAUTHORIZED.into_response();
+                }
+                let answer = client
+                    .request(method, format!("{inner}{uri}"))
+                    .header(axum::http::header::CONTENT_TYPE, "application/json")
+                    .body(body)
+                    .send()
+                    .await
+                    .expect("the double answers");
+                let status = answer.status();
+                let body = answer.bytes().await.expect("a body");
+                (status, body).into_response()
+            }
+        },
+    );
+    let listener = within("bind", tokio::net::TcpListener::bind("127.0.0.1:0")).await?;
+    let url = format!("http://{}", listener.local_addr()?);
+    let server = tokio::spawn(async move {
+        let _ = axum::serve(listener, gateway).await;
+        inner_server.abort();
+    });
+    Ok((url, server))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn resource_service_token_is_sent_as_x_token() -> anyhow::Result<()> {
+    const TOKEN: &str = "rs-token-61c0-secret";
+    let (url, _server) = resource_service_behind_a_gateway(TOKEN).await?;
+    let dir = tempfile::tempdir()?;
+    let token_file = dir.path().join("token");
+    std::fs::write(&token_file, format!("{TOKEN}\n"))?;
+    let config = |token_file: Option<std::path::PathBuf>| ChartStoreConfig {
+        chart_store: ChartStoreKind::ResourceService,
+        chart_bucket: "unused".into(),
+        resource_service_url: url.clone(),
+        resource_service_token_file: token_file,
+        resource_service_ca: None,
+        charts_dir: None,
+        use_commit_id: false,
+        max_chart_bytes: MAX,
+        max_chart_unpacked_bytes: MAX * 4,
+    };
+    let carts = location("sockshop", "dev", "carts");
+
+    let store = config(Some(token_file.clone())).open_without_nats()?;
+    within("store", store.store(&carts, &chart_archive("carts", 1))).await?;
+    let fetched = within("fetch", store.fetch(&carts, None)).await?;
+    assert!(fetched.is_some(), "the chart is served through the gateway");
+    assert!(!store.describe().contains(TOKEN));
+
+    // Without the token the gateway refuses: a refusal, not a transient trouble.
+    let store = config(None).open_without_nats()?;
+    let err = within("fetch without token", store.fetch(&carts, None))
+        .await
+        .expect_err("401");
+    assert!(matches!(err, ChartStoreError::Refused { .. }), "{err:?}");
+    assert!(err.to_string().contains("401"), "{err}");
+
+    // A token file that cannot be read: a configuration error naming the flag.
+    let err = config(Some(dir.path().join("missing")))
+        .open_without_nats()
+        .err()
+        .expect("unreadable token file");
+    assert!(
+        err.to_string()
+            .contains("cannot read --resource-service-token-file"),
+        "{err}"
+    );
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn resource_service_over_https_with_a_private_ca() -> anyhow::Result<()> {
+    let pki = test_harness::pki::TestPki::generate("resource-service-ca")?;
+    let other = test_harness::pki::TestPki::generate("someone-else")?;
+    let port = test_harness::free_port();
+    // openssl's test server answers every GET over TLS with a status page (HTML).
+    let mut server = test_harness::ChildProcess::builder("openssl")
+        .args(["s_server", "-quiet", "-www", "-accept"])
+        .arg(port.to_string())
+        .arg("-cert")
+        .arg(pki.server_cert())
+        .arg("-key")
+        .arg(pki.server_key())
+        .spawn()?;
+    test_harness::wait_until(
+        "openssl s_server to listen",
+        Duration::from_secs(10),
+        Duration::from_millis(20),
+        || async {
+            tokio::net::TcpStream::connect(("127.0.0.1", port))
+                .await
+                .ok()
+        },
+    )
+    .await?;
+    let url = format!("https://127.0.0.1:{port}");
+    let carts = location("sockshop", "dev", "carts");
+    let store = |ca: &std::path::Path| {
+        ResourceServiceCharts::with_access(
+            &url,
+            MAX,
+            &worker::charts::resource_service::ResourceServiceAccess {
+                token: None,
+                ca_pem: Some(std::fs::read(ca).expect("the CA file")),
+            },
+        )
+    };
+
+    // Trusted: the TLS handshake succeeds and the (HTML) answer is read, not taken for JSON.
+    let err = within("fetch over TLS", store(&pki.ca())?.fetch(&carts, None))
+        .await
+        .expect_err("an HTML page is no resource");
+    assert!(matches!(err, ChartStoreError::Invalid { .. }), "{err:?}");
+    // Another CA: the handshake fails.
+    let err = within("fetch untrusted", store(&other.ca())?.fetch(&carts, None))
+        .await
+        .expect_err("untrusted");
+    assert!(
+        err.to_string().contains("certificate"),
+        "the error names the certificate: {err}"
+    );
+    // Without the CA, the built-in roots do not know it either.
+    let err = within(
+        "fetch without CA",
+        ResourceServiceCharts::new(&url, MAX)?.fetch(&carts, None),
+    )
+    .await
+    .expect_err("untrusted");
+    assert!(err.to_string().contains("certificate"), "{err}");
+    server.kill_hard().await?;
     Ok(())
 }

@@ -243,6 +243,8 @@ mod tests {
                 chart_store: ChartStoreKind::LocalDir,
                 chart_bucket: "unused".into(),
                 resource_service_url: "http://unused".into(),
+                resource_service_token_file: None,
+                resource_service_ca: None,
                 charts_dir: Some(charts.path().to_path_buf()),
                 use_commit_id: false,
                 max_chart_bytes: 1 << 20,

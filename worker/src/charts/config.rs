@@ -8,8 +8,9 @@ use clap::{Args, ValueEnum};
 use super::archive::ArchiveLimits;
 use super::local_dir::LocalDirCharts;
 use super::object_store::ObjectStoreCharts;
-use super::resource_service::ResourceServiceCharts;
+use super::resource_service::{ResourceServiceAccess, ResourceServiceCharts};
 use super::{ChartStore, ChartStoreError};
+use crate::secret::{read_file, read_secret_file, SecretFileError};
 
 /// Which backend keeps the charts.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -53,6 +54,28 @@ pub struct ChartStoreConfig {
         global = true
     )]
     pub resource_service_url: String,
+
+    /// A file holding the token sent to the resource-service as `x-token` (Keptn's API
+    /// gateway checks it).
+    #[arg(
+        long,
+        env = "RESOURCE_SERVICE_TOKEN_FILE",
+        value_name = "FILE",
+        hide_env_values = true,
+        global = true
+    )]
+    pub resource_service_token_file: Option<PathBuf>,
+
+    /// PEM file of the CA(s) of an https resource-service (a private CA): then the only ones
+    /// trusted.
+    #[arg(
+        long,
+        env = "RESOURCE_SERVICE_CA",
+        value_name = "FILE",
+        hide_env_values = true,
+        global = true
+    )]
+    pub resource_service_ca: Option<PathBuf>,
 
     /// Directory holding `<project>/<stage>/<service>/helm/<service>.tgz` (required with
     /// --chart-store local-dir). Symbolic links inside it are never followed.
@@ -104,6 +127,27 @@ impl ChartStoreConfig {
         }
     }
 
+    /// The token and CA files of the resource-service, read now (a start-up error when they
+    /// cannot be).
+    fn resource_service_access(&self) -> Result<ResourceServiceAccess, ChartStoreError> {
+        let config = |err: SecretFileError| ChartStoreError::Config {
+            reason: err.to_string(),
+        };
+        let token = self
+            .resource_service_token_file
+            .as_deref()
+            .map(|path| read_secret_file("--resource-service-token-file", path))
+            .transpose()
+            .map_err(config)?;
+        let ca_pem = self
+            .resource_service_ca
+            .as_deref()
+            .map(|path| read_file("--resource-service-ca", path).map(String::into_bytes))
+            .transpose()
+            .map_err(config)?;
+        Ok(ResourceServiceAccess { token, ca_pem })
+    }
+
     /// Opens a store that needs no NATS connection (`resource-service`, `local-dir`); for
     /// `nats` it says to use [`open`](Self::open). Lets `helm-service charts` work without NATS.
     pub fn open_without_nats(&self) -> Result<Arc<dyn ChartStore>, ChartStoreError> {
@@ -111,9 +155,10 @@ impl ChartStoreConfig {
             ChartStoreKind::Nats => Err(ChartStoreError::Config {
                 reason: "the nats chart store needs a NATS connection".into(),
             }),
-            ChartStoreKind::ResourceService => Ok(Arc::new(ResourceServiceCharts::new(
+            ChartStoreKind::ResourceService => Ok(Arc::new(ResourceServiceCharts::with_access(
                 &self.resource_service_url,
                 self.max_chart_bytes,
+                &self.resource_service_access()?,
             )?)),
             ChartStoreKind::LocalDir => {
                 let Some(dir) = &self.charts_dir else {

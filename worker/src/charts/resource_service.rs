@@ -23,6 +23,8 @@ use percent_encoding::{utf8_percent_encode, AsciiSet, NON_ALPHANUMERIC};
 use reqwest::StatusCode;
 use serde::{Deserialize, Serialize};
 
+use crate::secret::{redact_user_info, Secret};
+
 use super::{
     ChartListing, ChartLocation, ChartStore, ChartStoreError, FetchedFile, ProjectName, ReadResult,
     ServiceFile, SizeCap,
@@ -81,16 +83,35 @@ struct PutResource<'a> {
     resource_content: String,
 }
 
+/// How the worker proves itself to the resource-service, and whom it trusts there.
+#[derive(Debug, Clone, Default)]
+pub struct ResourceServiceAccess {
+    /// Sent as `x-token` on every request, as Keptn's API gateway expects.
+    pub token: Option<Secret>,
+    /// A PEM bundle of the CA(s) of an https resource-service: then the only ones trusted.
+    pub ca_pem: Option<Vec<u8>>,
+}
+
 impl ResourceServiceCharts {
     /// A store talking to the resource-service at `base_url` (e.g.
     /// `http://resource-service:8080`). `max_bytes` caps fetched archives.
     pub fn new(base_url: &str, max_bytes: u64) -> Result<Self, ChartStoreError> {
+        Self::with_access(base_url, max_bytes, &ResourceServiceAccess::default())
+    }
+
+    /// Like [`new`](Self::new), with a token and a private CA.
+    pub fn with_access(
+        base_url: &str,
+        max_bytes: u64,
+        access: &ResourceServiceAccess,
+    ) -> Result<Self, ChartStoreError> {
         let config = |reason: String| ChartStoreError::Config { reason };
+        let shown = redact_user_info(base_url);
         let mut base = reqwest::Url::parse(base_url)
-            .map_err(|err| config(format!("resource-service URL {base_url:?}: {err}")))?;
+            .map_err(|err| config(format!("resource-service URL {shown:?}: {err}")))?;
         if !matches!(base.scheme(), "http" | "https") || base.cannot_be_a_base() {
             return Err(config(format!(
-                "resource-service URL {base_url:?} must be an http:// or https:// URL"
+                "resource-service URL {shown:?} must be an http:// or https:// URL"
             )));
         }
         // Paths are appended below the base's own path.
@@ -98,9 +119,34 @@ impl ResourceServiceCharts {
             let path = format!("{}/", base.path());
             base.set_path(&path);
         }
-        let client = reqwest::Client::builder()
+        let mut builder = reqwest::Client::builder()
             .timeout(REQUEST_TIMEOUT)
-            .connect_timeout(Duration::from_secs(10))
+            .connect_timeout(Duration::from_secs(10));
+        if let Some(token) = &access.token {
+            let mut value =
+                reqwest::header::HeaderValue::from_str(token.expose()).map_err(|_| {
+                    config("the resource-service token is not a valid HTTP header value".into())
+                })?;
+            value.set_sensitive(true);
+            let mut headers = reqwest::header::HeaderMap::new();
+            headers.insert("x-token", value);
+            builder = builder.default_headers(headers);
+        }
+        if let Some(pem) = &access.ca_pem {
+            let roots = reqwest::Certificate::from_pem_bundle(pem)
+                .map_err(|err| config(format!("--resource-service-ca: {err}")))?;
+            if roots.is_empty() {
+                return Err(config(
+                    "--resource-service-ca holds no PEM certificate".into(),
+                ));
+            }
+            builder = roots
+                .into_iter()
+                .fold(builder.tls_built_in_root_certs(false), |builder, root| {
+                    builder.add_root_certificate(root)
+                });
+        }
+        let client = builder
             .build()
             .map_err(|err| config(format!("cannot build the HTTP client: {err}")))?;
         Ok(Self {
@@ -237,7 +283,11 @@ fn segment(text: &str) -> String {
 
 /// Connection trouble and timeouts pass; a request that cannot even be built does not.
 fn request_failed(target: &str, err: reqwest::Error) -> ChartStoreError {
-    let reason = format!("resource-service request failed: {}", error_chain(&err));
+    // reqwest's messages name the URL.
+    let reason = redact_user_info(&format!(
+        "resource-service request failed: {}",
+        error_chain(&err)
+    ));
     if err.is_builder() {
         ChartStoreError::Config { reason }
     } else {
