@@ -223,18 +223,29 @@ pub struct StorageLimitsConfig {
     /// Size limit of the chart bucket (with --chart-store nats).
     #[arg(long, env = "CHART_BUCKET_MAX_BYTES", default_value = "1GiB", value_parser = parse_bytes)]
     pub chart_bucket_max_bytes: u64,
+
+    /// JetStream replicas of every stream and bucket the worker creates: 1 on a single
+    /// server, 3 on a three-server cluster (each copy reserves the size limits on its server).
+    /// Applied to the worker's own streams and buckets on every start; the Keptn stream gets
+    /// it only when the worker creates it.
+    #[arg(long, env = "JETSTREAM_REPLICAS", default_value_t = 1,
+          value_parser = clap::value_parser!(u8).range(1..=5))]
+    pub replicas: u8,
 }
 
 impl StorageLimitsConfig {
     /// The limits; release records expire `release_record_ttl` (`--ledger-ttl`) after their
-    /// last change.
+    /// last change. Everything gets `--replicas`.
     pub fn limits(&self, release_record_ttl: Duration) -> StorageLimits {
+        let limit = |max_age, max_bytes| {
+            Limit::new(max_age, max_bytes).with_replicas(usize::from(self.replicas))
+        };
         StorageLimits {
-            keptn_stream: Limit::new(self.keptn_stream_max_age, self.keptn_stream_max_bytes),
-            dead_letters: Limit::new(self.dead_letter_max_age, self.dead_letter_max_bytes),
-            release_records: Limit::new(release_record_ttl, self.release_records_max_bytes),
-            inventory: Limit::new(Duration::ZERO, self.inventory_max_bytes),
-            chart_bucket: Limit::new(Duration::ZERO, self.chart_bucket_max_bytes),
+            keptn_stream: limit(self.keptn_stream_max_age, self.keptn_stream_max_bytes),
+            dead_letters: limit(self.dead_letter_max_age, self.dead_letter_max_bytes),
+            release_records: limit(release_record_ttl, self.release_records_max_bytes),
+            inventory: limit(Duration::ZERO, self.inventory_max_bytes),
+            chart_bucket: limit(Duration::ZERO, self.chart_bucket_max_bytes),
         }
     }
 }
@@ -539,6 +550,32 @@ mod tests {
         };
         assert_eq!(config.memory.memory_budget, Some(384 << 20));
         assert_eq!(config.memory.helm_memory_limit, 48 << 20);
+    }
+
+    #[test]
+    fn replicas_apply_to_everything_the_worker_creates() {
+        let limits = |args: &[&str]| {
+            let mut argv = vec!["helm-service", "run"];
+            argv.extend_from_slice(args);
+            let Command::Run(config) = Cli::try_parse_from(argv).unwrap().command else {
+                panic!("run")
+            };
+            config.limits.limits(config.release_record_ttl)
+        };
+        let all = |limits: StorageLimits| {
+            [
+                limits.keptn_stream,
+                limits.dead_letters,
+                limits.release_records,
+                limits.inventory,
+                limits.chart_bucket,
+            ]
+            .map(|limit| limit.replicas)
+        };
+        assert_eq!(all(limits(&[])), [1; 5]);
+        assert_eq!(all(limits(&["--replicas", "3"])), [3; 5]);
+        assert!(Cli::try_parse_from(["helm-service", "run", "--replicas", "0"]).is_err());
+        assert!(Cli::try_parse_from(["helm-service", "run", "--replicas", "7"]).is_err());
     }
 
     #[test]

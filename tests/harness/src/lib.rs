@@ -8,6 +8,7 @@
 //! Synchronisation is always by observing state (a port accepts, JetStream answers, a message
 //! is in a stream) inside a bounded deadline ([`wait`]), never by sleeping a guessed time.
 
+pub mod cluster;
 pub mod nats;
 pub mod operator;
 pub mod pki;
@@ -17,6 +18,7 @@ pub mod stream;
 pub mod tools;
 pub mod wait;
 
+pub use cluster::NatsCluster;
 pub use nats::{ClientOptions, NatsServer, ServerConfig};
 pub use process::{free_port, ChildProcess, ProcessBuilder, ProcessInfo};
 pub use proxy::TcpProxy;

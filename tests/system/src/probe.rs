@@ -12,6 +12,7 @@
 //! the file named by `PROBE_LOG` (O_APPEND, one write per line, so lines from several
 //! processes never interleave). Tests read it to count effects and check overlaps.
 
+use std::collections::{BTreeMap, HashMap};
 use std::io::Write;
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -142,4 +143,71 @@ pub fn read_log(path: &std::path::Path) -> Vec<ProbeRecord> {
         .filter(|line| !line.trim().is_empty())
         .map(|line| serde_json::from_str(line).expect("probe log lines are records"))
         .collect()
+}
+
+/// Pairs of runs on the same release whose [begin, end] intervals overlap.
+pub fn overlaps(records: &[ProbeRecord]) -> Vec<(String, String, String)> {
+    let mut runs: BTreeMap<&str, Vec<(u64, u64, &str)>> = BTreeMap::new();
+    let mut begins: HashMap<(&str, u32), u64> = HashMap::new();
+    for record in records {
+        match record.what.as_str() {
+            "begin" => {
+                begins.insert((&record.event_id, record.pid), record.at_ns);
+            }
+            "end" => {
+                let begin = begins[&(record.event_id.as_str(), record.pid)];
+                runs.entry(&record.release).or_default().push((
+                    begin,
+                    record.at_ns,
+                    &record.event_id,
+                ));
+            }
+            _ => {}
+        }
+    }
+    let mut found = Vec::new();
+    for (release, mut intervals) in runs {
+        intervals.sort();
+        for pair in intervals.windows(2) {
+            if pair[1].0 < pair[0].1 {
+                found.push((
+                    release.to_owned(),
+                    pair[0].2.to_owned(),
+                    pair[1].2.to_owned(),
+                ));
+            }
+        }
+    }
+    found
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_overlap_check_can_fail() {
+        let record = |what: &str, id: &str, at: u64| ProbeRecord {
+            what: what.into(),
+            event_id: id.into(),
+            release: "p.s.svc".into(),
+            step: None,
+            pid: 1,
+            at_ns: at,
+        };
+        let overlapping = [
+            record("begin", "a", 0),
+            record("begin", "b", 5),
+            record("end", "a", 10),
+            record("end", "b", 15),
+        ];
+        assert_eq!(overlaps(&overlapping).len(), 1);
+        let sequential = [
+            record("begin", "a", 0),
+            record("end", "a", 10),
+            record("begin", "b", 11),
+            record("end", "b", 15),
+        ];
+        assert!(overlaps(&sequential).is_empty());
+    }
 }

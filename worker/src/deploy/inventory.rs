@@ -71,6 +71,7 @@ impl Inventory {
             history: 5,
             max_age: limit.max_age,
             max_bytes: limit.max_bytes,
+            num_replicas: limit.replicas,
             ..Default::default()
         };
         let unavailable = |reason: String| InventoryError::Unavailable {

@@ -50,19 +50,29 @@ fn reason(err: impl std::fmt::Display) -> String {
     }
 }
 
-/// Age (`ZERO`: none) and size limit of one stream or bucket.
+/// Age (`ZERO`: none) and size limit of one stream or bucket, and on how many servers of a
+/// JetStream cluster it is kept (`--replicas`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Limit {
     pub max_age: Duration,
     pub max_bytes: i64,
+    /// JetStream replicas: 1 on a single server, 3 (or 5) on a cluster to survive losing
+    /// servers.
+    pub replicas: usize,
 }
 
 impl Limit {
+    /// One replica; see [`with_replicas`](Self::with_replicas).
     pub fn new(max_age: Duration, max_bytes: u64) -> Self {
         Limit {
             max_age,
             max_bytes: i64::try_from(max_bytes).unwrap_or(i64::MAX),
+            replicas: 1,
         }
+    }
+
+    pub fn with_replicas(self, replicas: usize) -> Self {
+        Limit { replicas, ..self }
     }
 }
 
@@ -131,6 +141,7 @@ pub async fn bind(
             duplicate_window: Duration::from_secs(120),
             max_age: keptn_limit.max_age,
             max_bytes: keptn_limit.max_bytes,
+            num_replicas: keptn_limit.replicas,
             discard: stream::DiscardPolicy::Old,
             ..Default::default()
         })
@@ -169,6 +180,7 @@ pub async fn bind(
         duplicate_window: Duration::from_secs(120),
         max_age: dlq_limit.max_age,
         max_bytes: dlq_limit.max_bytes,
+        num_replicas: dlq_limit.replicas,
         discard: stream::DiscardPolicy::Old,
         ..Default::default()
     })
@@ -184,6 +196,7 @@ pub async fn bind(
         limit.max_age,
     );
     bucket.max_bytes = limit.max_bytes;
+    bucket.num_replicas = limit.replicas;
     let release_records = open_bucket(js, bucket).await?;
     enforce_limits(js, &release_records.stream_name, limit)
         .await
@@ -285,10 +298,11 @@ fn ensure_filtered(
     }
 }
 
-/// Brings the age and size limits of `stream` (one the worker owns, or the stream behind one
-/// of its buckets) in line with `limit`, leaving the rest of its configuration as it is. They
-/// are set when the worker creates it; this makes an operator's later change of the flags
-/// take effect on the next start.
+/// Brings the age and size limits and the replicas of `stream` (one the worker owns, or the
+/// stream behind one of its buckets) in line with `limit`, leaving the rest of its
+/// configuration as it is. They are set when the worker creates it; this makes an operator's
+/// later change of the flags take effect on the next start (JetStream moves a stream to more
+/// or fewer replicas in place).
 pub async fn enforce_limits(
     js: &jetstream::Context,
     stream: &str,
@@ -300,18 +314,23 @@ pub async fn enforce_limits(
         .map_err(|err| format!("reading stream {stream}: {err}"))?;
     // Fetched with the stream: no second request.
     let current = bound.cached_info().config.clone();
-    if current.max_age == limit.max_age && current.max_bytes == limit.max_bytes {
+    if current.max_age == limit.max_age
+        && current.max_bytes == limit.max_bytes
+        && current.num_replicas.max(1) == limit.replicas
+    {
         return Ok(());
     }
     info!(
         %stream,
         max_age = ?limit.max_age,
         max_bytes = limit.max_bytes,
-        "bringing the stream's limits in line with the flags"
+        replicas = limit.replicas,
+        "bringing the stream's limits and replicas in line with the flags"
     );
     js.update_stream(stream::Config {
         max_age: limit.max_age,
         max_bytes: limit.max_bytes,
+        num_replicas: limit.replicas,
         ..current
     })
     .await
