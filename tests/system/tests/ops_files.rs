@@ -445,3 +445,174 @@ fn compose_and_dockerfile_match_the_worker() {
         );
     }
 }
+
+/// The container's environment variables whose value is a path below a mounted Secret, each
+/// with the Secret and key mounted there: (variable, path, secret name, key).
+fn secret_files(deployment: &str) -> Vec<(String, String, String, String)> {
+    let lines: Vec<&str> = deployment.lines().map(str::trim).collect();
+    let mut found = Vec::new();
+    for (index, line) in lines.iter().enumerate() {
+        let Some(name) = line.strip_prefix("- name: ") else {
+            continue;
+        };
+        let Some(path) = lines
+            .get(index + 1)
+            .and_then(|next| next.strip_prefix("value: "))
+            .map(|value| value.trim_matches('"'))
+            .filter(|value| value.starts_with("/etc/helm-service/secrets/"))
+        else {
+            continue;
+        };
+        // The mount: `- name: <volume>` then `mountPath: <dir>` then `readOnly: true`.
+        let (dir, file) = path.rsplit_once('/').expect("a file below a directory");
+        let mount = lines
+            .iter()
+            .position(|l| *l == format!("mountPath: {dir}"))
+            .unwrap_or_else(|| panic!("{name}: nothing mounted at {dir}:\n{deployment}"));
+        assert_eq!(
+            lines[mount + 1],
+            "readOnly: true",
+            "{name}: {dir} read-only"
+        );
+        let volume = lines[mount - 1]
+            .strip_prefix("- name: ")
+            .expect("the mount's volume");
+        // The volume: `- name: <volume>`, `secret:`, `secretName:`, ..., `- key:`, `path:`.
+        let start = lines
+            .iter()
+            .enumerate()
+            .position(|(i, l)| *l == format!("- name: {volume}") && lines[i + 1] == "secret:")
+            .unwrap_or_else(|| panic!("{name}: no Secret volume {volume}:\n{deployment}"));
+        let secret = lines[start + 2]
+            .strip_prefix("secretName: ")
+            .expect("secretName")
+            .to_owned();
+        let item = lines[start..]
+            .iter()
+            .position(|l| l.starts_with("- key: "))
+            .map(|offset| start + offset)
+            .expect("an item");
+        assert_eq!(lines[item + 1], format!("path: {file}"), "{name}: the file");
+        let key = lines[item].trim_start_matches("- key: ").to_owned();
+        found.push((name.to_owned(), path.to_owned(), secret, key));
+    }
+    found
+}
+
+#[test]
+fn nats_credentials_and_tls_come_from_secrets_mounted_as_files() {
+    let deployment = only(
+        &render(&[
+            "--set",
+            "nats.auth.user=helm,nats.auth.passwordSecret.name=nats-password,\
+             nats.tls.caSecret.name=nats-ca,nats.tls.clientSecret.name=nats-client,\
+             nats.urlSecret.name=nats-url,\
+             charts.resourceServiceTokenSecret.name=keptn-api-token,\
+             charts.resourceServiceCaSecret.name=keptn-ca",
+        ]),
+        "Deployment",
+    );
+    let files = secret_files(&deployment);
+    let by_env = |env: &str| {
+        files
+            .iter()
+            .find(|(name, ..)| name == env)
+            .map(|(_, _, secret, key)| (secret.as_str(), key.as_str()))
+    };
+    assert_eq!(
+        by_env("NATS_PASSWORD_FILE"),
+        Some(("nats-password", "password"))
+    );
+    assert_eq!(by_env("NATS_CA"), Some(("nats-ca", "ca.crt")));
+    assert_eq!(by_env("NATS_CERT"), Some(("nats-client", "tls.crt")));
+    assert_eq!(by_env("NATS_KEY"), Some(("nats-client", "tls.key")));
+    assert_eq!(
+        by_env("RESOURCE_SERVICE_TOKEN_FILE"),
+        Some(("keptn-api-token", "token"))
+    );
+    assert_eq!(by_env("RESOURCE_SERVICE_CA"), Some(("keptn-ca", "ca.crt")));
+    assert_eq!(env_value(&deployment, "NATS_USER").as_deref(), Some("helm"));
+    // The URL from its Secret, not as a value.
+    assert_eq!(env_value(&deployment, "NATS_URL"), None);
+    let url: String = deployment
+        .lines()
+        .map(str::trim)
+        .skip_while(|l| *l != "- name: NATS_URL")
+        .skip(1)
+        .take(4)
+        .map(|l| format!("{l}\n"))
+        .collect();
+    assert_eq!(
+        url, "valueFrom:\nsecretKeyRef:\nname: nats-url\nkey: url\n",
+        "{deployment}"
+    );
+    // The worker accepts what the chart sets: every flag combination parses.
+    let mut args = vec!["helm-service".to_owned(), "run".to_owned()];
+    for (name, path, ..) in &files {
+        let flag = match name.as_str() {
+            "NATS_PASSWORD_FILE" => "--nats-password-file",
+            "NATS_CA" => "--nats-ca",
+            "NATS_CERT" => "--nats-cert",
+            "NATS_KEY" => "--nats-key",
+            "RESOURCE_SERVICE_TOKEN_FILE" => "--resource-service-token-file",
+            "RESOURCE_SERVICE_CA" => "--resource-service-ca",
+            other => panic!("unexpected {other}"),
+        };
+        args.extend([flag.to_owned(), path.clone()]);
+    }
+    args.extend(["--nats-user".to_owned(), "helm".to_owned()]);
+    use clap::Parser as _;
+    worker::config::Cli::try_parse_from(&args).expect("the worker takes the chart's settings");
+
+    // By default nothing is mounted and the URL is a value.
+    let defaults = only(&render(&[]), "Deployment");
+    assert!(secret_files(&defaults).is_empty());
+    assert!(!defaults.contains("/etc/helm-service/secrets/"));
+    assert_eq!(
+        env_value(&defaults, "NATS_URL").as_deref(),
+        Some("nats://nats:4222")
+    );
+}
+
+#[test]
+fn nats_credentials_are_one_kind_and_complete() {
+    for (values, expected) in [
+        (
+            "nats.auth.tokenSecret.name=a,nats.auth.nkeySecret.name=b",
+            "give one of",
+        ),
+        (
+            "nats.auth.credsSecret.name=a,nats.auth.user=u,nats.auth.passwordSecret.name=p",
+            "give one of",
+        ),
+        ("nats.auth.user=u", "needs nats.auth.passwordSecret"),
+        ("nats.auth.passwordSecret.name=p", "needs nats.auth.user"),
+        ("nats.replicas=0", "replicas"),
+    ] {
+        let (ok, _, stderr) = helm(&["template", "hs", CHART, "--set", values]);
+        assert!(!ok, "{values} must not render");
+        assert!(stderr.contains(expected), "{values}: {stderr}");
+    }
+}
+
+#[test]
+fn the_nats_cluster_example_renders_a_seed_list_with_three_replicas() {
+    let example = "ops/examples/values-nats-cluster-r3.yaml";
+    let (ok, stdout, stderr) = helm(&["lint", "--strict", CHART, "-f", example]);
+    assert!(ok, "{stdout}\n{stderr}");
+    let deployment = only(&render(&["-f", example]), "Deployment");
+    assert_eq!(
+        env_value(&deployment, "JETSTREAM_REPLICAS").as_deref(),
+        Some("3")
+    );
+    assert_eq!(
+        env_value(&deployment, "NATS_TLS_REQUIRED").as_deref(),
+        Some("true")
+    );
+    let url = env_value(&deployment, "NATS_URL").expect("the seed list");
+    let seeds = worker::nats::seeds::SeedList::parse(&url).expect("the worker parses it");
+    assert_eq!(seeds.servers().len(), 3, "{url}");
+    let files = secret_files(&deployment);
+    let envs: Vec<&str> = files.iter().map(|(name, ..)| name.as_str()).collect();
+    assert_eq!(envs, ["NATS_CREDS", "NATS_CA"]);
+}

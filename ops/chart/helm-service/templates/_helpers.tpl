@@ -104,3 +104,54 @@ for handing unfinished tasks back and closing the NATS connection, unless set ex
 {{- add (include "helm-service.shutdownGraceSeconds" . | atoi) 10 }}
 {{- end }}
 {{- end }}
+
+{{/*
+The files the worker reads its secrets from: one Secret key each, mounted read-only below
+/etc/helm-service/secrets/<volume>/, and the environment variable that names the file. A YAML
+list of {env, volume, secret, key, file}; the Deployment renders the env entries, volumes and
+mounts from it, so the three always agree. Fails on more than one kind of NATS credentials.
+*/}}
+{{- define "helm-service.secretFiles" -}}
+{{- $files := list }}
+{{- $auth := .Values.nats.auth }}
+{{- $kinds := 0 }}
+{{- with $auth.credsSecret }}{{- if .name }}
+{{- $files = append $files (dict "env" "NATS_CREDS" "volume" "nats-creds" "secret" .name "key" .key "file" "user.creds") }}
+{{- $kinds = add1 $kinds }}
+{{- end }}{{- end }}
+{{- with $auth.nkeySecret }}{{- if .name }}
+{{- $files = append $files (dict "env" "NATS_NKEY" "volume" "nats-nkey" "secret" .name "key" .key "file" "seed.nk") }}
+{{- $kinds = add1 $kinds }}
+{{- end }}{{- end }}
+{{- with $auth.passwordSecret }}{{- if .name }}
+{{- if not $auth.user }}
+{{- fail "nats.auth.passwordSecret needs nats.auth.user" }}
+{{- end }}
+{{- $files = append $files (dict "env" "NATS_PASSWORD_FILE" "volume" "nats-password" "secret" .name "key" .key "file" "password") }}
+{{- $kinds = add1 $kinds }}
+{{- end }}{{- end }}
+{{- if and $auth.user (not $auth.passwordSecret.name) }}
+{{- fail "nats.auth.user needs nats.auth.passwordSecret" }}
+{{- end }}
+{{- with $auth.tokenSecret }}{{- if .name }}
+{{- $files = append $files (dict "env" "NATS_TOKEN_FILE" "volume" "nats-token" "secret" .name "key" .key "file" "token") }}
+{{- $kinds = add1 $kinds }}
+{{- end }}{{- end }}
+{{- if gt $kinds 1 }}
+{{- fail "nats.auth: give one of credsSecret, nkeySecret, user with passwordSecret, tokenSecret" }}
+{{- end }}
+{{- with .Values.nats.tls.caSecret }}{{- if .name }}
+{{- $files = append $files (dict "env" "NATS_CA" "volume" "nats-ca" "secret" .name "key" .key "file" "ca.crt") }}
+{{- end }}{{- end }}
+{{- with .Values.nats.tls.clientSecret }}{{- if .name }}
+{{- $files = append $files (dict "env" "NATS_CERT" "volume" "nats-client-cert" "secret" .name "key" .certKey "file" "tls.crt") }}
+{{- $files = append $files (dict "env" "NATS_KEY" "volume" "nats-client-key" "secret" .name "key" .keyKey "file" "tls.key") }}
+{{- end }}{{- end }}
+{{- with .Values.charts.resourceServiceTokenSecret }}{{- if .name }}
+{{- $files = append $files (dict "env" "RESOURCE_SERVICE_TOKEN_FILE" "volume" "resource-service-token" "secret" .name "key" .key "file" "token") }}
+{{- end }}{{- end }}
+{{- with .Values.charts.resourceServiceCaSecret }}{{- if .name }}
+{{- $files = append $files (dict "env" "RESOURCE_SERVICE_CA" "volume" "resource-service-ca" "secret" .name "key" .key "file" "ca.crt") }}
+{{- end }}{{- end }}
+{{- toYaml $files }}
+{{- end }}
