@@ -120,6 +120,18 @@ impl NatsServer {
         Ok(server)
     }
 
+    /// Replaces the server's configuration (and how the harness's clients connect) for its next
+    /// start: e.g. rotated credentials, then [`restart`](Self::restart).
+    pub fn reconfigure(&mut self, config: ServerConfig) -> anyhow::Result<()> {
+        write_config(
+            &self.dir.path().join(CONFIG_FILE),
+            &self.store_dir,
+            &config.extra,
+        )?;
+        self.client = config.client;
+        Ok(())
+    }
+
     /// A server on `port` with its temp dir and configuration written, not started yet.
     pub(crate) fn prepare(port: u16, config: ServerConfig) -> anyhow::Result<Self> {
         let bin = tool_path("nats-server");

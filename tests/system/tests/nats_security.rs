@@ -158,6 +158,53 @@ async fn user_and_password_from_flags_env_and_url() -> anyhow::Result<()> {
         .contains(&format!("nats://127.0.0.1:{}", env.nats.port())));
     drop(in_url);
 
+    // The server's password changes under a running worker: it cannot reconnect, keeps
+    // trying, and /readyz says why (without the secret).
+    let mut running = worker(
+        &env,
+        args(&[
+            "--nats-user",
+            "helm",
+            "--nats-password-file",
+            &path_arg(&password),
+        ]),
+        "rotated",
+    )
+    .await?;
+    let mut env = env;
+    const ROTATED: &str = "pw-rotated-20c4-secret";
+    env.nats.reconfigure(ServerConfig {
+        extra: format!("authorization {{\n  user: helm\n  password: \"{ROTATED}\"\n}}\n"),
+        client: ClientOptions::new(|| {
+            async_nats::ConnectOptions::new().user_and_password("helm".into(), ROTATED.into())
+        }),
+    })?;
+    env.nats.restart().await?;
+    let reason = test_harness::wait_until(
+        "/readyz to name the refused credentials",
+        Duration::from_secs(30),
+        Duration::from_millis(100),
+        || async {
+            match http_get(running.http_port, "/readyz").await {
+                Ok((503, body)) if body.contains("authorization violation") => Some(body),
+                _ => None,
+            }
+        },
+    )
+    .await?;
+    assert!(
+        reason.starts_with("not ready: not connected to NATS"),
+        "{reason}"
+    );
+    assert!(running.process.is_running(), "it keeps trying");
+    never_shown(&running, PASSWORD).await?;
+    drop(running);
+    env.nats.reconfigure(ServerConfig {
+        extra: format!("authorization {{\n  user: helm\n  password: \"{PASSWORD}\"\n}}\n"),
+        client: ClientOptions::new(user),
+    })?;
+    env.nats.restart().await?;
+
     // A wrong password: nothing can work, so the worker says so and stops.
     let wrong = secret_file(env.dir.path(), "wrong", "wrong-7d2a-secret");
     fails_to_start(
