@@ -10,13 +10,18 @@
 //! `shkeptncontext`, `gitcommitid` when known, `shkeptnspecversion`
 //! ([`KEPTN_SPEC_VERSION`]), the W3C trace context, and `project`/`stage`/`service`/`labels`
 //! copied from the answered event's data.
+//!
+//! A `.finished` reply also carries the block the spec's JSON schema requires of its task
+//! (`deployment`, `release`, `action`), whatever the outcome: an errored deployment still
+//! says which strategy it was and which configuration commit it was about
+//! ([`ReplyBuilder::finished`] completes what the handler's payload lacks).
 
 use chrono::Utc;
 use cloudevents::{EventBuilder, EventBuilderV10};
 use serde_json::{Map, Value};
 use uuid::Uuid;
 
-use crate::data::{Status, TaskResult};
+use crate::data::{DeploymentStrategy, Status, TaskResult};
 use crate::envelope::{
     KeptnEvent, EXT_GIT_COMMIT_ID, EXT_KEPTN_CONTEXT, EXT_KEPTN_SPEC_VERSION, EXT_TRACEPARENT,
     EXT_TRACESTATE, EXT_TRIGGERED_ID, JSON_CONTENT_TYPE, KEPTN_SPEC_VERSION,
@@ -62,6 +67,9 @@ pub struct ReplyBuilder {
     traceparent: Option<String>,
     tracestate: Option<String>,
     common: Map<String, Value>,
+    /// `data.deployment` of the answered event, where a deployment reply's required fields
+    /// come from when the handler did not report them.
+    triggered_deployment: Map<String, Value>,
 }
 
 impl ReplyBuilder {
@@ -82,7 +90,11 @@ impl ReplyBuilder {
             _ => incoming.triggered_id().unwrap_or(incoming.id()),
         };
         let mut common = Map::new();
+        let mut triggered_deployment = Map::new();
         if let Some(Value::Object(data)) = incoming.data_json().as_deref() {
+            if let Some(Value::Object(deployment)) = data.get("deployment") {
+                triggered_deployment = deployment.clone();
+            }
             for field in COPIED_FIELDS {
                 if let Some(v @ Value::String(_)) = data.get(field) {
                     common.insert(field.to_owned(), v.clone());
@@ -108,6 +120,7 @@ impl ReplyBuilder {
             traceparent: owned(incoming.traceparent()),
             tracestate: owned(incoming.tracestate()),
             common,
+            triggered_deployment,
         })
     }
 
@@ -128,6 +141,8 @@ impl ReplyBuilder {
     /// `task_payload` keys are merged into `data`, e.g. `{"deployment": {...}}`; the common
     /// fields (`project`, `stage`, `service`, `labels`, `status`, `result`, `message`) are set by
     /// the builder and win over payload keys of the same name. An empty `message` is omitted.
+    /// The task block the spec requires is completed where the payload lacks it (see
+    /// [`ReplyBuilder::complete_task_block`]).
     pub fn finished(
         &self,
         status: Status,
@@ -150,7 +165,74 @@ impl ReplyBuilder {
         } else {
             data.insert("message".to_owned(), message.into());
         }
+        self.complete_task_block(&mut data);
         self.build(self.finished_type(), data)
+    }
+
+    /// The configuration commit a reply reports as `gitCommit`: the answered event's
+    /// `gitcommitid`, or `""` when it has none (the schema requires the field; a commit we do
+    /// not know is not made up).
+    fn git_commit(&self) -> String {
+        self.git_commit_id.clone().unwrap_or_default()
+    }
+
+    /// Adds what the spec's schema of `<task>.finished` requires and the handler's payload
+    /// did not give, so every finished reply validates, also an errored one or a refusal:
+    /// - `deployment`: `deploymentstrategy` (the answered event's, canonical; `direct`, the
+    ///   shipyard's default, when it named none we know), `deploymentURIsLocal` (the answered
+    ///   event's, else none), `deploymentNames` (none), `gitCommit`;
+    /// - `release`: `gitCommit`;
+    /// - `action`: `gitCommit` when the answered event names one (optional there).
+    ///
+    /// Fields the payload has are kept; a payload value of the wrong JSON type for the block
+    /// is replaced.
+    fn complete_task_block(&self, data: &mut Map<String, Value>) {
+        let block = |data: &mut Map<String, Value>, key: &str| -> Map<String, Value> {
+            match data.remove(key) {
+                Some(Value::Object(block)) => block,
+                _ => Map::new(),
+            }
+        };
+        match self.event_type.task.as_str() {
+            "deployment" => {
+                let mut deployment = block(data, "deployment");
+                let triggered = &self.triggered_deployment;
+                deployment.entry("deploymentstrategy").or_insert_with(|| {
+                    let named = triggered
+                        .get("deploymentstrategy")
+                        .and_then(Value::as_str)
+                        .and_then(|s| s.parse::<DeploymentStrategy>().ok());
+                    named.unwrap_or(DeploymentStrategy::Direct).as_str().into()
+                });
+                deployment
+                    .entry("deploymentURIsLocal")
+                    .or_insert_with(|| string_array(triggered.get("deploymentURIsLocal")));
+                deployment
+                    .entry("deploymentNames")
+                    .or_insert_with(|| Value::Array(Vec::new()));
+                deployment
+                    .entry("gitCommit")
+                    .or_insert_with(|| self.git_commit().into());
+                data.insert("deployment".to_owned(), Value::Object(deployment));
+            }
+            "release" => {
+                let mut release = block(data, "release");
+                release
+                    .entry("gitCommit")
+                    .or_insert_with(|| self.git_commit().into());
+                data.insert("release".to_owned(), Value::Object(release));
+            }
+            "action" => {
+                let mut action = block(data, "action");
+                if let Some(commit) = &self.git_commit_id {
+                    action
+                        .entry("gitCommit")
+                        .or_insert_with(|| commit.clone().into());
+                }
+                data.insert("action".to_owned(), Value::Object(action));
+            }
+            _ => {}
+        }
     }
 
     fn build(&self, ty: EventType, data: Map<String, Value>) -> KeptnEvent {
@@ -180,6 +262,15 @@ impl ReplyBuilder {
             .expect("reply events always have id, type and a non-empty source");
         KeptnEvent::from_valid(event)
     }
+}
+
+/// The strings of a JSON array (other items left out); an empty array for anything else.
+fn string_array(value: Option<&Value>) -> Value {
+    let strings = value
+        .and_then(Value::as_array)
+        .map(|items| items.iter().filter(|v| v.is_string()).cloned().collect())
+        .unwrap_or_default();
+    Value::Array(strings)
 }
 
 #[cfg(test)]
@@ -277,7 +368,10 @@ mod tests {
                 "project": "sockshop", "stage": "dev", "service": "carts",
                 "labels": {"owner": "team-a"},
                 "status": "succeeded", "result": "pass", "message": "Finished Helm upgrade",
-                "deployment": {"deploymentstrategy": "direct", "deploymentNames": ["direct"]}
+                // Completed from the triggered event: its local URIs and its commit.
+                "deployment": {"deploymentstrategy": "direct", "deploymentNames": ["direct"],
+                               "deploymentURIsLocal": [],
+                               "gitCommit": "521747298a3790fde1710f3aa2d03b55020575aa"}
             })
         );
         let typed: crate::data::DeploymentFinishedData = finished.typed_data().unwrap();
@@ -368,7 +462,58 @@ mod tests {
         assert_eq!(
             data(&finished),
             json!({"stage": "dev", "status": "errored", "result": "fail",
-                   "message": "data.project: invalid type"})
+                   "message": "data.project: invalid type",
+                   "deployment": {"deploymentstrategy": "direct", "deploymentURIsLocal": [],
+                                  "deploymentNames": [],
+                                  "gitCommit": "521747298a3790fde1710f3aa2d03b55020575aa"}})
         );
+    }
+
+    #[test]
+    fn errored_replies_carry_the_block_their_task_requires() {
+        let finished = |ty: &str, extra: Value| {
+            let t = triggered(ty, extra);
+            data(&ReplyBuilder::new(&t, "helm-service").unwrap().finished(
+                Status::Errored,
+                Some(TaskResult::Fail),
+                "boom",
+                Map::new(),
+            ))
+        };
+        let commit = "521747298a3790fde1710f3aa2d03b55020575aa";
+        // The strategy of the event (canonical), its local URIs, the commit.
+        let d = finished(
+            "sh.keptn.event.deployment.triggered",
+            json!({"data": {"deployment": {"deploymentstrategy": "duplicate",
+                                           "deploymentURIsLocal": ["http://a", 5]}}}),
+        );
+        assert_eq!(
+            d["deployment"],
+            json!({"deploymentstrategy": "blue_green_service",
+                   "deploymentURIsLocal": ["http://a"], "deploymentNames": [],
+                   "gitCommit": commit})
+        );
+        // An unknown strategy is not echoed: the shipyard's default is reported.
+        let d = finished(
+            "sh.keptn.event.deployment.triggered",
+            json!({"data": {"deployment": {"deploymentstrategy": "canary-ish"}},
+                   "gitcommitid": null}),
+        );
+        assert_eq!(
+            d["deployment"],
+            json!({"deploymentstrategy": "direct", "deploymentURIsLocal": [],
+                   "deploymentNames": [], "gitCommit": ""})
+        );
+        let d = finished("sh.keptn.event.release.triggered", json!({}));
+        assert_eq!(d["release"], json!({"gitCommit": commit}));
+        let d = finished("sh.keptn.event.action.triggered", json!({}));
+        assert_eq!(d["action"], json!({"gitCommit": commit}));
+        let d = finished(
+            "sh.keptn.event.action.triggered",
+            json!({"gitcommitid": null}),
+        );
+        assert_eq!(d["action"], json!({}));
+        let d = finished("sh.keptn.event.rollback.triggered", json!({}));
+        assert!(d.get("deployment").is_none() && d.get("release").is_none());
     }
 }

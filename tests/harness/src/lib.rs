@@ -14,6 +14,7 @@ pub mod operator;
 pub mod pki;
 pub mod process;
 pub mod proxy;
+pub mod spec_schemas;
 pub mod stream;
 pub mod tools;
 pub mod wait;

@@ -235,7 +235,12 @@ fn run(command: &mut std::process::Command) -> anyhow::Result<Output> {
     test_harness::process::run_with_timeout(command, TOOL_TIMEOUT)
 }
 
-/// A deployment.triggered event for `service` in project `shop`, stage `dev`.
+/// The configuration commit (`gitcommitid`) of the deployment events the tests send; a
+/// deployment reports it as `deployment.gitCommit`.
+pub const CONFIG_COMMIT: &str = "521747298a3790fde1710f3aa2d03b55020575aa";
+
+/// A deployment.triggered event for `service` in project `shop`, stage `dev`, of
+/// configuration commit [`CONFIG_COMMIT`].
 pub fn deployment_event(id: &str, service: &str, strategy: &str, values: Value) -> Value {
     serde_json::json!({
         "specversion": "1.0",
@@ -244,6 +249,7 @@ pub fn deployment_event(id: &str, service: &str, strategy: &str, values: Value) 
         "type": "sh.keptn.event.deployment.triggered",
         "datacontenttype": "application/json",
         "shkeptncontext": "a3e5f16d-8888-4720-82c7-6995062905c1",
+        "gitcommitid": CONFIG_COMMIT,
         "data": {
             "project": "shop", "stage": "dev", "service": service,
             "configurationChange": {"values": values},

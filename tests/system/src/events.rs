@@ -98,7 +98,10 @@ pub async fn publish(js: &jetstream::Context, event: &Value) -> anyhow::Result<u
     .await
 }
 
-/// Replies published by helm-service, indexed for assertions.
+/// Replies published by helm-service, indexed for assertions. Every reply collected is
+/// checked against the Keptn spec's JSON schemas first
+/// ([`test_harness::spec_schemas::assert_conformant`]), so every system test that observes a
+/// reply also fails on a non-conformant one.
 #[derive(Debug, Default, Clone)]
 pub struct Replies {
     pub events: Vec<Value>,
@@ -115,6 +118,7 @@ impl Replies {
                         .as_str()
                         .is_some_and(|t| !t.ends_with(".triggered"))
                 })
+                .inspect(test_harness::spec_schemas::assert_conformant)
                 .collect(),
         }
     }

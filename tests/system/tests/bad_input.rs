@@ -653,6 +653,7 @@ impl Seen {
         if body["source"] != "helm-service" {
             return;
         }
+        test_harness::spec_schemas::assert_conformant(&body);
         let Some(answered) = body["triggeredid"].as_str().map(str::to_owned) else {
             return;
         };

@@ -5,7 +5,9 @@ use std::time::Duration;
 
 use kube_sim::Config as SimConfig;
 use serde_json::{json, Value};
-use system_tests::deploy_env::{deployment_event, example_chart, image_of, DeployEnv};
+use system_tests::deploy_env::{
+    deployment_event, example_chart, image_of, DeployEnv, CONFIG_COMMIT,
+};
 
 const WAIT: Duration = Duration::from_secs(90);
 const NS: &str = "shop-dev";
@@ -38,6 +40,7 @@ async fn direct_deploys_user_chart_and_mesh_then_upgrades_then_skips_unchanged(
             "deploymentURIsLocal": ["http://hello.shop-dev:80"],
             "deploymentURIsPublic": ["http://hello.shop-dev.svc.cluster.local:80"],
             "deploymentNames": ["direct"],
+            "gitCommit": CONFIG_COMMIT,
         })
     );
     let user = env.deployment(NS, "hello").await?.expect("user Deployment");
@@ -264,6 +267,7 @@ async fn user_managed_deploys_only_the_chart_and_reports_declared_endpoints() ->
             "deploymentURIsLocal": ["http://hello.internal:8080"],
             "deploymentURIsPublic": ["https://hello.example.com"],
             "deploymentNames": ["user_managed"],
+            "gitCommit": CONFIG_COMMIT,
         })
     );
     assert!(env.deployment(NS, "hello").await?.is_some());

@@ -1,0 +1,263 @@
+//! The JSON schemas of the Keptn CloudEvents spec, read at test time from the spec itself, and
+//! the check every reply of helm-service has to pass.
+//!
+//! The spec (`keptn-spec-cloudevents.md`) is not part of this repository: it sits beside the
+//! clone, in `../shared/reference/` (`KEPTN_SPEC` names another file). Each event type's
+//! section holds its data schema in a `<summary>Json Schema of <type></summary>` block followed
+//! by a fenced `json` block; the first fenced block of the document is the envelope
+//! (`"sh.keptn.event": {...}`). Both are compiled with the `jsonschema` crate as the draft-04
+//! schemas they declare.
+//!
+//! What is checked, and the deliberate deviations (each is what the spec's own example events
+//! do, or what the spec leaves open):
+//! - `data` against the schema of the reply's type, exactly as written (`additionalProperties:
+//!   false` included: a reply with a field the spec does not know fails).
+//! - The envelope against the spec's envelope schema, except that (1) `additionalProperties`
+//!   is not enforced, since the spec's examples carry `datacontenttype`, a CloudEvents
+//!   attribute the envelope schema does not list, and we add the W3C trace context; (2)
+//!   `gitcommitid` is required only when the answered event had one (a reply echoes it, it
+//!   does not make one up); (3) `format` is not asserted (ids are whatever the sender used,
+//!   and `gitcommitid` is a git hash although declared `uuid`).
+//! - `sh.keptn.event.service.delete.finished` has no section in the spec; it is checked
+//!   against the service task's finished schema (`service.create.finished`, the common fields
+//!   only), so a report with a field nobody defined fails.
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::sync::OnceLock;
+
+use jsonschema::Validator;
+use serde_json::Value;
+
+/// Types the spec has no schema for, and the schema they are checked against.
+const SUBSTITUTES: [(&str, &str); 1] = [(
+    "sh.keptn.event.service.delete.finished",
+    "sh.keptn.event.service.create.finished",
+)];
+
+/// The compiled schemas of the spec.
+pub struct SpecSchemas {
+    /// The envelope schema, and the same without `gitcommitid` required.
+    envelope: Validator,
+    envelope_without_commit: Validator,
+    data: HashMap<String, Validator>,
+}
+
+/// Where the spec is read from: `KEPTN_SPEC`, else `<repo>/../shared/reference/...`.
+pub fn spec_path() -> PathBuf {
+    match std::env::var_os("KEPTN_SPEC") {
+        Some(path) => PathBuf::from(path),
+        None => crate::tools::repo_root().join("../shared/reference/keptn-spec-cloudevents.md"),
+    }
+}
+
+/// The schemas of the spec, read and compiled once per test process.
+///
+/// # Panics
+///
+/// When the spec cannot be read or a schema in it does not compile: every reply check
+/// depends on them, and a test must not pass without checking.
+pub fn spec_schemas() -> &'static SpecSchemas {
+    static SCHEMAS: OnceLock<SpecSchemas> = OnceLock::new();
+    SCHEMAS.get_or_init(|| {
+        let path = spec_path();
+        let text = std::fs::read_to_string(&path).unwrap_or_else(|e| {
+            panic!(
+                "the Keptn spec is needed to check replies: {}: {e} (set KEPTN_SPEC to its path)",
+                path.display()
+            )
+        });
+        SpecSchemas::parse(&text).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
+    })
+}
+
+/// Fails the test unless `event` (a reply as JSON) is valid by the spec's schemas; see the
+/// module docs for what is checked.
+///
+/// # Panics
+///
+/// With every violation listed, when it is not valid.
+pub fn assert_conformant(event: &Value) {
+    if let Err(violations) = spec_schemas().check(event) {
+        panic!("reply does not conform to the Keptn spec: {violations}\nreply: {event:#}");
+    }
+}
+
+impl SpecSchemas {
+    /// Parses the spec's markdown: the envelope and each type's data schema.
+    pub fn parse(spec: &str) -> Result<SpecSchemas, String> {
+        let envelope_text = fenced_json_after(spec, 0)
+            .ok_or("no envelope schema (the first ```json block) in the spec")?;
+        let wrapped: Value = serde_json::from_str(&format!("{{{envelope_text}}}"))
+            .map_err(|e| format!("envelope schema: {e}"))?;
+        let mut envelope = wrapped
+            .get("sh.keptn.event")
+            .cloned()
+            .ok_or("the envelope schema is not named sh.keptn.event")?;
+        if let Some(schema) = envelope.as_object_mut() {
+            schema.remove("additionalProperties");
+            schema.insert(
+                "$schema".into(),
+                "http://json-schema.org/draft-04/schema#".into(),
+            );
+        }
+        let mut without_commit = envelope.clone();
+        if let Some(Value::Array(required)) = without_commit.get_mut("required") {
+            required.retain(|r| r != "gitcommitid");
+        }
+        let envelope_without_commit =
+            compile(&without_commit).map_err(|e| format!("envelope schema: {e}"))?;
+        let envelope = compile(&envelope).map_err(|e| format!("envelope schema: {e}"))?;
+        let marker = "<summary>Json Schema of ";
+        let mut data = HashMap::new();
+        let mut rest = 0;
+        while let Some(found) = spec[rest..].find(marker) {
+            let start = rest + found + marker.len();
+            let end = spec[start..]
+                .find("</summary>")
+                .ok_or("unterminated <summary>")?;
+            let ty = spec[start..start + end].trim().to_owned();
+            let body = fenced_json_after(spec, start).ok_or(format!("no schema for {ty}"))?;
+            let schema: Value =
+                serde_json::from_str(body).map_err(|e| format!("schema of {ty}: {e}"))?;
+            data.insert(
+                ty.clone(),
+                compile(&schema).map_err(|e| format!("{ty}: {e}"))?,
+            );
+            rest = start;
+        }
+        if data.is_empty() {
+            return Err("no data schemas found".into());
+        }
+        Ok(SpecSchemas {
+            envelope,
+            envelope_without_commit,
+            data,
+        })
+    }
+
+    /// The types the spec has a data schema for.
+    pub fn types(&self) -> impl Iterator<Item = &str> {
+        self.data.keys().map(String::as_str)
+    }
+
+    /// Every violation of `event`'s data (not its envelope), one per line; `Ok` when there is
+    /// none.
+    pub fn check_data(&self, event: &Value) -> Result<(), String> {
+        let ty = event["type"].as_str().unwrap_or_default();
+        let schema_type = SUBSTITUTES
+            .iter()
+            .find(|(of, _)| *of == ty)
+            .map_or(ty, |(_, with)| with);
+        let violations: Vec<String> = match self.data.get(schema_type) {
+            Some(validator) => validator
+                .iter_errors(&event["data"])
+                .map(|e| format!("data{}: {e}", e.instance_path()))
+                .collect(),
+            None => vec![format!("the spec has no schema for type {ty:?}")],
+        };
+        if violations.is_empty() {
+            Ok(())
+        } else {
+            Err(violations.join("\n"))
+        }
+    }
+
+    /// Every violation of `event`, one per line; `Ok` when there is none.
+    pub fn check(&self, event: &Value) -> Result<(), String> {
+        let mut violations = Vec::new();
+        let envelope = if event.get("gitcommitid").is_some() {
+            &self.envelope
+        } else {
+            &self.envelope_without_commit
+        };
+        violations.extend(
+            envelope
+                .iter_errors(event)
+                .map(|e| format!("envelope {}: {e}", e.instance_path())),
+        );
+        if let Err(data) = self.check_data(event) {
+            violations.push(data);
+        }
+        if violations.is_empty() {
+            Ok(())
+        } else {
+            Err(violations.join("\n"))
+        }
+    }
+}
+
+/// Draft-04 validation without format assertions (see the module docs).
+fn compile(schema: &Value) -> Result<Validator, String> {
+    jsonschema::draft4::options()
+        .should_validate_formats(false)
+        .build(schema)
+        .map_err(|e| e.to_string())
+}
+
+/// The text of the first fenced ```json block at or after byte `from`.
+fn fenced_json_after(text: &str, from: usize) -> Option<&str> {
+    let open = "```json";
+    let start = from + text[from..].find(open)? + open.len();
+    let end = start + text[start..].find("```")?;
+    Some(text[start..end].trim())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    const SPEC: &str = r#"
+intro
+```json
+"sh.keptn.event": {
+  "required": ["data", "id", "type", "gitcommitid"],
+  "properties": {"id": {"type": "string", "minLength": 1}},
+  "additionalProperties": false,
+  "type": "object"
+}
+```
+<details><summary>Json Schema of sh.keptn.event.x.finished</summary>
+```json
+{"$schema": "http://json-schema.org/draft-04/schema#",
+ "properties": {"x": {"required": ["gitCommit"]}}, "required": ["x"],
+ "additionalProperties": false, "type": "object"}
+```
+<details><summary>Json Schema of sh.keptn.event.service.create.finished</summary>
+```json
+{"properties": {"status": {"enum": ["succeeded"]}}, "additionalProperties": false,
+ "type": "object"}
+```
+"#;
+
+    #[test]
+    fn checks_envelope_and_data_with_the_documented_deviations() {
+        let schemas = SpecSchemas::parse(SPEC).unwrap();
+        let mut types: Vec<&str> = schemas.types().collect();
+        types.sort_unstable();
+        assert_eq!(
+            types,
+            [
+                "sh.keptn.event.service.create.finished",
+                "sh.keptn.event.x.finished"
+            ]
+        );
+        let good = json!({"id": "1", "type": "sh.keptn.event.x.finished",
+                          "datacontenttype": "application/json",
+                          "data": {"x": {"gitCommit": ""}}});
+        assert_eq!(schemas.check(&good), Ok(()));
+        let errors = schemas
+            .check(&json!({"id": "", "type": "sh.keptn.event.x.finished",
+                           "gitcommitid": "abc", "data": {"x": {}, "y": 1}}))
+            .unwrap_err();
+        assert_eq!(errors.lines().count(), 3, "{errors}");
+        assert!(errors.contains("envelope /id"), "{errors}");
+        assert!(errors.contains("gitCommit"), "{errors}");
+        let delete = json!({"id": "1", "type": "sh.keptn.event.service.delete.finished",
+                            "data": {"status": "succeeded", "deployment": {}}});
+        assert!(schemas.check(&delete).unwrap_err().contains("deployment"));
+        let unknown = json!({"id": "1", "type": "sh.keptn.event.y.finished", "data": {}});
+        assert!(schemas.check(&unknown).unwrap_err().contains("no schema"));
+    }
+}
