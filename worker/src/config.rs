@@ -10,7 +10,7 @@ use std::time::Duration;
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
 use crate::deploy::ownership::{NamespacePattern, NamespacePolicy};
-use crate::deploy::settings::{Deadlines, DeploySettings};
+use crate::deploy::settings::{Deadlines, DeploySettings, StageDeadlines};
 use crate::deploy::uris::Ingress;
 use crate::nats::connect::NatsArgs;
 use crate::nats::topology::{Limit, StorageLimits};
@@ -287,6 +287,17 @@ pub struct DeployConfig {
     #[arg(long, env = "STAGE_ROLLOUT_TIMEOUTS", value_delimiter = ',', value_parser = parse_stage_duration)]
     pub stage_rollout_timeout: Vec<(String, Duration)>,
 
+    /// How long a new pod may stay in a state that does not fix itself (ErrImagePull,
+    /// ImagePullBackOff, InvalidImageName, CreateContainerConfigError, CrashLoopBackOff after
+    /// 3 restarts, Unschedulable) before the deployment is failed and the release restored,
+    /// instead of waiting out --rollout-timeout; `0` turns it off.
+    #[arg(long, env = "FAIL_FAST_AFTER", default_value = "60s", value_parser = parse_duration_or_zero)]
+    pub fail_fast_after: Duration,
+
+    /// Per-stage --fail-fast-after, as STAGE=DURATION (`0` off), e.g. `production=3m`.
+    #[arg(long, env = "STAGE_FAIL_FAST_AFTER", value_delimiter = ',', value_parser = parse_stage_duration_or_zero)]
+    pub stage_fail_fast_after: Vec<(String, Duration)>,
+
     /// Template of the public URI reported for a deployment. Variables:
     /// ${INGRESS_PROTOCOL}, ${SERVICE}, ${PROJECT}, ${STAGE}, ${INGRESS_HOSTNAME_SUFFIX},
     /// ${INGRESS_PORT}.
@@ -345,17 +356,34 @@ pub struct DeployConfig {
     pub own_namespace: Option<String>,
 }
 
+/// `None` for zero (a setting turned off).
+fn non_zero(duration: Duration) -> Option<Duration> {
+    (!duration.is_zero()).then_some(duration)
+}
+
 /// Where a pod's service account token says the pod runs.
 const SERVICE_ACCOUNT_NAMESPACE: &str = "/var/run/secrets/kubernetes.io/serviceaccount/namespace";
 
 fn parse_stage_duration(text: &str) -> Result<(String, Duration), String> {
+    stage_and(text, parse_duration)
+}
+
+fn parse_stage_duration_or_zero(text: &str) -> Result<(String, Duration), String> {
+    stage_and(text, parse_duration_or_zero)
+}
+
+/// `STAGE=DURATION`, the duration read by `parse`.
+fn stage_and(
+    text: &str,
+    parse: fn(&str) -> Result<Duration, String>,
+) -> Result<(String, Duration), String> {
     let (stage, duration) = text
         .split_once('=')
         .ok_or_else(|| format!("{text:?}: expected STAGE=DURATION, e.g. production=15m"))?;
     let stage = stage.trim();
     contracts::names::validate_keptn_name(contracts::names::NameKind::Stage, stage)
         .map_err(|err| format!("{text:?}: stage {stage:?}: {err}"))?;
-    Ok((stage.to_owned(), parse_duration(duration)?))
+    Ok((stage.to_owned(), parse(duration)?))
 }
 
 impl DeployConfig {
@@ -372,9 +400,17 @@ impl DeployConfig {
             Deadlines {
                 helm: self.helm_timeout,
                 rollout: self.rollout_timeout,
+                fail_fast_after: non_zero(self.fail_fast_after),
             },
-            self.stage_helm_timeout.iter().cloned().collect(),
-            self.stage_rollout_timeout.iter().cloned().collect(),
+            StageDeadlines {
+                helm: self.stage_helm_timeout.iter().cloned().collect(),
+                rollout: self.stage_rollout_timeout.iter().cloned().collect(),
+                fail_fast_after: self
+                    .stage_fail_fast_after
+                    .iter()
+                    .map(|(stage, after)| (stage.clone(), non_zero(*after)))
+                    .collect(),
+            },
             self.scaling_max_replicas,
         )
     }
@@ -613,6 +649,8 @@ mod tests {
             "dev=30s,production=30m",
             "--stage-helm-timeout",
             "production=10m",
+            "--stage-fail-fast-after",
+            "production=0,dev=5s",
         ])
         .unwrap();
         let settings = cli.deploy.settings();
@@ -620,20 +658,28 @@ mod tests {
             settings.deadlines("dev"),
             Deadlines {
                 helm: Duration::from_secs(300),
-                rollout: Duration::from_secs(30)
+                rollout: Duration::from_secs(30),
+                fail_fast_after: Some(Duration::from_secs(5)),
             }
         );
         assert_eq!(
             settings.deadlines("production"),
             Deadlines {
                 helm: Duration::from_secs(600),
-                rollout: Duration::from_secs(1800)
+                rollout: Duration::from_secs(1800),
+                fail_fast_after: None,
             }
         );
         assert_eq!(
-            settings.deadlines("staging").rollout,
-            Duration::from_secs(120)
+            settings.deadlines("staging"),
+            Deadlines {
+                helm: Duration::from_secs(300),
+                rollout: Duration::from_secs(120),
+                fail_fast_after: Some(Duration::from_secs(60)),
+            }
         );
+        let off = DeployCli::try_parse_from(["x", "--fail-fast-after", "0"]).unwrap();
+        assert_eq!(off.deploy.settings().deadlines("dev").fail_fast_after, None);
     }
 
     #[test]

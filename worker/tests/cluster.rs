@@ -546,7 +546,7 @@ async fn never_ready_image_fails_fast_on_the_progress_deadline() {
     assert!(!err.is_transient());
     let diagnoses = err.diagnoses();
     assert_eq!(diagnoses.len(), 1, "{err}");
-    assert_eq!(diagnoses[0].deployment, "carts");
+    assert_eq!(diagnoses[0].name, "carts");
     assert_eq!(
         diagnoses[0].cause,
         StallCause::ProgressDeadlineExceeded {
@@ -762,5 +762,73 @@ async fn server_errors_are_transient_and_client_errors_are_not() {
         .await
         .expect_err("invalid name");
     assert!(!err.is_transient(), "{err:?}");
+    sim.shutdown().await;
+}
+
+#[tokio::test]
+async fn a_pod_that_cannot_start_fails_the_wait_after_fail_fast_after() {
+    use worker::cluster::readiness::Awaited;
+    use worker::cluster::WaitLimits;
+    let (sim, cluster) = start(never_ready()).await;
+    create_namespace(&cluster, "shop-dev").await;
+    // The default progress deadline (600 s) and the wait's deadline are far away.
+    create_deployment(
+        &cluster,
+        "shop-dev",
+        &deployment("carts", "carts:broken", 1),
+    )
+    .await;
+    let after = Duration::from_secs(1);
+    let started = Instant::now();
+    let err = bounded(
+        "wait",
+        cluster.wait_until_ready(
+            "shop-dev",
+            &[Awaited::deployment("carts")],
+            WaitLimits {
+                deadline: Duration::from_secs(60),
+                fail_fast_after: Some(after),
+            },
+        ),
+    )
+    .await
+    .expect_err("the pod cannot start");
+    let elapsed = started.elapsed();
+    eprintln!("failed after {elapsed:?}: {err}");
+    assert!(elapsed >= after, "{elapsed:?}");
+    assert!(elapsed < Duration::from_secs(10), "{elapsed:?}");
+    assert!(!err.is_transient());
+    assert!(
+        matches!(err.diagnoses()[0].cause, StallCause::PodStuck { .. }),
+        "{err:?}"
+    );
+    let message = err.to_string();
+    for part in [
+        "Deployment carts in shop-dev cannot start its pods: pod carts-",
+        "has been container carts ImagePullBackOff for 1s (--fail-fast-after)",
+        "0 of 1 updated replicas are available",
+    ] {
+        assert!(message.contains(part), "{part:?} missing in: {message}");
+    }
+    // Off: only the deadline ends the wait.
+    let started = Instant::now();
+    let err = bounded(
+        "wait",
+        cluster.wait_until_ready(
+            "shop-dev",
+            &[Awaited::deployment("carts")],
+            WaitLimits {
+                deadline: Duration::from_secs(2),
+                fail_fast_after: None,
+            },
+        ),
+    )
+    .await
+    .expect_err("not ready");
+    assert!(started.elapsed() >= Duration::from_secs(2));
+    assert!(
+        matches!(err.diagnoses()[0].cause, StallCause::NotReadyWithin(_)),
+        "{err:?}"
+    );
     sim.shutdown().await;
 }

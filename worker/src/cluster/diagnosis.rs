@@ -1,21 +1,22 @@
-//! Why a Deployment did not roll out, in words a person can act on.
+//! Why an object of a release did not become ready, in words a person can act on.
 //!
 //! "Timed out waiting for the condition" sends an operator to `kubectl describe`; the cause
-//! is almost always visible in the Deployment's conditions (progress deadline, quota) or its
-//! pods' statuses (image pull back-off, crash loop, OOM kill, unschedulable). This module
+//! is almost always visible in the object's conditions (progress deadline, quota, a failed
+//! Job) or its pods' statuses (image pull back-off, crash loop, OOM kill, unschedulable, an
+//! unbound claim). This module
 //! turns those objects into one message; gathering them is `rollout`'s job. Everything here
 //! is pure, so it is unit-tested over hand-built objects.
 
 use std::fmt;
 use std::time::Duration;
 
-use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::core::v1::{ContainerState, ContainerStatus, Pod};
+use serde_json::Value;
 
 /// Longest piece of server-provided text quoted in a message (image pull errors can be long).
 const MAX_QUOTE: usize = 300;
 
-/// Why a Deployment counts as not rolled out.
+/// Why an object counts as not ready.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum StallCause {
     /// The Deployment controller gave up: `Progressing=False` with reason
@@ -25,6 +26,16 @@ pub enum StallCause {
     },
     /// Our own waiting deadline passed first.
     NotReadyWithin(Duration),
+    /// The object reports a state waiting will not fix (a failed Job, a lost claim,
+    /// `Stalled`): why.
+    Failed(String),
+    /// One of its pods has been in a state that does not fix itself for `after`
+    /// (`--fail-fast-after`).
+    PodStuck {
+        pod: String,
+        why: String,
+        after: Duration,
+    },
 }
 
 /// One Deployment condition, as `kubectl describe` shows it.
@@ -65,17 +76,18 @@ impl fmt::Display for PodProblems {
     }
 }
 
-/// Everything known about one Deployment that did not roll out.
+/// Everything known about one object that did not become ready.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct DeploymentDiagnosis {
+pub struct Diagnosis {
     pub namespace: String,
-    pub deployment: String,
+    /// The kind as the API names it (`Deployment`, `StatefulSet`, `Job`, ...).
+    pub kind: String,
+    pub name: String,
     pub cause: StallCause,
-    /// Where the rollout stands, in `kubectl rollout status` words, e.g. `1 of 2 updated
-    /// replicas are available`, or that the Deployment does not exist.
+    /// Where it stands, in `kubectl rollout status` words, e.g. `1 of 2 updated replicas are
+    /// available`, or that it does not exist.
     pub progress: Option<String>,
-    /// The conditions worth reading: Progressing, ReplicaFailure when true, Available when
-    /// false.
+    /// The conditions worth reading (see [`notable_conditions`]).
     pub conditions: Vec<ConditionSummary>,
     /// Pods with something wrong, at most a few.
     pub pods: Vec<PodProblems>,
@@ -85,9 +97,9 @@ pub struct DeploymentDiagnosis {
     pub pods_error: Option<String>,
 }
 
-impl fmt::Display for DeploymentDiagnosis {
+impl fmt::Display for Diagnosis {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "Deployment {} in {} ", self.deployment, self.namespace)?;
+        write!(f, "{} {} in {} ", self.kind, self.name, self.namespace)?;
         match &self.cause {
             StallCause::ProgressDeadlineExceeded {
                 progress_deadline_seconds: Some(s),
@@ -98,6 +110,13 @@ impl fmt::Display for DeploymentDiagnosis {
             StallCause::NotReadyWithin(d) => {
                 write!(f, "did not become ready within {}", go_duration(*d))?
             }
+            StallCause::Failed(why) => write!(f, "cannot become ready: {}", clip(why))?,
+            StallCause::PodStuck { pod, why, after } => write!(
+                f,
+                "cannot start its pods: pod {pod} has been {} for {} (--fail-fast-after)",
+                clip(why),
+                go_duration(*after)
+            )?,
         }
         let mut parts: Vec<String> = Vec::new();
         parts.extend(self.progress.clone());
@@ -117,33 +136,34 @@ impl fmt::Display for DeploymentDiagnosis {
     }
 }
 
-/// The conditions of `deployment` worth showing: Progressing always, ReplicaFailure when
-/// true (quota, admission webhooks), Available when false.
-pub(crate) fn notable_conditions(deployment: &Deployment) -> Vec<ConditionSummary> {
-    let conditions = deployment
-        .status
-        .as_ref()
-        .and_then(|s| s.conditions.as_ref())
+/// The conditions of an object worth showing: `Progressing` always; `ReplicaFailure`,
+/// `Failed` and `Stalled` when true (quota, admission webhooks, a failed Job); any other
+/// (`Available`, `Ready`, `Complete`, ...) when not true.
+pub(crate) fn notable_conditions(object: &Value) -> Vec<ConditionSummary> {
+    let text = |v: &Value| v.as_str().map(str::to_owned);
+    let mut out: Vec<ConditionSummary> = object["status"]["conditions"]
+        .as_array()
         .map(Vec::as_slice)
-        .unwrap_or_default();
-    let mut out: Vec<ConditionSummary> = conditions
+        .unwrap_or_default()
         .iter()
-        .filter(|c| match c.type_.as_str() {
-            "Progressing" => true,
-            "ReplicaFailure" => c.status == "True",
-            "Available" => c.status == "False",
-            _ => false,
+        .filter(|c| {
+            let status = c["status"].as_str().unwrap_or_default();
+            match c["type"].as_str().unwrap_or_default() {
+                "Progressing" => true,
+                "ReplicaFailure" | "Failed" | "Stalled" => status == "True",
+                _ => status != "True",
+            }
         })
         .map(|c| ConditionSummary {
-            type_: c.type_.clone(),
-            status: c.status.clone(),
-            reason: c.reason.clone(),
-            message: c.message.clone(),
+            type_: c["type"].as_str().unwrap_or_default().to_owned(),
+            status: c["status"].as_str().unwrap_or_default().to_owned(),
+            reason: text(&c["reason"]),
+            message: text(&c["message"]),
         })
         .collect();
     // The most telling first.
     out.sort_by_key(|c| match c.type_.as_str() {
-        "ReplicaFailure" => 0,
+        "ReplicaFailure" | "Failed" | "Stalled" => 0,
         "Progressing" => 1,
         _ => 2,
     });
@@ -425,9 +445,10 @@ mod tests {
 
     #[test]
     fn diagnosis_reads_as_one_message() {
-        let d = DeploymentDiagnosis {
+        let d = Diagnosis {
             namespace: "sockshop-dev".into(),
-            deployment: "carts".into(),
+            kind: "Deployment".into(),
+            name: "carts".into(),
             cause: StallCause::NotReadyWithin(Duration::from_secs(300)),
             progress: None,
             conditions: vec![ConditionSummary {
@@ -453,7 +474,7 @@ mod tests {
              out progressing); pod carts-5d8f-abcde: container carts waiting: ImagePullBackOff: \
              Back-off pulling image \"carts:broken\""
         );
-        let fast = DeploymentDiagnosis {
+        let fast = Diagnosis {
             cause: StallCause::ProgressDeadlineExceeded {
                 progress_deadline_seconds: Some(60),
             },
@@ -477,5 +498,68 @@ mod tests {
         let long = "x".repeat(1000);
         assert_eq!(clip(&long).chars().count(), MAX_QUOTE + 1);
         assert_eq!(clip(" a\nb "), "a b");
+    }
+
+    #[test]
+    fn other_kinds_and_causes_read_as_one_message() {
+        let d = Diagnosis {
+            namespace: "shop-dev".into(),
+            kind: "StatefulSet".into(),
+            name: "db".into(),
+            cause: StallCause::PodStuck {
+                pod: "db-0".into(),
+                why: "container db ImagePullBackOff".into(),
+                after: Duration::from_secs(60),
+            },
+            progress: Some("0 of 1 pods ready".into()),
+            conditions: vec![],
+            pods: vec![PodProblems {
+                pod: "db-0".into(),
+                problems: vec!["claim data-db-0 is Pending (not bound)".into()],
+            }],
+            more_pods: 0,
+            pods_error: None,
+        };
+        assert_eq!(
+            d.to_string(),
+            "StatefulSet db in shop-dev cannot start its pods: pod db-0 has been container db \
+             ImagePullBackOff for 1m0s (--fail-fast-after): 0 of 1 pods ready; pod db-0: claim \
+             data-db-0 is Pending (not bound)"
+        );
+        let job = Diagnosis {
+            kind: "Job".into(),
+            name: "migrate".into(),
+            cause: StallCause::Failed("the Job failed (BackoffLimitExceeded)".into()),
+            progress: None,
+            pods: vec![],
+            ..d
+        };
+        assert_eq!(
+            job.to_string(),
+            "Job migrate in shop-dev cannot become ready: the Job failed (BackoffLimitExceeded)"
+        );
+    }
+
+    #[test]
+    fn notable_conditions_of_any_kind() {
+        let object = serde_json::json!({"status": {"conditions": [
+            {"type": "Available", "status": "True"},
+            {"type": "Progressing", "status": "True", "reason": "NewReplicaSetAvailable"},
+            {"type": "Ready", "status": "False", "reason": "Provisioning"},
+            {"type": "Failed", "status": "True", "reason": "BackoffLimitExceeded"},
+            {"type": "Stalled", "status": "False"}
+        ]}});
+        let shown: Vec<String> = notable_conditions(&object)
+            .iter()
+            .map(ToString::to_string)
+            .collect();
+        assert_eq!(
+            shown,
+            [
+                "Failed=True (BackoffLimitExceeded)",
+                "Progressing=True (NewReplicaSetAvailable)",
+                "Ready=False (Provisioning)"
+            ]
+        );
     }
 }

@@ -5,7 +5,9 @@
 //! - [`namespaces`]: create the release namespace and label it (`istio-injection`).
 //! - [`helm_storage`]: read Helm's release records (Secrets) without running `helm`, the fast
 //!   path of an unchanged redeploy.
-//! - [`rollout`]: wait for Deployments with watches, and explain why one did not roll out.
+//! - [`readiness`]: what of a release is waited for and when each kind is ready (pure).
+//! - [`rollout`]: wait for it with watches, fail fast on pods that cannot start, and explain
+//!   why something did not become ready.
 //!
 //! Everything hangs off [`Cluster`], a cheap-to-clone handle around one `kube::Client`.
 //! Every one-shot request is bounded by [`Cluster::request_timeout`], so a black-holed API
@@ -15,6 +17,7 @@ mod diagnosis;
 mod error;
 pub mod helm_storage;
 pub mod namespaces;
+pub mod readiness;
 pub mod rollout;
 
 use std::future::Future;
@@ -23,10 +26,10 @@ use std::time::Duration;
 
 use kube::config::{KubeConfigOptions, Kubeconfig};
 
-pub use diagnosis::{pod_problems, ConditionSummary, DeploymentDiagnosis, PodProblems, StallCause};
+pub use diagnosis::{pod_problems, ConditionSummary, Diagnosis, PodProblems, StallCause};
 pub use error::ClusterError;
 pub use helm_storage::{StoredRelease, StoredRevision};
-pub use rollout::{rollout_status, RolloutFailure, RolloutStatus};
+pub use rollout::{rollout_status, RolloutFailure, RolloutStatus, WaitLimits};
 
 /// How long a single one-shot API request may take before it counts as a (transient)
 /// failure. Real API servers answer in milliseconds; 30 s leaves room for a loaded one.

@@ -1,31 +1,38 @@
-//! Waiting for Deployments to roll out, by watching them.
+//! Waiting for what a release holds to become ready, by watching it.
 //!
-//! The reference polled every 2 s; here each Deployment gets a kube-rs watcher (a LIST, then a
-//! WATCH from its resourceVersion, narrowed by `metadata.name`), so the wait ends on the status
-//! update that completes the rollout, costs one open stream per Deployment instead of a
-//! request every 2 s, and notices a failed rollout (`ProgressDeadlineExceeded`) as soon as the
-//! Deployment controller reports it rather than at our own deadline.
+//! The reference polled every 2 s (and waited through Helm's `--wait`); here each object
+//! waited for gets a kube-rs watcher (a LIST, then a WATCH from its resourceVersion, narrowed
+//! by `metadata.name`), so the wait ends on the status update that makes the last one ready,
+//! costs one open stream per object instead of a request every 2 s, and notices a failure
+//! (`ProgressDeadlineExceeded`, a failed Job) as soon as its controller reports it rather than
+//! at our own deadline. Workloads' pods are watched too (by the workload's selector), so a
+//! pod that cannot start (image pull errors, a crash loop, unschedulable) ends the wait after
+//! `--fail-fast-after` instead of the rollout deadline.
 //!
-//! "Rolled out" is `kubectl rollout status`'s rule, so operators get the answer they would
-//! get themselves: the controller has observed the current generation, all replicas are
-//! updated, no old replicas are left, and the updated ones are available.
+//! Which objects are waited for and what "ready" means per kind is `readiness` (pure);
+//! a Deployment is "rolled out" by `kubectl rollout status`'s rule ([`rollout_status`]), so
+//! operators get the answer they would get themselves.
 //!
-//! When a rollout fails, the Deployment's conditions and its pods are read once more to say
-//! why (see `diagnosis`).
+//! When the wait fails, the object's conditions and its pods are read once more to say why
+//! (see `diagnosis`).
 
+use std::collections::HashSet;
 use std::time::Duration;
 
 use futures::stream::{self, StreamExt};
 use k8s_openapi::api::apps::v1::Deployment;
-use k8s_openapi::api::core::v1::Pod;
+use k8s_openapi::api::core::v1::{PersistentVolumeClaim, Pod};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector;
-use kube::api::ListParams;
+use kube::api::{ApiResource, DynamicObject, ListParams};
+use kube::core::GroupVersionKind;
 use kube::runtime::{watcher, WatchStreamExt};
 use kube::Api;
+use serde_json::Value;
 use tokio::time::Instant;
 
 use super::diagnosis::{notable_conditions, pod_problems, PodProblems};
-use super::{Cluster, ClusterError, DeploymentDiagnosis, StallCause};
+use super::readiness::{hopeless, readiness, Awaited, Kind, Readiness, StuckPods};
+use super::{Cluster, ClusterError, Diagnosis, StallCause};
 
 /// How many problem pods a diagnosis lists by name (the rest are counted): enough to see a
 /// pattern, short enough for an event message.
@@ -40,10 +47,11 @@ const UNREACHABLE_GRACE: Duration = Duration::from_secs(30);
 /// Why [`Cluster::wait_for_rollout`] did not succeed.
 #[derive(Debug, thiserror::Error)]
 pub enum RolloutFailure {
-    /// One or more Deployments did not roll out: the progress deadline passed or the wait's
-    /// deadline did. Each diagnosis names the Deployment, its conditions and pod problems.
+    /// One or more objects did not become ready: one failed, a pod of one could not start
+    /// for `--fail-fast-after`, or the wait's deadline passed. Each diagnosis names the
+    /// object, its conditions and pod problems.
     #[error("{}", join(.0))]
-    NotRolledOut(Vec<DeploymentDiagnosis>),
+    NotRolledOut(Vec<Diagnosis>),
     /// The API server could not be asked (unreachable, forbidden, ...): nothing is known
     /// about the rollout itself.
     #[error(transparent)]
@@ -61,7 +69,7 @@ impl RolloutFailure {
     }
 
     /// The diagnoses of a failed rollout (empty for API trouble).
-    pub fn diagnoses(&self) -> &[DeploymentDiagnosis] {
+    pub fn diagnoses(&self) -> &[Diagnosis] {
         match self {
             RolloutFailure::NotRolledOut(d) => d,
             RolloutFailure::Cluster(_) => &[],
@@ -69,7 +77,7 @@ impl RolloutFailure {
     }
 }
 
-fn join(diagnoses: &[DeploymentDiagnosis]) -> String {
+fn join(diagnoses: &[Diagnosis]) -> String {
     diagnoses
         .iter()
         .map(ToString::to_string)
@@ -154,31 +162,96 @@ fn pending(deployment: &Deployment) -> Option<String> {
     None
 }
 
-/// One watched Deployment: what its watcher last reported.
+/// Limits of one wait.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct WaitLimits {
+    /// When the wait gives up on what is not ready yet (`--rollout-timeout`).
+    pub deadline: Duration,
+    /// How long a pod may stay in a state that does not fix itself before the wait gives up
+    /// (`--fail-fast-after`); `None`: only the deadline ends the wait.
+    pub fail_fast_after: Option<Duration>,
+}
+
+/// One watched object: what its watcher last reported, and its pods' fail-fast clock.
 #[derive(Default)]
 struct Watched {
     /// The initial listing is complete, so `current` is known.
     listed: bool,
     /// The object seen during a (re)list, committed at `InitDone`.
-    relist: Option<Option<Deployment>>,
-    /// `None`: the Deployment does not exist.
-    current: Option<Deployment>,
+    relist: Option<Option<Value>>,
+    /// `None`: the object does not exist.
+    current: Option<Value>,
     /// Since when this watch has been failing without a success in between, and its latest
     /// error.
     failing: Option<(Instant, ClusterError)>,
+    /// Whether its pods are watched already.
+    pods_watched: bool,
+    /// Its pods (by uid) seen during a (re)list of the pods watch.
+    pods_relisted: HashSet<String>,
+    /// Its pods (by uid) that are known.
+    pods_known: HashSet<String>,
+    stuck: StuckPods,
 }
 
 impl Watched {
-    fn apply(&mut self, event: watcher::Event<Deployment>) {
+    fn apply(&mut self, event: watcher::Event<DynamicObject>) {
+        let value = |o: DynamicObject| serde_json::to_value(o).unwrap_or(Value::Null);
         match event {
             watcher::Event::Init => self.relist = Some(None),
-            watcher::Event::InitApply(d) => self.relist = Some(Some(d)),
+            watcher::Event::InitApply(o) => self.relist = Some(Some(value(o))),
             watcher::Event::InitDone => {
                 self.current = self.relist.take().flatten();
                 self.listed = true;
             }
-            watcher::Event::Apply(d) => self.current = Some(d),
+            watcher::Event::Apply(o) => self.current = Some(value(o)),
             watcher::Event::Delete(_) => self.current = None,
+        }
+    }
+
+    /// Feeds a pod watch event into the fail-fast clock.
+    fn apply_pod(&mut self, event: watcher::Event<DynamicObject>, now: Instant) {
+        let observe = |this: &mut Watched, o: DynamicObject, gone: bool| {
+            let uid = o.metadata.uid.clone().unwrap_or_default();
+            let name = o.metadata.name.clone().unwrap_or_default();
+            let reason = if gone {
+                None
+            } else {
+                serde_json::to_value(o)
+                    .ok()
+                    .and_then(|v| serde_json::from_value::<Pod>(v).ok())
+                    .and_then(|pod| hopeless(&pod))
+            };
+            if gone {
+                this.pods_known.remove(&uid);
+            } else {
+                this.pods_known.insert(uid.clone());
+            }
+            this.stuck.observe(&uid, &name, reason, now);
+            uid
+        };
+        match event {
+            watcher::Event::Init => self.pods_relisted.clear(),
+            watcher::Event::InitApply(o) => {
+                let uid = observe(self, o, false);
+                self.pods_relisted.insert(uid);
+            }
+            watcher::Event::InitDone => {
+                let gone: Vec<String> = self
+                    .pods_known
+                    .difference(&self.pods_relisted)
+                    .cloned()
+                    .collect();
+                for uid in gone {
+                    self.pods_known.remove(&uid);
+                    self.stuck.observe(&uid, "", None, now);
+                }
+            }
+            watcher::Event::Apply(o) => {
+                observe(self, o, false);
+            }
+            watcher::Event::Delete(o) => {
+                observe(self, o, true);
+            }
         }
     }
 
@@ -190,127 +263,286 @@ impl Watched {
         if !error.is_transient() || !self.listed || first_failure.elapsed() >= UNREACHABLE_GRACE {
             return Err(error);
         }
-        tracing::debug!(%error, "rollout watch failed; retrying with backoff");
+        tracing::debug!(%error, "readiness watch failed; retrying with backoff");
         self.failing = Some((first_failure, error));
         Ok(())
     }
 
-    fn status(&self) -> RolloutStatus {
+    fn readiness(&self, awaited: &Awaited) -> Readiness {
         match &self.current {
-            Some(d) => rollout_status(d),
-            None => RolloutStatus::InProgress("the Deployment does not exist".into()),
+            Some(object) => readiness(awaited.kind, object),
+            None => Readiness::InProgress(format!("the {} does not exist", awaited.kind_name)),
         }
     }
 }
 
-/// The merged watch events of the Deployments waited for, tagged with their index.
-type DeploymentEvents = stream::SelectAll<
+/// Which watch an event comes from: the object `i`, or the pods of object `i`.
+#[derive(Debug, Clone, Copy)]
+enum Source {
+    Object(usize),
+    Pods(usize),
+}
+
+/// The merged watch events of the objects waited for and their pods.
+type WatchEvents = stream::SelectAll<
     futures::stream::BoxStream<
         'static,
-        (usize, Result<watcher::Event<Deployment>, watcher::Error>),
+        (
+            Source,
+            Result<watcher::Event<DynamicObject>, watcher::Error>,
+        ),
     >,
 >;
 
-/// Where the watched Deployments stand together.
+/// Where the watched objects stand together.
 #[derive(Debug, Clone, PartialEq, Eq)]
 enum Verdict {
-    /// Some are not listed yet or still rolling out (at the deadline: they did not finish).
+    /// Some are not listed yet or still in progress (at the deadline: they did not finish).
     Waiting,
-    /// All rolled out.
+    /// All ready.
     Complete,
-    /// These (indexes) report `ProgressDeadlineExceeded`: waiting longer will not help.
-    ProgressDeadlineExceeded(Vec<usize>),
+    /// These (index, why) report a state that waiting will not fix.
+    Failed(Vec<(usize, String)>),
+    /// These (index, pod, why) have had a pod in a hopeless state for `--fail-fast-after`.
+    Stuck(Vec<(usize, String, String)>),
 }
 
-/// The verdict on what the watches last reported; `Waiting` until every one has listed.
-fn evaluate(watched: &[Watched]) -> Verdict {
+/// The verdict on what the watches last reported at `now`; `Waiting` until every one has
+/// listed.
+fn evaluate(
+    awaited: &[Awaited],
+    watched: &[Watched],
+    fail_fast_after: Option<Duration>,
+    now: Instant,
+) -> Verdict {
     if !watched.iter().all(|w| w.listed) {
         return Verdict::Waiting;
     }
-    let statuses: Vec<RolloutStatus> = watched.iter().map(Watched::status).collect();
-    if statuses.iter().all(|s| *s == RolloutStatus::Complete) {
+    let states: Vec<Readiness> = watched
+        .iter()
+        .zip(awaited)
+        .map(|(w, a)| w.readiness(a))
+        .collect();
+    if states.iter().all(|s| *s == Readiness::Ready) {
         return Verdict::Complete;
     }
-    let exceeded: Vec<usize> = (0..statuses.len())
-        .filter(|&j| statuses[j] == RolloutStatus::DeadlineExceeded)
+    let failed: Vec<(usize, String)> = states
+        .iter()
+        .enumerate()
+        .filter_map(|(j, s)| match s {
+            Readiness::Failed(why) => Some((j, why.clone())),
+            _ => None,
+        })
         .collect();
-    if exceeded.is_empty() {
+    if !failed.is_empty() {
+        return Verdict::Failed(failed);
+    }
+    let Some(after) = fail_fast_after else {
+        return Verdict::Waiting;
+    };
+    let stuck: Vec<(usize, String, String)> = watched
+        .iter()
+        .enumerate()
+        .filter(|(j, _)| states[*j] != Readiness::Ready)
+        .filter_map(|(j, w)| w.stuck.expired(now, after).map(|(pod, why)| (j, pod, why)))
+        .collect();
+    if stuck.is_empty() {
         Verdict::Waiting
     } else {
-        Verdict::ProgressDeadlineExceeded(exceeded)
+        Verdict::Stuck(stuck)
     }
 }
 
+/// The earliest moment a fail-fast clock runs out.
+fn next_fail_fast(watched: &[Watched], fail_fast_after: Option<Duration>) -> Option<Instant> {
+    let after = fail_fast_after?;
+    watched.iter().filter_map(|w| w.stuck.due(after)).min()
+}
+
+/// The API resource of an awaited built-in kind (custom kinds are discovered).
+fn builtin_resource(awaited: &Awaited) -> Option<ApiResource> {
+    let (group, version, plural) = match awaited.kind {
+        Kind::Deployment => ("apps", "v1", "deployments"),
+        Kind::StatefulSet => ("apps", "v1", "statefulsets"),
+        Kind::DaemonSet => ("apps", "v1", "daemonsets"),
+        Kind::Job => ("batch", "v1", "jobs"),
+        Kind::PersistentVolumeClaim => ("", "v1", "persistentvolumeclaims"),
+        Kind::LoadBalancer => ("", "v1", "services"),
+        Kind::Pod => ("", "v1", "pods"),
+        Kind::Custom => return None,
+    };
+    let gvk = GroupVersionKind::gvk(group, version, &awaited.kind_name);
+    Some(ApiResource::from_gvk_with_plural(&gvk, plural))
+}
+
+fn pods_resource() -> ApiResource {
+    ApiResource::from_gvk_with_plural(&GroupVersionKind::gvk("", "v1", "Pod"), "pods")
+}
+
+/// A watcher of one object (a LIST, then a WATCH narrowed by `metadata.name`).
+fn watch_one(
+    api: Api<DynamicObject>,
+    name: &str,
+    source: Source,
+) -> futures::stream::BoxStream<
+    'static,
+    (
+        Source,
+        Result<watcher::Event<DynamicObject>, watcher::Error>,
+    ),
+> {
+    let config = watcher::Config::default().fields(&format!("metadata.name={name}"));
+    watcher(api, config)
+        .default_backoff()
+        .map(move |event| (source, event))
+        .boxed()
+}
+
 /// Applies watch events until the verdict is no longer `Waiting` or `give_up_at` passes
-/// (then `Waiting`). A watch that fails for good (see [`Watched::fail`]) or a stream that
-/// ends is API trouble.
+/// (then `Waiting`). A watch of an object that fails for good (see [`Watched::fail`]) or a
+/// stream that ends is API trouble; a failing pods watch only weakens fail fast.
 async fn follow(
-    events: &mut DeploymentEvents,
-    watched: &mut [Watched],
+    cluster: &Cluster,
     namespace: &str,
-    names: &[&str],
+    awaited: &[Awaited],
+    events: &mut WatchEvents,
+    watched: &mut [Watched],
+    limits: WaitLimits,
     give_up_at: Instant,
 ) -> Result<Verdict, RolloutFailure> {
     loop {
-        let Ok(next) = tokio::time::timeout_at(give_up_at, events.next()).await else {
-            return Ok(Verdict::Waiting);
+        let wake = next_fail_fast(watched, limits.fail_fast_after)
+            .map_or(give_up_at, |due| due.min(give_up_at));
+        let next = match tokio::time::timeout_at(wake, events.next()).await {
+            Ok(next) => next,
+            Err(_) if Instant::now() >= give_up_at => return Ok(Verdict::Waiting),
+            Err(_) => match evaluate(awaited, watched, limits.fail_fast_after, Instant::now()) {
+                Verdict::Waiting => continue,
+                settled => return Ok(settled),
+            },
         };
-        let Some((i, event)) = next else {
+        let Some((source, event)) = next else {
             return Err(RolloutFailure::Cluster(ClusterError::Protocol {
-                action: format!("watch Deployments in {namespace}"),
+                action: format!("watch objects in {namespace}"),
                 detail: "the watch stream ended".into(),
             }));
         };
-        match event {
-            Ok(event) => {
+        match (source, event) {
+            (Source::Object(i), Ok(event)) => {
                 watched[i].failing = None;
                 watched[i].apply(event);
+                if awaited[i].kind == Kind::Pod {
+                    // A bare pod is its own fail-fast clock.
+                    let now = Instant::now();
+                    let pod = watched[i]
+                        .current
+                        .clone()
+                        .and_then(|v| serde_json::from_value::<Pod>(v).ok());
+                    let reason = pod.as_ref().and_then(hopeless);
+                    watched[i]
+                        .stuck
+                        .observe(&awaited[i].name, &awaited[i].name, reason, now);
+                }
+                if limits.fail_fast_after.is_some() && !watched[i].pods_watched {
+                    if let Some(selector) = pod_selector(&awaited[i], watched[i].current.as_ref()) {
+                        watched[i].pods_watched = true;
+                        let ns = awaited[i].namespace.as_deref().unwrap_or(namespace);
+                        let api = Api::namespaced_with(cluster.client(), ns, &pods_resource());
+                        let config = watcher::Config::default().labels(&selector);
+                        events.push(
+                            watcher(api, config)
+                                .default_backoff()
+                                .map(move |event| (Source::Pods(i), event))
+                                .boxed(),
+                        );
+                    }
+                }
             }
-            Err(e) => {
-                let error =
-                    ClusterError::watch(format!("watch Deployment {} in {namespace}", names[i]), e);
+            (Source::Object(i), Err(e)) => {
+                let error = ClusterError::watch(format!("watch {} in {namespace}", awaited[i]), e);
                 watched[i].fail(error)?;
                 continue;
             }
+            (Source::Pods(i), Ok(event)) => watched[i].apply_pod(event, Instant::now()),
+            (Source::Pods(i), Err(e)) => {
+                tracing::debug!(error = %e, object = %awaited[i], "pods watch failed; retrying with backoff");
+                continue;
+            }
         }
-        match evaluate(watched) {
+        match evaluate(awaited, watched, limits.fail_fast_after, Instant::now()) {
             Verdict::Waiting => {}
             settled => return Ok(settled),
         }
     }
 }
 
+/// The label selector of an object's pods, for kinds that run pods through one.
+fn pod_selector(awaited: &Awaited, current: Option<&Value>) -> Option<String> {
+    if !awaited.kind.has_pods() {
+        return None;
+    }
+    let selector: LabelSelector =
+        serde_json::from_value(current?.pointer("/spec/selector")?.clone()).ok()?;
+    selector_string(&selector)
+}
+
 impl Cluster {
-    /// Waits until every Deployment in `deployments` (names in `namespace`) has rolled out.
-    ///
-    /// Ends as soon as the last one completes; fails as soon as one reports
-    /// `ProgressDeadlineExceeded`, or at `deadline` with a diagnosis of each unfinished
-    /// Deployment. A Deployment that does not exist is waited for (it may be created
-    /// meanwhile) and reported as missing at the deadline. API trouble is a
-    /// [`RolloutFailure::Cluster`], never a rollout diagnosis: a watch that cannot start fails
-    /// at once (a first LIST that hangs, at the deadline); once started, watches retry with
-    /// backoff and give up after 30 s of continuous failure, or at the deadline.
+    /// Waits until every Deployment in `deployments` (names in `namespace`) has rolled out,
+    /// or `deadline` passes; see [`Cluster::wait_until_ready`] (without fail fast).
     pub async fn wait_for_rollout(
         &self,
         namespace: &str,
         deployments: &[String],
         deadline: Duration,
     ) -> Result<(), RolloutFailure> {
+        let awaited: Vec<Awaited> = deployments.iter().map(|d| Awaited::deployment(d)).collect();
+        let limits = WaitLimits {
+            deadline,
+            fail_fast_after: None,
+        };
+        self.wait_until_ready(namespace, &awaited, limits).await
+    }
+
+    /// Waits until every object in `awaited` is ready by the rules of its kind
+    /// ([`readiness`]), `namespace` being the one of objects that name none.
+    ///
+    /// Ends as soon as the last one is ready; fails as soon as one reports a state waiting
+    /// will not fix (a progress deadline exceeded, a failed Job, a lost claim, `Stalled`), or
+    /// a pod of one not ready has been hopeless ([`hopeless`]) for
+    /// `limits.fail_fast_after`, or at `limits.deadline`, with a diagnosis of each object
+    /// concerned. An object that does not exist is waited for (it may be created
+    /// meanwhile) and reported as missing at the deadline. API trouble is a
+    /// [`RolloutFailure::Cluster`], never a diagnosis: a watch that cannot start fails at
+    /// once (a first LIST that hangs, at the deadline); once started, watches retry with
+    /// backoff and give up after 30 s of continuous failure, or at the deadline.
+    pub async fn wait_until_ready(
+        &self,
+        namespace: &str,
+        awaited: &[Awaited],
+        limits: WaitLimits,
+    ) -> Result<(), RolloutFailure> {
         let started = Instant::now();
-        let mut names: Vec<&str> = deployments.iter().map(String::as_str).collect();
-        names.sort_unstable();
-        names.dedup();
-        if names.is_empty() {
+        let mut awaited: Vec<Awaited> = awaited.to_vec();
+        awaited.sort_by(|a, b| (&a.kind_name, &a.name).cmp(&(&b.kind_name, &b.name)));
+        awaited.dedup();
+        if awaited.is_empty() {
             return Ok(());
         }
-        let mut events = self.watch_deployments(namespace, &names);
-        let mut watched: Vec<Watched> = names.iter().map(|_| Watched::default()).collect();
+        let mut events = stream::select_all(Vec::new());
+        for (i, a) in awaited.iter().enumerate() {
+            let ns = a.namespace.as_deref().unwrap_or(namespace);
+            let api = self.api_of(a, ns).await?;
+            events.push(watch_one(api, &a.name, Source::Object(i)));
+        }
+        let mut watched: Vec<Watched> = awaited.iter().map(|_| Watched::default()).collect();
         let verdict = follow(
+            self,
+            namespace,
+            &awaited,
             &mut events,
             &mut watched,
-            namespace,
-            &names,
-            started + deadline,
+            limits,
+            started + limits.deadline,
         )
         .await;
         // The watches are closed before a diagnosis reads anything else.
@@ -319,62 +551,86 @@ impl Cluster {
             Verdict::Complete => {
                 tracing::info!(
                     namespace,
-                    deployments = ?names,
+                    objects = ?awaited.iter().map(ToString::to_string).collect::<Vec<_>>(),
                     elapsed = ?started.elapsed(),
-                    "rollout complete"
+                    "everything ready"
                 );
                 Ok(())
             }
-            Verdict::ProgressDeadlineExceeded(exceeded) => Err(self
-                .diagnose_progress_deadline(namespace, &names, &watched, exceeded)
-                .await),
+            Verdict::Failed(failed) => {
+                let mut diagnoses = Vec::new();
+                for (j, why) in failed {
+                    let cause = match awaited[j].kind {
+                        Kind::Deployment => StallCause::ProgressDeadlineExceeded {
+                            progress_deadline_seconds: watched[j]
+                                .current
+                                .as_ref()
+                                .and_then(|d| d.pointer("/spec/progressDeadlineSeconds"))
+                                .and_then(Value::as_i64)
+                                .and_then(|s| i32::try_from(s).ok()),
+                        },
+                        _ => StallCause::Failed(why),
+                    };
+                    diagnoses.push(
+                        self.diagnose(namespace, &awaited[j], watched[j].current.as_ref(), cause)
+                            .await,
+                    );
+                }
+                Err(self.failed(diagnoses))
+            }
+            Verdict::Stuck(stuck) => {
+                let after = limits.fail_fast_after.unwrap_or_default();
+                let mut diagnoses = Vec::new();
+                for (j, pod, why) in stuck {
+                    let cause = StallCause::PodStuck { pod, why, after };
+                    diagnoses.push(
+                        self.diagnose(namespace, &awaited[j], watched[j].current.as_ref(), cause)
+                            .await,
+                    );
+                }
+                Err(self.failed(diagnoses))
+            }
             Verdict::Waiting => Err(self
-                .diagnose_at_deadline(namespace, &names, &mut watched, deadline)
+                .diagnose_at_deadline(namespace, &awaited, &mut watched, limits.deadline)
                 .await),
         }
     }
 
-    /// One watcher per Deployment (a LIST, then a WATCH narrowed by `metadata.name`), merged
-    /// into one stream of events tagged with the Deployment's index in `names`.
-    fn watch_deployments(&self, namespace: &str, names: &[&str]) -> DeploymentEvents {
-        let api: Api<Deployment> = Api::namespaced(self.client(), namespace);
-        stream::select_all(names.iter().enumerate().map(|(i, name)| {
-            let config = watcher::Config::default().fields(&format!("metadata.name={name}"));
-            watcher(api.clone(), config)
-                .default_backoff()
-                .map(move |event| (i, event))
-                .boxed()
-        }))
-    }
-
-    /// The failure of Deployments whose controller reported `ProgressDeadlineExceeded`
-    /// (`exceeded`: their indexes), each diagnosed.
-    async fn diagnose_progress_deadline(
+    /// The API of an awaited object's kind in `namespace` (or cluster-wide, for a custom
+    /// kind the API server says is cluster-scoped); custom kinds are discovered.
+    async fn api_of(
         &self,
+        awaited: &Awaited,
         namespace: &str,
-        names: &[&str],
-        watched: &[Watched],
-        exceeded: Vec<usize>,
-    ) -> RolloutFailure {
-        let mut diagnoses = Vec::new();
-        for j in exceeded {
-            let current = watched[j].current.as_ref();
-            let cause = StallCause::ProgressDeadlineExceeded {
-                progress_deadline_seconds: current
-                    .and_then(|d| d.spec.as_ref())
-                    .and_then(|s| s.progress_deadline_seconds),
-            };
-            diagnoses.push(self.diagnose(namespace, names[j], current, cause).await);
+    ) -> Result<Api<DynamicObject>, ClusterError> {
+        if let Some(resource) = builtin_resource(awaited) {
+            return Ok(Api::namespaced_with(self.client(), namespace, &resource));
         }
-        self.failed(diagnoses)
+        let (group, version) = awaited
+            .api_version
+            .rsplit_once('/')
+            .unwrap_or(("", awaited.api_version.as_str()));
+        let gvk = GroupVersionKind::gvk(group, version, &awaited.kind_name);
+        let (resource, capabilities) = self
+            .call(
+                || format!("discover {} {}", awaited.api_version, awaited.kind_name),
+                kube::discovery::pinned_kind(&self.client(), &gvk),
+            )
+            .await?;
+        Ok(match capabilities.scope {
+            kube::discovery::Scope::Cluster => Api::all_with(self.client(), &resource),
+            kube::discovery::Scope::Namespaced => {
+                Api::namespaced_with(self.client(), namespace, &resource)
+            }
+        })
     }
 
     /// The failure once the wait's deadline passed: API trouble if a watch was failing or never
-    /// listed, else a diagnosis of each Deployment not rolled out.
+    /// listed, else a diagnosis of each object not ready.
     async fn diagnose_at_deadline(
         &self,
         namespace: &str,
-        names: &[&str],
+        awaited: &[Awaited],
         watched: &mut [Watched],
         deadline: Duration,
     ) -> RolloutFailure {
@@ -384,28 +640,28 @@ impl Cluster {
         // A watch whose first LIST never answered: the API server, not the rollout, failed.
         if let Some(j) = watched.iter().position(|w| !w.listed) {
             return ClusterError::Timeout {
-                action: format!("watch Deployment {} in {namespace}", names[j]),
+                action: format!("watch {} in {namespace}", awaited[j]),
                 after: deadline,
             }
             .into();
         }
         let mut diagnoses = Vec::new();
         for (j, w) in watched.iter().enumerate() {
-            if w.status() == RolloutStatus::Complete {
+            if w.readiness(&awaited[j]) == Readiness::Ready {
                 continue;
             }
             let cause = StallCause::NotReadyWithin(deadline);
             diagnoses.push(
-                self.diagnose(namespace, names[j], w.current.as_ref(), cause)
+                self.diagnose(namespace, &awaited[j], w.current.as_ref(), cause)
                     .await,
             );
         }
         self.failed(diagnoses)
     }
 
-    fn failed(&self, diagnoses: Vec<DeploymentDiagnosis>) -> RolloutFailure {
+    fn failed(&self, diagnoses: Vec<Diagnosis>) -> RolloutFailure {
         let failure = RolloutFailure::NotRolledOut(diagnoses);
-        tracing::warn!(error = %failure, "rollout failed");
+        tracing::warn!(error = %failure, "not ready");
         failure
     }
 
@@ -430,18 +686,21 @@ impl Cluster {
             .all(|d| d.as_ref().map(rollout_status) == Some(RolloutStatus::Complete)))
     }
 
-    /// Collects what is known about a Deployment that did not roll out. Never fails: what
+    /// Collects what is known about an object that is not ready: where it stands, its
+    /// conditions, its pods' problems (and the claims they wait for). Never fails: what
     /// cannot be read is said in the diagnosis.
     async fn diagnose(
         &self,
         namespace: &str,
-        name: &str,
-        deployment: Option<&Deployment>,
+        awaited: &Awaited,
+        current: Option<&Value>,
         cause: StallCause,
-    ) -> DeploymentDiagnosis {
-        let mut diagnosis = DeploymentDiagnosis {
-            namespace: namespace.to_string(),
-            deployment: name.to_string(),
+    ) -> Diagnosis {
+        let ns = awaited.namespace.as_deref().unwrap_or(namespace);
+        let mut diagnosis = Diagnosis {
+            namespace: ns.to_string(),
+            kind: awaited.kind_name.clone(),
+            name: awaited.name.clone(),
             cause,
             progress: None,
             conditions: Vec::new(),
@@ -449,44 +708,96 @@ impl Cluster {
             more_pods: 0,
             pods_error: None,
         };
-        let Some(deployment) = deployment else {
-            diagnosis.progress = Some("the Deployment does not exist".into());
+        let Some(object) = current else {
+            diagnosis.progress = Some(format!("the {} does not exist", awaited.kind_name));
             return diagnosis;
         };
-        diagnosis.progress = pending(deployment);
-        diagnosis.conditions = notable_conditions(deployment);
-        let Some(selector) = deployment
-            .spec
-            .as_ref()
-            .and_then(|s| selector_string(&s.selector))
-        else {
-            return diagnosis;
+        diagnosis.progress = match readiness(awaited.kind, object) {
+            Readiness::InProgress(what) => Some(what),
+            // A Deployment past its progress deadline still says how far it got.
+            _ if awaited.kind == Kind::Deployment => {
+                serde_json::from_value::<Deployment>(object.clone())
+                    .ok()
+                    .and_then(|d| pending(&d))
+            }
+            _ => None,
         };
-        let pods: Api<Pod> = Api::namespaced(self.client(), namespace);
-        let params = ListParams::default().labels(&selector);
-        let listed = self
+        diagnosis.conditions = notable_conditions(object);
+        let quick = self
             .clone()
-            .with_request_timeout(self.request_timeout().min(DIAGNOSIS_TIMEOUT))
-            .call(
-                || format!("list pods of Deployment {name} in {namespace}"),
-                pods.list(&params),
-            )
-            .await;
+            .with_request_timeout(self.request_timeout().min(DIAGNOSIS_TIMEOUT));
+        let pods: Api<Pod> = Api::namespaced(self.client(), ns);
+        let listed = match (awaited.kind, pod_selector(awaited, Some(object))) {
+            (Kind::Pod, _) => serde_json::from_value::<Pod>(object.clone())
+                .map(|p| vec![p])
+                .map_err(|e| e.to_string()),
+            (_, Some(selector)) => {
+                let params = ListParams::default().labels(&selector);
+                quick
+                    .call(
+                        || format!("list pods of {awaited} in {ns}"),
+                        pods.list(&params),
+                    )
+                    .await
+                    .map(|list| list.items)
+                    .map_err(|e| e.to_string())
+            }
+            _ => return diagnosis,
+        };
         match listed {
-            Ok(list) => {
-                let mut troubled = list.items.iter().filter_map(|p| {
-                    let problems = pod_problems(p);
-                    (!problems.is_empty()).then(|| PodProblems {
+            Ok(items) => {
+                let mut troubled = Vec::new();
+                for p in &items {
+                    let mut problems = pod_problems(p);
+                    if problems.is_empty() {
+                        continue;
+                    }
+                    problems.extend(quick.unbound_claims(ns, p).await);
+                    troubled.push(PodProblems {
                         pod: p.metadata.name.clone().unwrap_or_default(),
                         problems,
-                    })
-                });
-                diagnosis.pods = troubled.by_ref().take(MAX_PODS).collect();
-                diagnosis.more_pods = troubled.count();
+                    });
+                }
+                diagnosis.more_pods = troubled.len().saturating_sub(MAX_PODS);
+                troubled.truncate(MAX_PODS);
+                diagnosis.pods = troubled;
             }
-            Err(e) => diagnosis.pods_error = Some(e.to_string()),
+            Err(e) => diagnosis.pods_error = Some(e),
         }
         diagnosis
+    }
+
+    /// `claim <name> is <phase> (not bound)` for each claim `pod` mounts that is not bound
+    /// (a pod's scheduling message does not always name it).
+    async fn unbound_claims(&self, namespace: &str, pod: &Pod) -> Vec<String> {
+        let claims: Api<PersistentVolumeClaim> = Api::namespaced(self.client(), namespace);
+        let mut out = Vec::new();
+        let names = pod
+            .spec
+            .iter()
+            .flat_map(|s| s.volumes.iter().flatten())
+            .filter_map(|v| v.persistent_volume_claim.as_ref())
+            .map(|c| c.claim_name.clone());
+        for name in names {
+            let read = self
+                .call(
+                    || format!("get PersistentVolumeClaim {name} in {namespace}"),
+                    claims.get_opt(&name),
+                )
+                .await;
+            let phase = match read {
+                Ok(Some(claim)) => claim
+                    .status
+                    .and_then(|s| s.phase)
+                    .unwrap_or_else(|| "Pending".into()),
+                Ok(None) => "missing".into(),
+                Err(_) => continue,
+            };
+            if phase != "Bound" {
+                out.push(format!("claim {name} is {phase} (not bound)"));
+            }
+        }
+        out
     }
 }
 
@@ -531,14 +842,16 @@ mod tests {
     }
 
     #[test]
-    fn verdict_waits_for_every_listing_and_stops_on_a_progress_deadline() {
-        let listed = |current: Option<Deployment>| Watched {
+    fn verdict_waits_for_every_listing_and_stops_on_failures_and_stuck_pods() {
+        let awaited = [Awaited::deployment("a"), Awaited::deployment("b")];
+        let listed = |current: Option<Value>| Watched {
             listed: true,
             current,
             ..Watched::default()
         };
+        let object = |d: Deployment| Some(serde_json::to_value(d).unwrap());
         let done = || {
-            Some(deployment(
+            object(deployment(
                 1,
                 1,
                 json!({"observedGeneration": 1, "replicas": 1, "updatedReplicas": 1,
@@ -546,7 +859,7 @@ mod tests {
             ))
         };
         let exceeded = || {
-            Some(deployment(
+            object(deployment(
                 1,
                 1,
                 json!({"observedGeneration": 1, "replicas": 1, "conditions": [{
@@ -554,20 +867,54 @@ mod tests {
                     "reason": "ProgressDeadlineExceeded"}]}),
             ))
         };
+        let t0 = Instant::now();
+        let after = Some(Duration::from_secs(60));
         assert_eq!(
-            evaluate(&[listed(done()), listed(done())]),
+            evaluate(&awaited, &[listed(done()), listed(done())], after, t0),
             Verdict::Complete
         );
         // A watch that has not listed yet tells nothing, even when the others are done.
         assert_eq!(
-            evaluate(&[listed(done()), Watched::default()]),
+            evaluate(&awaited, &[listed(done()), Watched::default()], after, t0),
             Verdict::Waiting
         );
-        // A missing Deployment is waited for.
-        assert_eq!(evaluate(&[listed(done()), listed(None)]), Verdict::Waiting);
+        // A missing object is waited for.
         assert_eq!(
-            evaluate(&[listed(exceeded()), listed(None), listed(exceeded())]),
-            Verdict::ProgressDeadlineExceeded(vec![0, 2])
+            evaluate(&awaited, &[listed(done()), listed(None)], after, t0),
+            Verdict::Waiting
+        );
+        assert_eq!(
+            evaluate(&awaited, &[listed(exceeded()), listed(None)], after, t0),
+            Verdict::Failed(vec![(0, "exceeded its progress deadline".into())])
+        );
+        // A hopeless pod of an object not ready ends the wait once its clock ran out, and
+        // only with fail fast on.
+        let mut stuck = listed(None);
+        stuck
+            .stuck
+            .observe("u1", "b-1", Some("container b ImagePullBackOff".into()), t0);
+        let watched = [listed(done()), stuck];
+        let later = t0 + Duration::from_secs(60);
+        assert_eq!(
+            evaluate(&awaited, &watched, after, t0 + Duration::from_secs(59)),
+            Verdict::Waiting
+        );
+        assert_eq!(
+            evaluate(&awaited, &watched, after, later),
+            Verdict::Stuck(vec![(
+                1,
+                "b-1".into(),
+                "container b ImagePullBackOff".into()
+            )])
+        );
+        assert_eq!(evaluate(&awaited, &watched, None, later), Verdict::Waiting);
+        assert_eq!(next_fail_fast(&watched, after), Some(later));
+        // Ready despite a stuck pod (an old one, say): ready wins.
+        let [first, mut second] = watched;
+        second.current = done();
+        assert_eq!(
+            evaluate(&awaited, &[first, second], after, later),
+            Verdict::Complete
         );
     }
 

@@ -13,6 +13,9 @@ use super::uris::Ingress;
 pub struct Deadlines {
     pub helm: Duration,
     pub rollout: Duration,
+    /// How long a pod may stay in a state that does not fix itself before the rollout is
+    /// given up (`None`: off, only `rollout` ends the wait).
+    pub fail_fast_after: Option<Duration>,
 }
 
 /// The resolved settings the handlers read.
@@ -23,26 +26,28 @@ pub struct DeploySettings {
     rollout_timeout: Duration,
     stage_helm: BTreeMap<String, Duration>,
     stage_rollout: BTreeMap<String, Duration>,
+    fail_fast_after: Option<Duration>,
+    stage_fail_fast: BTreeMap<String, Option<Duration>>,
     /// Most replicas the scaling action sets, however often it is asked to add more.
     pub scaling_max_replicas: u32,
 }
 
 impl DeploySettings {
-    /// `defaults` apply to every stage without an override of its own in `stage_helm` or
-    /// `stage_rollout`.
+    /// `defaults` apply to every stage without an override of its own in `stage`.
     pub fn new(
         ingress: Ingress,
         defaults: Deadlines,
-        stage_helm: BTreeMap<String, Duration>,
-        stage_rollout: BTreeMap<String, Duration>,
+        stage: StageDeadlines,
         scaling_max_replicas: u32,
     ) -> Self {
         DeploySettings {
             ingress,
             helm_timeout: defaults.helm,
             rollout_timeout: defaults.rollout,
-            stage_helm,
-            stage_rollout,
+            stage_helm: stage.helm,
+            stage_rollout: stage.rollout,
+            fail_fast_after: defaults.fail_fast_after,
+            stage_fail_fast: stage.fail_fast_after,
             scaling_max_replicas,
         }
     }
@@ -60,6 +65,20 @@ impl DeploySettings {
                 .get(stage)
                 .copied()
                 .unwrap_or(self.rollout_timeout),
+            fail_fast_after: self
+                .stage_fail_fast
+                .get(stage)
+                .copied()
+                .unwrap_or(self.fail_fast_after),
         }
     }
+}
+
+/// Per-stage overrides of [`Deadlines`].
+#[derive(Debug, Clone, Default)]
+pub struct StageDeadlines {
+    pub helm: BTreeMap<String, Duration>,
+    pub rollout: BTreeMap<String, Duration>,
+    /// `None` turns fail fast off in that stage.
+    pub fail_fast_after: BTreeMap<String, Option<Duration>>,
 }

@@ -22,7 +22,8 @@ use tracing::info;
 
 use super::platform::{private_dir, Platform};
 use super::{Steps, TaskError};
-use crate::cluster::{RolloutFailure, StoredRelease, StoredRevision};
+use crate::cluster::readiness::Awaited;
+use crate::cluster::{RolloutFailure, StoredRelease, StoredRevision, WaitLimits};
 use crate::deploy::generated::{self, BlueGreenModel, GeneratedModel, GeneratedValues};
 use crate::deploy::manifest::{name_of, Manifest};
 use crate::deploy::naming::ReleaseNames;
@@ -343,11 +344,22 @@ impl<'a> DeployedService<'a> {
         Ok(user || generated)
     }
 
-    /// Waits (with a watch) until `deployments` are rolled out or the stage's rollout
-    /// deadline passes.
+    /// Waits (with watches) until `deployments` are rolled out; see
+    /// [`DeployedService::wait_until_ready`].
     pub async fn wait_for_rollout(&self, deployments: &[String]) -> Result<(), RolloutFailure> {
+        let awaited: Vec<Awaited> = deployments.iter().map(|d| Awaited::deployment(d)).collect();
+        self.wait_until_ready(&awaited).await
+    }
+
+    /// Waits (with watches) until `awaited` are ready, with the stage's rollout deadline and
+    /// fail-fast setting.
+    pub async fn wait_until_ready(&self, awaited: &[Awaited]) -> Result<(), RolloutFailure> {
+        let limits = WaitLimits {
+            deadline: self.deadlines.rollout,
+            fail_fast_after: self.deadlines.fail_fast_after,
+        };
         self.platform
-            .wait_for_rollout(&self.names.namespace, deployments, self.deadlines.rollout)
+            .wait_until_ready(&self.names.namespace, awaited, limits)
             .await
     }
 

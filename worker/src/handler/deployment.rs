@@ -23,6 +23,7 @@ use super::{Outcome, Steps, TaskError, TaskHandler};
 use crate::charts::archive::Chart;
 use crate::charts::values::deep_merge;
 use crate::charts::ChartLocation;
+use crate::cluster::readiness::awaited_in;
 use crate::cluster::StoredRevision;
 use crate::deploy::generated::{BlueGreenModel, GeneratedModel, MeshModel, Routing};
 use crate::deploy::inventory::InventoryEntry;
@@ -335,7 +336,9 @@ impl Deployment<'_> {
             }
         }
         let deployments = manifest.deployment_names();
-        if let Err(failure) = self.service.wait_for_rollout(&deployments).await {
+        // Everything the release holds that has a readiness, not only its Deployments.
+        let awaited = awaited_in(&manifest.objects);
+        if let Err(failure) = self.service.wait_until_ready(&awaited).await {
             return Err(self.undo(failure.into(), release, last_good).await);
         }
         let main = manifest.main_service(&self.target().service);

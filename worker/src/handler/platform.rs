@@ -17,7 +17,8 @@ use crate::helm::{Helm, HelmError};
 use crate::metrics::Metrics;
 
 use super::TaskError;
-use crate::cluster::{RolloutFailure, StoredRelease, StoredRevision};
+use crate::cluster::readiness::Awaited;
+use crate::cluster::{RolloutFailure, StoredRelease, StoredRevision, WaitLimits};
 
 /// The shared tools of the Helm task handlers.
 pub struct Platform {
@@ -61,18 +62,18 @@ impl Platform {
         Ok(true)
     }
 
-    /// Waits (with a watch) until `deployments` are rolled out or `deadline` passes, and
-    /// records how long it took.
-    pub async fn wait_for_rollout(
+    /// Waits (with watches) until `awaited` are ready, one fails, a pod of one cannot start
+    /// for `limits.fail_fast_after`, or `limits.deadline` passes; records how long it took.
+    pub async fn wait_until_ready(
         &self,
         namespace: &str,
-        deployments: &[String],
-        deadline: std::time::Duration,
+        awaited: &[Awaited],
+        limits: WaitLimits,
     ) -> Result<(), RolloutFailure> {
         let started = std::time::Instant::now();
         let result = self
             .cluster
-            .wait_for_rollout(namespace, deployments, deadline)
+            .wait_until_ready(namespace, awaited, limits)
             .await;
         self.metrics
             .record_rollout(result.is_ok(), started.elapsed());
