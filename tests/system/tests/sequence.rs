@@ -1,12 +1,16 @@
 //! A Keptn-like sequence per deployment strategy, end to end (the production binary, real
 //! nats-server, real helm, kube-sim): deployment(v1) → release(pass) → deployment(v2) →
-//! release(fail), with the cluster checked after every step.
+//! release(fail), with the cluster checked after every step. Each sequence runs with the
+//! worker on Helm 4 (module `helm4`) and on Helm 3 (module `helm3`); every reply of both is
+//! checked against the spec's schemas (`Replies`).
 
 use std::time::Duration;
 
 use kube_sim::Config as SimConfig;
 use serde_json::{json, Value};
-use system_tests::deploy_env::{deployment_event, example_chart, release_event, DeployEnv};
+use system_tests::deploy_env::{
+    deployment_event, example_chart, pinned_helm, release_event, DeployEnv,
+};
 
 const WAIT: Duration = Duration::from_secs(90);
 const NS: &str = "shop-dev";
@@ -20,13 +24,16 @@ fn sim() -> SimConfig {
     }
 }
 
-/// A world with the example chart pushed for `service` and one worker.
+/// A world with the example chart pushed for `service` and one worker running the pinned
+/// helm `helm` (`helm`: Helm 4, `helm3`: Helm 3).
 async fn world(
     service: &str,
+    helm: &str,
 ) -> anyhow::Result<(DeployEnv, system_tests::worker_process::WorkerProcess)> {
     let env = DeployEnv::start(sim()).await?;
     env.push_chart(("shop", "dev", service), &example_chart())?;
-    let worker = env.start_worker(env.worker_spec(), "worker").await?;
+    let spec = env.worker_spec_with_helm(&pinned_helm(helm));
+    let worker = env.start_worker(spec, "worker").await?;
     Ok((env, worker))
 }
 
@@ -98,11 +105,10 @@ async fn nothing_generated(env: &DeployEnv, service: &str) -> anyhow::Result<()>
     Ok(())
 }
 
-#[tokio::test]
-async fn blue_green_sequence_promotes_then_rolls_back() -> anyhow::Result<()> {
+async fn blue_green_sequence_promotes_then_rolls_back(helm: &str) -> anyhow::Result<()> {
     const SVC: &str = "bluegreen";
     const PRIMARY: &str = "bluegreen-primary";
-    let (env, _worker) = world(SVC).await?;
+    let (env, _worker) = world(SVC, helm).await?;
     let strategy = "blue_green_service";
 
     // deployment(v1): the canary runs v1 and takes all traffic.
@@ -146,10 +152,11 @@ async fn blue_green_sequence_promotes_then_rolls_back() -> anyhow::Result<()> {
     Ok(())
 }
 
-#[tokio::test]
-async fn direct_sequence_upgrades_in_place_and_releases_change_nothing() -> anyhow::Result<()> {
+async fn direct_sequence_upgrades_in_place_and_releases_change_nothing(
+    helm: &str,
+) -> anyhow::Result<()> {
     const SVC: &str = "plain";
-    let (env, _worker) = world(SVC).await?;
+    let (env, _worker) = world(SVC, helm).await?;
     let strategy = "direct";
     let mesh_route = || vec![(format!("{SVC}.shop-dev.svc.cluster.local"), 100)];
 
@@ -194,10 +201,9 @@ async fn direct_sequence_upgrades_in_place_and_releases_change_nothing() -> anyh
     Ok(())
 }
 
-#[tokio::test]
-async fn user_managed_sequence_deploys_only_the_chart() -> anyhow::Result<()> {
+async fn user_managed_sequence_deploys_only_the_chart(helm: &str) -> anyhow::Result<()> {
     const SVC: &str = "managed";
-    let (env, _worker) = world(SVC).await?;
+    let (env, _worker) = world(SVC, helm).await?;
     let strategy = "user_managed";
     let finished = deploy(&env, "d1", SVC, strategy, None).await?;
     assert_eq!(
@@ -226,3 +232,31 @@ async fn user_managed_sequence_deploys_only_the_chart() -> anyhow::Result<()> {
     nothing_generated(&env, SVC).await?;
     Ok(())
 }
+
+/// Each sequence with the worker on Helm 4 and on Helm 3.
+macro_rules! with_each_helm {
+    ($($name:ident),* $(,)?) => {
+        mod helm4 {
+            $(
+                #[tokio::test]
+                async fn $name() -> anyhow::Result<()> {
+                    super::$name("helm").await
+                }
+            )*
+        }
+        mod helm3 {
+            $(
+                #[tokio::test]
+                async fn $name() -> anyhow::Result<()> {
+                    super::$name("helm3").await
+                }
+            )*
+        }
+    };
+}
+
+with_each_helm!(
+    blue_green_sequence_promotes_then_rolls_back,
+    direct_sequence_upgrades_in_place_and_releases_change_nothing,
+    user_managed_sequence_deploys_only_the_chart,
+);
