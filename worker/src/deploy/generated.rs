@@ -14,6 +14,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::{json, Map, Value};
 use thiserror::Error;
 
+use super::autoscaling;
 use super::manifest::{name_of, Manifest};
 use super::manifest_chart;
 use super::naming::{derived_object_name, NameError};
@@ -185,6 +186,11 @@ pub struct BlueGreenModel {
     pub primary_source: Value,
     /// Percent of traffic to the canary (the user release); the rest goes to primary.
     pub canary_weight: u8,
+    /// The user's HorizontalPodAutoscaler of `primary_source`, when the chart has one: the
+    /// primary gets a copy targeting it (`deploy::autoscaling`). Absent in models of
+    /// earlier versions.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub primary_hpa_source: Option<Value>,
 }
 
 impl BlueGreenModel {
@@ -211,11 +217,15 @@ impl BlueGreenModel {
                 service_names: names(&services),
             });
         }
+        let hpa = name_of(deployments[0])
+            .and_then(|name| autoscaling::hpa_of(&manifest.objects, name))
+            .map(detached);
         let model = BlueGreenModel {
             routing,
             service: detached(services[0]),
             primary_source: detached(deployments[0]),
             canary_weight,
+            primary_hpa_source: hpa,
         };
         model.render()?;
         Ok(model)
@@ -226,6 +236,22 @@ impl BlueGreenModel {
         let name =
             name_of(&self.primary_source).ok_or(GenerateError::Unnamed { kind: "Deployment" })?;
         Ok(derived_object_name(name, "primary")?)
+    }
+
+    /// The primary's copy of the user's HPA (`primary_hpa_source`), named and targeting like
+    /// the primary; `None` when the chart has none.
+    pub fn primary_hpa(&self) -> Result<Option<Value>, GenerateError> {
+        let Some(source) = &self.primary_hpa_source else {
+            return Ok(None);
+        };
+        let name = name_of(source).ok_or(GenerateError::Unnamed {
+            kind: "HorizontalPodAutoscaler",
+        })?;
+        let mut hpa = source.clone();
+        hpa["metadata"]["name"] = json!(derived_object_name(name, "primary")?);
+        suffix_split_labels(&mut hpa["metadata"]["labels"]);
+        hpa["spec"]["scaleTargetRef"]["name"] = json!(self.primary_deployment()?);
+        Ok(Some(hpa))
     }
 
     fn service_name(&self) -> Result<&str, GenerateError> {
@@ -262,19 +288,27 @@ impl BlueGreenModel {
         let mut canary_svc = self.service.clone();
         canary_svc["metadata"]["name"] = json!(canary_service);
 
+        // The primary's HPA, unless the primary is at zero (nothing may scale it back).
+        let primary_hpa = match self.primary_hpa()? {
+            Some(hpa) if primary["spec"]["replicas"].as_u64() != Some(0) => Some(hpa),
+            _ => None,
+        };
+
         let canary = u64::from(self.canary_weight.min(100));
         let routes = vec![
             json!({"destination": {"host": fqdn(&canary_service, namespace)}, "weight": canary}),
             json!({"destination": {"host": fqdn(&primary_service, namespace)}, "weight": 100 - canary}),
         ];
-        Ok(vec![
+        let mut objects = vec![
             primary,
             primary_svc,
             canary_svc,
             self.routing.destination_rule(&primary_service),
             self.routing.destination_rule(&canary_service),
             self.routing.virtual_service(&self.routing.service, routes),
-        ])
+        ];
+        objects.extend(primary_hpa);
+        Ok(objects)
     }
 }
 
@@ -507,5 +541,46 @@ status: {replicas: 2}
             vs["spec"]["http"][0]["route"][0]["destination"]["host"],
             "carts.shop-dev.svc.cluster.local"
         );
+    }
+
+    #[test]
+    fn blue_green_primary_gets_a_copy_of_the_users_hpa() {
+        let with_hpa = format!(
+            "{USER}---
+apiVersion: autoscaling/v2
+kind: HorizontalPodAutoscaler
+metadata:
+  name: carts
+  labels: {{app: carts}}
+  annotations: {{meta.helm.sh/release-name: shop-dev-carts}}
+spec:
+  scaleTargetRef: {{apiVersion: apps/v1, kind: Deployment, name: carts}}
+  minReplicas: 2
+  maxReplicas: 5
+"
+        );
+        let manifest = Manifest::parse("r", &with_hpa).unwrap();
+        let mut model = BlueGreenModel::from_manifest(routing(), &manifest, 100).unwrap();
+        let objects = model.render().unwrap();
+        assert_eq!(objects.len(), 7);
+        let hpa = find(&objects, "HorizontalPodAutoscaler", "carts-primary");
+        assert_eq!(hpa["spec"]["scaleTargetRef"]["name"], "carts-primary");
+        assert_eq!(hpa["spec"]["minReplicas"], 2);
+        assert_eq!(hpa["metadata"]["labels"]["app"], "carts-primary");
+        assert!(hpa["metadata"]["annotations"]
+            .get("meta.helm.sh/release-name")
+            .is_none());
+        // A primary at zero has no HPA to scale it back.
+        model.primary_source["spec"]["replicas"] = json!(0);
+        assert!(model
+            .render()
+            .unwrap()
+            .iter()
+            .all(|o| o["kind"] != "HorizontalPodAutoscaler"));
+        // Models of earlier versions (no HPA field) still read.
+        let mut old = serde_json::to_value(&model).unwrap();
+        old.as_object_mut().unwrap().remove("primary_hpa_source");
+        let old: BlueGreenModel = serde_json::from_value(old).unwrap();
+        assert_eq!(old.primary_hpa_source, None);
     }
 }

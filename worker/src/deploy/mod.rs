@@ -5,6 +5,7 @@
 //! chart store, the Helm driver and the cluster client. The exception is `inventory`,
 //! which reads and writes its JetStream KV bucket itself.
 
+pub mod autoscaling;
 pub mod generated;
 pub mod inventory;
 pub mod manifest;

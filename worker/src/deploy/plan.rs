@@ -14,6 +14,7 @@ use std::collections::BTreeMap;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
+use super::autoscaling;
 use super::generated::{detached, BlueGreenModel};
 
 /// One change of a plan; each runs as one recorded step named [`Action::step_name`].
@@ -74,13 +75,26 @@ impl Action {
     }
 
     /// Applies a generated-release action to the model it upgrades with. `user_deployment`
-    /// is the user release's Deployment of the plan's source revision.
-    pub fn apply(&self, model: &mut BlueGreenModel, user_deployment: &Value) {
+    /// is the user release's Deployment of the plan's source revision, `user_hpa` its
+    /// HorizontalPodAutoscaler there, if any.
+    pub fn apply(
+        &self,
+        model: &mut BlueGreenModel,
+        user_deployment: &Value,
+        user_hpa: Option<&Value>,
+    ) {
         match self {
             Action::RouteTraffic { canary_weight } => model.canary_weight = *canary_weight,
-            Action::UpdatePrimary => model.primary_source = detached(user_deployment),
+            Action::UpdatePrimary => {
+                model.primary_source = detached(user_deployment);
+                model.primary_hpa_source = user_hpa.map(detached);
+            }
             Action::ScalePrimary { replicas } => {
-                model.primary_source["spec"]["replicas"] = Value::from(*replicas)
+                model.primary_source["spec"]["replicas"] = Value::from(*replicas);
+                // The HPA admits the count (at 0 the primary is rendered without it).
+                if let Some(hpa) = model.primary_hpa_source.as_mut().filter(|_| *replicas > 0) {
+                    autoscaling::fit(hpa, *replicas);
+                }
             }
             Action::ScaleUser { .. } => {}
         }
@@ -305,19 +319,36 @@ mod tests {
             service: json!({}),
             primary_source: json!({"metadata": {"name": "carts"}, "spec": {"replicas": 1}}),
             canary_weight: 100,
+            primary_hpa_source: None,
         };
         let user = json!({"apiVersion": "apps/v1", "kind": "Deployment",
             "metadata": {"name": "carts", "annotations": {"meta.helm.sh/release-name": "x"}},
             "spec": {"replicas": 2, "template": {"spec": {"containers": [{"image": "carts:2"}]}}}});
-        Action::UpdatePrimary.apply(&mut model, &user);
+        let hpa = json!({"apiVersion": "autoscaling/v2", "kind": "HorizontalPodAutoscaler",
+            "metadata": {"name": "carts", "annotations": {"meta.helm.sh/release-name": "x"}},
+            "spec": {"scaleTargetRef": {"kind": "Deployment", "name": "carts"},
+                     "minReplicas": 2, "maxReplicas": 4}});
+        Action::UpdatePrimary.apply(&mut model, &user, Some(&hpa));
         assert_eq!(model.primary_source["spec"]["replicas"], 2);
+        let copied = model.primary_hpa_source.clone().expect("the HPA is copied");
+        assert!(copied["metadata"]["annotations"]
+            .get("meta.helm.sh/release-name")
+            .is_none());
         assert!(model.primary_source["metadata"]["annotations"]
             .get("meta.helm.sh/release-name")
             .is_none());
-        Action::RouteTraffic { canary_weight: 0 }.apply(&mut model, &user);
+        Action::RouteTraffic { canary_weight: 0 }.apply(&mut model, &user, Some(&hpa));
         assert_eq!(model.canary_weight, 0);
-        Action::ScalePrimary { replicas: 5 }.apply(&mut model, &user);
+        Action::ScalePrimary { replicas: 5 }.apply(&mut model, &user, Some(&hpa));
         assert_eq!(model.primary_source["spec"]["replicas"], 5);
+        // The primary's HPA admits the new count.
+        let hpa = model.primary_hpa_source.as_ref().unwrap();
+        assert_eq!(autoscaling::bounds(hpa), (5, 5));
+        Action::ScalePrimary { replicas: 0 }.apply(&mut model, &user, None);
+        assert_eq!(
+            autoscaling::bounds(model.primary_hpa_source.as_ref().unwrap()),
+            (5, 5)
+        );
     }
 
     #[test]

@@ -19,6 +19,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use thiserror::Error;
 
+use super::autoscaling;
 use super::manifest::{name_of, Manifest, ManifestError};
 use super::manifest_chart::{self, MANIFEST_KEY};
 
@@ -84,6 +85,8 @@ pub fn with_replicas(
                 revision,
             })?;
         deployment["spec"]["replicas"] = Value::from(*count);
+        // Its HPA may not undo the count: removed at 0, bounds fitted otherwise.
+        autoscaling::settle(&mut parsed.objects, name, *count);
     }
     manifest_chart::to_manifest(&parsed.objects).map_err(|err| ReplicasError::Render {
         release: release.to_owned(),
@@ -205,5 +208,43 @@ spec: {ports: [{port: 80}]}
         assert!(meta.contains("name: carts") && meta.contains("version: 1.2.3"));
         let template = std::fs::read_to_string(chart.join("templates/manifest.yaml")).unwrap();
         assert_eq!(template, "{{ .Values.manifest }}\n");
+    }
+
+    #[test]
+    fn the_hpa_of_a_scaled_deployment_is_settled_in_the_same_manifest() {
+        let with_hpa = format!(
+            "{MANIFEST}---
+apiVersion: autoscaling/v2
+kind: HorizontalPodAutoscaler
+metadata: {{name: carts}}
+spec:
+  scaleTargetRef: {{apiVersion: apps/v1, kind: Deployment, name: carts}}
+  minReplicas: 2
+  maxReplicas: 5
+"
+        );
+        let hpas = |text: &str| -> Vec<Value> {
+            Manifest::parse("r", text)
+                .unwrap()
+                .objects
+                .into_iter()
+                .filter(|o| o["kind"] == "HorizontalPodAutoscaler")
+                .collect()
+        };
+        // At zero (the canary after a release) nothing may scale it back: no HPA.
+        let zero =
+            with_replicas("r", 1, &with_hpa, &BTreeMap::from([("carts".into(), 0)])).unwrap();
+        assert!(hpas(&zero).is_empty(), "{zero}");
+        // Scaled up past its maximum: the bounds admit the count.
+        let eight =
+            with_replicas("r", 1, &with_hpa, &BTreeMap::from([("carts".into(), 8)])).unwrap();
+        let hpa = &hpas(&eight)[0];
+        assert_eq!(
+            (
+                hpa["spec"]["minReplicas"].clone(),
+                hpa["spec"]["maxReplicas"].clone()
+            ),
+            (json!(8), json!(8))
+        );
     }
 }

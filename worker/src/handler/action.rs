@@ -15,6 +15,7 @@ use serde::{Deserialize, Serialize};
 use super::deployed_service::{Deployed, DeployedService, ReleaseHistories};
 use super::platform::Platform;
 use super::{Decision, Outcome, Steps, TaskError, TaskHandler};
+use crate::deploy::autoscaling;
 use crate::deploy::manifest::name_of;
 use crate::deploy::plan::{self, Action, Plan, Scaling};
 use crate::pipeline::intake::{is_foreign_action, Task, TaskPayload};
@@ -77,7 +78,7 @@ async fn plan_scaling(
 ) -> Result<ScalingPlanOutput, TaskError> {
     let max = service.platform.settings.scaling_max_replicas;
     let who = service.describe();
-    let (plan, target, scaling) = match service.observe(&histories).await? {
+    let (plan, target, scaling, hpa) = match service.observe(&histories).await? {
         Deployed::Nothing => {
             return Err(TaskError::Failed(format!(
                 "cannot scale {who}: it is not deployed (no release {} in namespace {})",
@@ -105,7 +106,10 @@ async fn plan_scaling(
                 user_source_revision: Some(user.source.revision),
                 actions,
             };
-            (plan, primary, scaling)
+            let hpa = model
+                .primary_hpa()
+                .map_err(|err| TaskError::Failed(err.to_string()))?;
+            (plan, primary, scaling, hpa)
         }
         Deployed::Plain { user, .. } => {
             let deployment = user.source.main_deployment(&service.target.service)?;
@@ -123,10 +127,15 @@ async fn plan_scaling(
                 user_source_revision: Some(user.source.revision),
                 actions,
             };
-            (plan, name, scaling)
+            let hpa = autoscaling::hpa_of(&user.source.manifest.objects, &name).cloned();
+            (plan, name, scaling, hpa)
         }
     };
-    let note = describe(&who, &target, &scaling);
+    let mut note = describe(&who, &target, &scaling);
+    // The HPA is settled in the same revision (`deploy::autoscaling`); say how.
+    if let Some(hpa) = hpa.filter(|_| scaling.to != scaling.from) {
+        note.push_str(&format!("; {}", autoscaling::describe(&hpa, scaling.to)));
+    }
     Ok(ScalingPlanOutput { plan, note })
 }
 

@@ -24,6 +24,7 @@ use super::platform::{private_dir, Platform};
 use super::{Steps, TaskError};
 use crate::cluster::readiness::Awaited;
 use crate::cluster::{RolloutFailure, StoredRelease, StoredRevision, WaitLimits};
+use crate::deploy::autoscaling;
 use crate::deploy::generated::{self, BlueGreenModel, GeneratedModel, GeneratedValues};
 use crate::deploy::manifest::{name_of, Manifest};
 use crate::deploy::naming::ReleaseNames;
@@ -116,7 +117,8 @@ pub(super) enum Deployed {
     },
     BlueGreen {
         generated_revision: u32,
-        model: BlueGreenModel,
+        /// Boxed: it holds whole objects (Deployment, Service, HPA).
+        model: Box<BlueGreenModel>,
         user: UserRelease,
     },
 }
@@ -212,7 +214,7 @@ impl<'a> DeployedService<'a> {
             match generated_model_of(&self.names.generated, generated.config)? {
                 GeneratedModel::BlueGreen(model) => Deployed::BlueGreen {
                     generated_revision: generated.revision,
-                    model,
+                    model: Box::new(model),
                     user,
                 },
                 GeneratedModel::Mesh(_) => Deployed::Plain {
@@ -451,17 +453,21 @@ impl<'a> DeployedService<'a> {
             )));
         };
         let applied = &plan.actions[..=index];
-        let user_deployment = if applied.contains(&Action::UpdatePrimary) {
+        let (user_deployment, user_hpa) = if applied.contains(&Action::UpdatePrimary) {
             let source = plan
                 .user_source_revision
                 .ok_or_else(|| internal("a promotion without a user revision"))?;
             let source = self.user_source(source).await?;
-            source.main_deployment(&self.target.service)?.clone()
+            let deployment = source.main_deployment(&self.target.service)?.clone();
+            let hpa = name_of(&deployment)
+                .and_then(|name| autoscaling::hpa_of(&source.manifest.objects, name))
+                .cloned();
+            (deployment, hpa)
         } else {
-            Value::Null
+            (Value::Null, None)
         };
         for action in applied.iter().filter(|a| a.on_generated()) {
-            action.apply(&mut model, &user_deployment);
+            action.apply(&mut model, &user_deployment, user_hpa.as_ref());
         }
         let primary = model
             .primary_deployment()
