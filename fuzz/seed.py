@@ -2,7 +2,7 @@
 """Writes the seed corpus of every fuzz target from the project's own example events.
 
 Sources: the example events of the Keptn spec, read from ../shared/reference/ beside the checkout
-(as contracts/tests/support/keptn_spec.rs reads them; $KEPTN_SPEC overrides the path), and the
+(as tests/harness/src/keptn_spec.rs reads them; $KEPTN_SPEC overrides the path), and the
 example event of ops/ (ops/examples/*.json).
 Seeds are written as corpus/<target>/seed-<name>; what libFuzzer adds to the corpus beside
 them is kept between runs (corpus/ is git-ignored).

@@ -4,22 +4,18 @@
 //! outcome and however incomplete the answered event, and the `service.delete.finished`
 //! report. (helm-service sends no `.status.changed`.)
 
-use std::path::PathBuf;
-
 use contracts::data::{Status, TaskResult};
 use contracts::envelope::KeptnEvent;
 use contracts::reply::ReplyBuilder;
 use serde_json::{json, Map, Value};
+use test_harness::keptn_spec::keptn_spec;
 use test_harness::spec_schemas::spec_schemas;
 
 /// The tasks helm-service answers with `.started` and `.finished`.
 const TASKS: [&str; 4] = ["deployment", "release", "rollback", "action"];
 
 fn spec_example(ty: &str) -> Value {
-    let path = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-        .join("tests/fixtures/spec")
-        .join(format!("{ty}.json"));
-    serde_json::from_slice(&std::fs::read(&path).unwrap()).unwrap()
+    keptn_spec().example(ty).json.clone()
 }
 
 fn decode(event: &Value) -> KeptnEvent {

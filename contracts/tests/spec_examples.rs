@@ -1,15 +1,10 @@
 //! Every example event of the Keptn CloudEvents spec (read from `../shared/reference/` at test
-//! time by `support/keptn_spec.rs`, one per "Example Cloud Event") must survive
+//! time by `test_harness::keptn_spec`, one per "Example Cloud Event") must survive
 //! decode → encode → decode unchanged, and the payloads helm-service reads must survive a typed
 //! round trip unchanged.
 //!
 //! The examples carry `datacontenttype` and no `time`, so none of the documented envelope
 //! canonicalisations applies: the comparison is exact JSON equality.
-
-#[path = "support/keptn_spec.rs"]
-mod keptn_spec;
-
-use std::path::Path;
 
 use contracts::data::{
     ActionTriggeredData, DeploymentFinishedData, DeploymentStrategy, DeploymentTriggeredData,
@@ -21,6 +16,7 @@ use contracts::reply::ReplyBuilder;
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 use serde_json::{Map, Value};
+use test_harness::keptn_spec::keptn_spec;
 
 /// Number of "Example Cloud Event" blocks in keptn-spec-cloudevents.md.
 const SPEC_EXAMPLE_COUNT: usize = 42;
@@ -33,14 +29,14 @@ struct Fixture {
 }
 
 fn fixtures() -> Vec<Fixture> {
-    keptn_spec::load(Path::new(env!("CARGO_MANIFEST_DIR")))
+    keptn_spec()
         .examples
-        .into_iter()
+        .iter()
         .enumerate()
         .map(|(index, example)| Fixture {
             name: format!("{} (example {} of the spec)", example.event_type, index + 1),
-            bytes: example.bytes,
-            json: example.json,
+            bytes: example.bytes.clone(),
+            json: example.json.clone(),
         })
         .collect()
 }
@@ -66,7 +62,7 @@ fn every_spec_example_is_present() {
 
 #[test]
 fn every_data_schema_of_the_spec_is_read() {
-    let spec = keptn_spec::load(Path::new(env!("CARGO_MANIFEST_DIR")));
+    let spec = keptn_spec();
     for example in &spec.examples {
         let schema = spec.data_schemas.get(&example.event_type);
         assert!(

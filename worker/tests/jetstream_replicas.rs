@@ -40,7 +40,13 @@ async fn bind_all(js: &async_nats::jetstream::Context, config: &RunConfig) -> an
 }
 
 async fn replicas(js: &async_nats::jetstream::Context, stream: &str) -> anyhow::Result<usize> {
-    Ok(js.get_stream(stream).await?.info().await?.config.num_replicas)
+    Ok(js
+        .get_stream(stream)
+        .await?
+        .info()
+        .await?
+        .config
+        .num_replicas)
 }
 
 const OWN: [&str; 4] = [

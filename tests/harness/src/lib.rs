@@ -9,6 +9,7 @@
 //! is in a stream) inside a bounded deadline ([`wait`]), never by sleeping a guessed time.
 
 pub mod cluster;
+pub mod keptn_spec;
 pub mod nats;
 pub mod operator;
 pub mod pki;

@@ -23,11 +23,12 @@
 //!   only), so a report with a field nobody defined fails.
 
 use std::collections::HashMap;
-use std::path::PathBuf;
 use std::sync::OnceLock;
 
 use jsonschema::Validator;
 use serde_json::Value;
+
+use crate::keptn_spec::{keptn_spec, KeptnSpec};
 
 /// Types the spec has no schema for, and the schema they are checked against.
 const SUBSTITUTES: [(&str, &str); 1] = [(
@@ -43,15 +44,7 @@ pub struct SpecSchemas {
     data: HashMap<String, Validator>,
 }
 
-/// Where the spec is read from: `KEPTN_SPEC`, else `<repo>/../shared/reference/...`.
-pub fn spec_path() -> PathBuf {
-    match std::env::var_os("KEPTN_SPEC") {
-        Some(path) => PathBuf::from(path),
-        None => crate::tools::repo_root().join("../shared/reference/keptn-spec-cloudevents.md"),
-    }
-}
-
-/// The schemas of the spec, read and compiled once per test process.
+/// The schemas of the spec ([`keptn_spec`]), compiled once per test process.
 ///
 /// # Panics
 ///
@@ -60,14 +53,8 @@ pub fn spec_path() -> PathBuf {
 pub fn spec_schemas() -> &'static SpecSchemas {
     static SCHEMAS: OnceLock<SpecSchemas> = OnceLock::new();
     SCHEMAS.get_or_init(|| {
-        let path = spec_path();
-        let text = std::fs::read_to_string(&path).unwrap_or_else(|e| {
-            panic!(
-                "the Keptn spec is needed to check replies: {}: {e} (set KEPTN_SPEC to its path)",
-                path.display()
-            )
-        });
-        SpecSchemas::parse(&text).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
+        SpecSchemas::compile(keptn_spec())
+            .unwrap_or_else(|e| panic!("{}: {e}", crate::keptn_spec::spec_path().display()))
     })
 }
 
@@ -84,16 +71,14 @@ pub fn assert_conformant(event: &Value) {
 }
 
 impl SpecSchemas {
-    /// Parses the spec's markdown: the envelope and each type's data schema.
+    /// Parses the spec's markdown and compiles its schemas.
     pub fn parse(spec: &str) -> Result<SpecSchemas, String> {
-        let envelope_text = fenced_json_after(spec, 0)
-            .ok_or("no envelope schema (the first ```json block) in the spec")?;
-        let wrapped: Value = serde_json::from_str(&format!("{{{envelope_text}}}"))
-            .map_err(|e| format!("envelope schema: {e}"))?;
-        let mut envelope = wrapped
-            .get("sh.keptn.event")
-            .cloned()
-            .ok_or("the envelope schema is not named sh.keptn.event")?;
+        Self::compile(&crate::keptn_spec::parse(spec)?)
+    }
+
+    /// Compiles the envelope and each type's data schema.
+    pub fn compile(spec: &KeptnSpec) -> Result<SpecSchemas, String> {
+        let mut envelope = spec.envelope_schema.clone();
         if let Some(schema) = envelope.as_object_mut() {
             schema.remove("additionalProperties");
             schema.insert(
@@ -108,27 +93,16 @@ impl SpecSchemas {
         let envelope_without_commit =
             compile(&without_commit).map_err(|e| format!("envelope schema: {e}"))?;
         let envelope = compile(&envelope).map_err(|e| format!("envelope schema: {e}"))?;
-        let marker = "<summary>Json Schema of ";
-        let mut data = HashMap::new();
-        let mut rest = 0;
-        while let Some(found) = spec[rest..].find(marker) {
-            let start = rest + found + marker.len();
-            let end = spec[start..]
-                .find("</summary>")
-                .ok_or("unterminated <summary>")?;
-            let ty = spec[start..start + end].trim().to_owned();
-            let body = fenced_json_after(spec, start).ok_or(format!("no schema for {ty}"))?;
-            let schema: Value =
-                serde_json::from_str(body).map_err(|e| format!("schema of {ty}: {e}"))?;
-            data.insert(
-                ty.clone(),
-                compile(&schema).map_err(|e| format!("{ty}: {e}"))?,
-            );
-            rest = start;
-        }
-        if data.is_empty() {
-            return Err("no data schemas found".into());
-        }
+        let data = spec
+            .data_schemas
+            .iter()
+            .map(|(ty, schema)| {
+                Ok((
+                    ty.clone(),
+                    compile(schema).map_err(|e| format!("{ty}: {e}"))?,
+                ))
+            })
+            .collect::<Result<HashMap<_, _>, String>>()?;
         Ok(SpecSchemas {
             envelope,
             envelope_without_commit,
@@ -193,14 +167,6 @@ fn compile(schema: &Value) -> Result<Validator, String> {
         .should_validate_formats(false)
         .build(schema)
         .map_err(|e| e.to_string())
-}
-
-/// The text of the first fenced ```json block at or after byte `from`.
-fn fenced_json_after(text: &str, from: usize) -> Option<&str> {
-    let open = "```json";
-    let start = from + text[from..].find(open)? + open.len();
-    let end = start + text[start..].find("```")?;
-    Some(text[start..end].trim())
 }
 
 #[cfg(test)]
