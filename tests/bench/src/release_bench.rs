@@ -278,13 +278,13 @@ async fn replay_promotion(
     let reads = started.elapsed();
 
     // (1) all traffic to the canary.
-    Action::RouteTraffic { canary_weight: 100 }.apply(&mut model, &deployment);
+    Action::RouteTraffic { canary_weight: 100 }.apply(&mut model, &deployment, None);
     let route_canary = upgrade_generated(env, service, &model, &dir.join("1"), wait).await?;
     // (2) the primary regenerated from the user release's Deployment.
-    Action::UpdatePrimary.apply(&mut model, &deployment);
+    Action::UpdatePrimary.apply(&mut model, &deployment, None);
     let update_primary = upgrade_generated(env, service, &model, &dir.join("2"), wait).await?;
     // (3) all traffic to the primary.
-    Action::RouteTraffic { canary_weight: 0 }.apply(&mut model, &deployment);
+    Action::RouteTraffic { canary_weight: 0 }.apply(&mut model, &deployment, None);
     let route_primary = upgrade_generated(env, service, &model, &dir.join("3"), wait).await?;
     // (4) the user release (the canary) scaled to 0 replicas.
     let revision = metadata["revision"]
@@ -325,7 +325,7 @@ async fn replay_scaling(
     let started = Instant::now();
     let mut model = read_model(env, service).await?;
     let replicas = declared_replicas(&model.primary_source) + delta;
-    Action::ScalePrimary { replicas }.apply(&mut model, &Value::Null);
+    Action::ScalePrimary { replicas }.apply(&mut model, &Value::Null, None);
     let upgrade = upgrade_generated(env, service, &model, dir, wait).await?;
     Ok((started.elapsed(), upgrade))
 }
