@@ -53,7 +53,7 @@ impl Observer {
     pub async fn start(url: &str) -> anyhow::Result<Observer> {
         let client = async_nats::ConnectOptions::new()
             .name("bench-observer")
-            .connect(url)
+            .connect(url.split(',').collect::<Vec<_>>().as_slice())
             .await
             .with_context(|| format!("observer connecting to {url}"))?;
         let seen = Arc::new(Mutex::new(Seen::default()));

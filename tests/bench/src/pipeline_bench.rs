@@ -32,7 +32,7 @@ use std::time::{Duration, Instant};
 use anyhow::{bail, Context as _};
 use async_nats::jetstream::{self, consumer, stream};
 use clap::Parser;
-use test_harness::NatsServer;
+use test_harness::{NatsCluster, NatsServer};
 
 use crate::load::Throughput;
 use crate::observer::Observer;
@@ -98,6 +98,11 @@ struct Args {
     /// Longest wait for the replies of one phase, in seconds.
     #[arg(long, default_value_t = 60)]
     phase_timeout: u64,
+    /// Run against a JetStream cluster of this many servers on loopback (0: one server),
+    /// with the Keptn stream, the worker's streams and buckets and the raw loop's records at
+    /// that many replicas; both systems get the whole seed list.
+    #[arg(long, env = "BENCH_CLUSTER", default_value_t = 0)]
+    cluster: usize,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -144,8 +149,11 @@ impl Sample {
 struct Ctx {
     args: Args,
     url: String,
-    server_pid: Option<u32>,
-    monitor_port: Option<u16>,
+    /// Every server's pid and monitoring port (one, or the cluster's).
+    server_pids: Vec<u32>,
+    monitor_ports: Vec<u16>,
+    /// Replicas of the streams and buckets: the cluster's size, or 1.
+    replicas: usize,
     js: jetstream::Context,
     observer: Observer,
 }
@@ -180,29 +188,26 @@ async fn run() -> anyhow::Result<()> {
         (None, false) => Some(rss::build_worker_binary().await?),
     };
 
-    let server = NatsServer::start().await.context("starting nats-server")?;
-    let url = server.url();
+    let servers = Servers::start(args.cluster).await?;
+    let url = servers.url();
     let client = NatsServer::connect_options()
         .name("bench-load")
-        .connect(&url)
+        .connect(url.split(',').collect::<Vec<_>>().as_slice())
         .await
         .context("connecting the load generator")?;
     let ctx = Ctx {
         url: url.clone(),
-        server_pid: server.pid(),
-        monitor_port: server
-            .monitor_url()
-            .rsplit(':')
-            .next()
-            .and_then(|port| port.parse().ok()),
+        server_pids: servers.pids(),
+        monitor_ports: servers.monitor_ports(),
+        replicas: args.cluster.max(1),
         js: jetstream::new(client),
         observer: Observer::start(&url).await?,
         args,
     };
     let cores = std::thread::available_parallelism().map_or(0, |n| n.get());
     println!(
-        "pipeline-bench: nats-server {url}, {cores} cores, {} rounds; throughput phase {} events, latency phase {} events at {}/s; concurrency {}",
-        ctx.args.rounds, ctx.args.events, ctx.args.latency_events, ctx.args.latency_rate, ctx.args.concurrency
+        "pipeline-bench: nats-server {url} (replicas {}), {cores} cores, {} rounds; throughput phase {} events, latency phase {} events at {}/s; concurrency {}",
+        ctx.replicas, ctx.args.rounds, ctx.args.events, ctx.args.latency_events, ctx.args.latency_rate, ctx.args.concurrency
     );
 
     let mut scenarios = vec![
@@ -290,8 +295,63 @@ async fn run() -> anyhow::Result<()> {
     };
 
     report(&ctx, &scenarios, &samples, memory);
-    drop(server);
+    drop(servers);
     Ok(())
+}
+
+/// The server or cluster the bench runs against.
+enum Servers {
+    One(Box<NatsServer>),
+    Cluster(NatsCluster),
+}
+
+impl Servers {
+    async fn start(cluster: usize) -> anyhow::Result<Servers> {
+        Ok(match cluster {
+            0 => Servers::One(Box::new(
+                NatsServer::start().await.context("starting nats-server")?,
+            )),
+            size => Servers::Cluster(
+                NatsCluster::start(size)
+                    .await
+                    .context("starting the nats-server cluster")?,
+            ),
+        })
+    }
+
+    fn all(&self) -> Vec<&NatsServer> {
+        match self {
+            Servers::One(server) => vec![server],
+            Servers::Cluster(cluster) => cluster.servers().iter().collect(),
+        }
+    }
+
+    /// The URL, or the cluster's seed list.
+    fn url(&self) -> String {
+        match self {
+            Servers::One(server) => server.url(),
+            Servers::Cluster(cluster) => cluster.urls(),
+        }
+    }
+
+    fn pids(&self) -> Vec<u32> {
+        self.all()
+            .iter()
+            .filter_map(|server| server.pid())
+            .collect()
+    }
+
+    fn monitor_ports(&self) -> Vec<u16> {
+        self.all()
+            .iter()
+            .filter_map(|server| server.monitor_url().rsplit(':').next()?.parse().ok())
+            .collect()
+    }
+}
+
+/// CPU time of all servers together.
+fn servers_cpu(pids: &[u32]) -> Option<Duration> {
+    pids.iter().map(|pid| cpu_time(*pid)).sum()
 }
 
 /// Runs one scenario on a fresh stream: start the system, throughput phase, drain,
@@ -306,7 +366,7 @@ async fn run_scenario(
 ) -> anyhow::Result<Sample> {
     let timeout = Duration::from_secs(ctx.args.phase_timeout);
     let concurrency = ctx.args.concurrency;
-    recreate_stream(&ctx.js).await?;
+    recreate_stream(&ctx.js, ctx.replicas).await?;
     let consumer = format!("bench-r{round}-s{index}");
     let state_prefix = format!("bench-r{round}-s{index}");
 
@@ -340,6 +400,7 @@ async fn run_scenario(
                 consumer: &consumer,
                 state_prefix: &state_prefix,
                 concurrency,
+                replicas: ctx.replicas,
             };
             (
                 Running::Worker(worker_run::InProcessWorker::start(&spec).await?),
@@ -365,8 +426,8 @@ async fn run_scenario(
 
     let batch = events::batch(events, releases, 0);
     let bench_cpu = cpu_time(std::process::id());
-    let server_cpu = ctx.server_pid.and_then(cpu_time);
-    let msgs_before = server_msgs(ctx.monitor_port).await;
+    let server_cpu = servers_cpu(&ctx.server_pids);
+    let msgs_before = server_msgs(&ctx.monitor_ports).await;
     let throughput = match load::throughput(&ctx.js, &ctx.observer, batch, timeout).await {
         Ok(throughput) => throughput,
         Err(err) => return Err(failed(err).await),
@@ -376,8 +437,8 @@ async fn run_scenario(
         _ => None,
     };
     let bench_cpu_per_event = per_event(bench_cpu, cpu_time(std::process::id()));
-    let server_cpu_per_event = per_event(server_cpu, ctx.server_pid.and_then(cpu_time));
-    let server_msgs_per_event = match (msgs_before, server_msgs(ctx.monitor_port).await) {
+    let server_cpu_per_event = per_event(server_cpu, servers_cpu(&ctx.server_pids));
+    let server_msgs_per_event = match (msgs_before, server_msgs(&ctx.monitor_ports).await) {
         (Some((in0, out0)), Some((in1, out1))) => Some((
             in1.saturating_sub(in0) as f64 / events as f64,
             out1.saturating_sub(out0) as f64 / events as f64,
@@ -472,34 +533,52 @@ async fn run_scenario(
     Ok(sample)
 }
 
-/// nats-server's message counters `(in_msgs, out_msgs)` from `/varz`.
-async fn server_msgs(monitor_port: Option<u16>) -> Option<(u64, u64)> {
-    let (status, body) = http::get(monitor_port?, "/varz").await.ok()?;
-    if status != 200 {
-        return None;
+/// nats-server's message counters `(in_msgs, out_msgs)` from `/varz`, summed over the
+/// servers (in a cluster, also the messages between them).
+async fn server_msgs(monitor_ports: &[u16]) -> Option<(u64, u64)> {
+    let mut total = (0, 0);
+    for port in monitor_ports {
+        let (status, body) = http::get(*port, "/varz").await.ok()?;
+        if status != 200 {
+            return None;
+        }
+        let varz: serde_json::Value = serde_json::from_str(&body).ok()?;
+        total.0 += varz["in_msgs"].as_u64()?;
+        total.1 += varz["out_msgs"].as_u64()?;
     }
-    let varz: serde_json::Value = serde_json::from_str(&body).ok()?;
-    Some((varz["in_msgs"].as_u64()?, varz["out_msgs"].as_u64()?))
+    (!monitor_ports.is_empty()).then_some(total)
 }
 
 /// Deletes the Keptn stream (and with it the consumers of the last scenario) and
 /// creates it again with the worker's settings.
-async fn recreate_stream(js: &jetstream::Context) -> anyhow::Result<()> {
+async fn recreate_stream(js: &jetstream::Context, replicas: usize) -> anyhow::Result<()> {
     if js.get_stream(STREAM).await.is_ok() {
         js.delete_stream(STREAM)
             .await
             .context("deleting the stream")?;
     }
-    js.create_stream(stream::Config {
+    let config = stream::Config {
         name: STREAM.into(),
         subjects: vec!["sh.keptn.>".into()],
         storage: stream::StorageType::File,
         duplicate_window: Duration::from_secs(120),
+        num_replicas: replicas,
         ..Default::default()
-    })
-    .await
-    .context("creating the stream")?;
-    Ok(())
+    };
+    // In a cluster a peer may still be removing the deleted stream's store ("error creating
+    // store for stream"): try again for a while.
+    let mut attempts = 0;
+    loop {
+        match js.create_stream(config.clone()).await {
+            Ok(_) => return Ok(()),
+            Err(err) if attempts < 40 => {
+                attempts += 1;
+                eprintln!("creating the stream failed ({err}), retrying");
+                tokio::time::sleep(Duration::from_millis(250)).await;
+            }
+            Err(err) => return Err(err).context("creating the stream"),
+        }
+    }
 }
 
 /// Waits until the consumer has nothing pending and nothing unacknowledged.

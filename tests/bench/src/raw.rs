@@ -55,18 +55,20 @@ impl RawLoop {
     ) -> anyhow::Result<RawLoop> {
         let client = async_nats::ConnectOptions::new()
             .name("raw-loop")
-            .connect(url)
+            .connect(url.split(',').collect::<Vec<_>>().as_slice())
             .await
             .with_context(|| format!("raw loop connecting to {url}"))?;
         let js = jetstream::new(client);
-        let records = match record_bucket {
-            Some(bucket) => Some(Arc::new(RecordWrites::create(&js, bucket).await?)),
-            None => None,
-        };
-        let stream = js
+        let mut stream = js
             .get_stream(stream)
             .await
             .context("raw loop: getting the stream")?;
+        // The records get the stream's replicas (a cluster run).
+        let replicas = stream.info().await?.config.num_replicas;
+        let records = match record_bucket {
+            Some(bucket) => Some(Arc::new(RecordWrites::create(&js, bucket, replicas).await?)),
+            None => None,
+        };
         let consumer: consumer::PullConsumer = stream
             .create_consumer(consumer::pull::Config {
                 durable_name: Some(consumer_name.to_owned()),
@@ -120,13 +122,18 @@ pub struct RecordWrites {
 }
 
 impl RecordWrites {
-    async fn create(js: &jetstream::Context, bucket: &str) -> anyhow::Result<RecordWrites> {
+    async fn create(
+        js: &jetstream::Context,
+        bucket: &str,
+        replicas: usize,
+    ) -> anyhow::Result<RecordWrites> {
         let _ = js.delete_key_value(bucket).await;
         let store = js
             .create_key_value(jetstream::kv::Config {
                 bucket: bucket.to_owned(),
                 history: 1,
                 storage: jetstream::stream::StorageType::File,
+                num_replicas: replicas,
                 ..Default::default()
             })
             .await

@@ -30,6 +30,8 @@ pub struct WorkerSpec<'a> {
     pub consumer: &'a str,
     pub state_prefix: &'a str,
     pub concurrency: u32,
+    /// `--replicas`: the servers of the cluster (1 on one server).
+    pub replicas: usize,
 }
 
 /// `worker::app::run` on a task of the bench's runtime.
@@ -47,6 +49,7 @@ impl InProcessWorker {
         let port = test_harness::free_port();
         let http_addr = format!("127.0.0.1:{port}");
         let concurrency = spec.concurrency.to_string();
+        let replicas = spec.replicas.to_string();
         let cli = Cli::try_parse_from([
             "helm-service",
             "run",
@@ -62,6 +65,8 @@ impl InProcessWorker {
             &concurrency,
             "--http-addr",
             &http_addr,
+            "--replicas",
+            &replicas,
         ])
         .context("building the worker configuration")?;
         let Command::Run(config) = cli.command else {

@@ -77,6 +77,10 @@ impl NatsCluster {
         self.servers.is_empty()
     }
 
+    pub fn servers(&self) -> &[NatsServer] {
+        &self.servers
+    }
+
     /// Server `index` (`n<index>`).
     pub fn server(&mut self, index: usize) -> &mut NatsServer {
         &mut self.servers[index]

@@ -122,7 +122,7 @@ async fn three_replicas_on_an_r3_cluster_survive_a_leader_kill_and_a_rolling_res
     // The two others elect a new leader (raft's election timeout is several seconds).
     let new_leader = test_harness::wait_until_ok(
         "a new leader of the keptn stream",
-        Duration::from_secs(30),
+        Duration::from_secs(45),
         Duration::from_millis(100),
         || async {
             let now = NatsCluster::stream_leader(&js, "keptn").await?;

@@ -370,3 +370,23 @@ async fn tls_with_a_private_ca_and_mutual_tls() -> anyhow::Result<()> {
     .await?;
     Ok(())
 }
+
+#[tokio::test]
+async fn help_shows_no_secret_from_the_environment() -> anyhow::Result<()> {
+    for subcommand in ["run", "send", "charts"] {
+        let output = tokio::process::Command::new(helm_service_bin())
+            .args([subcommand, "--help"])
+            .env("NATS_URL", "nats://helm:help-5e1a-secret@nats:4222")
+            .env("NATS_USER", "helm")
+            .env("RESOURCE_SERVICE_URL", "http://u:help-5e1a-secret@rs:8080")
+            .kill_on_drop(true)
+            .output()
+            .await?;
+        let help = String::from_utf8_lossy(&output.stdout);
+        assert!(output.status.success(), "{subcommand} --help");
+        assert!(help.contains("--nats-url"), "{subcommand}: {help}");
+        assert!(help.contains("--nats-creds"), "{subcommand}: {help}");
+        assert!(!help.contains("help-5e1a-secret"), "{subcommand}: {help}");
+    }
+    Ok(())
+}

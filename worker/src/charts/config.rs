@@ -46,11 +46,13 @@ pub struct ChartStoreConfig {
     )]
     pub chart_bucket: String,
 
-    /// Base URL of Keptn's resource-service (with --chart-store resource-service).
+    /// Base URL of Keptn's resource-service (with --chart-store resource-service). Shown
+    /// without user info; a token is better given with --resource-service-token-file.
     #[arg(
         long,
         env = "RESOURCE_SERVICE_URL",
         default_value = "http://resource-service:8080",
+        hide_env_values = true,
         global = true
     )]
     pub resource_service_url: String,
