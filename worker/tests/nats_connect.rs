@@ -100,3 +100,35 @@ async fn no_server_of_the_list_up_is_unreachable_not_refused() {
         "{err}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_worker_started_before_nats_is_reachable_waits_for_it() -> anyhow::Result<()> {
+    let server = NatsServer::start().await?;
+    let proxy = test_harness::TcpProxy::to_port(server.port()).await?;
+    proxy.cut();
+    let events = Arc::new(ConnectionEvents::default());
+    // Unreachable is not an error: the client connects in the background.
+    let client = run_flags(&["--nats-url", &proxy.nats_url()])
+        .resolve()?
+        .connect_worker("waiting-test", events.clone())
+        .await?;
+    assert_eq!(connected_port(&client), None);
+    let last = wait_until(
+        "the client to report why it is not connected",
+        Duration::from_secs(15),
+        Duration::from_millis(20),
+        || async { events.last_error() },
+    )
+    .await?;
+    assert!(!last.is_empty());
+    proxy.heal();
+    wait_until(
+        "the client to connect once NATS is reachable",
+        Duration::from_secs(30),
+        Duration::from_millis(20),
+        || async { connected_port(&client) },
+    )
+    .await?;
+    assert_eq!(events.last_error(), None, "cleared once connected");
+    Ok(())
+}
