@@ -139,7 +139,8 @@ pub struct KubeSim {
     _tempdir: Option<tempfile::TempDir>,
     stop: Option<oneshot::Sender<()>>,
     task: Option<JoinHandle<()>>,
-    controller: Option<JoinHandle<()>>,
+    /// The controllers' thread (see `controller::spawn`).
+    controller: Option<std::thread::JoinHandle<()>>,
 }
 
 impl KubeSim {
@@ -202,7 +203,8 @@ impl KubeSim {
                 load_balancer_delay: config.load_balancer_delay,
                 pending_load_balancers: config.pending_load_balancers,
             },
-        );
+        )
+        .context("starting the controller thread")?;
         let (stop, stopped) = oneshot::channel::<()>();
         let task = tokio::spawn(async move {
             let serve = axum::serve(listener, app).with_graceful_shutdown(async move {
@@ -279,7 +281,8 @@ impl KubeSim {
             let _ = task.await;
         }
         if let Some(controller) = self.controller.take() {
-            let _ = controller.await;
+            // The store is closed: the controller's loop ends at its next wake-up.
+            let _ = tokio::task::spawn_blocking(move || controller.join()).await;
         }
     }
 }
@@ -290,8 +293,7 @@ impl Drop for KubeSim {
         if let Some(task) = self.task.take() {
             task.abort();
         }
-        if let Some(controller) = self.controller.take() {
-            controller.abort();
-        }
+        // The controller thread ends by itself now that the store is closed.
+        drop(self.controller.take());
     }
 }

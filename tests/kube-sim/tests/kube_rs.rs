@@ -124,6 +124,18 @@ async fn typed_deployment_crud() {
         other => panic!("expected an API error, got {other:?}"),
     }
 
+    // The controller writes the status until the rollout completes (on its own thread, as on
+    // a cluster); a read-modify-write that raced it would rightly conflict.
+    bounded(
+        "rollout",
+        wait::await_condition(
+            api.clone(),
+            "web",
+            wait::conditions::is_deployment_completed(),
+        ),
+    )
+    .await
+    .expect("rollout");
     let got = bounded("get", api.get("web")).await.expect("get");
     assert_eq!(got.metadata.uid.as_deref(), Some(uid.as_str()));
     assert_eq!(image_of(&got), "nginx:1.25");

@@ -4,8 +4,8 @@
 //! (or fail) the way they do on a cluster. One submodule per controller; this one holds the
 //! loop that drives them and what they share.
 //!
-//! It runs as one tokio task woken by the store's change channel (every write) and by a timer
-//! for the next time-driven transition (a pod turning ready after `rollout_delay`, a Job's pod
+//! It runs as one task on a thread of its own (see `spawn`), woken by the store's change
+//! channel (every write) and by a timer for the next time-driven transition (a pod turning ready after `rollout_delay`, a Job's pod
 //! exiting after `job_duration`, a progress deadline passing) — never by polling. Like an
 //! informer, it reads only the writes since its last pass, and only those to the kinds it
 //! manages, and reconciles only the objects they touch: the workload written, the owner of a
@@ -74,9 +74,26 @@ pub struct Settings {
     pub pending_load_balancers: Vec<String>,
 }
 
-/// Starts the controller; it ends when the store closes.
-pub fn spawn(store: Arc<Store>, settings: Settings) -> tokio::task::JoinHandle<()> {
-    tokio::spawn(run(store, settings))
+/// Starts the controller; it ends when the store closes. Its passes are synchronous work
+/// (a 300-pod StatefulSet's pass reads and writes hundreds of objects), so it runs on an OS
+/// thread of its own with its own single-threaded runtime rather than on a worker serving
+/// requests: a long pass delays no request except where both touch the store's lock, and the
+/// server's runtime never waits for it to shut down.
+pub fn spawn(
+    store: Arc<Store>,
+    settings: Settings,
+) -> std::io::Result<std::thread::JoinHandle<()>> {
+    std::thread::Builder::new()
+        .name("kube-sim-controller".into())
+        .spawn(move || {
+            match tokio::runtime::Builder::new_current_thread()
+                .enable_time()
+                .build()
+            {
+                Ok(rt) => rt.block_on(run(store, settings)),
+                Err(e) => tracing::error!(error = %e, "kube-sim controller runtime"),
+            }
+        })
 }
 
 async fn run(store: Arc<Store>, settings: Settings) {
