@@ -94,6 +94,16 @@ impl Controller {
         let mut wake = None;
         let mut out = Vec::with_capacity(pods.len());
         for mut p in pods {
+            let rv = s(&p, "/metadata/resourceVersion");
+            if let Some((seen, next)) = self.settled.get(uid(&p)) {
+                if seen == rv && next.is_none_or(|t| now < t) {
+                    if let Some(at) = next {
+                        wake = min_instant(wake, *at);
+                    }
+                    out.push(p);
+                    continue;
+                }
+            }
             let state = self.pod_status(store, &p, now);
             if let Some(at) = state.wake {
                 wake = min_instant(wake, at);
@@ -110,6 +120,10 @@ impl Controller {
                     p = written;
                 }
             }
+            self.settled.insert(
+                uid(&p).to_string(),
+                (s(&p, "/metadata/resourceVersion").to_string(), state.wake),
+            );
             out.push(p);
         }
         (out, wake)

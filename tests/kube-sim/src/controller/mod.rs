@@ -105,6 +105,7 @@ async fn run(store: Arc<Store>, settings: Settings) {
         progress_started: HashMap::new(),
         seen: None,
         claim_blocked: HashSet::new(),
+        settled: HashMap::new(),
         lb_requested: HashMap::new(),
         wake: HashMap::new(),
     };
@@ -138,6 +139,11 @@ pub(crate) struct Controller {
     /// Pods this kubelet marked unschedulable (waiting for claims). A pod marked so by anyone
     /// else — a test playing a scheduler that found no fitting node — is left as it is.
     claim_blocked: HashSet<String>,
+    /// Pod uid → the resourceVersion the kubelet last computed its status at and when that
+    /// status next changes by itself (`None`: never). A pod written by nobody since and not
+    /// yet due is skipped, so a pass over a 300-pod workload does not recompute 300 statuses.
+    /// Cleared when a claim changes (the one input that is not the pod or the clock).
+    settled: HashMap<String, (String, Option<Instant>)>,
     /// LoadBalancer Service uid → when its load balancer was first asked for.
     lb_requested: HashMap<String, Instant>,
     /// When each object next changes by itself: a workload when one of its pods turns ready
@@ -419,6 +425,7 @@ impl Controller {
                 if deleted {
                     self.pod_started.remove(uid(object));
                     self.claim_blocked.remove(uid(object));
+                    self.settled.remove(uid(object));
                 }
                 dirty.endpoint_namespaces.insert(name.0.clone());
                 dirty.pods.insert(name.clone());

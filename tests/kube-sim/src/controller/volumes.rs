@@ -46,6 +46,10 @@ impl Controller {
                 .claims
                 .extend(list(store, pvc).iter().map(object_name));
         }
+        if !dirty.claims.is_empty() {
+            // Pods mounting a changed claim may be schedulable (or blocked) now.
+            self.settled.clear();
+        }
         for (ns, name) in std::mem::take(&mut dirty.claims) {
             if let Ok(c) = store.get(pvc, &ns, &name) {
                 self.bind_claim(store, &c);
