@@ -2,15 +2,27 @@
 # The main job on embedded defaults, end to end on this machine:
 # installs the pinned tools, builds helm-service and kube-sim, starts a private
 # nats-server with JetStream and kube-sim (the project's Kubernetes API emulator),
-# starts the worker, pushes the example chart (ops/examples/charts/hello), publishes
-# ops/examples/deployment-triggered.json, prints the replies (started, finished) and
-# `helm list`. Everything it starts is stopped on exit.
+# starts the worker, pushes a chart (yours, or the example ops/examples/charts/hello), publishes
+# an event (ops/examples/deployment-triggered.json unless given), prints the replies (started,
+# finished), `helm list` and what the release created. Everything it starts is stopped on exit.
 #
-# Usage: ops/run-local.sh [EVENT.json]
+# Usage: ops/run-local.sh [CHART_DIR] [EVENT.json]   (either, both or neither, in any order)
 set -euo pipefail
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd -P)"
-EVENT="${1:-$ROOT/ops/examples/deployment-triggered.json}"
+CHART="$ROOT/ops/examples/charts/hello"
+EVENT="$ROOT/ops/examples/deployment-triggered.json"
+for arg in "$@"; do
+  if [ -d "$arg" ]; then
+    [ -f "$arg/Chart.yaml" ] || { echo "$arg has no Chart.yaml: not a chart directory" >&2; exit 2; }
+    CHART="$(cd "$arg" && pwd -P)"
+  elif [ -f "$arg" ]; then
+    EVENT="$arg"
+  else
+    echo "usage: $0 [CHART_DIR] [EVENT.json] ($arg is neither a directory nor a file)" >&2
+    exit 2
+  fi
+done
 "$ROOT/ops/setup.sh" >&2
 export PATH="$ROOT/.tools/bin:$PATH"
 
@@ -62,8 +74,9 @@ export HELM_CACHE_HOME="$WORK/helm/cache" HELM_CONFIG_HOME="$WORK/helm/config" H
 PROJECT="$(python3 -c 'import json,sys; print(json.load(open(sys.argv[1]))["data"]["project"])' "$EVENT")"
 STAGE="$(python3 -c 'import json,sys; print(json.load(open(sys.argv[1]))["data"]["stage"])' "$EVENT")"
 SERVICE="$(python3 -c 'import json,sys; print(json.load(open(sys.argv[1]))["data"]["service"])' "$EVENT")"
+echo "pushing chart $CHART for $PROJECT/$STAGE/$SERVICE" >&2
 "$BIN" charts --nats-url "$NATS_URL" push --project "$PROJECT" --stage "$STAGE" --service "$SERVICE" \
-  "$ROOT/ops/examples/charts/hello" >&2
+  "$CHART" >&2
 
 "$BIN" run --nats-url "$NATS_URL" --http-addr "127.0.0.1:$HTTP_PORT" \
   --helm-bin "$ROOT/.tools/bin/helm" --kubeconfig "$KUBECONFIG" >"$WORK/worker.log" 2>&1 &
@@ -87,6 +100,9 @@ echo "worker ready (metrics on http://127.0.0.1:$HTTP_PORT/metrics); publishing 
 echo
 echo "helm list -A:"
 helm list -A
+echo
+echo "what the release created (kubectl get all,cm,secrets,pvc,ing -A, without helm's records):"
+kubectl get all,cm,secrets,pvc,ing -A 2>/dev/null | grep -v "sh.helm.release" || true
 echo >&2
 echo "worker log:" >&2
 tail -n 20 "$WORK/worker.log" >&2
