@@ -41,6 +41,11 @@ pub fn apply(res: &Resource, obj: &mut Value) {
         return;
     }
     match (res.group, res.kind) {
+        ("apps", "Deployment") => {
+            // An HPA-managed chart leaves replicas out; the real server stores 1, which
+            // `kubectl get` (READY 1/1) and clients read back.
+            or_insert(&mut obj["spec"], "replicas", json!(1));
+        }
         ("apps", "StatefulSet") => {
             let spec = &mut obj["spec"];
             or_insert(spec, "replicas", json!(1));
