@@ -1,11 +1,11 @@
 //! The object store: every served object as JSON, with the metadata the API server owns.
 //!
-//! One mutex guards the map and the global `resourceVersion` counter, so each verb is atomic
-//! like a single etcd transaction. Objects are stored under their group/plural (not version),
+//! One read-write lock guards the map and the global `resourceVersion` counter, so each verb is
+//! atomic like a single etcd transaction (writes exclusive, reads shared). Objects are stored under their group/plural (not version),
 //! so API versions of one type share storage; reads stamp the requested `apiVersion`.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
-use std::sync::Mutex;
+use std::sync::RwLock;
 use std::time::Instant;
 
 use serde_json::{json, Map, Value};
@@ -128,7 +128,7 @@ impl State {
 /// Thread-safe object store.
 #[derive(Debug)]
 pub struct Store {
-    state: Mutex<State>,
+    state: RwLock<State>,
     /// The revision after the latest write; watches wait on it instead of polling.
     changes: tokio::sync::watch::Sender<u64>,
     /// Set when the server stops, so open watch streams end and graceful shutdown completes.
@@ -283,7 +283,7 @@ impl Store {
     /// A store holding the namespaces every cluster starts with.
     pub fn new() -> Self {
         let store = Self {
-            state: Mutex::new(State::default()),
+            state: RwLock::new(State::default()),
             changes: tokio::sync::watch::Sender::new(0),
             closing: tokio::sync::watch::Sender::new(false),
         };
@@ -296,9 +296,16 @@ impl Store {
         store
     }
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, State> {
+    /// Shared access for reads: GETs, LISTs and the controllers' reads run side by side and
+    /// wait only for a write in progress.
+    fn lock(&self) -> std::sync::RwLockReadGuard<'_, State> {
         // A panic while holding the lock leaves consistent data (every verb works on copies).
-        self.state.lock().unwrap_or_else(|e| e.into_inner())
+        self.state.read().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Exclusive access for one write.
+    fn lock_mut(&self) -> std::sync::RwLockWriteGuard<'_, State> {
+        self.state.write().unwrap_or_else(|e| e.into_inner())
     }
 
     /// The resources the stored CustomResourceDefinitions define (served versions only).
@@ -318,7 +325,7 @@ impl Store {
         Store {
             changes: tokio::sync::watch::Sender::new(state.revision),
             closing: tokio::sync::watch::Sender::new(false),
-            state: Mutex::new(state),
+            state: RwLock::new(state),
         }
     }
 
@@ -411,7 +418,7 @@ impl Store {
 
     /// Runs one write under the lock and wakes watches if it produced a revision.
     fn write<T>(&self, f: impl FnOnce(&mut State) -> Result<T, ApiError>) -> Result<T, ApiError> {
-        let mut state = self.lock();
+        let mut state = self.lock_mut();
         let before = state.revision;
         let out = f(&mut state);
         let after = state.revision;
