@@ -304,3 +304,41 @@ async fn a_broken_image_in_a_stateful_set_fails_within_90s_with_defaults() -> an
     );
     Ok(())
 }
+
+#[tokio::test]
+async fn an_unchanged_redeploy_checks_the_stateful_set_too() -> anyhow::Result<()> {
+    let env = DeployEnv::start(SimConfig::default()).await?;
+    env.push_chart(("shop", "dev", "db"), &corpus_chart("database"))?;
+    let _worker = worker(&env, &[]).await?;
+    let values = json!({"replicaCount": 1});
+    let first = env
+        .deploy(
+            &deployment_event("u1", "db", "direct", values.clone()),
+            WAIT,
+        )
+        .await?;
+    assert_succeeded(&first);
+    let again = env
+        .deploy(
+            &deployment_event("u2", "db", "direct", values.clone()),
+            WAIT,
+        )
+        .await?;
+    let message = again["data"]["message"].as_str().unwrap_or_default();
+    assert!(message.contains("nothing to do"), "{message}");
+    // Its only workload goes away behind Helm's back: not healthy, so helm runs again.
+    let api: Api<StatefulSet> = Api::namespaced(env.client.clone(), NS);
+    api.delete("shop-dev-db-database", &Default::default())
+        .await?;
+    let repaired = env
+        .deploy(&deployment_event("u3", "db", "direct", values), WAIT)
+        .await?;
+    assert_succeeded(&repaired);
+    let message = repaired["data"]["message"].as_str().unwrap_or_default();
+    assert!(!message.contains("nothing to do"), "{message}");
+    assert_eq!(
+        stateful_set_ready(&env, "shop-dev-db-database").await?,
+        (1, 1)
+    );
+    Ok(())
+}

@@ -686,6 +686,29 @@ impl Cluster {
             .all(|d| d.as_ref().map(rollout_status) == Some(RolloutStatus::Complete)))
     }
 
+    /// Whether every object in `awaited` is ready right now, by the rules of
+    /// [`Cluster::wait_until_ready`]; a missing one is not. One GET per object, concurrently
+    /// (custom kinds: a discovery request first): the other half of the unchanged-redeploy
+    /// check, beside [`Cluster::deployments_ready`].
+    pub async fn objects_ready(
+        &self,
+        namespace: &str,
+        awaited: &[Awaited],
+    ) -> Result<bool, ClusterError> {
+        let reads = awaited.iter().map(|a| async move {
+            let ns = a.namespace.as_deref().unwrap_or(namespace);
+            let api = self.api_of(a, ns).await?;
+            let found = self
+                .call(|| format!("get {a} in {ns}"), api.get_opt(&a.name))
+                .await?;
+            Ok::<bool, ClusterError>(found.is_some_and(|o| {
+                serde_json::to_value(o).is_ok_and(|v| readiness(a.kind, &v) == Readiness::Ready)
+            }))
+        });
+        let ready = futures::future::try_join_all(reads).await?;
+        Ok(ready.into_iter().all(|r| r))
+    }
+
     /// Collects what is known about an object that is not ready: where it stands, its
     /// conditions, its pods' problems (and the claims they wait for). Never fails: what
     /// cannot be read is said in the diagnosis.

@@ -13,6 +13,7 @@ use serde::{Deserialize, Serialize};
 use thiserror::Error;
 
 use super::naming::service_key;
+use crate::cluster::readiness::Awaited;
 use crate::nats::topology::{self, Limit};
 
 #[derive(Debug, Error)]
@@ -38,6 +39,11 @@ pub struct InventoryEntry {
     pub chart_digest: String,
     /// Deployments whose readiness says the service is healthy (user and primary).
     pub deployments: Vec<String>,
+    /// The other objects of the user release that have a readiness (StatefulSets, Jobs,
+    /// claims, ...: `cluster::readiness`), checked too before an unchanged redeploy is
+    /// skipped. Absent in entries of earlier versions.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub awaited: Vec<Awaited>,
     #[serde(rename = "deploymentURIsLocal")]
     pub uris_local: Vec<String>,
     #[serde(rename = "deploymentURIsPublic")]

@@ -23,7 +23,7 @@ use super::{Outcome, Steps, TaskError, TaskHandler};
 use crate::charts::archive::Chart;
 use crate::charts::values::deep_merge;
 use crate::charts::ChartLocation;
-use crate::cluster::readiness::awaited_in;
+use crate::cluster::readiness::{awaited_in, Awaited, Kind};
 use crate::cluster::StoredRevision;
 use crate::deploy::generated::{BlueGreenModel, GeneratedModel, MeshModel, Routing};
 use crate::deploy::inventory::InventoryEntry;
@@ -95,6 +95,10 @@ struct UserStepOutput {
     revision: u32,
     /// Deployments of the user chart (what a rollout waits for).
     deployments: Vec<String>,
+    /// The other objects of the user chart that have a readiness (absent in records of
+    /// earlier versions).
+    #[serde(default)]
+    awaited: Vec<Awaited>,
     /// Services of the user chart, for the mesh routing.
     services: Vec<String>,
     main_service: Option<String>,
@@ -195,6 +199,7 @@ impl Deployment<'_> {
             generated_revision,
             chart_digest,
             deployments,
+            awaited: user.awaited.clone(),
             uris_local,
             uris_public,
             deployment_names: vec![self.keptn_role().to_owned()],
@@ -299,6 +304,12 @@ impl Deployment<'_> {
             .cluster
             .deployments_ready(&entry.namespace, &entry.deployments)
             .await?
+            || !self
+                .service
+                .platform
+                .cluster
+                .objects_ready(&entry.namespace, &entry.awaited)
+                .await?
         {
             return Ok(None);
         }
@@ -345,6 +356,10 @@ impl Deployment<'_> {
         let user = UserStepOutput {
             revision: status.revision,
             deployments,
+            awaited: awaited
+                .into_iter()
+                .filter(|a| a.kind != Kind::Deployment)
+                .collect(),
             services: manifest
                 .services()
                 .into_iter()
