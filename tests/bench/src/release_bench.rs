@@ -37,6 +37,7 @@ use system_tests::deploy_env::{
 };
 use system_tests::events::publish;
 use system_tests::worker_process::WorkerProcess;
+use worker::deploy::autoscaling;
 use worker::deploy::generated::{self, GeneratedModel, GeneratedValues};
 use worker::deploy::manifest::{name_of, Manifest};
 use worker::deploy::naming::ReleaseNames;
@@ -275,16 +276,20 @@ async fn replay_promotion(
         bail!("{} has not exactly one Deployment", names.user);
     };
     let deployment = deployment.clone();
+    // The example chart has no HPA; the replay copies what the worker would.
+    let hpa = name_of(&deployment)
+        .and_then(|name| autoscaling::hpa_of(&manifest.objects, name))
+        .cloned();
     let reads = started.elapsed();
 
     // (1) all traffic to the canary.
-    Action::RouteTraffic { canary_weight: 100 }.apply(&mut model, &deployment, None);
+    Action::RouteTraffic { canary_weight: 100 }.apply(&mut model, &deployment, hpa.as_ref());
     let route_canary = upgrade_generated(env, service, &model, &dir.join("1"), wait).await?;
     // (2) the primary regenerated from the user release's Deployment.
-    Action::UpdatePrimary.apply(&mut model, &deployment, None);
+    Action::UpdatePrimary.apply(&mut model, &deployment, hpa.as_ref());
     let update_primary = upgrade_generated(env, service, &model, &dir.join("2"), wait).await?;
     // (3) all traffic to the primary.
-    Action::RouteTraffic { canary_weight: 0 }.apply(&mut model, &deployment, None);
+    Action::RouteTraffic { canary_weight: 0 }.apply(&mut model, &deployment, hpa.as_ref());
     let route_primary = upgrade_generated(env, service, &model, &dir.join("3"), wait).await?;
     // (4) the user release (the canary) scaled to 0 replicas.
     let revision = metadata["revision"]
