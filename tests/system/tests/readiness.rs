@@ -36,8 +36,12 @@ fn spec_with(env: &DeployEnv, args: &[(&str, &str)], defaults: bool) -> WorkerSp
         }
     }
     for (flag, value) in args {
-        spec.extra_args.push((*flag).to_owned());
-        spec.extra_args.push((*value).to_owned());
+        match spec.extra_args.iter().position(|a| a == flag) {
+            Some(i) => spec.extra_args[i + 1] = (*value).to_owned(),
+            None => spec
+                .extra_args
+                .extend([(*flag).to_owned(), (*value).to_owned()]),
+        }
     }
     spec
 }
@@ -340,5 +344,71 @@ async fn an_unchanged_redeploy_checks_the_stateful_set_too() -> anyhow::Result<(
         stateful_set_ready(&env, "shop-dev-db-database").await?,
         (1, 1)
     );
+    Ok(())
+}
+
+/// A `type: LoadBalancer` Service beside the example chart's Deployment.
+const LOAD_BALANCER: &str = "apiVersion: v1
+kind: Service
+metadata:
+  name: {{ .Release.Name }}-public
+spec:
+  type: LoadBalancer
+  selector:
+    app.kubernetes.io/name: hello
+  ports:
+    - port: 80
+      targetPort: 8080
+";
+
+#[tokio::test]
+async fn a_load_balancer_is_ready_once_it_has_an_address() -> anyhow::Result<()> {
+    let delay = Duration::from_secs(3);
+    let env = DeployEnv::start(SimConfig {
+        load_balancer_delay: delay,
+        ..SimConfig::default()
+    })
+    .await?;
+    let dir = tempfile::tempdir()?;
+    let chart = example_chart_with(dir.path(), &[("templates/public.yaml", LOAD_BALANCER)])?;
+    env.push_chart(("shop", "dev", "hello"), &chart)?;
+    let _worker = worker(&env, &[]).await?;
+    let started = Instant::now();
+    let finished = env
+        .deploy(&deployment_event("lb", "hello", "direct", json!({})), WAIT)
+        .await?;
+    let elapsed = started.elapsed();
+    assert_succeeded(&finished);
+    eprintln!("finished after {elapsed:?} (address assigned {delay:?} after creation)");
+    assert!(
+        elapsed >= delay,
+        "finished before the load balancer had an address: {elapsed:?}"
+    );
+    Ok(())
+}
+
+#[tokio::test]
+async fn a_load_balancer_without_an_address_fails_the_deployment_naming_it() -> anyhow::Result<()> {
+    let env = DeployEnv::start(SimConfig {
+        pending_load_balancers: vec!["hello-public".into()],
+        ..SimConfig::default()
+    })
+    .await?;
+    let dir = tempfile::tempdir()?;
+    let chart = example_chart_with(dir.path(), &[("templates/public.yaml", LOAD_BALANCER)])?;
+    env.push_chart(("shop", "dev", "hello"), &chart)?;
+    let _worker = worker(&env, &[("--rollout-timeout", "5s")]).await?;
+    let finished = env
+        .deploy(&deployment_event("lb", "hello", "direct", json!({})), WAIT)
+        .await?;
+    assert_errored(
+        &finished,
+        &[
+            "shop-dev-hello-public",
+            "no load balancer address assigned yet",
+            "release shop-dev-hello had no earlier good revision and was removed",
+        ],
+    );
+    assert!(env.helm_releases(NS).await?.is_empty());
     Ok(())
 }
