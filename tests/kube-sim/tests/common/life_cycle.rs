@@ -134,23 +134,31 @@ impl<'a> Release<'a> {
                 "60s",
             ])
             .success();
-        // The endpoints controller deletes a gone Service's Endpoints right after, as on a
-        // cluster; wait for it rather than race it.
-        let (endpoints, services) = (
+        // The endpoints controllers delete a gone Service's Endpoints and EndpointSlices right
+        // after, as on a cluster (on their own thread); wait for them rather than race them.
+        let (endpoints, slices, services) = (
             kube_sim::resources::find("", "v1", "endpoints").unwrap(),
+            kube_sim::resources::find("discovery.k8s.io", "v1", "endpointslices").unwrap(),
             kube_sim::resources::find("", "v1", "services").unwrap(),
         );
         self.c.wait_for_store(
-            "Endpoints of deleted Services gone",
+            "Endpoints and EndpointSlices of deleted Services gone",
             Duration::from_secs(30),
             |store| {
                 let all = Default::default();
                 let none = Default::default();
+                let service_exists = |name: &str| store.get(services, "demo", name).is_ok();
                 let (eps, _) = store.list(endpoints, Some("demo"), &all, &none).unwrap();
-                eps.iter().all(|ep| {
-                    let name = ep["metadata"]["name"].as_str().unwrap_or_default();
-                    store.get(services, "demo", name).is_ok()
-                })
+                let (slices, _) = store.list(slices, Some("demo"), &all, &none).unwrap();
+                eps.iter()
+                    .all(|ep| service_exists(ep["metadata"]["name"].as_str().unwrap_or_default()))
+                    && slices.iter().all(|slice| {
+                        service_exists(
+                            slice["metadata"]["labels"]["kubernetes.io/service-name"]
+                                .as_str()
+                                .unwrap_or_default(),
+                        )
+                    })
             },
         );
         let mut left: Vec<String> = objects(self.c, true)
