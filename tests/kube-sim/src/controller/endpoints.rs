@@ -228,8 +228,25 @@ impl Controller {
                     "endpoints": slice_endpoints,
                     "ports": endpoint_ports,
                 });
-                if let Err(e) = store.create(slices, &ns, body) {
-                    tracing::warn!(error = %e.message, "creating the EndpointSlice of {ns}/{name}");
+                match store.create(slices, &ns, body) {
+                    Ok(created) => {
+                        // The Service may have been deleted since it was read: its delete
+                        // collected the slices it owned then, not this one. Remove it as
+                        // the garbage collector would (an owner that no longer exists).
+                        let owner_alive = store
+                            .get(res("", "services"), &ns, &name)
+                            .is_ok_and(|cur| uid(&cur) == uid(svc));
+                        if !owner_alive {
+                            let pre = Preconditions {
+                                uid: Some(uid(&created).to_string()),
+                                ..Preconditions::default()
+                            };
+                            let _ = store.delete(slices, &ns, s(&created, "/metadata/name"), &pre);
+                        }
+                    }
+                    Err(e) => {
+                        tracing::warn!(error = %e.message, "creating the EndpointSlice of {ns}/{name}");
+                    }
                 }
             }
         }
