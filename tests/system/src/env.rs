@@ -66,15 +66,23 @@ impl TestEnv {
         deadline: Duration,
         mut until: impl FnMut(&Replies) -> bool,
     ) -> anyhow::Result<Replies> {
-        let bodies = test_harness::stream::collect_stream_json(
+        // The replies are built up one message at a time: rebuilding them from every body
+        // after each new message made a wait cost the square of the stream's length.
+        let mut replies = Replies::default();
+        test_harness::stream::collect_stream_json(
             &self.js,
             "keptn",
             "",
             deadline,
-            |bodies: &[Value]| until(&Replies::from_stream_bodies(bodies.to_vec())),
+            |bodies: &[Value]| {
+                if let Some(newest) = bodies.last() {
+                    replies.push(newest.clone());
+                }
+                until(&replies)
+            },
         )
         .await?;
-        Ok(Replies::from_stream_bodies(bodies))
+        Ok(replies)
     }
 
     /// Every dead-letter record so far.

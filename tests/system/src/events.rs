@@ -109,17 +109,23 @@ pub struct Replies {
 
 impl Replies {
     pub fn from_stream_bodies(bodies: Vec<Value>) -> Self {
-        Replies {
-            events: bodies
-                .into_iter()
-                .filter(|e| e["source"] == "helm-service")
-                .filter(|e| {
-                    e["type"]
-                        .as_str()
-                        .is_some_and(|t| !t.ends_with(".triggered"))
-                })
-                .inspect(test_harness::spec_schemas::assert_conformant)
-                .collect(),
+        let mut replies = Replies::default();
+        for body in bodies {
+            replies.push(body);
+        }
+        replies
+    }
+
+    /// Adds one message of the Keptn stream: kept (and checked against the spec) when it is
+    /// one of helm-service's replies.
+    pub fn push(&mut self, body: Value) {
+        let is_reply = body["source"] == "helm-service"
+            && body["type"]
+                .as_str()
+                .is_some_and(|t| !t.ends_with(".triggered"));
+        if is_reply {
+            test_harness::spec_schemas::assert_conformant(&body);
+            self.events.push(body);
         }
     }
 
