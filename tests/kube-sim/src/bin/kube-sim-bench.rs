@@ -65,65 +65,82 @@ fn main() -> anyhow::Result<()> {
         .and_then(|i| args.get(i + 1))
         .cloned();
     let wanted = |name: &str| only.as_deref().is_none_or(|o| o == name);
-    let mut ok = true;
+    let mut verdicts = Verdicts::default();
 
     let helm = helm_path();
     if wanted("corpus") {
         if helm.exists() {
             let share = corpus_bench(&helm)?;
-            let met = share <= MAX_CPU_SHARE;
-            ok &= met;
-            println!(
-                "corpus: median kube-sim CPU share of helm upgrade --install --wait of charts/{CORPUS_CHART} {:.1}% (target <= {:.0}%): {}",
-                share * 100.0,
-                MAX_CPU_SHARE * 100.0,
-                if met { "met" } else { "MISSED" }
+            verdicts.report(
+                share <= MAX_CPU_SHARE,
+                format!(
+                    "corpus: median kube-sim CPU share of helm upgrade --install --wait of charts/{CORPUS_CHART} {:.1}% (target <= {:.0}%)",
+                    share * 100.0,
+                    MAX_CPU_SHARE * 100.0,
+                ),
             );
         } else {
-            ok = false;
-            println!("corpus: {} is missing (run ops/setup.sh)", helm.display());
+            verdicts.missing("corpus", &helm);
         }
     }
     if wanted("rollout") {
         let ratio = rollout_bench()?;
-        let met = ratio <= MAX_P99_RATIO;
-        ok &= met;
-        println!(
-            "rollout: median GET p99 during a {ROLLOUT_REPLICAS}-pod StatefulSet rollout / idle = {ratio:.2} (target <= {MAX_P99_RATIO}): {}",
-            if met { "met" } else { "MISSED" }
+        verdicts.report(
+            ratio <= MAX_P99_RATIO,
+            format!("rollout: median GET p99 during a {ROLLOUT_REPLICAS}-pod StatefulSet rollout / idle = {ratio:.2} (target <= {MAX_P99_RATIO})"),
         );
     }
-    if !wanted("helm") {
-        // Skips the two-object helm run below.
-    } else if helm.exists() {
-        let share = helm_bench(&helm)?;
-        let met = share <= MAX_SERVER_SHARE;
-        ok &= met;
-        println!(
-            "helm: median server share (union of busy intervals) {:.1}% (target <= {:.0}%): {}",
-            share * 100.0,
-            MAX_SERVER_SHARE * 100.0,
-            if met { "met" } else { "MISSED" }
-        );
-    } else {
-        ok = false;
-        println!("helm: {} is missing (run ops/setup.sh)", helm.display());
+    if wanted("helm") {
+        if helm.exists() {
+            let share = helm_bench(&helm)?;
+            verdicts.report(
+                share <= MAX_SERVER_SHARE,
+                format!(
+                    "helm: median server share (union of busy intervals) {:.1}% (target <= {:.0}%)",
+                    share * 100.0,
+                    MAX_SERVER_SHARE * 100.0,
+                ),
+            );
+        } else {
+            verdicts.missing("helm", &helm);
+        }
     }
-
     if wanted("get") {
         let rate = get_bench()?;
-        let met = rate >= MIN_GETS_PER_SEC;
-        ok &= met;
-        println!(
-            "get: median {rate:.0} GET/s on one core (target >= {MIN_GETS_PER_SEC:.0}): {}",
-            if met { "met" } else { "MISSED" }
+        verdicts.report(
+            rate >= MIN_GETS_PER_SEC,
+            format!("get: median {rate:.0} GET/s on one core (target >= {MIN_GETS_PER_SEC:.0})"),
         );
     }
 
-    if check && !ok {
+    if check && !verdicts.all_met {
         std::process::exit(1);
     }
     Ok(())
+}
+
+/// Whether every target measured so far was met; each verdict is printed as it comes.
+struct Verdicts {
+    all_met: bool,
+}
+
+impl Default for Verdicts {
+    fn default() -> Self {
+        Verdicts { all_met: true }
+    }
+}
+
+impl Verdicts {
+    fn report(&mut self, met: bool, line: String) {
+        self.all_met &= met;
+        println!("{line}: {}", if met { "met" } else { "MISSED" });
+    }
+
+    /// A measurement that could not run counts as missed.
+    fn missing(&mut self, name: &str, helm: &Path) {
+        self.all_met = false;
+        println!("{name}: {} is missing (run ops/setup.sh)", helm.display());
+    }
 }
 
 fn helm_path() -> PathBuf {
