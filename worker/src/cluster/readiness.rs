@@ -20,7 +20,9 @@
 //! "Fail fast" is decided here too: a pod in a state that does not fix itself
 //! ([`hopeless`]: image pull errors, an invalid image name, a container config error, a crash
 //! loop past [`CRASH_LOOP_RESTARTS`], unschedulable) gives up the wait once it has been so
-//! for `--fail-fast-after`, instead of at the rollout deadline ([`StuckPods`]).
+//! for `--fail-fast-after`, instead of at the rollout deadline ([`StuckPods`]). Only pods
+//! of the workload's newest revision count ([`is_newest_revision`]): an old pod that crash-loops
+//! already must not fail the deployment that replaces it.
 
 use std::collections::HashMap;
 use std::fmt;
@@ -420,45 +422,151 @@ pub fn hopeless(pod: &Pod) -> Option<String> {
     None
 }
 
+/// Which revision of its workload a pod was made for, as the workload controllers mark their
+/// pods: the owning ReplicaSet of a Deployment's pod, `controller-revision-hash` (StatefulSet,
+/// DaemonSet) and `pod-template-generation` (DaemonSet).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct PodRevision {
+    owner: Option<String>,
+    controller_revision: Option<String>,
+    template_generation: Option<String>,
+}
+
+impl PodRevision {
+    pub fn of(pod: &Pod) -> PodRevision {
+        let label = |key: &str| pod.metadata.labels.as_ref()?.get(key).cloned();
+        PodRevision {
+            owner: pod
+                .metadata
+                .owner_references
+                .iter()
+                .flatten()
+                .find(|o| o.controller == Some(true))
+                .map(|o| o.name.clone()),
+            controller_revision: label("controller-revision-hash"),
+            template_generation: label("pod-template-generation"),
+        }
+    }
+}
+
+/// Whether a pod of `workload` (of `kind`; `None` while not seen yet) was made for its newest
+/// revision, so that its fail-fast clock counts. Where the workload does not tell (no
+/// revision in its status yet, a pod without the mark, other kinds), the pod counts.
+/// - Deployment: the pod's ReplicaSet is the one the `Progressing` condition names (the
+///   Deployment controller writes `ReplicaSet "<name>" is progressing.` and `... has
+///   successfully progressed.` for the newest one);
+/// - StatefulSet: `controller-revision-hash` is `status.updateRevision`;
+/// - DaemonSet: `pod-template-generation` is the DaemonSet's `metadata.generation`.
+pub fn is_newest_revision(kind: Kind, workload: Option<&Value>, pod: &PodRevision) -> bool {
+    let Some(workload) = workload else {
+        return true;
+    };
+    let same = |ours: &Option<String>, theirs: Option<String>| match (ours, theirs) {
+        (Some(ours), Some(theirs)) => *ours == theirs,
+        _ => true,
+    };
+    match kind {
+        Kind::Deployment => same(&pod.owner, newest_replica_set(workload)),
+        Kind::StatefulSet => same(
+            &pod.controller_revision,
+            workload
+                .pointer("/status/updateRevision")
+                .and_then(Value::as_str)
+                .map(str::to_owned),
+        ),
+        Kind::DaemonSet => same(
+            &pod.template_generation,
+            workload
+                .pointer("/metadata/generation")
+                .and_then(Value::as_i64)
+                .map(|g| g.to_string()),
+        ),
+        _ => true,
+    }
+}
+
+/// The name of a Deployment's newest ReplicaSet, from its `Progressing` condition's message.
+fn newest_replica_set(deployment: &Value) -> Option<String> {
+    let message = deployment
+        .pointer("/status/conditions")?
+        .as_array()?
+        .iter()
+        .find(|c| c["type"] == "Progressing")?["message"]
+        .as_str()?;
+    let quoted = message.strip_prefix("ReplicaSet \"")?;
+    Some(quoted[..quoted.find('"')?].to_owned())
+}
+
 /// The pods of one wait that are in a hopeless state, and since when: the fail-fast clock.
 /// A pod's clock starts when it is first seen hopeless and stops when it is not any more
-/// (recovered, deleted, replaced).
+/// (recovered, deleted, replaced). Which clocks count is asked when they are read, with the
+/// workload as it is then ([`is_newest_revision`]): a pod seen before the workload named its
+/// new revision is judged by the newer word.
 #[derive(Debug, Default)]
 pub struct StuckPods {
-    /// By pod uid: since when, the pod's name, why.
-    since: HashMap<String, (Instant, String, String)>,
+    by_uid: HashMap<String, StuckPod>,
+}
+
+#[derive(Debug)]
+struct StuckPod {
+    since: Instant,
+    name: String,
+    reason: String,
+    revision: PodRevision,
 }
 
 impl StuckPods {
     /// Takes the state of pod `uid` at `now`: `reason` from [`hopeless`], `None` when it is
     /// fine or gone.
-    pub fn observe(&mut self, uid: &str, name: &str, reason: Option<String>, now: Instant) {
+    pub fn observe(
+        &mut self,
+        uid: &str,
+        name: &str,
+        revision: PodRevision,
+        reason: Option<String>,
+        now: Instant,
+    ) {
         match reason {
             Some(reason) => {
                 let entry = self
-                    .since
+                    .by_uid
                     .entry(uid.to_owned())
-                    .or_insert_with(|| (now, name.to_owned(), reason.clone()));
-                entry.2 = reason;
+                    .or_insert_with(|| StuckPod {
+                        since: now,
+                        name: name.to_owned(),
+                        reason: String::new(),
+                        revision: PodRevision::default(),
+                    });
+                entry.reason = reason;
+                entry.revision = revision;
             }
             None => {
-                self.since.remove(uid);
+                self.by_uid.remove(uid);
             }
         }
     }
 
-    /// When the first pod's clock runs out, with `after` as the limit.
-    pub fn due(&self, after: Duration) -> Option<Instant> {
-        self.since.values().map(|(since, ..)| *since + after).min()
+    /// When the first counting pod's clock runs out, with `after` as the limit.
+    pub fn due(&self, after: Duration, counts: impl Fn(&PodRevision) -> bool) -> Option<Instant> {
+        self.by_uid
+            .values()
+            .filter(|p| counts(&p.revision))
+            .map(|p| p.since + after)
+            .min()
     }
 
-    /// The pod (name, reason) whose clock ran out by `now`, the longest stuck first.
-    pub fn expired(&self, now: Instant, after: Duration) -> Option<(String, String)> {
-        self.since
+    /// The counting pod (name, reason) whose clock ran out by `now`, the longest stuck first.
+    pub fn expired(
+        &self,
+        now: Instant,
+        after: Duration,
+        counts: impl Fn(&PodRevision) -> bool,
+    ) -> Option<(String, String)> {
+        self.by_uid
             .values()
-            .filter(|(since, ..)| *since + after <= now)
-            .min_by_key(|(since, name, _)| (*since, name.clone()))
-            .map(|(_, name, reason)| (name.clone(), reason.clone()))
+            .filter(|p| p.since + after <= now && counts(&p.revision))
+            .min_by_key(|p| (p.since, p.name.clone()))
+            .map(|p| (p.name.clone(), p.reason.clone()))
     }
 }
 
@@ -733,26 +841,109 @@ mod tests {
     fn fail_fast_clock_per_pod() {
         let after = Duration::from_secs(60);
         let t0 = Instant::now();
+        let all = |_: &PodRevision| true;
+        let rev = PodRevision::default;
         let mut stuck = StuckPods::default();
-        assert_eq!(stuck.due(after), None);
-        stuck.observe("u1", "p1", Some("container a ImagePullBackOff".into()), t0);
+        assert_eq!(stuck.due(after, all), None);
+        stuck.observe(
+            "u1",
+            "p1",
+            rev(),
+            Some("container a ImagePullBackOff".into()),
+            t0,
+        );
         // Seen again later: the clock keeps its start.
         stuck.observe(
             "u1",
             "p1",
+            rev(),
             Some("container a ErrImagePull".into()),
             t0 + Duration::from_secs(30),
         );
-        assert_eq!(stuck.due(after), Some(t0 + after));
-        assert_eq!(stuck.expired(t0 + Duration::from_secs(59), after), None);
+        assert_eq!(stuck.due(after, all), Some(t0 + after));
         assert_eq!(
-            stuck.expired(t0 + after, after),
+            stuck.expired(t0 + Duration::from_secs(59), after, all),
+            None
+        );
+        assert_eq!(
+            stuck.expired(t0 + after, after, all),
             Some(("p1".into(), "container a ErrImagePull".into()))
         );
+        // A pod that does not count has no clock that runs out.
+        assert_eq!(stuck.due(after, |_| false), None);
+        assert_eq!(stuck.expired(t0 + after, after, |_| false), None);
         // Recovered: the clock stops; stuck again: it starts over.
-        stuck.observe("u1", "p1", None, t0 + Duration::from_secs(61));
-        assert_eq!(stuck.due(after), None);
-        stuck.observe("u1", "p1", Some("x".into()), t0 + Duration::from_secs(62));
-        assert_eq!(stuck.expired(t0 + Duration::from_secs(100), after), None);
+        stuck.observe("u1", "p1", rev(), None, t0 + Duration::from_secs(61));
+        assert_eq!(stuck.due(after, all), None);
+        stuck.observe(
+            "u1",
+            "p1",
+            rev(),
+            Some("x".into()),
+            t0 + Duration::from_secs(62),
+        );
+        assert_eq!(
+            stuck.expired(t0 + Duration::from_secs(100), after, all),
+            None
+        );
+    }
+
+    fn pod_of(owner: &str, labels: Value) -> PodRevision {
+        PodRevision::of(
+            &serde_json::from_value(json!({"metadata": {
+                "name": "p", "labels": labels,
+                "ownerReferences": [{"apiVersion": "apps/v1", "kind": "ReplicaSet",
+                    "name": owner, "uid": "u", "controller": true}],
+            }}))
+            .unwrap(),
+        )
+    }
+
+    #[test]
+    fn only_pods_of_the_newest_revision_count() {
+        let deployment = json!({"status": {"conditions": [
+            {"type": "Available", "status": "True", "message": "Deployment has minimum availability."},
+            {"type": "Progressing", "status": "True", "reason": "ReplicaSetUpdated",
+             "message": "ReplicaSet \"web-7c9d\" is progressing."},
+        ]}});
+        let new = pod_of("web-7c9d", json!({"pod-template-hash": "7c9d"}));
+        let old = pod_of("web-55f0", json!({"pod-template-hash": "55f0"}));
+        assert!(is_newest_revision(
+            Kind::Deployment,
+            Some(&deployment),
+            &new
+        ));
+        assert!(!is_newest_revision(
+            Kind::Deployment,
+            Some(&deployment),
+            &old
+        ));
+        // Before the controller named a ReplicaSet, or before the Deployment was seen: counts.
+        assert!(is_newest_revision(Kind::Deployment, Some(&json!({})), &old));
+        assert!(is_newest_revision(Kind::Deployment, None, &old));
+
+        let sts = json!({"status": {"currentRevision": "db-1", "updateRevision": "db-2"}});
+        let updated = pod_of("db", json!({"controller-revision-hash": "db-2"}));
+        let outdated = pod_of("db", json!({"controller-revision-hash": "db-1"}));
+        assert!(is_newest_revision(Kind::StatefulSet, Some(&sts), &updated));
+        assert!(!is_newest_revision(
+            Kind::StatefulSet,
+            Some(&sts),
+            &outdated
+        ));
+
+        let ds = json!({"metadata": {"generation": 3}});
+        let current = pod_of("agent", json!({"pod-template-generation": "3"}));
+        let earlier = pod_of("agent", json!({"pod-template-generation": "2"}));
+        assert!(is_newest_revision(Kind::DaemonSet, Some(&ds), &current));
+        assert!(!is_newest_revision(Kind::DaemonSet, Some(&ds), &earlier));
+        // A pod without the mark counts.
+        assert!(is_newest_revision(
+            Kind::DaemonSet,
+            Some(&ds),
+            &pod_of("agent", json!({}))
+        ));
+        // Jobs and bare pods: every pod counts.
+        assert!(is_newest_revision(Kind::Job, Some(&sts), &outdated));
     }
 }

@@ -31,7 +31,9 @@ use serde_json::Value;
 use tokio::time::Instant;
 
 use super::diagnosis::{notable_conditions, pod_problems, PodProblems};
-use super::readiness::{hopeless, readiness, Awaited, Kind, Readiness, StuckPods};
+use super::readiness::{
+    hopeless, is_newest_revision, readiness, Awaited, Kind, PodRevision, Readiness, StuckPods,
+};
 use super::{Cluster, ClusterError, Diagnosis, StallCause};
 
 /// How many problem pods a diagnosis lists by name (the rest are counted): enough to see a
@@ -213,20 +215,21 @@ impl Watched {
         let observe = |this: &mut Watched, o: DynamicObject, gone: bool| {
             let uid = o.metadata.uid.clone().unwrap_or_default();
             let name = o.metadata.name.clone().unwrap_or_default();
-            let reason = if gone {
+            let pod = if gone {
                 None
             } else {
                 serde_json::to_value(o)
                     .ok()
                     .and_then(|v| serde_json::from_value::<Pod>(v).ok())
-                    .and_then(|pod| hopeless(&pod))
             };
+            let reason = pod.as_ref().and_then(hopeless);
+            let revision = pod.as_ref().map(PodRevision::of).unwrap_or_default();
             if gone {
                 this.pods_known.remove(&uid);
             } else {
                 this.pods_known.insert(uid.clone());
             }
-            this.stuck.observe(&uid, &name, reason, now);
+            this.stuck.observe(&uid, &name, revision, reason, now);
             uid
         };
         match event {
@@ -243,7 +246,8 @@ impl Watched {
                     .collect();
                 for uid in gone {
                     self.pods_known.remove(&uid);
-                    self.stuck.observe(&uid, "", None, now);
+                    self.stuck
+                        .observe(&uid, "", PodRevision::default(), None, now);
                 }
             }
             watcher::Event::Apply(o) => {
@@ -266,6 +270,12 @@ impl Watched {
         tracing::debug!(%error, "readiness watch failed; retrying with backoff");
         self.failing = Some((first_failure, error));
         Ok(())
+    }
+
+    /// Which of its stuck pods count for fail fast: those of its newest revision, as the
+    /// object says now.
+    fn counts<'a>(&'a self, awaited: &'a Awaited) -> impl Fn(&PodRevision) -> bool + 'a {
+        move |pod| is_newest_revision(awaited.kind, self.current.as_ref(), pod)
     }
 
     fn readiness(&self, awaited: &Awaited) -> Readiness {
@@ -344,7 +354,11 @@ fn evaluate(
         .iter()
         .enumerate()
         .filter(|(j, _)| states[*j] != Readiness::Ready)
-        .filter_map(|(j, w)| w.stuck.expired(now, after).map(|(pod, why)| (j, pod, why)))
+        .filter_map(|(j, w)| {
+            w.stuck
+                .expired(now, after, w.counts(&awaited[j]))
+                .map(|(pod, why)| (j, pod, why))
+        })
         .collect();
     if stuck.is_empty() {
         Verdict::Waiting
@@ -354,9 +368,17 @@ fn evaluate(
 }
 
 /// The earliest moment a fail-fast clock runs out.
-fn next_fail_fast(watched: &[Watched], fail_fast_after: Option<Duration>) -> Option<Instant> {
+fn next_fail_fast(
+    awaited: &[Awaited],
+    watched: &[Watched],
+    fail_fast_after: Option<Duration>,
+) -> Option<Instant> {
     let after = fail_fast_after?;
-    watched.iter().filter_map(|w| w.stuck.due(after)).min()
+    watched
+        .iter()
+        .zip(awaited)
+        .filter_map(|(w, a)| w.stuck.due(after, w.counts(a)))
+        .min()
 }
 
 /// The API resource of an awaited built-in kind (custom kinds are discovered).
@@ -411,7 +433,7 @@ async fn follow(
     give_up_at: Instant,
 ) -> Result<Verdict, RolloutFailure> {
     loop {
-        let wake = next_fail_fast(watched, limits.fail_fast_after)
+        let wake = next_fail_fast(awaited, watched, limits.fail_fast_after)
             .map_or(give_up_at, |due| due.min(give_up_at));
         let next = match tokio::time::timeout_at(wake, events.next()).await {
             Ok(next) => next,
@@ -439,9 +461,13 @@ async fn follow(
                         .clone()
                         .and_then(|v| serde_json::from_value::<Pod>(v).ok());
                     let reason = pod.as_ref().and_then(hopeless);
-                    watched[i]
-                        .stuck
-                        .observe(&awaited[i].name, &awaited[i].name, reason, now);
+                    watched[i].stuck.observe(
+                        &awaited[i].name,
+                        &awaited[i].name,
+                        PodRevision::default(),
+                        reason,
+                        now,
+                    );
                 }
                 if limits.fail_fast_after.is_some() && !watched[i].pods_watched {
                     if let Some(selector) = pod_selector(&awaited[i], watched[i].current.as_ref()) {
@@ -913,9 +939,13 @@ mod tests {
         // A hopeless pod of an object not ready ends the wait once its clock ran out, and
         // only with fail fast on.
         let mut stuck = listed(None);
-        stuck
-            .stuck
-            .observe("u1", "b-1", Some("container b ImagePullBackOff".into()), t0);
+        stuck.stuck.observe(
+            "u1",
+            "b-1",
+            PodRevision::default(),
+            Some("container b ImagePullBackOff".into()),
+            t0,
+        );
         let watched = [listed(done()), stuck];
         let later = t0 + Duration::from_secs(60);
         assert_eq!(
@@ -931,7 +961,7 @@ mod tests {
             )])
         );
         assert_eq!(evaluate(&awaited, &watched, None, later), Verdict::Waiting);
-        assert_eq!(next_fail_fast(&watched, after), Some(later));
+        assert_eq!(next_fail_fast(&awaited, &watched, after), Some(later));
         // Ready despite a stuck pod (an old one, say): ready wins.
         let [first, mut second] = watched;
         second.current = done();
