@@ -20,6 +20,7 @@ pub mod memory;
 pub mod metrics;
 pub mod nats;
 pub mod pipeline;
+pub mod progress;
 pub mod secret;
 pub mod send;
 pub mod shutdown;

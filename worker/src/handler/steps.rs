@@ -118,6 +118,7 @@ impl<'a> Steps<'a> {
             elapsed_ms = elapsed.as_millis() as u64,
             "step done"
         );
+        crate::progress::report(format!("step {name} done"));
         if self.crash_after == Some(name) {
             crash_for_test(name);
         }

@@ -34,6 +34,7 @@ use super::pool::Place;
 use crate::handler::{Decision, OtherLeases, Outcome, Registry, Steps, TaskError};
 use crate::metrics::Metrics;
 use crate::nats::publisher::{event_headers, Publisher};
+use crate::progress;
 
 /// Settings of message processing.
 #[derive(Debug, Clone)]
@@ -44,6 +45,9 @@ pub struct ProcessorConfig {
     pub max_deliveries: u32,
     /// Test hook: kill the process right after the step of this name is recorded.
     pub crash_after_step: Option<String>,
+    /// Least time between two progress reports (`.status.changed`) of a task; `None`:
+    /// none are sent (`progress.rs`).
+    pub progress_interval: Option<Duration>,
 }
 
 /// Shared by all in-flight tasks of a replica.
@@ -422,8 +426,31 @@ impl Processor {
                 others,
                 self.config.crash_after_step.as_deref(),
             );
+            // Reports go out beside the task, in this same task, and stop with it: none
+            // follows `.finished`.
+            let (reporter, reports) = progress::channel();
+            let interval = self
+                .config
+                .progress_interval
+                .filter(|_| task.kind.sends_started());
+            let forwarding = async {
+                match interval {
+                    Some(interval) => {
+                        progress::forward(
+                            reports,
+                            &replies,
+                            &self.publisher,
+                            &self.metrics,
+                            interval,
+                        )
+                        .await
+                    }
+                    None => std::future::pending().await,
+                }
+            };
             tokio::select! {
-                outcome = handler.run(task, &mut steps) => outcome,
+                outcome = progress::reporting_to(reporter, handler.run(task, &mut steps)) => outcome,
+                never = forwarding => match never {},
                 () = hard_stop.cancelled() => Err(TaskError::Transient("shutdown grace period is over".into())),
             }
         };
