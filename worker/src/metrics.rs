@@ -220,6 +220,15 @@ impl Metrics {
             ),
             registry,
         }
+        .with_trace_export_metrics()
+    }
+
+    /// The trace exporter's counters (process-wide, `telemetry::export`) on this registry too.
+    fn with_trace_export_metrics(self) -> Self {
+        let reg = Registrar(&self.registry);
+        reg.register(crate::telemetry::export::SPANS_DROPPED.clone());
+        reg.register(crate::telemetry::export::SPANS_EXPORTED.clone());
+        self
     }
 
     /// A progress report published (`sent`) or given up (`failed`).
