@@ -75,7 +75,10 @@ impl ReceivedSpan {
 
 #[derive(Default)]
 struct Received {
+    /// Whether spans are kept, or only counted (a bench receives hundreds of thousands).
+    keep: bool,
     spans: Mutex<Vec<ReceivedSpan>>,
+    count: std::sync::atomic::AtomicU64,
     /// Export requests taken, whether or not they held spans.
     requests: Mutex<u64>,
     arrived: Notify,
@@ -91,6 +94,13 @@ impl Received {
                 .and_then(|r| string_attribute(&r.attributes, "service.name"))
                 .unwrap_or_default();
             for scope in resource_spans.scope_spans {
+                self.count.fetch_add(
+                    scope.spans.len() as u64,
+                    std::sync::atomic::Ordering::Relaxed,
+                );
+                if !self.keep {
+                    continue;
+                }
                 spans.extend(scope.spans.into_iter().map(|span| ReceivedSpan {
                     service: service.clone(),
                     span,
@@ -134,9 +144,22 @@ impl TraceService for GrpcService {
 impl OtlpReceiver {
     /// Starts a receiver on a free loopback port.
     pub async fn start(transport: Transport) -> anyhow::Result<OtlpReceiver> {
-        let listener = tokio::net::TcpListener::bind(("127.0.0.1", 0)).await?;
+        Self::serve(transport, 0, true).await
+    }
+
+    /// A receiver that only counts the spans (see [`OtlpReceiver::span_count`]), on loopback
+    /// port `port`: for a process whose environment had to name it before it could start.
+    pub async fn counting_on(transport: Transport, port: u16) -> anyhow::Result<OtlpReceiver> {
+        Self::serve(transport, port, false).await
+    }
+
+    async fn serve(transport: Transport, port: u16, keep: bool) -> anyhow::Result<OtlpReceiver> {
+        let listener = tokio::net::TcpListener::bind(("127.0.0.1", port)).await?;
         let addr = listener.local_addr()?;
-        let received = Arc::new(Received::default());
+        let received = Arc::new(Received {
+            keep,
+            ..Received::default()
+        });
         let server = match transport {
             Transport::Grpc => {
                 let service = TraceServiceServer::new(GrpcService(received.clone()));
@@ -194,6 +217,13 @@ impl OtlpReceiver {
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .clone()
+    }
+
+    /// Spans received so far, kept or not.
+    pub fn span_count(&self) -> u64 {
+        self.received
+            .count
+            .load(std::sync::atomic::Ordering::Relaxed)
     }
 
     /// Export requests received so far.

@@ -10,20 +10,29 @@ use std::time::Duration;
 
 use opentelemetry_sdk::trace::SdkTracerProvider;
 use tracing::Level;
-use tracing_subscriber::filter::Targets;
+use tracing_subscriber::filter::{filter_fn, FilterExt, Targets};
 use tracing_subscriber::layer::SubscriberExt;
 use tracing_subscriber::util::SubscriberInitExt;
 use tracing_subscriber::{fmt, EnvFilter, Layer};
 
 use crate::config::LogFormat;
 
-/// Whether spans are exported: set once by [`init`]. The processor reads it before doing
-/// anything only traces need (reading an event's `traceparent` ahead of intake).
-static EXPORTING: AtomicBool = AtomicBool::new(false);
+/// Whether [`init`] installed the trace exporter. The processor asks [`exporting`] before
+/// doing anything only traces need (reading an event's `traceparent` ahead of intake).
+static INSTALLED: AtomicBool = AtomicBool::new(false);
+/// Export paused ([`pause_export`]).
+static PAUSED: AtomicBool = AtomicBool::new(false);
 
-/// Whether this process exports traces.
+/// Whether this process exports traces now.
 pub fn exporting() -> bool {
-    EXPORTING.load(Ordering::Relaxed)
+    INSTALLED.load(Ordering::Relaxed) && !PAUSED.load(Ordering::Relaxed)
+}
+
+/// Stops (or resumes) making spans for export, with the exporter installed: the pipeline
+/// bench compares a worker exporting traces with one that does not in one process. The
+/// worker itself never pauses.
+pub fn pause_export(paused: bool) {
+    PAUSED.store(paused, Ordering::Relaxed);
 }
 
 /// What [`init`] set up; dropping it sends the spans still queued (bounded wait).
@@ -42,9 +51,15 @@ impl Drop for Telemetry {
 /// Sets up logging and, when the environment configures it, trace export. An `OTEL_*`
 /// setting we cannot follow is an error (rather than a worker that silently exports nothing).
 pub fn init(format: LogFormat) -> Result<Telemetry, String> {
+    init_with(format, "info")
+}
+
+/// [`init`] with the log filter used when `RUST_LOG` is unset (the benches log errors only).
+pub fn init_with(format: LogFormat, default_filter: &str) -> Result<Telemetry, String> {
     let export = traces::trace_export(|name| std::env::var(name).ok())?;
     let provider = export.as_ref().map(traces::provider).transpose()?;
-    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
+    let filter =
+        EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(default_filter));
     use std::io::IsTerminal;
     let logs = fmt::layer()
         .with_ansi(std::io::stderr().is_terminal())
@@ -61,7 +76,11 @@ pub fn init(format: LogFormat) -> Result<Telemetry, String> {
     let spans = provider.as_ref().map(|provider| {
         tracing_opentelemetry::layer()
             .with_tracer(traces::tracer(provider))
-            .with_filter(Targets::new().with_target("worker", Level::INFO))
+            .with_filter(
+                Targets::new()
+                    .with_target("worker", Level::INFO)
+                    .and(filter_fn(|_| !PAUSED.load(Ordering::Relaxed))),
+            )
     });
     // A second init (tests running several workers) keeps the first subscriber.
     if tracing_subscriber::registry()
@@ -70,7 +89,7 @@ pub fn init(format: LogFormat) -> Result<Telemetry, String> {
         .try_init()
         .is_ok()
     {
-        EXPORTING.store(provider.is_some(), Ordering::Relaxed);
+        INSTALLED.store(provider.is_some(), Ordering::Relaxed);
     }
     if let Some(export) = &export {
         tracing::info!(
