@@ -353,7 +353,18 @@ async fn run(args: Args, otlp_port: Option<u16>) -> anyhow::Result<()> {
 
     let memory = match &worker_bin {
         Some(binary) => {
-            let memory = rss::idle_worker_memory(binary, &url, Duration::from_secs(3)).await?;
+            let memory =
+                rss::idle_worker_memory(binary, &url, Duration::from_secs(3), false).await?;
+            if ctx.args.traces {
+                let traced =
+                    rss::idle_worker_memory(binary, &url, Duration::from_secs(3), true).await?;
+                println!(
+                    "idle helm-service RSS exporting traces (OTLP/gRPC): {:.1} MiB (VmHWM {:.1} MiB); without: {:.1} MiB",
+                    traced.rss_kib as f64 / 1024.0,
+                    traced.hwm_kib as f64 / 1024.0,
+                    memory.rss_kib as f64 / 1024.0,
+                );
+            }
             Some(memory)
         }
         None => None,

@@ -4,7 +4,8 @@
 //! `OTEL_EXPORTER_OTLP_PROTOCOL` (or `..._TRACES_PROTOCOL`) picks `grpc` or `http/protobuf`
 //! (the default, as the OpenTelemetry specification says); `OTEL_SERVICE_NAME` names the
 //! service (`helm-service` when unset); `OTEL_SDK_DISABLED=true` or `OTEL_TRACES_EXPORTER=none`
-//! turn it off. The exporter reads the endpoint, headers, timeout and compression variables
+//! turn it off. Only `http://` endpoints: the build has no TLS client for OTLP (a collector
+//! or agent in the cluster is the usual target). The exporter reads the endpoint, headers, timeout and compression variables
 //! itself, with the specification's rules (an HTTP endpoint gets `/v1/traces` appended).
 //!
 //! One trace per event: the processor's `event` span is its root here, a child of the
@@ -57,8 +58,13 @@ pub fn trace_export(var: impl Fn(&str) -> Option<String>) -> Result<Option<Trace
         set("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT").or_else(|| set("OTEL_EXPORTER_OTLP_ENDPOINT"));
     let disabled = set("OTEL_SDK_DISABLED").is_some_and(|v| v.eq_ignore_ascii_case("true"))
         || set("OTEL_TRACES_EXPORTER").is_some_and(|v| v.eq_ignore_ascii_case("none"));
-    if endpoint.is_none() || disabled {
+    let Some(endpoint) = endpoint.filter(|_| !disabled) else {
         return Ok(None);
+    };
+    if !endpoint.starts_with("http://") {
+        return Err(format!(
+            "OTLP endpoint {endpoint:?}: only plain-text http:// endpoints are supported (a collector or agent in the cluster); this build has no TLS client for OTLP"
+        ));
     }
     let (name, protocol) = match set("OTEL_EXPORTER_OTLP_TRACES_PROTOCOL") {
         Some(p) => ("OTEL_EXPORTER_OTLP_TRACES_PROTOCOL", Some(p)),
@@ -245,6 +251,8 @@ mod tests {
         let json = from(&[endpoint, ("OTEL_EXPORTER_OTLP_PROTOCOL", "http/json")]).unwrap_err();
         assert!(json.contains("OTEL_EXPORTER_OTLP_PROTOCOL"), "{json}");
         assert!(from(&[endpoint, ("OTEL_EXPORTER_OTLP_TIMEOUT", "10s")]).is_err());
+        let tls = from(&[("OTEL_EXPORTER_OTLP_ENDPOINT", "https://c:4318")]).unwrap_err();
+        assert!(tls.contains("http://"), "{tls}");
     }
 
     #[test]
