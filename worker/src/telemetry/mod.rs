@@ -74,8 +74,12 @@ pub fn init_with(format: LogFormat, default_filter: &str) -> Result<Telemetry, S
         LogFormat::Text => logs.with_filter(filter).boxed(),
     };
     let spans = provider.as_ref().map(|provider| {
+        // Idle/busy time would read the clock on every poll of an instrumented future, and
+        // thread names say nothing in a work-stealing runtime: both off.
         tracing_opentelemetry::layer()
             .with_tracer(traces::tracer(provider))
+            .with_tracked_inactivity(false)
+            .with_threads(false)
             .with_filter(
                 Targets::new()
                     .with_target("worker", Level::INFO)
