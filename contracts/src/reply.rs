@@ -45,6 +45,19 @@ pub fn reply_id(triggered_id: &str, phase: Phase) -> String {
     .to_string()
 }
 
+/// The id of the progress report `key` (a `<task>.status.changed`) on the event
+/// `triggered_id`: UUID v5 of `"{triggered_id}/status.changed/{key}"` in
+/// [`REPLY_ID_NAMESPACE`]. A task sends several reports, so the phase alone does not name one;
+/// the key is what the report says, so a redelivered event that reaches the same point again
+/// sends the same id, and the stream's duplicate window drops it.
+pub fn status_changed_id(triggered_id: &str, key: &str) -> String {
+    Uuid::new_v5(
+        &REPLY_ID_NAMESPACE,
+        format!("{triggered_id}/{}/{key}", Phase::StatusChanged).as_bytes(),
+    )
+    .to_string()
+}
+
 /// Builds the replies to one incoming event.
 ///
 /// For a `.triggered` event, [`started`](ReplyBuilder::started) and
@@ -124,6 +137,14 @@ impl ReplyBuilder {
         })
     }
 
+    /// The same replies carrying `traceparent` (a W3C value the caller made, the task's own
+    /// span) instead of the answered event's: with traces exported, whoever consumes a reply
+    /// continues the span that produced it. `tracestate` stays the answered event's.
+    pub fn with_traceparent(mut self, traceparent: String) -> ReplyBuilder {
+        self.traceparent = Some(traceparent);
+        self
+    }
+
     /// The type of the `.finished` reply (see the type-level docs for `.finished` input).
     pub fn finished_type(&self) -> EventType {
         self.event_type.with_phase(Phase::Finished)
@@ -134,6 +155,17 @@ impl ReplyBuilder {
         let mut data = self.common.clone();
         data.insert("status".to_owned(), Status::Succeeded.as_str().into());
         self.build(self.event_type.with_phase(Phase::Started), data)
+    }
+
+    /// `<task>.status.changed`: a progress report while the task runs, status `succeeded`
+    /// (nothing went wrong so far), no result, `message` saying where the task is. Its id is
+    /// [`status_changed_id`] of `message`.
+    pub fn status_changed(&self, message: &str) -> KeptnEvent {
+        let mut data = self.common.clone();
+        data.insert("status".to_owned(), Status::Succeeded.as_str().into());
+        data.insert("message".to_owned(), message.into());
+        let id = status_changed_id(&self.answered_id, message);
+        self.build_with_id(id, self.event_type.with_phase(Phase::StatusChanged), data)
     }
 
     /// `<task>.finished` (or the incoming type when it is already `.finished`).
@@ -236,9 +268,12 @@ impl ReplyBuilder {
     }
 
     fn build(&self, ty: EventType, data: Map<String, Value>) -> KeptnEvent {
-        let phase = ty.phase;
+        self.build_with_id(reply_id(&self.answered_id, ty.phase), ty, data)
+    }
+
+    fn build_with_id(&self, id: String, ty: EventType, data: Map<String, Value>) -> KeptnEvent {
         let mut builder = EventBuilderV10::new()
-            .id(reply_id(&self.answered_id, phase))
+            .id(id)
             .ty(ty.to_string())
             .source(self.source.clone())
             .time(Utc::now())
@@ -317,6 +352,29 @@ mod tests {
         assert_eq!(
             a,
             Uuid::new_v5(&REPLY_ID_NAMESPACE, b"abc/started").to_string()
+        );
+    }
+
+    #[test]
+    fn status_changed_ids_are_deterministic_per_message_and_apart_from_the_phases() {
+        let t = triggered("sh.keptn.event.deployment.triggered", json!({}));
+        let builder = ReplyBuilder::new(&t, "helm-service").unwrap();
+        let report = builder.status_changed("step \"plan\" done");
+        assert_eq!(report.ty(), "sh.keptn.event.deployment.status.changed");
+        assert_eq!(
+            report.id(),
+            builder.status_changed("step \"plan\" done").id()
+        );
+        assert_eq!(report.id(), status_changed_id(t.id(), "step \"plan\" done"));
+        assert_ne!(report.id(), builder.status_changed("other").id());
+        assert_ne!(report.id(), reply_id(t.id(), Phase::StatusChanged));
+        assert_eq!(report.triggered_id(), Some(t.id()));
+        assert_eq!(report.traceparent(), t.traceparent());
+        assert_eq!(
+            data(&report),
+            json!({"project": "sockshop", "stage": "dev", "service": "carts",
+                   "labels": {"owner": "team-a"}, "status": "succeeded",
+                   "message": "step \"plan\" done"})
         );
     }
 

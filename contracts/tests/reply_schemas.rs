@@ -2,7 +2,7 @@
 //! read from the spec at test time (`test_harness::spec_schemas`, which says what is checked):
 //! `.started` and `.finished` of deployment, release, rollback and action, whatever the
 //! outcome and however incomplete the answered event, and the `service.delete.finished`
-//! report. (helm-service sends no `.status.changed`.)
+//! report, and the `.status.changed` progress reports of those four tasks.
 
 use contracts::data::{Status, TaskResult};
 use contracts::envelope::KeptnEvent;
@@ -70,6 +70,12 @@ fn all_replies() -> Vec<Value> {
         for event in answered(task) {
             let builder = ReplyBuilder::new(&event, "helm-service").unwrap();
             replies.push(as_json(&builder.started()));
+            for message in [
+                "step \"plan\" done",
+                "rollout: Deployment hello: 2 of 3 updated replicas are available",
+            ] {
+                replies.push(as_json(&builder.status_changed(message)));
+            }
             for payload in payloads(task) {
                 for (status, result) in [
                     (Status::Succeeded, Some(TaskResult::Pass)),
@@ -115,6 +121,25 @@ fn every_reply_type_we_send_is_valid_by_the_spec() {
         if let Err(violations) = schemas.check(reply) {
             panic!("{violations}\n{reply:#}");
         }
+    }
+}
+
+#[test]
+fn the_check_rejects_a_status_changed_report_with_a_task_block() {
+    // The spec's status.changed schemas allow the common fields only: a report carrying,
+    // say, a `deployment` block fails, so the check above can fail.
+    let schemas = spec_schemas();
+    for task in TASKS {
+        let event = &answered(task)[0];
+        let mut report = as_json(
+            &ReplyBuilder::new(event, "helm-service")
+                .unwrap()
+                .status_changed("2 of 3 pods ready"),
+        );
+        assert_eq!(schemas.check(&report), Ok(()), "{report:#}");
+        report["data"]["deployment"] = json!({});
+        let violations = schemas.check(&report).unwrap_err();
+        assert!(violations.contains("deployment"), "{task}: {violations}");
     }
 }
 

@@ -201,6 +201,7 @@ impl Worker {
                 max_event_bytes: config.max_event_bytes,
                 max_deliveries: config.max_deliveries,
                 crash_after_step: config.test_crash_after_step.clone(),
+                progress_interval: config.progress.enabled.then_some(config.progress.interval),
             },
             leases: leases.clone(),
             dead_letters: DeadLetters::new(

@@ -168,6 +168,9 @@ pub struct RunConfig {
 
     #[command(flatten)]
     pub memory: MemoryConfig,
+
+    #[command(flatten)]
+    pub progress: crate::progress::ProgressConfig,
 }
 
 /// The pod's memory: the worker and the helm processes it starts share one limit (see the

@@ -20,6 +20,7 @@ pub mod memory;
 pub mod metrics;
 pub mod nats;
 pub mod pipeline;
+pub mod progress;
 pub mod secret;
 pub mod send;
 pub mod shutdown;
@@ -43,13 +44,14 @@ pub fn main_with(handlers: impl Into<app::Handlers>) -> std::process::ExitCode {
         }
     };
     let result = match cli.command {
-        config::Command::Run(run_config) => {
-            telemetry::init(run_config.log_format);
-            runtime.block_on(async {
+        config::Command::Run(run_config) => match telemetry::init(run_config.log_format) {
+            // Kept to the end: dropping it sends the spans still queued.
+            Ok(_telemetry) => runtime.block_on(async {
                 let shutdown = shutdown::on_signal()?;
                 app::run(*run_config, handlers, shutdown).await
-            })
-        }
+            }),
+            Err(err) => Err(anyhow::anyhow!("telemetry: {err}")),
+        },
         config::Command::Send(send_config) => runtime.block_on(send::send(send_config)),
         config::Command::Charts(args) => runtime.block_on(charts::cli::run(args)),
     };

@@ -71,6 +71,8 @@ pub struct Metrics {
     pub pending_recoveries: IntCounter,
     /// Releases put back to their last good revision after a failed upgrade or rollout.
     pub restores: IntCounter,
+    /// Progress reports (`<task>.status.changed`) sent or failed, by outcome.
+    status_changed: IntCounterVec,
 }
 
 impl Metrics {
@@ -211,8 +213,27 @@ impl Metrics {
                 "helm_service_release_restores_total",
                 "Releases put back to their last good revision after a failed upgrade or rollout.",
             ),
+            status_changed: reg.counter_vec(
+                "helm_service_status_changed_total",
+                "Progress reports (<task>.status.changed) published (sent) or given up (failed), by outcome.",
+                &["outcome"],
+            ),
             registry,
         }
+        .with_trace_export_metrics()
+    }
+
+    /// The trace exporter's counters (process-wide, `telemetry::export`) on this registry too.
+    fn with_trace_export_metrics(self) -> Self {
+        let reg = Registrar(&self.registry);
+        reg.register(crate::telemetry::export::SPANS_DROPPED.clone());
+        reg.register(crate::telemetry::export::SPANS_EXPORTED.clone());
+        self
+    }
+
+    /// A progress report published (`sent`) or given up (`failed`).
+    pub fn record_status_changed(&self, outcome: &str) {
+        self.status_changed.with_label_values(&[outcome]).inc();
     }
 
     /// A message taken off the consumer, of `event_type` (`invalid` when undecodable);

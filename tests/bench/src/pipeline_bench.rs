@@ -5,6 +5,9 @@
 //! (b) the worker (`worker::app::run`, in-process) with a no-op deployment handler and
 //!     the same `--concurrency`, events spread over `--releases` releases; and (b')
 //!     the same over `--contended-releases` releases.
+//! (b-otlp) with `--traces`: (b) with its traces exported over OTLP/gRPC to a receiver in
+//!     this process (`test_harness::otlp`); (b) then runs with the exporter installed and
+//!     paused (`worker::telemetry::pause_export`), so the two differ only in exporting.
 //!
 //! Both run against one nats-server, in the same process, interleaved over `--rounds`
 //! rounds, each scenario on a freshly created stream; medians are reported. Each
@@ -103,6 +106,10 @@ struct Args {
     /// that many replicas; both systems get the whole seed list.
     #[arg(long, env = "BENCH_CLUSTER", default_value_t = 0)]
     cluster: usize,
+    /// Add scenario (b-otlp): the worker of (b) exporting its traces over OTLP/gRPC to a
+    /// receiver in this process.
+    #[arg(long, env = "BENCH_TRACES")]
+    traces: bool,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -112,6 +119,8 @@ enum System {
     RawWithRecords,
     Worker {
         releases: usize,
+        /// Exporting traces (scenario (b-otlp)).
+        traced: bool,
     },
 }
 
@@ -125,7 +134,17 @@ impl Scenario {
         match self.system {
             System::Raw => "(a) raw async-nats loop".into(),
             System::RawWithRecords => "(a2) raw loop + 2 record writes per event".into(),
-            System::Worker { releases } => format!("{} worker, {releases} releases", self.key),
+            System::Worker {
+                releases,
+                traced: false,
+            } => format!("{} worker, {releases} releases", self.key),
+            System::Worker {
+                releases,
+                traced: true,
+            } => format!(
+                "{} worker exporting traces (OTLP/gRPC), {releases} releases",
+                self.key
+            ),
         }
     }
 }
@@ -158,9 +177,29 @@ struct Ctx {
     observer: Observer,
 }
 
-#[tokio::main]
-async fn main() -> std::process::ExitCode {
-    match run().await {
+fn main() -> std::process::ExitCode {
+    let args = Args::parse();
+    // The exporter reads the standard variables, which must be set before any thread runs.
+    let otlp_port = args.traces.then(test_harness::free_port);
+    if let Some(port) = otlp_port {
+        // SAFETY: no other thread exists yet.
+        unsafe {
+            std::env::set_var(
+                "OTEL_EXPORTER_OTLP_ENDPOINT",
+                format!("http://127.0.0.1:{port}"),
+            );
+            std::env::set_var("OTEL_EXPORTER_OTLP_PROTOCOL", "grpc");
+            std::env::set_var("OTEL_SERVICE_NAME", "pipeline-bench");
+        }
+    }
+    let runtime = match tokio::runtime::Runtime::new() {
+        Ok(runtime) => runtime,
+        Err(err) => {
+            eprintln!("pipeline-bench failed: cannot start the runtime: {err}");
+            return std::process::ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(run(args, otlp_port)) {
         Ok(()) => std::process::ExitCode::SUCCESS,
         Err(err) => {
             eprintln!("pipeline-bench failed: {err:#}");
@@ -169,14 +208,29 @@ async fn main() -> std::process::ExitCode {
     }
 }
 
-async fn run() -> anyhow::Result<()> {
-    let args = Args::parse();
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("error"));
-    let _ = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .try_init();
+async fn run(args: Args, otlp_port: Option<u16>) -> anyhow::Result<()> {
+    // With --traces, the worker's own telemetry (logs and the OTLP exporter) and a receiver.
+    let (_telemetry, receiver) = match otlp_port {
+        Some(port) => {
+            let receiver = test_harness::otlp::OtlpReceiver::counting_on(
+                test_harness::otlp::Transport::Grpc,
+                port,
+            )
+            .await?;
+            let telemetry = worker::telemetry::init_with(worker::config::LogFormat::Text, "error")
+                .map_err(anyhow::Error::msg)?;
+            (Some(telemetry), Some(receiver))
+        }
+        None => {
+            let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("error"));
+            let _ = tracing_subscriber::fmt()
+                .with_env_filter(filter)
+                .with_writer(std::io::stderr)
+                .try_init();
+            (None, None)
+        }
+    };
     if args.rounds == 0 || args.events == 0 || args.latency_events == 0 {
         bail!("--rounds, --events and --latency-events must be at least 1");
     }
@@ -219,6 +273,7 @@ async fn run() -> anyhow::Result<()> {
             key: "(b)",
             system: System::Worker {
                 releases: ctx.args.releases,
+                traced: false,
             },
         },
     ];
@@ -236,6 +291,16 @@ async fn run() -> anyhow::Result<()> {
             key: "(b')",
             system: System::Worker {
                 releases: ctx.args.contended_releases,
+                traced: false,
+            },
+        });
+    }
+    if ctx.args.traces {
+        scenarios.push(Scenario {
+            key: "(b-otlp)",
+            system: System::Worker {
+                releases: ctx.args.releases,
+                traced: true,
             },
         });
     }
@@ -288,13 +353,27 @@ async fn run() -> anyhow::Result<()> {
 
     let memory = match &worker_bin {
         Some(binary) => {
-            let memory = rss::idle_worker_memory(binary, &url, Duration::from_secs(3)).await?;
+            let memory =
+                rss::idle_worker_memory(binary, &url, Duration::from_secs(3), false).await?;
+            if ctx.args.traces {
+                let traced =
+                    rss::idle_worker_memory(binary, &url, Duration::from_secs(3), true).await?;
+                println!(
+                    "idle helm-service RSS exporting traces (OTLP/gRPC): {:.1} MiB (VmHWM {:.1} MiB); without: {:.1} MiB",
+                    traced.rss_kib as f64 / 1024.0,
+                    traced.hwm_kib as f64 / 1024.0,
+                    memory.rss_kib as f64 / 1024.0,
+                );
+            }
             Some(memory)
         }
         None => None,
     };
 
     report(&ctx, &scenarios, &samples, memory);
+    if let Some(receiver) = &receiver {
+        report_traces(&scenarios, &samples, receiver);
+    }
     drop(servers);
     Ok(())
 }
@@ -393,7 +472,8 @@ async fn run_scenario(
                 ctx.args.releases,
             )
         }
-        System::Worker { releases } => {
+        System::Worker { releases, traced } => {
+            worker::telemetry::pause_export(!traced);
             let spec = worker_run::WorkerSpec {
                 nats_url: &ctx.url,
                 stream: STREAM,
@@ -619,6 +699,58 @@ async fn check_no_dead_letters(js: &jetstream::Context, state_prefix: &str) -> a
         bail!("the worker dead-lettered {messages} messages");
     }
     Ok(())
+}
+
+/// (b-otlp) against (b): the cost of exporting traces, and what reached the receiver.
+fn report_traces(
+    scenarios: &[Scenario],
+    samples: &[Vec<Sample>],
+    receiver: &test_harness::otlp::OtlpReceiver,
+) {
+    let index = |key: &str| scenarios.iter().position(|s| s.key == key);
+    let (Some(plain), Some(traced)) = (index("(b)"), index("(b-otlp)")) else {
+        return;
+    };
+    let eps = |runs: &[Sample]| {
+        median(
+            &runs
+                .iter()
+                .map(|s| s.throughput.events_per_second())
+                .collect::<Vec<_>>(),
+        )
+    };
+    let p99 = |runs: &[Sample]| median(&runs.iter().map(|s| millis(s.p(99.0))).collect::<Vec<_>>());
+    let ratio = eps(&samples[traced]) / eps(&samples[plain]);
+    let per_round: Vec<f64> = samples[traced]
+        .iter()
+        .zip(&samples[plain])
+        .map(|(t, p)| t.throughput.events_per_second() / p.throughput.events_per_second())
+        .collect();
+    println!(
+        "(b-otlp) / (b): throughput {ratio:.2}× (target ≥ 0.90: {}), median of per-round ratios {:.2}× (per round: {}), dispatch p99 {:.2}×",
+        if ratio >= 0.9 { "met" } else { "MISSED" },
+        median(&per_round),
+        per_round
+            .iter()
+            .map(|r| format!("{r:.2}"))
+            .collect::<Vec<_>>()
+            .join(", "),
+        p99(&samples[traced]) / p99(&samples[plain]),
+    );
+    let dropped: u64 = ["queue_full", "export_failed", "shut_down"]
+        .iter()
+        .map(|reason| {
+            worker::telemetry::export::SPANS_DROPPED
+                .with_label_values(&[reason])
+                .get()
+        })
+        .sum();
+    println!(
+        "    spans: {} exported, {} received by the receiver in {} requests, {dropped} dropped",
+        worker::telemetry::export::SPANS_EXPORTED.get(),
+        receiver.span_count(),
+        receiver.requests(),
+    );
 }
 
 fn report(

@@ -51,16 +51,24 @@ pub struct IdleMemory {
 /// Starts `binary run --nats-url <url>` with default settings (own state prefix) and
 /// its production handlers, for which a kube-sim stands in for the cluster (helm must
 /// be on `PATH`: `ops/setup.sh`), waits until `/readyz` says 200, lets it sit for
-/// `settle`, and reads its VmRSS and VmHWM from `/proc/<pid>/status`.
+/// `settle`, and reads its VmRSS and VmHWM from `/proc/<pid>/status`. The worker exports
+/// traces only with `traces` (and the bench's `OTEL_*` environment, `--traces`).
 pub async fn idle_worker_memory(
     binary: &Path,
     nats_url: &str,
     settle: Duration,
+    traces: bool,
 ) -> anyhow::Result<IdleMemory> {
     let port = test_harness::free_port();
     let cluster = kube_sim::KubeSim::start(kube_sim::Config::default()).await?;
     let kubeconfig = cluster.kubeconfig_path().to_string_lossy().into_owned();
-    let mut process = ChildProcess::builder(binary)
+    let mut builder = ChildProcess::builder(binary);
+    if !traces {
+        builder = builder
+            .env_remove("OTEL_EXPORTER_OTLP_ENDPOINT")
+            .env_remove("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT");
+    }
+    let mut process = builder
         .name("helm-service-idle")
         .args(["run", "--nats-url", nats_url, "--kubeconfig", &kubeconfig])
         .args(["--http-addr", &format!("127.0.0.1:{port}")])

@@ -12,6 +12,7 @@ pub mod cluster;
 pub mod keptn_spec;
 pub mod nats;
 pub mod operator;
+pub mod otlp;
 pub mod pki;
 pub mod process;
 pub mod proxy;

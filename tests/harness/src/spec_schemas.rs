@@ -21,6 +21,10 @@
 //! - `sh.keptn.event.service.delete.finished` has no section in the spec; it is checked
 //!   against the service task's finished schema (`service.create.finished`, the common fields
 //!   only), so a report with a field nobody defined fails.
+//! - `sh.keptn.event.rollback.status.changed` and `sh.keptn.event.action.status.changed`
+//!   have no section either (the spec defines `status.changed` for every task but writes out
+//!   only some); they are checked against `deployment.status.changed`, which has exactly the
+//!   common fields, like every `status.changed` schema the spec has.
 
 use std::collections::{HashMap, HashSet};
 use std::sync::{Mutex, OnceLock};
@@ -31,10 +35,20 @@ use serde_json::Value;
 use crate::keptn_spec::{keptn_spec, KeptnSpec};
 
 /// Types the spec has no schema for, and the schema they are checked against.
-const SUBSTITUTES: [(&str, &str); 1] = [(
-    "sh.keptn.event.service.delete.finished",
-    "sh.keptn.event.service.create.finished",
-)];
+const SUBSTITUTES: [(&str, &str); 3] = [
+    (
+        "sh.keptn.event.service.delete.finished",
+        "sh.keptn.event.service.create.finished",
+    ),
+    (
+        "sh.keptn.event.rollback.status.changed",
+        "sh.keptn.event.deployment.status.changed",
+    ),
+    (
+        "sh.keptn.event.action.status.changed",
+        "sh.keptn.event.deployment.status.changed",
+    ),
+];
 
 /// The compiled schemas of the spec.
 pub struct SpecSchemas {

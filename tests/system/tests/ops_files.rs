@@ -266,9 +266,10 @@ fn termination_grace_follows_the_shutdown_grace_and_bad_durations_fail() {
     assert!(stderr.contains("ackWait"), "{stderr}");
 }
 
-/// The metric names registered in worker/src/metrics.rs: its `"helm_service_..."` literals.
+/// The metric names registered in worker/src/metrics.rs: its `"helm_service_..."` literals,
+/// and those of the trace exporter's counters it registers (`telemetry/export.rs`).
 fn exported_metrics() -> BTreeSet<String> {
-    let source = read("worker/src/metrics.rs");
+    let source = read("worker/src/metrics.rs") + &read("worker/src/telemetry/export.rs");
     let names: BTreeSet<String> = source
         .split('"')
         .skip(1)

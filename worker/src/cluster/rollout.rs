@@ -367,6 +367,31 @@ fn evaluate(
     }
 }
 
+/// Where a wait stands, as a progress report tells it (`progress::report`): how many of
+/// the awaited objects are ready and what the first one not ready waits for, e.g.
+/// `rollout: 0 of 1 ready; Deployment hello: 1 of 3 updated replicas are available`.
+/// `None` until every watch has listed (nothing is known yet) and once all are ready.
+fn progress_of(awaited: &[Awaited], watched: &[Watched]) -> Option<String> {
+    if !watched.iter().all(|w| w.listed) {
+        return None;
+    }
+    let states: Vec<Readiness> = watched
+        .iter()
+        .zip(awaited)
+        .map(|(w, a)| w.readiness(a))
+        .collect();
+    let ready = states.iter().filter(|s| **s == Readiness::Ready).count();
+    let (j, what) = states.iter().enumerate().find_map(|(j, s)| match s {
+        Readiness::InProgress(what) | Readiness::Failed(what) => Some((j, what)),
+        Readiness::Ready => None,
+    })?;
+    Some(format!(
+        "rollout: {ready} of {} ready; {}: {what}",
+        awaited.len(),
+        awaited[j]
+    ))
+}
+
 /// The earliest moment a fail-fast clock runs out.
 fn next_fail_fast(
     awaited: &[Awaited],
@@ -494,6 +519,9 @@ async fn follow(
                 tracing::debug!(error = %e, object = %awaited[i], "pods watch failed; retrying with backoff");
                 continue;
             }
+        }
+        if let Some(progress) = progress_of(awaited, watched) {
+            crate::progress::report(progress);
         }
         match evaluate(awaited, watched, limits.fail_fast_after, Instant::now()) {
             Verdict::Waiting => {}
@@ -888,6 +916,30 @@ mod tests {
             "status": status,
         }))
         .unwrap()
+    }
+
+    #[test]
+    fn progress_tells_how_many_are_ready_and_what_the_first_other_waits_for() {
+        let awaited = [Awaited::deployment("a"), Awaited::deployment("b")];
+        let listed = |status: Value| Watched {
+            listed: true,
+            current: Some(serde_json::to_value(deployment(3, 1, status)).unwrap()),
+            ..Watched::default()
+        };
+        let done = || {
+            listed(
+                json!({"observedGeneration": 1, "replicas": 3, "updatedReplicas": 3,
+                          "availableReplicas": 3}),
+            )
+        };
+        let two_of_three = listed(json!({"observedGeneration": 1, "replicas": 3,
+                                         "updatedReplicas": 3, "availableReplicas": 2}));
+        assert_eq!(
+            progress_of(&awaited, &[done(), two_of_three]).as_deref(),
+            Some("rollout: 1 of 2 ready; Deployment b: 2 of 3 updated replicas are available")
+        );
+        assert_eq!(progress_of(&awaited, &[done(), done()]), None);
+        assert_eq!(progress_of(&awaited, &[done(), Watched::default()]), None);
     }
 
     #[test]

@@ -18,6 +18,8 @@ use crate::metrics::Metrics;
 
 use super::TaskError;
 use crate::cluster::readiness::Awaited;
+use tracing::Instrument;
+
 use crate::cluster::{RolloutFailure, StoredRelease, StoredRevision, WaitLimits};
 
 /// The shared tools of the Helm task handlers.
@@ -71,10 +73,20 @@ impl Platform {
         limits: WaitLimits,
     ) -> Result<(), RolloutFailure> {
         let started = std::time::Instant::now();
+        let span = tracing::info_span!(
+            "rollout wait",
+            namespace,
+            objects = awaited.len(),
+            otel.status_code = tracing::field::Empty,
+        );
         let result = self
             .cluster
             .wait_until_ready(namespace, awaited, limits)
+            .instrument(span.clone())
             .await;
+        if result.is_err() {
+            span.record("otel.status_code", "ERROR");
+        }
         self.metrics
             .record_rollout(result.is_ok(), started.elapsed());
         result

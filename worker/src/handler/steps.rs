@@ -6,7 +6,7 @@ use chrono::Utc;
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 use tokio_util::sync::CancellationToken;
-use tracing::{info, warn};
+use tracing::{info, info_span, warn, Instrument};
 
 use super::TaskError;
 use crate::metrics::Metrics;
@@ -93,24 +93,31 @@ impl<'a> Steps<'a> {
                 ))
             });
         }
-        if !self.written {
-            self.write(name, |_| {}).await?;
+        // A span per step run (not per skip), the record writes included.
+        let span = info_span!("step", otel.name = %format!("step {name}"), step = name);
+        let (output, elapsed) = async {
+            if !self.written {
+                self.write(name, |_| {}).await?;
+            }
+            let started = std::time::Instant::now();
+            let output = work().await?;
+            let elapsed = started.elapsed();
+            let recorded = serde_json::to_value(&output)
+                .map_err(|err| TaskError::Failed(format!("step {name:?} output: {err}")))?;
+            let (event_id, event_type) = (self.event_id, self.event_type);
+            self.write(name, |record| {
+                record.progress_mut(event_id, event_type).steps.insert(
+                    name.to_owned(),
+                    StepRecord {
+                        output: recorded,
+                        completed_at: Utc::now(),
+                    },
+                );
+            })
+            .await?;
+            Ok::<_, TaskError>((output, elapsed))
         }
-        let started = std::time::Instant::now();
-        let output = work().await?;
-        let elapsed = started.elapsed();
-        let recorded = serde_json::to_value(&output)
-            .map_err(|err| TaskError::Failed(format!("step {name:?} output: {err}")))?;
-        let (event_id, event_type) = (self.event_id, self.event_type);
-        self.write(name, |record| {
-            record.progress_mut(event_id, event_type).steps.insert(
-                name.to_owned(),
-                StepRecord {
-                    output: recorded,
-                    completed_at: Utc::now(),
-                },
-            );
-        })
+        .instrument(span)
         .await?;
         self.metrics.record_step(name, elapsed);
         info!(
@@ -118,6 +125,7 @@ impl<'a> Steps<'a> {
             elapsed_ms = elapsed.as_millis() as u64,
             "step done"
         );
+        crate::progress::report(format!("step {name} done"));
         if self.crash_after == Some(name) {
             crash_for_test(name);
         }

@@ -517,12 +517,17 @@ impl Helm {
         target: &ReleaseRef,
         line: CommandLine,
     ) -> Result<Vec<u8>, HelmError> {
-        let span = tracing::debug_span!(
+        // What helm did, for logs and traces; never its arguments (values may hold secrets).
+        let span = tracing::info_span!(
             "helm",
+            otel.name = %format!("helm {}", operation.as_str()),
             operation = operation.as_str(),
             release = %target.release,
             namespace = %target.namespace,
+            otel.status_code = tracing::field::Empty,
+            error.type = tracing::field::Empty,
         );
+        let recorded = span.clone();
         async {
             let _slot = self.slot().await;
             let started = Instant::now();
@@ -530,12 +535,16 @@ impl Helm {
             let elapsed = started.elapsed();
             match &result {
                 Ok(_) => tracing::debug!(elapsed_ms = elapsed.as_millis() as u64, "helm finished"),
-                Err(e) => tracing::debug!(
-                    elapsed_ms = elapsed.as_millis() as u64,
-                    outcome = e.label(),
-                    error = %e,
-                    "helm failed"
-                ),
+                Err(e) => {
+                    recorded.record("otel.status_code", "ERROR");
+                    recorded.record("error.type", e.label());
+                    tracing::debug!(
+                        elapsed_ms = elapsed.as_millis() as u64,
+                        outcome = e.label(),
+                        error = %e,
+                        "helm failed"
+                    )
+                }
             }
             if let Some(observer) = &self.observer {
                 observer.observe(operation, elapsed, result.as_ref().map(|_| ()));

@@ -34,6 +34,9 @@ use super::pool::Place;
 use crate::handler::{Decision, OtherLeases, Outcome, Registry, Steps, TaskError};
 use crate::metrics::Metrics;
 use crate::nats::publisher::{event_headers, Publisher};
+use crate::progress;
+use crate::telemetry::{self, traces};
+use tracing_opentelemetry::OpenTelemetrySpanExt;
 
 /// Settings of message processing.
 #[derive(Debug, Clone)]
@@ -44,6 +47,9 @@ pub struct ProcessorConfig {
     pub max_deliveries: u32,
     /// Test hook: kill the process right after the step of this name is recorded.
     pub crash_after_step: Option<String>,
+    /// Least time between two progress reports (`.status.changed`) of a task; `None`:
+    /// none are sent (`progress.rs`).
+    pub progress_interval: Option<Duration>,
 }
 
 /// Shared by all in-flight tasks of a replica.
@@ -115,6 +121,12 @@ impl Processor {
         self.metrics.in_flight.inc();
 
         let span = info_span!("event", subject = %subject, seq = stream_sequence, delivered);
+        if telemetry::exporting() {
+            // One trace per event, continuing the sender's (architecture.md §8.2).
+            if let Some(parent) = traces::event_parent(&message.payload) {
+                let _ = span.set_parent(parent);
+            }
+        }
         let work = async {
             let origin = Origin {
                 subject: &subject,
@@ -228,7 +240,9 @@ impl Processor {
         // A message received by a pull whose slot a waiting task took: it waits its turn
         // (its message kept alive meanwhile).
         take_slot(place, hard_stop).await?;
-        match classify(origin.subject, payload, self.config.max_event_bytes) {
+        let intake = info_span!("intake")
+            .in_scope(|| classify(origin.subject, payload, self.config.max_event_bytes));
+        match intake {
             Intake::DeadLetter { reason, detail } => {
                 self.dead_letter(reason, detail, origin, payload, event_id_of(payload))
                     .await
@@ -326,6 +340,7 @@ impl Processor {
                 hard_stop,
                 &lend_slot,
             )
+            .instrument(info_span!("lease wait"))
             .await
         {
             Ok(acquired) => acquired,
@@ -422,8 +437,31 @@ impl Processor {
                 others,
                 self.config.crash_after_step.as_deref(),
             );
+            // Reports go out beside the task, in this same task, and stop with it: none
+            // follows `.finished`.
+            let (reporter, reports) = progress::channel();
+            let interval = self
+                .config
+                .progress_interval
+                .filter(|_| task.kind.sends_started());
+            let forwarding = async {
+                match interval {
+                    Some(interval) => {
+                        progress::forward(
+                            reports,
+                            &replies,
+                            &self.publisher,
+                            &self.metrics,
+                            interval,
+                        )
+                        .await
+                    }
+                    None => std::future::pending().await,
+                }
+            };
             tokio::select! {
-                outcome = handler.run(task, &mut steps) => outcome,
+                outcome = progress::reporting_to(reporter, handler.run(task, &mut steps)) => outcome,
+                never = forwarding => match never {},
                 () = hard_stop.cancelled() => Err(TaskError::Transient("shutdown grace period is over".into())),
             }
         };
@@ -510,8 +548,15 @@ async fn take_slot(place: &Place, hard_stop: &CancellationToken) -> Result<(), R
 
 /// Reply builder for a task event. Intake only accepts the handled task types, all of
 /// the `sh.keptn.event.<task>.<phase>` form, so building one cannot fail.
+/// With traces exported, the replies carry the `traceparent` of the span building them (the
+/// task's), so whoever consumes them continues this trace.
 fn replies(event: &KeptnEvent) -> ReplyBuilder {
-    ReplyBuilder::new(event, OWN_SOURCE).expect("handled event types are Keptn task types")
+    let replies =
+        ReplyBuilder::new(event, OWN_SOURCE).expect("handled event types are Keptn task types");
+    match traces::current_traceparent() {
+        Some(traceparent) => replies.with_traceparent(traceparent),
+        None => replies,
+    }
 }
 
 /// The `id` of a message that is JSON with one, for dead letters (best effort; an id too

@@ -1,0 +1,210 @@
+//! Traces of a deployment exported over OTLP, gRPC and HTTP/protobuf, to the harness' own
+//! receiver (`test_harness::otlp`, decoding the official protobuf messages): the production
+//! binary, real nats-server, real helm, kube-sim. And a collector that is not there: the
+//! worker deploys as promptly as without one and counts the spans it drops.
+
+use std::time::{Duration, Instant};
+
+use kube_sim::Config as SimConfig;
+use serde_json::json;
+use system_tests::deploy_env::{deployment_event, example_chart, DeployEnv};
+use test_harness::otlp::{OtlpReceiver, ReceivedSpan, Transport};
+
+const WAIT: Duration = Duration::from_secs(90);
+/// The sender's trace and span: the triggered event's `traceparent`.
+const TRACE_ID: &str = "0af7651916cd43dd8448eb211c80319c";
+const PARENT_ID: &str = "b7ad6b7169203331";
+
+async fn env() -> anyhow::Result<DeployEnv> {
+    let env = DeployEnv::start(SimConfig {
+        rollout_delay: Duration::from_millis(300),
+        ..SimConfig::default()
+    })
+    .await?;
+    env.push_chart(("shop", "dev", "hello"), &example_chart())?;
+    Ok(env)
+}
+
+#[tokio::test]
+async fn a_deployment_is_one_trace_continuing_the_event_over_grpc() -> anyhow::Result<()> {
+    a_deployment_is_one_trace_continuing_the_event(Transport::Grpc).await
+}
+
+#[tokio::test]
+async fn a_deployment_is_one_trace_continuing_the_event_over_http() -> anyhow::Result<()> {
+    a_deployment_is_one_trace_continuing_the_event(Transport::HttpProtobuf).await
+}
+
+async fn a_deployment_is_one_trace_continuing_the_event(
+    transport: Transport,
+) -> anyhow::Result<()> {
+    let receiver = OtlpReceiver::start(transport).await?;
+    let env = env().await?;
+    let mut spec = env.worker_spec();
+    spec.env.extend(receiver.env("helm-service-under-test"));
+    let worker = env.start_worker(spec, "worker").await?;
+
+    let mut event = deployment_event("traced", "hello", "direct", json!({}));
+    event["traceparent"] = json!(format!("00-{TRACE_ID}-{PARENT_ID}-01"));
+    let finished = env.deploy(&event, WAIT).await?;
+    assert_eq!(finished["data"]["status"], "succeeded", "{finished:#}");
+
+    // The root span ends after the ack; it is exported within a second or so after.
+    let spans = receiver
+        .wait_for(Duration::from_secs(30), |spans| {
+            spans
+                .iter()
+                .any(|s| s.name() == "event" && s.trace_id() == TRACE_ID)
+        })
+        .await
+        .map_err(|err| err.context(worker.process.log_tail(60)))?;
+    let trace: Vec<&ReceivedSpan> = spans.iter().filter(|s| s.trace_id() == TRACE_ID).collect();
+    let names: Vec<(&str, String)> = trace
+        .iter()
+        .map(|s| (s.name(), s.parent_span_id()))
+        .collect();
+    eprintln!(
+        "{transport:?}: {} spans in the trace: {names:#?}",
+        trace.len()
+    );
+    let one = |name: &str| -> &ReceivedSpan {
+        let found: Vec<&&ReceivedSpan> = trace.iter().filter(|s| s.name() == name).collect();
+        assert_eq!(found.len(), 1, "one {name:?} span: {names:?}");
+        found[0]
+    };
+    let parent_of = |span: &ReceivedSpan| -> &str {
+        trace
+            .iter()
+            .find(|s| s.span_id() == span.parent_span_id())
+            .map_or("(outside the trace)", |s| s.name())
+    };
+    let root = one("event");
+    assert_eq!(
+        root.parent_span_id(),
+        PARENT_ID,
+        "the root continues the event"
+    );
+    assert_eq!(root.service, "helm-service-under-test");
+    assert_eq!(parent_of(one("intake")), "event");
+    let task = one("task");
+    assert_eq!(parent_of(task), "event");
+    assert_eq!(task.attribute("id").as_deref(), Some("traced"));
+    assert_eq!(parent_of(one("lease wait")), "task");
+    for step in ["step user-release", "step generated-release"] {
+        assert_eq!(parent_of(one(step)), "task", "{step}");
+    }
+    let helm: Vec<&&ReceivedSpan> = trace
+        .iter()
+        .filter(|s| s.name().starts_with("helm "))
+        .collect();
+    assert!(
+        helm.iter().any(|s| s.name() == "helm upgrade"
+            && s.attribute("release").as_deref() == Some("shop-dev-hello")
+            && s.attribute("namespace").as_deref() == Some("shop-dev")),
+        "{names:?}"
+    );
+    for call in &helm {
+        assert!(
+            parent_of(call).starts_with("step "),
+            "{} under a step",
+            call.name()
+        );
+    }
+    let rollouts: Vec<&&ReceivedSpan> = trace
+        .iter()
+        .filter(|s| s.name() == "rollout wait")
+        .collect();
+    assert!(!rollouts.is_empty(), "{names:?}");
+    assert!(rollouts.iter().all(|s| parent_of(s).starts_with("step ")));
+    // Every span of the trace hangs from the root.
+    for span in &trace {
+        if span.span_id() != root.span_id() {
+            assert_ne!(
+                parent_of(span),
+                "(outside the trace)",
+                "{} is in the tree",
+                span.name()
+            );
+        }
+    }
+    // The replies carry the task span's traceparent.
+    let expected = format!("00-{TRACE_ID}-{}-01", task.span_id());
+    assert_eq!(finished["traceparent"], expected.as_str());
+    let replies = env.env.replies().await?;
+    assert_eq!(
+        replies.of("traced", "started")[0]["traceparent"],
+        expected.as_str()
+    );
+    Ok(())
+}
+
+#[tokio::test]
+async fn a_collector_that_is_away_slows_nothing_and_its_spans_are_counted_dropped(
+) -> anyhow::Result<()> {
+    let env = env().await?;
+    // One service per worker, so none waits for a release another parked.
+    for service in ["plain", "grpc", "http-protobuf"] {
+        env.push_chart(("shop", "dev", service), &example_chart())?;
+    }
+    // Baseline: the same deployment without traces.
+    let plain = env.start_worker(env.worker_spec(), "plain").await?;
+    let started = Instant::now();
+    let finished = env
+        .deploy(
+            &deployment_event("plain", "plain", "direct", json!({})),
+            WAIT,
+        )
+        .await?;
+    let without = started.elapsed();
+    assert_eq!(finished["data"]["status"], "succeeded", "{finished:#}");
+    drop(plain);
+
+    // A port nobody listens on (bound, then closed).
+    let closed = {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0")?;
+        listener.local_addr()?.port()
+    };
+    for transport in [Transport::Grpc, Transport::HttpProtobuf] {
+        let mut spec = env.worker_spec();
+        spec.env.extend([
+            (
+                "OTEL_EXPORTER_OTLP_ENDPOINT".to_owned(),
+                format!("http://127.0.0.1:{closed}"),
+            ),
+            (
+                "OTEL_EXPORTER_OTLP_PROTOCOL".to_owned(),
+                transport.protocol().to_owned(),
+            ),
+        ]);
+        let worker = env.start_worker(spec, "away").await?;
+        let service = transport.protocol().replace('/', "-");
+        let started = Instant::now();
+        let event = deployment_event(&service, &service, "direct", json!({}));
+        let finished = env.deploy(&event, WAIT).await?;
+        let with = started.elapsed();
+        assert_eq!(finished["data"]["status"], "succeeded", "{finished:#}");
+        eprintln!("{transport:?}: {with:?} with the collector away, {without:?} without traces");
+        // Generous, the machine is shared; but under the exporter's 10 s timeout, which a
+        // worker waiting for its exports would spend at least once.
+        assert!(
+            with < without + Duration::from_secs(5),
+            "{with:?} against {without:?}"
+        );
+        let dropped = test_harness::wait::wait_until(
+            "spans counted dropped",
+            Duration::from_secs(30),
+            Duration::from_millis(200),
+            || async {
+                let dropped = worker
+                    .metric("helm_service_trace_spans_dropped_total{reason=\"export_failed\"}")
+                    .await
+                    .ok()?;
+                (dropped > 0.0).then_some(dropped)
+            },
+        )
+        .await?;
+        eprintln!("{transport:?}: {dropped} spans counted dropped");
+        drop(worker);
+    }
+    Ok(())
+}
