@@ -10,7 +10,8 @@ use std::time::Duration;
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
 use crate::deploy::ownership::{NamespacePattern, NamespacePolicy};
-use crate::deploy::settings::{Deadlines, DeploySettings, StageDeadlines};
+use crate::deploy::settings::{Deadlines, DeploySettings, StageDeadlines, Traffic};
+use crate::deploy::traffic::{GatewayRef, TrafficLayer};
 use crate::deploy::uris::Ingress;
 use crate::nats::connect::NatsArgs;
 use crate::nats::topology::{Limit, StorageLimits};
@@ -331,6 +332,20 @@ pub struct DeployConfig {
     )]
     pub istio_gateway: String,
 
+    /// How traffic reaches services and how blue/green moves it: `istio` (VirtualService
+    /// and DestinationRules), `gateway-api` (an HTTPRoute attached to --gateway) or `service`
+    /// (no mesh: the chart's Service selects the canary's or the primary's pods).
+    #[arg(long, env = "TRAFFIC", default_value = "istio", value_parser = TrafficLayer::parse)]
+    pub traffic: TrafficLayer,
+
+    /// Per-stage --traffic, as STAGE=LAYER, e.g. `dev=service,production=istio`.
+    #[arg(long, env = "STAGE_TRAFFIC", value_delimiter = ',', value_parser = parse_stage_traffic)]
+    pub stage_traffic: Vec<(String, TrafficLayer)>,
+
+    /// The Gateway the `gateway-api` layer's HTTPRoutes attach to, as NAMESPACE/NAME.
+    #[arg(long, env = "GATEWAY", value_parser = GatewayRef::parse)]
+    pub gateway: Option<GatewayRef>,
+
     /// Most replicas the scaling remediation action may set, however often it is asked to
     /// add more (a replica count already above it is left as it is).
     #[arg(
@@ -375,14 +390,15 @@ fn parse_stage_duration_or_zero(text: &str) -> Result<(String, Duration), String
     stage_and(text, parse_duration_or_zero)
 }
 
-/// `STAGE=DURATION`, the duration read by `parse`.
-fn stage_and(
-    text: &str,
-    parse: fn(&str) -> Result<Duration, String>,
-) -> Result<(String, Duration), String> {
+fn parse_stage_traffic(text: &str) -> Result<(String, TrafficLayer), String> {
+    stage_and(text, TrafficLayer::parse)
+}
+
+/// `STAGE=VALUE`, the value read by `parse`.
+fn stage_and<T>(text: &str, parse: fn(&str) -> Result<T, String>) -> Result<(String, T), String> {
     let (stage, duration) = text
         .split_once('=')
-        .ok_or_else(|| format!("{text:?}: expected STAGE=DURATION, e.g. production=15m"))?;
+        .ok_or_else(|| format!("{text:?}: expected STAGE=VALUE, e.g. production=15m"))?;
     let stage = stage.trim();
     contracts::names::validate_keptn_name(contracts::names::NameKind::Stage, stage)
         .map_err(|err| format!("{text:?}: stage {stage:?}: {err}"))?;
@@ -416,6 +432,16 @@ impl DeployConfig {
             },
             self.scaling_max_replicas,
         )
+        .with_traffic(self.traffic())
+    }
+
+    /// `--traffic`, `--stage-traffic` and `--gateway`.
+    pub fn traffic(&self) -> Traffic {
+        Traffic {
+            default: self.traffic,
+            stage: self.stage_traffic.iter().cloned().collect(),
+            gateway: self.gateway.clone(),
+        }
     }
 
     /// Where tasks may deploy: `--protected-namespaces`, `--adopt-namespaces`, and the
@@ -522,7 +548,7 @@ impl RunConfig {
                 ));
             }
         }
-        Ok(())
+        self.deploy.traffic().check()
     }
 }
 
@@ -683,6 +709,50 @@ mod tests {
         );
         let off = DeployCli::try_parse_from(["x", "--fail-fast-after", "0"]).unwrap();
         assert_eq!(off.deploy.settings().deadlines("dev").fail_fast_after, None);
+    }
+
+    #[test]
+    fn traffic_layers_per_stage_and_the_gateway_they_need() {
+        let cli = DeployCli::try_parse_from([
+            "x",
+            "--traffic",
+            "service",
+            "--stage-traffic",
+            "production=gateway-api",
+            "--gateway",
+            "gateways/public",
+        ])
+        .unwrap();
+        let settings = cli.deploy.settings();
+        assert_eq!(settings.traffic("dev"), TrafficLayer::Service);
+        assert_eq!(settings.traffic("production"), TrafficLayer::GatewayApi);
+        assert_eq!(settings.gateway().unwrap().to_string(), "gateways/public");
+        assert!(cli.deploy.traffic().check().is_ok());
+        let default = DeployCli::try_parse_from(["x"]).unwrap();
+        assert_eq!(
+            default.deploy.settings().traffic("dev"),
+            TrafficLayer::Istio
+        );
+        // gateway-api anywhere without a Gateway is refused at start.
+        let without =
+            DeployCli::try_parse_from(["x", "--stage-traffic", "dev=gateway-api"]).unwrap();
+        assert!(without
+            .deploy
+            .traffic()
+            .check()
+            .unwrap_err()
+            .contains("--gateway"));
+        for bad in [
+            ["--traffic", "linkerd"],
+            ["--stage-traffic", "dev=nginx"],
+            ["--gateway", "public"],
+            ["--gateway", "gateways/Public\""],
+        ] {
+            assert!(
+                DeployCli::try_parse_from(["x", bad[0], bad[1]]).is_err(),
+                "{bad:?}"
+            );
+        }
     }
 
     #[test]

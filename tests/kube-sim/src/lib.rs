@@ -29,6 +29,7 @@ pub mod managed;
 pub mod metadata;
 pub mod openapi;
 pub mod patch;
+pub mod pod_log;
 pub mod proto;
 pub mod resources;
 pub mod selector;

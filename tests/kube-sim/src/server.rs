@@ -217,6 +217,8 @@ enum Target<'a> {
         ns: &'a str,
         name: &'a str,
     },
+    /// `/pods/{name}/log` (`pod_log`).
+    PodLog { ns: &'a str, name: &'a str },
     /// `/{name}/status` or `/{name}/scale`.
     Subresource {
         res: &'static Resource,
@@ -243,6 +245,9 @@ fn parse_target<'a>(
                 [name] => Ok(Target::Object { res, ns, name }),
                 [name, sub] if res.has_subresource(sub) => {
                     Ok(Target::Subresource { res, ns, name, sub })
+                }
+                [name, "log"] if res.group.is_empty() && res.plural == "pods" => {
+                    Ok(Target::PodLog { ns, name })
                 }
                 _ => Err(ApiError::no_route()),
             }
@@ -316,6 +321,17 @@ fn resource_request(
         }
         Target::Subresource { res, ns, name, sub } => {
             subresource_request(store, method, headers, body, res, ns, name, sub)
+        }
+        Target::PodLog { ns, name } => {
+            if *method != Method::GET {
+                return Err(ApiError::method_not_allowed(method.as_str()));
+            }
+            let pods =
+                resources::find_in(&custom, "", "v1", "pods").ok_or_else(ApiError::no_route)?;
+            let pod = store.get(pods, ns, name)?;
+            let text =
+                crate::pod_log::log_of(&pod, &crate::pod_log::LogQuery::parse(uri.query())?)?;
+            Ok(([(header::CONTENT_TYPE, "text/plain")], text).into_response())
         }
     }
 }

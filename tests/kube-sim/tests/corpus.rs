@@ -340,6 +340,18 @@ fn failing_test_image_fails_helm_test() {
         err.contains("rel-api-test-connection") && err.to_lowercase().contains("failed"),
         "{err}"
     );
+    // The failed test pod's log, as `kubectl logs` reads it (`pod_log`).
+    let log = c
+        .kubectl(&["logs", "rel-api-test-connection", "-n", "demo"])
+        .success();
+    assert!(
+        log.contains("kube-sim: started registry.example/curl:8 -fsS") && log.contains("exited with code 1 (Error)"),
+        "{log}"
+    );
+    let tail = c
+        .kubectl(&["logs", "rel-api-test-connection", "-n", "demo", "--tail", "1"])
+        .success();
+    assert_eq!(tail.trim(), "kube-sim: exited with code 1 (Error)");
 }
 
 #[test]

@@ -64,16 +64,69 @@ pub fn example_chart() -> PathBuf {
     workspace_root().join("ops/examples/charts/hello")
 }
 
+/// The traffic layer the workers of a test world route with (`--traffic`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Traffic {
+    Istio,
+    GatewayApi,
+    Service,
+}
+
+/// The Gateway (`namespace`, `name`) the `gateway-api` workers attach their HTTPRoutes to.
+pub const TEST_GATEWAY: (&str, &str) = ("gateways", "public");
+
+impl Traffic {
+    pub const ALL: [Traffic; 3] = [Traffic::Istio, Traffic::GatewayApi, Traffic::Service];
+
+    /// The value of `--traffic`.
+    pub fn flag(self) -> &'static str {
+        match self {
+            Traffic::Istio => "istio",
+            Traffic::GatewayApi => "gateway-api",
+            Traffic::Service => "service",
+        }
+    }
+
+    /// The worker's flags for this layer (none for Istio, the default).
+    pub fn worker_args(self) -> Vec<String> {
+        match self {
+            Traffic::Istio => Vec::new(),
+            Traffic::GatewayApi => vec![
+                "--traffic".into(),
+                self.flag().into(),
+                "--gateway".into(),
+                format!("{}/{}", TEST_GATEWAY.0, TEST_GATEWAY.1),
+            ],
+            Traffic::Service => vec!["--traffic".into(), self.flag().into()],
+        }
+    }
+}
+
 pub struct DeployEnv {
     pub env: TestEnv,
     pub sim: KubeSim,
     pub client: kube::Client,
     /// HOME, caches and config of helm (worker and test share it).
     pub helm_home: PathBuf,
+    /// The traffic layer of the workers [`DeployEnv::worker_spec`] makes.
+    pub traffic: Traffic,
 }
 
 impl DeployEnv {
+    /// A world whose workers route with Istio (the default layer).
     pub async fn start(sim_config: SimConfig) -> anyhow::Result<DeployEnv> {
+        Self::start_with(sim_config, Traffic::Istio).await
+    }
+
+    /// A world whose workers route with `traffic`; the cluster serves the Gateway API for
+    /// `gateway-api`, as a cluster with it installed does.
+    pub async fn start_with(
+        mut sim_config: SimConfig,
+        traffic: Traffic,
+    ) -> anyhow::Result<DeployEnv> {
+        if traffic == Traffic::GatewayApi {
+            sim_config.gateway_api = true;
+        }
         let env = TestEnv::start().await?;
         let sim = KubeSim::start(sim_config).await?;
         let kubeconfig = kube::config::Kubeconfig::read_from(sim.kubeconfig_path())?;
@@ -86,6 +139,7 @@ impl DeployEnv {
             sim,
             client,
             helm_home,
+            traffic,
         })
     }
 
@@ -117,6 +171,7 @@ impl DeployEnv {
             "--rollout-timeout".into(),
             "30s".into(),
         ];
+        spec.extra_args.extend(self.traffic.worker_args());
         spec.env = self.helm_env();
         spec
     }
@@ -213,7 +268,31 @@ impl DeployEnv {
         namespace: &str,
         name: &str,
     ) -> anyhow::Result<Option<Value>> {
-        let gvk = GroupVersionKind::gvk("networking.istio.io", "v1beta1", kind);
+        self.object(("networking.istio.io", "v1beta1", kind), namespace, name)
+            .await
+    }
+
+    /// A Gateway API object (`HTTPRoute`, `Gateway`) as JSON; `None` also when the
+    /// cluster does not serve the Gateway API.
+    pub async fn gateway_api(
+        &self,
+        kind: &str,
+        namespace: &str,
+        name: &str,
+    ) -> anyhow::Result<Option<Value>> {
+        self.object(("gateway.networking.k8s.io", "v1", kind), namespace, name)
+            .await
+    }
+
+    /// A namespaced object of `(group, version, kind)` as JSON; `None` when it or its kind
+    /// does not exist.
+    pub async fn object(
+        &self,
+        (group, version, kind): (&str, &str, &str),
+        namespace: &str,
+        name: &str,
+    ) -> anyhow::Result<Option<Value>> {
+        let gvk = GroupVersionKind::gvk(group, version, kind);
         let resource = ApiResource::from_gvk(&gvk);
         let api = Api::<DynamicObject>::namespaced_with(self.client.clone(), namespace, &resource);
         Ok(api
@@ -454,9 +533,88 @@ impl DeployEnv {
             .collect())
     }
 
+    /// `(canary, primary)` shares of `service`'s traffic (project `shop`, stage `dev`) as
+    /// the world's traffic layer routes it: the VirtualService's weights (`istio`), the
+    /// HTTPRoute's backend weights (`gateway-api`), or whose pods the Service selects, all
+    /// or nothing (`service`). Also checks that no other layer's routing object exists.
+    pub async fn blue_green_weights(&self, service: &str) -> anyhow::Result<(u64, u64)> {
+        let (virtual_service, http_route) = self.routing_objects(service).await?;
+        let expected = (
+            self.traffic == Traffic::Istio,
+            self.traffic == Traffic::GatewayApi,
+        );
+        anyhow::ensure!(
+            (virtual_service, http_route) == expected,
+            "routing objects of {service} with {:?}: VirtualService {virtual_service}, HTTPRoute {http_route}",
+            self.traffic
+        );
+        match self.traffic {
+            Traffic::Istio => self.virtual_service_weights(service).await,
+            Traffic::GatewayApi => self.http_route_weights(service).await,
+            Traffic::Service => self.service_selection(service).await,
+        }
+    }
+
+    /// Whether `service` has a VirtualService and an HTTPRoute in `shop-dev`.
+    pub async fn routing_objects(&self, service: &str) -> anyhow::Result<(bool, bool)> {
+        Ok((
+            self.istio("VirtualService", "shop-dev", service)
+                .await?
+                .is_some(),
+            self.gateway_api("HTTPRoute", "shop-dev", service)
+                .await?
+                .is_some(),
+        ))
+    }
+
+    /// `(canary, primary)` backend weights of the HTTPRoute of `service`.
+    pub async fn http_route_weights(&self, service: &str) -> anyhow::Result<(u64, u64)> {
+        let route = self
+            .gateway_api("HTTPRoute", "shop-dev", service)
+            .await?
+            .ok_or_else(|| anyhow::anyhow!("no HTTPRoute {service}"))?;
+        let (namespace, name) = TEST_GATEWAY;
+        anyhow::ensure!(
+            route["spec"]["parentRefs"][0]["namespace"] == namespace
+                && route["spec"]["parentRefs"][0]["name"] == name,
+            "HTTPRoute {service} is not attached to {namespace}/{name}: {route:#}"
+        );
+        let backends = route["spec"]["rules"][0]["backendRefs"]
+            .as_array()
+            .cloned()
+            .unwrap_or_default();
+        let weight_of = |suffix: &str| {
+            let name = format!("{service}-{suffix}");
+            backends
+                .iter()
+                .find(|b| b["name"] == name.as_str())
+                .map_or(0, |b| b["weight"].as_u64().unwrap_or(1))
+        };
+        Ok((weight_of("canary"), weight_of("primary")))
+    }
+
+    /// `(100, 0)` when the Service `service` selects the canary's pods (`app: <service>`),
+    /// `(0, 100)` when the primary's (`app: <service>-primary`).
+    pub async fn service_selection(&self, service: &str) -> anyhow::Result<(u64, u64)> {
+        let object = self
+            .object(("", "v1", "Service"), "shop-dev", service)
+            .await?
+            .ok_or_else(|| anyhow::anyhow!("no Service {service}"))?;
+        let app = object["spec"]["selector"]["app"]
+            .as_str()
+            .unwrap_or_default();
+        if app == service {
+            Ok((100, 0))
+        } else if app == format!("{service}-primary") {
+            Ok((0, 100))
+        } else {
+            anyhow::bail!("Service {service} selects neither canary nor primary: {object:#}")
+        }
+    }
+
     /// `(canary, primary)` weights of the blue/green VirtualService of `service`
     /// (project `shop`, stage `dev`); a host without a route counts 0.
-    pub async fn blue_green_weights(&self, service: &str) -> anyhow::Result<(u64, u64)> {
+    pub async fn virtual_service_weights(&self, service: &str) -> anyhow::Result<(u64, u64)> {
         let routes = self.routes(service).await?;
         let weight_of = |suffix: &str| {
             let host = format!("{service}-{suffix}.shop-dev.svc.cluster.local");

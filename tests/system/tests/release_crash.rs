@@ -1,29 +1,58 @@
-//! A promotion survives the worker dying after any of its steps.
+//! A promotion or a rollback survives the worker dying after any of its steps, on every
+//! traffic layer.
 //!
-//! For each step of a promotion in turn, a worker started with the hidden test hook
+//! For each step in turn, a worker started with the hidden test hook
 //! `--test-crash-after-step <step>` SIGKILLs itself right after recording that step; a
 //! fresh worker then gets the redelivered event. The end state must equal an uncrashed
-//! promotion's, and Helm's history proves no recorded step ran again (each upgrade adds a
-//! revision: a repeated step would add one more).
+//! run's, and Helm's history proves no recorded step ran again (each upgrade adds a
+//! revision: a repeated step would add one more). The routing objects of the layer are
+//! checked after each step's round (`DeployEnv::blue_green_weights`).
 
 use std::time::Duration;
 
 use kube_sim::Config as SimConfig;
 use serde_json::json;
-use system_tests::deploy_env::{deployment_event, example_chart, release_event, DeployEnv};
+use system_tests::deploy_env::{
+    deployment_event, example_chart, release_event, DeployEnv, Traffic,
+};
 use system_tests::worker_process::WorkerSpec;
 
 const WAIT: Duration = Duration::from_secs(90);
 const NS: &str = "shop-dev";
+const V1: &str = "ghcr.io/example/hello:1.0";
 const V2: &str = "ghcr.io/example/hello:2.0";
 
-/// The steps of a promotion after a blue/green deployment, in order.
-const STEPS: [&str; 4] = [
-    "plan",
-    "update-primary",
-    "route-to-primary",
-    "scale-canary-to-zero",
-];
+/// What the release event asks for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Intent {
+    Promote,
+    RollBack,
+}
+
+impl Intent {
+    /// The steps after a blue/green deployment, in order.
+    fn steps(self) -> &'static [&'static str] {
+        match self {
+            Intent::Promote => &[
+                "plan",
+                "update-primary",
+                "route-to-primary",
+                "scale-canary-to-zero",
+            ],
+            Intent::RollBack => &["plan", "route-to-primary", "scale-canary-to-zero"],
+        }
+    }
+
+    /// Upgrades the run adds to `(generated, user)` release: the routing switch is an
+    /// upgrade of the generated release, or with the `service` layer of the user release.
+    fn upgrades(self, traffic: Traffic) -> (usize, usize) {
+        let primary = usize::from(self == Intent::Promote);
+        match traffic {
+            Traffic::Service => (primary, 2),
+            _ => (primary + 1, 1),
+        }
+    }
+}
 
 /// Workers that notice a dead holder quickly: short ack wait and lease TTL.
 fn quick(mut spec: WorkerSpec) -> WorkerSpec {
@@ -33,14 +62,51 @@ fn quick(mut spec: WorkerSpec) -> WorkerSpec {
 }
 
 #[tokio::test]
-async fn promotion_resumes_after_a_crash_after_each_step() -> anyhow::Result<()> {
-    let env = DeployEnv::start(SimConfig {
-        rollout_delay: Duration::from_millis(100),
-        ..SimConfig::default()
-    })
-    .await?;
+async fn promotion_resumes_after_a_crash_after_each_step_istio() -> anyhow::Result<()> {
+    resumes_after_each_step(Traffic::Istio, Intent::Promote).await
+}
 
-    for (index, crash_step) in STEPS.iter().enumerate() {
+#[tokio::test]
+async fn promotion_resumes_after_a_crash_after_each_step_gateway_api() -> anyhow::Result<()> {
+    resumes_after_each_step(Traffic::GatewayApi, Intent::Promote).await
+}
+
+#[tokio::test]
+async fn promotion_resumes_after_a_crash_after_each_step_service() -> anyhow::Result<()> {
+    resumes_after_each_step(Traffic::Service, Intent::Promote).await
+}
+
+#[tokio::test]
+async fn rollback_resumes_after_a_crash_after_each_step_istio() -> anyhow::Result<()> {
+    resumes_after_each_step(Traffic::Istio, Intent::RollBack).await
+}
+
+#[tokio::test]
+async fn rollback_resumes_after_a_crash_after_each_step_gateway_api() -> anyhow::Result<()> {
+    resumes_after_each_step(Traffic::GatewayApi, Intent::RollBack).await
+}
+
+#[tokio::test]
+async fn rollback_resumes_after_a_crash_after_each_step_service() -> anyhow::Result<()> {
+    resumes_after_each_step(Traffic::Service, Intent::RollBack).await
+}
+
+async fn resumes_after_each_step(traffic: Traffic, intent: Intent) -> anyhow::Result<()> {
+    let env = DeployEnv::start_with(
+        SimConfig {
+            rollout_delay: Duration::from_millis(100),
+            ..SimConfig::default()
+        },
+        traffic,
+    )
+    .await?;
+    let steps = intent.steps();
+    let (result, primary_image) = match intent {
+        Intent::Promote => ("pass", V2),
+        Intent::RollBack => ("fail", V1),
+    };
+
+    for (index, crash_step) in steps.iter().enumerate() {
         let service = format!("crash{index}");
         let svc = service.as_str();
         env.push_chart(("shop", "dev", svc), &example_chart())?;
@@ -53,6 +119,7 @@ async fn promotion_resumes_after_a_crash_after_each_step() -> anyhow::Result<()>
             let event = deployment_event(&format!("{svc}-{id}"), svc, "blue_green_service", values);
             let finished = env.deploy(&event, WAIT).await?;
             anyhow::ensure!(finished["data"]["status"] == "succeeded", "{finished:#}");
+            assert_eq!(env.blue_green_weights(svc).await?, (100, 0), "after {id}");
         }
         worker.process.stop(Duration::from_secs(15)).await?;
 
@@ -64,7 +131,7 @@ async fn promotion_resumes_after_a_crash_after_each_step() -> anyhow::Result<()>
         let release_id = format!("{svc}-r1");
         system_tests::events::publish(
             &env.env.js,
-            &release_event(&release_id, svc, "blue_green_service", "pass"),
+            &release_event(&release_id, svc, "blue_green_service", result),
         )
         .await?;
         let status = crashing.process.wait_exit(WAIT).await?;
@@ -88,31 +155,44 @@ async fn promotion_resumes_after_a_crash_after_each_step() -> anyhow::Result<()>
         let (finished, replies) = env.sole_finished(&release_id, WAIT).await?;
         assert_eq!(replies.of(&release_id, "started").len(), 1);
         assert_eq!(finished["data"]["status"], "succeeded", "{finished:#}");
-        assert_eq!(finished["data"]["result"], "pass");
+        assert_eq!(finished["data"]["result"], result);
 
-        // The same end state as an uncrashed promotion...
+        // The same end state as an uncrashed run...
         let primary = env
             .image_and_replicas(NS, &format!("{svc}-primary"))
             .await?;
-        assert_eq!(primary.0, V2, "after a crash after {crash_step}");
+        assert_eq!(primary.0, primary_image, "after a crash after {crash_step}");
         assert_eq!(
             env.image_and_replicas(NS, svc).await?.1,
             0,
             "canary replicas"
         );
-        assert_eq!(env.blue_green_weights(svc).await?, (0, 100));
+        assert_eq!(
+            env.blue_green_weights(svc).await?,
+            (0, 100),
+            "after a crash after {crash_step}"
+        );
 
-        // ...reached with every step run once: generated 2 deployments + 2 promotion
-        // upgrades, user 2 deployments + 1 scale-down.
+        // ...reached with every step run once: 2 deployments of each release and the
+        // run's upgrades.
+        let (generated_upgrades, user_upgrades) = intent.upgrades(traffic);
         let generated = env
             .helm_history(&format!("shop-dev-{svc}-generated"), NS)
             .await?;
-        assert_eq!(generated.len(), 4, "after {crash_step}: {generated:?}");
+        assert_eq!(
+            generated.len(),
+            2 + generated_upgrades,
+            "after {crash_step}: {generated:?}"
+        );
         let user = env.helm_history(&format!("shop-dev-{svc}"), NS).await?;
-        assert_eq!(user.len(), 3, "after {crash_step}: {user:?}");
+        assert_eq!(
+            user.len(),
+            2 + user_upgrades,
+            "after {crash_step}: {user:?}"
+        );
 
         // The resumed worker skipped what was recorded and ran only the rest.
-        for (position, step) in STEPS.iter().enumerate() {
+        for (position, step) in steps.iter().enumerate() {
             let skipped = resumed
                 .metric(&format!(
                     "helm_service_steps_skipped_total{{step=\"{step}\"}}"

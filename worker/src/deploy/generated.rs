@@ -1,5 +1,6 @@
-//! The generated release: the Istio routing (and, for blue/green, the primary copy of
-//! the service) that helm-service deploys next to the user's chart.
+//! The generated release: the routing (by the stage's traffic layer, `traffic`) and, for
+//! blue/green, the primary copy of the service, that helm-service deploys next to the
+//! user's chart.
 //!
 //! The chart itself is a fixed shell printing a manifest string (see `manifest_chart`); every
 //! object is computed here, in Rust, from a small model kept in the release's values.
@@ -15,13 +16,13 @@ use serde_json::{json, Map, Value};
 use thiserror::Error;
 
 use super::autoscaling;
-use super::manifest::{name_of, Manifest};
+use super::manifest::{lowest_tcp_port, name_of, Manifest};
 use super::manifest_chart;
 use super::naming::{derived_object_name, NameError};
+use super::traffic::Backend;
 use super::KeptnValues;
 
-/// Istio networking API of the generated objects: served by every Istio since 1.8.
-pub const ISTIO_API_VERSION: &str = "networking.istio.io/v1beta1";
+pub use super::traffic::Routing;
 /// Labels whose values tell primary pods from canary pods.
 const SPLIT_LABELS: [&str; 2] = ["app", "app.kubernetes.io/name"];
 
@@ -108,47 +109,6 @@ impl GeneratedModel {
     }
 }
 
-/// Where the generated VirtualService is reachable.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Routing {
-    /// The Keptn service: the VirtualService's name and in-mesh host.
-    pub service: String,
-    pub namespace: String,
-    /// Host of the public URI.
-    pub public_host: String,
-    /// Istio gateway for traffic from outside the mesh.
-    pub gateway: String,
-}
-
-impl Routing {
-    fn virtual_service(&self, name: &str, routes: Vec<Value>) -> Value {
-        json!({
-            "apiVersion": ISTIO_API_VERSION,
-            "kind": "VirtualService",
-            "metadata": {"name": name},
-            "spec": {
-                "hosts": [self.public_host, self.service],
-                "gateways": [self.gateway, "mesh"],
-                "http": [{"route": routes}],
-            }
-        })
-    }
-
-    fn destination_rule(&self, service: &str) -> Value {
-        json!({
-            "apiVersion": ISTIO_API_VERSION,
-            "kind": "DestinationRule",
-            "metadata": {"name": service},
-            "spec": {"host": fqdn(service, &self.namespace)},
-        })
-    }
-}
-
-/// The cluster DNS name of a Service.
-pub fn fqdn(service: &str, namespace: &str) -> String {
-    format!("{service}.{namespace}.svc.cluster.local")
-}
-
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct MeshModel {
     pub routing: Routing,
@@ -156,23 +116,19 @@ pub struct MeshModel {
     pub services: Vec<String>,
     /// The one traffic goes to.
     pub main_service: Option<String>,
+    /// Its port (lowest TCP port), which a Gateway API backend names. Absent in models of
+    /// earlier versions.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub main_port: Option<u16>,
 }
 
 impl MeshModel {
     fn render(&self) -> Vec<Value> {
-        let mut objects: Vec<Value> = self
-            .services
-            .iter()
-            .map(|service| self.routing.destination_rule(service))
-            .collect();
-        if let Some(main) = &self.main_service {
-            let route = json!({"destination": {"host": fqdn(main, &self.routing.namespace)}});
-            objects.push(
-                self.routing
-                    .virtual_service(&self.routing.service, vec![route]),
-            );
-        }
-        objects
+        let main = self.main_service.as_deref().map(|service| Backend {
+            service,
+            port: self.main_port,
+        });
+        self.routing.router().direct(&self.services, main)
     }
 }
 
@@ -261,7 +217,6 @@ impl BlueGreenModel {
     fn render(&self) -> Result<Vec<Value>, GenerateError> {
         let service = self.service_name()?;
         let deployment_name = name_of(&self.primary_source).unwrap_or_default().to_owned();
-        let namespace = &self.routing.namespace;
         let primary_service = derived_object_name(service, "primary")?;
         let canary_service = derived_object_name(service, "canary")?;
 
@@ -294,26 +249,27 @@ impl BlueGreenModel {
             _ => None,
         };
 
-        let canary = u64::from(self.canary_weight.min(100));
-        let routes = vec![
-            json!({"destination": {"host": fqdn(&canary_service, namespace)}, "weight": canary}),
-            json!({"destination": {"host": fqdn(&primary_service, namespace)}, "weight": 100 - canary}),
-        ];
-        let mut objects = vec![
-            primary,
-            primary_svc,
-            canary_svc,
-            self.routing.destination_rule(&primary_service),
-            self.routing.destination_rule(&canary_service),
-            self.routing.virtual_service(&self.routing.service, routes),
-        ];
+        let port = lowest_tcp_port(&self.service);
+        let routing = self.routing.router().blue_green(
+            Backend {
+                service: &canary_service,
+                port,
+            },
+            Backend {
+                service: &primary_service,
+                port,
+            },
+            self.canary_weight,
+        );
+        let mut objects = vec![primary, primary_svc, canary_svc];
+        objects.extend(routing);
         objects.extend(primary_hpa);
         Ok(objects)
     }
 }
 
 /// Appends `-primary` to the split labels present in `labels`; whether there was one.
-fn suffix_split_labels(labels: &mut Value) -> bool {
+pub(crate) fn suffix_split_labels(labels: &mut Value) -> bool {
     let Some(labels) = labels.as_object_mut() else {
         return false;
     };
@@ -388,6 +344,8 @@ mod tests {
             namespace: "shop-dev".into(),
             public_host: "carts.shop-dev.svc.cluster.local".into(),
             gateway: "public-gateway.istio-system".into(),
+            traffic: crate::deploy::traffic::TrafficLayer::Istio,
+            parent_gateway: None,
         }
     }
 
@@ -490,6 +448,45 @@ status: {replicas: 2}
     }
 
     #[test]
+    fn each_traffic_layer_routes_the_same_primary_and_canary() {
+        use crate::deploy::traffic::{GatewayRef, TrafficLayer};
+        let manifest = Manifest::parse("r", USER).unwrap();
+        let kinds = |traffic| {
+            let mut routing = routing();
+            routing.traffic = traffic;
+            routing.parent_gateway = Some(GatewayRef::parse("gateways/public").unwrap());
+            let model = BlueGreenModel::from_manifest(routing, &manifest, 100).unwrap();
+            let objects = model.render().unwrap();
+            // The primary copy and both Services are the same on every layer.
+            find(&objects, "Deployment", "carts-primary");
+            find(&objects, "Service", "carts-primary");
+            find(&objects, "Service", "carts-canary");
+            objects
+                .iter()
+                .skip(3)
+                .map(|o| o["kind"].as_str().unwrap_or_default().to_owned())
+                .collect::<Vec<_>>()
+        };
+        assert_eq!(
+            kinds(TrafficLayer::Istio),
+            ["DestinationRule", "DestinationRule", "VirtualService"]
+        );
+        assert_eq!(kinds(TrafficLayer::GatewayApi), ["HTTPRoute"]);
+        assert!(kinds(TrafficLayer::Service).is_empty());
+
+        let mut routing = routing();
+        routing.traffic = TrafficLayer::GatewayApi;
+        let model = BlueGreenModel::from_manifest(routing, &manifest, 100).unwrap();
+        let objects = model.render().unwrap();
+        let route = find(&objects, "HTTPRoute", "carts");
+        // The backends name the Service's port (the user's Service listens on 80).
+        assert_eq!(
+            route["spec"]["rules"][0]["backendRefs"][0],
+            json!({"group": "", "kind": "Service", "name": "carts-canary", "port": 80, "weight": 100})
+        );
+    }
+
+    #[test]
     fn two_deployments_break_the_blue_green_rule_with_names() {
         let text = format!(
             "{USER}---\napiVersion: apps/v1\nkind: Deployment\nmetadata: {{name: carts-db}}\nspec: {{}}\n"
@@ -532,6 +529,7 @@ status: {replicas: 2}
             routing: routing(),
             services: vec!["carts".into(), "carts-db".into()],
             main_service: Some("carts".into()),
+            main_port: Some(80),
         };
         let objects = GeneratedModel::Mesh(model).render().unwrap();
         find(&objects, "DestinationRule", "carts");

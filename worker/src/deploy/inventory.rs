@@ -29,6 +29,10 @@ pub enum InventoryError {
 pub struct InventoryEntry {
     /// Wire value of the strategy (`direct`, `blue_green_service`, `user_managed`).
     pub strategy: String,
+    /// The traffic layer routing it (`istio`, `gateway-api`, `service`); none for
+    /// `user_managed`, and absent in entries of earlier versions (which were Istio's).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub traffic: Option<String>,
     pub namespace: String,
     pub user_release: String,
     pub user_revision: u32,

@@ -1,4 +1,5 @@
-//! The deployment domain: how a Keptn service becomes Helm releases and Istio routing.
+//! The deployment domain: how a Keptn service becomes Helm releases and routing (Istio,
+//! Gateway API or plain Services: `traffic`).
 //!
 //! Pure pieces (names, URIs, manifests, plans, the generated charts) are unit-tested here
 //! without Helm or a cluster; the task handlers in `handler` put them together with the
@@ -15,6 +16,7 @@ pub mod ownership;
 pub mod plan;
 pub mod replicas;
 pub mod settings;
+pub mod traffic;
 pub mod uris;
 
 use contracts::validate::Target;

@@ -15,6 +15,18 @@ pub const RELEASE_NAME_LIMIT: usize = 53;
 /// Suffix of the release holding what helm-service generates (mesh or blue/green objects).
 pub const GENERATED_SUFFIX: &str = "-generated";
 
+/// Whether `s` is a DNS-1123 label of at most `max` characters: lower-case letters, digits
+/// and `-`, starting and ending with a letter or digit (namespaces, most object names).
+pub fn is_dns_label(s: &str, max: usize) -> bool {
+    let b = s.as_bytes();
+    !b.is_empty()
+        && b.len() <= max
+        && b.iter()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || *c == b'-')
+        && b[0] != b'-'
+        && b[b.len() - 1] != b'-'
+}
+
 #[derive(Debug, Clone, PartialEq, Eq, Error)]
 pub enum NameError {
     #[error("{0}")]

@@ -16,12 +16,16 @@ use serde_json::Value;
 
 use super::autoscaling;
 use super::generated::{detached, BlueGreenModel};
+use super::replicas::ReplicaOverride;
+use super::traffic::TrafficLayer;
 
 /// One change of a plan; each runs as one recorded step named [`Action::step_name`].
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "action", rename_all = "kebab-case")]
 pub enum Action {
-    /// Upgrade the generated release with this share of traffic on the canary.
+    /// Route this share of traffic to the canary: an upgrade of the generated release's
+    /// routing, or with the `service` layer of the user release's Service selector (all
+    /// traffic to the primary at 0, else all to the canary).
     RouteTraffic { canary_weight: u8 },
     /// Upgrade the generated release with the primary copying the user release's
     /// Deployment (of the plan's source revision), and wait for the primary's rollout.
@@ -48,9 +52,14 @@ impl Action {
         }
     }
 
-    /// Whether the action changes the generated release (else the user release).
-    pub fn on_generated(&self) -> bool {
-        !matches!(self, Action::ScaleUser { .. })
+    /// Whether the action changes the user release (else the generated release) when
+    /// traffic is routed by `traffic`.
+    pub fn on_user_release(&self, traffic: TrafficLayer) -> bool {
+        match self {
+            Action::ScaleUser { .. } => true,
+            Action::RouteTraffic { .. } => traffic.splits_by_selector(),
+            Action::UpdatePrimary | Action::ScalePrimary { .. } => false,
+        }
     }
 
     /// What the action does, for `helm history` descriptions and messages.
@@ -112,9 +121,42 @@ pub struct Plan {
     /// actions copy or scale.
     pub user_source_revision: Option<u32>,
     pub actions: Vec<Action>,
+    /// The traffic layer the service was deployed with (absent in plans of earlier
+    /// versions: Istio).
+    #[serde(default)]
+    pub traffic: TrafficLayer,
+    /// helm-service's override of the user release observed when planning (its latest
+    /// revision's marker), which user-release actions build on.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub user_override: Option<ReplicaOverride>,
 }
 
 impl Plan {
+    /// The override of the user release that user-release action `index` deploys: the one
+    /// observed when planning, with the user-release actions up to `index` applied, on
+    /// `source_revision` (what the user's chart rendered).
+    pub fn user_override_at(&self, index: usize, source_revision: u32) -> ReplicaOverride {
+        let mut marker = self
+            .user_override
+            .clone()
+            .filter(|observed| observed.source_revision == source_revision)
+            .unwrap_or(ReplicaOverride {
+                source_revision,
+                replicas: BTreeMap::new(),
+                selects_primary: false,
+            });
+        for action in &self.actions[..=index.min(self.actions.len().saturating_sub(1))] {
+            match action {
+                Action::ScaleUser { replicas } => marker.replicas.extend(replicas.clone()),
+                Action::RouteTraffic { canary_weight } if self.traffic.splits_by_selector() => {
+                    marker.selects_primary = *canary_weight == 0;
+                }
+                _ => {}
+            }
+        }
+        marker
+    }
+
     /// Step names in order, e.g. for logs.
     pub fn step_names(&self) -> Vec<&'static str> {
         self.actions.iter().map(Action::step_name).collect()
@@ -315,6 +357,8 @@ mod tests {
                 namespace: "shop-dev".into(),
                 public_host: "h".into(),
                 gateway: "g".into(),
+                traffic: crate::deploy::traffic::TrafficLayer::Istio,
+                parent_gateway: None,
             },
             service: json!({}),
             primary_source: json!({"metadata": {"name": "carts"}, "spec": {"replicas": 1}}),
@@ -397,9 +441,50 @@ mod tests {
             generated_revision: Some(3),
             user_source_revision: Some(2),
             actions: promote(&state(100, false, true)),
+            traffic: TrafficLayer::Service,
+            user_override: None,
         };
         let back: Plan = serde_json::from_value(serde_json::to_value(&plan).unwrap()).unwrap();
         assert_eq!(back, plan);
         assert_eq!(declared_replicas(&json!({"spec": {}})), 1);
+        // Plans recorded by earlier versions are Istio's, without an observed override.
+        let mut old = serde_json::to_value(&plan).unwrap();
+        old.as_object_mut().unwrap().remove("traffic");
+        let old: Plan = serde_json::from_value(old).unwrap();
+        assert_eq!(old.traffic, TrafficLayer::Istio);
+    }
+
+    #[test]
+    fn user_release_actions_build_on_the_observed_override() {
+        let mut plan = Plan {
+            generated_revision: Some(3),
+            user_source_revision: Some(2),
+            actions: promote(&state(100, false, true)),
+            traffic: TrafficLayer::Service,
+            user_override: None,
+        };
+        // update-primary, route-to-primary, scale-canary-to-zero
+        assert!(!plan.actions[0].on_user_release(plan.traffic));
+        assert!(plan.actions[1].on_user_release(plan.traffic));
+        let routed = plan.user_override_at(1, 2);
+        assert!(routed.selects_primary && routed.replicas.is_empty());
+        let scaled = plan.user_override_at(2, 2);
+        assert!(scaled.selects_primary && scaled.is_scaled_to_zero());
+        // Istio routes in the generated release: the user release only scales.
+        plan.traffic = TrafficLayer::Istio;
+        assert!(!plan.actions[1].on_user_release(plan.traffic));
+        assert!(!plan.user_override_at(2, 2).selects_primary);
+        // A canary scaled down earlier stays down when traffic moves.
+        plan.traffic = TrafficLayer::Service;
+        plan.actions = promote(&state(100, true, false));
+        plan.user_override = Some(ReplicaOverride {
+            source_revision: 2,
+            replicas: BTreeMap::from([("carts".into(), 0)]),
+            selects_primary: false,
+        });
+        let moved = plan.user_override_at(0, 2);
+        assert!(moved.selects_primary && moved.is_scaled_to_zero());
+        // An override of another source revision is not built on.
+        assert!(plan.user_override_at(0, 5).replicas.is_empty());
     }
 }

@@ -22,6 +22,7 @@ use thiserror::Error;
 use super::autoscaling;
 use super::manifest::{name_of, Manifest, ManifestError};
 use super::manifest_chart::{self, MANIFEST_KEY};
+use super::traffic;
 
 /// Values key of the marker.
 pub const MARKER_KEY: &str = "helmService";
@@ -47,6 +48,10 @@ pub struct ReplicaOverride {
     pub source_revision: u32,
     /// Deployment name → replicas, for the Deployments whose count was changed.
     pub replicas: BTreeMap<String, u32>,
+    /// The `service` traffic layer's switch (`traffic::select_primary`): the manifest's
+    /// Services select the blue/green primary's pods. Absent in markers of earlier versions.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub selects_primary: bool,
 }
 
 impl ReplicaOverride {
@@ -61,6 +66,26 @@ impl ReplicaOverride {
     }
 }
 
+/// `manifest` (of revision `marker.source_revision`) changed as `marker` says: replicas
+/// (see [`with_replicas`]) and, when it selects the primary, the Services' selectors.
+pub fn with_override(
+    release: &str,
+    manifest: &str,
+    marker: &ReplicaOverride,
+) -> Result<String, ReplicasError> {
+    let mut parsed = Manifest::parse(release, manifest)?;
+    set_replicas(
+        release,
+        marker.source_revision,
+        &mut parsed,
+        &marker.replicas,
+    )?;
+    if marker.selects_primary {
+        traffic::select_primary(&mut parsed.objects);
+    }
+    render(release, &parsed)
+}
+
 /// `manifest` with `spec.replicas` of the named Deployments changed; every name must be a
 /// Deployment of the manifest.
 pub fn with_replicas(
@@ -70,6 +95,23 @@ pub fn with_replicas(
     replicas: &BTreeMap<String, u32>,
 ) -> Result<String, ReplicasError> {
     let mut parsed = Manifest::parse(release, manifest)?;
+    set_replicas(release, revision, &mut parsed, replicas)?;
+    render(release, &parsed)
+}
+
+fn render(release: &str, parsed: &Manifest) -> Result<String, ReplicasError> {
+    manifest_chart::to_manifest(&parsed.objects).map_err(|err| ReplicasError::Render {
+        release: release.to_owned(),
+        detail: err.to_string(),
+    })
+}
+
+fn set_replicas(
+    release: &str,
+    revision: u32,
+    parsed: &mut Manifest,
+    replicas: &BTreeMap<String, u32>,
+) -> Result<(), ReplicasError> {
     for (name, count) in replicas {
         let deployment = parsed
             .objects
@@ -88,10 +130,7 @@ pub fn with_replicas(
         // Its HPA may not undo the count: removed at 0, bounds fitted otherwise.
         autoscaling::settle(&mut parsed.objects, name, *count);
     }
-    manifest_chart::to_manifest(&parsed.objects).map_err(|err| ReplicasError::Render {
-        release: release.to_owned(),
-        detail: err.to_string(),
-    })
+    Ok(())
 }
 
 /// The values of an override revision: the marker, the manifest to print and, for operators
@@ -191,6 +230,7 @@ spec: {ports: [{port: 80}]}
         let marker = ReplicaOverride {
             source_revision: 2,
             replicas: BTreeMap::from([("carts".to_owned(), 0)]),
+            selects_primary: false,
         };
         let source = json!({"keptn": {"deployment": "canary"}});
         let values = override_values(&marker, "---\n".into(), &source);
@@ -198,6 +238,36 @@ spec: {ports: [{port: 80}]}
         assert_eq!(ReplicaOverride::of(&values), Some(marker.clone()));
         assert!(marker.is_scaled_to_zero());
         assert_eq!(ReplicaOverride::of(&source), None);
+        // Markers of earlier versions (no selector switch) still read.
+        let old = json!({MARKER_KEY: {"source_revision": 2, "replicas": {"carts": 0}}});
+        assert_eq!(ReplicaOverride::of(&old), Some(marker));
+    }
+
+    #[test]
+    fn an_override_can_switch_the_service_to_the_primary() {
+        let manifest = MANIFEST.replace(
+            "spec: {ports: [{port: 80}]}",
+            "spec: {selector: {app: carts}, ports: [{port: 80}]}",
+        );
+        let mut marker = ReplicaOverride {
+            source_revision: 4,
+            replicas: BTreeMap::new(),
+            selects_primary: true,
+        };
+        let out = with_override("r", &manifest, &marker).unwrap();
+        let parsed = Manifest::parse("r", &out).unwrap();
+        assert_eq!(
+            parsed.services()[0]["spec"]["selector"]["app"],
+            "carts-primary"
+        );
+        assert_eq!(parsed.deployments()[0]["spec"]["replicas"], 3);
+        assert!(!marker.is_scaled_to_zero());
+        marker.selects_primary = false;
+        marker.replicas.insert("carts".into(), 0);
+        let out = with_override("r", &manifest, &marker).unwrap();
+        let parsed = Manifest::parse("r", &out).unwrap();
+        assert_eq!(parsed.services()[0]["spec"]["selector"]["app"], "carts");
+        assert_eq!(parsed.deployments()[0]["spec"]["replicas"], 0);
     }
 
     #[test]

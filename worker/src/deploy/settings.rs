@@ -1,11 +1,12 @@
 //! Operator settings of the deployment tasks, resolved: how long Helm calls and rollouts may
 //! take (per stage: dev fast, production slow), how the reported URIs and the generated
-//! routing are shaped, and the cap of the scaling action. `config` parses the flags and builds
-//! these; nothing here knows about flags.
+//! routing are shaped and by which traffic layer (per stage too), and the cap of the scaling
+//! action. `config` parses the flags and builds these; nothing here knows about flags.
 
 use std::collections::BTreeMap;
 use std::time::Duration;
 
+use super::traffic::{GatewayRef, TrafficLayer};
 use super::uris::Ingress;
 
 /// Deadlines of one task.
@@ -30,6 +31,32 @@ pub struct DeploySettings {
     stage_fail_fast: BTreeMap<String, Option<Duration>>,
     /// Most replicas the scaling action sets, however often it is asked to add more.
     pub scaling_max_replicas: u32,
+    traffic: Traffic,
+}
+
+/// How traffic is routed: the layer (per stage) and the Gateway API parent.
+#[derive(Debug, Clone, Default)]
+pub struct Traffic {
+    pub default: TrafficLayer,
+    pub stage: BTreeMap<String, TrafficLayer>,
+    /// The Gateway HTTPRoutes attach to (`gateway-api`).
+    pub gateway: Option<GatewayRef>,
+}
+
+impl Traffic {
+    /// Every layer some stage may use needs what it needs: `gateway-api` a Gateway.
+    pub fn check(&self) -> Result<(), String> {
+        let uses_gateway_api = self.default == TrafficLayer::GatewayApi
+            || self.stage.values().any(|&l| l == TrafficLayer::GatewayApi);
+        if uses_gateway_api && self.gateway.is_none() {
+            return Err(
+                "the gateway-api traffic layer needs --gateway NAMESPACE/NAME (GATEWAY): the \
+                 Gateway its HTTPRoutes attach to"
+                    .into(),
+            );
+        }
+        Ok(())
+    }
 }
 
 impl DeploySettings {
@@ -49,7 +76,28 @@ impl DeploySettings {
             fail_fast_after: defaults.fail_fast_after,
             stage_fail_fast: stage.fail_fast_after,
             scaling_max_replicas,
+            traffic: Traffic::default(),
         }
+    }
+
+    /// These settings routing traffic with `traffic`.
+    pub fn with_traffic(mut self, traffic: Traffic) -> Self {
+        self.traffic = traffic;
+        self
+    }
+
+    /// The traffic layer of `stage`: its override, else the default.
+    pub fn traffic(&self, stage: &str) -> TrafficLayer {
+        self.traffic
+            .stage
+            .get(stage)
+            .copied()
+            .unwrap_or(self.traffic.default)
+    }
+
+    /// The Gateway API parent of generated HTTPRoutes.
+    pub fn gateway(&self) -> Option<&GatewayRef> {
+        self.traffic.gateway.as_ref()
     }
 
     /// The deadlines for `stage`: its override, else the default.

@@ -105,6 +105,8 @@ async fn plan_scaling(
                 generated_revision: Some(generated_revision),
                 user_source_revision: Some(user.source.revision),
                 actions,
+                traffic: model.routing.traffic,
+                user_override: user.replica_override.clone(),
             };
             let hpa = model
                 .primary_hpa()
@@ -126,6 +128,8 @@ async fn plan_scaling(
                 generated_revision: None,
                 user_source_revision: Some(user.source.revision),
                 actions,
+                traffic: Default::default(),
+                user_override: user.replica_override.clone(),
             };
             let hpa = autoscaling::hpa_of(&user.source.manifest.objects, &name).cloned();
             (plan, name, scaling, hpa)

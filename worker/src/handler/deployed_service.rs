@@ -10,7 +10,6 @@
 //! does stays with it: the deployment's restore after a failed upgrade and its manifest
 //! read (`helm get manifest`), and service deletion's uninstall.
 
-use std::collections::BTreeMap;
 use std::future::Future;
 
 use contracts::data::DeploymentStrategy;
@@ -271,8 +270,23 @@ impl<'a> DeployedService<'a> {
         user: &UserRelease,
     ) -> Result<BlueGreenState, TaskError> {
         let deployment = user.source.main_deployment(&self.target.service)?;
+        // With the `service` layer the split is the user release's Service selector, which
+        // an override switches to the primary; the chart's own selects the canary.
+        let canary_weight = if model.routing.traffic.splits_by_selector() {
+            let to_primary = user
+                .replica_override
+                .as_ref()
+                .is_some_and(|o| o.selects_primary);
+            if to_primary {
+                0
+            } else {
+                100
+            }
+        } else {
+            model.canary_weight
+        };
         Ok(BlueGreenState {
-            canary_weight: model.canary_weight,
+            canary_weight,
             primary_is_current: model.primary_source == generated::detached(deployment),
             canary_running: !user
                 .replica_override
@@ -425,17 +439,16 @@ impl<'a> DeployedService<'a> {
     async fn execute(&self, plan: &Plan, index: usize) -> Result<u32, TaskError> {
         let action = &plan.actions[index];
         info!(step = action.step_name(), "{}", action.describe());
-        match action {
-            Action::ScaleUser { replicas } => {
-                let source = plan.user_source_revision.ok_or_else(|| {
-                    TaskError::Failed(
-                        "internal error: a scaling plan without a user revision".into(),
-                    )
-                })?;
-                self.scale_user(source, replicas, action).await
-            }
-            _ => self.apply_to_generated(plan, index).await,
+        if action.on_user_release(plan.traffic) {
+            let source = plan.user_source_revision.ok_or_else(|| {
+                TaskError::Failed(
+                    "internal error: a plan changing the user release without a user revision"
+                        .into(),
+                )
+            })?;
+            return self.upgrade_user_override(plan, index, source).await;
         }
+        self.apply_to_generated(plan, index).await
     }
 
     /// The generated release upgraded with the plan's base model and its actions up to
@@ -466,7 +479,7 @@ impl<'a> DeployedService<'a> {
         } else {
             (Value::Null, None)
         };
-        for action in applied.iter().filter(|a| a.on_generated()) {
+        for action in applied.iter().filter(|a| !a.on_user_release(plan.traffic)) {
             action.apply(&mut model, &user_deployment, user_hpa.as_ref());
         }
         let primary = model
@@ -493,24 +506,24 @@ impl<'a> DeployedService<'a> {
         Ok(revision)
     }
 
-    async fn scale_user(
+    /// The user release re-deployed from its source revision as user-release action
+    /// `index` of `plan` leaves it (replicas, and with the `service` layer the Service's
+    /// selector: `Plan::user_override_at`); waits for the Deployments it runs.
+    async fn upgrade_user_override(
         &self,
+        plan: &Plan,
+        index: usize,
         source_revision: u32,
-        replicas: &BTreeMap<String, u32>,
-        action: &Action,
     ) -> Result<u32, TaskError> {
+        let action = &plan.actions[index];
+        let marker = plan.user_override_at(index, source_revision);
         let (namespace, release) = (&self.names.namespace, &self.names.user);
         let source = self
             .platform
             .stored_revision(namespace, release, source_revision)
             .await?;
-        let manifest =
-            replicas::with_replicas(release, source_revision, &source.manifest, replicas)
-                .map_err(|err| TaskError::Failed(err.to_string()))?;
-        let marker = ReplicaOverride {
-            source_revision,
-            replicas: replicas.clone(),
-        };
+        let manifest = replicas::with_override(release, &source.manifest, &marker)
+            .map_err(|err| TaskError::Failed(err.to_string()))?;
         let values = replicas::override_values(&marker, manifest, &source.config);
         let dir = private_dir()?;
         let chart_dir =
@@ -522,6 +535,10 @@ impl<'a> DeployedService<'a> {
             .upgrade(release, &chart_dir, &values, Some(&description))
             .await?
             .revision;
+        // Only a scaling action waits: a selector switch starts no pods.
+        let Action::ScaleUser { replicas } = action else {
+            return Ok(revision);
+        };
         let running: Vec<String> = replicas
             .iter()
             .filter(|(_, &count)| count > 0)

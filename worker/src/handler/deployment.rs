@@ -28,6 +28,7 @@ use crate::cluster::StoredRevision;
 use crate::deploy::generated::{BlueGreenModel, GeneratedModel, MeshModel, Routing};
 use crate::deploy::inventory::InventoryEntry;
 use crate::deploy::manifest::{lowest_tcp_port, name_of, Manifest};
+use crate::deploy::traffic::TrafficLayer;
 use crate::deploy::uris::{local_uri, Endpoints};
 use crate::deploy::KeptnValues;
 use crate::pipeline::intake::{Task, TaskPayload};
@@ -121,7 +122,8 @@ impl Deployment<'_> {
         // releases while we hold the release's lease).
         let stored = self.service.recovered_histories().await?;
         let mut labels = BTreeMap::new();
-        if self.strategy == DeploymentStrategy::BlueGreenService {
+        if self.strategy == DeploymentStrategy::BlueGreenService && self.traffic().needs_sidecars()
+        {
             labels.insert(ISTIO_INJECTION.0.to_owned(), ISTIO_INJECTION.1.to_owned());
         }
         self.service.claim_namespace(&labels).await?;
@@ -192,6 +194,7 @@ impl Deployment<'_> {
         let generated_revision = generated.and_then(|g| g.revision);
         InventoryEntry {
             strategy: self.strategy.as_str().to_owned(),
+            traffic: self.traffic_of_entry(),
             namespace: self.service.names.namespace.clone(),
             user_release: self.service.names.user.clone(),
             user_revision: user.revision,
@@ -277,7 +280,15 @@ impl Deployment<'_> {
         let Some(entry) = self.service.platform.inventory.get(self.target()).await? else {
             return Ok(None);
         };
-        if entry.chart_digest != digest || entry.strategy != self.strategy.as_str() {
+        let entry_traffic = match (&entry.traffic, self.strategy) {
+            (_, DeploymentStrategy::UserManaged) => None,
+            (None, _) => Some(TrafficLayer::Istio.as_str().to_owned()),
+            (Some(traffic), _) => Some(traffic.clone()),
+        };
+        if entry.chart_digest != digest
+            || entry.strategy != self.strategy.as_str()
+            || entry_traffic != self.traffic_of_entry()
+        {
             return Ok(None);
         }
         let is_current = |revisions: &[StoredRevision], revision: u32| {
@@ -410,13 +421,32 @@ impl Deployment<'_> {
         })
     }
 
+    /// The traffic layer the inventory records: the stage's, unless helm-service routes
+    /// nothing (`user_managed`).
+    fn traffic_of_entry(&self) -> Option<String> {
+        (self.strategy != DeploymentStrategy::UserManaged)
+            .then(|| self.traffic().as_str().to_owned())
+    }
+
+    /// The traffic layer of the stage (`--traffic`, `--stage-traffic`).
+    fn traffic(&self) -> TrafficLayer {
+        self.service.platform.settings.traffic(&self.target().stage)
+    }
+
     fn routing(&self) -> Routing {
         let target = self.target();
+        let settings = &self.service.platform.settings;
+        let traffic = self.traffic();
         Routing {
             service: target.service.clone(),
             namespace: self.service.names.namespace.clone(),
-            public_host: self.service.platform.settings.ingress.public_host(target),
-            gateway: self.service.platform.settings.ingress.gateway.clone(),
+            public_host: settings.ingress.public_host(target),
+            gateway: settings.ingress.gateway.clone(),
+            traffic,
+            parent_gateway: settings
+                .gateway()
+                .filter(|_| traffic == TrafficLayer::GatewayApi)
+                .cloned(),
         }
     }
 
@@ -441,6 +471,10 @@ impl Deployment<'_> {
                         )));
                 };
                 model.canary_weight = 100;
+                // The stage's current traffic layer and gateway: a changed setting takes
+                // effect here (the user release was just deployed from its chart, so its
+                // Service selects the canary, as 100% canary means on every layer).
+                model.routing = self.routing();
                 (GeneratedModel::BlueGreen(model), false)
             }
             (DeploymentStrategy::BlueGreenService, None) => {
@@ -464,6 +498,7 @@ impl Deployment<'_> {
                     routing: self.routing(),
                     services: user.services.clone(),
                     main_service: user.main_service.clone(),
+                    main_port: user.main_port,
                 };
                 (GeneratedModel::Mesh(model), !exists)
             }

@@ -211,6 +211,8 @@ async fn plan_blue_green(
             generated_revision: Some(generated_revision),
             user_source_revision: Some(user.source.revision),
             actions,
+            traffic: model.routing.traffic,
+            user_override: user.replica_override.clone(),
         }),
         note,
     })

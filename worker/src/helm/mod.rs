@@ -735,15 +735,7 @@ fn validate(operation: Operation, target: &ReleaseRef) -> Result<(), HelmError> 
     }
 }
 
-fn is_dns_label(s: &str, max: usize) -> bool {
-    let b = s.as_bytes();
-    !b.is_empty()
-        && b.len() <= max
-        && b.iter()
-            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || *c == b'-')
-        && b[0] != b'-'
-        && b[b.len() - 1] != b'-'
-}
+use crate::deploy::naming::is_dns_label;
 
 fn is_release_name(s: &str) -> bool {
     s.len() <= 53 && s.split('.').all(|part| is_dns_label(part, 53))
