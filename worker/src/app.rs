@@ -333,7 +333,7 @@ async fn production_handlers(
     }
     let inventory = Inventory::open(
         js,
-        &format!("{}-inventory", config.state_prefix),
+        &topology::StateNames(&config.state_prefix).inventory_bucket(),
         limits.inventory,
     )
     .await

@@ -13,7 +13,9 @@ use crate::deploy::ownership::{NamespacePattern, NamespacePolicy};
 use crate::deploy::settings::{Deadlines, DeploySettings, StageDeadlines};
 use crate::deploy::uris::Ingress;
 use crate::nats::connect::NatsArgs;
-use crate::nats::topology::{Limit, StorageLimits};
+use crate::nats::topology::{
+    Limit, StorageLimits, DEFAULT_CONSUMER, DEFAULT_KEPTN_STREAM, DEFAULT_STATE_PREFIX,
+};
 
 /// Default of `--scaling-max-replicas`: a remediation action is a nudge, not an autoscaler;
 /// services that run more replicas set their own bound.
@@ -37,6 +39,8 @@ pub enum Command {
     Send(SendConfig),
     /// Manage the charts helm-service deploys: push a chart for a service, list charts.
     Charts(crate::charts::cli::ChartsArgs),
+    /// What the worker could not process: list, show, and replay once the cause is fixed.
+    DeadLetters(crate::operator::dead_letters::DeadLettersArgs),
 }
 
 /// Settings of `helm-service send`.
@@ -82,14 +86,14 @@ pub struct RunConfig {
 
     /// Name of the JetStream stream holding Keptn events (subjects `sh.keptn.>`);
     /// created when absent.
-    #[arg(long, env = "KEPTN_STREAM", default_value = "keptn")]
+    #[arg(long, env = "KEPTN_STREAM", default_value = DEFAULT_KEPTN_STREAM)]
     pub stream: String,
 
     /// Name of the durable pull consumer shared by all replicas.
     #[arg(
         long = "consumer",
         env = "CONSUMER_NAME",
-        default_value = "helm-service"
+        default_value = DEFAULT_CONSUMER
     )]
     pub consumer: String,
 
@@ -149,7 +153,7 @@ pub struct RunConfig {
 
     /// Prefix of the JetStream bucket and stream this service owns (`-releases`,
     /// `-dlq`), so two installations can share one NATS account.
-    #[arg(long, env = "STATE_PREFIX", default_value = "helm-service")]
+    #[arg(long, env = "STATE_PREFIX", default_value = DEFAULT_STATE_PREFIX)]
     pub state_prefix: String,
 
     /// Test hook, not for production: the process kills itself (SIGKILL) right after the
