@@ -39,6 +39,11 @@ pub enum Command {
     Send(SendConfig),
     /// Manage the charts helm-service deploys: push a chart for a service, list charts.
     Charts(crate::charts::cli::ChartsArgs),
+    /// What the workers are doing: per release the holder, the event in progress and its
+    /// step, the events waiting; the consumer's counts; the dead letters.
+    Status(crate::operator::status::StatusArgs),
+    /// One service in one stage: its release record, inventory entry and Helm revisions.
+    Releases(crate::operator::releases::ReleasesArgs),
     /// What the worker could not process: list, show, and replay once the cause is fixed.
     DeadLetters(crate::operator::dead_letters::DeadLettersArgs),
 }
@@ -263,14 +268,8 @@ pub struct DeployConfig {
     #[arg(long, env = "HELM_BIN", default_value = "helm")]
     pub helm_bin: PathBuf,
 
-    /// Kubeconfig file for helm and the worker's own API calls; in-cluster credentials
-    /// (or ~/.kube/config) when unset.
-    #[arg(long, env = "KUBECONFIG")]
-    pub kubeconfig: Option<PathBuf>,
-
-    /// Kubeconfig context to use instead of the current one.
-    #[arg(long, env = "KUBE_CONTEXT")]
-    pub kube_context: Option<String>,
+    #[command(flatten)]
+    pub cluster: crate::cluster::ClusterArgs,
 
     /// Longest one helm call (upgrade, rollback, uninstall, ...) may take before it is
     /// killed; waiting for pods is not part of it (see --rollout-timeout).

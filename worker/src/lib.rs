@@ -53,6 +53,8 @@ pub fn main_with(handlers: impl Into<app::Handlers>) -> std::process::ExitCode {
         }
         config::Command::Send(send_config) => runtime.block_on(send::send(send_config)),
         config::Command::Charts(args) => runtime.block_on(charts::cli::run(args)),
+        config::Command::Status(args) => runtime.block_on(operator::status::run(args)),
+        config::Command::Releases(args) => runtime.block_on(operator::releases::run(args)),
         config::Command::DeadLetters(args) => runtime.block_on(operator::dead_letters::run(args)),
     };
     match result {

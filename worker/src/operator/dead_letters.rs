@@ -15,18 +15,16 @@ use async_nats::jetstream::{self, consumer, kv, stream};
 use bytes::Bytes;
 use chrono::{DateTime, Utc};
 use clap::{Args, Subcommand};
-use futures::{StreamExt, TryStreamExt};
+use futures::TryStreamExt;
 use serde::Serialize;
 
 use super::replay::{next_replay, replay_event, Refusal, ReplayMark};
 use super::table::{cell, Table};
-use super::{print_json, OperatorArgs, Output};
+use super::{print_json, read_stream, OperatorArgs, Output, READ_DEADLINE};
 use crate::nats::publisher::{event_headers, Publisher};
 use crate::nats::topology::{open_bucket, StateNames};
 use crate::pipeline::dead_letter::{DeadLetter, PAYLOAD_EXCERPT_BYTES};
 
-/// How long reading a stream or bucket may take before the command gives up.
-const READ_DEADLINE: Duration = Duration::from_secs(30);
 /// How long one replay's publish may take, retries included.
 const PUBLISH_DEADLINE: Duration = Duration::from_secs(10);
 /// Size limit of the replay marks' bucket (a mark is a few hundred bytes; marks also expire
@@ -215,7 +213,14 @@ impl Letters {
             None => format!("{}.>", self.subject_prefix),
         };
         let marks = self.marks().await?;
-        let records = read_stream(&self.stream, filter_subject).await?;
+        let (records, _) = read_stream(
+            &self.stream,
+            vec![filter_subject],
+            consumer::DeliverPolicy::All,
+            usize::MAX,
+        )
+        .await
+        .context("reading the dead letters")?;
         Ok(records
             .into_iter()
             .map(|(id, subject, payload)| {
@@ -419,46 +424,6 @@ async fn read_mark(bucket: &kv::Store, id: u64) -> anyhow::Result<Option<(Replay
     let mark = serde_json::from_slice(&entry.value)
         .with_context(|| format!("the replay mark of dead letter {id} is unreadable"))?;
     Ok(Some((mark, entry.revision)))
-}
-
-/// Every message of `stream` on `filter_subject`, oldest first, as (sequence, subject,
-/// payload); read through an ordered consumer (no acks, removed by the server when idle).
-async fn read_stream(
-    stream: &stream::Stream,
-    filter_subject: String,
-) -> anyhow::Result<Vec<(u64, String, Bytes)>> {
-    let read = async {
-        let mut consumer = stream
-            .create_consumer(consumer::pull::OrderedConfig {
-                filter_subject,
-                deliver_policy: consumer::DeliverPolicy::All,
-                ..Default::default()
-            })
-            .await?;
-        let mut read = Vec::new();
-        if consumer.info().await?.num_pending == 0 {
-            return Ok(read);
-        }
-        let mut messages = consumer.messages().await?;
-        while let Some(message) = messages.next().await {
-            let message = message?;
-            let info = message.info()?;
-            let (sequence, pending) = (info.stream_sequence, info.pending);
-            read.push((
-                sequence,
-                message.subject.to_string(),
-                message.payload.clone(),
-            ));
-            if pending == 0 {
-                break;
-            }
-        }
-        Ok::<_, async_nats::Error>(read)
-    };
-    tokio::time::timeout(READ_DEADLINE, read)
-        .await
-        .map_err(|_| anyhow!("reading the dead letters took more than {READ_DEADLINE:?}"))?
-        .map_err(|err| anyhow!("reading the dead letters: {err}"))
 }
 
 /// A record as listed; one that is not a dead-letter record still shows, with its reason
