@@ -16,6 +16,7 @@ use std::collections::BTreeSet;
 use std::time::Duration;
 
 use system_tests::chart::{block, env_value, helm, kinds, only, render, scalar, CHART};
+use system_tests::compose::{self, dockerfile_stages, mounted_source, strings};
 use test_harness::tools::repo_root;
 
 fn read(relative: &str) -> String {
@@ -616,43 +617,6 @@ fn the_nats_cluster_example_renders_a_seed_list_with_three_replicas() {
     assert_eq!(envs, ["NATS_CREDS", "NATS_CA"]);
 }
 
-/// docker-compose.yml as JSON.
-fn compose() -> serde_json::Value {
-    serde_yaml_ng::from_str(&read("docker-compose.yml")).expect("docker-compose.yml is YAML")
-}
-
-/// The stages of a Dockerfile: `FROM <image> AS <name>`.
-fn dockerfile_stages(dockerfile: &str) -> BTreeSet<String> {
-    dockerfile
-        .lines()
-        .filter_map(|line| {
-            let words: Vec<&str> = line.split_whitespace().collect();
-            match words.as_slice() {
-                [from, _, as_, name]
-                    if from.eq_ignore_ascii_case("FROM") && as_.eq_ignore_ascii_case("AS") =>
-                {
-                    Some((*name).to_owned())
-                }
-                _ => None,
-            }
-        })
-        .collect()
-}
-
-/// A list of strings (an exec-form `command` or `test`).
-fn strings(value: &serde_json::Value, what: &str) -> Vec<String> {
-    value
-        .as_array()
-        .unwrap_or_else(|| panic!("{what} is not an exec-form list: {value}"))
-        .iter()
-        .map(|item| {
-            item.as_str()
-                .unwrap_or_else(|| panic!("{what}: {item} is not a string"))
-                .to_owned()
-        })
-        .collect()
-}
-
 /// Every environment variable the helm-service binary reads, over all its subcommands.
 fn worker_env_vars() -> BTreeSet<String> {
     fn collect(command: &clap::Command, into: &mut BTreeSet<String>) {
@@ -689,26 +653,9 @@ fn kube_sim_command(args: &[String]) -> kube_sim::cli::Args {
     .unwrap_or_else(|e| panic!("kube-sim does not take {args:?}:\n{e}"))
 }
 
-/// The repository file mounted at `path` in `service` (a bind mount `./src:dst[:ro]` holding
-/// it), if any.
-fn mounted_source(service: &serde_json::Value, path: &str) -> Option<std::path::PathBuf> {
-    service["volumes"].as_array()?.iter().find_map(|volume| {
-        let mut parts = volume.as_str()?.split(':');
-        let (source, target) = (parts.next()?, parts.next()?);
-        let relative = source.strip_prefix("./")?;
-        let rest = path.strip_prefix(target)?;
-        let source = repo_root().join(relative);
-        match rest.strip_prefix('/') {
-            _ if rest.is_empty() => Some(source),
-            Some(below) => Some(source.join(below)),
-            None => None,
-        }
-    })
-}
-
 #[test]
 fn compose_builds_dockerfile_targets_and_runs_commands_the_binaries_take() {
-    let compose = compose();
+    let compose = compose::load();
     let services = compose["services"].as_object().expect("services");
     let declared_volumes: BTreeSet<&str> = compose["volumes"]
         .as_object()
@@ -821,7 +768,7 @@ fn compose_builds_dockerfile_targets_and_runs_commands_the_binaries_take() {
 
 #[test]
 fn compose_points_the_worker_at_kube_sim_and_the_demo_deploys_the_example() {
-    let compose = compose();
+    let compose = compose::load();
     let services = &compose["services"];
     // kube-sim listens where the worker's kubeconfig says, and is healthy once it has
     // written its own kubeconfig (which it does once it listens).
