@@ -142,6 +142,7 @@ async fn an_exhausted_deployment_is_replayed_once_its_cause_is_fixed_and_finishe
 
     let table = helm_service(&env, &["dead-letters", "list"]).await?;
     let table = text(&table.stdout);
+    eprintln!("dead-letters list:\n{table}");
     assert!(table.starts_with("ID"), "{table}");
     assert!(
         table.contains("d-exhausted") && table.contains("gave up after 3"),
@@ -287,6 +288,7 @@ async fn status_shows_the_holder_its_event_and_step_and_the_events_waiting() -> 
     assert_eq!(status["consumer"]["pending"], 0);
 
     let table = text(&helm_service(&env, &["status"]).await?.stdout);
+    eprintln!("status:\n{table}");
     assert!(table.starts_with("RELEASE"), "{table}");
     for shown in [
         key,
@@ -355,6 +357,7 @@ async fn releases_show_gives_the_record_the_inventory_and_the_helm_revisions() -
     );
 
     let table = text(&helm_service(&env, &show).await?.stdout);
+    eprintln!("releases show:\n{table}");
     for shown in [
         "strategy direct",
         "shop-dev-hello: 1 deployed",

@@ -311,7 +311,7 @@ impl Letters {
             Ok(payload) => payload,
             Err(refusal) => return Ok(refused(refusal)),
         };
-        let event = match replay_event(&payload, number) {
+        let event = match replay_event(&record.subject, &payload, number) {
             Ok(event) => event,
             Err(refusal) => return Ok(refused(refusal)),
         };
@@ -528,4 +528,64 @@ fn printable(text: &str) -> String {
             c => c.to_string(),
         })
         .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::pipeline::dead_letter::Origin;
+    use crate::pipeline::intake::DeadLetterReason;
+
+    fn letter(payload: &[u8]) -> DeadLetter {
+        let origin = Origin {
+            subject: "sh.keptn.event.deployment.triggered",
+            stream: "keptn",
+            stream_sequence: 7,
+            delivered: 21,
+        };
+        DeadLetter::new(
+            DeadLetterReason::Exhausted,
+            "gave up after 21 deliveries".into(),
+            &origin,
+            payload,
+            Some("e1".into()),
+        )
+    }
+
+    #[test]
+    fn listed_letters_carry_their_replays_and_unreadable_records_still_show() {
+        let record = serde_json::to_vec(&letter(b"{}")).unwrap();
+        let mark = ReplayMark::after(None, "r1".into(), Utc::now());
+        let listed = summary(3, "hs.dlq.exhausted", &record, "hs.dlq", Some(&mark));
+        assert_eq!((listed.id, listed.reason.as_str()), (3, "exhausted"));
+        assert_eq!(listed.event_id.as_deref(), Some("e1"));
+        assert_eq!(
+            (listed.replays, listed.last_replay_event_id.as_deref()),
+            (1, Some("r1"))
+        );
+        let odd = summary(4, "hs.dlq.malformed", b"not a record", "hs.dlq", None);
+        assert_eq!(odd.reason, "malformed");
+        assert!(
+            odd.detail.starts_with("unreadable record"),
+            "{}",
+            odd.detail
+        );
+        let table = list_table(&[listed, odd]);
+        assert!(table.starts_with("ID  REASON"), "{table}");
+        assert!(table.contains("e1"), "{table}");
+    }
+
+    #[test]
+    fn a_shown_payload_cannot_drive_the_terminal() {
+        let detail = LetterDetail {
+            id: 3,
+            record: letter(b"{\"id\":\"e1\x1b[2J\"}\nnext line"),
+            replay: None,
+        };
+        let text = show_text(&detail);
+        assert!(!text.contains('\u{1b}'), "{text}");
+        assert!(text.contains("\\u{1b}[2J"), "{text}");
+        assert!(text.contains("\nnext line"), "line breaks stay");
+        assert!(text.contains("replays:    0"));
+    }
 }

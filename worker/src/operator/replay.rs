@@ -84,6 +84,11 @@ pub enum Refusal {
     )]
     MemberTwice,
     #[error(
+        "it came on subject {subject}, not on its type {event_type}: replaying it would only \
+         dead-letter it again"
+    )]
+    SubjectNotType { subject: String, event_type: String },
+    #[error(
         "the record keeps only the first {excerpt} of {bytes} bytes, and the source stream \
          {stream} no longer holds the original (sequence {sequence}): {why}"
     )]
@@ -110,10 +115,17 @@ pub fn next_replay(mark: Option<&ReplayMark>, force: bool) -> Result<u32, Refusa
     }
 }
 
-/// The event replay number `replay` sends for the original `payload`.
-pub fn replay_event(payload: &[u8], replay: u32) -> Result<KeptnEvent, Refusal> {
+/// The event replay number `replay` sends for the original `payload`, which came on
+/// `subject`: sent on the same subject, which must be its type (as intake requires).
+pub fn replay_event(subject: &str, payload: &[u8], replay: u32) -> Result<KeptnEvent, Refusal> {
     let original =
         KeptnEvent::decode(payload).map_err(|err| Refusal::NotAnEvent(err.to_string()))?;
+    if original.ty() != subject {
+        return Err(Refusal::SubjectNotType {
+            subject: subject.to_owned(),
+            event_type: original.ty().to_owned(),
+        });
+    }
     original
         .replay_as(&replay_id(original.id(), replay))
         .ok_or(Refusal::MemberTwice)
@@ -167,13 +179,19 @@ mod tests {
 
     #[test]
     fn the_replayed_event_has_the_new_id_and_names_the_old() {
-        let event = replay_event(EVENT, 2).unwrap();
+        const SUBJECT: &str = "sh.keptn.event.deployment.triggered";
+        let event = replay_event(SUBJECT, EVENT, 2).unwrap();
         assert_eq!(event.id(), replay_id("e1", 2));
         assert_eq!(event.extension_str("replayof"), Some("e1"));
         assert_eq!(event.keptn_context(), Some("c"));
         assert!(matches!(
-            replay_event(b"not json", 1),
+            replay_event(SUBJECT, b"not json", 1),
             Err(Refusal::NotAnEvent(_))
+        ));
+        // Published elsewhere than its type: never sent to another subject.
+        assert!(matches!(
+            replay_event("sh.keptn.event.release.triggered", EVENT, 1),
+            Err(Refusal::SubjectNotType { .. })
         ));
     }
 }
