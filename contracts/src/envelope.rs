@@ -57,6 +57,9 @@ pub const EXT_KEPTN_SPEC_VERSION: &str = "shkeptnspecversion";
 pub const EXT_TRACEPARENT: &str = "traceparent";
 /// Extension: W3C trace state.
 pub const EXT_TRACESTATE: &str = "tracestate";
+/// Extension: on an event an operator sent again (`helm-service dead-letters replay`), the id
+/// of the event it replays.
+pub const EXT_REPLAY_OF: &str = "replayof";
 
 /// Why a message is not a usable CloudEvent.
 #[derive(Debug, thiserror::Error)]
@@ -229,6 +232,20 @@ impl KeptnEvent {
     /// `tracestate` (W3C trace context).
     pub fn tracestate(&self) -> Option<&str> {
         self.extension_str(EXT_TRACESTATE)
+    }
+
+    /// The event sent again under `new_id`, naming this one in [`EXT_REPLAY_OF`]; everything
+    /// else (type, context, data, trace context) as it was. `None` when `data` names a member
+    /// twice: encoding it again would silently keep one of them, so it is not replayed.
+    pub fn replay_as(&self, new_id: &str) -> Option<KeptnEvent> {
+        if self.data_duplicate.is_some() {
+            return None;
+        }
+        use cloudevents::event::AttributesWriter;
+        let mut event = self.event.clone();
+        event.set_id(new_id);
+        event.set_extension(EXT_REPLAY_OF, self.id().to_owned());
+        Some(KeptnEvent::from_valid(event))
     }
 
     /// Removes an extension attribute (e.g. a `traceparent` that fails its grammar), so
@@ -572,6 +589,30 @@ mod tests {
             json!({"specversion": "1.0", "id": "8", "type": "t", "source": "s", "time": null,
                 "subject": null}),
         ]
+    }
+
+    #[test]
+    fn a_replay_has_a_new_id_names_the_old_one_and_keeps_the_rest() {
+        let original = json!({
+            "specversion": "1.0", "id": "old", "type": "sh.keptn.event.deployment.triggered",
+            "source": "shipyard-controller", "shkeptncontext": "ctx", "traceparent": "tp",
+            "replayof": "older", "data": {"project": "p"}
+        });
+        let event = KeptnEvent::decode(&serde_json::to_vec(&original).unwrap()).unwrap();
+        let replay = event.replay_as("new").unwrap();
+        let decoded: Value = serde_json::from_slice(&replay.encode()).unwrap();
+        let mut expected = original;
+        expected["id"] = json!("new");
+        expected["replayof"] = json!("old");
+        assert_eq!(decoded, expected);
+
+        let twice =
+            br#"{"specversion":"1.0","id":"x","type":"t","source":"s","data":{"a":1,"a":2}}"#;
+        let event = KeptnEvent::decode(twice).unwrap();
+        assert!(
+            event.replay_as("new").is_none(),
+            "a member named twice is not re-encoded"
+        );
     }
 
     #[test]

@@ -12,7 +12,6 @@ use tokio_util::task::TaskTracker;
 use tracing::{info, warn};
 
 use crate::charts::ChartStoreKind;
-use crate::cluster::Cluster;
 use crate::config::RunConfig;
 use crate::deploy::inventory::Inventory;
 use crate::handler::action::ActionHandler;
@@ -305,8 +304,8 @@ async fn production_handlers(
     let helm_slots = helm_slots(config, metrics);
     let helm = Helm::detect(HelmConfig {
         bin: deploy.helm_bin.clone(),
-        kubeconfig: deploy.kubeconfig.clone(),
-        kube_context: deploy.kube_context.clone(),
+        kubeconfig: deploy.cluster.kubeconfig.clone(),
+        kube_context: deploy.cluster.kube_context.clone(),
         timeout: deploy.helm_timeout,
         go_memory_limit: Some(config.memory.helm_memory_limit),
         max_processes: Some(helm_slots),
@@ -316,9 +315,10 @@ async fn production_handlers(
     .context("checking helm (--helm-bin)")?
     .with_observer(Arc::new(metrics.clone()));
     info!(helm = %helm.version(), "using helm");
-    let cluster = Cluster::connect(deploy.kubeconfig.as_deref(), deploy.kube_context.as_deref())
-        .await
-        .context("loading the Kubernetes client configuration (--kubeconfig, --kube-context)")?;
+    let cluster =
+        deploy.cluster.connect().await.context(
+            "loading the Kubernetes client configuration (--kubeconfig, --kube-context)",
+        )?;
     let charts = config
         .charts
         .open(js)
@@ -334,7 +334,7 @@ async fn production_handlers(
     }
     let inventory = Inventory::open(
         js,
-        &format!("{}-inventory", config.state_prefix),
+        &topology::StateNames(&config.state_prefix).inventory_bucket(),
         limits.inventory,
     )
     .await

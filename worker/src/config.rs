@@ -14,7 +14,9 @@ use crate::deploy::settings::{Deadlines, DeploySettings, StageDeadlines, Traffic
 use crate::deploy::traffic::{GatewayRef, TrafficLayer};
 use crate::deploy::uris::Ingress;
 use crate::nats::connect::NatsArgs;
-use crate::nats::topology::{Limit, StorageLimits};
+use crate::nats::topology::{
+    Limit, StorageLimits, DEFAULT_CONSUMER, DEFAULT_KEPTN_STREAM, DEFAULT_STATE_PREFIX,
+};
 
 /// Default of `--scaling-max-replicas`: a remediation action is a nudge, not an autoscaler;
 /// services that run more replicas set their own bound.
@@ -38,6 +40,13 @@ pub enum Command {
     Send(SendConfig),
     /// Manage the charts helm-service deploys: push a chart for a service, list charts.
     Charts(crate::charts::cli::ChartsArgs),
+    /// What the workers are doing: per release the holder, the event in progress and its
+    /// step, the events waiting; the consumer's counts; the dead letters.
+    Status(crate::operator::status::StatusArgs),
+    /// One service in one stage: its release record, inventory entry and Helm revisions.
+    Releases(crate::operator::releases::ReleasesArgs),
+    /// What the worker could not process: list, show, and replay once the cause is fixed.
+    DeadLetters(crate::operator::dead_letters::DeadLettersArgs),
 }
 
 /// Settings of `helm-service send`.
@@ -83,14 +92,14 @@ pub struct RunConfig {
 
     /// Name of the JetStream stream holding Keptn events (subjects `sh.keptn.>`);
     /// created when absent.
-    #[arg(long, env = "KEPTN_STREAM", default_value = "keptn")]
+    #[arg(long, env = "KEPTN_STREAM", default_value = DEFAULT_KEPTN_STREAM)]
     pub stream: String,
 
     /// Name of the durable pull consumer shared by all replicas.
     #[arg(
         long = "consumer",
         env = "CONSUMER_NAME",
-        default_value = "helm-service"
+        default_value = DEFAULT_CONSUMER
     )]
     pub consumer: String,
 
@@ -150,7 +159,7 @@ pub struct RunConfig {
 
     /// Prefix of the JetStream bucket and stream this service owns (`-releases`,
     /// `-dlq`), so two installations can share one NATS account.
-    #[arg(long, env = "STATE_PREFIX", default_value = "helm-service")]
+    #[arg(long, env = "STATE_PREFIX", default_value = DEFAULT_STATE_PREFIX)]
     pub state_prefix: String,
 
     /// Test hook, not for production: the process kills itself (SIGKILL) right after the
@@ -263,14 +272,8 @@ pub struct DeployConfig {
     #[arg(long, env = "HELM_BIN", default_value = "helm")]
     pub helm_bin: PathBuf,
 
-    /// Kubeconfig file for helm and the worker's own API calls; in-cluster credentials
-    /// (or ~/.kube/config) when unset.
-    #[arg(long, env = "KUBECONFIG")]
-    pub kubeconfig: Option<PathBuf>,
-
-    /// Kubeconfig context to use instead of the current one.
-    #[arg(long, env = "KUBE_CONTEXT")]
-    pub kube_context: Option<String>,
+    #[command(flatten)]
+    pub cluster: crate::cluster::ClusterArgs,
 
     /// Longest one helm call (upgrade, rollback, uninstall, ...) may take before it is
     /// killed; waiting for pods is not part of it (see --rollout-timeout).

@@ -19,6 +19,7 @@ pub mod http;
 pub mod memory;
 pub mod metrics;
 pub mod nats;
+pub mod operator;
 pub mod pipeline;
 pub mod progress;
 pub mod secret;
@@ -54,6 +55,9 @@ pub fn main_with(handlers: impl Into<app::Handlers>) -> std::process::ExitCode {
         },
         config::Command::Send(send_config) => runtime.block_on(send::send(send_config)),
         config::Command::Charts(args) => runtime.block_on(charts::cli::run(args)),
+        config::Command::Status(args) => runtime.block_on(operator::status::run(args)),
+        config::Command::Releases(args) => runtime.block_on(operator::releases::run(args)),
+        config::Command::DeadLetters(args) => runtime.block_on(operator::dead_letters::run(args)),
     };
     match result {
         Ok(()) => std::process::ExitCode::SUCCESS,

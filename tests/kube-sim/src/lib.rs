@@ -16,6 +16,7 @@
 pub mod audit;
 pub mod authz;
 pub mod bootstrap;
+pub mod cli;
 pub mod controller;
 pub mod convert;
 pub mod defaults;

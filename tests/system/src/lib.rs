@@ -2,6 +2,7 @@
 //! helpers to publish Keptn events and read the replies back from the stream.
 
 pub mod chart;
+pub mod compose;
 pub mod deploy_env;
 pub mod env;
 pub mod events;

@@ -2,7 +2,13 @@
 //! `helm` CLI into a Deployment that sets every environment variable the README documents,
 //! probes the worker's endpoints and outlives its shutdown grace; the alert rules and the
 //! Grafana dashboard use only metric names the worker exports; docker-compose and the
-//! Dockerfile match the binary and the tools setup.
+//! Dockerfile match the binaries and the tools setup: every image is built from a stage the
+//! Dockerfile has, every command line and environment variable is one the binary's own parser
+//! takes, health checks and start order hold together, mounted files exist, and the demo's
+//! chart and event agree.
+//!
+//! No container runs here: the compose file is read as YAML and its command lines are parsed
+//! with the binaries' clap parsers (`worker::config::Cli`, `kube_sim::cli::Args`).
 //!
 //! The rendered manifests are checked as text (`system_tests::chart`).
 
@@ -10,6 +16,7 @@ use std::collections::BTreeSet;
 use std::time::Duration;
 
 use system_tests::chart::{block, env_value, helm, kinds, only, render, scalar, CHART};
+use system_tests::compose::{self, dockerfile_stages, mounted_source, strings};
 use test_harness::tools::repo_root;
 
 fn read(relative: &str) -> String {
@@ -390,17 +397,10 @@ fn alerts_and_dashboard_use_only_exported_metrics() {
 
 #[test]
 fn compose_and_dockerfile_match_the_worker() {
-    let readme_vars = readme_env_vars();
     let compose = read("docker-compose.yml");
-    // Environment keys of the helm-service service: `      KEY: value` under `environment:`.
+    // The worker's environment (the first block); that the worker reads every key is checked
+    // by `compose_builds_dockerfile_targets_and_runs_commands_the_binaries_take`.
     let env_block = block(&compose, "environment");
-    for line in env_block.lines().filter(|l| !l.is_empty()) {
-        let key = line.split(':').next().expect("key").trim();
-        assert!(
-            key == "RUST_LOG" || readme_vars.iter().any(|v| v == key),
-            "docker-compose.yml sets {key}, which the worker does not read"
-        );
-    }
     let grace = duration(
         scalar(&env_block, "SHUTDOWN_GRACE")
             .expect("compose sets SHUTDOWN_GRACE")
@@ -616,4 +616,330 @@ fn the_nats_cluster_example_renders_a_seed_list_with_three_replicas() {
     let files = secret_files(&deployment);
     let envs: Vec<&str> = files.iter().map(|(name, ..)| name.as_str()).collect();
     assert_eq!(envs, ["NATS_CREDS", "NATS_CA"]);
+}
+
+/// Every environment variable the helm-service binary reads, over all its subcommands.
+fn worker_env_vars() -> BTreeSet<String> {
+    fn collect(command: &clap::Command, into: &mut BTreeSet<String>) {
+        for arg in command.get_arguments() {
+            if let Some(env) = arg.get_env() {
+                into.insert(env.to_string_lossy().into_owned());
+            }
+        }
+        for sub in command.get_subcommands() {
+            collect(sub, into);
+        }
+    }
+    use clap::CommandFactory as _;
+    let mut vars = BTreeSet::new();
+    collect(&worker::config::Cli::command(), &mut vars);
+    vars
+}
+
+/// `command` as the helm-service binary parses it.
+fn worker_command(args: &[String]) -> worker::config::Cli {
+    use clap::Parser as _;
+    worker::config::Cli::try_parse_from(
+        std::iter::once("helm-service".to_owned()).chain(args.iter().cloned()),
+    )
+    .unwrap_or_else(|e| panic!("helm-service does not take {args:?}:\n{e}"))
+}
+
+/// `command` as the kube-sim binary parses it.
+fn kube_sim_command(args: &[String]) -> kube_sim::cli::Args {
+    use clap::Parser as _;
+    kube_sim::cli::Args::try_parse_from(
+        std::iter::once("kube-sim".to_owned()).chain(args.iter().cloned()),
+    )
+    .unwrap_or_else(|e| panic!("kube-sim does not take {args:?}:\n{e}"))
+}
+
+#[test]
+fn compose_builds_dockerfile_targets_and_runs_commands_the_binaries_take() {
+    let compose = compose::load();
+    let services = compose["services"].as_object().expect("services");
+    let declared_volumes: BTreeSet<&str> = compose["volumes"]
+        .as_object()
+        .map(|v| v.keys().map(String::as_str).collect())
+        .unwrap_or_default();
+    let worker_vars = worker_env_vars();
+    let mut seen_targets = BTreeSet::new();
+    for (name, service) in services {
+        let image = service["image"]
+            .as_str()
+            .unwrap_or_else(|| panic!("{name}: no image"));
+        // Images of our own are built here, never pulled (nothing publishes them).
+        let target = if service["build"].is_null() {
+            assert!(
+                !image.ends_with(":dev"),
+                "{name}: {image} is ours but not built"
+            );
+            None
+        } else {
+            let build = &service["build"];
+            assert_eq!(
+                build["context"], ".",
+                "{name}: builds from the repository root"
+            );
+            let dockerfile = build["dockerfile"].as_str().expect("build.dockerfile");
+            let stages = dockerfile_stages(&read(dockerfile));
+            let target = build["target"]
+                .as_str()
+                .unwrap_or_else(|| panic!("{name}: build.target"));
+            assert!(
+                stages.contains(target),
+                "{name}: {dockerfile} has no stage {target}: {stages:?}"
+            );
+            seen_targets.insert((target.to_owned(), image.to_owned()));
+            Some(target)
+        };
+        let command = strings(&service["command"], &format!("{name}.command"));
+        match target {
+            Some("runtime") => {
+                worker_command(&command);
+                let env = service["environment"].as_object();
+                for key in env.into_iter().flat_map(|env| env.keys()) {
+                    assert!(
+                        key == "RUST_LOG" || worker_vars.contains(key),
+                        "{name} sets {key}, which helm-service does not read"
+                    );
+                }
+            }
+            Some("kube-sim") => {
+                kube_sim_command(&command)
+                    .config()
+                    .expect("kube-sim takes its settings");
+            }
+            Some(other) => panic!("{name}: no check for target {other}"),
+            None => {}
+        }
+        if let Some(test) = service.get("healthcheck").map(|h| &h["test"]) {
+            let test = strings(test, &format!("{name}.healthcheck.test"));
+            assert_eq!(test[0], "CMD", "{name}: exec-form health check");
+            if test[1] == "helm-service" {
+                assert_eq!(
+                    target,
+                    Some("runtime"),
+                    "{name}: helm-service is in the runtime image"
+                );
+                worker_command(&test[2..]);
+            }
+        }
+        for (dependency, condition) in service["depends_on"].as_object().into_iter().flatten() {
+            let other = services
+                .get(dependency)
+                .unwrap_or_else(|| panic!("{name} depends on unknown {dependency}"));
+            match condition["condition"].as_str() {
+                Some("service_started") => {}
+                Some("service_healthy") => assert!(
+                    other.get("healthcheck").is_some(),
+                    "{name} waits for {dependency} to be healthy, which has no health check"
+                ),
+                Some("service_completed_successfully") => assert_eq!(
+                    other["restart"], "no",
+                    "{name} waits for {dependency} to complete: it must be one-shot"
+                ),
+                condition => panic!("{name}: depends_on {dependency}: condition {condition:?}"),
+            }
+        }
+        for volume in service["volumes"].as_array().into_iter().flatten() {
+            let volume = volume.as_str().expect("short volume syntax");
+            let source = volume.split(':').next().expect("a source");
+            match source.strip_prefix("./") {
+                Some(relative) => assert!(
+                    repo_root().join(relative).exists(),
+                    "{name} mounts {source}, which does not exist"
+                ),
+                None => assert!(
+                    declared_volumes.contains(source),
+                    "{name} mounts volume {source}, not declared"
+                ),
+            }
+        }
+    }
+    // One image per target, each target under one name.
+    let images: BTreeSet<&str> = seen_targets
+        .iter()
+        .map(|(_, image)| image.as_str())
+        .collect();
+    assert_eq!(images.len(), seen_targets.len(), "{seen_targets:?}");
+    assert!(seen_targets.iter().any(|(target, _)| target == "kube-sim"));
+    assert!(seen_targets.iter().any(|(target, _)| target == "runtime"));
+}
+
+#[test]
+fn compose_points_the_worker_at_kube_sim_and_the_demo_deploys_the_example() {
+    let compose = compose::load();
+    let services = &compose["services"];
+    // kube-sim listens where the worker's kubeconfig says, and is healthy once it has
+    // written its own kubeconfig (which it does once it listens).
+    let sim = &services["kube-sim"];
+    let sim_args = kube_sim_command(&strings(&sim["command"], "kube-sim.command"));
+    assert_eq!(
+        strings(&sim["healthcheck"]["test"], "kube-sim.healthcheck.test"),
+        [
+            "CMD",
+            "test",
+            "-s",
+            &sim_args.kubeconfig_out.display().to_string()
+        ]
+    );
+    let worker = &services["helm-service"];
+    let kubeconfig = worker["environment"]["KUBECONFIG"]
+        .as_str()
+        .expect("KUBECONFIG");
+    let source = mounted_source(worker, kubeconfig).expect("the kubeconfig is mounted");
+    let mounted: serde_json::Value =
+        serde_yaml_ng::from_str(&std::fs::read_to_string(&source).expect("the kubeconfig file"))
+            .expect("a YAML kubeconfig");
+    let server = format!("http://kube-sim:{}", sim_args.listen.port());
+    assert_eq!(
+        mounted,
+        kube_sim::kubeconfig::kubeconfig(&server, &[]),
+        "{} must be what kube-sim writes for itself, at {server}",
+        source.display()
+    );
+    for dependency in ["nats", "kube-sim"] {
+        assert_eq!(
+            worker["depends_on"][dependency]["condition"],
+            "service_healthy"
+        );
+    }
+    // The worker is healthy once the consumer exists, so the demo's event is delivered.
+    let health = strings(
+        &worker["healthcheck"]["test"],
+        "helm-service.healthcheck.test",
+    );
+    assert!(matches!(
+        worker_command(&health[2..]).command,
+        worker::config::Command::Status(_)
+    ));
+
+    // The demo pushes the example chart for the service the example event deploys, then
+    // sends that event once the worker is healthy.
+    let chart = &services["demo-chart"];
+    let worker::config::Command::Charts(charts) =
+        worker_command(&strings(&chart["command"], "demo-chart.command")).command
+    else {
+        panic!("demo-chart runs `charts`");
+    };
+    let worker::charts::cli::ChartsCommand::Push {
+        project,
+        stage,
+        service,
+        path,
+    } = charts.command
+    else {
+        panic!("demo-chart runs `charts push`");
+    };
+    let chart_dir =
+        mounted_source(chart, &path.display().to_string()).expect("the chart is mounted");
+    assert!(
+        chart_dir.join("Chart.yaml").exists(),
+        "{}",
+        chart_dir.display()
+    );
+    let sender = &services["demo-event"];
+    let worker::config::Command::Send(send) =
+        worker_command(&strings(&sender["command"], "demo-event.command")).command
+    else {
+        panic!("demo-event runs `send`");
+    };
+    assert!(
+        send.wait > Duration::ZERO,
+        "the demo waits for the finished reply"
+    );
+    let event_file = mounted_source(sender, &send.file).expect("the event is mounted");
+    let event: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&event_file).expect("the event file"))
+            .expect("JSON");
+    assert_eq!(event["type"], "sh.keptn.event.deployment.triggered");
+    assert_eq!(
+        (
+            &event["data"]["project"],
+            &event["data"]["stage"],
+            &event["data"]["service"]
+        ),
+        (
+            &serde_json::json!(project),
+            &serde_json::json!(stage),
+            &serde_json::json!(service)
+        )
+    );
+    assert_eq!(
+        sender["depends_on"]["demo-chart"]["condition"],
+        "service_completed_successfully"
+    );
+    assert_eq!(
+        sender["depends_on"]["helm-service"]["condition"],
+        "service_healthy"
+    );
+}
+
+/// The stage `name` of a Dockerfile: its lines from its `FROM` to the next.
+fn stage<'a>(dockerfile: &'a str, name: &str) -> Vec<&'a str> {
+    let mut lines = dockerfile.lines().skip_while(|line| {
+        let words: Vec<&str> = line.split_whitespace().collect();
+        !(words.first() == Some(&"FROM") && words.last() == Some(&name))
+    });
+    let from = lines.next().unwrap_or_else(|| panic!("no stage {name}"));
+    std::iter::once(from)
+        .chain(lines.take_while(|line| !line.starts_with("FROM ")))
+        .collect()
+}
+
+/// The exec-form list of an instruction (`ENTRYPOINT [...]`, `CMD [...]`) of a stage.
+fn instruction(stage: &[&str], keyword: &str) -> Vec<String> {
+    let line = stage
+        .iter()
+        .find_map(|line| line.strip_prefix(&format!("{keyword} ")))
+        .unwrap_or_else(|| panic!("no {keyword} in {stage:?}"));
+    serde_json::from_str(line).unwrap_or_else(|e| panic!("{keyword} {line}: {e}"))
+}
+
+#[test]
+fn each_image_target_runs_its_binary_with_arguments_it_takes() {
+    let dockerfile = read("ops/Dockerfile");
+    let stages = dockerfile_stages(&dockerfile);
+    // The runtime image is the default target: the last stage.
+    let last = dockerfile
+        .lines()
+        .rev()
+        .find(|l| l.starts_with("FROM "))
+        .expect("a stage");
+    assert!(last.ends_with(" AS runtime"), "{last}");
+
+    let runtime = stage(&dockerfile, "runtime");
+    assert_eq!(
+        instruction(&runtime, "ENTRYPOINT"),
+        ["/usr/local/bin/helm-service"]
+    );
+    worker_command(&instruction(&runtime, "CMD"));
+
+    assert!(stages.contains("kube-sim-build"), "{stages:?}");
+    let build = stage(&dockerfile, "kube-sim-build").join("\n");
+    assert!(
+        build.contains("cargo build --release -p kube-sim --bin kube-sim --locked"),
+        "{build}"
+    );
+    assert!(
+        build.contains("install -D -m 0755 target/release/kube-sim /out/kube-sim"),
+        "{build}"
+    );
+    let sim = stage(&dockerfile, "kube-sim");
+    assert!(sim.contains(&"COPY --from=kube-sim-build /out/kube-sim /usr/local/bin/kube-sim"));
+    assert!(
+        sim.contains(&"USER 65532:65532"),
+        "kube-sim runs as non-root too"
+    );
+    assert_eq!(instruction(&sim, "ENTRYPOINT"), ["/usr/local/bin/kube-sim"]);
+    let args = kube_sim_command(&instruction(&sim, "CMD"));
+    assert!(sim.contains(&format!("EXPOSE {}", args.listen.port()).as_str()));
+    assert!(
+        !args.listen.ip().is_loopback(),
+        "reachable from the other containers"
+    );
+    // kube-sim's sources are in the build context.
+    assert!(!read(".dockerignore").lines().any(|l| l.trim() == "tests"));
+    assert!(repo_root().join("tests/kube-sim/Cargo.toml").exists());
 }

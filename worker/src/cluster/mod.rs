@@ -35,6 +35,26 @@ pub use rollout::{rollout_status, RolloutFailure, RolloutStatus, WaitLimits};
 /// failure. Real API servers answer in milliseconds; 30 s leaves room for a loaded one.
 pub const DEFAULT_REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
 
+/// Where the cluster is: the flags of `run` and `releases show`.
+#[derive(Debug, Clone, clap::Args)]
+pub struct ClusterArgs {
+    /// Kubeconfig file for helm and the worker's own API calls; in-cluster credentials
+    /// (or ~/.kube/config) when unset.
+    #[arg(long, env = "KUBECONFIG")]
+    pub kubeconfig: Option<std::path::PathBuf>,
+
+    /// Kubeconfig context to use instead of the current one.
+    #[arg(long, env = "KUBE_CONTEXT")]
+    pub kube_context: Option<String>,
+}
+
+impl ClusterArgs {
+    /// A client of the cluster these flags name (see [`Cluster::connect`]).
+    pub async fn connect(&self) -> Result<Cluster, ClusterError> {
+        Cluster::connect(self.kubeconfig.as_deref(), self.kube_context.as_deref()).await
+    }
+}
+
 /// A connection to one Kubernetes cluster.
 #[derive(Clone)]
 pub struct Cluster {

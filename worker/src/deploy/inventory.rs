@@ -100,6 +100,25 @@ impl Inventory {
         })
     }
 
+    /// The bucket `name` when it exists, as it is (for reading: nothing is created or
+    /// changed).
+    pub async fn existing(
+        js: &jetstream::Context,
+        name: &str,
+    ) -> Result<Option<Inventory>, InventoryError> {
+        match js.get_key_value(name).await {
+            Ok(store) => Ok(Some(Inventory {
+                store,
+                bucket: name.to_owned(),
+            })),
+            Err(err) if err.kind() == jetstream::context::KeyValueErrorKind::GetBucket => Ok(None),
+            Err(err) => Err(InventoryError::Unavailable {
+                bucket: name.to_owned(),
+                reason: err.to_string(),
+            }),
+        }
+    }
+
     /// The entry's key (see [`service_key`]).
     fn key(target: &Target) -> String {
         service_key(&target.project, &target.stage, &target.service)

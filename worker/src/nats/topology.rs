@@ -100,17 +100,53 @@ pub struct TopologyConfig {
 }
 
 impl TopologyConfig {
-    /// Name of the key-value bucket bound as [`Topology::release_records`] (its wire name,
-    /// `<prefix>-releases`, stays as deployed).
+    pub fn names(&self) -> StateNames<'_> {
+        StateNames(&self.state_prefix)
+    }
+    /// Name of the key-value bucket bound as [`Topology::release_records`].
     pub fn release_records_bucket(&self) -> String {
-        format!("{}-releases", self.state_prefix)
+        self.names().release_records_bucket()
     }
     pub fn dead_letter_stream(&self) -> String {
-        format!("{}-dlq", self.state_prefix)
+        self.names().dead_letter_stream()
+    }
+    pub fn dead_letter_subject_prefix(&self) -> String {
+        self.names().dead_letter_subject_prefix()
+    }
+}
+
+/// Default of `--state-prefix`.
+pub const DEFAULT_STATE_PREFIX: &str = "helm-service";
+/// Default of `--stream`.
+pub const DEFAULT_KEPTN_STREAM: &str = "keptn";
+/// Default of `--consumer`.
+pub const DEFAULT_CONSUMER: &str = "helm-service";
+
+/// The names of the streams and buckets helm-service owns, from `--state-prefix`: what the
+/// worker binds and the operator commands read.
+#[derive(Debug, Clone, Copy)]
+pub struct StateNames<'a>(pub &'a str);
+
+impl StateNames<'_> {
+    /// The release records (its wire name, `<prefix>-releases`, stays as deployed).
+    pub fn release_records_bucket(self) -> String {
+        format!("{}-releases", self.0)
+    }
+    /// What is deployed, per service and stage (`deploy::inventory`).
+    pub fn inventory_bucket(self) -> String {
+        format!("{}-inventory", self.0)
+    }
+    pub fn dead_letter_stream(self) -> String {
+        format!("{}-dlq", self.0)
     }
     /// Subjects of dead-letter records: `<prefix>.dlq.<reason>`.
-    pub fn dead_letter_subject_prefix(&self) -> String {
-        format!("{}.dlq", self.state_prefix)
+    pub fn dead_letter_subject_prefix(self) -> String {
+        format!("{}.dlq", self.0)
+    }
+    /// Which dead letters were replayed (`helm-service dead-letters replay`), keyed by their
+    /// sequence in the dead-letter stream.
+    pub fn replays_bucket(self) -> String {
+        format!("{}-dlq-replays", self.0)
     }
 }
 
@@ -339,7 +375,7 @@ pub async fn enforce_limits(
 }
 
 /// Opens a KV bucket, creating it when absent (racing replicas may both try).
-pub(crate) async fn open_bucket(
+pub async fn open_bucket(
     js: &jetstream::Context,
     config: kv::Config,
 ) -> Result<kv::Store, TopologyError> {

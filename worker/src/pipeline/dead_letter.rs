@@ -52,7 +52,6 @@ impl DeadLetter {
         payload: &[u8],
         event_id: Option<String>,
     ) -> Self {
-        let digest = Sha256::digest(payload);
         let excerpt = &payload[..payload.len().min(PAYLOAD_EXCERPT_BYTES)];
         DeadLetter {
             reason: reason.as_str().to_owned(),
@@ -64,11 +63,33 @@ impl DeadLetter {
             received_at: Utc::now(),
             event_id,
             payload_bytes: payload.len(),
-            payload_sha256: digest.iter().map(|b| format!("{b:02x}")).collect(),
+            payload_sha256: sha256_hex(payload),
             payload_truncated: excerpt.len() < payload.len(),
             payload: String::from_utf8_lossy(excerpt).into_owned(),
         }
     }
+}
+
+impl DeadLetter {
+    /// The original payload, when the record holds all of it: not cut, and text that is the
+    /// payload byte for byte (a payload that is not UTF-8 was stored lossily; its digest tells).
+    pub fn whole_payload(&self) -> Option<&[u8]> {
+        let bytes = self.payload.as_bytes();
+        (!self.payload_truncated && self.is_payload(bytes)).then_some(bytes)
+    }
+
+    /// Whether `bytes` are the original payload (their SHA-256 is the recorded one): how a
+    /// copy read back from the source stream is recognised.
+    pub fn is_payload(&self, bytes: &[u8]) -> bool {
+        sha256_hex(bytes) == self.payload_sha256
+    }
+}
+
+fn sha256_hex(bytes: &[u8]) -> String {
+    Sha256::digest(bytes)
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
 }
 
 /// Writes dead-letter records.
@@ -125,5 +146,29 @@ mod tests {
         assert_eq!(letter.payload_bytes, PAYLOAD_EXCERPT_BYTES + 10);
         assert_eq!(letter.payload_sha256.len(), 64);
         assert_eq!(letter.reason, "too-large");
+        assert_eq!(
+            letter.whole_payload(),
+            None,
+            "cut: only the source stream has it"
+        );
+        assert!(letter.is_payload(&payload));
+        assert!(!letter.is_payload(&payload[1..]));
+    }
+
+    #[test]
+    fn a_whole_payload_is_given_back_only_when_it_is_the_original_byte_for_byte() {
+        let origin = Origin {
+            subject: "s",
+            stream: "keptn",
+            stream_sequence: 1,
+            delivered: 21,
+        };
+        let reason = DeadLetterReason::Exhausted;
+        let text = br#"{"id":"x"}"#;
+        let letter = DeadLetter::new(reason, "d".into(), &origin, text, None);
+        assert_eq!(letter.whole_payload(), Some(&text[..]));
+        let binary = [0xff, 0xfe, b'{'];
+        let letter = DeadLetter::new(reason, "d".into(), &origin, &binary, None);
+        assert_eq!(letter.whole_payload(), None, "stored lossily");
     }
 }

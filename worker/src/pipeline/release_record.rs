@@ -106,6 +106,11 @@ impl CompletedEvents {
         self.0.is_empty()
     }
 
+    /// How many completed events are remembered.
+    pub fn len(&self) -> usize {
+        self.0.len()
+    }
+
     pub fn contains(&self, event_id: &str) -> bool {
         self.0.contains(&fingerprint(event_id))
     }
