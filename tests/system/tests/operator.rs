@@ -205,6 +205,26 @@ async fn an_exhausted_deployment_is_replayed_once_its_cause_is_fixed_and_finishe
     let (finished, _) = env.sole_finished(forced_id, DEADLINE).await?;
     assert_eq!(finished["data"]["status"], "succeeded", "{finished:#}");
 
+    // Once the Keptn stream no longer holds the original, a record that keeps only its first
+    // 64 KiB cannot be replayed, and says why.
+    let source_sequence = shown[0]["record"]["stream_sequence"]
+        .as_u64()
+        .context("the source sequence")?;
+    env.env
+        .js
+        .get_stream("keptn")
+        .await?
+        .delete_message(source_sequence)
+        .await?;
+    let gone = helm_service(&env, &["dead-letters", "replay", "--force", &id]).await?;
+    assert!(!gone.status.success());
+    let said = text(&gone.stdout);
+    assert!(
+        said.contains("keeps only the first")
+            && said.contains(&format!("sequence {source_sequence}")),
+        "{said}"
+    );
+
     // A message that is no event is refused, naming why.
     let refused = helm_service(&env, &["dead-letters", "replay", &malformed]).await?;
     assert!(!refused.status.success());
