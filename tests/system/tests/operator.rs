@@ -293,9 +293,14 @@ async fn status_shows_the_holder_its_event_and_step_and_the_events_waiting() -> 
         || async {
             let status = json_of(&env, &["status"]).await.ok()?;
             let row = release_row(&status, key)?;
+            let delivered = row["waiting"]
+                .as_array()?
+                .iter()
+                .all(|w| w["delivered"] == true);
             (row["in_progress"]["steps_done"] == json!(["probe-step-0"])
-                && ids(&row["waiting"]) == ["w1", "w2"])
-            .then_some(status)
+                && ids(&row["waiting"]) == ["w1", "w2"]
+                && delivered)
+                .then_some(status)
         },
     )
     .await?;
