@@ -205,6 +205,26 @@ async fn an_exhausted_deployment_is_replayed_once_its_cause_is_fixed_and_finishe
     let (finished, _) = env.sole_finished(forced_id, DEADLINE).await?;
     assert_eq!(finished["data"]["status"], "succeeded", "{finished:#}");
 
+    // Once the Keptn stream no longer holds the original, a record that keeps only its first
+    // 64 KiB cannot be replayed, and says why.
+    let source_sequence = shown[0]["record"]["stream_sequence"]
+        .as_u64()
+        .context("the source sequence")?;
+    env.env
+        .js
+        .get_stream("keptn")
+        .await?
+        .delete_message(source_sequence)
+        .await?;
+    let gone = helm_service(&env, &["dead-letters", "replay", "--force", &id]).await?;
+    assert!(!gone.status.success());
+    let said = text(&gone.stdout);
+    assert!(
+        said.contains("keeps only the first")
+            && said.contains(&format!("sequence {source_sequence}")),
+        "{said}"
+    );
+
     // A message that is no event is refused, naming why.
     let refused = helm_service(&env, &["dead-letters", "replay", &malformed]).await?;
     assert!(!refused.status.success());
@@ -273,9 +293,14 @@ async fn status_shows_the_holder_its_event_and_step_and_the_events_waiting() -> 
         || async {
             let status = json_of(&env, &["status"]).await.ok()?;
             let row = release_row(&status, key)?;
+            let delivered = row["waiting"]
+                .as_array()?
+                .iter()
+                .all(|w| w["delivered"] == true);
             (row["in_progress"]["steps_done"] == json!(["probe-step-0"])
-                && ids(&row["waiting"]) == ["w1", "w2"])
-            .then_some(status)
+                && ids(&row["waiting"]) == ["w1", "w2"]
+                && delivered)
+                .then_some(status)
         },
     )
     .await?;

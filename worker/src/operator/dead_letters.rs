@@ -182,7 +182,7 @@ pub async fn run(args: DeadLettersArgs) -> anyhow::Result<()> {
 struct Letters {
     js: jetstream::Context,
     stream: stream::Stream,
-    names: String,
+    stream_name: String,
     subject_prefix: String,
     replays_bucket: String,
 }
@@ -200,7 +200,7 @@ impl Letters {
         Ok(Letters {
             js,
             stream,
-            names: name,
+            stream_name: name,
             subject_prefix: names.dead_letter_subject_prefix(),
             replays_bucket: names.replays_bucket(),
         })
@@ -236,13 +236,13 @@ impl Letters {
             .stream
             .get_raw_message(id)
             .await
-            .with_context(|| format!("no dead letter {id} in stream {}", self.names))?;
+            .with_context(|| format!("no dead letter {id} in stream {}", self.stream_name))?;
         anyhow::ensure!(
             message
                 .subject
                 .starts_with(&format!("{}.", self.subject_prefix)),
             "message {id} of stream {} is not a dead letter (subject {})",
-            self.names,
+            self.stream_name,
             message.subject
         );
         serde_json::from_slice(&message.payload)
