@@ -24,6 +24,7 @@ use contracts::reply::ReplyBuilder;
 use futures::FutureExt;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, error, info, info_span, warn, Instrument};
+use tracing_opentelemetry::OpenTelemetrySpanExt;
 
 use super::dead_letter::{DeadLetter, DeadLetters, Origin};
 use super::intake::{
@@ -36,7 +37,6 @@ use crate::metrics::Metrics;
 use crate::nats::publisher::{event_headers, Publisher};
 use crate::progress;
 use crate::telemetry::{self, traces};
-use tracing_opentelemetry::OpenTelemetrySpanExt;
 
 /// Settings of message processing.
 #[derive(Debug, Clone)]
@@ -122,7 +122,7 @@ impl Processor {
 
         let span = info_span!("event", subject = %subject, seq = stream_sequence, delivered);
         if telemetry::exporting() {
-            // One trace per event, continuing the sender's (architecture.md §8.2).
+            // One trace per event, continuing the sender's (architecture.md §8.3).
             if let Some(parent) = traces::event_parent(&message.payload) {
                 let _ = span.set_parent(parent);
             }
