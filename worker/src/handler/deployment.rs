@@ -24,7 +24,7 @@ use crate::charts::archive::Chart;
 use crate::charts::values::deep_merge;
 use crate::charts::ChartLocation;
 use crate::cluster::readiness::{awaited_in, Awaited, Kind};
-use crate::cluster::StoredRevision;
+use crate::cluster::{test_pods, StoredRevision};
 use crate::deploy::generated::{BlueGreenModel, GeneratedModel, MeshModel, Routing};
 use crate::deploy::inventory::InventoryEntry;
 use crate::deploy::manifest::{lowest_tcp_port, name_of, Manifest};
@@ -363,6 +363,16 @@ impl Deployment<'_> {
         if let Err(failure) = self.service.wait_until_ready(&awaited).await {
             return Err(self.undo(failure.into(), release, last_good).await);
         }
+        if self
+            .service
+            .platform
+            .settings
+            .helm_test(&self.target().stage)
+        {
+            if let Err(failed) = self.run_tests(release, status.revision).await {
+                return Err(self.undo(failed, release, last_good).await);
+            }
+        }
         let main = manifest.main_service(&self.target().service);
         let user = UserStepOutput {
             revision: status.revision,
@@ -381,6 +391,44 @@ impl Deployment<'_> {
         };
         *manifest_out = Some(manifest);
         Ok(user)
+    }
+
+    /// The test gate (`--helm-test`): `helm test` of the new revision, waiting up to the
+    /// stage's rollout deadline. A failure names the failed test pods and the ends of their
+    /// logs; the caller restores the release.
+    async fn run_tests(&self, release: &str, revision: u32) -> Result<(), TaskError> {
+        let platform = self.service.platform;
+        let namespace = &self.service.names.namespace;
+        let wait = self.service.deadlines.rollout;
+        let err = match platform.helm.test(release, namespace, wait).await {
+            Ok(()) => {
+                info!(release, revision, "helm test passed");
+                return Ok(());
+            }
+            Err(err) if err.is_transient() => return Err(err.into()),
+            Err(err) => err,
+        };
+        // Best effort: the verdict stands without the excerpt.
+        let hooks = match platform
+            .cluster
+            .stored_release(namespace, release, revision)
+            .await
+        {
+            Ok(Some(stored)) => stored.test_hooks,
+            _ => Vec::new(),
+        };
+        let pods = platform
+            .cluster
+            .failed_test_pods(namespace, &hooks)
+            .await
+            .unwrap_or_else(|read| {
+                warn!(release, error = %read, "reading the failed test pods");
+                Vec::new()
+            });
+        Err(TaskError::Failed(format!(
+            "the tests of release {release} revision {revision} failed ({err}){}",
+            test_pods::describe(&pods)
+        )))
     }
 
     /// What a failed user-release step answers: a transient error as it is (the event is
