@@ -349,6 +349,13 @@ pub struct DeployConfig {
     #[arg(long, env = "STAGE_HELM_TEST", value_delimiter = ',', value_parser = parse_stage_bool)]
     pub stage_helm_test: Vec<(String, bool)>,
 
+    /// Roll `direct` and `user_managed` services back too: `rollback.triggered` and a
+    /// `release.triggered` with result fail put the user release back to the revision before
+    /// the current deployment's (`helm rollback`). Off: they change nothing, as in the
+    /// reference.
+    #[arg(long, env = "ROLLBACK_NON_BLUEGREEN")]
+    pub rollback_non_bluegreen: bool,
+
     /// The Gateway the `gateway-api` layer's HTTPRoutes attach to, as NAMESPACE/NAME.
     #[arg(long, env = "GATEWAY", value_parser = GatewayRef::parse)]
     pub gateway: Option<GatewayRef>,
@@ -452,6 +459,7 @@ impl DeployConfig {
             default: self.helm_test,
             stage: self.stage_helm_test.iter().cloned().collect(),
         })
+        .with_rollback_non_blue_green(self.rollback_non_bluegreen)
     }
 
     /// `--traffic`, `--stage-traffic` and `--gateway`.

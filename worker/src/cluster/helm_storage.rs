@@ -60,6 +60,8 @@ pub struct StoredRelease {
     pub manifest: String,
     /// The release's `helm test` hooks (Pods and Jobs the chart runs as tests).
     pub test_hooks: Vec<TestHook>,
+    /// What `helm history` shows in DESCRIPTION, e.g. `Rollback to 3`.
+    pub description: String,
 }
 
 /// A `helm.sh/hook: test` object of a release.
@@ -106,6 +108,8 @@ impl HookBody {
 #[derive(Debug, Deserialize)]
 struct ReleaseInfo {
     status: String,
+    #[serde(default)]
+    description: String,
 }
 
 #[derive(Debug, Deserialize, Default)]
@@ -179,6 +183,7 @@ impl Cluster {
         Ok(Some(StoredRelease {
             revision: body.version,
             status: body.info.status,
+            description: body.info.description,
             chart_name: body.chart.metadata.name,
             chart_version: body.chart.metadata.version,
             config: body.config.unwrap_or(Value::Object(Default::default())),

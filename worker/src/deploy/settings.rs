@@ -33,6 +33,9 @@ pub struct DeploySettings {
     pub scaling_max_replicas: u32,
     traffic: Traffic,
     helm_test: PerStage<bool>,
+    /// `rollback.triggered` and a failed release roll `direct` and `user_managed` services'
+    /// releases back (the reference changed nothing for them).
+    pub rollback_non_blue_green: bool,
 }
 
 /// A setting with per-stage overrides.
@@ -96,6 +99,7 @@ impl DeploySettings {
             scaling_max_replicas,
             traffic: Traffic::default(),
             helm_test: PerStage::default(),
+            rollback_non_blue_green: false,
         }
     }
 
@@ -103,6 +107,12 @@ impl DeploySettings {
     /// says so.
     pub fn with_helm_test(mut self, helm_test: PerStage<bool>) -> Self {
         self.helm_test = helm_test;
+        self
+    }
+
+    /// These settings rolling back `direct` and `user_managed` services when `on`.
+    pub fn with_rollback_non_blue_green(mut self, on: bool) -> Self {
+        self.rollback_non_blue_green = on;
         self
     }
 

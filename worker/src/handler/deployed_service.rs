@@ -550,6 +550,29 @@ impl<'a> DeployedService<'a> {
         Ok(revision)
     }
 
+    /// The user release rolled back to revision `to` (`helm rollback`, a new revision with
+    /// its manifest and values), then waited for like a deployment: everything of that
+    /// revision that has a readiness. Returns the revision written.
+    pub async fn roll_back_user(&self, to: u32) -> Result<u32, TaskError> {
+        let (namespace, release) = (&self.names.namespace, &self.names.user);
+        info!(release = %release, to, "rolling the user release back");
+        self.platform
+            .helm
+            .rollback(release, namespace, to, None)
+            .await?;
+        let target = self.user_source(to).await?;
+        let awaited = crate::cluster::readiness::awaited_in(&target.manifest.objects);
+        self.wait_until_ready(&awaited).await?;
+        let written = self
+            .platform
+            .cluster
+            .release_revisions(namespace, release)
+            .await?
+            .last()
+            .map_or(to, |latest| latest.revision);
+        Ok(written)
+    }
+
     /// What `helm history` shows for a revision written by `action`: helm-service, what it
     /// did and the event that asked for it.
     fn description(&self, action: &Action) -> String {
