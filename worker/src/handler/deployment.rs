@@ -28,6 +28,7 @@ use crate::cluster::{test_pods, StoredRevision};
 use crate::deploy::generated::{BlueGreenModel, GeneratedModel, MeshModel, Routing};
 use crate::deploy::inventory::InventoryEntry;
 use crate::deploy::manifest::{lowest_tcp_port, name_of, Manifest};
+use crate::deploy::naming::chart_namespace;
 use crate::deploy::traffic::TrafficLayer;
 use crate::deploy::uris::{local_uri, Endpoints};
 use crate::deploy::KeptnValues;
@@ -56,7 +57,7 @@ impl TaskHandler for DeploymentHandler {
         let service = DeployedService::of_task(&self.platform, task)?;
         let details = data.deployment.clone().unwrap_or_default();
         let target = service.target;
-        let deployment = Deployment {
+        let mut deployment = Deployment {
             location: ChartLocation::from(target),
             service,
             strategy: *strategy,
@@ -115,8 +116,9 @@ struct GeneratedStepOutput {
 }
 
 impl Deployment<'_> {
-    async fn run(&self, steps: &mut Steps<'_>) -> Result<Outcome, TaskError> {
+    async fn run(&mut self, steps: &mut Steps<'_>) -> Result<Outcome, TaskError> {
         let (chart, commit) = self.prepare_chart().await?;
+        self.choose_namespace(&chart).await?;
         let digest = chart.digest();
         // Read once per attempt and shared by every decision below (nothing else changes the
         // releases while we hold the release's lease).
@@ -174,6 +176,36 @@ impl Deployment<'_> {
             self.strategy.as_str()
         );
         Ok(self.outcome(&entry, message))
+    }
+
+    /// The service's own namespace when its chart names one (`keptn.namespace`), else the
+    /// stage's. A service deployed in one namespace is not moved to another: its releases
+    /// would stay behind, so the deployment is refused until the service is deleted.
+    async fn choose_namespace(&mut self, chart: &Chart) -> Result<(), TaskError> {
+        let values = chart
+            .values()
+            .map_err(|err| TaskError::Failed(format!("cannot read the chart's values: {err}")))?;
+        let own = chart_namespace(&values).map_err(TaskError::Failed)?;
+        let wanted = own
+            .clone()
+            .unwrap_or_else(|| self.service.names.namespace.clone());
+        let deployed = self.service.platform.inventory.get(self.target()).await?;
+        if let Some(entry) = deployed.filter(|entry| entry.user_release == self.service.names.user)
+        {
+            if entry.namespace != wanted {
+                return Err(TaskError::Failed(format!(
+                    "{} is deployed in namespace {} and its chart now names namespace {wanted}: \
+                     moving a service between namespaces is not supported (its releases would \
+                     stay behind); delete the service first, or set keptn.namespace back",
+                    self.service.describe(),
+                    entry.namespace
+                )));
+            }
+        }
+        if let Some(namespace) = own {
+            self.service.relocate(&namespace)?;
+        }
+        Ok(())
     }
 
     /// What the finished deployment leaves in the inventory: the releases and revisions

@@ -85,7 +85,7 @@ impl TaskHandler for ReleaseHandler {
             return Err(TaskError::misrouted("the release handler", task));
         };
         let result = task.payload.common().result.unwrap_or(TaskResult::Fail);
-        let service = DeployedService::of_task(&self.platform, task)?;
+        let service = DeployedService::located(&self.platform, task).await?;
         if *strategy != DeploymentStrategy::BlueGreenService
             && result == TaskResult::Fail
             && self.platform.settings.rollback_non_blue_green
@@ -136,7 +136,7 @@ impl TaskHandler for RollbackHandler {
         if !matches!(task.payload, TaskPayload::Rollback { .. }) {
             return Err(TaskError::misrouted("the rollback handler", task));
         }
-        let service = DeployedService::of_task(&self.platform, task)?;
+        let service = DeployedService::located(&self.platform, task).await?;
         let plain = if self.platform.settings.rollback_non_blue_green {
             NonBlueGreen::RollBack
         } else {
