@@ -10,7 +10,7 @@ use std::time::Duration;
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
 use crate::deploy::ownership::{NamespacePattern, NamespacePolicy};
-use crate::deploy::settings::{Deadlines, DeploySettings, StageDeadlines, Traffic};
+use crate::deploy::settings::{Deadlines, DeploySettings, PerStage, StageDeadlines, Traffic};
 use crate::deploy::traffic::{GatewayRef, TrafficLayer};
 use crate::deploy::uris::Ingress;
 use crate::nats::connect::NatsArgs;
@@ -345,6 +345,23 @@ pub struct DeployConfig {
     #[arg(long, env = "STAGE_TRAFFIC", value_delimiter = ',', value_parser = parse_stage_traffic)]
     pub stage_traffic: Vec<(String, TrafficLayer)>,
 
+    /// Run the chart's tests (`helm test`) after a deployment's rollout: failing tests end
+    /// the deployment `fail`, with the end of the failed test pod's log, and restore the
+    /// release's last good revision.
+    #[arg(long, env = "HELM_TEST")]
+    pub helm_test: bool,
+
+    /// Per-stage --helm-test, as STAGE=true|false, e.g. `production=true`.
+    #[arg(long, env = "STAGE_HELM_TEST", value_delimiter = ',', value_parser = parse_stage_bool)]
+    pub stage_helm_test: Vec<(String, bool)>,
+
+    /// Roll `direct` and `user_managed` services back too: `rollback.triggered` and a
+    /// `release.triggered` with result fail put the user release back to the revision before
+    /// the current deployment's (`helm rollback`). Off: they change nothing, as in the
+    /// reference.
+    #[arg(long, env = "ROLLBACK_NON_BLUEGREEN")]
+    pub rollback_non_bluegreen: bool,
+
     /// The Gateway the `gateway-api` layer's HTTPRoutes attach to, as NAMESPACE/NAME.
     #[arg(long, env = "GATEWAY", value_parser = GatewayRef::parse)]
     pub gateway: Option<GatewayRef>,
@@ -397,6 +414,14 @@ fn parse_stage_traffic(text: &str) -> Result<(String, TrafficLayer), String> {
     stage_and(text, TrafficLayer::parse)
 }
 
+fn parse_stage_bool(text: &str) -> Result<(String, bool), String> {
+    stage_and(text, |value| match value.trim() {
+        "true" => Ok(true),
+        "false" => Ok(false),
+        other => Err(format!("{other:?}: expected true or false")),
+    })
+}
+
 /// `STAGE=VALUE`, the value read by `parse`.
 fn stage_and<T>(text: &str, parse: fn(&str) -> Result<T, String>) -> Result<(String, T), String> {
     let (stage, duration) = text
@@ -436,13 +461,20 @@ impl DeployConfig {
             self.scaling_max_replicas,
         )
         .with_traffic(self.traffic())
+        .with_helm_test(PerStage {
+            default: self.helm_test,
+            stage: self.stage_helm_test.iter().cloned().collect(),
+        })
+        .with_rollback_non_blue_green(self.rollback_non_bluegreen)
     }
 
     /// `--traffic`, `--stage-traffic` and `--gateway`.
     pub fn traffic(&self) -> Traffic {
         Traffic {
-            default: self.traffic,
-            stage: self.stage_traffic.iter().cloned().collect(),
+            layer: PerStage {
+                default: self.traffic,
+                stage: self.stage_traffic.iter().cloned().collect(),
+            },
             gateway: self.gateway.clone(),
         }
     }
@@ -732,6 +764,15 @@ mod tests {
         assert_eq!(settings.gateway().unwrap().to_string(), "gateways/public");
         assert!(cli.deploy.traffic().check().is_ok());
         let default = DeployCli::try_parse_from(["x"]).unwrap();
+        assert!(!default.deploy.settings().helm_test("dev"));
+        let gated =
+            DeployCli::try_parse_from(["x", "--stage-helm-test", "production=true,dev=false"])
+                .unwrap();
+        assert!(gated.deploy.settings().helm_test("production"));
+        assert!(!gated.deploy.settings().helm_test("dev"));
+        let everywhere = DeployCli::try_parse_from(["x", "--helm-test"]).unwrap();
+        assert!(everywhere.deploy.settings().helm_test("staging"));
+        assert!(DeployCli::try_parse_from(["x", "--stage-helm-test", "dev=yes"]).is_err());
         assert_eq!(
             default.deploy.settings().traffic("dev"),
             TrafficLayer::Istio

@@ -16,6 +16,11 @@
 //!     reference's Helm 3 SDK did). Charts and values come from the worker's own library, so
 //!     all three deploy the same objects — checked by comparing the releases' manifests.
 //!
+//! With `--traffic istio,gateway-api,service`, a group also has one service per further
+//! traffic layer, deployed and promoted by the same worker in a stage of that layer's name
+//! (`--stage-traffic`), inside the same rotation; its promotion time is compared with the
+//! Istio service's of the same group (the layer ratio).
+//!
 //! Then the scaling action (`action.triggered` scaling "+1") on the promoted worker service,
 //! publish → `.finished`, next to the reference's one upgrade replayed on the twins. Helm
 //! operations per task come from the worker's `/metrics`
@@ -33,7 +38,8 @@ use benches::stats::{median, millis as ms};
 use clap::Parser;
 use serde_json::{json, Value};
 use system_tests::deploy_env::{
-    action_event, deployment_event, example_chart, release_event, DeployEnv,
+    action_event, deployment_event_in, example_chart, release_event, DeployEnv, Traffic,
+    TEST_GATEWAY,
 };
 use system_tests::events::publish;
 use system_tests::worker_process::WorkerProcess;
@@ -59,6 +65,25 @@ struct Args {
     /// Worker concurrency (only the preparation runs tasks in parallel).
     #[arg(long, default_value_t = 4)]
     concurrency: u32,
+    /// Traffic layers whose promotions are measured: `istio` (always; the baseline),
+    /// `gateway-api`, `service`, comma separated.
+    #[arg(long, value_delimiter = ',', default_value = "istio", value_parser = parse_layer)]
+    traffic: Vec<Traffic>,
+}
+
+fn parse_layer(text: &str) -> Result<Traffic, String> {
+    Traffic::ALL
+        .into_iter()
+        .find(|layer| layer.flag() == text)
+        .ok_or_else(|| format!("{text:?}: use istio, gateway-api or service"))
+}
+
+/// The stage a layer's services are deployed in: `dev` for Istio, else the layer's name.
+fn stage_of(layer: Traffic) -> &'static str {
+    match layer {
+        Traffic::Istio => STAGE,
+        other => other.flag(),
+    }
 }
 
 const PROJECT: &str = "shop";
@@ -156,7 +181,11 @@ impl Delta {
 }
 
 fn names(service: &str) -> anyhow::Result<ReleaseNames> {
-    Ok(ReleaseNames::new(PROJECT, STAGE, service)?)
+    names_in(STAGE, service)
+}
+
+fn names_in(stage: &str, service: &str) -> anyhow::Result<ReleaseNames> {
+    Ok(ReleaseNames::new(PROJECT, stage, service)?)
 }
 
 /// `helm upgrade --install --wait` of `chart` with `values`, as the reference ran each step.
@@ -302,6 +331,7 @@ async fn replay_promotion(
     let marker = ReplicaOverride {
         source_revision: revision,
         replicas: zero,
+        selects_primary: false,
     };
     let source_config = KeptnValues::new(PROJECT, STAGE, service, "canary").to_values();
     let values = replicas::override_values(&marker, scaled, &source_config);
@@ -387,16 +417,69 @@ async fn promoted(env: &DeployEnv, service: &str) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Deploys every service through the worker: blue/green at v1, then the v2 canary.
-async fn prepare(env: &DeployEnv, finished: &Finished, services: &[String]) -> anyhow::Result<()> {
-    for service in services {
-        env.push_chart((PROJECT, STAGE, service), &example_chart())?;
+/// Spot checks of a service promoted on `layer` (not Istio): primary at v2, canary at 0
+/// replicas, all traffic on the primary by the layer's means.
+async fn promoted_on(env: &DeployEnv, layer: Traffic, service: &str) -> anyhow::Result<()> {
+    let ns = names_in(stage_of(layer), service)?.namespace;
+    let primary = env
+        .deployment(&ns, &format!("{service}-primary"))
+        .await?
+        .context("no primary")?;
+    ensure!(
+        system_tests::deploy_env::image_of(&primary) == V2,
+        "{service}: primary not at v2"
+    );
+    let canary = env.deployment(&ns, service).await?.context("no canary")?;
+    ensure!(
+        canary.spec.and_then(|s| s.replicas) == Some(0),
+        "{service}: canary not scaled to 0"
+    );
+    match layer {
+        Traffic::GatewayApi => {
+            let route = env
+                .gateway_api("HTTPRoute", &ns, service)
+                .await?
+                .context("no HTTPRoute")?;
+            let backends = &route["spec"]["rules"][0]["backendRefs"];
+            ensure!(
+                backends[0]["weight"] == 0
+                    && backends[1]["weight"] == 100
+                    && route["spec"]["parentRefs"][0]["name"] == TEST_GATEWAY.1,
+                "{service}: HTTPRoute {route}"
+            );
+        }
+        Traffic::Service => {
+            let object = env
+                .object(("", "v1", "Service"), &ns, service)
+                .await?
+                .context("no Service")?;
+            let app = &object["spec"]["selector"]["app"];
+            ensure!(
+                *app == format!("{service}-primary").as_str(),
+                "{service}: the Service selects {app}"
+            );
+        }
+        Traffic::Istio => bail!("promoted() checks Istio services"),
+    }
+    Ok(())
+}
+
+/// Deploys every `(stage, service)` through the worker: blue/green at v1, then the v2
+/// canary.
+async fn prepare(
+    env: &DeployEnv,
+    finished: &Finished,
+    services: &[(&str, String)],
+) -> anyhow::Result<()> {
+    for (stage, service) in services {
+        env.push_chart((PROJECT, stage, service), &example_chart())?;
     }
     for (step, values) in [("v1", json!({})), ("v2", json!({"image": V2}))] {
         let mut ids = Vec::new();
-        for service in services {
+        for (stage, service) in services {
             let id = format!("prep-{step}-{service}");
-            let event = deployment_event(&id, service, "blue_green_service", values.clone());
+            let event =
+                deployment_event_in(stage, &id, service, "blue_green_service", values.clone());
             publish(&env.env.js, &event).await?;
             ids.push(id);
         }
@@ -413,15 +496,22 @@ async fn prepare(env: &DeployEnv, finished: &Finished, services: &[String]) -> a
 /// Samples of one replay variant, in milliseconds.
 /// Uninstalls the services' releases, so kube-sim holds only the group being measured (its
 /// controller reconciles every object on each change: a growing store slows every rollout).
-async fn teardown(env: &DeployEnv, services: &[String]) -> anyhow::Result<()> {
-    let mut args = vec!["uninstall".to_owned()];
-    for service in services {
-        let names = names(service)?;
-        args.extend([names.user, names.generated]);
+async fn teardown(env: &DeployEnv, services: &[(&str, String)]) -> anyhow::Result<()> {
+    let mut by_namespace: BTreeMap<String, Vec<String>> = BTreeMap::new();
+    for (stage, service) in services {
+        let names = names_in(stage, service)?;
+        by_namespace
+            .entry(names.namespace)
+            .or_default()
+            .extend([names.user, names.generated]);
     }
-    args.extend(["--namespace".into(), names(&services[0])?.namespace]);
-    let args: Vec<&str> = args.iter().map(String::as_str).collect();
-    env.helm(&args).await?;
+    for (namespace, releases) in by_namespace {
+        let mut args = vec!["uninstall".to_owned()];
+        args.extend(releases);
+        args.extend(["--namespace".into(), namespace]);
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        env.helm(&args).await?;
+    }
     Ok(())
 }
 
@@ -449,6 +539,10 @@ struct WorkerSamples {
     scale_helm_ops: Vec<f64>,
     scale_helm_by_op: BTreeMap<String, Vec<f64>>,
     scale_helm_ms: Vec<f64>,
+    /// Promotions on the further traffic layers, by layer name.
+    layer_promote: BTreeMap<&'static str, Vec<f64>>,
+    /// Per group: the layer's promotion / the Istio service's.
+    layer_ratio: BTreeMap<&'static str, Vec<f64>>,
 }
 
 /// `median (min–max)`.
@@ -461,21 +555,24 @@ fn summary(values: &[f64]) -> String {
     format!("{:.0} ({min:.0}–{max:.0})", median(values))
 }
 
-/// Who runs a task of one group: the worker or a replay.
+/// Who runs a task of one group: the worker (on the Istio service, or on a further traffic
+/// layer's) or a replay.
 #[derive(Debug, Clone, Copy)]
 enum Side {
     Worker,
+    Layer(Traffic),
     Replay(Wait),
 }
 
-/// The three sides in an order rotated by `k`, so drift hits each side evenly.
-fn rotated(k: usize) -> [Side; 3] {
-    let sides = [
-        Side::Worker,
-        Side::Replay(Wait::Watcher),
-        Side::Replay(Wait::Legacy),
-    ];
-    [sides[k % 3], sides[(k + 1) % 3], sides[(k + 2) % 3]]
+/// The sides in an order rotated by `k`, so drift hits each side evenly: the worker, the
+/// further `layers` and the two replays.
+fn rotated(k: usize, layers: &[Traffic]) -> Vec<Side> {
+    let mut sides = vec![Side::Worker];
+    sides.extend(layers.iter().map(|&layer| Side::Layer(layer)));
+    sides.extend([Side::Replay(Wait::Watcher), Side::Replay(Wait::Legacy)]);
+    let n = sides.len();
+    sides.rotate_left(k % n);
+    sides
 }
 
 /// What every measurement runs against.
@@ -487,10 +584,27 @@ struct Bench<'a> {
     work_dir: &'a Path,
 }
 
-/// One prepared group: the worker's service and one twin per replay variant.
+/// One prepared group: the worker's service, one twin per replay variant, and one service
+/// per further traffic layer.
 struct Group {
     worker: String,
     twins: [String; 2],
+    layers: Vec<(Traffic, String)>,
+}
+
+impl Group {
+    /// Every service as `(stage, service)`.
+    fn services(&self) -> Vec<(&'static str, String)> {
+        std::iter::once(&self.worker)
+            .chain(&self.twins)
+            .map(|service| (STAGE, service.clone()))
+            .chain(
+                self.layers
+                    .iter()
+                    .map(|(layer, service)| (stage_of(*layer), service.clone())),
+            )
+            .collect()
+    }
 }
 
 async fn promote_group(
@@ -509,8 +623,33 @@ async fn promote_group(
     let wk = &group.worker;
     let mut worker_ms = 0.0;
     let mut replays: [Option<Replay>; 2] = [None, None];
-    for side in rotated(k) {
+    let layers: Vec<Traffic> = group.layers.iter().map(|(layer, _)| *layer).collect();
+    let mut layer_ms: Vec<(Traffic, &str, f64)> = Vec::new();
+    for side in rotated(k, &layers) {
         match side {
+            Side::Layer(layer) => {
+                let service = group
+                    .layers
+                    .iter()
+                    .find(|(l, _)| *l == layer)
+                    .map(|(_, s)| s.as_str())
+                    .context("layer service")?;
+                let mut event = release_event(
+                    &format!("rel-{service}"),
+                    service,
+                    "blue_green_service",
+                    "pass",
+                );
+                event["data"]["stage"] = stage_of(layer).into();
+                let (elapsed, reply) = finished.run(env, &event, "pass", WAIT).await?;
+                ensure!(
+                    reply["data"]["message"]
+                        .as_str()
+                        .is_some_and(|m| m.contains("promoted")),
+                    "{reply:#}"
+                );
+                layer_ms.push((layer, service, ms(elapsed)));
+            }
             Side::Worker => {
                 let before = metrics(worker).await?;
                 let event = release_event(&format!("rel-{wk}"), wk, "blue_green_service", "pass");
@@ -550,6 +689,18 @@ async fn promote_group(
     }
     promoted(env, wk).await?;
     let mut line = format!("  promote {wk}: worker {worker_ms:.0} ms");
+    for (layer, service, elapsed) in layer_ms {
+        promoted_on(env, layer, service).await?;
+        ws.layer_promote
+            .entry(layer.flag())
+            .or_default()
+            .push(elapsed);
+        ws.layer_ratio
+            .entry(layer.flag())
+            .or_default()
+            .push(elapsed / worker_ms);
+        line.push_str(&format!("; {service} ({}) {elapsed:.0} ms", layer.flag()));
+    }
     for wait in Wait::ALL {
         let v = wait as usize;
         let twin = &group.twins[v];
@@ -588,8 +739,9 @@ async fn scale_group(
         work_dir,
     } = *bench;
     let wk = &group.worker;
-    for side in rotated(k) {
+    for side in rotated(k, &[]) {
         match side {
+            Side::Layer(_) => {}
             Side::Worker => {
                 let before = metrics(worker).await?;
                 let event = action_event(&format!("scale-{wk}"), wk, "scaling", json!("+1"));
@@ -635,14 +787,31 @@ async fn scale_group(
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let args = Args::parse();
+    let layers: Vec<Traffic> = Traffic::ALL
+        .into_iter()
+        .filter(|layer| *layer != Traffic::Istio && args.traffic.contains(layer))
+        .collect();
     let env = DeployEnv::start(kube_sim::Config {
         rollout_delay: Duration::from_millis(args.rollout_delay_ms),
+        gateway_api: layers.contains(&Traffic::GatewayApi),
         ..kube_sim::Config::default()
     })
     .await?;
     let finished = Finished::start(&env.env.nats.url()).await?;
     let mut spec = env.worker_spec();
     spec.concurrency = args.concurrency;
+    for layer in &layers {
+        spec.extra_args.extend([
+            "--stage-traffic".into(),
+            format!("{}={}", stage_of(*layer), layer.flag()),
+        ]);
+    }
+    if layers.contains(&Traffic::GatewayApi) {
+        spec.extra_args.extend([
+            "--gateway".into(),
+            format!("{}/{}", TEST_GATEWAY.0, TEST_GATEWAY.1),
+        ]);
+    }
     let worker = env.start_worker(spec, "bench-worker").await?;
     let work_dir = env.env.dir.path().join("replay");
     let bench = Bench {
@@ -660,12 +829,20 @@ async fn main() -> anyhow::Result<()> {
             .map(|i| Group {
                 worker: format!("wk-{round}-{i:02}"),
                 twins: Wait::ALL.map(|w| format!("{}-{round}-{i:02}", w.prefix())),
+                layers: layers
+                    .iter()
+                    .map(|layer| {
+                        let prefix = match layer {
+                            Traffic::GatewayApi => "wg",
+                            _ => "wv",
+                        };
+                        (*layer, format!("{prefix}-{round}-{i:02}"))
+                    })
+                    .collect(),
             })
             .collect();
         for group in &groups {
-            let services: Vec<String> = std::iter::once(group.worker.clone())
-                .chain(group.twins.iter().cloned())
-                .collect();
+            let services = group.services();
             prepare(&env, &finished, &services).await?;
             promote_group(&bench, group, k, &mut ws, &mut rs).await?;
             scale_group(&bench, group, k + 1, &mut ws, &mut rs).await?;
@@ -760,6 +937,14 @@ fn report(args: &Args, ws: &WorkerSamples, rs: &[ReplaySamples; 2]) {
             median(&ws.promote) / median(&r.promote),
             median(&r.ratio),
             median(&ws.promote) / median(&without_reads)
+        );
+    }
+    for (layer, values) in &ws.layer_promote {
+        println!("  (a) worker on {layer:<28} {}", summary(values));
+        println!(
+            "      ratio to istio: of medians {:.2}, per-group median {:.2}  (target <= 1.10)",
+            median(values) / median(&ws.promote),
+            median(ws.layer_ratio.get(layer).map_or(&[][..], Vec::as_slice))
         );
     }
     println!("scaling (action.triggered scaling \"+1\", promoted primary 1 -> 2 replicas), publish -> finished:");

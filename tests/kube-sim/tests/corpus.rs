@@ -345,11 +345,19 @@ fn failing_test_image_fails_helm_test() {
         .kubectl(&["logs", "rel-api-test-connection", "-n", "demo"])
         .success();
     assert!(
-        log.contains("kube-sim: started registry.example/curl:8 -fsS") && log.contains("exited with code 1 (Error)"),
+        log.contains("kube-sim: started registry.example/curl:8 -fsS")
+            && log.contains("exited with code 1 (Error)"),
         "{log}"
     );
     let tail = c
-        .kubectl(&["logs", "rel-api-test-connection", "-n", "demo", "--tail", "1"])
+        .kubectl(&[
+            "logs",
+            "rel-api-test-connection",
+            "-n",
+            "demo",
+            "--tail",
+            "1",
+        ])
         .success();
     assert_eq!(tail.trim(), "kube-sim: exited with code 1 (Error)");
 }

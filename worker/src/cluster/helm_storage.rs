@@ -58,6 +58,17 @@ pub struct StoredRelease {
     pub config: Value,
     /// The rendered manifest (`helm get manifest`).
     pub manifest: String,
+    /// The release's `helm test` hooks (Pods and Jobs the chart runs as tests).
+    pub test_hooks: Vec<TestHook>,
+    /// What `helm history` shows in DESCRIPTION, e.g. `Rollback to 3`.
+    pub description: String,
+}
+
+/// A `helm.sh/hook: test` object of a release.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TestHook {
+    pub kind: String,
+    pub name: String,
 }
 
 /// The parts of Helm's release JSON (`pkg/release/v1`) read here; the rest is ignored.
@@ -71,11 +82,34 @@ struct ReleaseBody {
     config: Option<Value>,
     #[serde(default)]
     manifest: String,
+    #[serde(default)]
+    hooks: Vec<HookBody>,
+}
+
+#[derive(Debug, Deserialize)]
+struct HookBody {
+    #[serde(default)]
+    name: String,
+    #[serde(default)]
+    kind: String,
+    #[serde(default)]
+    events: Vec<String>,
+}
+
+impl HookBody {
+    /// `test` (and Helm 2's `test-success`, which Helm 3 and 4 still run).
+    fn is_test(&self) -> bool {
+        self.events
+            .iter()
+            .any(|event| event == "test" || event == "test-success")
+    }
 }
 
 #[derive(Debug, Deserialize)]
 struct ReleaseInfo {
     status: String,
+    #[serde(default)]
+    description: String,
 }
 
 #[derive(Debug, Deserialize, Default)]
@@ -149,10 +183,20 @@ impl Cluster {
         Ok(Some(StoredRelease {
             revision: body.version,
             status: body.info.status,
+            description: body.info.description,
             chart_name: body.chart.metadata.name,
             chart_version: body.chart.metadata.version,
             config: body.config.unwrap_or(Value::Object(Default::default())),
             manifest: body.manifest,
+            test_hooks: body
+                .hooks
+                .into_iter()
+                .filter(HookBody::is_test)
+                .map(|hook| TestHook {
+                    kind: hook.kind,
+                    name: hook.name,
+                })
+                .collect(),
         }))
     }
 

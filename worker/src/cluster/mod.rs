@@ -5,6 +5,7 @@
 //! - [`namespaces`]: create the release namespace and label it (`istio-injection`).
 //! - [`helm_storage`]: read Helm's release records (Secrets) without running `helm`, the fast
 //!   path of an unchanged redeploy.
+//! - [`test_pods`]: the failed `helm test` pods of a release and the ends of their logs.
 //! - [`readiness`]: what of a release is waited for and when each kind is ready (pure).
 //! - [`rollout`]: wait for it with watches, fail fast on pods that cannot start, and explain
 //!   why something did not become ready.
@@ -19,6 +20,7 @@ pub mod helm_storage;
 pub mod namespaces;
 pub mod readiness;
 pub mod rollout;
+pub mod test_pods;
 
 use std::future::Future;
 use std::path::Path;
@@ -28,7 +30,7 @@ use kube::config::{KubeConfigOptions, Kubeconfig};
 
 pub use diagnosis::{pod_problems, ConditionSummary, Diagnosis, PodProblems, StallCause};
 pub use error::ClusterError;
-pub use helm_storage::{StoredRelease, StoredRevision};
+pub use helm_storage::{StoredRelease, StoredRevision, TestHook};
 pub use rollout::{rollout_status, RolloutFailure, RolloutStatus, WaitLimits};
 
 /// How long a single one-shot API request may take before it counts as a (transient)

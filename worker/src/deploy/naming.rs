@@ -27,6 +27,25 @@ pub fn is_dns_label(s: &str, max: usize) -> bool {
         && b[b.len() - 1] != b'-'
 }
 
+/// A service's own namespace, `keptn.namespace` in its chart's values (after the event's
+/// `configurationChange.values`): `None` when unset or empty (the stage's
+/// `<project>-<stage>`); an error naming the value when it is no namespace name.
+pub fn chart_namespace(values: &serde_json::Value) -> Result<Option<String>, String> {
+    match &values["keptn"]["namespace"] {
+        serde_json::Value::Null => Ok(None),
+        serde_json::Value::String(name) if name.is_empty() => Ok(None),
+        serde_json::Value::String(name) if is_dns_label(name, MAX_LABEL) => Ok(Some(name.clone())),
+        other => {
+            let shown: String = other.to_string().chars().take(80).collect();
+            Err(format!(
+                "keptn.namespace {shown} in the chart's values is not a namespace name (lower-case \
+                 letters, digits and '-', starting and ending with a letter or digit, at most \
+                 {MAX_LABEL} characters)"
+            ))
+        }
+    }
+}
+
 #[derive(Debug, Clone, PartialEq, Eq, Error)]
 pub enum NameError {
     #[error("{0}")]
@@ -112,6 +131,14 @@ impl ReleaseNames {
         format!("{}.{}", self.namespace, self.user)
     }
 
+    /// The same releases in `namespace` (a service's own namespace, [`chart_namespace`]).
+    /// Leases stay keyed by the names of the Keptn target (intake's key), not by these, so
+    /// every task on the service takes one lease wherever it is deployed.
+    pub fn in_namespace(mut self, namespace: &str) -> Self {
+        namespace.clone_into(&mut self.namespace);
+        self
+    }
+
     /// Names for a validated target, whose names passed the checks [`ReleaseNames::new`]
     /// makes, so nothing is left to refuse.
     pub fn of(target: &Target) -> Self {
@@ -162,6 +189,36 @@ pub fn derived_object_name(name: &str, suffix: &str) -> Result<String, NameError
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_chart_may_name_its_own_namespace() {
+        use serde_json::json;
+        assert_eq!(chart_namespace(&json!({})), Ok(None));
+        assert_eq!(
+            chart_namespace(&json!({"keptn": {"namespace": ""}})),
+            Ok(None)
+        );
+        assert_eq!(
+            chart_namespace(&json!({"keptn": {"namespace": "web-shop"}})),
+            Ok(Some("web-shop".into()))
+        );
+        for bad in [
+            json!("Web"),
+            json!("a.b"),
+            json!("-a"),
+            json!(3),
+            json!("a".repeat(64)),
+        ] {
+            let err = chart_namespace(&json!({"keptn": {"namespace": bad}})).unwrap_err();
+            assert!(err.contains("keptn.namespace"), "{err}");
+        }
+        let names = ReleaseNames::new("shop", "dev", "carts").unwrap();
+        let key = names.lease_key();
+        let moved = names.in_namespace("web-shop");
+        assert_eq!(moved.namespace, "web-shop");
+        assert_eq!(moved.user, "shop-dev-carts");
+        assert_ne!(moved.lease_key(), key);
+    }
 
     #[test]
     fn short_names_keep_project_stage_and_service() {

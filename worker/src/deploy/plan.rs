@@ -222,6 +222,58 @@ fn scale_canary_to_zero(state: &BlueGreenState) -> Action {
     }
 }
 
+/// Where rolling back a `direct` or `user_managed` service goes (`--rollback-non-bluegreen`):
+/// its user release back to the revision before the current deployment's.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "decision", rename_all = "kebab-case")]
+pub enum UserRollback {
+    /// Roll back to revision `to`, the last good one before deployment revision `deployed`.
+    To { to: u32, deployed: u32 },
+    /// The latest revision is already a rollback to `to` (Helm's description says so).
+    Done { to: u32 },
+    /// `deployed` is the release's first good revision: nothing earlier to go back to.
+    NothingEarlier { deployed: u32 },
+}
+
+/// Helm's description of a revision made by `helm rollback <release> <to>`.
+pub fn rollback_description(to: u32) -> String {
+    format!("Rollback to {to}")
+}
+
+/// Decides a [`UserRollback`] over the release's history (`(revision, status)`, oldest
+/// first): `deployed` is the revision the last deployment wrote (the inventory's; the
+/// latest good revision when unknown), `latest_description` Helm's description of the latest
+/// revision. `None` when the release has no good revision at all.
+pub fn user_rollback(
+    history: &[(u32, &str)],
+    deployed: Option<u32>,
+    latest_description: Option<&str>,
+) -> Option<UserRollback> {
+    let good = |status: &str| status == "deployed" || status == "superseded";
+    let deployed = deployed
+        .filter(|d| history.iter().any(|(revision, _)| revision == d))
+        .or_else(|| {
+            history
+                .iter()
+                .filter(|(_, status)| good(status))
+                .map(|(revision, _)| *revision)
+                .max()
+        })?;
+    let Some(to) = history
+        .iter()
+        .filter(|(revision, status)| *revision < deployed && good(status))
+        .map(|(revision, _)| *revision)
+        .max()
+    else {
+        return Some(UserRollback::NothingEarlier { deployed });
+    };
+    let latest = history.last().map(|(revision, _)| *revision);
+    if latest > Some(deployed) && latest_description == Some(rollback_description(to).as_str()) {
+        return Some(UserRollback::Done { to });
+    }
+    Some(UserRollback::To { to, deployed })
+}
+
 /// The outcome of a scaling decision.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Scaling {
@@ -393,6 +445,52 @@ mod tests {
             autoscaling::bounds(model.primary_hpa_source.as_ref().unwrap()),
             (5, 5)
         );
+    }
+
+    #[test]
+    fn user_rollbacks_go_to_the_revision_before_the_deployment() {
+        let history = [
+            (1, "superseded"),
+            (2, "failed"),
+            (3, "superseded"),
+            (4, "deployed"),
+        ];
+        assert_eq!(
+            user_rollback(&history, Some(4), Some("Upgrade complete")),
+            Some(UserRollback::To { to: 3, deployed: 4 })
+        );
+        // Failed revisions are skipped.
+        let history = [(1, "superseded"), (2, "failed"), (3, "deployed")];
+        assert_eq!(
+            user_rollback(&history, Some(3), None),
+            Some(UserRollback::To { to: 1, deployed: 3 })
+        );
+        // Rolled back already: the latest revision is Helm's rollback to that revision.
+        let history = [(1, "superseded"), (2, "superseded"), (3, "deployed")];
+        assert_eq!(
+            user_rollback(&history, Some(2), Some("Rollback to 1")),
+            Some(UserRollback::Done { to: 1 })
+        );
+        // A later revision of another kind (a scaling override) is rolled back too.
+        assert_eq!(
+            user_rollback(&history, Some(2), Some("helm-service: scale carts to 3")),
+            Some(UserRollback::To { to: 1, deployed: 2 })
+        );
+        // Unknown deployment (no inventory entry, or its revision is gone): the latest good.
+        assert_eq!(
+            user_rollback(&history, None, None),
+            Some(UserRollback::To { to: 2, deployed: 3 })
+        );
+        assert_eq!(
+            user_rollback(&history, Some(9), None),
+            Some(UserRollback::To { to: 2, deployed: 3 })
+        );
+        assert_eq!(
+            user_rollback(&[(1, "deployed")], Some(1), None),
+            Some(UserRollback::NothingEarlier { deployed: 1 })
+        );
+        assert_eq!(user_rollback(&[(1, "failed")], None, None), None);
+        assert_eq!(user_rollback(&[], None, None), None);
     }
 
     #[test]

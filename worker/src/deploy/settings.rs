@@ -32,13 +32,30 @@ pub struct DeploySettings {
     /// Most replicas the scaling action sets, however often it is asked to add more.
     pub scaling_max_replicas: u32,
     traffic: Traffic,
+    helm_test: PerStage<bool>,
+    /// `rollback.triggered` and a failed release roll `direct` and `user_managed` services'
+    /// releases back (the reference changed nothing for them).
+    pub rollback_non_blue_green: bool,
+}
+
+/// A setting with per-stage overrides.
+#[derive(Debug, Clone, Default)]
+pub struct PerStage<T> {
+    pub default: T,
+    pub stage: BTreeMap<String, T>,
+}
+
+impl<T: Copy> PerStage<T> {
+    /// `stage`'s override, else the default.
+    pub fn of(&self, stage: &str) -> T {
+        self.stage.get(stage).copied().unwrap_or(self.default)
+    }
 }
 
 /// How traffic is routed: the layer (per stage) and the Gateway API parent.
 #[derive(Debug, Clone, Default)]
 pub struct Traffic {
-    pub default: TrafficLayer,
-    pub stage: BTreeMap<String, TrafficLayer>,
+    pub layer: PerStage<TrafficLayer>,
     /// The Gateway HTTPRoutes attach to (`gateway-api`).
     pub gateway: Option<GatewayRef>,
 }
@@ -46,8 +63,12 @@ pub struct Traffic {
 impl Traffic {
     /// Every layer some stage may use needs what it needs: `gateway-api` a Gateway.
     pub fn check(&self) -> Result<(), String> {
-        let uses_gateway_api = self.default == TrafficLayer::GatewayApi
-            || self.stage.values().any(|&l| l == TrafficLayer::GatewayApi);
+        let uses_gateway_api = self.layer.default == TrafficLayer::GatewayApi
+            || self
+                .layer
+                .stage
+                .values()
+                .any(|&l| l == TrafficLayer::GatewayApi);
         if uses_gateway_api && self.gateway.is_none() {
             return Err(
                 "the gateway-api traffic layer needs --gateway NAMESPACE/NAME (GATEWAY): the \
@@ -77,7 +98,28 @@ impl DeploySettings {
             stage_fail_fast: stage.fail_fast_after,
             scaling_max_replicas,
             traffic: Traffic::default(),
+            helm_test: PerStage::default(),
+            rollback_non_blue_green: false,
         }
+    }
+
+    /// These settings running `helm test` after a deployment's rollout where `helm_test`
+    /// says so.
+    pub fn with_helm_test(mut self, helm_test: PerStage<bool>) -> Self {
+        self.helm_test = helm_test;
+        self
+    }
+
+    /// These settings rolling back `direct` and `user_managed` services when `on`.
+    pub fn with_rollback_non_blue_green(mut self, on: bool) -> Self {
+        self.rollback_non_blue_green = on;
+        self
+    }
+
+    /// Whether a deployment in `stage` runs the chart's tests (`helm test`) after its
+    /// rollout, as a gate.
+    pub fn helm_test(&self, stage: &str) -> bool {
+        self.helm_test.of(stage)
     }
 
     /// These settings routing traffic with `traffic`.
@@ -88,11 +130,7 @@ impl DeploySettings {
 
     /// The traffic layer of `stage`: its override, else the default.
     pub fn traffic(&self, stage: &str) -> TrafficLayer {
-        self.traffic
-            .stage
-            .get(stage)
-            .copied()
-            .unwrap_or(self.traffic.default)
+        self.traffic.layer.of(stage)
     }
 
     /// The Gateway API parent of generated HTTPRoutes.

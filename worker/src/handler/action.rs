@@ -60,7 +60,7 @@ impl TaskHandler for ActionHandler {
             // reference answered it (docs/architecture.md §6.3).
             Err(why) => return Ok(Outcome::succeeded(TaskResult::Fail, why)),
         };
-        let service = DeployedService::of_task(&self.platform, task)?;
+        let service = DeployedService::located(&self.platform, task).await?;
         let planned: ScalingPlanOutput = service
             .plan_once(steps, |histories| plan_scaling(&service, histories, delta))
             .await?;

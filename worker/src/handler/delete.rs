@@ -221,6 +221,20 @@ impl Deletion<'_> {
         names: &ReleaseNames,
     ) -> Result<StageRemoval, TaskError> {
         let target = self.target(stage);
+        let inventory = &self.platform.inventory;
+        let (inventory_entry, names) = match inventory.get(&target).await {
+            // A service deployed in its own namespace (`keptn.namespace`) is removed there.
+            Ok(Some(entry))
+                if entry.user_release == names.user && entry.namespace != names.namespace =>
+            {
+                (true, names.clone().in_namespace(&entry.namespace))
+            }
+            Ok(entry) => (entry.is_some(), names.clone()),
+            // Unreadable by this version, but its key says whose it is: it goes too.
+            Err(InventoryError::Corrupt { .. }) => (true, names.clone()),
+            Err(err) => return Err(err.into()),
+        };
+        let names = &names;
         let mut uninstalled = Vec::new();
         let mut left_alone = Vec::new();
         match self
@@ -239,13 +253,6 @@ impl Deletion<'_> {
                 }
             }
         }
-        let inventory = &self.platform.inventory;
-        let inventory_entry = match inventory.get(&target).await {
-            Ok(entry) => entry.is_some(),
-            // Unreadable by this version, but its key says whose it is: it goes too.
-            Err(InventoryError::Corrupt { .. }) => true,
-            Err(err) => return Err(err.into()),
-        };
         if inventory_entry {
             inventory.delete(&target).await?;
         }

@@ -156,6 +156,32 @@ impl<'a> DeployedService<'a> {
         })
     }
 
+    /// The service of a task on a deployed service (release, rollback, action): like
+    /// [`DeployedService::of_task`], in the namespace its last deployment used when that was
+    /// its own (`keptn.namespace`, recorded in the inventory).
+    pub async fn located(platform: &'a Platform, task: &'a Task) -> Result<Self, TaskError> {
+        let mut service = Self::of_task(platform, task)?;
+        if let Some(entry) = platform.inventory.get(service.target).await? {
+            if entry.user_release == service.names.user
+                && entry.namespace != service.names.namespace
+            {
+                service.relocate(&entry.namespace)?;
+            }
+        }
+        Ok(service)
+    }
+
+    /// Moves the service's releases to `namespace` (its own, `keptn.namespace`); refused
+    /// when the namespace is protected, before anything reads or changes it.
+    pub fn relocate(&mut self, namespace: &str) -> Result<(), TaskError> {
+        self.platform
+            .namespaces
+            .check_protected(namespace, self.target)
+            .map_err(|refused| TaskError::Failed(refused.to_string()))?;
+        self.names = self.names.clone().in_namespace(namespace);
+        Ok(())
+    }
+
     /// Makes sure the stage's namespace exists, is the stage's (created, or adopted when
     /// allowed, with its ownership labels) and carries `extra` labels; refused when it
     /// belongs to another stage or may not be adopted.
@@ -548,6 +574,29 @@ impl<'a> DeployedService<'a> {
             self.wait_for_rollout(&running).await?;
         }
         Ok(revision)
+    }
+
+    /// The user release rolled back to revision `to` (`helm rollback`, a new revision with
+    /// its manifest and values), then waited for like a deployment: everything of that
+    /// revision that has a readiness. Returns the revision written.
+    pub async fn roll_back_user(&self, to: u32) -> Result<u32, TaskError> {
+        let (namespace, release) = (&self.names.namespace, &self.names.user);
+        info!(release = %release, to, "rolling the user release back");
+        self.platform
+            .helm
+            .rollback(release, namespace, to, None)
+            .await?;
+        let target = self.user_source(to).await?;
+        let awaited = crate::cluster::readiness::awaited_in(&target.manifest.objects);
+        self.wait_until_ready(&awaited).await?;
+        let written = self
+            .platform
+            .cluster
+            .release_revisions(namespace, release)
+            .await?
+            .last()
+            .map_or(to, |latest| latest.revision);
+        Ok(written)
     }
 
     /// What `helm history` shows for a revision written by `action`: helm-service, what it

@@ -24,10 +24,11 @@ use crate::charts::archive::Chart;
 use crate::charts::values::deep_merge;
 use crate::charts::ChartLocation;
 use crate::cluster::readiness::{awaited_in, Awaited, Kind};
-use crate::cluster::StoredRevision;
+use crate::cluster::{test_pods, StoredRevision};
 use crate::deploy::generated::{BlueGreenModel, GeneratedModel, MeshModel, Routing};
 use crate::deploy::inventory::InventoryEntry;
 use crate::deploy::manifest::{lowest_tcp_port, name_of, Manifest};
+use crate::deploy::naming::chart_namespace;
 use crate::deploy::traffic::TrafficLayer;
 use crate::deploy::uris::{local_uri, Endpoints};
 use crate::deploy::KeptnValues;
@@ -56,7 +57,7 @@ impl TaskHandler for DeploymentHandler {
         let service = DeployedService::of_task(&self.platform, task)?;
         let details = data.deployment.clone().unwrap_or_default();
         let target = service.target;
-        let deployment = Deployment {
+        let mut deployment = Deployment {
             location: ChartLocation::from(target),
             service,
             strategy: *strategy,
@@ -115,8 +116,9 @@ struct GeneratedStepOutput {
 }
 
 impl Deployment<'_> {
-    async fn run(&self, steps: &mut Steps<'_>) -> Result<Outcome, TaskError> {
+    async fn run(&mut self, steps: &mut Steps<'_>) -> Result<Outcome, TaskError> {
         let (chart, commit) = self.prepare_chart().await?;
+        self.choose_namespace(&chart).await?;
         let digest = chart.digest();
         // Read once per attempt and shared by every decision below (nothing else changes the
         // releases while we hold the release's lease).
@@ -174,6 +176,36 @@ impl Deployment<'_> {
             self.strategy.as_str()
         );
         Ok(self.outcome(&entry, message))
+    }
+
+    /// The service's own namespace when its chart names one (`keptn.namespace`), else the
+    /// stage's. A service deployed in one namespace is not moved to another: its releases
+    /// would stay behind, so the deployment is refused until the service is deleted.
+    async fn choose_namespace(&mut self, chart: &Chart) -> Result<(), TaskError> {
+        let values = chart
+            .values()
+            .map_err(|err| TaskError::Failed(format!("cannot read the chart's values: {err}")))?;
+        let own = chart_namespace(&values).map_err(TaskError::Failed)?;
+        let wanted = own
+            .clone()
+            .unwrap_or_else(|| self.service.names.namespace.clone());
+        let deployed = self.service.platform.inventory.get(self.target()).await?;
+        if let Some(entry) = deployed.filter(|entry| entry.user_release == self.service.names.user)
+        {
+            if entry.namespace != wanted {
+                return Err(TaskError::Failed(format!(
+                    "{} is deployed in namespace {} and its chart now names namespace {wanted}: \
+                     moving a service between namespaces is not supported (its releases would \
+                     stay behind); delete the service first, or set keptn.namespace back",
+                    self.service.describe(),
+                    entry.namespace
+                )));
+            }
+        }
+        if let Some(namespace) = own {
+            self.service.relocate(&namespace)?;
+        }
+        Ok(())
     }
 
     /// What the finished deployment leaves in the inventory: the releases and revisions
@@ -363,6 +395,16 @@ impl Deployment<'_> {
         if let Err(failure) = self.service.wait_until_ready(&awaited).await {
             return Err(self.undo(failure.into(), release, last_good).await);
         }
+        if self
+            .service
+            .platform
+            .settings
+            .helm_test(&self.target().stage)
+        {
+            if let Err(failed) = self.run_tests(release, status.revision).await {
+                return Err(self.undo(failed, release, last_good).await);
+            }
+        }
         let main = manifest.main_service(&self.target().service);
         let user = UserStepOutput {
             revision: status.revision,
@@ -381,6 +423,44 @@ impl Deployment<'_> {
         };
         *manifest_out = Some(manifest);
         Ok(user)
+    }
+
+    /// The test gate (`--helm-test`): `helm test` of the new revision, waiting up to the
+    /// stage's rollout deadline. A failure names the failed test pods and the ends of their
+    /// logs; the caller restores the release.
+    async fn run_tests(&self, release: &str, revision: u32) -> Result<(), TaskError> {
+        let platform = self.service.platform;
+        let namespace = &self.service.names.namespace;
+        let wait = self.service.deadlines.rollout;
+        let err = match platform.helm.test(release, namespace, wait).await {
+            Ok(()) => {
+                info!(release, revision, "helm test passed");
+                return Ok(());
+            }
+            Err(err) if err.is_transient() => return Err(err.into()),
+            Err(err) => err,
+        };
+        // Best effort: the verdict stands without the excerpt.
+        let hooks = match platform
+            .cluster
+            .stored_release(namespace, release, revision)
+            .await
+        {
+            Ok(Some(stored)) => stored.test_hooks,
+            _ => Vec::new(),
+        };
+        let pods = platform
+            .cluster
+            .failed_test_pods(namespace, &hooks)
+            .await
+            .unwrap_or_else(|read| {
+                warn!(release, error = %read, "reading the failed test pods");
+                Vec::new()
+            });
+        Err(TaskError::Failed(format!(
+            "the tests of release {release} revision {revision} failed ({err}){}",
+            test_pods::describe(&pods)
+        )))
     }
 
     /// What a failed user-release step answers: a transient error as it is (the event is

@@ -168,6 +168,17 @@ pub(crate) fn manifest(target: &ReleaseRef, revision: Option<u32>, base: Duratio
     CommandLine::read(args, base)
 }
 
+/// `helm test`: runs the release's test hooks and waits up to `wait` for them.
+pub(crate) fn test(target: &ReleaseRef, wait: Duration, base: Duration) -> CommandLine {
+    let mut args = os(&["test", &target.release, "--namespace", &target.namespace]);
+    args.extend(os(&["--timeout", &go_duration(wait)]));
+    CommandLine {
+        args,
+        timeout: deadline(base, Some(wait), 1),
+        waited: true,
+    }
+}
+
 /// A command that may wait once (no rollback after it): `args` and the wait flags.
 fn waiting(
     mut args: Vec<OsString>,
@@ -383,6 +394,20 @@ mod tests {
         );
         assert_eq!(line.timeout, BASE * 2 + WAIT_GRACE);
         assert!(line.waited);
+    }
+
+    #[test]
+    fn test_lines_wait_for_the_tests() {
+        let line = test(&target(), Duration::from_secs(60), BASE);
+        assert_eq!(
+            text(&line.args),
+            ["test", "rel", "--namespace", "ns", "--timeout", "60000ms"]
+        );
+        // The process deadline covers helm's own wait.
+        assert_eq!(line.timeout, BASE);
+        assert!(line.waited);
+        let long = test(&target(), Duration::from_secs(600), BASE);
+        assert_eq!(long.timeout, Duration::from_secs(600) + WAIT_GRACE);
     }
 
     #[test]

@@ -17,11 +17,12 @@ pub enum Operation {
     Manifest,
     Rollback,
     Uninstall,
+    Test,
 }
 
 impl Operation {
     /// Stable metric label: `version`, `upgrade`, `status`, `history`, `manifest`,
-    /// `rollback`, `uninstall`.
+    /// `rollback`, `uninstall`, `test`.
     pub fn as_str(self) -> &'static str {
         match self {
             Self::Version => "version",
@@ -31,6 +32,7 @@ impl Operation {
             Self::Manifest => "manifest",
             Self::Rollback => "rollback",
             Self::Uninstall => "uninstall",
+            Self::Test => "test",
         }
     }
 
@@ -44,6 +46,7 @@ impl Operation {
             Self::Manifest => "helm get manifest",
             Self::Rollback => "helm rollback",
             Self::Uninstall => "helm uninstall",
+            Self::Test => "helm test",
         }
     }
 }

@@ -444,6 +444,21 @@ impl Helm {
         Ok(())
     }
 
+    /// `helm test`: runs the release's test hooks, waiting up to `wait` for them; an error
+    /// when a test fails (helm's message names the pod) or does not finish in time.
+    pub async fn test(
+        &self,
+        release: &str,
+        namespace: &str,
+        wait: Duration,
+    ) -> Result<(), HelmError> {
+        let op = Operation::Test;
+        let target = checked_target(op, release, namespace)?;
+        let line = command_line::test(&target, wait, self.config.timeout);
+        self.call(op, &target, line).await?;
+        Ok(())
+    }
+
     /// `helm uninstall`, optionally waiting until the objects are gone. A release that does
     /// not exist is [`Uninstalled::NotFound`], not an error.
     pub async fn uninstall(
