@@ -42,12 +42,27 @@ async fn helm_service(env: &impl World, args: &[&str]) -> anyhow::Result<Output>
 
 /// Runs a command that must succeed with `-o json` and returns what it printed.
 async fn json_of(env: &impl World, args: &[&str]) -> anyhow::Result<Value> {
+    json_with_outcome(env, args, true).await
+}
+
+/// Runs a command that must fail (exit 1) with `-o json` and returns what it printed.
+async fn json_of_failing(env: &impl World, args: &[&str]) -> anyhow::Result<Value> {
+    json_with_outcome(env, args, false).await
+}
+
+async fn json_with_outcome(
+    env: &impl World,
+    args: &[&str],
+    succeeds: bool,
+) -> anyhow::Result<Value> {
     let mut with_json = args.to_vec();
     with_json.extend(["-o", "json"]);
     let out = helm_service(env, &with_json).await?;
     anyhow::ensure!(
-        out.status.success(),
-        "helm-service {args:?} failed: {}",
+        out.status.success() == succeeds,
+        "helm-service {args:?} exited {} (expected {}): {}",
+        out.status,
+        if succeeds { "success" } else { "failure" },
         String::from_utf8_lossy(&out.stderr)
     );
     serde_json::from_slice(&out.stdout).with_context(|| {
@@ -234,6 +249,21 @@ async fn an_exhausted_deployment_is_replayed_once_its_cause_is_fixed_and_finishe
     let missing = helm_service(&env, &["dead-letters", "show", "999"]).await?;
     assert!(!missing.status.success());
     assert!(text(&missing.stderr).contains("no dead letter 999"));
+    // Replaying several: an id that fails is reported beside the others, each accounted for.
+    let mixed = json_of_failing(&env, &["dead-letters", "replay", "999", &malformed]).await?;
+    assert_eq!(mixed.as_array().map(Vec::len), Some(2), "{mixed:#}");
+    assert!(
+        mixed[0]["refused"]
+            .as_str()
+            .is_some_and(|r| r.contains("no dead letter 999")),
+        "{mixed:#}"
+    );
+    assert!(
+        mixed[1]["refused"]
+            .as_str()
+            .is_some_and(|r| r.contains("not a CloudEvent")),
+        "{mixed:#}"
+    );
     Ok(())
 }
 
@@ -431,6 +461,47 @@ async fn releases_show_gives_the_record_the_inventory_and_the_helm_revisions() -
         text(&refused.stderr).contains("Bad_Name"),
         "{}",
         text(&refused.stderr)
+    );
+    Ok(())
+}
+
+#[tokio::test]
+async fn releases_show_finds_a_service_in_its_own_namespace() -> anyhow::Result<()> {
+    let env = DeployEnv::start(SimConfig::default()).await?;
+    env.push_chart(("shop", "dev", "hello"), &example_chart())?;
+    let _worker = env.start_worker(env.worker_spec(), "worker").await?;
+    let own = json!({"keptn": {"namespace": "web-shop"}});
+    let finished = env
+        .deploy(&deployment_event("d1", "hello", "direct", own), DEADLINE)
+        .await?;
+    assert_eq!(finished["data"]["status"], "succeeded", "{finished:#}");
+
+    let kubeconfig = env.sim.kubeconfig_path().display().to_string();
+    let report = json_of(
+        &env,
+        &[
+            "releases",
+            "show",
+            "--project",
+            "shop",
+            "--stage",
+            "dev",
+            "--service",
+            "hello",
+            "--kubeconfig",
+            &kubeconfig,
+        ],
+    )
+    .await?;
+    // Where the inventory says the releases are, not the stage's namespace; the record stays
+    // under the Keptn names.
+    assert_eq!(report["namespace"], "web-shop", "{report:#}");
+    assert_eq!(report["release_key"], "shop-dev.shop-dev-hello");
+    assert_eq!(report["inventory"]["namespace"], "web-shop");
+    assert_eq!(
+        report["helm"][0]["revisions"],
+        json!([{"revision": 1, "status": "deployed"}]),
+        "{report:#}"
     );
     Ok(())
 }

@@ -12,7 +12,7 @@ use futures::TryStreamExt;
 use serde::{Deserialize, Serialize};
 use thiserror::Error;
 
-use super::naming::service_key;
+use super::naming::{service_key, ReleaseNames};
 use crate::cluster::readiness::Awaited;
 use crate::nats::topology::{self, Limit};
 
@@ -58,6 +58,16 @@ pub struct InventoryEntry {
     /// The deployment.triggered event that made this state.
     pub event_id: String,
     pub updated_at: DateTime<Utc>,
+}
+
+impl InventoryEntry {
+    /// The namespace of the service's releases when its last deployment put them in one of
+    /// its own (`keptn.namespace`) rather than the stage's `names.namespace`: where every task
+    /// and the operator CLI find them.
+    pub fn own_namespace(&self, names: &ReleaseNames) -> Option<&str> {
+        (self.user_release == names.user && self.namespace != names.namespace)
+            .then_some(self.namespace.as_str())
+    }
 }
 
 /// The inventory bucket.
@@ -106,12 +116,11 @@ impl Inventory {
         js: &jetstream::Context,
         name: &str,
     ) -> Result<Option<Inventory>, InventoryError> {
-        match js.get_key_value(name).await {
-            Ok(store) => Ok(Some(Inventory {
+        match crate::nats::topology::existing_bucket(js, name).await {
+            Ok(store) => Ok(store.map(|store| Inventory {
                 store,
                 bucket: name.to_owned(),
             })),
-            Err(err) if err.kind() == jetstream::context::KeyValueErrorKind::GetBucket => Ok(None),
             Err(err) => Err(InventoryError::Unavailable {
                 bucket: name.to_owned(),
                 reason: err.to_string(),

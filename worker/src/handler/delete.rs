@@ -224,12 +224,11 @@ impl Deletion<'_> {
         let inventory = &self.platform.inventory;
         let (inventory_entry, names) = match inventory.get(&target).await {
             // A service deployed in its own namespace (`keptn.namespace`) is removed there.
-            Ok(Some(entry))
-                if entry.user_release == names.user && entry.namespace != names.namespace =>
-            {
-                (true, names.clone().in_namespace(&entry.namespace))
-            }
-            Ok(entry) => (entry.is_some(), names.clone()),
+            Ok(Some(entry)) => match entry.own_namespace(names) {
+                Some(namespace) => (true, names.clone().in_namespace(namespace)),
+                None => (true, names.clone()),
+            },
+            Ok(None) => (false, names.clone()),
             // Unreadable by this version, but its key says whose it is: it goes too.
             Err(InventoryError::Corrupt { .. }) => (true, names.clone()),
             Err(err) => return Err(err.into()),

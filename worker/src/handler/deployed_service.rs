@@ -162,10 +162,8 @@ impl<'a> DeployedService<'a> {
     pub async fn located(platform: &'a Platform, task: &'a Task) -> Result<Self, TaskError> {
         let mut service = Self::of_task(platform, task)?;
         if let Some(entry) = platform.inventory.get(service.target).await? {
-            if entry.user_release == service.names.user
-                && entry.namespace != service.names.namespace
-            {
-                service.relocate(&entry.namespace)?;
+            if let Some(namespace) = entry.own_namespace(&service.names) {
+                service.relocate(namespace)?;
             }
         }
         Ok(service)

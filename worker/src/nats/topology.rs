@@ -50,6 +50,55 @@ fn reason(err: impl std::fmt::Display) -> String {
     }
 }
 
+/// Whether a JetStream error says the stream (or bucket) does not exist.
+fn is_not_found(err: &jetstream::context::GetStreamError) -> bool {
+    matches!(
+        err.kind(),
+        jetstream::context::GetStreamErrorKind::JetStream(e)
+            if e.error_code() == jetstream::ErrorCode::STREAM_NOT_FOUND
+    )
+}
+
+/// The stream `name` when it exists, as it is (for reading: nothing is created or changed).
+/// Only "not found" is `None`: a timeout or a refusal is an error, never shown to an
+/// operator as "nothing there".
+pub async fn existing_stream(
+    js: &jetstream::Context,
+    name: &str,
+) -> Result<Option<jetstream::stream::Stream>, TopologyError> {
+    match js.get_stream(name).await {
+        Ok(stream) => Ok(Some(stream)),
+        Err(err) if is_not_found(&err) => Ok(None),
+        Err(err) => Err(TopologyError::Stream {
+            stream: name.to_owned(),
+            reason: err.to_string(),
+        }),
+    }
+}
+
+/// The key-value bucket `name` when it exists, as it is; as [`existing_stream`], only "not
+/// found" is `None` (the client's own bucket lookup folds every failure into one kind).
+pub async fn existing_bucket(
+    js: &jetstream::Context,
+    name: &str,
+) -> Result<Option<kv::Store>, TopologyError> {
+    let unavailable = |err: &dyn std::fmt::Display| TopologyError::Bucket {
+        bucket: name.to_owned(),
+        reason: err.to_string(),
+    };
+    if existing_stream(js, &format!("KV_{name}"))
+        .await
+        .map_err(|err| unavailable(&err))?
+        .is_none()
+    {
+        return Ok(None);
+    }
+    js.get_key_value(name)
+        .await
+        .map(Some)
+        .map_err(|err| unavailable(&err))
+}
+
 /// Age (`ZERO`: none) and size limit of one stream or bucket, and on how many servers of a
 /// JetStream cluster it is kept (`--replicas`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -22,7 +22,7 @@ use super::replay::{next_replay, replay_event, Refusal, ReplayMark};
 use super::table::{cell, Table};
 use super::{print_json, read_stream, OperatorArgs, Output, READ_DEADLINE};
 use crate::nats::publisher::{event_headers, Publisher};
-use crate::nats::topology::{open_bucket, StateNames};
+use crate::nats::topology::{existing_bucket, existing_stream, open_bucket, StateNames};
 use crate::pipeline::dead_letter::{DeadLetter, PAYLOAD_EXCERPT_BYTES};
 
 /// How long one replay's publish may take, retries included.
@@ -149,7 +149,19 @@ pub async fn run(args: DeadLettersArgs) -> anyhow::Result<()> {
         DeadLettersCommand::Replay { ids, force } => {
             let mut results = Vec::new();
             for id in ids {
-                results.push(letters.replay(id, force).await?);
+                // One letter's failure (unknown id, NATS away) is reported beside the others'
+                // results, so the letters already replayed are not left unaccounted for.
+                results.push(match letters.replay(id, force).await {
+                    Ok(result) => result,
+                    Err(err) => ReplayResult {
+                        id,
+                        replayed: false,
+                        event_id: None,
+                        replay_event_id: None,
+                        replay: None,
+                        refused: Some(format!("{err:#}")),
+                    },
+                });
             }
             match common.output {
                 Output::Json => print_json(&results)?,
@@ -190,7 +202,7 @@ struct Letters {
 impl Letters {
     async fn open(js: jetstream::Context, names: StateNames<'_>) -> anyhow::Result<Self> {
         let name = names.dead_letter_stream();
-        let stream = js.get_stream(&name).await.with_context(|| {
+        let stream = existing_stream(&js, &name).await?.with_context(|| {
             format!(
                 "no dead-letter stream {name}: has a worker with --state-prefix {} run on this \
                  NATS account?",
@@ -251,12 +263,7 @@ impl Letters {
 
     /// The replay marks bucket, when it exists (nothing was ever replayed otherwise).
     async fn marks_bucket(&self) -> anyhow::Result<Option<kv::Store>> {
-        match self.js.get_key_value(&self.replays_bucket).await {
-            Ok(store) => Ok(Some(store)),
-            Err(err) if err.kind() == jetstream::context::KeyValueErrorKind::GetBucket => Ok(None),
-            Err(err) => Err(anyhow!(err))
-                .with_context(|| format!("opening the bucket {}", self.replays_bucket)),
-        }
+        Ok(existing_bucket(&self.js, &self.replays_bucket).await?)
     }
 
     /// The mark of letter `id` and its revision, if it was replayed.

@@ -14,6 +14,7 @@ use super::{print_json, OperatorArgs, Output};
 use crate::cluster::ClusterArgs;
 use crate::deploy::inventory::{Inventory, InventoryEntry};
 use crate::deploy::naming::ReleaseNames;
+use crate::nats::topology::existing_bucket;
 
 /// Settings of `helm-service releases`.
 #[derive(Debug, Args)]
@@ -98,12 +99,12 @@ pub async fn run(args: ReleasesArgs) -> anyhow::Result<()> {
     let js = common.jetstream("releases").await?;
     let key = names.lease_key();
     let bucket = common.names().release_records_bucket();
-    let record = match js.get_key_value(&bucket).await {
-        Ok(store) => read_record(&store, &key)
+    let record = match existing_bucket(&js, &bucket).await? {
+        Some(store) => read_record(&store, &key)
             .await
             .map_err(|err| anyhow::anyhow!(err))
             .with_context(|| format!("reading {key} in the bucket {bucket}"))?,
-        Err(_) => None,
+        None => None,
     };
     let (record, record_updated_at, record_unreadable) = match record {
         Some((_, written, Ok(record))) => (Some(RecordView::of(&record)), Some(written), None),
@@ -113,6 +114,11 @@ pub async fn run(args: ReleasesArgs) -> anyhow::Result<()> {
     let inventory = match Inventory::existing(&js, &common.names().inventory_bucket()).await? {
         Some(inventory) => inventory.get(&target).await?,
         None => None,
+    };
+    // A service deployed in a namespace of its own (`keptn.namespace`) has its releases there.
+    let names = match inventory.as_ref().and_then(|e| e.own_namespace(&names)) {
+        Some(namespace) => names.clone().in_namespace(namespace),
+        None => names,
     };
     let (helm, helm_error) = match helm_releases(&cluster, &names).await {
         Ok(helm) => (helm, None),

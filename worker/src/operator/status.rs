@@ -14,7 +14,9 @@ use serde::Serialize;
 use super::release_view::{Backlog, RecordView, WaitingEvent};
 use super::table::{cell, Table};
 use super::{print_json, read_stream, OperatorArgs, Output, READ_DEADLINE};
-use crate::nats::topology::{DEFAULT_CONSUMER, DEFAULT_KEPTN_STREAM};
+use crate::nats::topology::{
+    existing_bucket, existing_stream, DEFAULT_CONSUMER, DEFAULT_KEPTN_STREAM,
+};
 use crate::pipeline::release_record::ReleaseRecord;
 
 /// Events of the Keptn stream read after the ack floor at most.
@@ -127,9 +129,17 @@ pub async fn run(args: StatusArgs) -> anyhow::Result<()> {
         consumer.last_delivered,
     );
     let records = read_records(&js, &common.names().release_records_bucket()).await?;
-    let dead_letters = match js.get_stream(common.names().dead_letter_stream()).await {
-        Ok(mut stream) => stream.info().await.map(|i| i.state.messages).unwrap_or(0),
-        Err(_) => 0,
+    let dead_letter_stream = common.names().dead_letter_stream();
+    let dead_letters = match existing_stream(&js, &dead_letter_stream).await? {
+        Some(mut stream) => {
+            stream
+                .info()
+                .await
+                .with_context(|| format!("reading the stream {dead_letter_stream}"))?
+                .state
+                .messages
+        }
+        None => 0,
     };
     let status = Status {
         consumer,
@@ -155,14 +165,8 @@ pub async fn read_records(
     js: &jetstream::Context,
     bucket: &str,
 ) -> anyhow::Result<Vec<ReadRecord>> {
-    let store = match js.get_key_value(bucket).await {
-        Ok(store) => store,
-        Err(err) if err.kind() == jetstream::context::KeyValueErrorKind::GetBucket => {
-            return Ok(Vec::new())
-        }
-        Err(err) => {
-            return Err(anyhow!(err)).with_context(|| format!("opening the bucket {bucket}"))
-        }
+    let Some(store) = existing_bucket(js, bucket).await? else {
+        return Ok(Vec::new());
     };
     let read = async {
         let keys: Vec<String> = store.keys().await?.try_collect().await?;
