@@ -693,6 +693,15 @@ fn compose_builds_dockerfile_targets_and_runs_commands_the_binaries_take() {
             seen_targets.insert((target.to_owned(), image.to_owned()));
             Some(target)
         };
+        // Nothing here authenticates (NATS, kube-sim, the metrics port): published ports are
+        // bound to the host's loopback only.
+        for port in service["ports"].as_array().into_iter().flatten() {
+            let port = port.as_str().unwrap_or_default();
+            assert!(
+                port.starts_with("127.0.0.1:"),
+                "{name}: port {port:?} is published on every interface"
+            );
+        }
         let command = strings(&service["command"], &format!("{name}.command"));
         match target {
             Some("runtime") => {
