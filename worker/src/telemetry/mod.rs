@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use opentelemetry_sdk::trace::SdkTracerProvider;
 use tracing::Level;
-use tracing_subscriber::filter::{filter_fn, FilterExt, Targets};
+use tracing_subscriber::filter::{dynamic_filter_fn, FilterExt, Targets};
 use tracing_subscriber::layer::SubscriberExt;
 use tracing_subscriber::util::SubscriberInitExt;
 use tracing_subscriber::{fmt, EnvFilter, Layer};
@@ -74,7 +74,8 @@ pub fn init_with(format: LogFormat, default_filter: &str) -> Result<Telemetry, S
         LogFormat::Text => logs.with_filter(filter).boxed(),
     };
     let spans = provider.as_ref().map(|provider| {
-        // Idle/busy time would read the clock on every poll of an instrumented future, and
+        // The pause is asked for each span (a dynamic filter): a plain `filter_fn` is asked
+        // once per call site and its answer cached. Idle/busy time would read the clock on every poll of an instrumented future, and
         // thread names say nothing in a work-stealing runtime: both off.
         tracing_opentelemetry::layer()
             .with_tracer(traces::tracer(provider))
@@ -83,7 +84,7 @@ pub fn init_with(format: LogFormat, default_filter: &str) -> Result<Telemetry, S
             .with_filter(
                 Targets::new()
                     .with_target("worker", Level::INFO)
-                    .and(filter_fn(|_| !PAUSED.load(Ordering::Relaxed))),
+                    .and(dynamic_filter_fn(|_, _| !PAUSED.load(Ordering::Relaxed))),
             )
     });
     // A second init (tests running several workers) keeps the first subscriber.
