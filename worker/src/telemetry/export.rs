@@ -10,8 +10,8 @@
 //! slow or away) the span is dropped and counted, never waited for. The thread sends what it
 //! has every [`EXPORT_DELAY`] or once [`MAX_BATCH`] spans wait (only then is it woken: a
 //! wake-up per span, a system call and a thread switch, was most of what tracing cost the
-//! pipeline bench), each export bounded by the exporter's timeout; a batch that fails is dropped and counted too (no retry queue: a
-//! collector that is down would only fill it).
+//! pipeline bench), each export bounded by the exporter's timeout; a batch that fails is
+//! dropped and counted too (no retry queue: a collector that is down would only fill it).
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::mpsc::{self, SyncSender, TryRecvError, TrySendError};
