@@ -32,11 +32,25 @@ async fn worker_spans_reach_the_collector_as_children_of_the_event() -> anyhow::
             .in_scope(traces::current_traceparent)
     });
     drop(span);
+    // A pause holds and ends whatever a call site saw first (the bench relies on it).
+    telemetry::pause_export(true);
+    probe("paused");
+    telemetry::pause_export(false);
+    probe("resumed");
+    telemetry::pause_export(true);
+    probe("paused again");
+    telemetry::pause_export(false);
     let spans = receiver
-        .wait_for(Duration::from_secs(20), |spans| spans.len() >= 2)
+        .wait_for(Duration::from_secs(20), |spans| spans.len() >= 3)
         .await?;
     let names: Vec<&str> = spans.iter().map(|s| s.name()).collect();
-    assert_eq!(names.len(), 2, "{names:?}");
+    assert_eq!(names.len(), 3, "{names:?}");
+    let probes: Vec<Option<String>> = spans
+        .iter()
+        .filter(|s| s.name() == "probe")
+        .map(|s| s.attribute("when"))
+        .collect();
+    assert_eq!(probes, [Some("resumed".to_owned())]);
     let event = spans.iter().find(|s| s.name() == "event").unwrap();
     let step = spans.iter().find(|s| s.name() == "step").unwrap();
     assert_eq!(event.parent_span_id(), "b7ad6b7169203331");
@@ -51,4 +65,9 @@ async fn worker_spans_reach_the_collector_as_children_of_the_event() -> anyhow::
         ))
     );
     Ok(())
+}
+
+/// One call site, entered before, during and after a pause.
+fn probe(when: &str) {
+    tracing::info_span!(target: "worker::probe", "probe", when).in_scope(|| {});
 }

@@ -1,7 +1,8 @@
 //! Progress reports (`sh.keptn.event.<task>.status.changed`) during a slow rollout: the
 //! production binary, real nats-server, real helm, kube-sim with pods ready only seconds
 //! after they are created. Every reply collected is checked against the spec's schemas
-//! (`Replies`), the reports included.
+//! (`Replies`), the reports included. A worker killed mid-rollout: the resumed event's
+//! reports repeat under the same ids, and the stream keeps each once.
 
 use std::collections::HashSet;
 use std::time::Duration;
@@ -101,5 +102,66 @@ async fn reports_can_be_turned_off() -> anyhow::Result<()> {
     assert_eq!(finished["data"]["status"], "succeeded", "{finished:#}");
     let replies = env.env.replies().await?;
     assert_eq!(replies.count("status.changed"), 0, "{:#?}", replies.events);
+    Ok(())
+}
+
+/// A worker killed while it reports a rollout: the redelivered event reaches the same point
+/// again and sends the same report under the same id, which the stream's duplicate window
+/// drops; the watcher sees it once.
+#[tokio::test]
+async fn a_resumed_task_repeats_its_reports_under_the_same_ids() -> anyhow::Result<()> {
+    let env = DeployEnv::start(SimConfig {
+        // Longer than the takeover (ack wait, lease TTL): the resumed attempt waits too.
+        rollout_delay: Duration::from_secs(10),
+        ..SimConfig::default()
+    })
+    .await?;
+    env.push_chart(("shop", "dev", "hello"), &example_chart())?;
+    let mut spec = env.worker_spec();
+    spec.ack_wait = "3s";
+    spec.extra_args
+        .extend(["--progress-interval".into(), "500ms".into()]);
+    let mut worker = env.start_worker(spec.clone(), "first").await?;
+    let event = deployment_event("resumed", "hello", "direct", json!({}));
+    system_tests::events::publish(&env.env.js, &event).await?;
+    let rollout = |r: &system_tests::events::Replies| {
+        r.of("resumed", "status.changed")
+            .iter()
+            .any(|e| message(e).starts_with("rollout: "))
+    };
+    env.env.wait_replies(WAIT, rollout).await?;
+    // Counted once its PubAck is back, a moment after it is in the stream; the next report
+    // cannot come within the 500 ms interval.
+    let sent = "helm_service_status_changed_total{outcome=\"sent\"}";
+    let sent_first = test_harness::wait::wait_until(
+        "the first report counted",
+        Duration::from_secs(10),
+        Duration::from_millis(20),
+        || async { worker.metric(sent).await.ok().filter(|n| *n >= 1.0) },
+    )
+    .await?;
+    worker.process.kill_hard().await?;
+    let second = env.start_worker(spec, "second").await?;
+    let (finished, replies) = env.sole_finished("resumed", WAIT).await?;
+    assert_eq!(finished["data"]["status"], "succeeded", "{finished:#}");
+    let sent_again = second.metric(sent).await?;
+    let reports = replies.of("resumed", "status.changed");
+    let messages: Vec<&str> = reports.iter().map(|r| message(r)).collect();
+    eprintln!(
+        "reports: {messages:#?}; sent by the first worker {sent_first}, the second {sent_again}"
+    );
+    let distinct: HashSet<&str> = messages.iter().copied().collect();
+    assert_eq!(
+        distinct.len(),
+        messages.len(),
+        "a report twice: {messages:?}"
+    );
+    // More were published than the stream holds: the second attempt sent a report of the
+    // first again, under the same id, and the duplicate window dropped it.
+    assert!(
+        sent_first + sent_again > reports.len() as f64,
+        "{sent_first} + {sent_again} sent, {} stored",
+        reports.len()
+    );
     Ok(())
 }

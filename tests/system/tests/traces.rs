@@ -1,7 +1,8 @@
 //! Traces of a deployment exported over OTLP, gRPC and HTTP/protobuf, to the harness' own
 //! receiver (`test_harness::otlp`, decoding the official protobuf messages): the production
-//! binary, real nats-server, real helm, kube-sim. And a collector that is not there: the
-//! worker deploys as promptly as without one and counts the spans it drops.
+//! binary, real nats-server, real helm, kube-sim. And a collector that is not there, or
+//! that never answers: the worker deploys as promptly as without one and counts the spans it
+//! drops.
 
 use std::time::{Duration, Instant};
 
@@ -139,11 +140,31 @@ async fn a_deployment_is_one_trace_continuing_the_event(
 }
 
 #[tokio::test]
-async fn a_collector_that_is_away_slows_nothing_and_its_spans_are_counted_dropped(
+async fn a_collector_that_is_away_or_silent_slows_nothing_and_its_spans_are_counted_dropped(
 ) -> anyhow::Result<()> {
     let env = env().await?;
+    // A port nobody listens on (bound, then closed), and one that accepts connections and
+    // never answers (a hung collector: each export waits for its timeout, 2 s here).
+    let closed = {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0")?;
+        listener.local_addr()?.port()
+    };
+    let silent = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+    let silent_port = silent.local_addr()?.port();
+    let holder = tokio::spawn(async move {
+        let mut held = Vec::new();
+        while let Ok((socket, _)) = silent.accept().await {
+            held.push(socket);
+        }
+    });
+    let cases = [
+        ("grpc-closed", Transport::Grpc, closed),
+        ("http-closed", Transport::HttpProtobuf, closed),
+        ("grpc-silent", Transport::Grpc, silent_port),
+        ("http-silent", Transport::HttpProtobuf, silent_port),
+    ];
     // One service per worker, so none waits for a release another parked.
-    for service in ["plain", "grpc", "http-protobuf"] {
+    for service in ["plain"].into_iter().chain(cases.iter().map(|c| c.0)) {
         env.push_chart(("shop", "dev", service), &example_chart())?;
     }
     // Baseline: the same deployment without traces.
@@ -159,36 +180,31 @@ async fn a_collector_that_is_away_slows_nothing_and_its_spans_are_counted_droppe
     assert_eq!(finished["data"]["status"], "succeeded", "{finished:#}");
     drop(plain);
 
-    // A port nobody listens on (bound, then closed).
-    let closed = {
-        let listener = std::net::TcpListener::bind("127.0.0.1:0")?;
-        listener.local_addr()?.port()
-    };
-    for transport in [Transport::Grpc, Transport::HttpProtobuf] {
+    for (service, transport, port) in cases {
         let mut spec = env.worker_spec();
         spec.env.extend([
             (
                 "OTEL_EXPORTER_OTLP_ENDPOINT".to_owned(),
-                format!("http://127.0.0.1:{closed}"),
+                format!("http://127.0.0.1:{port}"),
             ),
             (
                 "OTEL_EXPORTER_OTLP_PROTOCOL".to_owned(),
                 transport.protocol().to_owned(),
             ),
+            ("OTEL_EXPORTER_OTLP_TIMEOUT".to_owned(), "2000".to_owned()),
         ]);
-        let worker = env.start_worker(spec, "away").await?;
-        let service = transport.protocol().replace('/', "-");
+        let worker = env.start_worker(spec, service).await?;
         let started = Instant::now();
-        let event = deployment_event(&service, &service, "direct", json!({}));
+        let event = deployment_event(service, service, "direct", json!({}));
         let finished = env.deploy(&event, WAIT).await?;
         let with = started.elapsed();
         assert_eq!(finished["data"]["status"], "succeeded", "{finished:#}");
-        eprintln!("{transport:?}: {with:?} with the collector away, {without:?} without traces");
-        // Generous, the machine is shared; but under the exporter's 10 s timeout, which a
-        // worker waiting for its exports would spend at least once.
+        eprintln!("{service}: {with:?} with traces to nowhere, {without:?} without traces");
+        // Generous, the machine is shared; but a worker that waited for its exports would
+        // spend the export timeout more than once.
         assert!(
             with < without + Duration::from_secs(5),
-            "{with:?} against {without:?}"
+            "{service}: {with:?} against {without:?}"
         );
         let dropped = test_harness::wait::wait_until(
             "spans counted dropped",
@@ -203,8 +219,9 @@ async fn a_collector_that_is_away_slows_nothing_and_its_spans_are_counted_droppe
             },
         )
         .await?;
-        eprintln!("{transport:?}: {dropped} spans counted dropped");
+        eprintln!("{service}: {dropped} spans counted dropped");
         drop(worker);
     }
+    holder.abort();
     Ok(())
 }

@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use opentelemetry_sdk::trace::SdkTracerProvider;
 use tracing::Level;
-use tracing_subscriber::filter::{filter_fn, FilterExt, Targets};
+use tracing_subscriber::filter::{dynamic_filter_fn, FilterExt, Targets};
 use tracing_subscriber::layer::SubscriberExt;
 use tracing_subscriber::util::SubscriberInitExt;
 use tracing_subscriber::{fmt, EnvFilter, Layer};
@@ -73,19 +73,30 @@ pub fn init_with(format: LogFormat, default_filter: &str) -> Result<Telemetry, S
             .boxed(),
         LogFormat::Text => logs.with_filter(filter).boxed(),
     };
-    let spans = provider.as_ref().map(|provider| {
-        // Idle/busy time would read the clock on every poll of an instrumented future, and
-        // thread names say nothing in a work-stealing runtime: both off.
-        tracing_opentelemetry::layer()
-            .with_tracer(traces::tracer(provider))
-            .with_tracked_inactivity(false)
-            .with_threads(false)
-            .with_filter(
-                Targets::new()
-                    .with_target("worker", Level::INFO)
-                    .and(filter_fn(|_| !PAUSED.load(Ordering::Relaxed))),
-            )
-    });
+    let spans =
+        provider.as_ref().map(|provider| {
+            // What a span costs is what the pipeline bench measures (BENCHMARKS.md, "Traces"),
+            // so each span carries what it names and no more: no code location, target, thread
+            // or idle/busy time (a clock read per poll of every instrumented future), and log
+            // lines become span events only from warnings up. Entering a span does not make it
+            // OpenTelemetry's current context (no other OpenTelemetry instrumentation runs
+            // here), which saves a context switch per poll. The pause is asked for each span (a
+            // dynamic filter): a plain `filter_fn` is asked once per call site and its answer
+            // cached.
+            tracing_opentelemetry::layer()
+                .with_tracer(traces::tracer(provider))
+                .with_tracked_inactivity(false)
+                .with_threads(false)
+                .with_location(false)
+                .with_target(false)
+                .with_context_activation(false)
+                .with_filter(Targets::new().with_target("worker", Level::INFO).and(
+                    dynamic_filter_fn(|metadata, _| {
+                        (metadata.is_span() || *metadata.level() <= Level::WARN)
+                            && !PAUSED.load(Ordering::Relaxed)
+                    }),
+                ))
+        });
     // A second init (tests running several workers) keeps the first subscriber.
     if tracing_subscriber::registry()
         .with(logs)

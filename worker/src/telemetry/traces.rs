@@ -63,7 +63,8 @@ pub fn trace_export(var: impl Fn(&str) -> Option<String>) -> Result<Option<Trace
     };
     if !endpoint.starts_with("http://") {
         return Err(format!(
-            "OTLP endpoint {endpoint:?}: only plain-text http:// endpoints are supported (a collector or agent in the cluster); this build has no TLS client for OTLP"
+            "OTLP endpoint {:?}: only plain-text http:// endpoints are supported (a collector or agent in the cluster); this build has no TLS client for OTLP",
+            crate::secret::redact_user_info(&endpoint)
         ));
     }
     let (name, protocol) = match set("OTEL_EXPORTER_OTLP_TRACES_PROTOCOL") {
@@ -253,6 +254,10 @@ mod tests {
         assert!(from(&[endpoint, ("OTEL_EXPORTER_OTLP_TIMEOUT", "10s")]).is_err());
         let tls = from(&[("OTEL_EXPORTER_OTLP_ENDPOINT", "https://c:4318")]).unwrap_err();
         assert!(tls.contains("http://"), "{tls}");
+        // User info in the endpoint is never repeated.
+        let secret =
+            from(&[("OTEL_EXPORTER_OTLP_ENDPOINT", "https://user:s3cret@c:4318")]).unwrap_err();
+        assert!(!secret.contains("s3cret"), "{secret}");
     }
 
     #[test]
