@@ -1,5 +1,5 @@
-//! A promotion or a rollback survives the worker dying after any of its steps, on every
-//! traffic layer.
+//! A blue/green deployment, a promotion and a rollback survive the worker dying after any
+//! of their steps, on every traffic layer.
 //!
 //! For each step in turn, a worker started with the hidden test hook
 //! `--test-crash-after-step <step>` SIGKILLs itself right after recording that step; a
@@ -89,6 +89,107 @@ async fn rollback_resumes_after_a_crash_after_each_step_gateway_api() -> anyhow:
 #[tokio::test]
 async fn rollback_resumes_after_a_crash_after_each_step_service() -> anyhow::Result<()> {
     resumes_after_each_step(Traffic::Service, Intent::RollBack).await
+}
+
+#[tokio::test]
+async fn blue_green_deployment_resumes_after_a_crash_after_each_step_istio() -> anyhow::Result<()> {
+    deployment_resumes_after_each_step(Traffic::Istio).await
+}
+
+#[tokio::test]
+async fn blue_green_deployment_resumes_after_a_crash_after_each_step_gateway_api(
+) -> anyhow::Result<()> {
+    deployment_resumes_after_each_step(Traffic::GatewayApi).await
+}
+
+#[tokio::test]
+async fn blue_green_deployment_resumes_after_a_crash_after_each_step_service() -> anyhow::Result<()>
+{
+    deployment_resumes_after_each_step(Traffic::Service).await
+}
+
+/// A blue/green deployment of v2 over v1 whose worker dies after each of its steps: the
+/// redelivery ends in the same state (canary v2 taking all traffic, primary v1) with each
+/// release upgraded once.
+async fn deployment_resumes_after_each_step(traffic: Traffic) -> anyhow::Result<()> {
+    let env = DeployEnv::start_with(
+        SimConfig {
+            rollout_delay: Duration::from_millis(100),
+            ..SimConfig::default()
+        },
+        traffic,
+    )
+    .await?;
+    const STEPS: [&str; 2] = ["user-release", "generated-release"];
+    for (index, crash_step) in STEPS.iter().enumerate() {
+        let service = format!("deploy{index}");
+        let svc = service.as_str();
+        env.push_chart(("shop", "dev", svc), &example_chart())?;
+        let mut worker = env
+            .start_worker(quick(env.worker_spec()), &format!("{svc}-deploy"))
+            .await?;
+        let first = deployment_event(&format!("{svc}-d1"), svc, "blue_green_service", json!({}));
+        let finished = env.deploy(&first, WAIT).await?;
+        anyhow::ensure!(finished["data"]["status"] == "succeeded", "{finished:#}");
+        worker.process.stop(Duration::from_secs(15)).await?;
+
+        let mut spec = quick(env.worker_spec());
+        spec.extra_args
+            .extend(["--test-crash-after-step".into(), crash_step.to_string()]);
+        let mut crashing = env.start_worker(spec, &format!("{svc}-crash")).await?;
+        let id = format!("{svc}-d2");
+        system_tests::events::publish(
+            &env.env.js,
+            &deployment_event(&id, svc, "blue_green_service", json!({"image": V2})),
+        )
+        .await?;
+        let status = crashing.process.wait_exit(WAIT).await?;
+        use std::os::unix::process::ExitStatusExt;
+        assert_eq!(status.signal(), Some(9), "after {crash_step}: {status:?}");
+
+        let resumed = env
+            .start_worker(quick(env.worker_spec()), &format!("{svc}-resume"))
+            .await?;
+        let (finished, _) = env.sole_finished(&id, WAIT).await?;
+        assert_eq!(finished["data"]["status"], "succeeded", "{finished:#}");
+        assert_eq!(env.image_and_replicas(NS, svc).await?, (V2.into(), 1));
+        assert_eq!(
+            env.image_and_replicas(NS, &format!("{svc}-primary"))
+                .await?
+                .0,
+            V1
+        );
+        assert_eq!(
+            env.blue_green_weights(svc).await?,
+            (100, 0),
+            "after a crash after {crash_step}"
+        );
+        for release in [
+            format!("shop-dev-{svc}"),
+            format!("shop-dev-{svc}-generated"),
+        ] {
+            let history = env.helm_history(&release, NS).await?;
+            assert_eq!(
+                history.len(),
+                2,
+                "{release} after {crash_step}: {history:?}"
+            );
+        }
+        for (position, step) in STEPS.iter().enumerate() {
+            let skipped = resumed
+                .metric(&format!(
+                    "helm_service_steps_skipped_total{{step=\"{step}\"}}"
+                ))
+                .await?;
+            assert_eq!(
+                skipped,
+                if position <= index { 1.0 } else { 0.0 },
+                "{step} after a crash after {crash_step}"
+            );
+        }
+        drop(resumed);
+    }
+    Ok(())
 }
 
 async fn resumes_after_each_step(traffic: Traffic, intent: Intent) -> anyhow::Result<()> {

@@ -61,6 +61,17 @@ impl TrafficLayer {
         self == TrafficLayer::Service
     }
 
+    /// The share of traffic on the canary as observed: the generated model's weight, or with
+    /// the `service` layer where the user release's Service selector points (an override
+    /// that `selects_primary`: none; the chart's own selector: all).
+    pub fn canary_weight(self, model_weight: u8, selects_primary: bool) -> u8 {
+        match (self.splits_by_selector(), selects_primary) {
+            (false, _) => model_weight,
+            (true, true) => 0,
+            (true, false) => 100,
+        }
+    }
+
     /// Parses a `--traffic` value.
     pub fn parse(text: &str) -> Result<Self, String> {
         match text.trim() {
@@ -439,6 +450,14 @@ mod tests {
             objects[1]["spec"]["selector"]["matchLabels"]["app"],
             "carts"
         );
+    }
+
+    #[test]
+    fn the_observed_weight_is_the_selectors_with_the_service_layer() {
+        assert_eq!(TrafficLayer::Istio.canary_weight(30, true), 30);
+        assert_eq!(TrafficLayer::GatewayApi.canary_weight(100, false), 100);
+        assert_eq!(TrafficLayer::Service.canary_weight(100, true), 0);
+        assert_eq!(TrafficLayer::Service.canary_weight(0, false), 100);
     }
 
     #[test]

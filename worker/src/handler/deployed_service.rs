@@ -294,21 +294,12 @@ impl<'a> DeployedService<'a> {
         user: &UserRelease,
     ) -> Result<BlueGreenState, TaskError> {
         let deployment = user.source.main_deployment(&self.target.service)?;
-        // With the `service` layer the split is the user release's Service selector, which
-        // an override switches to the primary; the chart's own selects the canary.
-        let canary_weight = if model.routing.traffic.splits_by_selector() {
-            let to_primary = user
-                .replica_override
+        let canary_weight = model.routing.traffic.canary_weight(
+            model.canary_weight,
+            user.replica_override
                 .as_ref()
-                .is_some_and(|o| o.selects_primary);
-            if to_primary {
-                0
-            } else {
-                100
-            }
-        } else {
-            model.canary_weight
-        };
+                .is_some_and(|o| o.selects_primary),
+        );
         Ok(BlueGreenState {
             canary_weight,
             primary_is_current: model.primary_source == generated::detached(deployment),

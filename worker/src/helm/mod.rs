@@ -40,6 +40,7 @@ pub use recover::{Recovery, RecoveryAction};
 pub use release::{HistoryEntry, ReleaseRef, ReleaseState, ReleaseStatus};
 pub use version::HelmVersion;
 
+use crate::deploy::naming::is_dns_label;
 use command_line::CommandLine;
 use process::{Invocation, RunError};
 
@@ -749,8 +750,6 @@ fn validate(operation: Operation, target: &ReleaseRef) -> Result<(), HelmError> 
         None => Ok(()),
     }
 }
-
-use crate::deploy::naming::is_dns_label;
 
 fn is_release_name(s: &str) -> bool {
     s.len() <= 53 && s.split('.').all(|part| is_dns_label(part, 53))
