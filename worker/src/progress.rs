@@ -82,21 +82,15 @@ pub fn channel() -> (
 /// Publishes the reports arriving on `reports` as `.status.changed` replies (built by
 /// `replies`), at most one per `interval`. Never ends: it is dropped with the task.
 pub async fn forward(
-    mut reports: watch::Receiver<Option<String>>,
+    reports: watch::Receiver<Option<String>>,
     replies: &ReplyBuilder,
     publisher: &Publisher,
     metrics: &Metrics,
     interval: Duration,
 ) -> std::convert::Infallible {
-    let mut last_sent: Option<String> = None;
-    loop {
-        if reports.changed().await.is_err() {
-            // The reporter is gone (cannot happen while the task runs): wait to be dropped.
-            return std::future::pending().await;
-        }
-        let message = reports.borrow_and_update().clone();
-        if let Some(message) = message.filter(|m| last_sent.as_ref() != Some(m)) {
-            let event = replies.status_changed(&message);
+    pace(reports, interval, |message| {
+        let event = replies.status_changed(&message);
+        async move {
             let publish = publisher.publish(
                 event.ty(),
                 event.id(),
@@ -117,6 +111,32 @@ pub async fn forward(
                     metrics.record_status_changed("failed");
                 }
             }
+        }
+    })
+    .await
+}
+
+/// The pacing of progress reports, apart from how one is sent: a new report goes to `send`
+/// unless it repeats the last one sent, and then nothing goes for `interval`; reports made
+/// meanwhile are replaced by the newest (a watch channel keeps only that).
+async fn pace<F, Fut>(
+    mut reports: watch::Receiver<Option<String>>,
+    interval: Duration,
+    mut send: F,
+) -> std::convert::Infallible
+where
+    F: FnMut(String) -> Fut,
+    Fut: Future<Output = ()>,
+{
+    let mut last_sent: Option<String> = None;
+    loop {
+        if reports.changed().await.is_err() {
+            // The reporter is gone (cannot happen while the task runs): wait to be dropped.
+            return std::future::pending().await;
+        }
+        let message = reports.borrow_and_update().clone();
+        if let Some(message) = message.filter(|m| last_sent.as_ref() != Some(m)) {
+            send(message.clone()).await;
             last_sent = Some(message);
             tokio::time::sleep(interval).await;
         }
@@ -125,7 +145,50 @@ pub async fn forward(
 
 #[cfg(test)]
 mod tests {
+    use std::sync::{Arc, Mutex};
+
     use super::*;
+
+    #[tokio::test(start_paused = true)]
+    async fn reports_are_paced_newest_wins_and_repeats_are_not_sent() {
+        let interval = Duration::from_secs(5);
+        let (reporter, reports) = channel();
+        let started = tokio::time::Instant::now();
+        let sent: Arc<Mutex<Vec<(Duration, String)>>> = Arc::default();
+        let log = sent.clone();
+        let pacer = tokio::spawn(pace(reports, interval, move |message| {
+            log.lock().unwrap().push((started.elapsed(), message));
+            async {}
+        }));
+        let at = |secs: u64| tokio::time::sleep_until(started + Duration::from_secs(secs));
+
+        reporter.send_replace(Some("step a done".into()));
+        at(1).await;
+        // Within the interval: the first is replaced by the second, which waits its turn.
+        reporter.send_replace(Some("rollout: 0 of 2 ready".into()));
+        reporter.send_replace(Some("rollout: 1 of 2 ready".into()));
+        at(7).await;
+        // The same again: not sent. Then a new one, after the interval.
+        reporter.send_replace(Some("rollout: 1 of 2 ready".into()));
+        at(11).await;
+        reporter.send_replace(Some("rollout: 2 of 2 ready".into()));
+        at(30).await;
+        pacer.abort();
+
+        let sent = sent.lock().unwrap().clone();
+        let secs: Vec<(u64, &str)> = sent
+            .iter()
+            .map(|(after, message)| (after.as_secs(), message.as_str()))
+            .collect();
+        assert_eq!(
+            secs,
+            vec![
+                (0, "step a done"),
+                (5, "rollout: 1 of 2 ready"),
+                (11, "rollout: 2 of 2 ready"),
+            ]
+        );
+    }
 
     #[tokio::test]
     async fn reports_reach_the_scoped_reporter_and_nothing_else() {
