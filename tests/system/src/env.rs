@@ -64,24 +64,9 @@ impl TestEnv {
     pub async fn wait_replies(
         &self,
         deadline: Duration,
-        mut until: impl FnMut(&Replies) -> bool,
+        until: impl FnMut(&Replies) -> bool,
     ) -> anyhow::Result<Replies> {
-        // The replies are built up one message at a time: rebuilding them from every body
-        // after each new message made a wait cost the square of the stream's length.
-        let mut replies = Replies::default();
-        test_harness::stream::collect_stream_json(
-            &self.js,
-            "keptn",
-            "",
-            deadline,
-            |bodies: &[Value]| {
-                if let Some(newest) = bodies.last() {
-                    replies.push(newest.clone());
-                }
-                until(&replies)
-            },
-        )
-        .await?;
+        let (replies, _) = crate::events::collect_replies(&self.js, deadline, until).await?;
         Ok(replies)
     }
 

@@ -98,6 +98,25 @@ pub async fn publish(js: &jetstream::Context, event: &Value) -> anyhow::Result<u
     .await
 }
 
+/// Reads the Keptn stream of `js` until `until` holds for the replies so far; returns them and
+/// every message body read. The replies are built up one message at a time: rebuilding them
+/// from every body after each new message made a wait cost the square of the stream's length.
+pub async fn collect_replies(
+    js: &async_nats::jetstream::Context,
+    deadline: Duration,
+    mut until: impl FnMut(&Replies) -> bool,
+) -> anyhow::Result<(Replies, Vec<Value>)> {
+    let mut replies = Replies::default();
+    let bodies = test_harness::stream::collect_stream_json(js, "keptn", "", deadline, |bodies| {
+        if let Some(newest) = bodies.last() {
+            replies.push(newest.clone());
+        }
+        until(&replies)
+    })
+    .await?;
+    Ok((replies, bodies))
+}
+
 /// Replies published by helm-service, indexed for assertions. Every reply collected is
 /// checked against the Keptn spec's JSON schemas first
 /// ([`test_harness::spec_schemas::assert_conformant`]), so every system test that observes a

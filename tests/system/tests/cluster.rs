@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 
 use async_nats::jetstream;
 use async_nats::HeaderMap;
-use system_tests::events::{triggered, Replies};
+use system_tests::events::{collect_replies, triggered};
 use system_tests::probe::{overlaps, read_log, ProbeRecord};
 use system_tests::worker_process::{WorkerProcess, WorkerSpec};
 use test_harness::cluster::HEALTHY_DEADLINE;
@@ -150,13 +150,9 @@ async fn three_replicas_on_an_r3_cluster_survive_a_leader_kill_and_a_rolling_res
     }
     publisher.await??;
 
-    let bodies = test_harness::stream::collect_stream_json(
-        &js,
-        "keptn",
-        "",
-        Duration::from_secs(90),
-        |bodies| Replies::from_stream_bodies(bodies.to_vec()).count("finished") >= EVENTS,
-    )
+    let (replies, bodies) = collect_replies(&js, Duration::from_secs(90), |r| {
+        r.count("finished") >= EVENTS
+    })
     .await?;
     eprintln!("{:?}: all {EVENTS} finished", started.elapsed());
     let triggered_ids: Vec<String> = bodies
@@ -169,7 +165,6 @@ async fn three_replicas_on_an_r3_cluster_survive_a_leader_kill_and_a_rolling_res
         EVENTS,
         "each event is in the stream once"
     );
-    let replies = Replies::from_stream_bodies(bodies);
     for index in 0..EVENTS {
         let id = event_id(index);
         assert_eq!(replies.of(&id, "started").len(), 1, "{id} started once");

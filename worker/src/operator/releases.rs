@@ -117,7 +117,7 @@ pub async fn run(args: ReleasesArgs) -> anyhow::Result<()> {
     };
     // A service deployed in a namespace of its own (`keptn.namespace`) has its releases there.
     let names = match inventory.as_ref().and_then(|e| e.own_namespace(&names)) {
-        Some(namespace) => names.clone().in_namespace(namespace),
+        Some(namespace) => names.in_namespace(namespace),
         None => names,
     };
     let (helm, helm_error) = match helm_releases(&cluster, &names).await {
