@@ -64,6 +64,25 @@ pub fn example_chart() -> PathBuf {
     workspace_root().join("ops/examples/charts/hello")
 }
 
+/// A test image for the `helm test` worlds to tell kube-sim to fail (`failing_job_images`).
+pub const BROKEN_CHECK: &str = "ghcr.io/example/broken-check:1";
+
+/// A `helm test` pod for the example chart (`templates/test.yaml`, see
+/// [`example_chart_with`]), its image from the values (`testImage`).
+pub const TEST_POD: &str = r#"apiVersion: v1
+kind: Pod
+metadata:
+  name: {{ .Values.keptn.service }}-test
+  annotations:
+    "helm.sh/hook": test
+spec:
+  restartPolicy: Never
+  containers:
+    - name: check
+      image: {{ .Values.testImage | default "ghcr.io/example/hello-check:1" | quote }}
+      args: ["--url", "http://{{ .Values.keptn.service }}/healthz"]
+"#;
+
 /// The traffic layer the workers of a test world route with (`--traffic`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Traffic {

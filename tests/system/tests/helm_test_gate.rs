@@ -10,29 +10,14 @@ use k8s_openapi::api::core::v1::Pod;
 use kube::api::Api;
 use kube_sim::Config as SimConfig;
 use serde_json::json;
-use system_tests::deploy_env::{deployment_event, example_chart_with, DeployEnv};
+use system_tests::deploy_env::{
+    deployment_event, example_chart_with, DeployEnv, BROKEN_CHECK, TEST_POD,
+};
 
 const WAIT: Duration = Duration::from_secs(90);
 const NS: &str = "shop-dev";
 const V1: &str = "ghcr.io/example/hello:1.0";
 const V2: &str = "ghcr.io/example/hello:2.0";
-/// The test image kube-sim fails.
-const BROKEN_CHECK: &str = "ghcr.io/example/broken-check:1";
-
-/// A test pod of the chart, its image from the values.
-const TEST_POD: &str = r#"apiVersion: v1
-kind: Pod
-metadata:
-  name: {{ .Values.keptn.service }}-test
-  annotations:
-    "helm.sh/hook": test
-spec:
-  restartPolicy: Never
-  containers:
-    - name: check
-      image: {{ .Values.testImage | default "ghcr.io/example/hello-check:1" | quote }}
-      args: ["--url", "http://{{ .Values.keptn.service }}/healthz"]
-"#;
 
 async fn world(
     extra_args: &[&str],

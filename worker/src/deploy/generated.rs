@@ -283,6 +283,24 @@ pub(crate) fn suffix_split_labels(labels: &mut Value) -> bool {
     found
 }
 
+/// Undoes [`suffix_split_labels`]: drops the `-primary` suffix of the split labels in
+/// `labels` that carry it; whether there was one.
+pub(crate) fn unsuffix_split_labels(labels: &mut Value) -> bool {
+    let Some(labels) = labels.as_object_mut() else {
+        return false;
+    };
+    let mut found = false;
+    for key in SPLIT_LABELS {
+        if let Some(Value::String(value)) = labels.get_mut(key) {
+            if let Some(stem) = value.strip_suffix("-primary") {
+                *value = stem.to_owned();
+                found = true;
+            }
+        }
+    }
+    found
+}
+
 /// A copy of a rendered object without what the server or Helm own: it becomes part of
 /// another release, so Helm's ownership annotations and server-set fields must go.
 pub fn detached(object: &Value) -> Value {

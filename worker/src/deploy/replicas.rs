@@ -66,24 +66,89 @@ impl ReplicaOverride {
     }
 }
 
-/// `manifest` (of revision `marker.source_revision`) changed as `marker` says: replicas
-/// (see [`with_replicas`]) and, when it selects the primary, the Services' selectors.
+/// What the user's chart rendered for revision `source` (see [`chart_rendering`]) changed as
+/// `marker` says: replicas (see [`with_replicas`]) and, when it selects the primary, the
+/// Services' selectors.
 pub fn with_override(
     release: &str,
-    manifest: &str,
+    mut source: Manifest,
     marker: &ReplicaOverride,
 ) -> Result<String, ReplicasError> {
-    let mut parsed = Manifest::parse(release, manifest)?;
     set_replicas(
         release,
         marker.source_revision,
-        &mut parsed,
+        &mut source,
         &marker.replicas,
     )?;
     if marker.selects_primary {
-        traffic::select_primary(&mut parsed.objects);
+        traffic::select_primary(&mut source.objects);
     }
-    render(release, &parsed)
+    render(release, &source)
+}
+
+/// What the user's chart rendered for `revision`, from the revision's stored manifest and
+/// values: the manifest as it is, unless the revision is a deployment [`held_on_primary`]
+/// (its marker names itself as the source and selects the primary), whose Services'
+/// selectors are switched back.
+pub fn chart_rendering(
+    release: &str,
+    revision: u32,
+    manifest: &str,
+    config: &Value,
+) -> Result<Manifest, ReplicasError> {
+    let mut parsed = Manifest::parse(release, manifest)?;
+    let held = ReplicaOverride::of(config)
+        .is_some_and(|marker| marker.source_revision == revision && marker.selects_primary);
+    if held {
+        traffic::select_canary(&mut parsed.objects);
+    }
+    Ok(parsed)
+}
+
+/// A deployment of the user's chart that keeps the `service` layer's Services on the
+/// primary: after a promotion or a rollback the canary runs no pods, and the chart's own
+/// selector (the canary's pods) would leave the Service without endpoints until the new
+/// canary is ready. The deployment switches the selector once the canary is ready and tested.
+#[derive(Debug)]
+pub struct HeldOnPrimary {
+    /// Names the deployed revision as its own source, selecting the primary.
+    pub marker: ReplicaOverride,
+    /// What the chart rendered: what the deployment waits for and the blue/green model reads.
+    pub rendering: Manifest,
+    /// What is deployed (through [`write_chart`]): the rendering with the Services selecting
+    /// the primary, then the hooks as Helm rendered them, so Helm runs them as hooks of this
+    /// revision and `helm test` finds its tests.
+    pub manifest: String,
+}
+
+/// The [`HeldOnPrimary`] deployment of what the chart renders for `revision` (a dry run of
+/// its upgrade): `manifest`, and `hooks`, one manifest per hook.
+pub fn held_on_primary(
+    release: &str,
+    revision: u32,
+    manifest: &str,
+    hooks: &[String],
+) -> Result<HeldOnPrimary, ReplicasError> {
+    let rendering = Manifest::parse(release, manifest)?;
+    let mut held = rendering.clone();
+    traffic::select_primary(&mut held.objects);
+    let mut text = render(release, &held)?;
+    for hook in hooks {
+        text.push_str("---\n");
+        text.push_str(hook.trim_start_matches("---\n"));
+        if !hook.ends_with('\n') {
+            text.push('\n');
+        }
+    }
+    Ok(HeldOnPrimary {
+        marker: ReplicaOverride {
+            source_revision: revision,
+            replicas: BTreeMap::new(),
+            selects_primary: true,
+        },
+        rendering,
+        manifest: text,
+    })
 }
 
 /// `manifest` with `spec.replicas` of the named Deployments changed; every name must be a
@@ -165,8 +230,8 @@ pub fn write_chart(dir: &Path, chart_name: &str, chart_version: &str) -> std::io
         } else {
             chart_version
         },
-        "the manifest of an earlier revision with other replica counts, written by \
-         helm-service; the next deployment restores the chart",
+        "a manifest the user's chart rendered, changed by helm-service (replica counts, \
+         the service traffic layer's selector); the next deployment of the chart replaces it",
     )
 }
 
@@ -254,7 +319,8 @@ spec: {ports: [{port: 80}]}
             replicas: BTreeMap::new(),
             selects_primary: true,
         };
-        let out = with_override("r", &manifest, &marker).unwrap();
+        let source = || Manifest::parse("r", &manifest).unwrap();
+        let out = with_override("r", source(), &marker).unwrap();
         let parsed = Manifest::parse("r", &out).unwrap();
         assert_eq!(
             parsed.services()[0]["spec"]["selector"]["app"],
@@ -264,10 +330,57 @@ spec: {ports: [{port: 80}]}
         assert!(!marker.is_scaled_to_zero());
         marker.selects_primary = false;
         marker.replicas.insert("carts".into(), 0);
-        let out = with_override("r", &manifest, &marker).unwrap();
+        let out = with_override("r", source(), &marker).unwrap();
         let parsed = Manifest::parse("r", &out).unwrap();
         assert_eq!(parsed.services()[0]["spec"]["selector"]["app"], "carts");
         assert_eq!(parsed.deployments()[0]["spec"]["replicas"], 0);
+    }
+
+    #[test]
+    fn a_held_deployment_selects_the_primary_and_keeps_its_hooks() {
+        let manifest = MANIFEST.replace(
+            "spec: {ports: [{port: 80}]}",
+            "spec: {selector: {app: carts}, ports: [{port: 80}]}",
+        );
+        let hook = "# Source: carts/templates/test.yaml\napiVersion: v1\nkind: Pod\n\
+                    metadata:\n  name: carts-test\n  annotations: {helm.sh/hook: test}\n";
+        let held = held_on_primary("r", 7, &manifest, &[hook.to_owned()]).unwrap();
+        assert_eq!(
+            held.marker,
+            ReplicaOverride {
+                source_revision: 7,
+                replicas: BTreeMap::new(),
+                selects_primary: true
+            }
+        );
+        let deployed = Manifest::parse("r", &held.manifest).unwrap();
+        assert_eq!(deployed.objects.len(), 3, "{}", held.manifest);
+        assert_eq!(
+            deployed.services()[0]["spec"]["selector"]["app"],
+            "carts-primary"
+        );
+        assert_eq!(
+            deployed.objects[2]["metadata"]["annotations"]["helm.sh/hook"],
+            "test"
+        );
+        assert!(held.manifest.ends_with(hook), "{}", held.manifest);
+        // The rendering is the chart's.
+        assert_eq!(
+            held.rendering.services()[0]["spec"]["selector"]["app"],
+            "carts"
+        );
+
+        // Stored as revision 7 with its marker, the chart's rendering is read back from it;
+        // a revision whose marker names another source (a later override) is read as it is.
+        let values = override_values(&held.marker, held.manifest.clone(), &json!({}));
+        let back = chart_rendering("r", 7, &held.manifest, &values).unwrap();
+        assert_eq!(back.services()[0]["spec"]["selector"]["app"], "carts");
+        assert_eq!(back.objects.len(), 3);
+        let later = chart_rendering("r", 8, &held.manifest, &values).unwrap();
+        assert_eq!(
+            later.services()[0]["spec"]["selector"]["app"],
+            "carts-primary"
+        );
     }
 
     #[test]

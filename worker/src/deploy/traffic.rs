@@ -20,7 +20,7 @@ use std::fmt;
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 
-use super::generated::suffix_split_labels;
+use super::generated::{suffix_split_labels, unsuffix_split_labels};
 use super::naming::is_dns_label;
 
 /// Istio networking API of the generated objects: served by every Istio since 1.8.
@@ -322,13 +322,28 @@ impl Router for ServiceSelector {
 /// selects by a split label (`app`, `app.kubernetes.io/name`) selects the primary's pods
 /// instead, whose labels carry the `-primary` suffix. Returns how many were switched.
 pub fn select_primary(objects: &mut [Value]) -> usize {
+    switched_services(objects)
+        .map(|service| suffix_split_labels(&mut service["spec"]["selector"]))
+        .filter(|&switched| switched)
+        .count()
+}
+
+/// Undoes [`select_primary`] on a manifest it was applied to, giving back what the chart
+/// rendered (exactly: a selector the chart itself ended in `-primary` was suffixed twice).
+/// Returns how many Services were switched back.
+pub fn select_canary(objects: &mut [Value]) -> usize {
+    switched_services(objects)
+        .map(|service| unsuffix_split_labels(&mut service["spec"]["selector"]))
+        .filter(|&switched| switched)
+        .count()
+}
+
+/// The Services whose selector is the `service` layer's switch.
+fn switched_services(objects: &mut [Value]) -> impl Iterator<Item = &mut Value> {
     objects
         .iter_mut()
         .filter(|object| object["kind"] == "Service" && object["apiVersion"] == "v1")
         .filter(|service| service["spec"]["type"] != "ExternalName")
-        .map(|service| suffix_split_labels(&mut service["spec"]["selector"]))
-        .filter(|&switched| switched)
-        .count()
 }
 
 /// The cluster DNS name of a Service.
@@ -450,6 +465,26 @@ mod tests {
             objects[1]["spec"]["selector"]["matchLabels"]["app"],
             "carts"
         );
+    }
+
+    #[test]
+    fn selecting_the_canary_undoes_selecting_the_primary() {
+        let rendered = vec![
+            json!({"apiVersion": "v1", "kind": "Service", "metadata": {"name": "carts"},
+                   "spec": {"selector": {"app.kubernetes.io/name": "carts", "tier": "web"}}}),
+            // A chart whose own selector ends like the switch: suffixed twice, undone once.
+            json!({"apiVersion": "v1", "kind": "Service", "metadata": {"name": "db"},
+                   "spec": {"selector": {"app": "db-primary"}}}),
+            json!({"apiVersion": "v1", "kind": "Service", "metadata": {"name": "ext"},
+                   "spec": {"type": "ExternalName", "selector": {"app": "ext-primary"}}}),
+            json!({"apiVersion": "v1", "kind": "Service", "metadata": {"name": "bare"},
+                   "spec": {"selector": {"role": "web"}}}),
+        ];
+        let mut objects = rendered.clone();
+        assert_eq!(select_primary(&mut objects), 2);
+        assert_eq!(objects[1]["spec"]["selector"]["app"], "db-primary-primary");
+        assert_eq!(select_canary(&mut objects), 2);
+        assert_eq!(objects, rendered);
     }
 
     #[test]

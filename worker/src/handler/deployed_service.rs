@@ -31,8 +31,9 @@ use crate::deploy::ownership;
 use crate::deploy::plan::{Action, BlueGreenState, Plan};
 use crate::deploy::replicas::{self, ReplicaOverride};
 use crate::deploy::settings::Deadlines;
+use crate::deploy::traffic::TrafficLayer;
 use crate::deploy::KeptnValues;
-use crate::helm::{HelmError, ReleaseStatus, UpgradeRequest};
+use crate::helm::{HelmError, ReleaseStatus, RenderedRelease, UpgradeRequest};
 use crate::pipeline::intake::Task;
 
 /// One service in one stage, with what a task needs to observe and change it: its two
@@ -75,8 +76,9 @@ pub(super) struct UserSource {
 
 impl UserSource {
     fn parse(release: &str, stored: &StoredRelease) -> Result<Self, TaskError> {
-        let manifest = Manifest::parse(release, &stored.manifest)
-            .map_err(|err| TaskError::Failed(err.to_string()))?;
+        let manifest =
+            replicas::chart_rendering(release, stored.revision, &stored.manifest, &stored.config)
+                .map_err(|err| TaskError::Failed(err.to_string()))?;
         Ok(UserSource {
             revision: stored.revision,
             manifest,
@@ -417,6 +419,33 @@ impl<'a> DeployedService<'a> {
             .await
     }
 
+    /// What [`DeployedService::upgrade`] of `release` to the chart at `chart_dir` would
+    /// deploy, rendered by helm against the cluster and applied nowhere.
+    pub async fn render(
+        &self,
+        release: &str,
+        chart_dir: &std::path::Path,
+        values: &Value,
+    ) -> Result<RenderedRelease, HelmError> {
+        self.platform
+            .helm
+            .render_upgrade(&UpgradeRequest {
+                timeout: Some(self.deadlines.helm),
+                ..UpgradeRequest::new(release, &self.names.namespace, chart_dir, values)
+            })
+            .await
+    }
+
+    /// helm-service's override of the user release in its latest revision (of `histories`),
+    /// if that revision is one.
+    pub async fn latest_user_override(
+        &self,
+        histories: &ReleaseHistories,
+    ) -> Result<Option<ReplicaOverride>, TaskError> {
+        let latest = self.latest(&self.names.user, &histories.user).await?;
+        Ok(latest.and_then(|latest| ReplicaOverride::of(&latest.config)))
+    }
+
     /// The model revision `revision` of the generated release was upgraded with (its values
     /// record it), read from Helm's storage.
     pub async fn generated_model(&self, revision: u32) -> Result<GeneratedModel, TaskError> {
@@ -537,8 +566,10 @@ impl<'a> DeployedService<'a> {
             .platform
             .stored_revision(namespace, release, source_revision)
             .await?;
-        let manifest = replicas::with_override(release, &source.manifest, &marker)
-            .map_err(|err| TaskError::Failed(err.to_string()))?;
+        let manifest =
+            replicas::chart_rendering(release, source_revision, &source.manifest, &source.config)
+                .and_then(|rendering| replicas::with_override(release, rendering, &marker))
+                .map_err(|err| TaskError::Failed(err.to_string()))?;
         let values = replicas::override_values(&marker, manifest, &source.config);
         let dir = private_dir()?;
         let chart_dir =
@@ -563,6 +594,37 @@ impl<'a> DeployedService<'a> {
             self.wait_for_rollout(&running).await?;
         }
         Ok(revision)
+    }
+
+    /// With the `service` layer: the user release's Services switched to the canary when
+    /// its latest revision selects the primary (a deployment held on the primary,
+    /// `replicas::held_on_primary`), as the override of that revision's source with the
+    /// selector back. Returns the user release's latest revision afterwards; a switch made
+    /// before (a redelivered event) is not made again.
+    pub async fn select_canary(&self) -> Result<u32, TaskError> {
+        let (namespace, release) = (&self.names.namespace, &self.names.user);
+        let history = self
+            .platform
+            .cluster
+            .release_revisions(namespace, release)
+            .await?;
+        let latest = self.latest(release, &history).await?.ok_or_else(|| {
+            TaskError::Failed(format!(
+                "release {release} in namespace {namespace} is gone: it was removed while being deployed"
+            ))
+        })?;
+        let Some(marker) = ReplicaOverride::of(&latest.config).filter(|m| m.selects_primary) else {
+            return Ok(latest.revision);
+        };
+        let source = marker.source_revision;
+        let plan = Plan {
+            generated_revision: None,
+            user_source_revision: Some(source),
+            actions: vec![Action::RouteTraffic { canary_weight: 100 }],
+            traffic: TrafficLayer::Service,
+            user_override: Some(marker),
+        };
+        self.upgrade_user_override(&plan, 0, source).await
     }
 
     /// The user release rolled back to revision `to` (`helm rollback`, a new revision with

@@ -29,9 +29,11 @@ use crate::deploy::generated::{BlueGreenModel, GeneratedModel, MeshModel, Routin
 use crate::deploy::inventory::InventoryEntry;
 use crate::deploy::manifest::{lowest_tcp_port, name_of, Manifest};
 use crate::deploy::naming::chart_namespace;
+use crate::deploy::replicas;
 use crate::deploy::traffic::TrafficLayer;
 use crate::deploy::uris::{local_uri, Endpoints};
 use crate::deploy::KeptnValues;
+use crate::helm::ReleaseStatus;
 use crate::pipeline::intake::{Task, TaskPayload};
 
 /// Label Istio's sidecar injector looks for; blue/green needs the sidecars.
@@ -105,6 +107,11 @@ struct UserStepOutput {
     services: Vec<String>,
     main_service: Option<String>,
     main_port: Option<u16>,
+    /// The revision keeps the `service` layer's Services on the primary
+    /// (`replicas::held_on_primary`): the generated-release step switches them to the canary.
+    /// Absent in records of earlier versions.
+    #[serde(default)]
+    held_on_primary: bool,
 }
 
 /// The recorded output of the generated-release step.
@@ -113,6 +120,10 @@ struct GeneratedStepOutput {
     revision: Option<u32>,
     /// Deployments of the generated chart (the blue/green primary).
     deployments: Vec<String>,
+    /// The user release's revision after the step, when the step wrote one (the switch of a
+    /// deployment held on the primary to the canary). Absent in records of earlier versions.
+    #[serde(default)]
+    user_revision: Option<u32>,
 }
 
 impl Deployment<'_> {
@@ -145,7 +156,7 @@ impl Deployment<'_> {
         let mut manifest = None;
         let user: UserStepOutput = steps
             .step("user-release", || {
-                self.deploy_user(&chart, stored.user_last_good(), &mut manifest)
+                self.deploy_user(&chart, &stored, &mut manifest)
             })
             .await?;
         let generated: Option<GeneratedStepOutput> = match self.strategy {
@@ -161,6 +172,7 @@ impl Deployment<'_> {
 
         let uris = self.uris(&user, commit.as_deref()).await?;
         let entry = self.inventory_entry(digest, &user, generated.as_ref(), uris, commit);
+        let user_revision = entry.user_revision;
         self.service
             .platform
             .inventory
@@ -171,7 +183,7 @@ impl Deployment<'_> {
             chart.name(),
             chart.version(),
             self.service.names.user,
-            user.revision,
+            user_revision,
             self.service.names.namespace,
             self.strategy.as_str()
         );
@@ -224,12 +236,15 @@ impl Deployment<'_> {
             deployments.extend(generated.deployments.iter().cloned());
         }
         let generated_revision = generated.and_then(|g| g.revision);
+        let user_revision = generated
+            .and_then(|g| g.user_revision)
+            .unwrap_or(user.revision);
         InventoryEntry {
             strategy: self.strategy.as_str().to_owned(),
             traffic: self.traffic_of_entry(),
             namespace: self.service.names.namespace.clone(),
             user_release: self.service.names.user.clone(),
-            user_revision: user.revision,
+            user_revision,
             generated_release: generated_revision.map(|_| self.service.names.generated.clone()),
             generated_revision,
             chart_digest,
@@ -365,24 +380,34 @@ impl Deployment<'_> {
     async fn deploy_user(
         &self,
         chart: &Chart,
-        last_good: Option<u32>,
+        stored: &ReleaseHistories,
         manifest_out: &mut Option<Manifest>,
     ) -> Result<UserStepOutput, TaskError> {
         let release = &self.service.names.user;
+        let last_good = stored.user_last_good();
         let dir = private_dir()?;
         let chart_dir = chart
             .write_to(dir.path())
             .map_err(|err| TaskError::Transient(format!("unpacking the chart: {err}")))?;
         let values = self.keptn_values(self.keptn_role()).to_values();
-        let upgraded = self
-            .service
-            .upgrade(release, &chart_dir, &values, None)
-            .await;
-        let status = match upgraded {
-            Ok(status) => status,
-            Err(err) => return Err(self.undo(err.into(), release, last_good).await),
+        let held_on_primary = self.holds_primary(stored).await?;
+        let upgraded = if held_on_primary {
+            self.upgrade_held_on_primary(&chart_dir, &values).await
+        } else {
+            self.service
+                .upgrade(release, &chart_dir, &values, None)
+                .await
+                .map(|status| (status, None))
+                .map_err(TaskError::from)
         };
-        let manifest = self.read_manifest(release).await?;
+        let (status, rendering) = match upgraded {
+            Ok(upgraded) => upgraded,
+            Err(err) => return Err(self.undo(err, release, last_good).await),
+        };
+        let manifest = match rendering {
+            Some(rendering) => rendering,
+            None => self.read_manifest(release).await?,
+        };
         if self.strategy == DeploymentStrategy::BlueGreenService {
             if let Err(err) = BlueGreenModel::from_manifest(self.routing(), &manifest, 100) {
                 let failed = TaskError::Failed(err.to_string());
@@ -420,9 +445,70 @@ impl Deployment<'_> {
                 .collect(),
             main_service: main.and_then(name_of).map(str::to_owned),
             main_port: main.and_then(lowest_tcp_port),
+            held_on_primary,
         };
         *manifest_out = Some(manifest);
         Ok(user)
+    }
+
+    /// Whether the deployment keeps the Services on the primary until its canary is ready
+    /// and tested: with the `service` layer, when they select the primary now (the latest
+    /// user revision is a promotion's or rollback's override). The chart's own selector is
+    /// the canary's pods, which the canary at zero does not have yet; the other layers route
+    /// in the generated release, after the rollout.
+    async fn holds_primary(&self, stored: &ReleaseHistories) -> Result<bool, TaskError> {
+        if self.strategy != DeploymentStrategy::BlueGreenService
+            || !self.traffic().splits_by_selector()
+        {
+            return Ok(false);
+        }
+        let latest = self.service.latest_user_override(stored).await?;
+        Ok(latest.is_some_and(|marker| marker.selects_primary))
+    }
+
+    /// The user release upgraded to what the chart at `chart_dir` renders, with the Services
+    /// kept on the primary (`replicas::held_on_primary`): helm renders the upgrade (a dry
+    /// run), and the changed manifest is deployed through the override chart. Returns the
+    /// new revision's status and what the chart rendered.
+    async fn upgrade_held_on_primary(
+        &self,
+        chart_dir: &std::path::Path,
+        values: &Value,
+    ) -> Result<(ReleaseStatus, Option<Manifest>), TaskError> {
+        let release = &self.service.names.user;
+        let rendered = self.service.render(release, chart_dir, values).await?;
+        let held = replicas::held_on_primary(
+            release,
+            rendered.revision,
+            &rendered.manifest,
+            &rendered.hooks,
+        )
+        .map_err(|err| TaskError::Failed(err.to_string()))?;
+        let values = replicas::override_values(&held.marker, held.manifest, values);
+        let dir = private_dir()?;
+        let override_chart =
+            replicas::write_chart(dir.path(), &rendered.chart_name, &rendered.chart_version)
+                .map_err(|err| {
+                    TaskError::Transient(format!("writing the override chart: {err}"))
+                })?;
+        let description = format!(
+            "helm-service: deploy {}-{} with the Service kept on the primary until the canary is ready ({})",
+            rendered.chart_name, rendered.chart_version, self.service.cause
+        );
+        let status = self
+            .service
+            .upgrade(release, &override_chart, &values, Some(&description))
+            .await?;
+        if status.revision != rendered.revision {
+            // The marker names the revision helm rendered: another writer got in between.
+            return Err(TaskError::Transient(format!(
+                "release {release} got revision {} while helm-service deployed revision {}: \
+                 another client changed it at the same time; deploying again",
+                status.revision, rendered.revision
+            )));
+        }
+        info!(release = %release, revision = status.revision, "deployed with the Service kept on the primary until the canary is ready");
+        Ok((status, Some(held.rendering)))
     }
 
     /// The test gate (`--helm-test`): `helm test` of the new revision, waiting up to the
@@ -541,6 +627,13 @@ impl Deployment<'_> {
     ) -> Result<GeneratedStepOutput, TaskError> {
         let release = &self.service.names.generated;
         let exists = latest.is_some();
+        // A deployment held on the primary: its canary is ready and tested, so the Services
+        // switch to it now, as the routing of the other layers does below.
+        let user_revision = if user.held_on_primary {
+            Some(self.service.select_canary().await?)
+        } else {
+            None
+        };
         let (model, first_install) = match (self.strategy, latest) {
             (DeploymentStrategy::BlueGreenService, Some(revision)) => {
                 // Read from Helm's storage: one GET instead of a `helm get values` process.
@@ -552,8 +645,8 @@ impl Deployment<'_> {
                 };
                 model.canary_weight = 100;
                 // The stage's current traffic layer and gateway: a changed setting takes
-                // effect here (the user release was just deployed from its chart, so its
-                // Service selects the canary, as 100% canary means on every layer).
+                // effect here (the user release's Services select the canary now, as 100%
+                // canary means on every layer).
                 model.routing = self.routing();
                 (GeneratedModel::BlueGreen(model), false)
             }
@@ -572,6 +665,7 @@ impl Deployment<'_> {
                     return Ok(GeneratedStepOutput {
                         revision: None,
                         deployments: Vec::new(),
+                        user_revision,
                     });
                 }
                 let model = MeshModel {
@@ -602,6 +696,7 @@ impl Deployment<'_> {
         Ok(GeneratedStepOutput {
             revision: Some(revision),
             deployments,
+            user_revision,
         })
     }
 

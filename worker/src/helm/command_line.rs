@@ -77,11 +77,7 @@ pub(crate) fn upgrade(
     let base = req.timeout.unwrap_or(base);
     // Rolling back on failure needs helm to wait: up to the deadline unless told otherwise.
     let wait = req.wait.or(req.rollback_on_failure.then_some(base));
-    let mut args = os(&["upgrade", "--install", req.release]);
-    args.push(chart.into());
-    args.extend(os(&["--namespace", req.namespace, "--reset-values"]));
-    args.push("--values".into());
-    args.push(values_file.into());
+    let mut args = upgrade_of_chart(req, chart, values_file);
     push_wait(&mut args, wait, base, version);
     if req.rollback_on_failure {
         args.push(rollback_on_failure_flag(version).into());
@@ -103,6 +99,31 @@ pub(crate) fn upgrade(
         timeout: deadline(base, wait, factor),
         waited: wait.is_some(),
     }
+}
+
+/// `helm upgrade --install --dry-run=server` of the chart at `chart`: what that upgrade
+/// would deploy, printed as the release JSON (its revision, manifest and hooks) and neither
+/// stored nor applied. Rendered as the real upgrade renders: against the cluster's
+/// capabilities, with `lookup` answered by the cluster, at the next revision number.
+pub(crate) fn render(
+    req: &UpgradeRequest<'_>,
+    chart: &Path,
+    values_file: &Path,
+    base: Duration,
+) -> CommandLine {
+    let mut args = upgrade_of_chart(req, chart, values_file);
+    args.extend(os(&["--dry-run=server", "--output", "json"]));
+    CommandLine::read(args, req.timeout.unwrap_or(base))
+}
+
+/// The start every upgrade line shares: release, chart, namespace and exactly these values.
+fn upgrade_of_chart(req: &UpgradeRequest<'_>, chart: &Path, values_file: &Path) -> Vec<OsString> {
+    let mut args = os(&["upgrade", "--install", req.release]);
+    args.push(chart.into());
+    args.extend(os(&["--namespace", req.namespace, "--reset-values"]));
+    args.push("--values".into());
+    args.push(values_file.into());
+    args
 }
 
 /// `helm rollback` to `revision`, waiting up to `wait` for readiness when given.
@@ -316,6 +337,40 @@ mod tests {
         );
         assert_eq!((line.timeout, line.waited), (BASE, false));
         assert_eq!(upgrade_of(&req, &v3()), line, "no wait: the same on Helm 3");
+    }
+
+    #[test]
+    fn render_is_a_server_side_dry_run_that_never_waits() {
+        let values = some_values();
+        let req = UpgradeRequest {
+            wait: Some(Duration::from_secs(60)),
+            description: Some("kept on the primary"),
+            ..UpgradeRequest::new("rel", "ns", Path::new("carts"), &values)
+        };
+        let line = render(
+            &req,
+            Path::new("/charts/carts"),
+            Path::new("/tmp/v/values.json"),
+            BASE,
+        );
+        assert_eq!(
+            text(&line.args),
+            [
+                "upgrade",
+                "--install",
+                "rel",
+                "/charts/carts",
+                "--namespace",
+                "ns",
+                "--reset-values",
+                "--values",
+                "/tmp/v/values.json",
+                "--dry-run=server",
+                "--output",
+                "json"
+            ]
+        );
+        assert_eq!((line.timeout, line.waited), (BASE, false));
     }
 
     #[test]

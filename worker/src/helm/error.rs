@@ -12,6 +12,7 @@ use super::ReleaseRef;
 pub enum Operation {
     Version,
     Upgrade,
+    Render,
     Status,
     History,
     Manifest,
@@ -21,12 +22,13 @@ pub enum Operation {
 }
 
 impl Operation {
-    /// Stable metric label: `version`, `upgrade`, `status`, `history`, `manifest`,
+    /// Stable metric label: `version`, `upgrade`, `render`, `status`, `history`, `manifest`,
     /// `rollback`, `uninstall`, `test`.
     pub fn as_str(self) -> &'static str {
         match self {
             Self::Version => "version",
             Self::Upgrade => "upgrade",
+            Self::Render => "render",
             Self::Status => "status",
             Self::History => "history",
             Self::Manifest => "manifest",
@@ -41,6 +43,7 @@ impl Operation {
         match self {
             Self::Version => "helm version",
             Self::Upgrade => "helm upgrade --install",
+            Self::Render => "helm upgrade --install --dry-run=server",
             Self::Status => "helm status",
             Self::History => "helm history",
             Self::Manifest => "helm get manifest",

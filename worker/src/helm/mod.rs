@@ -37,7 +37,7 @@ use tracing::Instrument;
 
 pub use error::{FailureKind, HelmError, Operation};
 pub use recover::{Recovery, RecoveryAction};
-pub use release::{HistoryEntry, ReleaseRef, ReleaseState, ReleaseStatus};
+pub use release::{HistoryEntry, ReleaseRef, ReleaseState, ReleaseStatus, RenderedRelease};
 pub use version::HelmVersion;
 
 use crate::deploy::naming::is_dns_label;
@@ -317,27 +317,7 @@ impl Helm {
         req: &UpgradeRequest<'_>,
     ) -> Result<ReleaseStatus, HelmError> {
         let op = Operation::Upgrade;
-        let target = checked_target(op, req.release, req.namespace)?;
-        let invalid = |reason: String| HelmError::InvalidRequest {
-            operation: op,
-            target: target.clone(),
-            reason,
-        };
-        if !(req.values.is_object() || req.values.is_null()) {
-            return Err(invalid(
-                "values must be a JSON object (a map of value names)".into(),
-            ));
-        }
-        let chart = std::path::absolute(req.chart_dir)
-            .map_err(|e| invalid(format!("chart path {}: {e}", req.chart_dir.display())))?;
-        let values =
-            ValuesFile::write(self.config.temp_dir.as_deref(), req.values).map_err(|source| {
-                HelmError::Io {
-                    operation: op,
-                    target: target.clone(),
-                    source,
-                }
-            })?;
+        let (target, chart, values) = self.upgrade_inputs(op, req)?;
         let line = command_line::upgrade(
             req,
             &chart,
@@ -362,6 +342,57 @@ impl Helm {
                 target,
                 message: "the release is gone right after its upgrade succeeded".into(),
             })
+    }
+
+    /// What `helm upgrade --install` of `req` would deploy, rendered by helm against the
+    /// cluster (`--dry-run=server`) and neither stored nor applied: the revision it would
+    /// write, the manifest and the hooks. A caller that must change what a chart renders
+    /// before it is applied deploys the changed manifest instead (`deploy::manifest_chart`).
+    pub async fn render_upgrade(
+        &self,
+        req: &UpgradeRequest<'_>,
+    ) -> Result<RenderedRelease, HelmError> {
+        let op = Operation::Render;
+        let (target, chart, values) = self.upgrade_inputs(op, req)?;
+        let line = command_line::render(req, &chart, &values.path(), self.config.timeout);
+        let out = self.call(op, &target, line).await?;
+        drop(values);
+        release::parse_rendered(&out).map_err(|e| HelmError::Parse {
+            operation: op,
+            target,
+            message: e.to_string(),
+        })
+    }
+
+    /// The checked release, the chart's absolute path and the values written to a private
+    /// file, as every `helm upgrade` line takes them.
+    fn upgrade_inputs(
+        &self,
+        op: Operation,
+        req: &UpgradeRequest<'_>,
+    ) -> Result<(ReleaseRef, PathBuf, ValuesFile), HelmError> {
+        let target = checked_target(op, req.release, req.namespace)?;
+        let invalid = |reason: String| HelmError::InvalidRequest {
+            operation: op,
+            target: target.clone(),
+            reason,
+        };
+        if !(req.values.is_object() || req.values.is_null()) {
+            return Err(invalid(
+                "values must be a JSON object (a map of value names)".into(),
+            ));
+        }
+        let chart = std::path::absolute(req.chart_dir)
+            .map_err(|e| invalid(format!("chart path {}: {e}", req.chart_dir.display())))?;
+        let values =
+            ValuesFile::write(self.config.temp_dir.as_deref(), req.values).map_err(|source| {
+                HelmError::Io {
+                    operation: op,
+                    target: target.clone(),
+                    source,
+                }
+            })?;
+        Ok((target, chart, values))
     }
 
     /// The latest revision of the release; `None` when there is no such release.

@@ -204,6 +204,57 @@ pub(crate) fn parse_upgrade_output(
     })
 }
 
+/// What an upgrade would deploy (`Helm::render_upgrade`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RenderedRelease {
+    /// The revision the upgrade would write.
+    pub revision: u32,
+    /// The objects it would apply, as one multi-document manifest (without the hooks).
+    pub manifest: String,
+    /// Each hook's manifest, with the `helm.sh/hook` annotations that make it one.
+    pub hooks: Vec<String>,
+    /// The chart's name, version and app version.
+    pub chart_name: String,
+    pub chart_version: String,
+    pub app_version: String,
+}
+
+/// Parses the release JSON of a dry run (`helm upgrade --dry-run=server -o json`).
+pub(crate) fn parse_rendered(json: &[u8]) -> Result<RenderedRelease, serde_json::Error> {
+    #[derive(Deserialize)]
+    struct Printed {
+        version: u32,
+        #[serde(default)]
+        manifest: String,
+        #[serde(default)]
+        hooks: Option<Vec<PrintedHook>>,
+        #[serde(default)]
+        chart: Option<PrintedChart>,
+    }
+    #[derive(Deserialize)]
+    struct PrintedHook {
+        manifest: String,
+    }
+    let printed: Printed = serde_json::from_slice(json)?;
+    let metadata = printed.chart.map(|chart| chart.metadata);
+    let (chart_name, chart_version, app_version) = metadata
+        .map(|m| (m.name, m.version, m.app_version))
+        .unwrap_or_default();
+    Ok(RenderedRelease {
+        revision: printed.version,
+        manifest: printed.manifest,
+        hooks: printed
+            .hooks
+            .unwrap_or_default()
+            .into_iter()
+            .map(|hook| hook.manifest)
+            .collect(),
+        chart_name,
+        chart_version,
+        app_version,
+    })
+}
+
 /// Parses `helm history -o json`, oldest revision first.
 pub(crate) fn parse_history(json: &str) -> Result<Vec<HistoryEntry>, serde_json::Error> {
     let trimmed = json.trim();
@@ -244,6 +295,30 @@ mod tests {
         assert_eq!(status.app_version, "1.0");
         assert_eq!(status.description, "Upgrade complete");
         assert!(parse_upgrade_output("t1", "ns", b"Release \"t1\" has been upgraded").is_none());
+    }
+
+    #[test]
+    fn a_dry_run_gives_the_manifest_and_the_hooks() {
+        let json = br#"{"name":"t1","version":4,"info":{"status":"pending-upgrade"},
+            "chart":{"metadata":{"name":"hello","version":"0.1.0","appVersion":"1.0"}},
+            "manifest":"---\nkind: Service\n",
+            "hooks":[{"name":"t","kind":"Pod","manifest":"kind: Pod\n","events":["test"]}]}"#;
+        let rendered = parse_rendered(json).unwrap();
+        assert_eq!(rendered.revision, 4);
+        assert_eq!(rendered.manifest, "---\nkind: Service\n");
+        assert_eq!(rendered.hooks, ["kind: Pod\n"]);
+        assert_eq!(
+            (
+                rendered.chart_name.as_str(),
+                rendered.chart_version.as_str()
+            ),
+            ("hello", "0.1.0")
+        );
+        assert_eq!(rendered.app_version, "1.0");
+        // A chart without hooks prints none (Helm 3 omits the key).
+        let bare = parse_rendered(br#"{"version":2,"manifest":""}"#).unwrap();
+        assert!(bare.hooks.is_empty() && bare.chart_name.is_empty());
+        assert!(parse_rendered(b"Release \"t1\" has been upgraded").is_err());
     }
 
     #[test]
