@@ -108,9 +108,10 @@ async fn blue_green_deployment_resumes_after_a_crash_after_each_step_service() -
     deployment_resumes_after_each_step(Traffic::Service).await
 }
 
-/// A blue/green deployment of v2 over v1 whose worker dies after each of its steps: the
-/// redelivery ends in the same state (canary v2 taking all traffic, primary v1) with each
-/// release upgraded once.
+/// A blue/green deployment of v2 over a promoted v1 (the canary at zero, traffic on the
+/// primary) whose worker dies after each of its steps: until the generated-release step
+/// traffic stays on the primary, and the redelivery ends in the same state as an uncrashed
+/// run (canary v2 taking all traffic, primary v1) with every step run once.
 async fn deployment_resumes_after_each_step(traffic: Traffic) -> anyhow::Result<()> {
     let env = DeployEnv::start_with(
         SimConfig {
@@ -131,6 +132,10 @@ async fn deployment_resumes_after_each_step(traffic: Traffic) -> anyhow::Result<
         let first = deployment_event(&format!("{svc}-d1"), svc, "blue_green_service", json!({}));
         let finished = env.deploy(&first, WAIT).await?;
         anyhow::ensure!(finished["data"]["status"] == "succeeded", "{finished:#}");
+        let promotion = release_event(&format!("{svc}-r1"), svc, "blue_green_service", "pass");
+        let finished = env.deploy(&promotion, WAIT).await?;
+        anyhow::ensure!(finished["data"]["status"] == "succeeded", "{finished:#}");
+        assert_eq!(env.blue_green_weights(svc).await?, (0, 100), "promoted");
         worker.process.stop(Duration::from_secs(15)).await?;
 
         let mut spec = quick(env.worker_spec());
@@ -146,6 +151,17 @@ async fn deployment_resumes_after_each_step(traffic: Traffic) -> anyhow::Result<
         let status = crashing.process.wait_exit(WAIT).await?;
         use std::os::unix::process::ExitStatusExt;
         assert_eq!(status.signal(), Some(9), "after {crash_step}: {status:?}");
+        // The canary is switched to in the generated-release step, on every layer.
+        let routed = if *crash_step == "user-release" {
+            (0, 100)
+        } else {
+            (100, 0)
+        };
+        assert_eq!(
+            env.blue_green_weights(svc).await?,
+            routed,
+            "right after a crash after {crash_step}"
+        );
 
         let resumed = env
             .start_worker(quick(env.worker_spec()), &format!("{svc}-resume"))
@@ -164,14 +180,22 @@ async fn deployment_resumes_after_each_step(traffic: Traffic) -> anyhow::Result<
             (100, 0),
             "after a crash after {crash_step}"
         );
-        for release in [
-            format!("shop-dev-{svc}"),
-            format!("shop-dev-{svc}-generated"),
+        // Every step ran once: the revisions of the deployment, the promotion (with the
+        // `service` layer two user-release overrides, else the generated release's routing
+        // and the user release's scale-down) and the second deployment (with the `service`
+        // layer the user release held on the primary, then switched to the canary).
+        let (user, generated) = match traffic {
+            Traffic::Service => (1 + 2 + 2, 1 + 1),
+            _ => (1 + 1 + 1, 1 + 1 + 1),
+        };
+        for (release, revisions) in [
+            (format!("shop-dev-{svc}"), user),
+            (format!("shop-dev-{svc}-generated"), generated),
         ] {
             let history = env.helm_history(&release, NS).await?;
             assert_eq!(
                 history.len(),
-                2,
+                revisions,
                 "{release} after {crash_step}: {history:?}"
             );
         }
