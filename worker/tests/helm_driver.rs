@@ -403,6 +403,73 @@ async fn release_life_cycle(bin: PathBuf) {
     }
 }
 
+/// A dry run of an upgrade shows what it would deploy (the next revision, the manifest and
+/// the hooks) and changes nothing: no revision is stored, no object applied.
+async fn render_shows_an_upgrade_without_applying_it(bin: PathBuf) {
+    let recorder = Arc::new(Recorder::default());
+    let mut env = Env::start(bin).await;
+    env.helm = env.helm.clone().with_observer(recorder.clone());
+    std::fs::write(
+        env.chart.join("templates/test.yaml"),
+        "apiVersion: v1\nkind: Pod\nmetadata:\n  name: {{ .Release.Name }}-test\n  annotations:\n    helm.sh/hook: test\nspec:\n  restartPolicy: Never\n  containers:\n  - name: check\n    image: busybox:1\n",
+    )
+    .unwrap();
+    env.install("rel", json!({"greeting": "one"})).await;
+
+    let two = json!({"greeting": "two"});
+    let rendered = env
+        .helm
+        .render_upgrade(&env.request("rel", &two))
+        .await
+        .unwrap();
+    assert_eq!(rendered.revision, 2);
+    assert!(
+        rendered.manifest.contains("greeting: \"two\""),
+        "{}",
+        rendered.manifest
+    );
+    assert!(
+        rendered.manifest.contains("kind: Service"),
+        "{}",
+        rendered.manifest
+    );
+    assert_eq!(rendered.hooks.len(), 1, "{:?}", rendered.hooks);
+    assert!(
+        rendered.hooks[0].contains("name: rel-test"),
+        "{:?}",
+        rendered.hooks
+    );
+    assert_eq!(
+        (
+            rendered.chart_name.as_str(),
+            rendered.chart_version.as_str()
+        ),
+        ("web", "0.1.0")
+    );
+    // Nothing happened.
+    assert_eq!(env.helm.history("rel", NS).await.unwrap().len(), 1);
+    assert_eq!(env.greeting("rel"), "one");
+
+    // A chart that does not render fails as the upgrade would, naming the dry run.
+    let explode = json!({"explode": true});
+    let err = env
+        .helm
+        .render_upgrade(&env.request("rel", &explode))
+        .await
+        .unwrap_err();
+    assert!(!err.is_transient(), "{err}");
+    assert!(err.to_string().contains("explode was set"), "{err}");
+    assert!(err.to_string().contains("--dry-run=server"), "{err}");
+    let renders = recorder
+        .0
+        .lock()
+        .unwrap()
+        .iter()
+        .filter(|(op, _)| *op == Operation::Render)
+        .count();
+    assert_eq!(renders, 2);
+}
+
 async fn uninstall_twice_reports_not_found(bin: PathBuf) {
     let env = Env::start(bin).await;
     env.install("gone", json!({})).await;
@@ -754,6 +821,7 @@ macro_rules! with_each_helm {
 with_each_helm!(
     detects_the_installed_helm,
     release_life_cycle,
+    render_shows_an_upgrade_without_applying_it,
     uninstall_twice_reports_not_found,
     timeout_kills_helm_promptly,
     template_error_is_a_permanent_failure_with_helms_message,

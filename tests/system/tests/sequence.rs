@@ -9,7 +9,7 @@ use std::time::Duration;
 use kube_sim::Config as SimConfig;
 use serde_json::{json, Value};
 use system_tests::deploy_env::{
-    deployment_event, example_chart, pinned_helm, release_event, DeployEnv,
+    deployment_event, example_chart, pinned_helm, release_event, DeployEnv, Traffic,
 };
 
 const WAIT: Duration = Duration::from_secs(90);
@@ -30,7 +30,16 @@ async fn world(
     service: &str,
     helm: &str,
 ) -> anyhow::Result<(DeployEnv, system_tests::worker_process::WorkerProcess)> {
-    let env = DeployEnv::start(sim()).await?;
+    world_with(service, helm, Traffic::Istio).await
+}
+
+/// [`world`] with workers routing with `traffic`.
+async fn world_with(
+    service: &str,
+    helm: &str,
+    traffic: Traffic,
+) -> anyhow::Result<(DeployEnv, system_tests::worker_process::WorkerProcess)> {
+    let env = DeployEnv::start_with(sim(), traffic).await?;
     env.push_chart(("shop", "dev", service), &example_chart())?;
     let spec = env.worker_spec_with_helm(&pinned_helm(helm));
     let worker = env.start_worker(spec, "worker").await?;
@@ -106,9 +115,19 @@ async fn nothing_generated(env: &DeployEnv, service: &str) -> anyhow::Result<()>
 }
 
 async fn blue_green_sequence_promotes_then_rolls_back(helm: &str) -> anyhow::Result<()> {
+    blue_green_sequence(helm, Traffic::Istio).await
+}
+
+/// With the `service` layer the second deployment is held on the primary until its canary
+/// is ready (a dry run of the upgrade, deployed through the override chart): on each Helm.
+async fn blue_green_sequence_on_the_service_layer(helm: &str) -> anyhow::Result<()> {
+    blue_green_sequence(helm, Traffic::Service).await
+}
+
+async fn blue_green_sequence(helm: &str, traffic: Traffic) -> anyhow::Result<()> {
     const SVC: &str = "bluegreen";
     const PRIMARY: &str = "bluegreen-primary";
-    let (env, _worker) = world(SVC, helm).await?;
+    let (env, _worker) = world_with(SVC, helm, traffic).await?;
     let strategy = "blue_green_service";
 
     // deployment(v1): the canary runs v1 and takes all traffic.
@@ -136,6 +155,20 @@ async fn blue_green_sequence_promotes_then_rolls_back(helm: &str) -> anyhow::Res
 
     // deployment(v2): the canary is back up at v2 and takes all traffic; primary still v1.
     deploy(&env, "d2", SVC, strategy, Some(V2)).await?;
+    if traffic == Traffic::Service {
+        // Held on the primary, then switched: the last two revisions of the user release.
+        let descriptions = env.helm_descriptions("shop-dev-bluegreen", NS).await?;
+        let last: Vec<&str> = descriptions
+            .iter()
+            .rev()
+            .take(2)
+            .map(|(_, description)| description.as_str())
+            .collect();
+        assert!(
+            last[1].contains("kept on the primary") && last[0].contains("route 100%"),
+            "{descriptions:?}"
+        );
+    }
     let (image, replicas) = env.image_and_replicas(NS, SVC).await?;
     assert_eq!(image, V2);
     assert!(replicas > 0, "the canary runs again");
@@ -257,6 +290,7 @@ macro_rules! with_each_helm {
 
 with_each_helm!(
     blue_green_sequence_promotes_then_rolls_back,
+    blue_green_sequence_on_the_service_layer,
     direct_sequence_upgrades_in_place_and_releases_change_nothing,
     user_managed_sequence_deploys_only_the_chart,
 );

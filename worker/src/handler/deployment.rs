@@ -2,8 +2,11 @@
 //!
 //! The task observes (chart, inventory, Helm storage, cluster), skips everything when the
 //! same chart is already deployed and healthy, and otherwise runs two recorded steps:
-//! the user release (upgrade, then wait for the rollout with a watch; restore the last
-//! good revision when it fails) and the generated release (mesh routing or blue/green).
+//! the user release (upgrade, then wait for the rollout with a watch and run the tests;
+//! restore the last good revision when it fails) and the generated release (mesh routing or
+//! blue/green), which is where traffic moves to the new canary on every layer: with the
+//! `service` layer after a promotion or rollback the user release is deployed *held on the
+//! primary* and switched to the canary in that step (`replicas::held_on_primary`).
 //! A redelivered event after a crash skips the step that was recorded as done.
 
 use std::collections::BTreeMap;
