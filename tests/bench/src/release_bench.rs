@@ -21,6 +21,12 @@
 //! (`--stage-traffic`), inside the same rotation; its promotion time is compared with the
 //! Istio service's of the same group (the layer ratio).
 //!
+//! After the scaling below, with further layers, the next deployment (v3 as the canary) of the
+//! Istio service and of each layer's, publish → `.finished`, in a rotated order: with the
+//! `service` layer it is held on the primary until its canary is ready (a dry run of the
+//! upgrade, the held revision, the switch), which costs helm calls the other layers do not
+//! make; reported as the ratio to Istio's and the helm operations.
+//!
 //! Then the scaling action (`action.triggered` scaling "+1") on the promoted worker service,
 //! publish → `.finished`, next to the reference's one upgrade replayed on the twins. Helm
 //! operations per task come from the worker's `/metrics`
@@ -89,6 +95,7 @@ fn stage_of(layer: Traffic) -> &'static str {
 const PROJECT: &str = "shop";
 const STAGE: &str = "dev";
 const V2: &str = "ghcr.io/example/hello:2.0";
+const V3: &str = "ghcr.io/example/hello:3.0";
 const WAIT: Duration = Duration::from_secs(300);
 /// helm's own deadline in the replay: generous (the reference's SDK calls allowed 3 minutes).
 const HELM_TIMEOUT: &str = "5m";
@@ -543,6 +550,11 @@ struct WorkerSamples {
     layer_promote: BTreeMap<&'static str, Vec<f64>>,
     /// Per group: the layer's promotion / the Istio service's.
     layer_ratio: BTreeMap<&'static str, Vec<f64>>,
+    /// The next deployment after a promotion, by layer name (`istio` too).
+    redeploy: BTreeMap<&'static str, Vec<f64>>,
+    redeploy_helm_by_op: BTreeMap<&'static str, BTreeMap<String, Vec<f64>>>,
+    /// Per group: the layer's next deployment / the Istio service's.
+    redeploy_ratio: BTreeMap<&'static str, Vec<f64>>,
 }
 
 /// `median (min–max)`.
@@ -725,6 +737,70 @@ async fn promote_group(
     Ok(())
 }
 
+/// The next deployment (v3 as the canary) of the group's promoted Istio service and of each
+/// further layer's, in an order rotated by `k`.
+async fn redeploy_group(
+    bench: &Bench<'_>,
+    group: &Group,
+    k: usize,
+    ws: &mut WorkerSamples,
+) -> anyhow::Result<()> {
+    let Bench {
+        env,
+        finished,
+        worker,
+        ..
+    } = *bench;
+    let mut sides: Vec<(Traffic, &str, &str)> =
+        std::iter::once((Traffic::Istio, STAGE, group.worker.as_str()))
+            .chain(
+                group
+                    .layers
+                    .iter()
+                    .map(|(layer, service)| (*layer, stage_of(*layer), service.as_str())),
+            )
+            .collect();
+    let n = sides.len();
+    sides.rotate_left(k % n);
+    let mut elapsed_by_layer = BTreeMap::new();
+    for (layer, stage, service) in sides {
+        let before = metrics(worker).await?;
+        let id = format!("redeploy-{service}");
+        let event = deployment_event_in(
+            stage,
+            &id,
+            service,
+            "blue_green_service",
+            json!({"image": V3}),
+        );
+        let (elapsed, _) = finished.run(env, &event, "pass", WAIT).await?;
+        let delta = Delta::between(&before, &metrics(worker).await?);
+        let by_op = ws.redeploy_helm_by_op.entry(layer.flag()).or_default();
+        for (op, count) in &delta.helm_ops {
+            by_op.entry(op.clone()).or_default().push(*count);
+        }
+        ws.redeploy
+            .entry(layer.flag())
+            .or_default()
+            .push(ms(elapsed));
+        elapsed_by_layer.insert(layer.flag(), ms(elapsed));
+    }
+    let istio = elapsed_by_layer[Traffic::Istio.flag()];
+    let mut line = format!("  redeploy {}: istio {istio:.0} ms", group.worker);
+    for (layer, elapsed) in elapsed_by_layer
+        .iter()
+        .filter(|(layer, _)| **layer != Traffic::Istio.flag())
+    {
+        ws.redeploy_ratio
+            .entry(layer)
+            .or_default()
+            .push(elapsed / istio);
+        line.push_str(&format!("; {layer} {elapsed:.0} ms"));
+    }
+    eprintln!("{line}");
+    Ok(())
+}
+
 async fn scale_group(
     bench: &Bench<'_>,
     group: &Group,
@@ -846,6 +922,9 @@ async fn main() -> anyhow::Result<()> {
             prepare(&env, &finished, &services).await?;
             promote_group(&bench, group, k, &mut ws, &mut rs).await?;
             scale_group(&bench, group, k + 1, &mut ws, &mut rs).await?;
+            if !layers.is_empty() {
+                redeploy_group(&bench, group, k, &mut ws).await?;
+            }
             k += 1;
             teardown(&env, &services).await?;
         }
@@ -946,6 +1025,25 @@ fn report(args: &Args, ws: &WorkerSamples, rs: &[ReplaySamples; 2]) {
             median(values) / median(&ws.promote),
             median(ws.layer_ratio.get(layer).map_or(&[][..], Vec::as_slice))
         );
+    }
+    if !ws.redeploy_ratio.is_empty() {
+        println!(
+            "the next deployment after the promotion (v3 as the canary), publish -> finished:"
+        );
+    }
+    for (layer, values) in ws.redeploy.iter().filter(|_| !ws.redeploy_ratio.is_empty()) {
+        println!(
+            "  worker on {layer:<32} {}  helm operations {}",
+            summary(values),
+            per_op(&ws.redeploy_helm_by_op[layer])
+        );
+        if let Some(ratios) = ws.redeploy_ratio.get(layer) {
+            println!(
+                "      ratio to istio: of medians {:.2}, per-group median {:.2}",
+                median(values) / median(&ws.redeploy[Traffic::Istio.flag()]),
+                median(ratios)
+            );
+        }
     }
     println!("scaling (action.triggered scaling \"+1\", promoted primary 1 -> 2 replicas), publish -> finished:");
     println!(
