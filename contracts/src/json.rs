@@ -70,17 +70,6 @@ pub(crate) fn parse(bytes: &[u8]) -> Result<Parsed, serde_json::Error> {
     })
 }
 
-/// `bytes` as one JSON document when it names every member once, else `None` (not JSON, or a
-/// member named twice): for a caller that must see exactly what the text says, such as the
-/// operator CLI, which hides some values of a dead-lettered event before printing it (a value
-/// kept from a repeated member would print the text differently from what it hid).
-pub fn parse_unambiguous(bytes: &[u8]) -> Option<Value> {
-    parse(bytes)
-        .ok()
-        .filter(|parsed| parsed.duplicate.is_none())
-        .map(|parsed| parsed.value)
-}
-
 /// Where the value being read sits; a chain of borrowed links, so reading costs nothing
 /// unless a duplicate is found.
 enum Path<'a> {
@@ -215,16 +204,6 @@ impl<'de> Visitor<'de> for ValueSeed<'_> {
 mod tests {
     use super::*;
     use serde_json::json;
-
-    #[test]
-    fn unambiguous_documents_only() {
-        assert_eq!(
-            parse_unambiguous(br#"{"a": {"b": 1}}"#),
-            Some(json!({"a": {"b": 1}}))
-        );
-        assert_eq!(parse_unambiguous(br#"{"a": {"b": 1, "b": 2}}"#), None);
-        assert_eq!(parse_unambiguous(b"{\"a\""), None);
-    }
 
     #[test]
     fn parses_like_serde_json() {

@@ -12,7 +12,6 @@
 //! - [`names`]: Keptn project, stage and service names.
 //! - [`reply`]: `.started` and `.finished` events with deterministic ids.
 //! - [`trace_context`]: the W3C `traceparent` / `tracestate` grammar.
-//! - [`json`]: JSON parsing that notices members named twice.
 //!
 //! Items are named by their module (`contracts::envelope::KeptnEvent`), never from the crate
 //! root: the module says which part of the contract an item belongs to, and one item keeps one
@@ -21,7 +20,7 @@
 pub mod data;
 pub mod envelope;
 pub mod event_type;
-pub mod json;
+mod json;
 pub mod names;
 pub mod reply;
 pub mod trace_context;
