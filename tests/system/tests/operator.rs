@@ -6,6 +6,10 @@
 //! dead-lettered; once the cause is fixed, an operator replays it and it finishes once. Its
 //! payload is larger than the record's 64 KiB excerpt, so the replay reads the original back
 //! from the Keptn stream.
+//!
+//! `show` hides the Helm values an event carries (they hold secrets) unless `--show-values`,
+//! while a replay sends them as they were; `list` shows the newest `--limit` letters and says
+//! how many there are; `status` counts the letters never replayed.
 
 use std::process::Output;
 use std::time::Duration;
@@ -17,7 +21,7 @@ use system_tests::deploy_env::{
     deployment_event, example_chart, helm_service_bin, DeployEnv, TOOL_TIMEOUT,
 };
 use system_tests::env::TestEnv;
-use system_tests::events::{publish, triggered};
+use system_tests::events::{publish, publish_raw, triggered};
 use system_tests::worker_process::WorkerProcess;
 use test_harness::wait::wait_until;
 
@@ -109,14 +113,19 @@ async fn an_exhausted_deployment_is_replayed_once_its_cause_is_fixed_and_finishe
     let _worker = env.start_worker(spec, "worker").await?;
 
     // Nothing dead yet: an empty list, not an error.
-    assert_eq!(json_of(&env, &["dead-letters", "list"]).await?, json!([]));
+    assert_eq!(
+        json_of(&env, &["dead-letters", "list"]).await?,
+        json!({"letters": [], "total": 0, "omitted": 0})
+    );
 
     // The cause: the cluster's API server fails every request.
     env.sim.faults().set(FaultConfig {
         error_rate: 1.0,
         ..FaultConfig::default()
     });
-    let mut event = deployment_event("d-exhausted", "hello", "direct", json!({}));
+    // Helm values with a secret, which `show` must not print and the replay must send.
+    let values = json!({"db": {"password": "exhausted-s3cret"}});
+    let mut event = deployment_event("d-exhausted", "hello", "direct", values.clone());
     // More than the record's excerpt: the replay must find the original in the Keptn stream.
     event["data"]["padding"] = json!("p".repeat(70 * 1024));
     system_tests::events::publish(&env.env.js, &event).await?;
@@ -126,18 +135,20 @@ async fn an_exhausted_deployment_is_replayed_once_its_cause_is_fixed_and_finishe
     assert!(message.contains("gave up after 3 deliveries"), "{message}");
 
     // A malformed message too, which cannot be replayed.
-    system_tests::events::publish_raw(
+    publish_raw(
         &env.env.js,
         "sh.keptn.event.deployment.triggered",
         "not an event".into(),
         Duration::from_secs(30),
     )
     .await?;
-    let listed = wait_until("two dead letters", DEADLINE, POLL, || async {
-        let listed = json_of(&env, &["dead-letters", "list"]).await.ok()?;
-        (listed.as_array()?.len() == 2).then_some(listed)
+    let listing = wait_until("two dead letters", DEADLINE, POLL, || async {
+        let listing = json_of(&env, &["dead-letters", "list"]).await.ok()?;
+        (listing["letters"].as_array()?.len() == 2).then_some(listing)
     })
     .await?;
+    assert_eq!(listing["total"], 2, "{listing:#}");
+    let listed = &listing["letters"];
     let exhausted = &listed[0];
     assert_eq!(exhausted["reason"], "exhausted", "{listed:#}");
     assert_eq!(exhausted["event_id"], "d-exhausted");
@@ -153,7 +164,8 @@ async fn an_exhausted_deployment_is_replayed_once_its_cause_is_fixed_and_finishe
         .context("a numeric id")?
         .to_string();
     let only_exhausted = json_of(&env, &["dead-letters", "list", "--reason", "exhausted"]).await?;
-    assert_eq!(only_exhausted.as_array().map(Vec::len), Some(1));
+    assert_eq!(only_exhausted["letters"].as_array().map(Vec::len), Some(1));
+    assert_eq!(only_exhausted["total"], 1);
 
     let table = helm_service(&env, &["dead-letters", "list"]).await?;
     let table = text(&table.stdout);
@@ -167,6 +179,27 @@ async fn an_exhausted_deployment_is_replayed_once_its_cause_is_fixed_and_finishe
     let shown = json_of(&env, &["dead-letters", "show", &id]).await?;
     assert_eq!(shown[0]["record"]["payload_truncated"], true, "{shown:#}");
     assert_eq!(shown[0]["replay"], Value::Null);
+    // The record keeps only the first 64 KiB, which no parser takes: redacted as far as it
+    // goes.
+    assert_eq!(shown[0]["payload_redacted"], true);
+    let payload = shown[0]["record"]["payload"].as_str().unwrap_or_default();
+    assert!(!payload.contains("exhausted-s3cret"), "the secret shows");
+    assert!(
+        payload.contains(r#""values":{"db":{"password":"<redacted>"}}"#),
+        "{}",
+        &payload[..payload.len().min(300)]
+    );
+    let revealed = json_of(&env, &["dead-letters", "show", "--show-values", &id]).await?;
+    assert_eq!(revealed[0]["payload_redacted"], false, "{revealed:#}");
+    let payload = revealed[0]["record"]["payload"]
+        .as_str()
+        .unwrap_or_default();
+    assert!(payload.contains("exhausted-s3cret"));
+
+    // Neither letter was replayed yet.
+    let status = json_of(&env, &["status"]).await?;
+    assert_eq!(status["dead_letters"], 2, "{status:#}");
+    assert_eq!(status["dead_letters_not_replayed"], 2, "{status:#}");
 
     // The cause fixed, the operator replays it.
     env.sim.faults().set(FaultConfig::default());
@@ -194,6 +227,22 @@ async fn an_exhausted_deployment_is_replayed_once_its_cause_is_fixed_and_finishe
         replay_events[0]["data"]["padding"],
         event["data"]["padding"]
     );
+    // The replay sent the values as they were, secret included.
+    assert_eq!(
+        replay_events[0]["data"]["configurationChange"]["values"],
+        values
+    );
+    let status = json_of(&env, &["status"]).await?;
+    assert_eq!(
+        (
+            &status["dead_letters"],
+            &status["dead_letters_not_replayed"]
+        ),
+        (&json!(2), &json!(1)),
+        "{status:#}"
+    );
+    let said = text(&helm_service(&env, &["status"]).await?.stdout);
+    assert!(said.contains("dead letters: 2 (1 not replayed)"), "{said}");
     assert_eq!(replay_events[0]["shkeptncontext"], event["shkeptncontext"]);
 
     // A second replay is refused without --force, and sends nothing.
@@ -208,7 +257,7 @@ async fn an_exhausted_deployment_is_replayed_once_its_cause_is_fixed_and_finishe
     let shown = json_of(&env, &["dead-letters", "show", &id]).await?;
     assert_eq!(shown[0]["replay"]["replays"], 1, "{shown:#}");
     assert_eq!(shown[0]["replay"]["event_ids"], json!([new_id]));
-    let listed = json_of(&env, &["dead-letters", "list"]).await?;
+    let listed = json_of(&env, &["dead-letters", "list"]).await?["letters"].clone();
     assert_eq!(listed[0]["replays"], 1);
     assert_eq!(listed[0]["last_replay_event_id"], new_id.as_str());
 
@@ -295,6 +344,7 @@ async fn status_shows_the_holder_its_event_and_step_and_the_events_waiting() -> 
     assert_eq!(idle["releases"], json!([]), "{idle:#}");
     assert_eq!(idle["consumer"]["ack_pending"], 0);
     assert_eq!(idle["dead_letters"], 0);
+    assert_eq!(idle["dead_letters_not_replayed"], 0);
 
     let service = ("sockshop", "dev", "carts");
     let key = "sockshop-dev.sockshop-dev-carts";
@@ -352,7 +402,7 @@ async fn status_shows_the_holder_its_event_and_step_and_the_events_waiting() -> 
         "probe-step-0",
         "2: w1, w2",
         "3 ack pending",
-        "dead letters: 0",
+        "dead letters: 0 (0 not replayed)",
     ] {
         assert!(table.contains(shown), "{shown:?} not in\n{table}");
     }
@@ -503,5 +553,211 @@ async fn releases_show_finds_a_service_in_its_own_namespace() -> anyhow::Result<
         json!([{"revision": 1, "status": "deployed"}]),
         "{report:#}"
     );
+    Ok(())
+}
+
+/// The ids of the letters of a `dead-letters list -o json`.
+fn letter_ids(listing: &Value) -> Vec<u64> {
+    listing["letters"]
+        .as_array()
+        .map(|letters| letters.iter().filter_map(|l| l["id"].as_u64()).collect())
+        .unwrap_or_default()
+}
+
+#[tokio::test]
+async fn show_hides_helm_values_list_gives_the_newest_and_status_counts_the_unreplayed(
+) -> anyhow::Result<()> {
+    const SECRET: &str = "pr0be-s3cret";
+    const TOKEN: &str = "t0ken-s3cret";
+    let env = TestEnv::start().await?;
+    let mut spec = env.worker(PROBE_WORKER);
+    spec.extra_args
+        .extend(["--max-deliveries".to_owned(), "1".to_owned()]);
+    let _worker = WorkerProcess::start(spec, env.dir.path(), "worker").await?;
+
+    // A deployment that fails until it is given up: dead-lettered whole, with Helm values
+    // that hold secrets; then five messages that are no events.
+    let mut event = triggered(
+        "deployment",
+        "v-secret",
+        ("sockshop", "dev", "carts"),
+        &[("probe.transient", "the cluster is away")],
+    );
+    let values =
+        json!({"db": {"password": SECRET, "port": 5432}, "tokens": [TOKEN], "image": "carts:1"});
+    event["data"]["configurationChange"] = json!({ "values": values });
+    publish(&env.js, &event).await?;
+    wait_until("the deployment dead-lettered", DEADLINE, POLL, || async {
+        let listing = json_of(&env, &["dead-letters", "list"]).await.ok()?;
+        (listing["total"] == 1).then_some(())
+    })
+    .await?;
+    for n in 1..=5 {
+        publish_raw(
+            &env.js,
+            "sh.keptn.event.deployment.triggered",
+            format!("not an event {n}").into(),
+            Duration::from_secs(30),
+        )
+        .await?;
+    }
+    let all = wait_until("six dead letters", DEADLINE, POLL, || async {
+        let listing = json_of(&env, &["dead-letters", "list"]).await.ok()?;
+        (listing["total"] == 6).then_some(listing)
+    })
+    .await?;
+    assert_eq!(all["omitted"], 0, "{all:#}");
+    let ids = letter_ids(&all);
+    assert_eq!(ids.len(), 6, "{all:#}");
+    let exhausted = &all["letters"][0];
+    assert_eq!(
+        (&exhausted["reason"], &exhausted["event_id"]),
+        (&json!("exhausted"), &json!("v-secret")),
+        "{all:#}"
+    );
+    let id = ids[0].to_string();
+
+    // `show` hides every value under data.configurationChange.values, keeping its shape.
+    let shown = json_of(&env, &["dead-letters", "show", &id]).await?;
+    assert_eq!(shown[0]["payload_redacted"], true, "{shown:#}");
+    let payload = shown[0]["record"]["payload"].as_str().unwrap_or_default();
+    assert!(
+        !payload.contains(SECRET) && !payload.contains(TOKEN),
+        "{payload}"
+    );
+    let shown_event: Value = serde_json::from_str(payload).context("the shown payload")?;
+    assert_eq!(
+        shown_event["data"]["configurationChange"]["values"],
+        json!({"db": {"password": "<redacted>", "port": "<redacted>"}, "tokens": ["<redacted>"], "image": "<redacted>"})
+    );
+    assert_eq!(shown_event["id"], "v-secret");
+    assert_eq!(shown_event["data"]["service"], "carts");
+    let said = text(
+        &helm_service(&env, &["dead-letters", "show", &id])
+            .await?
+            .stdout,
+    );
+    eprintln!("dead-letters show:\n{said}");
+    assert!(!said.contains(SECRET) && !said.contains(TOKEN), "{said}");
+    assert!(
+        said.contains("<redacted>") && said.contains("--show-values"),
+        "{said}"
+    );
+    // `--show-values` prints it as it is.
+    let revealed = json_of(&env, &["dead-letters", "show", "--show-values", &id]).await?;
+    assert_eq!(revealed[0]["payload_redacted"], false, "{revealed:#}");
+    let payload = revealed[0]["record"]["payload"]
+        .as_str()
+        .unwrap_or_default();
+    let revealed_event: Value = serde_json::from_str(payload)?;
+    assert_eq!(
+        revealed_event["data"]["configurationChange"]["values"],
+        values
+    );
+    let said = text(
+        &helm_service(&env, &["dead-letters", "show", "--show-values", &id])
+            .await?
+            .stdout,
+    );
+    assert!(said.contains(SECRET), "{said}");
+    let help = text(
+        &helm_service(&env, &["dead-letters", "show", "--help"])
+            .await?
+            .stdout,
+    );
+    assert!(
+        help.contains("--show-values") && help.contains("secrets"),
+        "{help}"
+    );
+
+    // `list --limit` gives the newest, oldest first, and says how many there are.
+    let newest = json_of(&env, &["dead-letters", "list", "--limit", "2"]).await?;
+    assert_eq!(letter_ids(&newest), ids[4..], "{newest:#}");
+    assert_eq!(
+        (&newest["total"], &newest["omitted"]),
+        (&json!(6), &json!(4))
+    );
+    let said = text(
+        &helm_service(&env, &["dead-letters", "list", "--limit", "2"])
+            .await?
+            .stdout,
+    );
+    eprintln!("dead-letters list --limit 2:\n{said}");
+    assert!(
+        said.contains("showing the newest 2 of 6; use --limit 0 for all"),
+        "{said}"
+    );
+    let said = text(&helm_service(&env, &["dead-letters", "list"]).await?.stdout);
+    assert!(!said.contains("showing the newest"), "all listed: {said}");
+    // A letter deleted between the newest ones: the gap is passed over, still two listed.
+    env.js
+        .get_stream("helm-service-dlq")
+        .await?
+        .delete_message(ids[4])
+        .await?;
+    let newest = json_of(&env, &["dead-letters", "list", "--limit", "2"]).await?;
+    assert_eq!(letter_ids(&newest), [ids[3], ids[5]], "{newest:#}");
+    assert_eq!(newest["total"], 5);
+    let malformed = [ids[1], ids[2], ids[3], ids[5]];
+    let newest_malformed = json_of(
+        &env,
+        &[
+            "dead-letters",
+            "list",
+            "--reason",
+            "malformed",
+            "--limit",
+            "3",
+        ],
+    )
+    .await?;
+    assert_eq!(
+        letter_ids(&newest_malformed),
+        malformed[malformed.len() - 3..],
+        "{newest_malformed:#}"
+    );
+    assert_eq!(newest_malformed["total"], malformed.len());
+    let everything = json_of(&env, &["dead-letters", "list", "--limit", "0"]).await?;
+    assert_eq!(everything["letters"].as_array().map(Vec::len), Some(5));
+    assert_eq!(everything["omitted"], 0);
+
+    // `status` counts the letters never replayed, before and after a replay.
+    let status = json_of(&env, &["status"]).await?;
+    assert_eq!(
+        (
+            &status["dead_letters"],
+            &status["dead_letters_not_replayed"]
+        ),
+        (&json!(5), &json!(5)),
+        "{status:#}"
+    );
+    let replayed = json_of(&env, &["dead-letters", "replay", &id]).await?;
+    assert_eq!(replayed[0]["replayed"], true, "{replayed:#}");
+    let new_id = replayed[0]["replay_event_id"]
+        .as_str()
+        .context("the replay's id")?
+        .to_owned();
+    // The replay sends the values as they were.
+    let stored = test_harness::stream::stream_json(&env.js, "keptn", "").await?;
+    let sent: Vec<&Value> = stored.iter().filter(|e| e["id"] == new_id).collect();
+    assert_eq!(sent.len(), 1, "published once");
+    assert_eq!(sent[0]["data"]["configurationChange"]["values"], values);
+    // Its cause is not fixed: the replay is given up too, a new letter, not replayed.
+    wait_until("the replay dead-lettered", DEADLINE, POLL, || async {
+        let listing = json_of(&env, &["dead-letters", "list"]).await.ok()?;
+        (listing["total"] == 6).then_some(())
+    })
+    .await?;
+    let status = json_of(&env, &["status"]).await?;
+    assert_eq!(
+        (
+            &status["dead_letters"],
+            &status["dead_letters_not_replayed"]
+        ),
+        (&json!(6), &json!(5)),
+        "{status:#}"
+    );
+    let said = text(&helm_service(&env, &["status"]).await?.stdout);
+    assert!(said.contains("dead letters: 6 (5 not replayed)"), "{said}");
     Ok(())
 }

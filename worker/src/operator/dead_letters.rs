@@ -7,20 +7,25 @@
 //! record's excerpt (64 KiB) is replayed whole while the Keptn stream still keeps it. What was
 //! replayed is marked in the `<prefix>-dlq-replays` bucket, so a second replay is refused
 //! unless forced.
+//!
+//! `list` reads the newest `--limit` letters only, starting where they begin (`read_newest`),
+//! so a long stream is never held in memory. `show` hides the Helm values of an event
+//! (`redact`) unless asked for them; a replay always sends the original.
 
 use std::time::Duration;
 
 use anyhow::{anyhow, Context as _};
-use async_nats::jetstream::{self, consumer, kv, stream};
+use async_nats::jetstream::{self, kv, stream};
 use bytes::Bytes;
 use chrono::{DateTime, Utc};
 use clap::{Args, Subcommand};
 use futures::TryStreamExt;
 use serde::Serialize;
 
+use super::redact::shown_payload;
 use super::replay::{next_replay, replay_event, Refusal, ReplayMark};
 use super::table::{cell, Table};
-use super::{print_json, read_stream, OperatorArgs, Output, READ_DEADLINE};
+use super::{print_json, read_newest, OperatorArgs, Output, READ_DEADLINE};
 use crate::nats::publisher::{event_headers, Publisher};
 use crate::nats::topology::{existing_bucket, existing_stream, open_bucket, StateNames};
 use crate::pipeline::dead_letter::{DeadLetter, PAYLOAD_EXCERPT_BYTES};
@@ -43,19 +48,27 @@ pub struct DeadLettersArgs {
 
 #[derive(Debug, Subcommand)]
 pub enum DeadLettersCommand {
-    /// List the dead letters, oldest first: id (the sequence in the dead-letter stream),
-    /// reason, event id, when, replays, what was wrong.
+    /// List the newest dead letters, oldest first: id (the sequence in the dead-letter
+    /// stream), reason, event id, when, replays, what was wrong.
     List {
         /// Only those of this reason (too-large, malformed, unaddressable, unhandled-type,
         /// invalid-data, exhausted).
         #[arg(long)]
         reason: Option<String>,
+        /// List the newest N (0: all).
+        #[arg(long, value_name = "N", default_value_t = DEFAULT_LIST_LIMIT)]
+        limit: usize,
     },
-    /// Show dead letters in full: the record (with its payload) and its replays.
+    /// Show dead letters in full: the record (with its payload) and its replays. The Helm
+    /// values of an event (`data.configurationChange.values`) show as "<redacted>".
     Show {
         /// Dead-letter ids, as `list` prints them.
         #[arg(required = true)]
         ids: Vec<u64>,
+        /// Print the payload as it is, Helm values included: this reveals the secrets they
+        /// hold (passwords, tokens) on the terminal.
+        #[arg(long)]
+        show_values: bool,
     },
     /// Send the original events of dead letters again, each under a new id whose `replayof`
     /// extension names the old one; for events that failed for a cause since fixed (e.g.
@@ -70,7 +83,21 @@ pub enum DeadLettersCommand {
     },
 }
 
-/// One dead letter as `list` prints it (`-o json`: an array of these).
+/// Letters `list` prints unless told otherwise.
+pub const DEFAULT_LIST_LIMIT: usize = 100;
+
+/// What `list` prints (`-o json`).
+#[derive(Debug, Serialize)]
+pub struct Listing {
+    /// The newest letters (of `--reason`), oldest first.
+    pub letters: Vec<LetterSummary>,
+    /// How many letters (of `--reason`) there are.
+    pub total: u64,
+    /// How many older ones are not listed (`--limit`).
+    pub omitted: u64,
+}
+
+/// One dead letter as `list` prints it.
 #[derive(Debug, Serialize)]
 pub struct LetterSummary {
     /// Sequence in the dead-letter stream: what `show` and `replay` take.
@@ -93,10 +120,37 @@ pub struct LetterSummary {
 #[derive(Debug, Serialize)]
 pub struct LetterDetail {
     pub id: u64,
-    /// The record as the worker wrote it (`pipeline::dead_letter::DeadLetter`).
+    /// The record as the worker wrote it (`pipeline::dead_letter::DeadLetter`), its payload
+    /// with the Helm values hidden unless `--show-values`.
     pub record: DeadLetter,
+    /// Whether anything of `record.payload` is hidden.
+    pub payload_redacted: bool,
+    /// What is hidden, for the text output.
+    #[serde(skip)]
+    pub redaction: Option<String>,
     /// Its replays, if any.
     pub replay: Option<ReplayMark>,
+}
+
+impl LetterDetail {
+    /// Letter `id` as shown: its payload redacted unless `show_values`.
+    fn of(id: u64, mut record: DeadLetter, replay: Option<ReplayMark>, show_values: bool) -> Self {
+        let mut redaction = None;
+        if !show_values {
+            let shown = shown_payload(&record.payload);
+            redaction = shown.note();
+            if shown.is_redacted() {
+                record.payload = shown.text().to_owned();
+            }
+        }
+        LetterDetail {
+            id,
+            record,
+            payload_redacted: redaction.is_some(),
+            redaction,
+            replay,
+        }
+    }
 }
 
 /// What `replay` did with one dead letter (`-o json`: an array of these).
@@ -119,8 +173,8 @@ pub async fn run(args: DeadLettersArgs) -> anyhow::Result<()> {
     let js = common.jetstream("dead-letters").await?;
     let letters = Letters::open(js, common.names()).await?;
     match args.command {
-        DeadLettersCommand::List { reason } => {
-            let listed = letters.list(reason.as_deref()).await?;
+        DeadLettersCommand::List { reason, limit } => {
+            let listed = letters.list(reason.as_deref(), limit).await?;
             match common.output {
                 Output::Json => print_json(&listed),
                 Output::Table => {
@@ -129,12 +183,12 @@ pub async fn run(args: DeadLettersArgs) -> anyhow::Result<()> {
                 }
             }
         }
-        DeadLettersCommand::Show { ids } => {
+        DeadLettersCommand::Show { ids, show_values } => {
             let mut shown = Vec::new();
             for id in ids {
                 let record = letters.get(id).await?;
                 let replay = letters.mark(id).await?.map(|(mark, _)| mark);
-                shown.push(LetterDetail { id, record, replay });
+                shown.push(LetterDetail::of(id, record, replay, show_values));
             }
             match common.output {
                 Output::Json => print_json(&shown),
@@ -218,28 +272,42 @@ impl Letters {
         })
     }
 
-    /// Every record (of `reason`), oldest first, with its replays.
-    async fn list(&self, reason: Option<&str>) -> anyhow::Result<Vec<LetterSummary>> {
+    /// The newest `limit` records (of `reason`; 0: all), oldest first, with their replays.
+    async fn list(&self, reason: Option<&str>, limit: usize) -> anyhow::Result<Listing> {
         let filter_subject = match reason {
             Some(reason) => format!("{}.{reason}", self.subject_prefix),
             None => format!("{}.>", self.subject_prefix),
         };
-        let marks = self.marks().await?;
-        let (records, _) = read_stream(
-            &self.stream,
-            vec![filter_subject],
-            consumer::DeliverPolicy::All,
-            usize::MAX,
-        )
-        .await
-        .context("reading the dead letters")?;
-        Ok(records
-            .into_iter()
-            .map(|(id, subject, payload)| {
-                let mark = marks.iter().find(|(key, _)| *key == id).map(|(_, m)| m);
-                summary(id, &subject, &payload, &self.subject_prefix, mark)
-            })
-            .collect())
+        let (records, total) = read_newest(&self.stream, vec![filter_subject], limit)
+            .await
+            .context("reading the dead letters")?;
+        let bucket = self.marks_bucket().await?;
+        let replayed = match &bucket {
+            Some(bucket) => replayed_letters(bucket).await?,
+            None => Vec::new(),
+        };
+        let mut letters = Vec::with_capacity(records.len());
+        for (id, subject, payload) in records {
+            // Only the listed letters' marks are read.
+            let mark = match &bucket {
+                Some(bucket) if replayed.binary_search(&id).is_ok() => {
+                    read_mark(bucket, id).await?.map(|(mark, _)| mark)
+                }
+                _ => None,
+            };
+            letters.push(summary(
+                id,
+                &subject,
+                &payload,
+                &self.subject_prefix,
+                mark.as_ref(),
+            ));
+        }
+        Ok(Listing {
+            omitted: total.saturating_sub(letters.len() as u64),
+            total,
+            letters,
+        })
     }
 
     /// The record `id`.
@@ -272,29 +340,6 @@ impl Letters {
             return Ok(None);
         };
         read_mark(&bucket, id).await
-    }
-
-    /// Every mark, by letter id.
-    async fn marks(&self) -> anyhow::Result<Vec<(u64, ReplayMark)>> {
-        let Some(bucket) = self.marks_bucket().await? else {
-            return Ok(Vec::new());
-        };
-        let keys = async {
-            let keys: Vec<String> = bucket.keys().await?.try_collect().await?;
-            Ok::<_, async_nats::Error>(keys)
-        };
-        let keys = tokio::time::timeout(READ_DEADLINE, keys)
-            .await
-            .map_err(|_| anyhow!("reading the bucket {} took too long", self.replays_bucket))?
-            .map_err(|err| anyhow!("reading the bucket {}: {err}", self.replays_bucket))?;
-        let mut marks = Vec::new();
-        for key in keys {
-            let Ok(id) = key.parse::<u64>() else { continue };
-            if let Some((mark, _)) = read_mark(&bucket, id).await? {
-                marks.push((id, mark));
-            }
-        }
-        Ok(marks)
     }
 
     /// Replays letter `id`: refusals are results, trouble reaching NATS is an error.
@@ -420,6 +465,23 @@ impl Letters {
     }
 }
 
+/// The ids of the letters with a replay mark (the bucket's keys, without reading the marks),
+/// sorted.
+pub async fn replayed_letters(bucket: &kv::Store) -> anyhow::Result<Vec<u64>> {
+    let keys = async {
+        let keys: Vec<String> = bucket.keys().await?.try_collect().await?;
+        Ok::<_, async_nats::Error>(keys)
+    };
+    let name = &bucket.name;
+    let keys = tokio::time::timeout(READ_DEADLINE, keys)
+        .await
+        .map_err(|_| anyhow!("reading the bucket {name} took more than {READ_DEADLINE:?}"))?
+        .map_err(|err| anyhow!("reading the bucket {name}: {err}"))?;
+    let mut ids: Vec<u64> = keys.iter().filter_map(|key| key.parse().ok()).collect();
+    ids.sort_unstable();
+    Ok(ids)
+}
+
 async fn read_mark(bucket: &kv::Store, id: u64) -> anyhow::Result<Option<(ReplayMark, u64)>> {
     let entry = bucket
         .entry(id.to_string())
@@ -476,9 +538,9 @@ fn summary(
     }
 }
 
-fn list_table(listed: &[LetterSummary]) -> String {
+fn list_table(listed: &Listing) -> String {
     let mut table = Table::new(["ID", "REASON", "EVENT", "RECEIVED", "REPLAYS", "DETAIL"]);
-    for letter in listed {
+    for letter in &listed.letters {
         table.row(vec![
             letter.id.to_string(),
             letter.reason.clone(),
@@ -491,7 +553,15 @@ fn list_table(listed: &[LetterSummary]) -> String {
             cell(&letter.detail, 100),
         ]);
     }
-    table.render()
+    let mut text = table.render();
+    if listed.omitted > 0 {
+        text.push_str(&format!(
+            "showing the newest {} of {}; use --limit 0 for all\n",
+            listed.letters.len(),
+            listed.total
+        ));
+    }
+    text
 }
 
 fn show_text(detail: &LetterDetail) -> String {
@@ -520,6 +590,9 @@ fn show_text(detail: &LetterDetail) -> String {
             mark.last_replayed_at.to_rfc3339()
         )),
         None => text.push_str("  replays:    0\n"),
+    }
+    if let Some(redaction) = &detail.redaction {
+        text.push_str(&format!("  redacted:   {redaction}\n"));
     }
     text.push_str(&format!("{}\n\n", printable(&record.payload)));
     text
@@ -577,18 +650,57 @@ mod tests {
             "{}",
             odd.detail
         );
-        let table = list_table(&[listed, odd]);
+        let mut listing = Listing {
+            letters: vec![listed, odd],
+            total: 2,
+            omitted: 0,
+        };
+        let table = list_table(&listing);
         assert!(table.starts_with("ID  REASON"), "{table}");
         assert!(table.contains("e1"), "{table}");
+        assert!(!table.contains("showing"), "all listed: {table}");
+        listing.total = 2345;
+        listing.omitted = 2343;
+        let table = list_table(&listing);
+        assert!(
+            table.ends_with("showing the newest 2 of 2345; use --limit 0 for all\n"),
+            "{table}"
+        );
+    }
+
+    #[test]
+    fn a_shown_letter_hides_its_values_unless_asked_and_keeps_the_original_digest() {
+        let payload = br#"{"id":"e1","data":{"configurationChange":{"values":{"db":{"password":"hunter2"}}}}}"#;
+        let record = letter(payload);
+        let hidden = LetterDetail::of(3, record.clone(), None, false);
+        assert!(hidden.payload_redacted);
+        assert!(!hidden.record.payload.contains("hunter2"));
+        assert!(hidden.record.payload.contains(r#""password":"<redacted>""#));
+        assert_eq!(hidden.record.payload_sha256, record.payload_sha256);
+        let text = show_text(&hidden);
+        assert!(!text.contains("hunter2"), "{text}");
+        assert!(
+            text.contains("redacted:") && text.contains("--show-values"),
+            "{text}"
+        );
+        let json = serde_json::to_value(&hidden).unwrap();
+        assert_eq!(json["payload_redacted"], true);
+        assert!(json.get("redaction").is_none(), "{json}");
+        assert!(!json.to_string().contains("hunter2"));
+
+        let shown = LetterDetail::of(3, record.clone(), None, true);
+        assert!(!shown.payload_redacted);
+        assert_eq!(shown.record, record);
+        assert!(show_text(&shown).contains("hunter2"));
+        // Nothing to hide: as it is, no note.
+        let plain = LetterDetail::of(4, letter(b"not an event"), None, false);
+        assert!(!plain.payload_redacted);
+        assert!(!show_text(&plain).contains("redacted:"));
     }
 
     #[test]
     fn a_shown_payload_cannot_drive_the_terminal() {
-        let detail = LetterDetail {
-            id: 3,
-            record: letter(b"{\"id\":\"e1\x1b[2J\"}\nnext line"),
-            replay: None,
-        };
+        let detail = LetterDetail::of(3, letter(b"{\"id\":\"e1\x1b[2J\"}\nnext line"), None, false);
         let text = show_text(&detail);
         assert!(!text.contains('\u{1b}'), "{text}");
         assert!(text.contains("\\u{1b}[2J"), "{text}");

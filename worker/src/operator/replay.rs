@@ -131,6 +131,21 @@ pub fn replay_event(subject: &str, payload: &[u8], replay: u32) -> Result<KeptnE
         .ok_or(Refusal::MemberTwice)
 }
 
+/// How many of the `letters` dead letters have never been replayed: the stream holds sequences
+/// `first..=last` but for the `deleted` ones, and `marked` are the letters with a replay mark.
+/// A mark can outlive its letter (the stream dropped it for space, or it was deleted), so only
+/// the marks of letters still there count.
+pub fn not_replayed(letters: u64, first: u64, last: u64, deleted: &[u64], marked: &[u64]) -> u64 {
+    if letters == 0 {
+        return 0;
+    }
+    let replayed = marked
+        .iter()
+        .filter(|&&id| (first..=last).contains(&id) && !deleted.contains(&id))
+        .count() as u64;
+    letters.saturating_sub(replayed)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -175,6 +190,19 @@ mod tests {
         assert_eq!(mark.event_ids.len(), MARK_EVENT_IDS);
         assert_eq!(mark.last_event_id(), "id-20");
         assert_eq!(mark.event_ids[0], "id-5");
+    }
+
+    #[test]
+    fn only_marks_of_letters_still_there_count_as_replayed() {
+        // Letters 1..=10, 4 deleted: 9 letters; 2 and 7 replayed.
+        assert_eq!(not_replayed(9, 1, 10, &[4], &[2, 7]), 7);
+        // Marks of letters gone: expired before 5, deleted 4, never there 11.
+        assert_eq!(not_replayed(6, 5, 10, &[], &[1, 3, 6, 11]), 5);
+        assert_eq!(not_replayed(9, 1, 10, &[4], &[4]), 9);
+        // No letters (an empty stream's first sequence is past its last).
+        assert_eq!(not_replayed(0, 11, 10, &[], &[3]), 0);
+        assert_eq!(not_replayed(3, 1, 3, &[], &[]), 3);
+        assert_eq!(not_replayed(2, 1, 3, &[2], &[1, 3]), 0);
     }
 
     #[test]
