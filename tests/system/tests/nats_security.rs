@@ -533,3 +533,46 @@ async fn a_rotated_nkey_seed_file_is_read_again_at_reconnection() -> anyhow::Res
     never_shown(&running, &seed_of(&new)?).await?;
     Ok(())
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_creds_file_is_read_again_when_its_user_jwt_expires() -> anyhow::Result<()> {
+    // The harness connects as the operator's long-lived user, the worker as one whose JWT
+    // expires soon (long enough to start and answer an event on a busy machine).
+    const LIFETIME: Duration = Duration::from_secs(10);
+    let operator = OperatorMode::mint()?;
+    let nats = NatsServer::start_configured(operator.server("")).await?;
+    let env = TestEnv::with_server(nats).await?;
+    let expiring = operator.new_user("helm-service-expiring", Some(LIFETIME))?;
+    let creds = secret_file(env.dir.path(), "user.creds", &expiring.creds);
+    let running = worker(
+        &env,
+        args(&["--nats-creds", &path_arg(&creds)]),
+        "rotating-creds",
+    )
+    .await?;
+    answers_an_event(&env, "5f1c6a2e-0000-4000-8000-0000000e0201").await?;
+
+    // Before the JWT expires the operator issues a new user and its file replaces the old
+    // one; the connection in use stays until the server closes it at the expiry, and the
+    // reconnection reads the new file.
+    let next = operator.new_user("helm-service-next", None)?;
+    replace_file(&creds, &next.creds)?;
+    test_harness::wait_until(
+        "the worker to reconnect with the new credentials after the expiry",
+        LIFETIME + Duration::from_secs(30),
+        Duration::from_millis(100),
+        || async {
+            running
+                .process
+                .log()
+                .contains("NATS credential files changed")
+                .then_some(())
+        },
+    )
+    .await?;
+    answers_an_event(&env, "5f1c6a2e-0000-4000-8000-0000000e0202").await?;
+    assert_eq!(running.metric(RELOAD_FAILURES).await?, 0.0);
+    never_shown(&running, &expiring.seed).await?;
+    never_shown(&running, &next.seed).await?;
+    Ok(())
+}
