@@ -394,5 +394,6 @@ mod tests {
         assert!(text.contains("helm_service_events_received_total{type=\"x\"} 1"));
         assert!(text.contains("helm_service_dead_letters_total{reason=\"malformed\"} 1"));
         assert!(text.contains("helm_service_tasks_in_flight 0"));
+        assert!(text.contains("helm_service_nats_credential_reload_failures_total 0"));
     }
 }

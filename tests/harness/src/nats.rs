@@ -145,7 +145,8 @@ impl NatsServer {
             .unwrap_or(0);
         self.reconfigure(config)?;
         send_signal(pid, Signal::SIGHUP)?;
-        let outcome = crate::wait::wait_until(
+        // Ok when the server reloaded, its error when it refused the new configuration.
+        crate::wait::wait_until(
             "nats-server to reload its configuration",
             READY_DEADLINE,
             RETRY_INTERVAL,
@@ -160,8 +161,7 @@ impl NatsServer {
                     .map(|line| Err(anyhow!("{line}")))
             },
         )
-        .await?;
-        outcome
+        .await?
     }
 
     /// A server on `port` with its temp dir and configuration written, not started yet.
