@@ -158,8 +158,9 @@ async fn user_and_password_from_flags_env_and_url() -> anyhow::Result<()> {
         .contains(&format!("nats://127.0.0.1:{}", env.nats.port())));
     drop(in_url);
 
-    // The server's password changes under a running worker: it cannot reconnect, keeps
-    // trying, and /readyz says why (without the secret).
+    // The server's password changes under a running worker and its file does not: it cannot
+    // reconnect, keeps trying, and /readyz says why (without the secret). (A replaced file is
+    // read at the next attempt: `a_rotated_password_file_is_read_again_at_reconnection`.)
     let mut running = worker(
         &env,
         args(&[
