@@ -108,7 +108,13 @@ impl Connection {
     async fn open(config: &RunConfig, metrics: &Metrics) -> anyhow::Result<Connection> {
         let nats = config.nats.resolve()?;
         let events = Arc::new(ConnectionEvents::default());
-        let client = nats.connect_worker("helm-service", events.clone()).await?;
+        let client = nats
+            .connect_worker(
+                "helm-service",
+                events.clone(),
+                metrics.nats_credential_reload_failures.clone(),
+            )
+            .await?;
         info!(servers = %nats.servers(), "NATS client started");
         let health = Arc::new(Health::new(client.clone(), events));
         let http_stop = CancellationToken::new();

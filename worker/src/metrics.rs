@@ -73,6 +73,9 @@ pub struct Metrics {
     pub restores: IntCounter,
     /// Progress reports (`<task>.status.changed`) sent or failed, by outcome.
     status_changed: IntCounterVec,
+    /// NATS connection attempts that found the credential files unusable (rotation under way,
+    /// a broken Secret) and used the last valid credentials.
+    pub nats_credential_reload_failures: IntCounter,
 }
 
 impl Metrics {
@@ -217,6 +220,10 @@ impl Metrics {
                 "helm_service_status_changed_total",
                 "Progress reports (<task>.status.changed) published (sent) or given up (failed), by outcome.",
                 &["outcome"],
+            ),
+            nats_credential_reload_failures: reg.counter(
+                "helm_service_nats_credential_reload_failures_total",
+                "NATS connection attempts whose credential files could not be read or were invalid; each used the last valid credentials.",
             ),
             registry,
         }
@@ -387,5 +394,6 @@ mod tests {
         assert!(text.contains("helm_service_events_received_total{type=\"x\"} 1"));
         assert!(text.contains("helm_service_dead_letters_total{reason=\"malformed\"} 1"));
         assert!(text.contains("helm_service_tasks_in_flight 0"));
+        assert!(text.contains("helm_service_nats_credential_reload_failures_total 0"));
     }
 }

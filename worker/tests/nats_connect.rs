@@ -8,6 +8,7 @@ use clap::Parser;
 use test_harness::nats::NatsServer;
 use test_harness::wait::wait_until;
 use worker::config::{Cli, Command};
+use worker::metrics::Metrics;
 use worker::nats::connect::{ConnectionEvents, NatsArgs};
 
 fn run_flags(args: &[&str]) -> NatsArgs {
@@ -35,7 +36,11 @@ async fn a_seed_list_of_two_servers_connects_and_fails_over() -> anyhow::Result<
     assert_eq!(nats.servers(), list);
 
     let client = nats
-        .connect_worker("seed-list-test", Arc::new(ConnectionEvents::default()))
+        .connect_worker(
+            "seed-list-test",
+            Arc::new(ConnectionEvents::default()),
+            Metrics::new().nats_credential_reload_failures,
+        )
         .await?;
     let port = wait_until(
         "the client to connect",
@@ -110,7 +115,11 @@ async fn a_worker_started_before_nats_is_reachable_waits_for_it() -> anyhow::Res
     // Unreachable is not an error: the client connects in the background.
     let client = run_flags(&["--nats-url", &proxy.nats_url()])
         .resolve()?
-        .connect_worker("waiting-test", events.clone())
+        .connect_worker(
+            "waiting-test",
+            events.clone(),
+            Metrics::new().nats_credential_reload_failures,
+        )
         .await?;
     assert_eq!(connected_port(&client), None);
     let last = wait_until(

@@ -132,6 +132,38 @@ impl NatsServer {
         Ok(())
     }
 
+    /// Replaces the configuration like [`reconfigure`](Self::reconfigure) and has the running
+    /// server apply it without a restart (SIGHUP, what `nats-server --signal reload` sends),
+    /// as operators rotate credentials; returns once the server logged the reload. The server
+    /// closes the connections of users whose credentials changed.
+    pub async fn reload(&mut self, config: ServerConfig) -> anyhow::Result<()> {
+        let pid = self
+            .pid()
+            .context("reloading a nats-server that is not running")?;
+        let log_start = std::fs::metadata(&self.log_path)
+            .map(|m| m.len())
+            .unwrap_or(0);
+        self.reconfigure(config)?;
+        send_signal(pid, Signal::SIGHUP)?;
+        // Ok when the server reloaded, its error when it refused the new configuration.
+        crate::wait::wait_until(
+            "nats-server to reload its configuration",
+            READY_DEADLINE,
+            RETRY_INTERVAL,
+            || async {
+                let since = read_from(&self.log_path, log_start);
+                if since.contains("Reloaded server configuration") {
+                    return Some(Ok(()));
+                }
+                since
+                    .lines()
+                    .find(|line| line.contains("Failed to reload"))
+                    .map(|line| Err(anyhow!("{line}")))
+            },
+        )
+        .await?
+    }
+
     /// A server on `port` with its temp dir and configuration written, not started yet.
     pub(crate) fn prepare(port: u16, config: ServerConfig) -> anyhow::Result<Self> {
         let bin = tool_path("nats-server");

@@ -158,8 +158,9 @@ async fn user_and_password_from_flags_env_and_url() -> anyhow::Result<()> {
         .contains(&format!("nats://127.0.0.1:{}", env.nats.port())));
     drop(in_url);
 
-    // The server's password changes under a running worker: it cannot reconnect, keeps
-    // trying, and /readyz says why (without the secret).
+    // The server's password changes under a running worker and its file does not: it cannot
+    // reconnect, keeps trying, and /readyz says why (without the secret). (A replaced file is
+    // read at the next attempt: `a_rotated_password_file_is_read_again_at_reconnection`.)
     let mut running = worker(
         &env,
         args(&[
@@ -388,5 +389,191 @@ async fn help_shows_no_secret_from_the_environment() -> anyhow::Result<()> {
         assert!(help.contains("--nats-creds"), "{subcommand}: {help}");
         assert!(!help.contains("help-5e1a-secret"), "{subcommand}: {help}");
     }
+    Ok(())
+}
+
+/// The harness's own user on servers whose other users' credentials rotate: its connection
+/// (publishing events, reading replies) must outlive the rotation.
+const TEST_USER_PASSWORD: &str = "test-client-pw-0c1d";
+
+/// A server with the harness's user and `helm_user` (an entry of `authorization.users`).
+fn with_users(helm_user: &str) -> ServerConfig {
+    ServerConfig {
+        extra: format!(
+            "authorization {{\n  users = [\n    {{ user: test, password: \"{TEST_USER_PASSWORD}\" }}\n    {helm_user}\n  ]\n}}\n"
+        ),
+        client: ClientOptions::new(|| {
+            async_nats::ConnectOptions::new()
+                .user_and_password("test".into(), TEST_USER_PASSWORD.into())
+        }),
+    }
+}
+
+/// Replaces `path` at once with `content`, as Kubernetes updates a mounted Secret (a new file
+/// swapped in, never a half-written one).
+fn replace_file(path: &Path, content: &str) -> anyhow::Result<()> {
+    let next = path.with_extension("next");
+    std::fs::write(&next, format!("{content}\n"))?;
+    std::fs::rename(&next, path)?;
+    Ok(())
+}
+
+const RELOAD_FAILURES: &str = "helm_service_nats_credential_reload_failures_total";
+
+/// `/readyz` names refused credentials: the worker was disconnected and its attempts refused.
+async fn refused(worker: &WorkerProcess) -> anyhow::Result<()> {
+    test_harness::wait_until(
+        "/readyz to name the refused credentials",
+        Duration::from_secs(30),
+        Duration::from_millis(100),
+        || async {
+            match http_get(worker.http_port, "/readyz").await {
+                Ok((503, body)) if body.contains("authorization violation") => Some(()),
+                _ => None,
+            }
+        },
+    )
+    .await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_rotated_password_file_is_read_again_at_reconnection() -> anyhow::Result<()> {
+    const OLD: &str = "pw-old-61a0-secret";
+    const NEW: &str = "pw-new-93d7-secret";
+    let helm = |password: &str| format!("{{ user: helm, password: \"{password}\" }}");
+    let nats = NatsServer::start_configured(with_users(&helm(OLD))).await?;
+    let mut env = TestEnv::with_server(nats).await?;
+    let password = secret_file(env.dir.path(), "password", OLD);
+    let running = worker(
+        &env,
+        args(&[
+            "--nats-user",
+            "helm",
+            "--nats-password-file",
+            &path_arg(&password),
+        ]),
+        "rotating-password",
+    )
+    .await?;
+    answers_an_event(&env, "5f1c6a2e-0000-4000-8000-0000000e0001").await?;
+    assert_eq!(running.metric(RELOAD_FAILURES).await?, 0.0);
+
+    // Mid-rotation the file is gone, and the server's password changes (a reload, no
+    // restart): the server closes the worker's connection. Each attempt to reconnect finds no
+    // file, says so, counts it, and tries the last valid (old) password, which is refused.
+    std::fs::remove_file(&password)?;
+    env.nats.reload(with_users(&helm(NEW))).await?;
+    refused(&running).await?;
+    test_harness::wait_until(
+        "the worker to count the unusable password file",
+        Duration::from_secs(30),
+        Duration::from_millis(100),
+        || async { (running.metric(RELOAD_FAILURES).await.ok()? >= 1.0).then_some(()) },
+    )
+    .await?;
+    let log = running.process.log();
+    assert!(
+        log.contains("cannot use the NATS credential files")
+            && log.contains(&format!(
+                "cannot read --nats-password-file {}",
+                password.display()
+            )),
+        "{log}"
+    );
+
+    // The new password arrives: the next attempt reads it, and events flow again.
+    replace_file(&password, NEW)?;
+    answers_an_event(&env, "5f1c6a2e-0000-4000-8000-0000000e0002").await?;
+    let mut running = running;
+    assert!(running.process.is_running());
+    assert!(running
+        .process
+        .log()
+        .contains("NATS credential files changed; connecting with the new credentials"));
+    never_shown(&running, OLD).await?;
+    never_shown(&running, NEW).await?;
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_rotated_nkey_seed_file_is_read_again_at_reconnection() -> anyhow::Result<()> {
+    let seed_of = |key: &nkeys::KeyPair| key.seed().map_err(|err| anyhow::anyhow!("{err}"));
+    let helm = |key: &nkeys::KeyPair| format!("{{ nkey: {} }}", key.public_key());
+    let (old, new) = (nkeys::KeyPair::new_user(), nkeys::KeyPair::new_user());
+    let nats = NatsServer::start_configured(with_users(&helm(&old))).await?;
+    let mut env = TestEnv::with_server(nats).await?;
+    let seed_file = secret_file(env.dir.path(), "user.nk", &seed_of(&old)?);
+    let running = worker(
+        &env,
+        args(&["--nats-nkey", &path_arg(&seed_file)]),
+        "rotating-nkey",
+    )
+    .await?;
+    answers_an_event(&env, "5f1c6a2e-0000-4000-8000-0000000e0101").await?;
+
+    // The new seed is in place first, then the server trades the old user for the new one:
+    // the worker's reconnection signs with the new seed.
+    replace_file(&seed_file, &seed_of(&new)?)?;
+    env.nats.reload(with_users(&helm(&new))).await?;
+    test_harness::wait_until(
+        "the worker to connect with the new seed",
+        Duration::from_secs(30),
+        Duration::from_millis(100),
+        || async {
+            running
+                .process
+                .log()
+                .contains("NATS credential files changed")
+                .then_some(())
+        },
+    )
+    .await?;
+    answers_an_event(&env, "5f1c6a2e-0000-4000-8000-0000000e0102").await?;
+    assert_eq!(running.metric(RELOAD_FAILURES).await?, 0.0);
+    never_shown(&running, &seed_of(&old)?).await?;
+    never_shown(&running, &seed_of(&new)?).await?;
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_creds_file_is_read_again_when_its_user_jwt_expires() -> anyhow::Result<()> {
+    // The harness connects as the operator's long-lived user, the worker as one whose JWT
+    // expires soon (long enough to start and answer an event on a busy machine).
+    const LIFETIME: Duration = Duration::from_secs(10);
+    let operator = OperatorMode::mint()?;
+    let nats = NatsServer::start_configured(operator.server("")).await?;
+    let env = TestEnv::with_server(nats).await?;
+    let expiring = operator.new_user("helm-service-expiring", Some(LIFETIME))?;
+    let creds = secret_file(env.dir.path(), "user.creds", &expiring.creds);
+    let running = worker(
+        &env,
+        args(&["--nats-creds", &path_arg(&creds)]),
+        "rotating-creds",
+    )
+    .await?;
+    answers_an_event(&env, "5f1c6a2e-0000-4000-8000-0000000e0201").await?;
+
+    // Before the JWT expires the operator issues a new user and its file replaces the old
+    // one; the connection in use stays until the server closes it at the expiry, and the
+    // reconnection reads the new file.
+    let next = operator.new_user("helm-service-next", None)?;
+    replace_file(&creds, &next.creds)?;
+    test_harness::wait_until(
+        "the worker to reconnect with the new credentials after the expiry",
+        LIFETIME + Duration::from_secs(30),
+        Duration::from_millis(100),
+        || async {
+            running
+                .process
+                .log()
+                .contains("NATS credential files changed")
+                .then_some(())
+        },
+    )
+    .await?;
+    answers_an_event(&env, "5f1c6a2e-0000-4000-8000-0000000e0202").await?;
+    assert_eq!(running.metric(RELOAD_FAILURES).await?, 0.0);
+    never_shown(&running, &expiring.seed).await?;
+    never_shown(&running, &next.seed).await?;
     Ok(())
 }

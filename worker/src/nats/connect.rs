@@ -4,6 +4,7 @@
 //! A first connection attempt tells "cannot work" (credentials refused, TLS failing) from
 //! "not yet" (no server reachable): the first is a start-up error naming the cause, the
 //! second makes the worker wait for NATS as it always did (`/readyz` says why it is not ready).
+//! Credential files are read again at every connection attempt (`nats::credentials`).
 
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
@@ -13,11 +14,13 @@ use async_nats::rustls::pki_types::{CertificateDer, PrivateKeyDer};
 use async_nats::rustls::{ClientConfig, RootCertStore};
 use async_nats::{ConnectErrorKind, ConnectOptions};
 use clap::Args;
+use prometheus::IntCounter;
 use thiserror::Error;
 use tracing::warn;
 
+use super::credentials::{Auth, CredentialFiles, CredentialSource};
 use super::seeds::{NatsUrlText, SeedList, SeedListError, UrlCredentials};
-use crate::secret::{read_file, read_secret_file, redact_user_info, Secret, SecretFileError};
+use crate::secret::{read_file, redact_user_info, SecretFileError};
 
 /// NATS connection flags of `run`, `send` and `charts` (defined once, flattened into each).
 /// Secrets are read from files, never taken as flag values, and no environment value is
@@ -149,21 +152,6 @@ pub enum NatsSetupError {
     ClientCertificate { reason: String },
 }
 
-/// How the client proves who it is.
-#[derive(Debug, Clone, PartialEq, Eq)]
-enum Auth {
-    None,
-    UserPassword {
-        user: String,
-        password: Secret,
-    },
-    Token(Secret),
-    /// An nkey seed.
-    Nkey(Secret),
-    /// The text of a `.creds` file (user JWT and seed).
-    Creds(Secret),
-}
-
 /// TLS settings beyond what the URLs say.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 struct Tls {
@@ -201,7 +189,7 @@ impl NatsConnectError {
 #[derive(Debug, Clone)]
 pub struct NatsClient {
     seeds: SeedList,
-    auth: Auth,
+    credentials: CredentialSource,
     tls: Tls,
 }
 
@@ -210,67 +198,44 @@ impl NatsArgs {
     /// error at start-up naming the flag, before any connection attempt.
     pub fn resolve(&self) -> Result<NatsClient, NatsSetupError> {
         let seeds = SeedList::parse(self.nats_url.as_str())?;
-        let (auth, flag) = self.auth()?;
-        let auth = match (seeds.credentials(), auth) {
-            (None, auth) => auth,
-            (Some(in_url), Auth::None) => match in_url.clone() {
+        let credentials = match (seeds.credentials(), self.credential_files()) {
+            (None, None) => CredentialSource::Fixed(Auth::None),
+            (Some(in_url), None) => CredentialSource::Fixed(match in_url.clone() {
                 UrlCredentials::UserPassword { user, password } => {
                     Auth::UserPassword { user, password }
                 }
                 UrlCredentials::Token(token) => Auth::Token(token),
+            }),
+            (None, Some(files)) => CredentialSource::Files {
+                at_start: files.read()?,
+                files,
             },
-            (Some(_), _) => return Err(NatsSetupError::CredentialsTwice { flag }),
+            (Some(_), Some(files)) => {
+                return Err(NatsSetupError::CredentialsTwice { flag: files.flag() })
+            }
         };
         Ok(NatsClient {
             seeds,
-            auth,
+            credentials,
             tls: self.tls()?,
         })
     }
 
-    /// The credentials the flags give, and the flag that gave them (clap keeps them exclusive).
-    fn auth(&self) -> Result<(Auth, &'static str), NatsSetupError> {
+    /// The credential files the flags name (clap keeps them one kind at a time).
+    fn credential_files(&self) -> Option<CredentialFiles> {
         if let Some(path) = &self.nats_creds {
-            let flag = "--nats-creds";
-            let text = read_file(flag, path)?;
-            ConnectOptions::new()
-                .credentials(&text)
-                .map_err(|_| SecretFileError::Invalid {
-                    flag,
-                    path: path.clone(),
-                    problem: "is not a NATS credentials file (a user JWT and an nkey seed)".into(),
-                })?;
-            return Ok((Auth::Creds(Secret::new(text)), flag));
+            return Some(CredentialFiles::Creds(path.clone()));
         }
         if let Some(path) = &self.nats_nkey {
-            let flag = "--nats-nkey";
-            let seed = read_secret_file(flag, path)?;
-            let seed = Secret::new(seed.expose().trim());
-            if nkeys::KeyPair::from_seed(seed.expose()).is_err() {
-                return Err(SecretFileError::Invalid {
-                    flag,
-                    path: path.clone(),
-                    problem: "does not hold an nkey seed (one line starting with S)".into(),
-                }
-                .into());
-            }
-            return Ok((Auth::Nkey(seed), flag));
+            return Some(CredentialFiles::Nkey(path.clone()));
         }
         if let (Some(user), Some(path)) = (&self.nats_user, &self.nats_password_file) {
-            let password = read_secret_file("--nats-password-file", path)?;
-            return Ok((
-                Auth::UserPassword {
-                    user: user.clone(),
-                    password,
-                },
-                "--nats-user",
-            ));
+            return Some(CredentialFiles::UserPassword {
+                user: user.clone(),
+                password: path.clone(),
+            });
         }
-        if let Some(path) = &self.nats_token_file {
-            let flag = "--nats-token-file";
-            return Ok((Auth::Token(read_secret_file(flag, path)?), flag));
-        }
-        Ok((Auth::None, ""))
+        self.nats_token_file.clone().map(CredentialFiles::Token)
     }
 
     /// Checks the CA, certificate and key files now; the client reads them again on every
@@ -370,21 +335,11 @@ impl NatsClient {
     }
 
     /// Connect options with the credentials and TLS settings; `name` is the client's name
-    /// on the server (monitoring shows it).
-    pub fn options(&self, name: &str) -> ConnectOptions {
-        let options = ConnectOptions::new().name(name);
-        let mut options = match &self.auth {
-            Auth::None => options,
-            Auth::UserPassword { user, password } => {
-                options.user_and_password(user.clone(), password.expose().to_owned())
-            }
-            Auth::Token(token) => options.token(token.expose().to_owned()),
-            Auth::Nkey(seed) => options.nkey(seed.expose().to_owned()),
-            Auth::Creds(text) => options
-                .credentials(text.expose())
-                // Checked by `resolve`.
-                .unwrap_or_else(|_| ConnectOptions::new().name(name)),
-        };
+    /// on the server (monitoring shows it). Every connection attempt authenticates with what
+    /// the credential files hold then; `reload_failures` counts attempts that found them
+    /// unusable (and used the last valid credentials).
+    fn options(&self, name: &str, reload_failures: Option<IntCounter>) -> ConnectOptions {
+        let mut options = self.credentials.connect_options(reload_failures).name(name);
         if let Some(ca) = &self.tls.ca {
             options = options.add_root_certificates(ca.clone());
         }
@@ -397,7 +352,7 @@ impl NatsClient {
     /// One attempt over every server of the seed list: for `send` and `charts`, which report
     /// and exit rather than wait.
     pub async fn connect(&self, name: &str) -> Result<async_nats::Client, NatsConnectError> {
-        self.options(name)
+        self.options(name, None)
             .connect(self.seeds.servers().to_vec())
             .await
             .map_err(|err| self.classify(err))
@@ -406,15 +361,17 @@ impl NatsClient {
     /// The worker's client: reconnects for ever. A first attempt over the seed list decides:
     /// refused credentials or failing TLS are returned (nothing can work), unreachable
     /// servers are waited for in the background (the client connects once one is up).
-    /// `events` hears about every connection change.
+    /// `events` hears about every connection change; `reload_failures` counts connection
+    /// attempts that found the credential files unusable.
     pub async fn connect_worker(
         &self,
         name: &str,
         events: Arc<ConnectionEvents>,
+        reload_failures: IntCounter,
     ) -> Result<async_nats::Client, NatsConnectError> {
         let options = || {
             let events = events.clone();
-            self.options(name)
+            self.options(name, Some(reload_failures.clone()))
                 .max_reconnects(None)
                 .event_callback(move |event| {
                     let events = events.clone();
@@ -490,6 +447,7 @@ fn error_chain(err: &(dyn std::error::Error + 'static)) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::secret::Secret;
     use clap::{CommandFactory, Parser};
 
     #[derive(Debug, Parser)]
@@ -534,7 +492,7 @@ mod tests {
             .resolve()
             .unwrap();
         assert_eq!(
-            nats.auth,
+            *nats.credentials.at_start(),
             Auth::UserPassword {
                 user: "u".into(),
                 password: Secret::new("hunter2")
@@ -587,7 +545,7 @@ mod tests {
             .unwrap()
             .resolve()
             .unwrap();
-        assert_eq!(nats.auth, Auth::Nkey(Secret::new(seed)));
+        assert_eq!(*nats.credentials.at_start(), Auth::Nkey(Secret::new(seed)));
         assert!(!nats.tls.required);
     }
 

@@ -2,6 +2,7 @@
 //! start-up and how it publishes.
 
 pub mod connect;
+mod credentials;
 pub mod publisher;
 pub mod seeds;
 pub mod topology;
