@@ -3,6 +3,7 @@
 //! bounded queue that never holds up the worker (`export.rs`).
 
 pub mod export;
+pub mod tls;
 pub mod traces;
 
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -109,6 +110,7 @@ pub fn init_with(format: LogFormat, default_filter: &str) -> Result<Telemetry, S
     if let Some(export) = &export {
         tracing::info!(
             protocol = ?export.protocol,
+            tls = export.tls.is_some(),
             service = %export.service_name,
             "exporting traces over OTLP"
         );
