@@ -3,6 +3,7 @@
 //! bounded queue that never holds up the worker (`export.rs`).
 
 pub mod export;
+pub mod http_client;
 pub mod tls;
 pub mod traces;
 

@@ -158,7 +158,8 @@ impl ExportTls {
         self.grpc.clone()
     }
 
-    /// For the HTTP exporter: hyper over rustls (HTTP/1.1), requests bounded by `timeout`.
+    /// For the HTTP exporter (`http_client.rs`): hyper over rustls (HTTP/1.1), requests
+    /// bounded by `timeout`.
     pub fn http_client(&self, timeout: Duration) -> Arc<dyn opentelemetry_http::HttpClient> {
         let connector = hyper_rustls::HttpsConnectorBuilder::new()
             .with_tls_config(self.https.clone())

@@ -26,6 +26,7 @@ use opentelemetry_sdk::Resource;
 use tracing_opentelemetry::OpenTelemetrySpanExt;
 
 use super::export::QueueProcessor;
+use super::http_client;
 use super::tls::TlsFiles;
 
 /// The OTLP transport.
@@ -138,28 +139,29 @@ pub fn provider(export: &TraceExport) -> Result<SdkTracerProvider, String> {
         move || {
             use opentelemetry_sdk::trace::SpanExporter as _;
             let builder = opentelemetry_otlp::SpanExporter::builder();
-            let built = match protocol {
+            // gRPC errors carry their causes already; the HTTP client keeps them.
+            let (built, cause) = match protocol {
                 Protocol::Grpc => {
                     let builder = builder.with_tonic().with_timeout(timeout);
-                    match &tls {
+                    let built = match &tls {
                         Some(tls) => builder.with_tls_config(tls.grpc()).build(),
                         None => builder.build(),
-                    }
+                    };
+                    (built, Default::default())
                 }
                 Protocol::HttpProtobuf => {
-                    let builder = builder
+                    let (client, cause) = http_client::client(tls.as_ref(), timeout);
+                    let built = builder
                         .with_http()
                         .with_protocol(opentelemetry_otlp::Protocol::HttpBinary)
-                        .with_timeout(timeout);
-                    match &tls {
-                        Some(tls) => builder
-                            .with_shared_http_client(tls.http_client(timeout))
-                            .build(),
-                        None => builder.build(),
-                    }
+                        .with_timeout(timeout)
+                        .with_http_client(client)
+                        .build();
+                    (built, cause)
                 }
             };
-            let mut exporter = built.map_err(|err| format!("the OTLP trace exporter: {err}"))?;
+            let inner = built.map_err(|err| format!("the OTLP trace exporter: {err}"))?;
+            let mut exporter = http_client::WithCause { inner, cause };
             exporter.set_resource(&exporter_resource);
             Ok(exporter)
         },
