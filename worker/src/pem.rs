@@ -9,7 +9,7 @@ use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 use rustls::{ClientConfig, RootCertStore};
 
-use crate::secret::{read_file, SecretFileError};
+use crate::secret::{read_file, Secret, SecretFileError};
 
 /// The certificates of a PEM file; at least one.
 pub fn certificates(
@@ -54,7 +54,7 @@ pub fn roots(flag: &'static str, path: &Path) -> Result<RootCertStore, SecretFil
 pub fn private_key(
     flag: &'static str,
     path: &Path,
-) -> Result<(PrivateKeyDer<'static>, crate::secret::Secret), SecretFileError> {
+) -> Result<(PrivateKeyDer<'static>, Secret), SecretFileError> {
     let text = read_file(flag, path)?;
     let key = PrivateKeyDer::from_pem_slice(text.as_bytes())
         .map_err(|_| invalid(flag, path, "holds no PEM private key"))?;
@@ -65,7 +65,7 @@ pub fn private_key(
             &format!("holds a private key that cannot be used: {err}"),
         )
     })?;
-    Ok((key, crate::secret::Secret::new(text)))
+    Ok((key, Secret::new(text)))
 }
 
 /// A client configuration trusting `roots` and, for mutual TLS, presenting `client` (chain
