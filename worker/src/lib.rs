@@ -20,6 +20,7 @@ pub mod memory;
 pub mod metrics;
 pub mod nats;
 pub mod operator;
+pub mod pem;
 pub mod pipeline;
 pub mod progress;
 pub mod secret;

@@ -576,6 +576,60 @@ fn nats_credentials_and_tls_come_from_secrets_mounted_as_files() {
 }
 
 #[test]
+fn an_https_collector_takes_its_ca_and_client_certificate_from_secrets_mounted_as_files() {
+    let deployment = only(
+        &render(&[
+            "--set",
+            "tracing.otlpEndpoint=https://collector.observability:4317,\
+             tracing.tls.caSecret.name=otlp-ca,tracing.tls.clientSecret.name=otlp-client",
+        ]),
+        "Deployment",
+    );
+    let files = secret_files(&deployment);
+    let by_env = |env: &str| {
+        files
+            .iter()
+            .find(|(name, ..)| name == env)
+            .map(|(_, path, secret, key)| (path.clone(), secret.as_str(), key.as_str()))
+    };
+    let (ca, ..) = by_env("OTEL_EXPORTER_OTLP_CERTIFICATE").expect("the CA");
+    assert_eq!(
+        by_env("OTEL_EXPORTER_OTLP_CERTIFICATE").map(|(_, s, k)| (s, k)),
+        Some(("otlp-ca", "ca.crt"))
+    );
+    let (cert, secret, key) = by_env("OTEL_EXPORTER_OTLP_CLIENT_CERTIFICATE").expect("cert");
+    assert_eq!((secret, key), ("otlp-client", "tls.crt"));
+    let (private_key, secret, key) = by_env("OTEL_EXPORTER_OTLP_CLIENT_KEY").expect("key");
+    assert_eq!((secret, key), ("otlp-client", "tls.key"));
+    // The worker reads what the chart sets as the files of an https:// endpoint.
+    let env: Vec<(String, String)> = [
+        "OTEL_EXPORTER_OTLP_ENDPOINT",
+        "OTEL_EXPORTER_OTLP_PROTOCOL",
+        "OTEL_SERVICE_NAME",
+    ]
+    .into_iter()
+    .map(|name| (name.to_owned(), env_value(&deployment, name).expect(name)))
+    .chain(
+        files
+            .iter()
+            .map(|(name, path, ..)| (name.clone(), path.clone())),
+    )
+    .collect();
+    let export = worker::telemetry::traces::trace_export(|name| {
+        env.iter().find(|(n, _)| n == name).map(|(_, v)| v.clone())
+    })
+    .expect("the worker takes the chart's settings")
+    .expect("traces on");
+    let tls = export.tls.expect("TLS");
+    assert_eq!(tls.ca.map(|f| f.path), Some(ca.into()));
+    let (client_cert, client_key) = tls.client.expect("mutual TLS");
+    assert_eq!(
+        (client_cert.path, client_key.path),
+        (cert.into(), private_key.into())
+    );
+}
+
+#[test]
 fn nats_credentials_are_one_kind_and_complete() {
     for (values, expected) in [
         (

@@ -1,15 +1,17 @@
 //! Traces of a deployment exported over OTLP, gRPC and HTTP/protobuf, to the harness' own
 //! receiver (`test_harness::otlp`, decoding the official protobuf messages): the production
-//! binary, real nats-server, real helm, kube-sim. And a collector that is not there, or
-//! that never answers: the worker deploys as promptly as without one and counts the spans it
-//! drops.
+//! binary, real nats-server, real helm, kube-sim; in plain text and over TLS with a test CA
+//! (mutual TLS for gRPC). And a collector that is not there, that never answers, or whose
+//! certificate the worker does not trust: the worker deploys as promptly as without one and
+//! counts the spans it drops.
 
 use std::time::{Duration, Instant};
 
 use kube_sim::Config as SimConfig;
 use serde_json::json;
 use system_tests::deploy_env::{deployment_event, example_chart, DeployEnv};
-use test_harness::otlp::{OtlpReceiver, ReceivedSpan, Transport};
+use test_harness::otlp::{ClientAuth, OtlpReceiver, ReceivedSpan, Transport};
+use test_harness::pki::TestPki;
 
 const WAIT: Duration = Duration::from_secs(90);
 /// The sender's trace and span: the triggered event's `traceparent`.
@@ -28,21 +30,63 @@ async fn env() -> anyhow::Result<DeployEnv> {
 
 #[tokio::test]
 async fn a_deployment_is_one_trace_continuing_the_event_over_grpc() -> anyhow::Result<()> {
-    a_deployment_is_one_trace_continuing_the_event(Transport::Grpc).await
+    let receiver = OtlpReceiver::start(Transport::Grpc).await?;
+    a_deployment_is_one_trace_continuing_the_event(&receiver, "grpc", Vec::new()).await
 }
 
 #[tokio::test]
 async fn a_deployment_is_one_trace_continuing_the_event_over_http() -> anyhow::Result<()> {
-    a_deployment_is_one_trace_continuing_the_event(Transport::HttpProtobuf).await
+    let receiver = OtlpReceiver::start(Transport::HttpProtobuf).await?;
+    a_deployment_is_one_trace_continuing_the_event(&receiver, "http", Vec::new()).await
+}
+
+/// gRPC over mutual TLS: the collector's certificate is checked against the test CA given in
+/// the generic variable, and the worker presents its client certificate (the `_TRACES_` key
+/// variable, to use both kinds).
+#[tokio::test]
+async fn a_deployment_is_one_trace_over_grpc_with_mutual_tls() -> anyhow::Result<()> {
+    let pki = TestPki::generate("otlp-collector-ca")?;
+    let receiver = OtlpReceiver::start_tls(Transport::Grpc, &pki, ClientAuth::Required).await?;
+    let tls = vec![
+        ("OTEL_EXPORTER_OTLP_CERTIFICATE".to_owned(), path(&pki.ca())),
+        (
+            "OTEL_EXPORTER_OTLP_CLIENT_CERTIFICATE".to_owned(),
+            path(&pki.client_cert()),
+        ),
+        (
+            "OTEL_EXPORTER_OTLP_TRACES_CLIENT_KEY".to_owned(),
+            path(&pki.client_key()),
+        ),
+    ];
+    a_deployment_is_one_trace_continuing_the_event(&receiver, "grpc over mTLS", tls).await?;
+    assert_eq!(receiver.tls_handshake_failures(), 0);
+    Ok(())
+}
+
+/// HTTP/protobuf over TLS: the collector's certificate is checked against the test CA.
+#[tokio::test]
+async fn a_deployment_is_one_trace_over_https() -> anyhow::Result<()> {
+    let pki = TestPki::generate("otlp-collector-ca")?;
+    let receiver = OtlpReceiver::start_tls(Transport::HttpProtobuf, &pki, ClientAuth::None).await?;
+    let tls = vec![("OTEL_EXPORTER_OTLP_CERTIFICATE".to_owned(), path(&pki.ca()))];
+    a_deployment_is_one_trace_continuing_the_event(&receiver, "https", tls).await?;
+    assert_eq!(receiver.tls_handshake_failures(), 0);
+    Ok(())
+}
+
+fn path(path: &std::path::Path) -> String {
+    path.display().to_string()
 }
 
 async fn a_deployment_is_one_trace_continuing_the_event(
-    transport: Transport,
+    receiver: &OtlpReceiver,
+    transport: &str,
+    tls: Vec<(String, String)>,
 ) -> anyhow::Result<()> {
-    let receiver = OtlpReceiver::start(transport).await?;
     let env = env().await?;
     let mut spec = env.worker_spec();
     spec.env.extend(receiver.env("helm-service-under-test"));
+    spec.env.extend(tls);
     let worker = env.start_worker(spec, "worker").await?;
 
     let mut event = deployment_event("traced", "hello", "direct", json!({}));
@@ -65,7 +109,7 @@ async fn a_deployment_is_one_trace_continuing_the_event(
         .map(|s| (s.name(), s.parent_span_id()))
         .collect();
     eprintln!(
-        "{transport:?}: {} spans in the trace: {names:#?}",
+        "{transport}: {} spans in the trace: {names:#?}",
         trace.len()
     );
     let one = |name: &str| -> &ReceivedSpan {
@@ -223,5 +267,70 @@ async fn a_collector_that_is_away_or_silent_slows_nothing_and_its_spans_are_coun
         drop(worker);
     }
     holder.abort();
+    Ok(())
+}
+
+/// A collector behind TLS whose CA the worker was not given (only the system's roots are
+/// trusted): every handshake fails, nothing is exported, and the worker goes on deploying,
+/// counting the spans it drops; over both transports.
+#[tokio::test]
+async fn a_collector_whose_certificate_is_not_trusted_gets_nothing_and_the_worker_carries_on(
+) -> anyhow::Result<()> {
+    let pki = TestPki::generate("a-ca-nobody-trusts")?;
+    let env = env().await?;
+    for (service, transport) in [
+        ("untrusted-grpc", Transport::Grpc),
+        ("untrusted-http", Transport::HttpProtobuf),
+    ] {
+        env.push_chart(("shop", "dev", service), &example_chart())?;
+        let receiver = OtlpReceiver::start_tls(transport, &pki, ClientAuth::None).await?;
+        let mut spec = env.worker_spec();
+        spec.env.extend(receiver.env(service));
+        spec.env
+            .push(("OTEL_EXPORTER_OTLP_TIMEOUT".to_owned(), "2000".to_owned()));
+        let worker = env.start_worker(spec, service).await?;
+        let first = deployment_event(&format!("{service}-1"), service, "direct", json!({}));
+        let finished = env.deploy(&first, WAIT).await?;
+        assert_eq!(finished["data"]["status"], "succeeded", "{finished:#}");
+        let dropped = test_harness::wait::wait_until(
+            "spans counted dropped",
+            Duration::from_secs(30),
+            Duration::from_millis(200),
+            || async {
+                let dropped = worker
+                    .metric("helm_service_trace_spans_dropped_total{reason=\"export_failed\"}")
+                    .await
+                    .ok()?;
+                (dropped > 0.0).then_some(dropped)
+            },
+        )
+        .await
+        .map_err(|err| err.context(worker.process.log_tail(40)))?;
+        // The handshake is what failed, and the worker still takes events.
+        assert!(receiver.tls_handshake_failures() > 0, "{service}");
+        let second = deployment_event(&format!("{service}-2"), service, "direct", json!({}));
+        let finished = env.deploy(&second, WAIT).await?;
+        assert_eq!(finished["data"]["status"], "succeeded", "{finished:#}");
+        let log = worker.process.log_tail(2000);
+        let logged = log
+            .lines()
+            .find(|line| line.contains("could not export trace spans"))
+            .map(str::to_owned);
+        // With its cause, over HTTP too (the exporter itself says only "network error").
+        let logged =
+            logged.ok_or_else(|| anyhow::anyhow!("{service}: no failure logged: {log}"))?;
+        assert!(
+            logged.contains("invalid peer certificate: UnknownIssuer"),
+            "{service}: {logged}"
+        );
+        eprintln!("{service}: {logged}");
+        assert_eq!(receiver.requests(), 0, "{service}: nothing got through");
+        assert!(receiver.spans().is_empty());
+        eprintln!(
+            "{service}: {dropped} spans counted dropped, {} handshakes refused",
+            receiver.tls_handshake_failures()
+        );
+        drop(worker);
+    }
     Ok(())
 }

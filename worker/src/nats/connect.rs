@@ -6,21 +6,20 @@
 //! second makes the worker wait for NATS as it always did (`/readyz` says why it is not ready).
 //! Credential files are read again at every connection attempt (`nats::credentials`).
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 
-use async_nats::rustls::pki_types::pem::PemObject;
-use async_nats::rustls::pki_types::{CertificateDer, PrivateKeyDer};
-use async_nats::rustls::{ClientConfig, RootCertStore};
 use async_nats::{ConnectErrorKind, ConnectOptions};
 use clap::Args;
 use prometheus::IntCounter;
+use rustls::RootCertStore;
 use thiserror::Error;
 use tracing::warn;
 
 use super::credentials::{Auth, CredentialFiles, CredentialSource};
 use super::seeds::{NatsUrlText, SeedList, SeedListError, UrlCredentials};
-use crate::secret::{read_file, redact_user_info, SecretFileError};
+use crate::pem;
+use crate::secret::{redact_user_info, SecretFileError};
 
 /// NATS connection flags of `run`, `send` and `charts` (defined once, flattened into each).
 /// Secrets are read from files, never taken as flag values, and no environment value is
@@ -241,34 +240,20 @@ impl NatsArgs {
     /// Checks the CA, certificate and key files now; the client reads them again on every
     /// connection, so renewed files (a Secret updated in place) are picked up on reconnect.
     fn tls(&self) -> Result<Tls, NatsSetupError> {
-        let mut roots = RootCertStore::empty();
-        if let Some(path) = &self.nats_ca {
-            for cert in pem_certificates("--nats-ca", path)? {
-                roots.add(cert).map_err(|err| SecretFileError::Invalid {
-                    flag: "--nats-ca",
-                    path: path.clone(),
-                    problem: format!("holds a certificate that cannot be a CA: {err}"),
-                })?;
-            }
-        }
+        let roots = match &self.nats_ca {
+            Some(path) => pem::roots("--nats-ca", path)?,
+            None => RootCertStore::empty(),
+        };
         let client = match (&self.nats_cert, &self.nats_key) {
             (Some(cert), Some(key)) => {
-                let chain = pem_certificates("--nats-cert", cert)?;
-                let text = read_file("--nats-key", key)?;
-                let private_key = PrivateKeyDer::from_pem_slice(text.as_bytes()).map_err(|_| {
-                    SecretFileError::Invalid {
-                        flag: "--nats-key",
-                        path: key.clone(),
-                        problem: "holds no PEM private key".into(),
+                let chain = pem::certificates("--nats-cert", cert)?;
+                let (private_key, _) = pem::private_key("--nats-key", key)?;
+                // The same check the client makes when it connects, made now.
+                pem::client_config(roots, Some((chain, private_key))).map_err(|err| {
+                    NatsSetupError::ClientCertificate {
+                        reason: err.to_string(),
                     }
                 })?;
-                // The same check the client makes when it connects, made now.
-                ClientConfig::builder()
-                    .with_root_certificates(roots)
-                    .with_client_auth_cert(chain, private_key)
-                    .map_err(|err| NatsSetupError::ClientCertificate {
-                        reason: err.to_string(),
-                    })?;
                 Some((cert.clone(), key.clone()))
             }
             _ => None,
@@ -279,26 +264,6 @@ impl NatsArgs {
             client,
         })
     }
-}
-
-/// The certificates of a PEM file; at least one.
-fn pem_certificates(
-    flag: &'static str,
-    path: &Path,
-) -> Result<Vec<CertificateDer<'static>>, SecretFileError> {
-    let text = read_file(flag, path)?;
-    let invalid = |problem: &str| SecretFileError::Invalid {
-        flag,
-        path: path.to_owned(),
-        problem: problem.to_owned(),
-    };
-    let certs = CertificateDer::pem_slice_iter(text.as_bytes())
-        .collect::<Result<Vec<_>, _>>()
-        .map_err(|_| invalid("is not a PEM file"))?;
-    if certs.is_empty() {
-        return Err(invalid("holds no PEM certificate"));
-    }
-    Ok(certs)
 }
 
 /// What the client last reported about its connection, for `/readyz`.

@@ -3,6 +3,8 @@
 //! bounded queue that never holds up the worker (`export.rs`).
 
 pub mod export;
+pub mod http_client;
+pub mod tls;
 pub mod traces;
 
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -109,6 +111,7 @@ pub fn init_with(format: LogFormat, default_filter: &str) -> Result<Telemetry, S
     if let Some(export) = &export {
         tracing::info!(
             protocol = ?export.protocol,
+            tls = export.tls.is_some(),
             service = %export.service_name,
             "exporting traces over OTLP"
         );

@@ -4,8 +4,9 @@
 //! `OTEL_EXPORTER_OTLP_PROTOCOL` (or `..._TRACES_PROTOCOL`) picks `grpc` or `http/protobuf`
 //! (the default, as the OpenTelemetry specification says); `OTEL_SERVICE_NAME` names the
 //! service (`helm-service` when unset); `OTEL_SDK_DISABLED=true` or `OTEL_TRACES_EXPORTER=none`
-//! turn it off. Only `http://` endpoints: the build has no TLS client for OTLP (a collector
-//! or agent in the cluster is the usual target). The exporter reads the endpoint, headers, timeout and compression variables
+//! turn it off. An `https://` endpoint is reached over TLS, with the certificate variables of
+//! the specification (`tls.rs`); those are refused with an `http://` one, which they cannot
+//! secure. The exporter reads the endpoint, headers, timeout and compression variables
 //! itself, with the specification's rules (an HTTP endpoint gets `/v1/traces` appended).
 //!
 //! One trace per event: the processor's `event` span is its root here, a child of the
@@ -19,12 +20,14 @@ use opentelemetry::trace::{
     SpanContext, SpanId, TraceContextExt, TraceFlags, TraceId, TraceState, TracerProvider,
 };
 use opentelemetry::Context;
-use opentelemetry_otlp::WithExportConfig;
+use opentelemetry_otlp::{WithExportConfig, WithHttpConfig, WithTonicConfig};
 use opentelemetry_sdk::trace::SdkTracerProvider;
 use opentelemetry_sdk::Resource;
 use tracing_opentelemetry::OpenTelemetrySpanExt;
 
 use super::export::QueueProcessor;
+use super::http_client;
+use super::tls::TlsFiles;
 
 /// The OTLP transport.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -41,6 +44,8 @@ pub struct TraceExport {
     pub service_name: String,
     /// How long one export may take (`OTEL_EXPORTER_OTLP_TIMEOUT`, milliseconds; 10 s).
     pub timeout: Duration,
+    /// The TLS files of an `https://` endpoint (`None` for `http://`).
+    pub tls: Option<TlsFiles>,
 }
 
 /// Default export timeout of the specification.
@@ -61,12 +66,23 @@ pub fn trace_export(var: impl Fn(&str) -> Option<String>) -> Result<Option<Trace
     let Some(endpoint) = endpoint.filter(|_| !disabled) else {
         return Ok(None);
     };
-    if !endpoint.starts_with("http://") {
+    let files = TlsFiles::from_env(set)?;
+    let tls = if endpoint.starts_with("https://") {
+        Some(files)
+    } else if endpoint.starts_with("http://") {
+        if let Some(var) = files.first_var() {
+            return Err(format!(
+                "{var} is set but the OTLP endpoint {:?} is plain text: use an https:// endpoint",
+                crate::secret::redact_user_info(&endpoint)
+            ));
+        }
+        None
+    } else {
         return Err(format!(
-            "OTLP endpoint {:?}: only plain-text http:// endpoints are supported (a collector or agent in the cluster); this build has no TLS client for OTLP",
+            "OTLP endpoint {:?}: expected an http:// or https:// URL",
             crate::secret::redact_user_info(&endpoint)
         ));
-    }
+    };
     let (name, protocol) = match set("OTEL_EXPORTER_OTLP_TRACES_PROTOCOL") {
         Some(p) => ("OTEL_EXPORTER_OTLP_TRACES_PROTOCOL", Some(p)),
         None => (
@@ -98,11 +114,18 @@ pub fn trace_export(var: impl Fn(&str) -> Option<String>) -> Result<Option<Trace
         protocol,
         service_name: set("OTEL_SERVICE_NAME").unwrap_or_else(|| "helm-service".into()),
         timeout,
+        tls,
     }))
 }
 
-/// The tracer provider exporting to the configured collector (its export thread started).
+/// The tracer provider exporting to the configured collector (its export thread started);
+/// the TLS files, if any, are read and checked here, at start.
 pub fn provider(export: &TraceExport) -> Result<SdkTracerProvider, String> {
+    let tls = export
+        .tls
+        .as_ref()
+        .map(|files| files.load(export.timeout))
+        .transpose()?;
     let resource = Resource::builder()
         .with_service_name(export.service_name.clone())
         .with_attribute(opentelemetry::KeyValue::new(
@@ -116,15 +139,29 @@ pub fn provider(export: &TraceExport) -> Result<SdkTracerProvider, String> {
         move || {
             use opentelemetry_sdk::trace::SpanExporter as _;
             let builder = opentelemetry_otlp::SpanExporter::builder();
-            let built = match protocol {
-                Protocol::Grpc => builder.with_tonic().with_timeout(timeout).build(),
-                Protocol::HttpProtobuf => builder
-                    .with_http()
-                    .with_protocol(opentelemetry_otlp::Protocol::HttpBinary)
-                    .with_timeout(timeout)
-                    .build(),
+            // gRPC errors carry their causes already; the HTTP client keeps them.
+            let (built, cause) = match protocol {
+                Protocol::Grpc => {
+                    let builder = builder.with_tonic().with_timeout(timeout);
+                    let built = match &tls {
+                        Some(tls) => builder.with_tls_config(tls.grpc()).build(),
+                        None => builder.build(),
+                    };
+                    (built, Default::default())
+                }
+                Protocol::HttpProtobuf => {
+                    let (client, cause) = http_client::client(tls.as_ref(), timeout);
+                    let built = builder
+                        .with_http()
+                        .with_protocol(opentelemetry_otlp::Protocol::HttpBinary)
+                        .with_timeout(timeout)
+                        .with_http_client(client)
+                        .build();
+                    (built, cause)
+                }
             };
-            let mut exporter = built.map_err(|err| format!("the OTLP trace exporter: {err}"))?;
+            let inner = built.map_err(|err| format!("the OTLP trace exporter: {err}"))?;
+            let mut exporter = http_client::WithCause { inner, cause };
             exporter.set_resource(&exporter_resource);
             Ok(exporter)
         },
@@ -203,6 +240,7 @@ pub fn current_traceparent() -> Option<String> {
 
 #[cfg(test)]
 mod tests {
+    use super::super::tls::FileSetting;
     use super::*;
     use std::collections::HashMap;
 
@@ -227,6 +265,7 @@ mod tests {
                 protocol: Protocol::HttpProtobuf,
                 service_name: "helm-service".into(),
                 timeout: Duration::from_secs(10),
+                tls: None,
             }
         );
         let grpc = from(&[
@@ -252,12 +291,113 @@ mod tests {
         let json = from(&[endpoint, ("OTEL_EXPORTER_OTLP_PROTOCOL", "http/json")]).unwrap_err();
         assert!(json.contains("OTEL_EXPORTER_OTLP_PROTOCOL"), "{json}");
         assert!(from(&[endpoint, ("OTEL_EXPORTER_OTLP_TIMEOUT", "10s")]).is_err());
-        let tls = from(&[("OTEL_EXPORTER_OTLP_ENDPOINT", "https://c:4318")]).unwrap_err();
-        assert!(tls.contains("http://"), "{tls}");
+        let neither = from(&[("OTEL_EXPORTER_OTLP_ENDPOINT", "c:4318")]).unwrap_err();
+        assert!(neither.contains("https://"), "{neither}");
         // User info in the endpoint is never repeated.
         let secret =
-            from(&[("OTEL_EXPORTER_OTLP_ENDPOINT", "https://user:s3cret@c:4318")]).unwrap_err();
+            from(&[("OTEL_EXPORTER_OTLP_ENDPOINT", "ftp://user:s3cret@c:4318")]).unwrap_err();
         assert!(!secret.contains("s3cret"), "{secret}");
+    }
+
+    fn setting(var: &'static str, path: &str) -> Option<FileSetting> {
+        Some(FileSetting {
+            var,
+            path: path.into(),
+        })
+    }
+
+    #[test]
+    fn an_https_endpoint_takes_the_certificate_variables_the_traces_ones_first() {
+        let https = ("OTEL_EXPORTER_OTLP_ENDPOINT", "https://collector:4318");
+        // The system's roots: no files.
+        let plain = from(&[https]).unwrap().unwrap();
+        assert_eq!(plain.tls, Some(TlsFiles::default()));
+        let ca = from(&[https, ("OTEL_EXPORTER_OTLP_CERTIFICATE", "/ca.pem")])
+            .unwrap()
+            .unwrap();
+        assert_eq!(
+            ca.tls.unwrap().ca,
+            setting("OTEL_EXPORTER_OTLP_CERTIFICATE", "/ca.pem")
+        );
+        let both = from(&[
+            (
+                "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT",
+                "https://collector:4317",
+            ),
+            ("OTEL_EXPORTER_OTLP_PROTOCOL", "grpc"),
+            ("OTEL_EXPORTER_OTLP_CERTIFICATE", "/generic/ca.pem"),
+            ("OTEL_EXPORTER_OTLP_TRACES_CERTIFICATE", "/traces/ca.pem"),
+            (
+                "OTEL_EXPORTER_OTLP_CLIENT_CERTIFICATE",
+                "/generic/client.pem",
+            ),
+            (
+                "OTEL_EXPORTER_OTLP_TRACES_CLIENT_CERTIFICATE",
+                "/traces/client.pem",
+            ),
+            // Each variable on its own: the generic key with the traces certificate.
+            ("OTEL_EXPORTER_OTLP_CLIENT_KEY", " /generic/client.key "),
+            ("OTEL_EXPORTER_OTLP_TRACES_CLIENT_KEY", ""),
+        ])
+        .unwrap()
+        .unwrap();
+        assert_eq!(both.protocol, Protocol::Grpc);
+        assert_eq!(
+            both.tls,
+            Some(TlsFiles {
+                ca: setting("OTEL_EXPORTER_OTLP_TRACES_CERTIFICATE", "/traces/ca.pem"),
+                client: Some((
+                    setting(
+                        "OTEL_EXPORTER_OTLP_TRACES_CLIENT_CERTIFICATE",
+                        "/traces/client.pem"
+                    )
+                    .unwrap(),
+                    setting("OTEL_EXPORTER_OTLP_CLIENT_KEY", "/generic/client.key").unwrap(),
+                )),
+            })
+        );
+        // Half of mutual TLS is a mistake, named.
+        let no_key = from(&[
+            https,
+            (
+                "OTEL_EXPORTER_OTLP_TRACES_CLIENT_CERTIFICATE",
+                "/client.pem",
+            ),
+        ])
+        .unwrap_err();
+        assert!(
+            no_key.starts_with("OTEL_EXPORTER_OTLP_TRACES_CLIENT_CERTIFICATE is set without OTEL_EXPORTER_OTLP_TRACES_CLIENT_KEY (or OTEL_EXPORTER_OTLP_CLIENT_KEY)"),
+            "{no_key}"
+        );
+        let no_cert = from(&[https, ("OTEL_EXPORTER_OTLP_CLIENT_KEY", "/client.key")]).unwrap_err();
+        assert!(
+            no_cert.contains("without OTEL_EXPORTER_OTLP_TRACES_CLIENT_CERTIFICATE"),
+            "{no_cert}"
+        );
+        // Certificates cannot secure a plain-text endpoint: refused, not ignored.
+        let plain_text = from(&[
+            (
+                "OTEL_EXPORTER_OTLP_ENDPOINT",
+                "http://user:s3cret@collector:4318",
+            ),
+            ("OTEL_EXPORTER_OTLP_TRACES_CERTIFICATE", "/ca.pem"),
+        ])
+        .unwrap_err();
+        assert!(
+            plain_text.starts_with("OTEL_EXPORTER_OTLP_TRACES_CERTIFICATE is set")
+                && plain_text.contains("https://")
+                && !plain_text.contains("s3cret"),
+            "{plain_text}"
+        );
+        // Turned off, nothing is checked.
+        assert_eq!(
+            from(&[
+                https,
+                ("OTEL_SDK_DISABLED", "true"),
+                ("OTEL_EXPORTER_OTLP_CLIENT_KEY", "/k")
+            ]),
+            Ok(None)
+        );
     }
 
     #[test]

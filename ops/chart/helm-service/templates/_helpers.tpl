@@ -147,6 +147,13 @@ mounts from it, so the three always agree. Fails on more than one kind of NATS c
 {{- $files = append $files (dict "env" "NATS_CERT" "volume" "nats-client-cert" "secret" .name "key" .certKey "file" "tls.crt") }}
 {{- $files = append $files (dict "env" "NATS_KEY" "volume" "nats-client-key" "secret" .name "key" .keyKey "file" "tls.key") }}
 {{- end }}{{- end }}
+{{- with .Values.tracing.tls.caSecret }}{{- if .name }}
+{{- $files = append $files (dict "env" "OTEL_EXPORTER_OTLP_CERTIFICATE" "volume" "otlp-ca" "secret" .name "key" .key "file" "ca.crt") }}
+{{- end }}{{- end }}
+{{- with .Values.tracing.tls.clientSecret }}{{- if .name }}
+{{- $files = append $files (dict "env" "OTEL_EXPORTER_OTLP_CLIENT_CERTIFICATE" "volume" "otlp-client-cert" "secret" .name "key" .certKey "file" "tls.crt") }}
+{{- $files = append $files (dict "env" "OTEL_EXPORTER_OTLP_CLIENT_KEY" "volume" "otlp-client-key" "secret" .name "key" .keyKey "file" "tls.key") }}
+{{- end }}{{- end }}
 {{- with .Values.charts.resourceServiceTokenSecret }}{{- if .name }}
 {{- $files = append $files (dict "env" "RESOURCE_SERVICE_TOKEN_FILE" "volume" "resource-service-token" "secret" .name "key" .key "file" "token") }}
 {{- end }}{{- end }}
