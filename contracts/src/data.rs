@@ -513,19 +513,55 @@ pub fn from_value<T: DeserializeOwned>(value: &Value) -> Result<T, DataError> {
         if err.path().to_string() == "." && value.is_object() {
             if let Err(common) = serde_path_to_error::deserialize::<_, CommonData>(value) {
                 if common.path().to_string() != "." {
-                    return invalid(common);
+                    return invalid(common, value);
                 }
             }
         }
-        invalid(err)
+        invalid(err, value)
     })
 }
 
-fn invalid(err: serde_path_to_error::Error<serde_json::Error>) -> DataError {
+/// Where `data` carries the user's Helm values (`configurationChange`), which may hold
+/// secrets: an error there never quotes the value, since the message goes into the errored
+/// `finished` event on the Keptn bus and into the logs.
+const UNQUOTED: &str = "configurationChange";
+
+fn invalid(err: serde_path_to_error::Error<serde_json::Error>, data: &Value) -> DataError {
+    let path = err.path().to_string();
+    let message = err.into_inner().to_string();
+    let message = if path == UNQUOTED || path.starts_with(&format!("{UNQUOTED}.")) {
+        unquoted(&message, value_at(data, &path))
+    } else {
+        message
+    };
     DataError::Invalid {
-        path: shown_path(&err.path().to_string()),
-        message: err.into_inner().to_string(),
+        path: shown_path(&path),
+        message,
     }
+}
+
+/// serde's message without the offending value: its JSON type and what was expected.
+fn unquoted(message: &str, found: Option<&Value>) -> String {
+    let kind = match found {
+        Some(Value::Null) => "null",
+        Some(Value::Bool(_)) => "boolean",
+        Some(Value::Number(_)) => "number",
+        Some(Value::String(_)) => "string",
+        Some(Value::Array(_)) => "sequence",
+        Some(Value::Object(_)) => "map",
+        None => "value",
+    };
+    // serde's wording ends with `, expected <what>`, after the value it quotes.
+    let expected = message
+        .rsplit_once(", expected ")
+        .map(|(_, expected)| format!(", expected {expected}"))
+        .unwrap_or_default();
+    format!("invalid {kind}{expected} (the value is not shown: Helm values may hold secrets)")
+}
+
+/// The member of `data` at a serde path of member names (`configurationChange.values`).
+fn value_at<'a>(data: &'a Value, path: &str) -> Option<&'a Value> {
+    path.split('.').try_fold(data, |value, key| value.get(key))
 }
 
 /// A path as messages show it: the member names in it come from the event, so control
@@ -551,6 +587,34 @@ pub(crate) fn shown_path(path: &str) -> String {
 mod tests {
     use super::*;
     use serde_json::json;
+
+    #[test]
+    fn errors_in_the_helm_values_never_quote_them() {
+        let secret = "password: hunter2";
+        for (change, path, kind) in [
+            (
+                json!({"values": secret}),
+                "configurationChange.values",
+                "string",
+            ),
+            (json!(secret), "configurationChange", "string"),
+            (json!({"values": 7}), "configurationChange.values", "number"),
+        ] {
+            let data = json!({"project": "p", "stage": "s", "service": "c",
+                              "configurationChange": change});
+            let err = from_value::<DeploymentTriggeredData>(&data).unwrap_err();
+            let text = err.to_string();
+            assert!(!text.contains("hunter2") && !text.contains('7'), "{text}");
+            assert!(
+                text.starts_with(&format!("data.{path}: invalid {kind}, expected ")),
+                "{text}"
+            );
+            assert!(text.ends_with("Helm values may hold secrets)"), "{text}");
+        }
+        // Elsewhere the value is named, which helps find it.
+        let err = from_value::<DeploymentTriggeredData>(&json!({"project": 5})).unwrap_err();
+        assert!(err.to_string().contains("integer `5`"), "{err}");
+    }
 
     #[test]
     fn status_and_result_accept_empty_as_absent() {

@@ -431,7 +431,17 @@ fn errored_cases() -> Vec<Case> {
                 &["configurationChange", "values"],
                 Some(json!([1])),
             ),
-            "data.configurationChange.values: invalid type: sequence",
+            "data.configurationChange.values: invalid sequence, expected a map",
+        ),
+        errored(
+            "values a string holding a secret",
+            with_data(
+                "bad-values-secret",
+                &["configurationChange", "values"],
+                Some(json!("password: hunter2")),
+            ),
+            // Not quoted: the wording names only the type.
+            "data.configurationChange.values: invalid string, expected a map (the value is not shown",
         ),
         errored(
             "project a number",
