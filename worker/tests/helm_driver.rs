@@ -419,7 +419,7 @@ async fn render_shows_an_upgrade_without_applying_it(bin: PathBuf) {
     let two = json!({"greeting": "two"});
     let rendered = env
         .helm
-        .render_upgrade(&env.request("rel", &two))
+        .render_upgrade(&env.request("rel", &two), 0)
         .await
         .unwrap();
     assert_eq!(rendered.revision, 2);
@@ -439,6 +439,12 @@ async fn render_shows_an_upgrade_without_applying_it(bin: PathBuf) {
         "{:?}",
         rendered.hooks
     );
+    // Hooks are not part of the manifest (the held deployment appends them once).
+    assert!(
+        !rendered.manifest.contains("rel-test"),
+        "{}",
+        rendered.manifest
+    );
     assert_eq!(
         (
             rendered.chart_name.as_str(),
@@ -454,7 +460,7 @@ async fn render_shows_an_upgrade_without_applying_it(bin: PathBuf) {
     let explode = json!({"explode": true});
     let err = env
         .helm
-        .render_upgrade(&env.request("rel", &explode))
+        .render_upgrade(&env.request("rel", &explode), 0)
         .await
         .unwrap_err();
     assert!(!err.is_transient(), "{err}");

@@ -342,10 +342,10 @@ async fn replay_promotion(
     };
     let source_config = KeptnValues::new(PROJECT, STAGE, service, "canary").to_values();
     let values = replicas::override_values(&marker, scaled, &source_config);
+    let text = |key: &str| metadata[key].as_str().unwrap_or_default();
     let chart = replicas::write_chart(
         &dir.join("4"),
-        metadata["chart"].as_str().unwrap_or_default(),
-        metadata["version"].as_str().unwrap_or_default(),
+        (text("chart"), text("version"), text("appVersion")),
     )?;
     let scale_canary = upgrade_wait(env, &names.user, ns, &chart, &values, wait).await?;
     Ok(Replay {

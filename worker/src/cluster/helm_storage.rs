@@ -51,9 +51,10 @@ impl StoredRevision {
 pub struct StoredRelease {
     pub revision: u32,
     pub status: String,
-    /// The chart's `name` and `version` (`helm list`'s CHART column).
+    /// The chart's `name` and `version` (`helm list`'s CHART column) and `appVersion`.
     pub chart_name: String,
     pub chart_version: String,
+    pub app_version: String,
     /// The values given at install/upgrade (`helm get values`, without the chart defaults).
     pub config: Value,
     /// The rendered manifest (`helm get manifest`).
@@ -124,6 +125,8 @@ struct ChartMetadata {
     name: String,
     #[serde(default)]
     version: String,
+    #[serde(default, rename = "appVersion")]
+    app_version: String,
 }
 
 /// Largest decompressed release body accepted (Helm's own limit on a Secret is 1 MiB
@@ -186,6 +189,7 @@ impl Cluster {
             description: body.info.description,
             chart_name: body.chart.metadata.name,
             chart_version: body.chart.metadata.version,
+            app_version: body.chart.metadata.app_version,
             config: body.config.unwrap_or(Value::Object(Default::default())),
             manifest: body.manifest,
             test_hooks: body

@@ -33,7 +33,7 @@ use crate::deploy::replicas::{self, ReplicaOverride};
 use crate::deploy::settings::Deadlines;
 use crate::deploy::traffic::TrafficLayer;
 use crate::deploy::KeptnValues;
-use crate::helm::{HelmError, ReleaseStatus, RenderedRelease, UpgradeRequest};
+use crate::helm::{HelmError, ReleaseState, ReleaseStatus, RenderedRelease, UpgradeRequest};
 use crate::pipeline::intake::Task;
 
 /// One service in one stage, with what a task needs to observe and change it: its two
@@ -419,21 +419,38 @@ impl<'a> DeployedService<'a> {
             .await
     }
 
-    /// What [`DeployedService::upgrade`] of `release` to the chart at `chart_dir` would
-    /// deploy, rendered by helm against the cluster and applied nowhere.
+    /// What [`DeployedService::upgrade`] of `release` to the chart at `chart_dir` (of
+    /// `chart_bytes` bytes) would deploy, rendered by helm against the cluster and applied
+    /// nowhere.
     pub async fn render(
         &self,
         release: &str,
         chart_dir: &std::path::Path,
+        chart_bytes: usize,
         values: &Value,
     ) -> Result<RenderedRelease, HelmError> {
-        self.platform
-            .helm
-            .render_upgrade(&UpgradeRequest {
-                timeout: Some(self.deadlines.helm),
-                ..UpgradeRequest::new(release, &self.names.namespace, chart_dir, values)
-            })
-            .await
+        let req = UpgradeRequest {
+            timeout: Some(self.deadlines.helm),
+            ..UpgradeRequest::new(release, &self.names.namespace, chart_dir, values)
+        };
+        self.platform.helm.render_upgrade(&req, chart_bytes).await
+    }
+
+    /// What the user's chart rendered for the user release's latest revision (see
+    /// `replicas::chart_rendering`), read from Helm's storage.
+    pub async fn latest_chart_rendering(&self) -> Result<Manifest, TaskError> {
+        let (namespace, release) = (&self.names.namespace, &self.names.user);
+        let history = self
+            .platform
+            .cluster
+            .release_revisions(namespace, release)
+            .await?;
+        let latest = self.latest(release, &history).await?.ok_or_else(|| {
+            TaskError::Failed(format!(
+                "release {release} in namespace {namespace} is gone: it was removed while being deployed"
+            ))
+        })?;
+        Ok(UserSource::parse(release, &latest)?.manifest)
     }
 
     /// helm-service's override of the user release in its latest revision (of `histories`),
@@ -572,10 +589,15 @@ impl<'a> DeployedService<'a> {
                 .map_err(|err| TaskError::Failed(err.to_string()))?;
         let values = replicas::override_values(&marker, manifest, &source.config);
         let dir = private_dir()?;
-        let chart_dir =
-            replicas::write_chart(dir.path(), &source.chart_name, &source.chart_version).map_err(
-                |err| TaskError::Transient(format!("writing the override chart: {err}")),
-            )?;
+        let chart_dir = replicas::write_chart(
+            dir.path(),
+            (
+                &source.chart_name,
+                &source.chart_version,
+                &source.app_version,
+            ),
+        )
+        .map_err(|err| TaskError::Transient(format!("writing the override chart: {err}")))?;
         let description = self.description(action);
         let revision = self
             .upgrade(release, &chart_dir, &values, Some(&description))
@@ -600,8 +622,8 @@ impl<'a> DeployedService<'a> {
     /// its latest revision selects the primary (a deployment held on the primary,
     /// `replicas::held_on_primary`), as the override of that revision's source with the
     /// selector back. Returns the user release's latest revision afterwards; a switch made
-    /// before (a redelivered event) is not made again.
-    pub async fn select_canary(&self) -> Result<u32, TaskError> {
+    /// and deployed before (a redelivered event) is not made again, one that failed is.
+    pub async fn switch_to_canary(&self) -> Result<u32, TaskError> {
         let (namespace, release) = (&self.names.namespace, &self.names.user);
         let history = self
             .platform
@@ -613,7 +635,10 @@ impl<'a> DeployedService<'a> {
                 "release {release} in namespace {namespace} is gone: it was removed while being deployed"
             ))
         })?;
-        let Some(marker) = ReplicaOverride::of(&latest.config).filter(|m| m.selects_primary) else {
+        let switched = |marker: &ReplicaOverride| {
+            !marker.selects_primary && latest.status == ReleaseState::Deployed.as_str()
+        };
+        let Some(marker) = ReplicaOverride::of(&latest.config).filter(|m| !switched(m)) else {
             return Ok(latest.revision);
         };
         let source = marker.source_revision;

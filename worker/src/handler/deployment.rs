@@ -395,7 +395,9 @@ impl Deployment<'_> {
         let values = self.keptn_values(self.keptn_role()).to_values();
         let held_on_primary = self.holds_primary(stored).await?;
         let upgraded = if held_on_primary {
-            self.upgrade_held_on_primary(&chart_dir, &values).await
+            let chart_bytes = chart.files().values().map(Vec::len).sum();
+            self.upgrade_held_on_primary(&chart_dir, chart_bytes, &values)
+                .await
         } else {
             self.service
                 .upgrade(release, &chart_dir, &values, None)
@@ -456,12 +458,14 @@ impl Deployment<'_> {
 
     /// Whether the deployment keeps the Services on the primary until its canary is ready
     /// and tested: with the `service` layer, when they select the primary now (the latest
-    /// user revision is a promotion's or rollback's override). The chart's own selector is
-    /// the canary's pods, which the canary at zero does not have yet; the other layers route
-    /// in the generated release, after the rollout.
+    /// user revision is a promotion's or rollback's override) and there is a primary (the
+    /// generated release). The chart's own selector is the canary's pods, which the canary at
+    /// zero does not have yet; the other layers route in the generated release, after the
+    /// rollout.
     async fn holds_primary(&self, stored: &ReleaseHistories) -> Result<bool, TaskError> {
         if self.strategy != DeploymentStrategy::BlueGreenService
             || !self.traffic().splits_by_selector()
+            || stored.generated_latest().is_none()
         {
             return Ok(false);
         }
@@ -476,10 +480,14 @@ impl Deployment<'_> {
     async fn upgrade_held_on_primary(
         &self,
         chart_dir: &std::path::Path,
+        chart_bytes: usize,
         values: &Value,
     ) -> Result<(ReleaseStatus, Option<Manifest>), TaskError> {
         let release = &self.service.names.user;
-        let rendered = self.service.render(release, chart_dir, values).await?;
+        let rendered = self
+            .service
+            .render(release, chart_dir, chart_bytes, values)
+            .await?;
         let held = replicas::held_on_primary(
             release,
             rendered.revision,
@@ -489,11 +497,13 @@ impl Deployment<'_> {
         .map_err(|err| TaskError::Failed(err.to_string()))?;
         let values = replicas::override_values(&held.marker, held.manifest, values);
         let dir = private_dir()?;
-        let override_chart =
-            replicas::write_chart(dir.path(), &rendered.chart_name, &rendered.chart_version)
-                .map_err(|err| {
-                    TaskError::Transient(format!("writing the override chart: {err}"))
-                })?;
+        let identity = (
+            rendered.chart_name.as_str(),
+            rendered.chart_version.as_str(),
+            rendered.app_version.as_str(),
+        );
+        let override_chart = replicas::write_chart(dir.path(), identity)
+            .map_err(|err| TaskError::Transient(format!("writing the override chart: {err}")))?;
         let description = format!(
             "helm-service: deploy {}-{} with the Service kept on the primary until the canary is ready ({})",
             rendered.chart_name, rendered.chart_version, self.service.cause
@@ -503,10 +513,11 @@ impl Deployment<'_> {
             .upgrade(release, &override_chart, &values, Some(&description))
             .await?;
         if status.revision != rendered.revision {
-            // The marker names the revision helm rendered: another writer got in between.
-            return Err(TaskError::Transient(format!(
+            // The marker names the revision helm rendered: another writer got in between, and
+            // the revision written names the wrong source. Failed, so it is restored.
+            return Err(TaskError::Failed(format!(
                 "release {release} got revision {} while helm-service deployed revision {}: \
-                 another client changed it at the same time; deploying again",
+                 another client changed the release at the same time; deploy again",
                 status.revision, rendered.revision
             )));
         }
@@ -630,13 +641,6 @@ impl Deployment<'_> {
     ) -> Result<GeneratedStepOutput, TaskError> {
         let release = &self.service.names.generated;
         let exists = latest.is_some();
-        // A deployment held on the primary: its canary is ready and tested, so the Services
-        // switch to it now, as the routing of the other layers does below.
-        let user_revision = if user.held_on_primary {
-            Some(self.service.select_canary().await?)
-        } else {
-            None
-        };
         let (model, first_install) = match (self.strategy, latest) {
             (DeploymentStrategy::BlueGreenService, Some(revision)) => {
                 // Read from Helm's storage: one GET instead of a `helm get values` process.
@@ -656,7 +660,7 @@ impl Deployment<'_> {
             (DeploymentStrategy::BlueGreenService, None) => {
                 let manifest = match manifest {
                     Some(manifest) => manifest,
-                    None => self.read_manifest(&self.service.names.user).await?,
+                    None => self.service.latest_chart_rendering().await?,
                 };
                 let model = BlueGreenModel::from_manifest(self.routing(), &manifest, 100)
                     .map_err(|err| TaskError::Failed(err.to_string()))?;
@@ -668,7 +672,7 @@ impl Deployment<'_> {
                     return Ok(GeneratedStepOutput {
                         revision: None,
                         deployments: Vec::new(),
-                        user_revision,
+                        user_revision: None,
                     });
                 }
                 let model = MeshModel {
@@ -696,6 +700,14 @@ impl Deployment<'_> {
                 .await
                 .map_err(|failure| TaskError::Failed(failure.to_string()))?;
         }
+        // A deployment held on the primary: its canary is ready and tested, so the Services
+        // switch to it now, last, as the routing of the other layers did just above (a
+        // failure before this leaves the traffic where it was).
+        let user_revision = if user.held_on_primary {
+            Some(self.service.switch_to_canary().await?)
+        } else {
+            None
+        };
         Ok(GeneratedStepOutput {
             revision: Some(revision),
             deployments,

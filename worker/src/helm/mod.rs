@@ -348,14 +348,19 @@ impl Helm {
     /// cluster (`--dry-run=server`) and neither stored nor applied: the revision it would
     /// write, the manifest and the hooks. A caller that must change what a chart renders
     /// before it is applied deploys the changed manifest instead (`deploy::manifest_chart`).
+    ///
+    /// The printout holds the whole chart too (its files, base64), so the output cap is
+    /// raised by twice `chart_bytes`, the chart's size.
     pub async fn render_upgrade(
         &self,
         req: &UpgradeRequest<'_>,
+        chart_bytes: usize,
     ) -> Result<RenderedRelease, HelmError> {
         let op = Operation::Render;
         let (target, chart, values) = self.upgrade_inputs(op, req)?;
         let line = command_line::render(req, &chart, &values.path(), self.config.timeout);
-        let out = self.call(op, &target, line).await?;
+        let cap = (self.config.max_output_bytes).saturating_add(chart_bytes.saturating_mul(2));
+        let out = self.call_capped(op, &target, line, cap).await?;
         drop(values);
         release::parse_rendered(&out).map_err(|e| HelmError::Parse {
             operation: op,
@@ -564,6 +569,18 @@ impl Helm {
         target: &ReleaseRef,
         line: CommandLine,
     ) -> Result<Vec<u8>, HelmError> {
+        self.call_capped(operation, target, line, self.config.max_output_bytes)
+            .await
+    }
+
+    /// [`Helm::call`] keeping up to `max_output` bytes of stdout.
+    async fn call_capped(
+        &self,
+        operation: Operation,
+        target: &ReleaseRef,
+        line: CommandLine,
+        max_output: usize,
+    ) -> Result<Vec<u8>, HelmError> {
         // What helm did, for logs and traces; never its arguments (values may hold secrets).
         let span = tracing::info_span!(
             "helm",
@@ -578,7 +595,7 @@ impl Helm {
         async {
             let _slot = self.slot().await;
             let started = Instant::now();
-            let result = self.run(operation, target, line).await;
+            let result = self.run(operation, target, line, max_output).await;
             let elapsed = started.elapsed();
             match &result {
                 Ok(_) => tracing::debug!(elapsed_ms = elapsed.as_millis() as u64, "helm finished"),
@@ -619,6 +636,7 @@ impl Helm {
         operation: Operation,
         target: &ReleaseRef,
         line: CommandLine,
+        max_output: usize,
     ) -> Result<Vec<u8>, HelmError> {
         let CommandLine {
             args,
@@ -630,7 +648,7 @@ impl Helm {
             args: command_line::with_cluster_flags(&self.config, args),
             env: command_line::environment(&self.config),
             timeout,
-            max_stdout: self.config.max_output_bytes,
+            max_stdout: max_output,
             max_stderr: self.config.max_stderr_bytes,
         };
         let finished = match process::run(&inv).await {

@@ -205,7 +205,7 @@ pub(crate) fn parse_upgrade_output(
 }
 
 /// What an upgrade would deploy (`Helm::render_upgrade`).
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Clone, PartialEq, Eq)]
 pub struct RenderedRelease {
     /// The revision the upgrade would write.
     pub revision: u32,
@@ -217,6 +217,20 @@ pub struct RenderedRelease {
     pub chart_name: String,
     pub chart_version: String,
     pub app_version: String,
+}
+
+/// Sizes only: the manifest may hold rendered Secrets.
+impl fmt::Debug for RenderedRelease {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("RenderedRelease")
+            .field("revision", &self.revision)
+            .field("manifest_bytes", &self.manifest.len())
+            .field("hooks", &self.hooks.len())
+            .field("chart_name", &self.chart_name)
+            .field("chart_version", &self.chart_version)
+            .field("app_version", &self.app_version)
+            .finish()
+    }
 }
 
 /// Parses the release JSON of a dry run (`helm upgrade --dry-run=server -o json`).
