@@ -539,7 +539,7 @@ async fn a_rotated_nkey_seed_file_is_read_again_at_reconnection() -> anyhow::Res
 async fn a_creds_file_is_read_again_when_its_user_jwt_expires() -> anyhow::Result<()> {
     // The harness connects as the operator's long-lived user, the worker as one whose JWT
     // expires soon (long enough to start and answer an event on a busy machine).
-    const LIFETIME: Duration = Duration::from_secs(10);
+    const LIFETIME: Duration = Duration::from_secs(20);
     let operator = OperatorMode::mint()?;
     let nats = NatsServer::start_configured(operator.server("")).await?;
     let env = TestEnv::with_server(nats).await?;
