@@ -378,9 +378,20 @@ async fn service_layer_switches_to_a_new_canary_only_once_it_is_ready_and_tested
         "the message names the latest revision {latest}: {message}"
     );
 
+    // The revisions helm-service wrote (the switch here, the scale-down after a promotion)
+    // keep the chart's tests: `helm test` of the release still finds them.
+    let tests_kept = || async {
+        let hooks = env
+            .helm(&["get", "hooks", "shop-dev-hello", "-n", NS])
+            .await?;
+        anyhow::Ok(hooks.contains("hello-test"))
+    };
+    assert!(tests_kept().await?, "the switch kept the test hook");
+
     // Promoted again, then v3 whose tests fail: the Service never leaves the primary.
     let release = release_event("r2", "hello", "blue_green_service", "pass");
     assert_succeeded(&env.deploy(&release, WAIT).await?, "pass");
+    assert!(tests_kept().await?, "the scale-down kept the test hook");
     await_endpoints_of(&env, "hello-primary").await?;
     log.take();
     let finished = env

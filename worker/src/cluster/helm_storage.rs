@@ -61,8 +61,18 @@ pub struct StoredRelease {
     pub manifest: String,
     /// The release's `helm test` hooks (Pods and Jobs the chart runs as tests).
     pub test_hooks: Vec<TestHook>,
+    /// Every hook of the revision: its events and its rendered manifest.
+    pub hooks: Vec<StoredHook>,
     /// What `helm history` shows in DESCRIPTION, e.g. `Rollback to 3`.
     pub description: String,
+}
+
+/// A hook of a release as Helm stored it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StoredHook {
+    /// `pre-install`, `test`, `pre-delete`, ...
+    pub events: Vec<String>,
+    pub manifest: String,
 }
 
 /// A `helm.sh/hook: test` object of a release.
@@ -95,6 +105,8 @@ struct HookBody {
     kind: String,
     #[serde(default)]
     events: Vec<String>,
+    #[serde(default)]
+    manifest: String,
 }
 
 impl HookBody {
@@ -194,11 +206,19 @@ impl Cluster {
             manifest: body.manifest,
             test_hooks: body
                 .hooks
-                .into_iter()
-                .filter(HookBody::is_test)
+                .iter()
+                .filter(|hook| hook.is_test())
                 .map(|hook| TestHook {
-                    kind: hook.kind,
-                    name: hook.name,
+                    kind: hook.kind.clone(),
+                    name: hook.name.clone(),
+                })
+                .collect(),
+            hooks: body
+                .hooks
+                .into_iter()
+                .map(|hook| StoredHook {
+                    events: hook.events,
+                    manifest: hook.manifest,
                 })
                 .collect(),
         }))

@@ -68,11 +68,13 @@ impl ReplicaOverride {
 
 /// What the user's chart rendered for revision `source` (see [`chart_rendering`]) changed as
 /// `marker` says: replicas (see [`with_replicas`]) and, when it selects the primary, the
-/// Services' selectors.
-pub fn with_override(
+/// Services' selectors; then the source's `hooks` (`(events, manifest)`) that last (see
+/// [`LASTING_HOOK_EVENTS`]).
+pub fn with_override<'a>(
     release: &str,
     mut source: Manifest,
     marker: &ReplicaOverride,
+    hooks: impl IntoIterator<Item = (&'a [String], &'a str)>,
 ) -> Result<String, ReplicasError> {
     set_replicas(
         release,
@@ -83,7 +85,48 @@ pub fn with_override(
     if marker.selects_primary {
         traffic::select_primary(&mut source.objects);
     }
-    render(release, &source)
+    let lasting = lasting_hooks(release, hooks)?;
+    let mut text = render(release, &source)?;
+    text.push_str(&render(release, &Manifest { objects: lasting })?);
+    Ok(text)
+}
+
+/// The hook events an override revision keeps from its source. Helm never runs them on the
+/// override's own upgrade (they run at `helm test` and `helm uninstall`, from the latest
+/// revision's hooks), and without them a release whose latest revision helm-service wrote
+/// (a canary scaled to zero, a switched selector) would have lost its tests and the hooks
+/// its chart runs at deletion. Install, upgrade and rollback hooks are not kept: they would
+/// run again at the override's upgrade.
+pub const LASTING_HOOK_EVENTS: [&str; 4] = ["test", "test-success", "pre-delete", "post-delete"];
+
+/// Helm's annotation naming a hook's events.
+const HOOK_ANNOTATION: &str = "helm.sh/hook";
+
+/// The `hooks` (`(events, manifest)`) with a lasting event, each annotated with its lasting
+/// events only.
+fn lasting_hooks<'a>(
+    release: &str,
+    hooks: impl IntoIterator<Item = (&'a [String], &'a str)>,
+) -> Result<Vec<Value>, ReplicasError> {
+    let mut kept = Vec::new();
+    for (events, manifest) in hooks {
+        let lasting: Vec<&str> = events
+            .iter()
+            .map(String::as_str)
+            .filter(|event| LASTING_HOOK_EVENTS.contains(event))
+            .collect();
+        if lasting.is_empty() {
+            continue;
+        }
+        for mut object in Manifest::parse(release, manifest)?.objects {
+            if !object["metadata"]["annotations"].is_object() {
+                object["metadata"]["annotations"] = Value::Object(Default::default());
+            }
+            object["metadata"]["annotations"][HOOK_ANNOTATION] = Value::from(lasting.join(","));
+            kept.push(object);
+        }
+    }
+    Ok(kept)
 }
 
 /// What the user's chart rendered for `revision`, from the revision's stored manifest and
@@ -337,7 +380,7 @@ spec: {ports: [{port: 80}]}
             selects_primary: true,
         };
         let source = || Manifest::parse("r", &manifest).unwrap();
-        let out = with_override("r", source(), &marker).unwrap();
+        let out = with_override("r", source(), &marker, []).unwrap();
         let parsed = Manifest::parse("r", &out).unwrap();
         assert_eq!(
             parsed.services()[0]["spec"]["selector"]["app"],
@@ -347,7 +390,7 @@ spec: {ports: [{port: 80}]}
         assert!(!marker.is_scaled_to_zero());
         marker.selects_primary = false;
         marker.replicas.insert("carts".into(), 0);
-        let out = with_override("r", source(), &marker).unwrap();
+        let out = with_override("r", source(), &marker, []).unwrap();
         let parsed = Manifest::parse("r", &out).unwrap();
         assert_eq!(parsed.services()[0]["spec"]["selector"]["app"], "carts");
         assert_eq!(parsed.deployments()[0]["spec"]["replicas"], 0);
@@ -403,6 +446,64 @@ spec: {ports: [{port: 80}]}
             later.services()[0]["spec"]["selector"]["app"],
             "carts-primary"
         );
+    }
+
+    #[test]
+    fn an_override_keeps_the_tests_and_deletion_hooks_only() {
+        let hook = |name: &str, events: &str| {
+            let manifest = format!(
+                "apiVersion: v1\nkind: Pod\nmetadata:\n  name: {name}\n  annotations:\n    \
+                 helm.sh/hook: {events}\n    helm.sh/hook-weight: \"2\"\n"
+            );
+            let events: Vec<String> = events.split(',').map(str::to_owned).collect();
+            (events, manifest)
+        };
+        let hooks = [
+            hook("migrate", "pre-install,pre-upgrade"),
+            hook("check", "test"),
+            hook("drain", "pre-upgrade,pre-delete"),
+            hook("notify", "post-upgrade"),
+            hook("cleanup", "post-delete"),
+        ];
+        let marker = ReplicaOverride {
+            source_revision: 3,
+            replicas: BTreeMap::from([("carts".to_owned(), 0)]),
+            selects_primary: false,
+        };
+        let source = Manifest::parse("r", MANIFEST).unwrap();
+        let out = with_override(
+            "r",
+            source,
+            &marker,
+            hooks.iter().map(|(e, m)| (e.as_slice(), m.as_str())),
+        )
+        .unwrap();
+        let objects = Manifest::parse("r", &out).unwrap().objects;
+        let kept: Vec<(&str, &str)> = objects
+            .iter()
+            .filter(|o| o["kind"] == "Pod")
+            .map(|o| {
+                (
+                    name_of(o).unwrap(),
+                    o["metadata"]["annotations"]["helm.sh/hook"]
+                        .as_str()
+                        .unwrap(),
+                )
+            })
+            .collect();
+        assert_eq!(
+            kept,
+            [
+                ("check", "test"),
+                ("drain", "pre-delete"),
+                ("cleanup", "post-delete")
+            ]
+        );
+        assert_eq!(
+            objects[3]["metadata"]["annotations"]["helm.sh/hook-weight"],
+            "2"
+        );
+        assert_eq!(objects[0]["spec"]["replicas"], 0);
     }
 
     #[test]

@@ -569,7 +569,8 @@ impl<'a> DeployedService<'a> {
 
     /// The user release re-deployed from its source revision as user-release action
     /// `index` of `plan` leaves it (replicas, and with the `service` layer the Service's
-    /// selector: `Plan::user_override_at`); waits for the Deployments it runs.
+    /// selector: `Plan::user_override_at`), with the source's tests and deletion hooks
+    /// (`replicas::LASTING_HOOK_EVENTS`); waits for the Deployments it runs.
     async fn upgrade_user_override(
         &self,
         plan: &Plan,
@@ -585,7 +586,13 @@ impl<'a> DeployedService<'a> {
             .await?;
         let manifest =
             replicas::chart_rendering(release, source_revision, &source.manifest, &source.config)
-                .and_then(|rendering| replicas::with_override(release, rendering, &marker))
+                .and_then(|rendering| {
+                    let hooks = source
+                        .hooks
+                        .iter()
+                        .map(|hook| (hook.events.as_slice(), hook.manifest.as_str()));
+                    replicas::with_override(release, rendering, &marker, hooks)
+                })
                 .map_err(|err| TaskError::Failed(err.to_string()))?;
         let values = replicas::override_values(&marker, manifest, &source.config);
         let dir = private_dir()?;
