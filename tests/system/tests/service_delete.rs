@@ -7,7 +7,8 @@ use std::time::Duration;
 use kube_sim::Config as SimConfig;
 use serde_json::{json, Value};
 use system_tests::deploy_env::{
-    deployment_event_in, example_chart, service_delete_event, DeployEnv,
+    deployment_event, deployment_event_in, example_chart, example_chart_with, release_event,
+    service_delete_event, DeployEnv,
 };
 use system_tests::worker_process::{WorkerProcess, WorkerSpec};
 
@@ -348,5 +349,64 @@ async fn a_deletion_waiting_for_a_stage_lends_its_slot_to_the_deployment_holding
         .await?,
         2.0
     );
+    Ok(())
+}
+
+/// A pre-delete hook of the chart: a Job kept after it ran, so the test can see it did.
+const DRAIN_HOOK: &str = r#"apiVersion: batch/v1
+kind: Job
+metadata:
+  name: {{ .Values.keptn.service }}-drain
+  annotations:
+    "helm.sh/hook": pre-delete
+    "helm.sh/hook-delete-policy": before-hook-creation
+spec:
+  backoffLimit: 0
+  template:
+    spec:
+      restartPolicy: Never
+      containers:
+        - name: drain
+          image: ghcr.io/example/drain:1
+"#;
+
+/// After a promotion the user release's latest revision is helm-service's own (the canary
+/// scaled to zero); deleting the service still runs the chart's pre-delete hook, which that
+/// revision keeps from the chart's.
+#[tokio::test]
+async fn deleting_a_promoted_service_runs_the_charts_pre_delete_hook() -> anyhow::Result<()> {
+    let env = DeployEnv::start(SimConfig {
+        job_duration: Duration::from_millis(100),
+        ..sim()
+    })
+    .await?;
+    let chart = example_chart_with(env.env.dir.path(), &[("templates/drain.yaml", DRAIN_HOOK)])?;
+    env.push_chart(("shop", "dev", "hello"), &chart)?;
+    let _worker = env.start_worker(env.worker_spec(), "worker").await?;
+    let deployment = deployment_event("d1", "hello", "blue_green_service", json!({}));
+    let finished = env.deploy(&deployment, WAIT).await?;
+    anyhow::ensure!(finished["data"]["status"] == "succeeded", "{finished:#}");
+    let promotion = release_event("r1", "hello", "blue_green_service", "pass");
+    let finished = env.deploy(&promotion, WAIT).await?;
+    anyhow::ensure!(finished["data"]["status"] == "succeeded", "{finished:#}");
+    let descriptions = env.helm_descriptions("shop-dev-hello", "shop-dev").await?;
+    let latest = descriptions.last().map(|(_, d)| d.as_str()).unwrap_or("");
+    assert!(
+        latest.starts_with("helm-service: scale"),
+        "{descriptions:?}"
+    );
+    let drain = ("batch", "v1", "Job");
+    assert!(env
+        .object(drain, "shop-dev", "hello-drain")
+        .await?
+        .is_none());
+
+    let finished = env
+        .run_report(&service_delete_event("del", "hello", Some("dev")), WAIT)
+        .await?;
+    assert_eq!(finished["data"]["status"], "succeeded", "{finished:#}");
+    assert!(env.helm_releases_everywhere().await?.is_empty());
+    let job = env.object(drain, "shop-dev", "hello-drain").await?;
+    assert!(job.is_some(), "the pre-delete hook did not run");
     Ok(())
 }
