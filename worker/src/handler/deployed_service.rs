@@ -439,6 +439,13 @@ impl<'a> DeployedService<'a> {
     /// What the user's chart rendered for the user release's latest revision (see
     /// `replicas::chart_rendering`), read from Helm's storage.
     pub async fn latest_chart_rendering(&self) -> Result<Manifest, TaskError> {
+        let latest = self.latest_user_revision().await?;
+        Ok(UserSource::parse(&self.names.user, &latest)?.manifest)
+    }
+
+    /// The user release's latest revision as Helm's storage holds it now (read afresh: the
+    /// task itself may have written it); an error when the release is gone.
+    async fn latest_user_revision(&self) -> Result<StoredRelease, TaskError> {
         let (namespace, release) = (&self.names.namespace, &self.names.user);
         let history = self
             .platform
@@ -450,7 +457,7 @@ impl<'a> DeployedService<'a> {
                 "release {release} in namespace {namespace} is gone: it was removed while being deployed"
             ))
         })?;
-        Ok(UserSource::parse(release, &latest)?.manifest)
+        Ok(latest)
     }
 
     /// helm-service's override of the user release in its latest revision (of `histories`),
@@ -631,17 +638,7 @@ impl<'a> DeployedService<'a> {
     /// selector back. Returns the user release's latest revision afterwards; a switch made
     /// and deployed before (a redelivered event) is not made again, one that failed is.
     pub async fn switch_to_canary(&self) -> Result<u32, TaskError> {
-        let (namespace, release) = (&self.names.namespace, &self.names.user);
-        let history = self
-            .platform
-            .cluster
-            .release_revisions(namespace, release)
-            .await?;
-        let latest = self.latest(release, &history).await?.ok_or_else(|| {
-            TaskError::Failed(format!(
-                "release {release} in namespace {namespace} is gone: it was removed while being deployed"
-            ))
-        })?;
+        let latest = self.latest_user_revision().await?;
         let switched = |marker: &ReplicaOverride| {
             !marker.selects_primary && latest.status == ReleaseState::Deployed.as_str()
         };
