@@ -250,19 +250,7 @@ async fn a_collector_that_is_away_or_silent_slows_nothing_and_its_spans_are_coun
             with < without + Duration::from_secs(5),
             "{service}: {with:?} against {without:?}"
         );
-        let dropped = test_harness::wait::wait_until(
-            "spans counted dropped",
-            Duration::from_secs(30),
-            Duration::from_millis(200),
-            || async {
-                let dropped = worker
-                    .metric("helm_service_trace_spans_dropped_total{reason=\"export_failed\"}")
-                    .await
-                    .ok()?;
-                (dropped > 0.0).then_some(dropped)
-            },
-        )
-        .await?;
+        let dropped = spans_dropped_by_failed_exports(&worker).await?;
         eprintln!("{service}: {dropped} spans counted dropped");
         drop(worker);
     }
@@ -292,20 +280,9 @@ async fn a_collector_whose_certificate_is_not_trusted_gets_nothing_and_the_worke
         let first = deployment_event(&format!("{service}-1"), service, "direct", json!({}));
         let finished = env.deploy(&first, WAIT).await?;
         assert_eq!(finished["data"]["status"], "succeeded", "{finished:#}");
-        let dropped = test_harness::wait::wait_until(
-            "spans counted dropped",
-            Duration::from_secs(30),
-            Duration::from_millis(200),
-            || async {
-                let dropped = worker
-                    .metric("helm_service_trace_spans_dropped_total{reason=\"export_failed\"}")
-                    .await
-                    .ok()?;
-                (dropped > 0.0).then_some(dropped)
-            },
-        )
-        .await
-        .map_err(|err| err.context(worker.process.log_tail(40)))?;
+        let dropped = spans_dropped_by_failed_exports(&worker)
+            .await
+            .map_err(|err| err.context(worker.process.log_tail(40)))?;
         // The handshake is what failed, and the worker still takes events.
         assert!(receiver.tls_handshake_failures() > 0, "{service}");
         let second = deployment_event(&format!("{service}-2"), service, "direct", json!({}));
@@ -333,4 +310,23 @@ async fn a_collector_whose_certificate_is_not_trusted_gets_nothing_and_the_worke
         drop(worker);
     }
     Ok(())
+}
+
+/// Waits (bounded) until `worker` counts spans dropped because their export failed; the count.
+async fn spans_dropped_by_failed_exports(
+    worker: &system_tests::worker_process::WorkerProcess,
+) -> anyhow::Result<f64> {
+    test_harness::wait::wait_until(
+        "spans counted dropped",
+        Duration::from_secs(30),
+        Duration::from_millis(200),
+        || async {
+            let dropped = worker
+                .metric("helm_service_trace_spans_dropped_total{reason=\"export_failed\"}")
+                .await
+                .ok()?;
+            (dropped > 0.0).then_some(dropped)
+        },
+    )
+    .await
 }
