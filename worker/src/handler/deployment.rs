@@ -398,6 +398,7 @@ impl Deployment<'_> {
             let chart_bytes = chart.files().values().map(Vec::len).sum();
             self.upgrade_held_on_primary(&chart_dir, chart_bytes, &values)
                 .await
+                .map(|(status, rendering)| (status, Some(rendering)))
         } else {
             self.service
                 .upgrade(release, &chart_dir, &values, None)
@@ -482,7 +483,7 @@ impl Deployment<'_> {
         chart_dir: &std::path::Path,
         chart_bytes: usize,
         values: &Value,
-    ) -> Result<(ReleaseStatus, Option<Manifest>), TaskError> {
+    ) -> Result<(ReleaseStatus, Manifest), TaskError> {
         let release = &self.service.names.user;
         let rendered = self
             .service
@@ -522,7 +523,7 @@ impl Deployment<'_> {
             )));
         }
         info!(release = %release, revision = status.revision, "deployed with the Service kept on the primary until the canary is ready");
-        Ok((status, Some(held.rendering)))
+        Ok((status, held.rendering))
     }
 
     /// The test gate (`--helm-test`): `helm test` of the new revision, waiting up to the
